@@ -1,0 +1,148 @@
+/**
+ * io-ts helpers shared by the core and the connectors: strict objects that name unknown keys,
+ * common refinements, and a reporter that turns decode failures into readable path messages.
+ */
+import * as t from 'io-ts';
+import { isLeft } from 'fp-ts/Either';
+
+/** An object codec with required and optional props that rejects keys it does not know (typos). */
+export function strictObject<R extends t.Props, O extends t.Props>(
+  name: string,
+  required: R,
+  optional: O,
+): t.Type<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, unknown, unknown> {
+  const inner = t.intersection([t.type(required), t.partial(optional)]);
+  const known = new Set([...Object.keys(required), ...Object.keys(optional)]);
+  return new t.Type<t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>, unknown, unknown>(
+    name,
+    (u): u is t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>> => inner.is(u),
+    (u, c) => {
+      if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, `${name}: expected an object`);
+      const unknownKeys = Object.keys(u).filter((k) => !known.has(k));
+      if (unknownKeys.length > 0) {
+        const errs: t.Errors = unknownKeys.map((k) => ({
+          value: (u as Record<string, unknown>)[k],
+          context: [...c, { key: k, type: t.never, actual: (u as Record<string, unknown>)[k] }],
+          message: `unknown key "${k}" (allowed: ${[...known].join(', ')})`,
+        }));
+        return t.failures(errs);
+      }
+      // Validate both halves against the SAME context so error paths read `a.b`, not `a.0.b`.
+      const req = t.type(required).validate(u, c);
+      const opt = t.partial(optional).validate(u, c);
+      if (isLeft(req) || isLeft(opt)) {
+        return t.failures([...(isLeft(req) ? req.left : []), ...(isLeft(opt) ? opt.left : [])]);
+      }
+      return t.success({ ...(opt.right as object), ...(req.right as object) } as t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>);
+    },
+    (a) => a,
+  );
+}
+
+export interface NonEmptyStringBrand {
+  readonly NonEmptyString: unique symbol;
+}
+export const NonEmptyString = t.brand(
+  t.string,
+  (s): s is t.Branded<string, NonEmptyStringBrand> => s.trim().length > 0,
+  'NonEmptyString',
+);
+
+export interface HttpUrlBrand {
+  readonly HttpUrl: unique symbol;
+}
+/** An absolute http(s) URL. */
+export const HttpUrl = t.brand(
+  t.string,
+  (s): s is t.Branded<string, HttpUrlBrand> => {
+    try {
+      const u = new URL(s);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  },
+  'HttpUrl',
+);
+
+export interface PositiveIntBrand {
+  readonly PositiveInt: unique symbol;
+}
+export const PositiveInt = t.brand(
+  t.number,
+  (n): n is t.Branded<number, PositiveIntBrand> => Number.isInteger(n) && n >= 1,
+  'PositiveInt',
+);
+
+export interface NonNegativeNumberBrand {
+  readonly NonNegativeNumber: unique symbol;
+}
+export const NonNegativeNumber = t.brand(
+  t.number,
+  (n): n is t.Branded<number, NonNegativeNumberBrand> => Number.isFinite(n) && n >= 0,
+  'NonNegativeNumber',
+);
+
+/** An integer within [min, max]. */
+export function intRange(min: number, max: number): t.Type<number, number, unknown> {
+  return new t.Type<number, number, unknown>(
+    `integer ${min}..${max}`,
+    (u): u is number => typeof u === 'number' && Number.isInteger(u) && u >= min && u <= max,
+    (u, c) => (typeof u === 'number' && Number.isInteger(u) && u >= min && u <= max ? t.success(u) : t.failure(u, c)),
+    (a) => a,
+  );
+}
+
+const SECRET_KEY = /(token|secret|password|privatekey|private_key|apikey|api_key)/i;
+
+export function isSecretKey(key: string): boolean {
+  return SECRET_KEY.test(key) && !/url$/i.test(key);
+}
+
+/** `a.b[0].c` from an io-ts context, skipping union/intersection member indices. */
+export function contextPath(context: t.Context, prefix = ''): string {
+  let out = prefix;
+  for (let i = 1; i < context.length; i++) {
+    const entry = context[i]!;
+    const parent = context[i - 1]!.type as t.Any & { _tag?: string };
+    const tag = parent._tag;
+    if (tag === 'UnionType' || tag === 'IntersectionType' || entry.key === '') continue;
+    if (tag === 'ArrayType' || tag === 'ReadonlyArrayType') {
+      out += `[${entry.key}]`;
+    } else {
+      out += out ? `.${entry.key}` : entry.key;
+    }
+  }
+  return out || '(root)';
+}
+
+function show(value: unknown, key: string): string {
+  if (isSecretKey(key) && value !== undefined) return '[redacted]';
+  if (value === undefined) return 'nothing (missing)';
+  const s = JSON.stringify(value);
+  return s.length > 80 ? s.slice(0, 77) + '...' : s;
+}
+
+/** Readable, one line per problem: `targets[0].config.suppression.type: got "x", expected ...`. */
+export function formatErrors(errors: t.Errors, prefix = ''): string[] {
+  const lines = new Set<string>();
+  for (const e of errors) {
+    const path = contextPath(e.context, prefix);
+    const last = e.context[e.context.length - 1];
+    const key = last?.key ?? '';
+    if (e.message) {
+      lines.add(`${path}: ${e.message}`);
+      continue;
+    }
+    const expected = last?.type.name ?? 'a valid value';
+    lines.add(`${path}: got ${show(e.value, key)}, expected ${expected}`);
+  }
+  return [...lines];
+}
+
+/** Decode or return readable error lines. */
+export function decodeWith<A>(codec: t.Type<A, unknown, unknown>, value: unknown, prefix = ''): { ok: true; value: A } | { ok: false; errors: string[] } {
+  const r = codec.decode(value);
+  if (isLeft(r)) return { ok: false, errors: formatErrors(r.left, prefix) };
+  return { ok: true, value: r.right };
+}

@@ -1,0 +1,113 @@
+/**
+ * The shared vocabulary of the connector: opt-outs, per-email outcomes, email normalisation.
+ * No I/O here. Every other module (engine, store, source, connectors) speaks these types.
+ */
+
+/** Emails are compared trimmed and lower-cased everywhere (Constant Contact, HubSpot, Salesforce). */
+export function normaliseEmail(raw: string): string {
+  return raw.trim().toLowerCase();
+}
+
+/** A person who opted out in Constant Contact. `email` is always normalised. */
+export interface OptOut {
+  readonly email: string;
+  /** Constant Contact `contact_id`. */
+  readonly contactId: string;
+  /** ISO-8601 date-time of the opt-out (`email_address.opt_out_date`, else `email_address.updated_at`). */
+  readonly optedOutAt: string;
+  /** `email_address.opt_out_source` (Contact | Account | System ...), null when absent. */
+  readonly source: string | null;
+  /** `email_address.opt_out_reason`, null when absent. */
+  readonly reason: string | null;
+  /** True when the Constant Contact contact was deleted after opting out (the opt-out still holds). */
+  readonly deleted: boolean;
+}
+
+/**
+ * What the source observed about one contact. Detection turns these into opt-outs.
+ * `permission` is `email_address.permission_to_send`.
+ */
+export interface ObservedContact {
+  readonly email: string;
+  readonly contactId: string;
+  readonly permission: string;
+  readonly optedOutAt: string | null;
+  readonly source: string | null;
+  readonly reason: string | null;
+  readonly deleted: boolean;
+}
+
+export function isOptedOut(c: ObservedContact): boolean {
+  return c.permission === 'unsubscribed';
+}
+
+export function toOptOut(c: ObservedContact, fallbackAt: string): OptOut {
+  return {
+    email: c.email,
+    contactId: c.contactId,
+    optedOutAt: c.optedOutAt ?? fallbackAt,
+    source: c.source,
+    reason: c.reason,
+    deleted: c.deleted,
+  };
+}
+
+/**
+ * The result of delivering one opt-out to one target.
+ * - applied: the CRM now suppresses this email (a write happened).
+ * - already-suppressed: every matching CRM record was already suppressed; no write.
+ * - not-found: no CRM record has this email (nothing to suppress).
+ * - failed-retryable: stays queued and is retried on a later run with backoff.
+ * - failed-permanent: parked with its reason; visible in `status`.
+ * - planned: dry run only; `action` says what would be written.
+ */
+export const OUTCOME_KINDS = [
+  'applied',
+  'already-suppressed',
+  'not-found',
+  'failed-retryable',
+  'failed-permanent',
+  'planned',
+] as const;
+export type OutcomeKind = (typeof OUTCOME_KINDS)[number];
+
+export interface Outcome {
+  readonly email: string;
+  readonly kind: OutcomeKind;
+  /** CRM record ids matched (and written, for `applied`), e.g. HubSpot contact ids, Salesforce Ids. */
+  readonly recordIds: readonly string[];
+  /** Why it failed, or extra detail. Must never contain a secret. */
+  readonly message?: string;
+  /** Dry run: a human-readable description of the write that would happen. */
+  readonly action?: string;
+}
+
+/** Outcomes that close an outbox row. */
+export function isFinal(kind: OutcomeKind): boolean {
+  return kind === 'applied' || kind === 'already-suppressed' || kind === 'not-found';
+}
+
+/** Values an opt-out can contribute to audit fields in a CRM mapping. */
+export const OPT_OUT_VALUE_KEYS = ['optOutDate', 'reason', 'source', 'contactId', 'email'] as const;
+export type OptOutValueKey = (typeof OPT_OUT_VALUE_KEYS)[number];
+
+/**
+ * Mapping values: either the name of an opt-out attribute, or `{ "constant": "..." }`.
+ */
+export type MappedValue = OptOutValueKey | { readonly constant: string | number | boolean };
+
+export function mappedValue(v: MappedValue, o: OptOut): string | number | boolean | null {
+  if (typeof v === 'object') return v.constant;
+  switch (v) {
+    case 'optOutDate':
+      return o.optedOutAt;
+    case 'reason':
+      return o.reason;
+    case 'source':
+      return o.source;
+    case 'contactId':
+      return o.contactId;
+    case 'email':
+      return o.email;
+  }
+}

@@ -1,0 +1,3 @@
+export * from './clock';
+export * from './limiter';
+export * from './retry';
