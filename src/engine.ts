@@ -1,0 +1,586 @@
+/**
+ * detect -> outbox -> deliver.
+ *
+ * Detect reads opt-outs from the source (an incremental opt-out window, or a full reconcile of the
+ * unsubscribed set), computes the delta against the store, and commits new opt-outs together with one
+ * outbox row per (target, email); the window checkpoint advances only after that work is committed.
+ * Deliver drains each target's outbox independently, in batches, and records one outcome per email.
+ * A crash at any point resumes from the store: detection re-reads an overlapping window, delivery picks
+ * up every row that is still queued.
+ */
+import * as E from 'fp-ts/Either';
+import { Config, ResolvedTarget } from './config';
+import { computeDelta, missingFromFullScan } from './delta';
+import { OUTCOME_KINDS, ObservedContact, OptOut, Outcome, OutcomeKind, isOptedOut, toOptOut } from './domain';
+import { Clock } from './http/clock';
+import { Logger, redact } from './log';
+import { CallCounter, Capabilities, CheckReport, DeliveryReport, Registry, Target, TargetError } from './plugin';
+import { OptOutSource, QuotaExceeded, SourceDeps, SourcePage } from './source/types';
+import { StateStore } from './store/types';
+
+export const CHECKPOINT_WINDOW = 'cc.optout_window.before';
+export const CHECKPOINT_LAST_FULL = 'cc.last_full_reconcile';
+export const SOURCE_KV = 'source:constant-contact';
+
+export class CallCounts implements CallCounter {
+  readonly counts: Record<string, number> = {};
+  record(vendor: string, n = 1): void {
+    this.counts[vendor] = (this.counts[vendor] ?? 0) + n;
+  }
+}
+
+export type ProgressEvent =
+  | { phase: 'scan'; pages: number; contacts: number; optOuts: number }
+  | { phase: 'deliver'; target: string; done: number; total: number };
+
+export interface EngineDeps {
+  readonly config: Config;
+  readonly store: StateStore;
+  readonly registry: Registry;
+  /** Builds the source for a run (the default builds the Constant Contact source). */
+  readonly source: (deps: SourceDeps) => OptOutSource;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly random?: () => number;
+  readonly onProgress?: (e: ProgressEvent) => void;
+  readonly readFile?: (p: string) => string;
+}
+
+export interface DetectionSummary {
+  mode: 'window' | 'full' | 'skipped';
+  window?: { after: string; before: string };
+  pages: number;
+  contactsSeen: number;
+  optOutsSeen: number;
+  newOptOuts: number;
+  resubscribed: number;
+  skippedNoEmail: number;
+  quarantined: number;
+  complete: boolean;
+  stoppedReason?: string;
+  unsubscribedCount?: number | null;
+}
+
+export interface TargetSummary {
+  outcomes: Partial<Record<OutcomeKind, number>>;
+  batches: number;
+  queued: number;
+  parked: number;
+  halted?: string;
+}
+
+export interface PlanEntry {
+  target: string;
+  email: string;
+  kind: OutcomeKind;
+  recordIds: readonly string[];
+  action?: string;
+  message?: string;
+}
+
+export interface RunSummary {
+  command: string;
+  dryRun: boolean;
+  runId: number;
+  startedAt: string;
+  durationMs: number;
+  detection: DetectionSummary;
+  targets: Record<string, TargetSummary>;
+  apiCalls: Record<string, number>;
+  quarantined: number;
+  plan?: PlanEntry[];
+  exitCode: number;
+  messages: string[];
+}
+
+export interface SyncOptions {
+  dryRun?: boolean;
+  full?: boolean;
+  /** Deliver only to these targets (detection still queues for every enabled target). */
+  targets?: readonly string[];
+}
+
+export interface BackfillOptions {
+  dryRun?: boolean;
+  since?: string | null;
+  target?: string | null;
+  /** Re-queue emails already delivered (e.g. after importing records into the CRM). */
+  redeliver?: boolean;
+}
+
+const MINUTE = 60_000;
+
+function emptyDetection(): DetectionSummary {
+  return { mode: 'skipped', pages: 0, contactsSeen: 0, optOutsSeen: 0, newOptOuts: 0, resubscribed: 0, skippedNoEmail: 0, quarantined: 0, complete: true };
+}
+
+export class Engine {
+  private runId: number | null = null;
+  private calls = new CallCounts();
+  private readonly targets = new Map<string, Target>();
+
+  constructor(private readonly deps: EngineDeps) {}
+
+  private now(): Date {
+    return this.deps.clock.now();
+  }
+
+  private enabledTargets(only?: readonly string[] | null): ResolvedTarget[] {
+    const all = this.deps.config.targets.filter((t) => t.enabled);
+    if (!only || only.length === 0) return all;
+    for (const name of only) {
+      if (!this.deps.config.targets.some((t) => t.name === name)) {
+        throw new Error(`unknown target "${name}" (configured: ${this.deps.config.targets.map((t) => t.name).join(', ')})`);
+      }
+    }
+    return all.filter((t) => only.includes(t.name));
+  }
+
+  private buildSource(): OptOutSource {
+    const { store, clock, logger } = this.deps;
+    return this.deps.source({
+      clock,
+      logger: logger.child({ component: 'constant-contact' }),
+      kv: store.kv(SOURCE_KV),
+      calls: this.calls,
+      random: this.deps.random,
+      quarantine: (rec) => {
+        store.quarantine(this.runId, 'constant-contact', rec, this.now().toISOString());
+        logger.warn('quarantined a malformed Constant Contact record', { recordId: rec.recordId, reason: rec.reason });
+      },
+    });
+  }
+
+  private openTarget(t: ResolvedTarget): Target {
+    const existing = this.targets.get(t.name);
+    if (existing) return existing;
+    const connector = this.deps.registry.get(t.connector);
+    if (!connector) throw new Error(`target "${t.name}": connector "${t.connector}" is not installed`);
+    const caps: Capabilities = {
+      clock: this.deps.clock,
+      logger: this.deps.logger.child({ target: t.name }),
+      kv: this.deps.store.kv(`target:${t.name}`),
+      calls: this.calls,
+      targetName: t.name,
+      readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
+    };
+    const target = connector.open(t.config, caps);
+    this.targets.set(t.name, target);
+    return target;
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.targets.values()) await t.close?.();
+    this.targets.clear();
+  }
+
+  private begin(kind: string, dryRun: boolean): { runId: number; started: Date } {
+    this.calls = new CallCounts();
+    const started = this.now();
+    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString());
+    return { runId: this.runId, started };
+  }
+
+  // ---------------------------------------------------------------------------------------- detection
+
+  /** Is a full reconcile due (mode full, forced, never done, or older than reconcileEveryHours)? */
+  fullReconcileDue(force: boolean): boolean {
+    const d = this.deps.config.source.detection;
+    if (force || d.mode === 'full') return true;
+    if (!this.deps.store.getCheckpoint(CHECKPOINT_WINDOW)) return true;
+    const last = this.deps.store.getCheckpoint(CHECKPOINT_LAST_FULL);
+    if (!last) return true;
+    return this.now().getTime() - Date.parse(last) >= d.reconcileEveryHours * 3600_000;
+  }
+
+  /**
+   * Detect opt-outs. When `dryRun`, nothing is committed: the new opt-outs are returned in `pending`.
+   */
+  private async detect(
+    full: boolean,
+    dryRun: boolean,
+    targets: readonly string[],
+    summary: DetectionSummary,
+    pending: OptOut[],
+  ): Promise<void> {
+    const { store, config, logger } = this.deps;
+    const runId = this.runId!;
+    const source = this.buildSource();
+    const lagMs = config.source.detection.lagMinutes * MINUTE;
+    const started = this.now();
+    const pendingSeen = new Set<string>();
+    const seen = new Set<string>();
+
+    const onPage = (page: SourcePage): void => {
+      summary.pages += 1;
+      summary.contactsSeen += page.contacts.length;
+      summary.skippedNoEmail += page.skippedNoEmail;
+      summary.quarantined += page.quarantined;
+      const emails = page.contacts.map((c) => c.email);
+      const known = store.knownOptOuts(emails);
+      const nowIso = this.now().toISOString();
+      const delta = computeDelta(known, page.contacts, nowIso);
+      const optedOut = page.contacts.filter(isOptedOut);
+      summary.optOutsSeen += optedOut.length;
+      for (const c of optedOut) seen.add(c.email);
+      if (dryRun) {
+        for (const o of delta.added) {
+          if (!pendingSeen.has(o.email)) {
+            pendingSeen.add(o.email);
+            pending.push(o);
+          }
+        }
+        summary.newOptOuts = pending.length;
+        summary.resubscribed += delta.resubscribed.length;
+      } else {
+        store.commitDetection({
+          runId,
+          added: delta.added,
+          resubscribed: delta.resubscribed,
+          seen: delta.unchanged,
+          targets,
+          now: nowIso,
+        });
+        summary.newOptOuts += delta.added.length;
+        summary.resubscribed += delta.resubscribed.length;
+      }
+      this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen });
+    };
+
+    try {
+      if (full) {
+        summary.mode = 'full';
+        // Everything opted out before `started` is in the unsubscribed set we are about to read.
+        const knownActive = store.activeOptOutEmails();
+        await source.scanUnsubscribed(onPage);
+        const missing = missingFromFullScan(knownActive, seen);
+        const checkpointBefore = new Date(started.getTime() - lagMs).toISOString();
+        if (dryRun) {
+          summary.resubscribed += missing.length;
+        } else {
+          store.commitDetection({
+            runId,
+            added: [],
+            resubscribed: missing,
+            targets,
+            now: this.now().toISOString(),
+            checkpoints: { [CHECKPOINT_WINDOW]: checkpointBefore, [CHECKPOINT_LAST_FULL]: started.toISOString() },
+          });
+          summary.resubscribed += missing.length;
+        }
+        try {
+          summary.unsubscribedCount = await source.unsubscribedCount();
+          if (summary.unsubscribedCount !== null && summary.unsubscribedCount !== summary.optOutsSeen) {
+            logger.warn('full scan count differs from /contacts/counts', {
+              scanned: summary.optOutsSeen,
+              counts: summary.unsubscribedCount,
+            });
+          }
+        } catch (err) {
+          logger.debug('could not read /contacts/counts', { error: (err as Error).message });
+          summary.unsubscribedCount = null;
+        }
+      } else {
+        summary.mode = 'window';
+        const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
+        const after = new Date(Date.parse(checkpoint) - config.source.detection.overlapMinutes * MINUTE);
+        const before = new Date(started.getTime() - lagMs);
+        summary.window = { after: after.toISOString(), before: before.toISOString() };
+        if (before.getTime() <= Date.parse(checkpoint)) {
+          logger.info('opt-out window is empty (last run was less than the lag ago); nothing to read');
+        } else {
+          await source.scanWindow(after, before, onPage);
+          if (!dryRun) {
+            // The window's opt-outs are committed (page by page); only now may the checkpoint move.
+            store.commitDetection({
+              runId,
+              added: [],
+              resubscribed: [],
+              targets,
+              now: this.now().toISOString(),
+              checkpoints: { [CHECKPOINT_WINDOW]: before.toISOString() },
+            });
+          }
+        }
+      }
+      summary.complete = true;
+    } catch (err) {
+      if (err instanceof QuotaExceeded) {
+        summary.complete = false;
+        summary.stoppedReason = `Constant Contact daily quota reached: ${err.message}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
+        logger.warn(summary.stoppedReason);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- delivery
+
+  private async deliverTarget(
+    t: ResolvedTarget,
+    dryRun: boolean,
+    extra: readonly OptOut[],
+    summary: TargetSummary,
+    plan: PlanEntry[],
+  ): Promise<void> {
+    const { store, config, logger } = this.deps;
+    const log = logger.child({ target: t.name });
+    let target: Target;
+    try {
+      target = this.openTarget(t);
+    } catch (err) {
+      summary.halted = redact((err as Error).message);
+      log.error('could not open target', { error: summary.halted });
+      return;
+    }
+    const connector = this.deps.registry.get(t.connector)!;
+    const batchSize = Math.max(1, Math.min(config.delivery.batchSize, connector.maxBatch ?? config.delivery.batchSize));
+    const policy = config.delivery;
+    const count = (o: Outcome): void => {
+      summary.outcomes[o.kind] = (summary.outcomes[o.kind] ?? 0) + 1;
+    };
+
+    if (dryRun) {
+      // Plan: every queued row (due or not) plus what detection would add; nothing is written anywhere.
+      const batches: OptOut[][] = [];
+      let offset = 0;
+      for (;;) {
+        const rows = store.queuedOutbox(t.name, batchSize, offset);
+        if (rows.length === 0) break;
+        batches.push(rows.map((r) => r.optOut));
+        offset += rows.length;
+      }
+      const queuedEmails = new Set(batches.flat().map((o) => o.email));
+      const fresh = extra.filter((o) => !queuedEmails.has(o.email));
+      for (let i = 0; i < fresh.length; i += batchSize) batches.push(fresh.slice(i, i + batchSize));
+      const total = batches.reduce((n, b) => n + b.length, 0);
+      let done = 0;
+      for (const batch of batches) {
+        const r = await this.callDeliver(target, batch, 'plan');
+        if (E.isLeft(r)) {
+          summary.halted = r.left.message;
+          break;
+        }
+        summary.batches += 1;
+        for (const o of r.right.outcomes) {
+          count(o);
+          plan.push({ target: t.name, email: o.email, kind: o.kind, recordIds: o.recordIds, action: o.action, message: o.message });
+        }
+        done += batch.length;
+        this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total });
+        if (r.right.halt) {
+          summary.halted = r.right.halt.message;
+          break;
+        }
+      }
+      return;
+    }
+
+    const total = store.targetStatus([t.name], this.now())[0]?.due ?? 0;
+    let done = 0;
+    for (;;) {
+      const rows = store.dueOutbox(t.name, this.now(), batchSize);
+      if (rows.length === 0) break;
+      const batch = rows.map((r) => r.optOut);
+      const r = await this.callDeliver(target, batch, 'apply');
+      summary.batches += 1;
+      if (E.isLeft(r)) {
+        // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
+        const err = r.left;
+        const deferUntil = err.retryAt ? new Date(err.retryAt) : new Date(this.now().getTime() + policy.backoffBaseSeconds * 1000);
+        store.recordOutcomes({
+          runId: this.runId!,
+          target: t.name,
+          outcomes: batch.map((o) => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${err.kind}: ${err.message}` })),
+          now: this.now(),
+          policy,
+          deferUntil,
+          random: this.deps.random,
+        });
+        summary.outcomes['failed-retryable'] = (summary.outcomes['failed-retryable'] ?? 0) + batch.length;
+        summary.halted = `${err.kind}: ${err.message}`;
+        log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: err.retryAt });
+        break;
+      }
+      const report = r.right;
+      const outcomes = this.completeOutcomes(batch, report.outcomes, log);
+      const deferUntil = report.halt ? (report.halt.retryAt ? new Date(report.halt.retryAt) : new Date(this.now().getTime() + policy.backoffBaseSeconds * 1000)) : undefined;
+      store.recordOutcomes({ runId: this.runId!, target: t.name, outcomes, now: this.now(), policy, deferUntil, random: this.deps.random });
+      outcomes.forEach(count);
+      done += batch.length;
+      this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: Math.max(total, done) });
+      if (report.halt) {
+        summary.halted = `${report.halt.kind}: ${report.halt.message}`;
+        log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: report.halt.retryAt });
+        break;
+      }
+    }
+  }
+
+  /** One outcome per email of the batch, whatever the connector returned. */
+  private completeOutcomes(batch: readonly OptOut[], outcomes: readonly Outcome[], log: Logger): Outcome[] {
+    const byEmail = new Map<string, Outcome>();
+    const wanted = new Set(batch.map((o) => o.email));
+    for (const o of outcomes) {
+      if (!wanted.has(o.email)) {
+        log.warn('connector returned an outcome for an email not in the batch; ignored', { email: o.email });
+        continue;
+      }
+      byEmail.set(o.email, o);
+    }
+    return batch.map(
+      (o) => byEmail.get(o.email) ?? { email: o.email, kind: 'failed-retryable', recordIds: [], message: 'connector returned no outcome for this email' },
+    );
+  }
+
+  private async callDeliver(target: Target, batch: readonly OptOut[], mode: 'apply' | 'plan'): Promise<E.Either<TargetError, DeliveryReport>> {
+    try {
+      return await target.deliver(batch, mode)();
+    } catch (err) {
+      return E.left({ kind: 'fatal', halt: true, message: redact(`connector threw: ${(err as Error).message}`) });
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- commands
+
+  private finish(command: string, dryRun: boolean, started: Date, detection: DetectionSummary, tsum: Record<string, TargetSummary>, plan: PlanEntry[] | undefined, messages: string[]): RunSummary {
+    const { store } = this.deps;
+    const names = Object.keys(tsum);
+    for (const st of store.targetStatus(names, this.now())) {
+      tsum[st.target]!.queued = st.queued;
+      tsum[st.target]!.parked = st.parked;
+    }
+    const incomplete = !detection.complete || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
+    const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
+    const exitCode = dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
+    const summary: RunSummary = {
+      command,
+      dryRun,
+      runId: this.runId!,
+      startedAt: started.toISOString(),
+      durationMs: this.now().getTime() - started.getTime(),
+      detection,
+      targets: tsum,
+      apiCalls: { ...this.calls.counts },
+      quarantined: store.countQuarantined(),
+      ...(plan ? { plan } : {}),
+      exitCode,
+      messages,
+    };
+    store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString());
+    return summary;
+  }
+
+  private emptyTargetSummaries(targets: readonly ResolvedTarget[]): Record<string, TargetSummary> {
+    const out: Record<string, TargetSummary> = {};
+    for (const t of targets) out[t.name] = { outcomes: {}, batches: 0, queued: 0, parked: 0 };
+    return out;
+  }
+
+  /** Detect, then deliver every target's outbox. */
+  async sync(opts: SyncOptions = {}): Promise<RunSummary> {
+    const dryRun = !!opts.dryRun;
+    const { started } = this.begin('sync', dryRun);
+    const queueFor = this.enabledTargets().map((t) => t.name);
+    const deliverTo = this.enabledTargets(opts.targets);
+    const detection = emptyDetection();
+    const pending: OptOut[] = [];
+    const messages: string[] = [];
+    await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending);
+    if (detection.stoppedReason) messages.push(detection.stoppedReason);
+    const tsum = this.emptyTargetSummaries(deliverTo);
+    const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
+    await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [])));
+    return this.finish('sync', dryRun, started, detection, tsum, plan, messages);
+  }
+
+  /**
+   * Queue every current opt-out (optionally since a date) for the chosen targets and deliver.
+   * Rerunning an interrupted backfill skips the scan when it had completed, and never repeats a delivered
+   * write (delivered rows stay delivered unless `redeliver`).
+   */
+  async backfill(opts: BackfillOptions = {}): Promise<RunSummary> {
+    const dryRun = !!opts.dryRun;
+    const { runId, started } = this.begin('backfill', dryRun);
+    const { store, logger } = this.deps;
+    const targets = this.enabledTargets(opts.target ? [opts.target] : null);
+    const names = targets.map((t) => t.name);
+    const since = opts.since ? new Date(opts.since).toISOString() : null;
+    const detection = emptyDetection();
+    const pending: OptOut[] = [];
+    const messages: string[] = [];
+    const job = dryRun ? null : store.openBackfill(since, names, started.toISOString());
+    if (job && job.scanCompletedAt) {
+      messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
+      detection.mode = 'skipped';
+    } else {
+      await this.detect(true, dryRun, this.enabledTargets().map((t) => t.name), detection, pending);
+      if (job && detection.complete) store.markBackfillScanned(job.id, this.now().toISOString());
+    }
+    if (detection.stoppedReason) messages.push(detection.stoppedReason);
+    let extra: OptOut[] = [];
+    if (dryRun) {
+      // everything known (plus what the scan found) that is not delivered yet to the chosen targets
+      extra = pending.filter((o) => !since || o.optedOutAt >= since);
+    } else {
+      const n = store.enqueueKnown({ runId, targets: names, since, redeliver: !!opts.redeliver, now: this.now().toISOString() });
+      logger.info('backfill queued opt-outs', { queued: n, targets: names.join(',') });
+    }
+    const tsum = this.emptyTargetSummaries(targets);
+    const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
+    if (dryRun) {
+      for (const t of targets) {
+        const knownNotQueued = this.knownUndelivered(t.name, since);
+        await this.deliverTarget(t, true, [...extra, ...knownNotQueued], tsum[t.name]!, plan!);
+      }
+    } else {
+      await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [])));
+    }
+    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages);
+    if (job && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
+    return summary;
+  }
+
+  /** Dry-run helper: active opt-outs without any outbox row for `target`. */
+  private knownUndelivered(target: string, since: string | null): OptOut[] {
+    const active = [...this.deps.store.activeOptOutEmails()];
+    const known = this.deps.store.knownOptOuts(active);
+    const audit = new Set(this.deps.store.audit(null).filter((r) => r.target === target).map((r) => r.email));
+    const out: OptOut[] = [];
+    for (const k of known.values()) {
+      if (audit.has(k.email)) continue;
+      if (since && k.optedOutAt < since) continue;
+      out.push(k);
+    }
+    return out;
+  }
+
+  /** Credentials, connectivity and each target's own check. */
+  async check(): Promise<{ ok: boolean; source: CheckReport; targets: Record<string, CheckReport> }> {
+    this.begin('check', true);
+    const source = await this.buildSource()
+      .check()
+      .catch((err: Error): CheckReport => ({ ok: false, items: [{ name: 'constant-contact', ok: false, detail: redact(err.message) }] }));
+    const targets: Record<string, CheckReport> = {};
+    for (const t of this.enabledTargets()) {
+      try {
+        const r = await this.openTarget(t).check()();
+        targets[t.name] = E.isRight(r) ? r.right : { ok: false, items: [{ name: r.left.kind, ok: false, detail: r.left.message }] };
+      } catch (err) {
+        targets[t.name] = { ok: false, items: [{ name: 'open', ok: false, detail: redact((err as Error).message) }] };
+      }
+    }
+    const ok = source.ok && Object.values(targets).every((r) => r.ok);
+    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString());
+    return { ok, source, targets };
+  }
+}
+
+/** All outcome kinds with zero counts, for stable report columns. */
+export function outcomeColumns(): OutcomeKind[] {
+  return [...OUTCOME_KINDS];
+}
+
+export type { ObservedContact, OptOut };
+export { toOptOut };
