@@ -5,7 +5,10 @@
 import * as t from 'io-ts';
 import { isLeft } from 'fp-ts/Either';
 
-/** An object codec with required and optional props that rejects keys it does not know (typos). */
+/**
+ * An object codec with required and optional props that rejects keys it does not know (typos), except
+ * comment keys starting with "//". Its JSON Schema twin: additionalProperties false + patternProperties "^//".
+ */
 export function strictObject<R extends t.Props, O extends t.Props>(
   name: string,
   required: R,
@@ -18,7 +21,8 @@ export function strictObject<R extends t.Props, O extends t.Props>(
     (u): u is t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>> => inner.is(u),
     (u, c) => {
       if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, `${name}: expected an object`);
-      const unknownKeys = Object.keys(u).filter((k) => !known.has(k));
+      // keys starting with "//" are comments (JSON has none); everything else must be known
+      const unknownKeys = Object.keys(u).filter((k) => !known.has(k) && !k.startsWith('//'));
       if (unknownKeys.length > 0) {
         const errs: t.Errors = unknownKeys.map((k) => ({
           value: (u as Record<string, unknown>)[k],

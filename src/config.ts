@@ -163,6 +163,11 @@ export function resolveSource(s: ConstantContactConfig): ResolvedSource {
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+/** Paths whose env reference is missing: their decode errors would only repeat the problem. */
+const missingEnvPaths = new Set<string>();
+function withoutEnvDuplicates(lines: string[]): string[] {
+  return lines.filter((l) => ![...missingEnvPaths].some((p) => l.startsWith(`${p}: got`)));
+}
 
 /**
  * Replace `${NAME}` in every string of the raw config with the environment's value. Missing variables are
@@ -176,7 +181,8 @@ export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: strin
       const v = env[name];
       if (v === undefined || v === '') {
         problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
-        return '';
+        missingEnvPaths.add(path || '(root)');
+        return _m;
       }
       fromEnv = true;
       return v;
@@ -228,34 +234,39 @@ export function parseJsonText(text: string, file: string): unknown {
  */
 export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Registry, file: string | null = null): Config {
   const problems: string[] = [];
+  missingEnvPaths.clear();
   registerInlineSecrets(raw);
   const resolved = resolveEnv(raw, env, problems);
   const decoded = FileConfig.decode(resolved);
-  if (isLeft(decoded)) {
-    throw new ConfigError([...problems, ...formatErrors(decoded.left)], file ?? undefined);
-  }
-  const c = decoded.right;
+  if (isLeft(decoded)) problems.push(...withoutEnvDuplicates(formatErrors(decoded.left)));
+  // Decode every target's connector config even when the rest failed, so one run reports every problem.
+  const rawTargets = (resolved as { targets?: unknown } | null)?.targets;
   const names = new Set<string>();
   const targets: ResolvedTarget[] = [];
-  c.targets.forEach((entry, i) => {
+  (Array.isArray(rawTargets) ? rawTargets : []).forEach((entry: unknown, i) => {
     const at = `targets[${i}]`;
-    if (names.has(entry.name)) problems.push(`${at}.name: duplicate target name "${entry.name}"`);
-    names.add(entry.name);
-    if (!/^[A-Za-z0-9_.-]+$/.test(entry.name)) {
-      problems.push(`${at}.name: got ${JSON.stringify(entry.name)}, expected letters, digits, ".", "_" or "-"`);
+    const e = entry as { name?: unknown; connector?: unknown; config?: unknown; enabled?: unknown } | null;
+    if (!e || typeof e !== 'object' || typeof e.connector !== 'string') return; // reported by FileConfig
+    const name = typeof e.name === 'string' ? e.name : '';
+    if (name && names.has(name)) problems.push(`${at}.name: duplicate target name "${name}"`);
+    names.add(name);
+    if (name && !/^[A-Za-z0-9_.-]+$/.test(name)) {
+      problems.push(`${at}.name: got ${JSON.stringify(name)}, expected letters, digits, ".", "_" or "-"`);
     }
-    const connector = registry.get(entry.connector);
+    const connector = registry.get(e.connector);
     if (!connector) {
-      problems.push(`${at}.connector: got ${JSON.stringify(entry.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
+      problems.push(`${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
       return;
     }
-    const r = connector.config.decode(entry.config);
+    const r = connector.config.decode(e.config);
     if (isLeft(r)) {
-      problems.push(...formatErrors(r.left, `${at}.config`));
+      problems.push(...withoutEnvDuplicates(formatErrors(r.left, `${at}.config`)));
       return;
     }
-    targets.push({ name: entry.name, connector: entry.connector, enabled: entry.enabled ?? true, config: r.right });
+    targets.push({ name, connector: e.connector, enabled: e.enabled !== false, config: r.right });
   });
+  if (isLeft(decoded)) throw new ConfigError(problems, file ?? undefined);
+  const c = decoded.right;
   if (c.targets.length === 0) problems.push('targets: expected at least one target');
   if (problems.length > 0) throw new ConfigError(problems, file ?? undefined);
   return {

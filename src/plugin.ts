@@ -103,6 +103,8 @@ export interface ManifestConnector {
 export interface Manifest {
   name: string;
   version: string;
+  /** JSON Schema of the whole config file (targets[].config is checked by each connector's schema). */
+  configSchema?: Record<string, unknown>;
   source: { id: string; description?: string; configSchema: Record<string, unknown>; capabilities: Record<string, unknown> };
   connectors: ManifestConnector[];
 }

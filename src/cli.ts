@@ -1,0 +1,403 @@
+#!/usr/bin/env node
+/**
+ * The command line: a thin shell over the engine and the store (commander for parsing, cli-progress for
+ * the backfill bar). Exit codes: 0 all delivered, 3 some records still queued or parked (or detection
+ * incomplete), 2 config error, 1 fatal.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command, Option } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, Config } from './config';
+import { Engine, ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKPOINT_LAST_FULL, outcomeColumns } from './engine';
+import { createLogger, Logger, LogLevel, redact } from './log';
+import { createRegistry, Registry } from './plugin';
+import { openStore } from './store/sqlite';
+import { StateStore } from './store/types';
+import { systemClock } from './http/clock';
+import { ReauthorizationRequired } from './source/types';
+import { createConstantContactSource } from './source/constant-contact';
+import { exampleConfig } from './init';
+import { toCsv } from './csv';
+
+export const EXIT = { ok: 0, fatal: 1, config: 2, incomplete: 3 } as const;
+
+interface GlobalOpts {
+  config: string;
+  json?: boolean;
+  logFormat: 'text' | 'json';
+  logLevel: LogLevel;
+  progress: boolean;
+}
+
+/** Output that never carries a secret. */
+function out(text: string): void {
+  process.stdout.write(redact(text) + (text.endsWith('\n') ? '' : '\n'));
+}
+
+class ExitError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+export interface Context {
+  config: Config;
+  store: StateStore;
+  registry: Registry;
+  logger: Logger;
+  engine: Engine;
+}
+
+/** Resolve a store path relative to the config file's folder. */
+function storePathFor(config: Config): string {
+  if (config.storePath === ':memory:' || path.isAbsolute(config.storePath)) return config.storePath;
+  const base = config.file ? path.dirname(path.resolve(config.file)) : process.cwd();
+  return path.resolve(base, config.storePath);
+}
+
+export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void): Context {
+  const logger = createLogger({ format: g.logFormat, level: g.logLevel });
+  const registry = createRegistry();
+  const config = loadConfig(g.config, process.env, registry); // throws ConfigError before any network call
+  const store = openStore(storePathFor(config));
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    clock: systemClock,
+    logger,
+    onProgress,
+    source: (deps) => createConstantContactSource(config.source, deps),
+  });
+  return { config, store, registry, logger, engine };
+}
+
+function fmtCounts(c: Partial<Record<string, number>>): string {
+  const parts = outcomeColumns()
+    .filter((k) => (c[k] ?? 0) > 0)
+    .map((k) => `${k} ${c[k]}`);
+  return parts.length ? parts.join(', ') : 'nothing to deliver';
+}
+
+export function renderSummary(s: RunSummary): string {
+  const lines: string[] = [];
+  lines.push(`${s.command}${s.dryRun ? ' (dry run: nothing written to any CRM)' : ''}, run #${s.runId}, ${(s.durationMs / 1000).toFixed(1)} s, exit ${s.exitCode}`);
+  const d = s.detection;
+  if (d.mode === 'skipped') lines.push('detection: skipped');
+  else {
+    const win = d.window ? ` ${d.window.after} .. ${d.window.before}` : '';
+    lines.push(
+      `detection: ${d.mode === 'full' ? 'full reconcile of the unsubscribed set' : 'opt-out window' + win}; ${d.pages} pages, ` +
+        `${d.contactsSeen} contacts, ${d.optOutsSeen} opted out, ${d.newOptOuts} new, ${d.resubscribed} left the unsubscribed set ` +
+        `(reported only), ${d.skippedNoEmail} without email skipped, ${d.quarantined} quarantined${d.complete ? '' : ' — INCOMPLETE'}`,
+    );
+    if (d.unsubscribedCount !== undefined && d.unsubscribedCount !== null) lines.push(`  Constant Contact reports ${d.unsubscribedCount} unsubscribed contacts`);
+  }
+  for (const [name, t] of Object.entries(s.targets)) {
+    lines.push(`target ${name}: ${fmtCounts(t.outcomes)}; still queued ${t.queued}, parked ${t.parked}${t.halted ? `; STOPPED: ${t.halted}` : ''}`);
+  }
+  const calls = Object.entries(s.apiCalls).map(([k, v]) => `${k} ${v}`);
+  lines.push(`API calls: ${calls.length ? calls.join(', ') : 'none'}`);
+  if (s.quarantined > 0) lines.push(`quarantined records in the store: ${s.quarantined} (see \`cc-optout quarantine\`)`);
+  for (const m of s.messages) lines.push(`note: ${m}`);
+  if (s.plan) {
+    lines.push(`plan (${s.plan.length} entries):`);
+    for (const p of s.plan) {
+      lines.push(`  ${p.target}\t${p.email}\t${p.kind}${p.action ? `\t${p.action}` : ''}${p.message ? `\t${p.message}` : ''}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function progressBar(enabled: boolean): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
+  if (!enabled || !process.stdout.isTTY) return { stop: () => undefined };
+  const bars = new Map<string, SingleBar>();
+  let scanBar: SingleBar | null = null;
+  return {
+    onProgress: (e) => {
+      if (e.phase === 'scan') {
+        if (!scanBar) {
+          scanBar = new SingleBar({ format: 'scan     |{bar}| {value} contacts, {optOuts} opted out, {pages} pages', hideCursor: true }, Presets.shades_classic);
+          scanBar.start(0, 0, { optOuts: 0, pages: 0 });
+        }
+        scanBar.setTotal(e.contacts);
+        scanBar.update(e.contacts, { optOuts: e.optOuts, pages: e.pages });
+      } else {
+        scanBar?.stop();
+        scanBar = null;
+        let bar = bars.get(e.target);
+        if (!bar) {
+          bar = new SingleBar({ format: `${e.target.padEnd(8)} |{bar}| {value}/{total} {percentage}% eta {eta}s`, hideCursor: true }, Presets.shades_classic);
+          bar.start(e.total, 0);
+          bars.set(e.target, bar);
+        }
+        bar.setTotal(e.total);
+        bar.update(e.done);
+      }
+    },
+    stop: () => {
+      scanBar?.stop();
+      for (const b of bars.values()) b.stop();
+    },
+  };
+}
+
+async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void): Promise<T> {
+  const ctx = openContext(g, onProgress);
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.engine.close();
+    ctx.store.close();
+  }
+}
+
+function printRun(g: GlobalOpts, s: RunSummary): never {
+  if (g.json) out(JSON.stringify(s, null, 2));
+  else out(renderSummary(s));
+  throw new ExitError(s.exitCode, '');
+}
+
+function parseDate(v: string, flag: string): string {
+  const t = Date.parse(v);
+  if (Number.isNaN(t)) throw new ExitError(EXIT.config, `${flag}: got "${v}", expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z`);
+  return new Date(t).toISOString();
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('cc-optout')
+    .description('Propagate Constant Contact unsubscribes to HubSpot and Salesforce, durably.')
+    .option('-c, --config <path>', 'config file', DEFAULT_CONFIG_PATH)
+    .option('--json', 'print one JSON summary object on stdout')
+    .addOption(new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('warn'))
+    .option('--no-progress', 'no progress bar')
+    .showHelpAfterError()
+    .exitOverride(); // set before subcommands are added so they inherit it: usage errors exit 2, not 1
+
+  const g = (): GlobalOpts => program.opts<GlobalOpts>();
+
+  program
+    .command('init')
+    .description('write a commented example config')
+    .option('--force', 'overwrite an existing file')
+    .action((o: { force?: boolean }) => {
+      const file = g().config;
+      if (fs.existsSync(file) && !o.force) throw new ExitError(EXIT.config, `${file} exists; pass --force to overwrite`);
+      fs.writeFileSync(file, JSON.stringify(exampleConfig(), null, 2) + '\n', { mode: 0o600 });
+      out(`wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``);
+    });
+
+  program
+    .command('check')
+    .description('check config, credentials, connectivity and each target (nothing is written)')
+    .action(async () =>
+      withContext(g(), async (ctx) => {
+        const r = await ctx.engine.check();
+        if (g().json) out(JSON.stringify(r, null, 2));
+        else {
+          out(`config ${ctx.config.file}: ok`);
+          for (const i of r.source.items) out(`${i.ok ? 'ok  ' : 'FAIL'} constant-contact ${i.name}: ${i.detail}`);
+          for (const [name, rep] of Object.entries(r.targets)) for (const i of rep.items) out(`${i.ok ? 'ok  ' : 'FAIL'} ${name} ${i.name}: ${i.detail}`);
+        }
+        throw new ExitError(r.ok ? EXIT.ok : EXIT.fatal, '');
+      }),
+    );
+
+  program
+    .command('sync')
+    .description('detect new opt-outs, then deliver every target\'s outbox')
+    .option('--full', 'reconcile the whole unsubscribed set now')
+    .option('--dry-run', 'write nothing to any CRM; print the plan')
+    .option('--target <name...>', 'deliver only to these targets')
+    .action(async (o: { full?: boolean; dryRun?: boolean; target?: string[] }) =>
+      withContext(g(), async (ctx) => printRun(g(), await ctx.engine.sync({ full: o.full, dryRun: o.dryRun, targets: o.target }))),
+    );
+
+  program
+    .command('backfill')
+    .description('deliver every current opt-out (resumable: a rerun continues without repeating delivered work)')
+    .option('--since <date>', 'only opt-outs on or after this date')
+    .option('--target <name>', 'only this target')
+    .option('--dry-run', 'write nothing to any CRM; print the plan')
+    .option('--redeliver', 'queue again emails already delivered to the target (after a CRM import)')
+    .action(async (o: { since?: string; target?: string; dryRun?: boolean; redeliver?: boolean }) => {
+      const since = o.since ? parseDate(o.since, '--since') : null;
+      const bar = progressBar(g().progress && !g().json);
+      try {
+        await withContext(
+          g(),
+          async (ctx) => {
+            const s = await ctx.engine.backfill({ since, target: o.target ?? null, dryRun: o.dryRun, redeliver: o.redeliver });
+            bar.stop();
+            printRun(g(), s);
+          },
+          bar.onProgress,
+        );
+      } finally {
+        bar.stop();
+      }
+    });
+
+  program
+    .command('status')
+    .description('outbox per target, checkpoints, last runs, resubscribes, quarantine, API usage')
+    .action(async () =>
+      withContext(g(), async (ctx) => {
+        const now = new Date();
+        const targets = ctx.store.targetStatus(ctx.config.targets.map((t) => t.name), now);
+        const usage: Record<string, unknown> = {};
+        for (const t of ctx.config.targets) {
+          const kv = ctx.store.kv(`target:${t.name}`);
+          const u = kv.get('api_usage');
+          if (u) usage[t.name] = JSON.parse(u) as unknown;
+          const b = kv.get('batch_decision');
+          if (b) usage[`${t.name}.batch`] = b;
+        }
+        const ccDaily = ctx.store.kv(SOURCE_KV).get('daily_usage');
+        const status = {
+          optOuts: ctx.store.countOptOuts(),
+          checkpoints: { windowBefore: ctx.store.getCheckpoint(CHECKPOINT_WINDOW), lastFullReconcile: ctx.store.getCheckpoint(CHECKPOINT_LAST_FULL) },
+          constantContactDailyUsage: ccDaily ? (JSON.parse(ccDaily) as unknown) : null,
+          targets,
+          apiUsage: usage,
+          resubscribed: ctx.store.events(null, ['left-unsubscribed-set']).map((e) => ({ email: e.email, at: e.at })),
+          quarantined: ctx.store.countQuarantined(),
+          lastRuns: ctx.store.recentRuns(5).map((r) => ({ id: r.id, kind: r.kind, dryRun: r.dryRun, startedAt: r.startedAt, finishedAt: r.finishedAt, exitCode: r.exitCode })),
+        };
+        if (g().json) {
+          out(JSON.stringify(status, null, 2));
+        } else {
+          out(`opt-outs known: ${status.optOuts.active} active, ${status.optOuts.left} left the unsubscribed set`);
+          out(`window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`);
+          if (status.constantContactDailyUsage) out(`Constant Contact requests today (per application): ${JSON.stringify(status.constantContactDailyUsage)}`);
+          for (const t of targets) {
+            out(
+              `target ${t.target}: queued ${t.queued} (due ${t.due}), parked ${t.parked}, delivered: ${fmtCounts(t.done)}` +
+                `${t.oldestQueuedOptOutAt ? `; oldest queued opt-out ${t.oldestQueuedOptOutAt}` : ''}${t.lastDeliveredAt ? `; last delivery ${t.lastDeliveredAt}` : ''}`,
+            );
+          }
+          for (const [k, v] of Object.entries(usage)) out(`${k}: ${JSON.stringify(v)}`);
+          out(`left the unsubscribed set (resubscribed or deleted in Constant Contact; never propagated): ${status.resubscribed.length}`);
+          for (const r of status.resubscribed.slice(-10)) out(`  ${r.email} at ${r.at}`);
+          out(`quarantined records: ${status.quarantined}`);
+          for (const r of status.lastRuns) out(`run #${r.id} ${r.kind}${r.dryRun ? ' (dry)' : ''} ${r.startedAt} exit ${r.exitCode ?? 'running/killed'}`);
+        }
+        const pending = targets.some((t) => t.queued > 0 || t.parked > 0);
+        throw new ExitError(pending ? EXIT.incomplete : EXIT.ok, '');
+      }),
+    );
+
+  program
+    .command('audit')
+    .description('per record and target: opted out at, written at, lag, CRM record ids, outcome')
+    .addOption(new Option('--format <format>', 'output format').choices(['csv', 'json']).default('csv'))
+    .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date')
+    .option('--output <file>', 'write to a file instead of stdout')
+    .action(async (o: { format: 'csv' | 'json'; since?: string; output?: string }) =>
+      withContext(g(), async (ctx) => {
+        const since = o.since ? parseDate(o.since, '--since') : null;
+        const rows = ctx.store.audit(since);
+        const events = ctx.store.events(since, ['left-unsubscribed-set']);
+        let text: string;
+        if (o.format === 'json') {
+          text = JSON.stringify({ rows, resubscribed: events }, null, 2);
+        } else {
+          const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'crm_record_ids', 'outcome', 'attempts', 'message'];
+          const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
+          for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
+          text = toCsv([header, ...body]);
+        }
+        if (o.output) {
+          fs.writeFileSync(o.output, redact(text), { mode: 0o600 });
+          out(`wrote ${rows.length} rows to ${o.output}`);
+        } else out(text);
+      }),
+    );
+
+  program
+    .command('requeue')
+    .description('queue parked (failed-permanent) records again, e.g. after fixing a mapping')
+    .option('--target <name>', 'only this target')
+    .action(async (o: { target?: string }) =>
+      withContext(g(), async (ctx) => {
+        const n = ctx.store.requeueParked(o.target ?? null, new Date().toISOString());
+        out(`re-queued ${n} parked records; the next sync delivers them`);
+      }),
+    );
+
+  program
+    .command('quarantine')
+    .description('list malformed Constant Contact records kept aside, with their reasons')
+    .option('--limit <n>', 'how many', '50')
+    .action(async (o: { limit: string }) =>
+      withContext(g(), async (ctx) => {
+        const rows = ctx.store.quarantined(Number(o.limit) || 50);
+        if (g().json) out(JSON.stringify(rows, null, 2));
+        else for (const r of rows) out(`#${r.id} ${r.at} ${r.source} ${r.recordId ?? '(no id)'}: ${r.reason}\n  ${JSON.stringify(r.raw)}`);
+        if (rows.length === 0 && !g().json) out('no quarantined records');
+      }),
+    );
+
+  registerExtraCommands(program, g);
+  return program;
+}
+
+/** Commands that live in their own modules (auth, emulate, demo) hook in here. */
+function registerExtraCommands(program: Command, g: () => GlobalOpts): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const extras = require('./commands') as { register: (p: Command, g: () => GlobalOpts, helpers: CommandHelpers) => void };
+  extras.register(program, g, { withContext, out, ExitError, storePathFor });
+}
+
+export interface CommandHelpers {
+  withContext: typeof withContext;
+  out: typeof out;
+  ExitError: typeof ExitError;
+  storePathFor: typeof storePathFor;
+}
+
+export { ExitError };
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return EXIT.ok;
+  } catch (err) {
+    if (err instanceof ExitError) {
+      if (err.message) process.stderr.write(redact(err.message) + '\n');
+      return err.code;
+    }
+    const e = err as { code?: string; exitCode?: number; message?: string };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      return EXIT.config;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(redact(err.message) + '\n');
+      return EXIT.config;
+    }
+    if (err instanceof ReauthorizationRequired) {
+      process.stderr.write(redact(`error: ${err.message}`) + '\n');
+      return EXIT.fatal;
+    }
+    process.stderr.write(redact(`error: ${(err as Error).message ?? String(err)}`) + '\n');
+    if (process.env.CC_OPTOUT_DEBUG) process.stderr.write(redact((err as Error).stack ?? '') + '\n');
+    return EXIT.fatal;
+  }
+}
+
+if (require.main === module) {
+  // exit explicitly once stdout is flushed: SDK keep-alive sockets must not hold the process open
+  main(process.argv).then(
+    (code) => process.stdout.write('', () => process.exit(code)),
+    (err: Error) => {
+      process.stderr.write(redact(`fatal: ${err.message}`) + '\n');
+      process.exit(EXIT.fatal);
+    },
+  );
+}
