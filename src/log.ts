@@ -17,7 +17,8 @@ export function clearSecrets(): void {
 }
 
 const TOKENISH = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/g;
-const KEYED = /("?(?:access_token|refresh_token|client_secret|private_key|password|authorization|code_verifier|device_code)"?\s*[:=]\s*"?)([^"&\s,}]{4,})/gi;
+const KEYED =
+  /(\\?"?(?:access_token|refresh_token|client_secret|private_key|password|authorization|code_verifier|device_code|assertion)\\?"?\s*[:=]\s*\\?"?)([^"\\&\s,}]{4,})/gi;
 
 export function redact(text: string): string {
   let out = text;
