@@ -1,0 +1,259 @@
+/**
+ * The Constant Contact V3 HTTP client: GET with a bearer token, one rate limiter, one retry policy.
+ *
+ * - Every request (retries and the replay after a 401 included) takes a slot from ONE RateLimiter:
+ *   `rateLimit.perSecond` per 1000 ms plus the daily budget `rateLimit.dailyBudget`. The budget is per
+ *   APPLICATION, so the day's count is persisted in the key/value store (`daily_usage` = {day, used}) and
+ *   restored on start: it survives across runs. Each request is also counted with `calls.record`.
+ * - Retries (src/http/retry.ts): 5xx, network failures and 429 `throttled` (at least 1 s apart: the limit
+ *   is per second and no Retry-After is documented). 429 `quota_exceeded` is final: QuotaExceeded with
+ *   `resetAt` = next 00:00 UTC, and so is our own budget running out (BudgetExhausted).
+ * - 401: refresh the access token once and replay once; a second 401 is a SourceError.
+ * - Error bodies come as `[{error_key, error_message}]` or, for 401, `{error_key, error_message}`; messages
+ *   carry status, key and vendor message, never a token.
+ * - Pagination: `_links.next.href` is host-relative and already starts with `/v3`; see `resolveNextHref`.
+ */
+import { AxiosInstance } from 'axios';
+import { isLeft } from 'fp-ts/Either';
+import { ResolvedSource } from '../../config';
+import { nextUtcMidnight } from '../../http/clock';
+import { BudgetExhausted, RateLimiter } from '../../http/limiter';
+import { backoffDelay, DEFAULT_RETRY, RetryPolicy, withRetry } from '../../http/retry';
+import { Logger } from '../../log';
+import { QuotaExceeded, SourceDeps, SourceError } from '../types';
+import { createHttp, TokenManager } from './auth';
+import { DailyUsage, parseApiError } from './codecs';
+import { classifyFailure, networkError, sourceError } from './errors';
+
+export const CALLS_VENDOR = 'constant-contact';
+export const KV_DAILY_USAGE = 'daily_usage';
+
+export interface ClientOptions {
+  /** axios instance (tests may inject one); defaults to a fresh instance on the Node http adapter. */
+  readonly http?: AxiosInstance;
+  readonly retry?: RetryPolicy;
+}
+
+export type QueryParams = Record<string, string | number | boolean>;
+
+/**
+ * Resolve a pagination link. The vendor's href is host-relative and already holds the API version
+ * (`/v3/contacts?cursor=...`), so it is joined to the ORIGIN of `apiBaseUrl`, not to `apiBaseUrl` itself
+ * (that would request `/v3/v3/...`). When `apiBaseUrl` points at a proxy with a path prefix
+ * (`http://proxy/cc/v3`), the href's leading `/v3` is replaced with that path (`/cc/v3/contacts?...`).
+ * An absolute href is reduced to its path and query, so the bearer token only ever goes to `apiBaseUrl`'s
+ * host. The query (cursor) is kept byte for byte: it is opaque.
+ */
+export function resolveNextHref(apiBaseUrl: string, href: string): string {
+  const base = new URL(apiBaseUrl);
+  const basePath = base.pathname.replace(/\/+$/, '');
+  let rel = href.trim();
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(rel)) {
+    // Keep the path and query exactly as sent (URL.pathname could re-encode them).
+    const afterHost = rel.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '');
+    rel = afterHost === '' ? '/' : afterHost;
+  }
+  if (!rel.startsWith('/')) {
+    // Not host-relative (not what the vendor sends): resolve it against the base URL as a directory.
+    return new URL(rel, `${base.origin}${basePath}/`).toString();
+  }
+  const versioned = /^\/v3(?=[/?#]|$)/;
+  if (basePath.endsWith('/v3') && basePath !== '/v3' && versioned.test(rel)) {
+    rel = basePath + rel.slice(3);
+  }
+  return new URL(rel, base.origin).toString();
+}
+
+/** Today's usage as the store last saw it, or undefined when missing or unreadable. */
+function readDailyUsage(deps: SourceDeps, logger: Logger): DailyUsage | undefined {
+  const raw = deps.kv.get(KV_DAILY_USAGE);
+  if (!raw) return undefined;
+  try {
+    const r = DailyUsage.decode(JSON.parse(raw));
+    if (!isLeft(r)) return r.right;
+  } catch {
+    // fall through
+  }
+  logger.warn('constant-contact: ignoring an unreadable daily_usage entry in the store', { value: raw.slice(0, 80) });
+  return undefined;
+}
+
+function describeRequest(url: string): string {
+  const u = new URL(url);
+  return `GET ${u.pathname}${u.search}`;
+}
+
+export interface BudgetState {
+  readonly used: number;
+  readonly budget: number;
+  readonly remaining: number;
+  readonly resetsAt: Date;
+}
+
+export class ConstantContactClient {
+  private readonly http: AxiosInstance;
+  private readonly retry: RetryPolicy;
+  private readonly limiter: RateLimiter;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly config: ResolvedSource,
+    private readonly deps: SourceDeps,
+    readonly tokens: TokenManager,
+    options: ClientOptions = {},
+  ) {
+    this.http = options.http ?? createHttp();
+    this.retry = options.retry ?? DEFAULT_RETRY;
+    this.logger = deps.logger.child({ source: 'constant-contact' });
+    this.limiter = new RateLimiter({
+      perWindow: config.rateLimit.perSecond,
+      windowMs: 1000,
+      dailyBudget: config.rateLimit.dailyBudget,
+      usedToday: readDailyUsage(deps, this.logger),
+      onUse: (day, used) => deps.kv.set(KV_DAILY_USAGE, JSON.stringify({ day, used })),
+      clock: deps.clock,
+    });
+  }
+
+  /** The absolute URL of an API path (`/contacts`) under `apiBaseUrl`. */
+  url(path: string): string {
+    return `${this.config.apiBaseUrl}${path.startsWith('/') ? path : `/${path}`}`;
+  }
+
+  /** See `resolveNextHref`. */
+  nextUrl(href: string): string {
+    return resolveNextHref(this.config.apiBaseUrl, href);
+  }
+
+  /** Requests left in today's budget (UTC day). */
+  budget(): BudgetState {
+    const used = this.limiter.usedToday();
+    const budget = this.config.rateLimit.dailyBudget;
+    return { used, budget, remaining: Math.max(0, budget - used), resetsAt: nextUtcMidnight(this.deps.clock.now()) };
+  }
+
+  /**
+   * GET `url` (absolute; use `url()` / `nextUrl()`) with optional query params and return the parsed JSON
+   * body. Throws QuotaExceeded, ReauthorizationRequired or SourceError.
+   */
+  async getJson(url: string, params?: QueryParams): Promise<unknown> {
+    const what = describeRequest(url);
+    let attemptNo = 0;
+    const state = { refreshed: false };
+    try {
+      return await withRetry(
+        async (attempt) => {
+          attemptNo = attempt;
+          return this.attempt(url, params, what, state);
+        },
+        (err) => {
+          const decision = classifyFailure(err, Math.max(1000, backoffDelay(attemptNo, this.retry, this.deps.random)));
+          // Hold every caller of the shared limiter, not just this one, after a per-second throttle.
+          if (decision.retry && err instanceof SourceError && err.status === 429 && decision.delayMs !== undefined) {
+            this.limiter.pause(decision.delayMs);
+          }
+          return decision;
+        },
+        this.retry,
+        this.deps.clock,
+        {
+          random: this.deps.random,
+          onRetry: (i) => this.logger.warn('constant-contact: retrying request', { request: what, attempt: i.attempt, delayMs: i.delayMs, reason: i.reason }),
+        },
+      );
+    } catch (err) {
+      if (err instanceof SourceError && attemptNo > 1 && classifyFailure(err).retry) {
+        throw sourceError(`${err.message} (gave up after ${attemptNo} attempts)`, err.status, err.errorKey);
+      }
+      throw err;
+    }
+  }
+
+  /** One attempt: a request, and on 401 (once per logical request) a token refresh and one replay. */
+  private async attempt(url: string, params: QueryParams | undefined, what: string, state: { refreshed: boolean }): Promise<unknown> {
+    let res = await this.send(url, params, what, () => this.tokens.accessToken());
+    if (res.status === 401 && !state.refreshed) {
+      state.refreshed = true;
+      this.logger.info('constant-contact: access token rejected (401); refreshing once');
+      const rejected = res.token;
+      res = await this.send(url, params, what, () => this.tokens.refreshAfterUnauthorized(rejected));
+    }
+    if (res.status >= 200 && res.status < 300) return res.data;
+    throw this.failure(res.status, res.data, what, state.refreshed);
+  }
+
+  /**
+   * One HTTP request: a slot from the shared limiter first (so a spent budget costs no token refresh),
+   * then the token, then the request, counted.
+   */
+  private async send(
+    url: string,
+    params: QueryParams | undefined,
+    what: string,
+    token: () => Promise<string>,
+  ): Promise<{ status: number; data: unknown; token: string }> {
+    try {
+      await this.limiter.acquire();
+    } catch (err) {
+      if (err instanceof BudgetExhausted) {
+        throw new QuotaExceeded(
+          err.resetAt,
+          `The daily Constant Contact request budget (${err.budget} requests, shared by every account this application ` +
+            `serves) is spent; it resets at ${err.resetAt.toISOString()} (00:00 UTC). Detection stopped before ${what}.`,
+        );
+      }
+      throw err;
+    }
+    const bearer = await token();
+    this.deps.calls.record(CALLS_VENDOR);
+    try {
+      const res = await this.http.get(url, {
+        params,
+        headers: { Authorization: `Bearer ${bearer}`, Accept: 'application/json' },
+        validateStatus: () => true,
+      });
+      return { status: res.status, data: res.data as unknown, token: bearer };
+    } catch (err) {
+      throw networkError(`Constant Contact ${what}`, err);
+    }
+  }
+
+  /** Turn a non-2xx response into the right error. */
+  private failure(status: number, body: unknown, what: string, refreshed: boolean): Error {
+    const { errorKey, errorMessage } = parseApiError(body);
+    const detail = `HTTP ${status}${errorKey ? ` ${errorKey}` : ''}${errorMessage ? `: ${errorMessage}` : ''}`;
+    if (status === 429 && errorKey === 'quota_exceeded') {
+      const resetAt = nextUtcMidnight(this.deps.clock.now());
+      this.markBudgetSpent();
+      return new QuotaExceeded(
+        resetAt,
+        `Constant Contact's daily API quota for this application is spent (${detail}); it resets at ` +
+          `${resetAt.toISOString()} (00:00 UTC). Detection stopped before ${what}; the next run after the reset resumes.`,
+      );
+    }
+    if (status === 401 && refreshed) {
+      return sourceError(
+        `Constant Contact ${what}: ${detail} even with a freshly refreshed access token. The authorisation may lack the ` +
+          `contact_data scope or the account may be disabled; try \`cc-optout auth constant-contact\`.`,
+        status,
+        errorKey ?? 'unauthorized',
+      );
+    }
+    if (status === 403) {
+      return sourceError(
+        `Constant Contact ${what}: ${detail} (missing scope or user privilege, or the application is deactivated).`,
+        status,
+        errorKey ?? undefined,
+      );
+    }
+    return sourceError(`Constant Contact ${what}: ${detail}`, status, errorKey ?? (status === 429 ? 'throttled' : undefined));
+  }
+
+  /** The vendor says today's quota is gone: stop our own limiter too, and remember it across runs. */
+  private markBudgetSpent(): void {
+    this.limiter.exhaust();
+    const day = this.deps.clock.now().toISOString().slice(0, 10);
+    const used = Math.max(this.limiter.usedToday(), this.config.rateLimit.dailyBudget);
+    this.deps.kv.set(KV_DAILY_USAGE, JSON.stringify({ day, used }));
+  }
+}

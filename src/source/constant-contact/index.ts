@@ -1,0 +1,182 @@
+/**
+ * The Constant Contact opt-out source (the `OptOutSource` contract of src/source/types.ts).
+ *
+ * - `scanWindow(after, before)`: `GET /contacts?status=all&optout_after=..&optout_before=..&limit=..`.
+ *   This filters on the email opt-out date, which is what an unsubscribe moves; `updated_after` filters on
+ *   personal details only and silently misses unsubscribes (the seed forum thread). `status=all` keeps
+ *   contacts that unsubscribed and were then deleted.
+ * - `scanUnsubscribed()`: `GET /contacts?status=unsubscribed&limit=..`, the full reconcile.
+ * - Pages are handed to `onPage` one at a time and `onPage` is awaited before the next page is requested,
+ *   so the engine can commit each page before the source moves on.
+ * - `unsubscribedCount()`: `GET /contacts/counts`, to sanity-check a full scan.
+ * - `check()`: token refresh, API reachability and the day's remaining request budget, in words.
+ *
+ * Usage (engine / CLI):
+ *   const source = createConstantContactSource(config.source, deps);
+ *   await source.scanWindow(after, before, async (page) => { ...commit page... });
+ * First-time authorisation lives in ./authorize (the `cc-optout auth constant-contact` command).
+ */
+import { ResolvedSource } from '../../config';
+import { CheckItem, CheckReport } from '../../plugin';
+import { isLeft } from 'fp-ts/Either';
+import { formatErrors } from '../../codec';
+import { OptOutSource, QuotaExceeded, ReauthorizationRequired, ScanStats, SourceDeps, SourceError, SourcePage } from '../types';
+import { REAUTH_COMMAND, TokenManager } from './auth';
+import { ClientOptions, ConstantContactClient, QueryParams } from './client';
+import { CcContactCounts, decodeContacts, decodeContactsPage } from './codecs';
+import { sourceError } from './errors';
+
+export { TokenManager, REAUTH_COMMAND } from './auth';
+export { ConstantContactClient, resolveNextHref } from './client';
+export { authorizeWithPkce, authorizeWithDeviceFlow, buildAuthorizeUrl, createPkcePair } from './authorize';
+export type { AuthorizeIo, AuthorizeResult } from './authorize';
+
+export type ConstantContactSourceOptions = ClientOptions;
+
+/** The source plus the pieces the CLI may want (budget, tokens) for status output. */
+export interface ConstantContactSource extends OptOutSource {
+  readonly client: ConstantContactClient;
+  readonly tokens: TokenManager;
+}
+
+type OnPage = (page: SourcePage) => Promise<void> | void;
+
+export function createConstantContactSource(
+  config: ResolvedSource,
+  deps: SourceDeps,
+  options: ConstantContactSourceOptions = {},
+): ConstantContactSource {
+  const tokens = new TokenManager(config, deps, { http: options.http });
+  const client = new ConstantContactClient(config, deps, tokens, options);
+  const logger = deps.logger.child({ source: 'constant-contact' });
+  const limit = config.detection.pageSize;
+
+  /** Request the first page, then follow `_links.next.href` until absent. */
+  async function scan(params: QueryParams, onPage: OnPage): Promise<ScanStats> {
+    let url = client.url('/contacts');
+    let query: QueryParams | undefined = params;
+    const seen = new Set<string>();
+    let pages = 0;
+    let contacts = 0;
+    let skippedNoEmail = 0;
+    let quarantined = 0;
+    for (;;) {
+      const body = await client.getJson(url, query);
+      const decoded = decodeContactsPage(body);
+      if (!decoded.ok) {
+        throw sourceError(`Constant Contact GET /contacts page ${pages + 1} is not a contacts page: ${decoded.problems.join('; ')}`);
+      }
+      const page = decodeContacts(decoded.page.contacts, deps.quarantine);
+      pages += 1;
+      contacts += page.contacts.length;
+      skippedNoEmail += page.skippedNoEmail;
+      quarantined += page.quarantined;
+      if (page.quarantined > 0) logger.warn('constant-contact: quarantined malformed contacts', { page: pages, count: page.quarantined });
+      await onPage({ contacts: page.contacts, skippedNoEmail: page.skippedNoEmail, quarantined: page.quarantined });
+
+      const href = decoded.page._links?.next?.href;
+      if (typeof href !== 'string' || href.trim() === '') break;
+      const next = client.nextUrl(href);
+      if (seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages} links back to a page already read`);
+      seen.add(next);
+      url = next;
+      query = undefined; // the cursor replays the original filters
+    }
+    logger.debug('constant-contact: scan finished', { pages, contacts, skippedNoEmail, quarantined });
+    return { pages, contacts, skippedNoEmail, quarantined };
+  }
+
+  async function counts(): Promise<CcContactCounts> {
+    const body = await client.getJson(client.url('/contacts/counts'));
+    const r = CcContactCounts.decode(body);
+    if (isLeft(r)) throw sourceError(`Constant Contact GET /contacts/counts: unexpected body (${formatErrors(r.left).join('; ')})`);
+    return r.right;
+  }
+
+  const source: ConstantContactSource = {
+    client,
+    tokens,
+
+    scanWindow(after, before, onPage) {
+      if (!(after.getTime() <= before.getTime())) {
+        return Promise.reject(sourceError(`scanWindow: after (${after.toISOString()}) is later than before (${before.toISOString()})`));
+      }
+      return scan(
+        { status: 'all', optout_after: after.toISOString(), optout_before: before.toISOString(), limit },
+        onPage,
+      );
+    },
+
+    scanUnsubscribed(onPage) {
+      return scan({ status: 'unsubscribed', limit }, onPage);
+    },
+
+    async unsubscribedCount() {
+      try {
+        const c = await counts();
+        return typeof c.unsubscribed === 'number' ? c.unsubscribed : null;
+      } catch (err) {
+        if (err instanceof SourceError) {
+          logger.warn('constant-contact: unsubscribed count unavailable', { error: err.message });
+          return null;
+        }
+        throw err; // QuotaExceeded, ReauthorizationRequired: the run must stop
+      }
+    },
+
+    async check(): Promise<CheckReport> {
+      const items: CheckItem[] = [];
+      let tokenOk = false;
+      if (tokens.refreshToken() === null) {
+        items.push({
+          name: 'Constant Contact authorisation',
+          ok: false,
+          detail: `no refresh token stored or configured: run \`${REAUTH_COMMAND}\``,
+        });
+      } else {
+        try {
+          await tokens.refresh();
+          const until = tokens.accessExpiresAt();
+          tokenOk = true;
+          items.push({
+            name: 'Constant Contact token refresh',
+            ok: true,
+            detail: `refreshed; access token valid until ${until ? until.toISOString() : 'unknown'}`,
+          });
+        } catch (err) {
+          const reauth = err instanceof ReauthorizationRequired;
+          items.push({
+            name: 'Constant Contact token refresh',
+            ok: false,
+            detail: reauth ? (err as Error).message : `token refresh failed: ${(err as Error).message}`,
+          });
+        }
+      }
+
+      if (!tokenOk) {
+        items.push({ name: 'Constant Contact API', ok: false, detail: 'skipped: no valid access token' });
+      } else {
+        try {
+          const c = await counts();
+          items.push({
+            name: 'Constant Contact API',
+            ok: true,
+            detail: `reachable (${config.apiBaseUrl}); ${c.unsubscribed ?? 'unknown'} unsubscribed of ${c.total ?? 'unknown'} contacts`,
+          });
+        } catch (err) {
+          const detail = err instanceof QuotaExceeded ? err.message : `GET /contacts/counts failed: ${(err as Error).message}`;
+          items.push({ name: 'Constant Contact API', ok: false, detail });
+        }
+      }
+
+      const b = client.budget();
+      items.push({
+        name: 'Constant Contact daily budget',
+        ok: b.remaining > 0,
+        detail: `${b.remaining} of ${b.budget} requests left today (per application; resets ${b.resetsAt.toISOString()})`,
+      });
+      return { ok: items.every((i) => i.ok), items };
+    },
+  };
+  return source;
+}
