@@ -1,0 +1,486 @@
+/**
+ * Every HTTP request the HubSpot target makes goes through `HubSpotApi.run`: one per-target rate limiter,
+ * one retry policy (the shared `withRetry`), one call counter, one error type.
+ *
+ * - SDK methods (`crm.contacts.batchApi.read/update`) throw on >= 400, but the SDK deserialises error bodies
+ *   into its `Error` model, which drops `policyName`. A call-time response middleware therefore reads the raw
+ *   body of every >= 400 response and throws `HubSpotHttpError` itself, so 429s are classified by policy.
+ * - `client.apiRequest` (used for v4 and the auth endpoints) never throws on a status: `call` checks it.
+ * - The SDK's own retry decorator is off (`numberOfApiCallRetries: 0`) and its Bottleneck limiter is not
+ *   configured: retries and pacing are ours. (Both are process-wide in the SDK; see README.)
+ */
+import { createHash } from 'crypto';
+import { Client } from '@hubspot/api-client';
+import {
+  RateLimiter,
+  BudgetExhausted,
+  withRetry,
+  DEFAULT_RETRY,
+  RetryPolicy,
+  RetryDecision,
+  isTransientNetworkError,
+  nextUtcMidnight,
+} from '../../src/http';
+import { Capabilities, TargetError, KeyValue } from '../../src/plugin';
+import { Logger, redact, registerSecret } from '../../src/log';
+import { ResolvedHubSpotConfig } from './config';
+
+/** A HubSpot response with status >= 400 (after our retries, when it reaches a caller). */
+export class HubSpotHttpError extends Error {
+  constructor(
+    public label: string,
+    readonly status: number,
+    readonly body: unknown,
+    readonly headers: Readonly<Record<string, string>>,
+  ) {
+    super('');
+    this.name = 'HubSpotHttpError';
+    this.refreshMessage();
+  }
+
+  refreshMessage(): void {
+    const detail = this.hubspotMessage();
+    const category = this.category();
+    this.message = redact(`${this.label}: HTTP ${this.status}${category ? ` ${category}` : ''}${detail ? `: ${detail}` : ''}`);
+  }
+
+  private obj(): Record<string, unknown> {
+    return this.body && typeof this.body === 'object' && !Array.isArray(this.body) ? (this.body as Record<string, unknown>) : {};
+  }
+
+  policyName(): string | undefined {
+    const p = this.obj().policyName;
+    return typeof p === 'string' ? p : undefined;
+  }
+
+  category(): string | undefined {
+    const b = this.obj();
+    const c = b.category ?? b.errorType ?? b.status;
+    return typeof c === 'string' && c !== 'error' ? c : undefined;
+  }
+
+  /** HubSpot's human message plus any detail messages, shortened. */
+  hubspotMessage(): string {
+    const b = this.obj();
+    const parts: string[] = [];
+    if (typeof b.message === 'string') parts.push(b.message);
+    if (Array.isArray(b.errors)) {
+      for (const e of b.errors as unknown[]) {
+        const m = (e as { message?: unknown } | null)?.message;
+        if (typeof m === 'string' && !parts.includes(m)) parts.push(m);
+      }
+    }
+    if (parts.length === 0 && typeof this.body === 'string') parts.push(this.body);
+    if (parts.length === 0 && typeof b.error === 'string') parts.push(String(b.error) + (typeof b.error_description === 'string' ? `: ${b.error_description}` : ''));
+    const text = parts.join('; ');
+    return text.length > 300 ? text.slice(0, 297) + '...' : text;
+  }
+
+  /** Every text in the body, for pattern tests (legal basis, "already unsubscribed"). */
+  bodyText(): string {
+    return typeof this.body === 'string' ? this.body : JSON.stringify(this.body ?? '');
+  }
+}
+
+/** Stop delivering to this target for the run (daily limit, auth refused, misconfiguration, outage). */
+export class Halt extends Error {
+  constructor(readonly error: TargetError) {
+    super(error.message);
+    this.name = 'Halt';
+  }
+}
+
+/** Internal: retry at once (after a token refresh). Carries the 401 that caused it. */
+class RetryNow extends Error {
+  constructor(readonly original: HubSpotHttpError) {
+    super(original.message);
+  }
+}
+
+export interface RawResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: unknown;
+}
+
+export interface CallRequest {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly qs?: Readonly<Record<string, string>>;
+  readonly body?: unknown;
+  /** Send as application/x-www-form-urlencoded instead of JSON. */
+  readonly form?: Readonly<Record<string, string>>;
+  /** Send the bearer token (default true). */
+  readonly auth?: boolean;
+}
+
+function parseBody(text: string): unknown {
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text.length > 500 ? text.slice(0, 497) + '...' : text;
+  }
+}
+
+function isFetchSystemError(err: unknown): boolean {
+  const e = err as { name?: unknown; type?: unknown } | null;
+  return !!e && e.name === 'FetchError' && (e.type === 'system' || e.type === 'request-timeout' || e.type === 'body-timeout');
+}
+
+const hash = (s: string): string => createHash('sha256').update(s).digest('hex').slice(0, 16);
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+interface Tokens {
+  readonly refreshable: boolean;
+  /** A usable access token (refreshed first when it is about to expire). */
+  current(): Promise<string>;
+  /** Force a refresh (after a 401). */
+  refresh(): Promise<string>;
+}
+
+class PrivateAppTokens implements Tokens {
+  readonly refreshable = false;
+  constructor(private readonly token: string) {}
+  current(): Promise<string> {
+    return Promise.resolve(this.token);
+  }
+  refresh(): Promise<string> {
+    return Promise.resolve(this.token);
+  }
+}
+
+export const OAUTH_KV_KEY = 'hubspot.oauth';
+
+interface StoredTokens {
+  accessToken: string | null;
+  /** epoch ms */
+  expiresAt: number;
+  refreshToken: string;
+  /** Fingerprint of the config's clientId + refreshToken this chain started from. */
+  seed: string;
+}
+
+/**
+ * OAuth refresh-token grant (`POST /oauth/v1/token`), with the tokens kept in the target's kv store.
+ * A rotated refresh token is written to the store before the new access token is used; refreshes are
+ * single-flight. When the config's refresh token changes (re-authorised), the chain restarts from it.
+ */
+class OAuthTokens implements Tokens {
+  readonly refreshable = true;
+  private state: StoredTokens;
+  private inflight: Promise<string> | null = null;
+
+  constructor(
+    private readonly auth: { clientId: string; clientSecret: string; refreshToken: string },
+    private readonly kv: KeyValue,
+    private readonly now: () => number,
+    private readonly post: (form: Record<string, string>) => Promise<RawResponse>,
+    private readonly logger: Logger,
+  ) {
+    registerSecret(auth.clientSecret);
+    registerSecret(auth.refreshToken);
+    const seed = hash(`${auth.clientId}\n${auth.refreshToken}`);
+    let stored: StoredTokens | null = null;
+    try {
+      const raw = kv.get(OAUTH_KV_KEY);
+      stored = raw ? (JSON.parse(raw) as StoredTokens) : null;
+    } catch {
+      stored = null;
+    }
+    if (stored && stored.seed === seed && typeof stored.refreshToken === 'string') {
+      this.state = stored;
+      registerSecret(stored.refreshToken);
+      registerSecret(stored.accessToken);
+    } else {
+      this.state = { accessToken: null, expiresAt: 0, refreshToken: auth.refreshToken, seed };
+    }
+  }
+
+  current(): Promise<string> {
+    const s = this.state;
+    if (s.accessToken && this.now() < s.expiresAt) return Promise.resolve(s.accessToken);
+    return this.refresh();
+  }
+
+  refresh(): Promise<string> {
+    if (!this.inflight) {
+      this.inflight = this.doRefresh().finally(() => {
+        this.inflight = null;
+      });
+    }
+    return this.inflight;
+  }
+
+  private async doRefresh(): Promise<string> {
+    let res: RawResponse;
+    try {
+      res = await this.post({
+        grant_type: 'refresh_token',
+        client_id: this.auth.clientId,
+        client_secret: this.auth.clientSecret,
+        refresh_token: this.state.refreshToken,
+      });
+    } catch (e) {
+      if (e instanceof Halt) throw e;
+      if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500) {
+        throw new Halt({
+          kind: 'auth',
+          halt: true,
+          message: redact(
+            `HubSpot refused the OAuth refresh token (HTTP ${e.status}${e.hubspotMessage() ? `: ${e.hubspotMessage()}` : ''}); ` +
+              're-authorise the app and put the new refresh token in auth.refreshToken',
+          ),
+        });
+      }
+      throw new Halt({ kind: 'unavailable', halt: true, message: redact(`could not refresh the HubSpot OAuth token: ${(e as Error).message}`) });
+    }
+    const b = (res.body ?? {}) as { access_token?: unknown; refresh_token?: unknown; expires_in?: unknown };
+    if (typeof b.access_token !== 'string' || b.access_token === '') {
+      throw new Halt({ kind: 'auth', halt: true, message: 'HubSpot token endpoint answered without an access_token' });
+    }
+    const accessToken = b.access_token;
+    const refreshToken = typeof b.refresh_token === 'string' && b.refresh_token !== '' ? b.refresh_token : this.state.refreshToken;
+    registerSecret(accessToken);
+    registerSecret(refreshToken);
+    const lifetimeMs = (typeof b.expires_in === 'number' && b.expires_in > 0 ? b.expires_in : 1800) * 1000;
+    // Refresh before expiry: 5 minutes early, or half the lifetime for short-lived tokens.
+    const margin = Math.min(5 * 60_000, lifetimeMs / 2);
+    const next: StoredTokens = { accessToken, expiresAt: this.now() + lifetimeMs - margin, refreshToken, seed: this.state.seed };
+    // Persist (durably) before use: a rotated refresh token must never be lost.
+    this.kv.set(OAUTH_KV_KEY, JSON.stringify(next));
+    this.state = next;
+    this.logger.debug('hubspot oauth token refreshed', { rotated: refreshToken !== this.auth.refreshToken, expiresInSeconds: lifetimeMs / 1000 });
+    return accessToken;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+/** Call-time options for SDK methods (`PromiseConfigurationOptions`, structurally). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type SdkCallOptions = any;
+
+export interface RateObservation {
+  max?: number;
+  remaining?: number;
+  intervalMs?: number;
+  dailyRemaining?: number;
+}
+
+export class HubSpotApi {
+  readonly client: Client;
+  readonly tokens: Tokens;
+  private readonly limiter: RateLimiter;
+  private readonly logger: Logger;
+  private token = '';
+  private readonly sdkOptions: SdkCallOptions;
+  lastRate: RateObservation = {};
+
+  constructor(
+    readonly cfg: ResolvedHubSpotConfig,
+    private readonly caps: Capabilities,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY,
+  ) {
+    this.logger = caps.logger.child({ target: caps.targetName, connector: 'hubspot' });
+    this.limiter = new RateLimiter({ perWindow: cfg.per10Seconds, windowMs: 10_000, clock: caps.clock });
+    this.client = new Client({ basePath: cfg.baseUrl, numberOfApiCallRetries: 0 });
+    // SDK 13.5 applies only call-time middleware to generated API methods (`config.middleware` is ignored
+    // there), so every SDK call gets these options: bearer token in, raw error bodies out.
+    this.sdkOptions = {
+      middlewareMergeStrategy: 'replace',
+      middleware: [
+        {
+          pre: (ctx: unknown) => {
+            (ctx as { setHeaderParam(k: string, v: string): void }).setHeaderParam('Authorization', `Bearer ${this.token}`);
+            return Promise.resolve(ctx);
+          },
+          post: async (ctx: unknown) => {
+            const r = ctx as { httpStatusCode: number; headers: Record<string, string>; body: { text(): Promise<string> } };
+            this.observe(r.headers);
+            if (r.httpStatusCode >= 400) {
+              const text = await r.body.text();
+              throw new HubSpotHttpError('', r.httpStatusCode, parseBody(text), r.headers);
+            }
+            return ctx;
+          },
+        },
+      ],
+    };
+    // Bind the SDK API objects now, while the (process-wide) decorator list is ours: no retry, no limiter.
+    void this.client.crm.contacts.batchApi;
+    if (cfg.auth.type === 'private-app') {
+      registerSecret(cfg.auth.accessToken);
+      this.tokens = new PrivateAppTokens(cfg.auth.accessToken);
+    } else {
+      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call('POST /oauth/v1/token', { method: 'POST', path: '/oauth/v1/token', form, auth: false }), this.logger);
+    }
+  }
+
+  /** A request through `client.apiRequest` (v4, auth endpoints). Throws HubSpotHttpError on >= 400. */
+  call(label: string, req: CallRequest): Promise<RawResponse> {
+    const auth = req.auth !== false;
+    return this.run(label, auth, async () => {
+      const headers: Record<string, string> = {};
+      if (auth) headers.Authorization = `Bearer ${this.token}`;
+      let body: unknown = req.body;
+      let defaultJson = true;
+      if (req.form) {
+        body = new URLSearchParams(req.form as Record<string, string>).toString();
+        headers['Content-Type'] = 'application/x-www-form-urlencoded';
+        defaultJson = false;
+      }
+      const res = await this.client.apiRequest({ method: req.method, path: req.path, qs: req.qs, body, headers, defaultJson });
+      const h: Record<string, string> = {};
+      res.headers.forEach((v, k) => {
+        h[k.toLowerCase()] = v;
+      });
+      this.observe(h);
+      const parsed = parseBody(await res.text());
+      if (res.status >= 400) throw new HubSpotHttpError(label, res.status, parsed, h);
+      return { status: res.status, headers: h, body: parsed };
+    });
+  }
+
+  /** An SDK method call. Its >= 400 responses arrive as HubSpotHttpError (see the middleware). */
+  sdk<T>(label: string, fn: (client: Client, options: SdkCallOptions) => Promise<T>): Promise<T> {
+    return this.run(label, true, async () => {
+      try {
+        return await fn(this.client, this.sdkOptions);
+      } catch (e) {
+        if (e instanceof HubSpotHttpError && e.label === '') {
+          e.label = label;
+          e.refreshMessage();
+        }
+        throw e;
+      }
+    });
+  }
+
+  /** The current access token (refreshing first if needed); for endpoints that take the token itself. */
+  accessToken(): Promise<string> {
+    return this.tokens.current();
+  }
+
+  private async run<T>(label: string, auth: boolean, fn: () => Promise<T>): Promise<T> {
+    let refreshed = false;
+    try {
+      return await withRetry(
+        async (attempt) => {
+          if (auth) this.token = await this.tokens.current();
+          try {
+            await this.limiter.acquire();
+          } catch (e) {
+            if (e instanceof BudgetExhausted) throw this.dailyHalt();
+            throw e;
+          }
+          this.caps.calls.record('hubspot');
+          this.logger.debug('hubspot request', { request: label, attempt });
+          try {
+            return await fn();
+          } catch (e) {
+            if (e instanceof HubSpotHttpError) {
+              if (e.status === 429) this.on429(e);
+              if (e.status === 401 && auth && this.tokens.refreshable && !refreshed) {
+                refreshed = true;
+                this.token = await this.tokens.refresh();
+                throw new RetryNow(e);
+              }
+            }
+            throw e;
+          }
+        },
+        (err) => this.classify(err),
+        this.retry,
+        this.caps.clock,
+        {
+          onRetry: ({ attempt, delayMs, reason }) => this.logger.warn('hubspot request retried', { request: label, attempt, delayMs, reason }),
+        },
+      );
+    } catch (e) {
+      const err = e instanceof RetryNow ? e.original : e;
+      if (err instanceof HubSpotHttpError && err.status === 401 && auth) {
+        throw new Halt({
+          kind: 'auth',
+          halt: true,
+          message: redact(
+            `HubSpot rejected the ${this.cfg.auth.type === 'oauth' ? 'OAuth access token (after a refresh)' : 'private app access token'} (401 on ${label}); ` +
+              `check auth.${this.cfg.auth.type === 'oauth' ? 'refreshToken / clientId / clientSecret' : 'accessToken'}`,
+          ),
+        });
+      }
+      throw err;
+    }
+  }
+
+  private classify(err: unknown): RetryDecision {
+    if (err instanceof Halt) return { retry: false };
+    if (err instanceof RetryNow) return { retry: true, delayMs: 0, reason: 'OAuth access token refreshed after 401' };
+    if (err instanceof HubSpotHttpError) {
+      // The limiter was paused in on429; the next acquire waits for it.
+      if (err.status === 429) return { retry: true, delayMs: 0, reason: `429 ${err.policyName() ?? 'rate limit'}` };
+      if (err.status >= 500) return { retry: true, reason: `HTTP ${err.status}` };
+      return { retry: false };
+    }
+    if (isTransientNetworkError(err) || isFetchSystemError(err)) {
+      return { retry: true, reason: redact(`network: ${(err as Error).message}`) };
+    }
+    return { retry: false };
+  }
+
+  private on429(e: HubSpotHttpError): void {
+    const policy = e.policyName();
+    if (policy === 'DAILY') {
+      this.limiter.exhaust();
+      throw this.dailyHalt();
+    }
+    const retryAfter = Number(e.headers['retry-after']);
+    const interval = Number(e.headers['x-hubspot-ratelimit-interval-milliseconds']);
+    const ms =
+      Number.isFinite(retryAfter) && retryAfter > 0
+        ? retryAfter * 1000
+        : Number.isFinite(interval) && interval > 0
+          ? interval
+          : policy === 'SECONDLY'
+            ? 1_000
+            : 10_000;
+    this.logger.warn('hubspot rate limited; waiting', { policy: policy ?? 'unknown', waitMs: ms });
+    this.limiter.pause(ms);
+  }
+
+  private dailyHalt(): Halt {
+    const retryAt = nextUtcMidnight(this.caps.clock.now()).toISOString();
+    return new Halt({
+      kind: 'quota',
+      halt: true,
+      retryAt,
+      message: `HubSpot daily API limit reached (429 DAILY); deliveries to this target stop until the limit resets (retry after ${retryAt})`,
+    });
+  }
+
+  /** Read X-HubSpot-RateLimit-* headers; when the window is spent, hold requests for its interval. */
+  private observe(headers: Readonly<Record<string, string>>): void {
+    const num = (k: string): number | undefined => {
+      const v = headers[k];
+      const n = v === undefined ? NaN : Number(v);
+      return Number.isFinite(n) ? n : undefined;
+    };
+    const obs: RateObservation = {
+      max: num('x-hubspot-ratelimit-max'),
+      remaining: num('x-hubspot-ratelimit-remaining'),
+      intervalMs: num('x-hubspot-ratelimit-interval-milliseconds'),
+      dailyRemaining: num('x-hubspot-ratelimit-daily-remaining'),
+    };
+    if (obs.max === undefined && obs.remaining === undefined && obs.dailyRemaining === undefined) return;
+    this.lastRate = obs;
+    if (obs.remaining !== undefined && obs.remaining <= 0) {
+      this.limiter.pause(obs.intervalMs ?? 10_000);
+    }
+    if (obs.dailyRemaining !== undefined && obs.dailyRemaining <= 0) {
+      this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');
+    }
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * The HubSpot target's config: an io-ts codec (strict objects, so typos are named) and the defaults.
+ * `manifest-entry.json` holds the equivalent JSON Schema; test/unit/hubspot-config.test.ts keeps the two in step.
+ */
+import * as t from 'io-ts';
+import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange } from '../../src/codec';
+import { MappedValue, OPT_OUT_VALUE_KEYS } from '../../src/domain';
+
+export const DEFAULT_BASE_URL = 'https://api.hubapi.com';
+export const DEFAULT_PER_10_SECONDS = 100;
+
+/** The v4 legal basis values (communication-preferences v4 `PublicStatusRequest.legalBasis`). */
+export const LEGAL_BASIS_VALUES = [
+  'CONSENT_WITH_NOTICE',
+  'LEGITIMATE_INTEREST_CLIENT',
+  'LEGITIMATE_INTEREST_OTHER',
+  'LEGITIMATE_INTEREST_PQL',
+  'NON_GDPR',
+  'PERFORMANCE_OF_CONTRACT',
+  'PROCESS_AND_STORE',
+] as const;
+export type LegalBasis = (typeof LEGAL_BASIS_VALUES)[number];
+
+function enumOf<V extends string>(name: string, values: readonly V[]): t.Type<V, V, unknown> {
+  const set = new Set<string>(values);
+  const expected = values.map((v) => JSON.stringify(v)).join(' | ');
+  return new t.Type<V, V, unknown>(
+    expected,
+    (u): u is V => typeof u === 'string' && set.has(u),
+    (u, c) => (typeof u === 'string' && set.has(u) ? t.success(u as V) : t.failure(u, c, `${name}: got ${JSON.stringify(u)}, expected one of ${expected}`)),
+    (a) => a,
+  );
+}
+
+/**
+ * A union tagged by `type`: the tag picks the member, so errors speak about that member only
+ * (an io-ts union of strict objects would report every member's complaints at once).
+ */
+function tagged<M extends Record<string, t.Type<any, any, unknown>>>(name: string, members: M): t.Type<t.TypeOf<M[keyof M]>, unknown, unknown> {
+  const tags = Object.keys(members);
+  const expected = tags.map((x) => JSON.stringify(x)).join(' | ');
+  return new t.Type<t.TypeOf<M[keyof M]>, unknown, unknown>(
+    name,
+    (u): u is t.TypeOf<M[keyof M]> => tags.some((k) => members[k]!.is(u)),
+    (u, c) => {
+      if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, `${name}: expected an object with "type" (${expected})`);
+      const tag = (u as { type?: unknown }).type;
+      if (typeof tag !== 'string' || !Object.prototype.hasOwnProperty.call(members, tag)) {
+        return t.failures([
+          {
+            value: tag,
+            context: [...c, { key: 'type', type: t.string, actual: tag }],
+            message: `got ${tag === undefined ? 'nothing (missing)' : JSON.stringify(tag)}, expected ${expected}`,
+          },
+        ]);
+      }
+      return members[tag]!.validate(u, c) as t.Validation<t.TypeOf<M[keyof M]>>;
+    },
+    (a) => a,
+  );
+}
+
+export const LegalBasisCodec = enumOf('legalBasis', LEGAL_BASIS_VALUES);
+export const BatchModeCodec = enumOf('batch', ['auto', 'always', 'never'] as const);
+export type BatchMode = t.TypeOf<typeof BatchModeCodec>;
+
+export const PrivateAppAuth = strictObject('PrivateAppAuth', { type: t.literal('private-app'), accessToken: NonEmptyString }, {});
+export const OAuthAuth = strictObject(
+  'OAuthAuth',
+  { type: t.literal('oauth'), clientId: NonEmptyString, clientSecret: NonEmptyString, refreshToken: NonEmptyString },
+  {},
+);
+export const AuthCodec = tagged('auth', { 'private-app': PrivateAppAuth, oauth: OAuthAuth });
+export type HubSpotAuth = t.TypeOf<typeof PrivateAppAuth> | t.TypeOf<typeof OAuthAuth>;
+
+const SUBSCRIPTION_ID = /^[0-9]+$/;
+export const SubscriptionIdCodec = new t.Type<string, string, unknown>(
+  'subscription id (digits, e.g. "123456")',
+  (u): u is string => typeof u === 'string' && SUBSCRIPTION_ID.test(u),
+  (u, c) => (typeof u === 'string' && SUBSCRIPTION_ID.test(u) ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+/** Non-empty, no duplicates. */
+export const SubscriptionIdsCodec = new t.Type<string[], string[], unknown>(
+  'non-empty array of distinct subscription ids',
+  (u): u is string[] => Array.isArray(u) && u.length > 0 && u.every((x) => SubscriptionIdCodec.is(x)) && new Set(u).size === u.length,
+  (u, c) => {
+    const r = t.array(SubscriptionIdCodec).validate(u, c);
+    if (r._tag === 'Left') return r;
+    if (r.right.length === 0) return t.failure(u, c, 'subscriptionIds: expected at least one subscription id (find them with GET /communication-preferences/v4/definitions)');
+    if (new Set(r.right).size !== r.right.length) return t.failure(u, c, 'subscriptionIds: duplicate subscription id');
+    return t.success(r.right);
+  },
+  (a) => a,
+);
+
+export const UnsubscribeAllSuppression = strictObject('UnsubscribeAllSuppression', { type: t.literal('unsubscribe-all') }, { batch: BatchModeCodec });
+export const SubscriptionsSuppression = strictObject(
+  'SubscriptionsSuppression',
+  { type: t.literal('subscriptions'), subscriptionIds: SubscriptionIdsCodec },
+  { batch: BatchModeCodec },
+);
+export const SuppressionCodec = tagged('suppression', { 'unsubscribe-all': UnsubscribeAllSuppression, subscriptions: SubscriptionsSuppression });
+
+const ConstantCodec = strictObject('ConstantValue', { constant: t.union([t.string, t.number, t.boolean]) }, {});
+
+export const MappedValueCodec = new t.Type<MappedValue, MappedValue, unknown>(
+  `${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(' | ')} | { "constant": string | number | boolean }`,
+  (u): u is MappedValue =>
+    (typeof u === 'string' && (OPT_OUT_VALUE_KEYS as readonly string[]).includes(u)) || ConstantCodec.is(u),
+  (u, c) => {
+    if (typeof u === 'string') {
+      return (OPT_OUT_VALUE_KEYS as readonly string[]).includes(u)
+        ? t.success(u as MappedValue)
+        : t.failure(u, c, `got ${JSON.stringify(u)}, expected one of ${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(', ')} or { "constant": ... }`);
+    }
+    return ConstantCodec.validate(u, c);
+  },
+  (a) => a,
+);
+
+/** HubSpot internal property names: lower-case letter first, then lower-case letters, digits, underscores. */
+export const PROPERTY_NAME = /^[a-z][a-z0-9_]*$/;
+/** Read-only in HubSpot: suppression goes through Communication Preferences, never through this property. */
+export const READ_ONLY_OPTOUT_PROPERTY = 'hs_email_optout';
+
+export const AuditPropertiesCodec = new t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown>(
+  'audit properties { hubspotPropertyName: mapped value }',
+  (u): u is Record<string, MappedValue> =>
+    typeof u === 'object' && u !== null && !Array.isArray(u) &&
+    Object.entries(u).every(([k, v]) => PROPERTY_NAME.test(k) && k !== READ_ONLY_OPTOUT_PROPERTY && MappedValueCodec.is(v)),
+  (u, c) => {
+    if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, 'properties: expected an object { hubspotPropertyName: value }');
+    const errors: t.Errors = [];
+    const out: Record<string, MappedValue> = {};
+    for (const [k, v] of Object.entries(u)) {
+      const ctx = [...c, { key: k, type: MappedValueCodec, actual: v }];
+      if (!PROPERTY_NAME.test(k)) {
+        errors.push({ value: k, context: ctx, message: `"${k}" is not a HubSpot internal property name (lower-case letters, digits, "_", starting with a letter)` });
+        continue;
+      }
+      if (k === READ_ONLY_OPTOUT_PROPERTY) {
+        errors.push({ value: k, context: ctx, message: `${READ_ONLY_OPTOUT_PROPERTY} is read-only in HubSpot; suppression is written through Communication Preferences (see suppression)` });
+        continue;
+      }
+      const r = MappedValueCodec.validate(v, ctx);
+      if (r._tag === 'Left') errors.push(...r.left);
+      else out[k] = r.right;
+    }
+    return errors.length > 0 ? t.failures(errors) : t.success(out);
+  },
+  (a) => a,
+);
+
+export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, { per10Seconds: PositiveInt });
+
+export const HubSpotConfigCodec = strictObject(
+  'HubSpotConfig',
+  { auth: AuthCodec },
+  {
+    baseUrl: HttpUrl,
+    suppression: SuppressionCodec,
+    legalBasis: LegalBasisCodec,
+    legalBasisExplanation: NonEmptyString,
+    businessUnitId: intRange(0, Number.MAX_SAFE_INTEGER),
+    onlyExistingContacts: t.boolean,
+    properties: AuditPropertiesCodec,
+    rateLimit: RateLimitCodec,
+  },
+);
+export type HubSpotConfig = t.TypeOf<typeof HubSpotConfigCodec>;
+
+export type Suppression =
+  | { readonly type: 'unsubscribe-all'; readonly batch: BatchMode }
+  | { readonly type: 'subscriptions'; readonly subscriptionIds: readonly string[]; readonly batch: BatchMode };
+
+/** The config with every default applied. */
+export interface ResolvedHubSpotConfig {
+  readonly baseUrl: string;
+  readonly auth: HubSpotAuth;
+  readonly suppression: Suppression;
+  readonly legalBasis: LegalBasis | null;
+  readonly legalBasisExplanation: string | null;
+  readonly businessUnitId: number;
+  readonly onlyExistingContacts: boolean;
+  readonly properties: Readonly<Record<string, MappedValue>>;
+  readonly per10Seconds: number;
+}
+
+export function resolveConfig(c: HubSpotConfig): ResolvedHubSpotConfig {
+  const s = c.suppression;
+  const suppression: Suppression =
+    s === undefined
+      ? { type: 'unsubscribe-all', batch: 'auto' }
+      : s.type === 'subscriptions'
+        ? { type: 'subscriptions', subscriptionIds: [...(s as { subscriptionIds: string[] }).subscriptionIds], batch: s.batch ?? 'auto' }
+        : { type: 'unsubscribe-all', batch: s.batch ?? 'auto' };
+  return {
+    baseUrl: (c.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, ''),
+    auth: c.auth as HubSpotAuth,
+    suppression,
+    legalBasis: c.legalBasis ?? null,
+    legalBasisExplanation: c.legalBasisExplanation ?? null,
+    businessUnitId: c.businessUnitId ?? 0,
+    onlyExistingContacts: c.onlyExistingContacts ?? true,
+    properties: c.properties ?? {},
+    per10Seconds: c.rateLimit?.per10Seconds ?? DEFAULT_PER_10_SECONDS,
+  };
+}

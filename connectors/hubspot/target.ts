@@ -1,0 +1,662 @@
+/**
+ * Delivery: look up (batch read by email) -> decide per email -> write suppression through
+ * Communication Preferences -> optional audit properties. One outcome per email.
+ */
+import * as E from 'fp-ts/Either';
+import * as TE from 'fp-ts/TaskEither';
+import { Capabilities, CheckReport, DeliveryMode, DeliveryReport, Target, TargetError } from '../../src/plugin';
+import { OptOut, Outcome, OutcomeKind, normaliseEmail, mappedValue } from '../../src/domain';
+import { Logger, redact } from '../../src/log';
+import { HubSpotApi, HubSpotHttpError, Halt } from './api';
+import { ResolvedHubSpotConfig, LEGAL_BASIS_VALUES } from './config';
+import { runCheck } from './check';
+import { PATHS } from './paths';
+
+export { PATHS, encodeEmail } from './paths';
+
+/** Inputs per batch read, batch write and batch update (HubSpot's documented max for CRM batch; v4 undocumented). */
+export const CHUNK = 100;
+/** Per-email writes in flight at once (the limiter still paces them). */
+const PER_EMAIL_CONCURRENCY = 4;
+/** A remembered batch refusal is re-tested after this long (a portal may be upgraded). */
+const REFUSAL_TTL_MS = 24 * 3600_000;
+export const BATCH_KV_PREFIX = 'hubspot.batch.';
+
+interface Contact {
+  readonly id: string;
+  readonly optedOut: boolean;
+}
+
+interface Failure {
+  readonly kind: 'failed-retryable' | 'failed-permanent';
+  readonly message: string;
+}
+
+type WriteResultKind = 'applied' | 'already-suppressed' | Failure['kind'];
+
+interface WriteItem {
+  readonly email: string;
+  readonly contactId: string | null;
+}
+
+/** One suppression write: an email, and for subscriptions mode one subscription id. */
+interface Unit {
+  readonly email: string;
+  readonly subscriptionId: string | null;
+}
+
+interface BatchDecision {
+  decision: 'refused' | 'available';
+  at: string;
+  detail?: string;
+}
+
+interface ItemError {
+  status?: unknown;
+  category?: unknown;
+  message?: unknown;
+  context?: unknown;
+}
+
+const LEGAL_BASIS = /legal[\s_-]*basis/i;
+const ALREADY_UNSUBSCRIBED = /already\s+(been\s+)?(unsubscribed|opted[\s-]*out)/i;
+
+export function legalBasisFailure(cfg: ResolvedHubSpotConfig, hubspotMessage: string): Failure {
+  const hs = hubspotMessage ? ` (HubSpot: ${hubspotMessage})` : '';
+  if (cfg.legalBasis === null || cfg.legalBasisExplanation === null) {
+    const missing = [cfg.legalBasis === null ? '"legalBasis"' : null, cfg.legalBasisExplanation === null ? '"legalBasisExplanation"' : null]
+      .filter(Boolean)
+      .join(' and ');
+    return {
+      kind: 'failed-permanent',
+      message: redact(
+        `HubSpot requires a legal basis for this portal (data-privacy settings are on)${hs}: add ${missing} to this target's config ` +
+          `(legalBasis: one of ${LEGAL_BASIS_VALUES.join(', ')}; legalBasisExplanation: a sentence), then re-queue`,
+      ),
+    };
+  }
+  return {
+    kind: 'failed-permanent',
+    message: redact(`HubSpot rejected the legal basis${hs}: check "legalBasis" and "legalBasisExplanation" in this target's config`),
+  };
+}
+
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (typeof v === 'number') return [String(v)];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  return [];
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Which of `candidates` an item error is about: its context values, else an email named in its message. */
+function attribute(err: ItemError, candidates: readonly string[], normalise: (s: string) => string = normaliseEmail): string[] {
+  const set = new Set(candidates);
+  const hits = new Set<string>();
+  if (err.context && typeof err.context === 'object') {
+    for (const vals of Object.values(err.context as Record<string, unknown>)) {
+      for (const v of strings(vals)) {
+        const n = normalise(v);
+        if (set.has(n)) hits.add(n);
+      }
+    }
+  }
+  if (hits.size === 0 && typeof err.message === 'string') {
+    const m = err.message.toLowerCase();
+    for (const c of candidates) {
+      if (new RegExp(`(^|[^a-z0-9._%+-])${escapeRegExp(c)}($|[^a-z0-9-]|\\.(?![a-z0-9]))`).test(m)) hits.add(c);
+    }
+  }
+  return [...hits];
+}
+
+function itemMessage(err: ItemError): string {
+  const parts = [typeof err.category === 'string' ? err.category : null, typeof err.message === 'string' ? err.message : null].filter(Boolean);
+  return parts.join(': ') || 'error without a message';
+}
+
+export class HubSpotTarget implements Target {
+  private readonly logger: Logger;
+  /** The batch decision for this run (and from kv, for REFUSAL_TTL_MS). */
+  private batch: BatchDecision | null = null;
+
+  constructor(
+    readonly cfg: ResolvedHubSpotConfig,
+    private readonly caps: Capabilities,
+    readonly api: HubSpotApi,
+  ) {
+    this.logger = caps.logger.child({ target: caps.targetName, connector: 'hubspot' });
+    try {
+      const raw = caps.kv.get(this.batchKey());
+      const d = raw ? (JSON.parse(raw) as BatchDecision) : null;
+      if (d && (d.decision === 'refused' || d.decision === 'available') && typeof d.at === 'string') {
+        const age = caps.clock.now().getTime() - Date.parse(d.at);
+        if (d.decision === 'available' || age < REFUSAL_TTL_MS) this.batch = d;
+      }
+    } catch {
+      this.batch = null;
+    }
+  }
+
+  check(): TE.TaskEither<TargetError, CheckReport> {
+    return TE.tryCatch(
+      () => runCheck(this),
+      (e) => ({ kind: 'fatal', halt: false, message: redact(`check failed unexpectedly: ${(e as Error).message}`) }),
+    );
+  }
+
+  deliver(batch: readonly OptOut[], mode: DeliveryMode): TE.TaskEither<TargetError, DeliveryReport> {
+    return () => this.deliverNow(batch, mode);
+  }
+
+  async close(): Promise<void> {
+    /* node-fetch keeps no sockets we own; nothing to release */
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Batch decision
+
+  batchKey(): string {
+    return BATCH_KV_PREFIX + this.cfg.suppression.type;
+  }
+
+  /** What is known about batch suppression: for `check` and the plan. */
+  batchState(): { mode: 'auto' | 'always' | 'never'; known: BatchDecision | null } {
+    return { mode: this.cfg.suppression.batch, known: this.batch };
+  }
+
+  private useBatch(): boolean {
+    const mode = this.cfg.suppression.batch;
+    if (mode === 'never') return false;
+    if (mode === 'always') return true;
+    return this.batch?.decision !== 'refused';
+  }
+
+  private noteBatch(decision: 'refused' | 'available', detail?: string): void {
+    if (this.batch?.decision === decision) return;
+    this.batch = { decision, at: this.caps.clock.now().toISOString(), ...(detail ? { detail } : {}) };
+    this.caps.kv.set(this.batchKey(), JSON.stringify(this.batch));
+    if (decision === 'refused') this.logger.warn('hubspot batch suppression refused (403); falling back to per-email writes', { detail });
+    else this.logger.info('hubspot batch suppression available');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Deliver
+
+  private async deliverNow(batch: readonly OptOut[], mode: DeliveryMode): Promise<E.Either<TargetError, DeliveryReport>> {
+    const optOuts = new Map<string, OptOut>();
+    for (const o of batch) {
+      const key = normaliseEmail(o.email);
+      if (!optOuts.has(key)) optOuts.set(key, o);
+    }
+    const emails = [...optOuts.keys()];
+    const outcomes = new Map<string, Outcome>();
+    const set = (email: string, kind: OutcomeKind, recordIds: readonly string[], extra: { message?: string; action?: string } = {}): void => {
+      outcomes.set(email, { email, kind, recordIds, ...(extra.message ? { message: redact(extra.message) } : {}), ...(extra.action ? { action: extra.action } : {}) });
+    };
+    let halt: TargetError | undefined;
+
+    try {
+      // 1. Lookups: ceil(M/100) batch reads.
+      const contacts = new Map<string, Contact>();
+      for (let i = 0; i < emails.length; i += CHUNK) {
+        const chunk = emails.slice(i, i + CHUNK);
+        const r = await this.lookup(chunk);
+        for (const [email, c] of r.contacts) contacts.set(email, c);
+        for (const [email, f] of r.failed) set(email, f.kind, [], { message: f.message });
+      }
+
+      // 2. Decide.
+      const toWrite: WriteItem[] = [];
+      for (const email of emails) {
+        if (outcomes.has(email)) continue;
+        const c = contacts.get(email);
+        if (c && c.optedOut) {
+          set(email, 'already-suppressed', [c.id], { message: 'hs_email_optout is already true (unsubscribed from all email)' });
+        } else if (c) {
+          toWrite.push({ email, contactId: c.id });
+        } else if (this.cfg.onlyExistingContacts) {
+          set(email, 'not-found', [], { message: 'no HubSpot contact has this primary email (onlyExistingContacts is true)' });
+        } else {
+          toWrite.push({ email, contactId: null });
+        }
+      }
+
+      // 3. Plan, or write then audit.
+      if (mode === 'plan') {
+        const viaBatch = this.useBatch();
+        for (const item of toWrite) {
+          set(item.email, 'planned', item.contactId ? [item.contactId] : [], { action: this.describe(item, optOuts.get(item.email)!, viaBatch) });
+        }
+      } else if (toWrite.length > 0) {
+        const byEmail = new Map(toWrite.map((w) => [w.email, w]));
+        await this.write(toWrite, (email, kind, message) => {
+          const contactId = byEmail.get(email)?.contactId ?? null;
+          set(email, kind, contactId ? [contactId] : [], { message });
+        });
+        const applied = toWrite.filter((w) => outcomes.get(w.email)?.kind === 'applied' && w.contactId !== null);
+        const notes = await this.audit(applied.map((w) => ({ email: w.email, contactId: w.contactId!, optOut: optOuts.get(w.email)! })));
+        for (const [email, note] of notes) {
+          const o = outcomes.get(email)!;
+          outcomes.set(email, { ...o, message: redact(o.message ? `${o.message}; ${note}` : note) });
+        }
+      }
+    } catch (e) {
+      if (e instanceof Halt) {
+        halt = e.error;
+      } else {
+        this.logger.error('hubspot delivery failed unexpectedly', { error: redact((e as Error)?.message ?? String(e)) });
+        halt = { kind: 'fatal', halt: true, message: redact(`unexpected error delivering to HubSpot: ${(e as Error)?.message ?? String(e)}`) };
+      }
+    }
+
+    const handled = outcomes.size;
+    for (const email of emails) {
+      if (!outcomes.has(email)) set(email, 'failed-retryable', [], { message: halt ? `not delivered: ${halt.message}` : 'not delivered' });
+    }
+    if (halt) {
+      this.logger.warn('hubspot target halted', { kind: halt.kind, message: halt.message, delivered: handled, of: emails.length });
+      // Nothing handled and not a daily stop: a target-wide failure (the contract's Left).
+      if (handled === 0 && halt.kind !== 'quota') return E.left(halt);
+    }
+    const list: Outcome[] = batch.map((o) => {
+      const out = outcomes.get(normaliseEmail(o.email))!;
+      return out.email === o.email ? out : { ...out, email: o.email };
+    });
+    return E.right(halt ? { outcomes: list, halt } : { outcomes: list });
+  }
+
+  private describe(item: WriteItem, optOut: OptOut, viaBatch: boolean): string {
+    const cfg = this.cfg;
+    const who = item.contactId ? `contact ${item.contactId} (${item.email})` : `${item.email} (no HubSpot contact; status set by email)`;
+    const bu = cfg.businessUnitId !== 0 ? `, businessUnitId ${cfg.businessUnitId}` : '';
+    let action: string;
+    if (cfg.suppression.type === 'unsubscribe-all') {
+      action = `unsubscribe-all EMAIL for ${who} via ${viaBatch ? 'v4 batch unsubscribe-all' : 'v4 per-email unsubscribe-all'}${bu}`;
+    } else {
+      const ids = cfg.suppression.subscriptionIds.join(', ');
+      const legal = cfg.legalBasis ? `, legal basis ${cfg.legalBasis}` : '';
+      action = `unsubscribe EMAIL from subscription${cfg.suppression.subscriptionIds.length > 1 ? 's' : ''} ${ids} for ${who} via ${viaBatch ? 'v4 batch/write' : 'v3 unsubscribe'}${legal}`;
+    }
+    const props = this.auditProperties(optOut);
+    if (item.contactId && Object.keys(props).length > 0) {
+      action += `; then set ${Object.entries(props).map(([k, v]) => `${k}=${v}`).join(', ')}`;
+    }
+    return action;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lookup
+
+  private async lookup(emails: readonly string[]): Promise<{ contacts: Map<string, Contact>; failed: Map<string, Failure> }> {
+    const properties = [...new Set(['email', 'hs_email_optout', ...Object.keys(this.cfg.properties)])];
+    const contacts = new Map<string, Contact>();
+    const failed = new Map<string, Failure>();
+    try {
+      const res = await this.api.sdk(`POST ${PATHS.batchRead}`, (client, options) =>
+        client.crm.contacts.batchApi.read({ inputs: emails.map((id) => ({ id })), idProperty: 'email', properties, propertiesWithHistory: [] }, false, options),
+      );
+      for (const r of res.results ?? []) {
+        const email = r.properties?.email;
+        if (typeof email !== 'string' || email === '') continue;
+        const key = normaliseEmail(email);
+        const optOut = String(r.properties?.hs_email_optout ?? '').trim().toLowerCase() === 'true';
+        const prev = contacts.get(key);
+        // Two records for one email (should not happen: email is unique): suppressed only if both are.
+        contacts.set(key, prev ? { id: prev.id, optedOut: prev.optedOut && optOut } : { id: String(r.id), optedOut: optOut });
+      }
+      const errors = ((res as { errors?: ItemError[] }).errors ?? []) as ItemError[];
+      for (const err of errors) {
+        if (err.category === 'OBJECT_NOT_FOUND') continue; // missing: simply absent from results
+        for (const email of attribute(err, emails)) {
+          if (!contacts.has(email)) failed.set(email, { kind: 'failed-retryable', message: `HubSpot lookup error: ${itemMessage(err)}` });
+        }
+      }
+      return { contacts, failed };
+    } catch (e) {
+      if (e instanceof Halt) throw e;
+      if (e instanceof HubSpotHttpError && e.status === 403) {
+        throw new Halt({
+          kind: 'auth',
+          halt: true,
+          message: redact(`HubSpot refused the contact lookup (403): the token needs scope crm.objects.contacts.read (${e.hubspotMessage()})`),
+        });
+      }
+      if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
+        for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup refused: ${e.message}` });
+        return { contacts, failed };
+      }
+      throw new Halt({
+        kind: e instanceof HubSpotHttpError && e.status === 429 ? 'rate-limit' : 'unavailable',
+        halt: true,
+        message: redact(`HubSpot contact lookup failed after retries: ${(e as Error).message}`),
+      });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Writes
+
+  /** Turn a non-Halt failure of one write request into a per-email failure. */
+  private failureOf(e: unknown): Failure {
+    if (e instanceof HubSpotHttpError) {
+      if (e.status === 400 && LEGAL_BASIS.test(e.bodyText())) return legalBasisFailure(this.cfg, e.hubspotMessage());
+      if (e.status === 429 || e.status >= 500) return { kind: 'failed-retryable', message: `${e.message} (after retries)` };
+      return { kind: 'failed-permanent', message: e.message };
+    }
+    return { kind: 'failed-retryable', message: redact(`request failed: ${(e as Error)?.message ?? String(e)}`) };
+  }
+
+  private itemFailure(err: ItemError): Failure {
+    const text = itemMessage(err);
+    if (LEGAL_BASIS.test(text)) return legalBasisFailure(this.cfg, text);
+    const status = Number(err.status);
+    const category = typeof err.category === 'string' ? err.category : '';
+    if (status === 429 || status >= 500 || /RATE_LIMIT|INTERNAL|TIMEOUT|UNAVAILABLE/i.test(category)) {
+      return { kind: 'failed-retryable', message: `HubSpot: ${text}` };
+    }
+    if ((status >= 400 && status < 500) || /VALIDATION|INVALID|NOT_FOUND|CONFLICT|BLOCKED|GDPR/i.test(category)) {
+      return { kind: 'failed-permanent', message: `HubSpot: ${text}` };
+    }
+    return { kind: 'failed-retryable', message: `HubSpot: ${text}` };
+  }
+
+  private scopeHalt(e: HubSpotHttpError, what: string, scopes: string): Halt {
+    return new Halt({
+      kind: 'auth',
+      halt: true,
+      message: redact(`HubSpot refused ${what} (403): the token needs scope ${scopes} (${e.hubspotMessage()})`),
+    });
+  }
+
+  /**
+   * Write suppression for `items`, reporting one result per email through `done` as soon as it is known,
+   * so that a halt part-way keeps what was already written.
+   */
+  private async write(items: readonly WriteItem[], done: (email: string, kind: WriteResultKind, message?: string) => void): Promise<void> {
+    const cfg = this.cfg;
+    const subs = cfg.suppression.type === 'subscriptions' ? cfg.suppression.subscriptionIds : [null];
+    const units: Unit[] = items.flatMap((it) => subs.map((s) => ({ email: it.email, subscriptionId: s })));
+    const ledger = new Ledger(units, done);
+
+    let perEmail: Unit[] = [];
+    if (this.useBatch()) {
+      for (let i = 0; i < units.length; i += CHUNK) {
+        const chunk = units.slice(i, i + CHUNK);
+        if (!this.useBatch()) {
+          perEmail.push(...chunk);
+          continue;
+        }
+        const fallback = await this.writeBatch(chunk, ledger);
+        perEmail.push(...fallback);
+      }
+    } else {
+      perEmail = units;
+    }
+    if (perEmail.length > 0) await this.writePerEmail(perEmail, ledger);
+  }
+
+  /** One batch request. Returns the units to retry per-email (batch refused, or a 400 to isolate). */
+  private async writeBatch(chunk: readonly Unit[], ledger: Ledger): Promise<Unit[]> {
+    const cfg = this.cfg;
+    const emails = [...new Set(chunk.map((u) => u.email))];
+    let label: string;
+    let req: { method: 'POST'; path: string; qs?: Record<string, string>; body: unknown };
+    if (cfg.suppression.type === 'unsubscribe-all') {
+      label = `POST ${PATHS.batchUnsubscribeAll}`;
+      req = { method: 'POST', path: PATHS.batchUnsubscribeAll, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) }, body: { inputs: emails } };
+    } else {
+      label = `POST ${PATHS.batchWrite}`;
+      req = {
+        method: 'POST',
+        path: PATHS.batchWrite,
+        body: {
+          inputs: chunk.map((u) => ({
+            subscriberIdString: u.email,
+            channel: 'EMAIL',
+            statusState: 'UNSUBSCRIBED',
+            subscriptionId: Number(u.subscriptionId),
+            ...(cfg.legalBasis ? { legalBasis: cfg.legalBasis } : {}),
+            ...(cfg.legalBasisExplanation ? { legalBasisExplanation: cfg.legalBasisExplanation } : {}),
+          })),
+        },
+      };
+    }
+    try {
+      const res = await this.api.call(label, req);
+      if (this.cfg.suppression.batch === 'auto') this.noteBatch('available');
+      this.mapBatchResult(res.body, chunk, emails, ledger);
+      return [];
+    } catch (e) {
+      if (e instanceof Halt) throw e;
+      if (e instanceof HubSpotHttpError && e.status === 403) {
+        if (cfg.suppression.batch === 'auto') {
+          this.noteBatch('refused', e.hubspotMessage() || e.message);
+          return [...chunk];
+        }
+        throw new Halt({
+          kind: 'config',
+          halt: true,
+          message: redact(
+            `HubSpot refused batch suppression (403: needs Marketing Hub Enterprise and scope communication_preferences.statuses.batch.write; ${e.hubspotMessage()}); ` +
+              'set suppression.batch to "auto" (fall back to per-email) or "never"',
+          ),
+        });
+      }
+      if (e instanceof HubSpotHttpError && e.status === 400 && !LEGAL_BASIS.test(e.bodyText()) && emails.length > 1) {
+        // One bad input can fail a whole batch: isolate it with per-email writes.
+        this.logger.warn('hubspot batch write rejected (400); retrying its emails one by one', { error: e.message });
+        return [...chunk];
+      }
+      const f = this.failureOf(e);
+      for (const u of chunk) ledger.fail(u, f);
+      return [];
+    }
+  }
+
+  private mapBatchResult(body: unknown, chunk: readonly Unit[], emails: readonly string[], ledger: Ledger): void {
+    const b = (body && typeof body === 'object' ? body : {}) as { results?: unknown; errors?: unknown };
+    const results = Array.isArray(b.results)
+      ? (b.results as Array<{ subscriberIdString?: unknown; subscriptionId?: unknown; setStatusSuccessReason?: unknown }>)
+      : [];
+    const errors = Array.isArray(b.errors) ? (b.errors as ItemError[]) : [];
+    const okEmails = new Set<string>();
+    const okPairs = new Set<string>();
+    const unchangedPairs = new Set<string>();
+    for (const r of results) {
+      if (typeof r?.subscriberIdString !== 'string') continue;
+      const em = normaliseEmail(r.subscriberIdString);
+      okEmails.add(em);
+      if (r.subscriptionId !== undefined) {
+        okPairs.add(`${em}|${String(r.subscriptionId)}`);
+        if (r.setStatusSuccessReason === 'NO_STATUS_CHANGE') unchangedPairs.add(`${em}|${String(r.subscriptionId)}`);
+      }
+    }
+    const failed = new Map<string, Failure>();
+    let unattributed: Failure | null = null;
+    for (const err of errors) {
+      const f = this.itemFailure(err);
+      const hits = attribute(err, emails);
+      if (hits.length === 0) unattributed ??= f;
+      for (const h of hits) if (!failed.has(h) || f.kind === 'failed-permanent') failed.set(h, f);
+    }
+    for (const u of chunk) {
+      const f = failed.get(u.email);
+      if (f) {
+        ledger.fail(u, f);
+      } else if (unattributed && !(okPairs.has(`${u.email}|${u.subscriptionId}`) || (u.subscriptionId === null && okEmails.has(u.email)))) {
+        ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot reported an error it did not attribute to an email: ${unattributed.message}` });
+      } else if (u.subscriptionId !== null && unchangedPairs.has(`${u.email}|${u.subscriptionId}`)) {
+        ledger.ok(u, `already unsubscribed from subscription ${u.subscriptionId}`, true);
+      } else {
+        ledger.ok(u);
+      }
+    }
+  }
+
+  private async writePerEmail(units: readonly Unit[], ledger: Ledger): Promise<void> {
+    const cfg = this.cfg;
+    // Group by email so one worker handles all of an email's subscriptions.
+    const byEmail = new Map<string, Unit[]>();
+    for (const u of units) byEmail.set(u.email, [...(byEmail.get(u.email) ?? []), u]);
+    await pool([...byEmail.values()], PER_EMAIL_CONCURRENCY, async (group) => {
+      for (const u of group) {
+        try {
+          if (u.subscriptionId === null) {
+            const path = PATHS.unsubscribeAll(u.email);
+            await this.api.call(`POST ${path}`, { method: 'POST', path, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) } });
+          } else {
+            await this.api.call(`POST ${PATHS.v3Unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
+              method: 'POST',
+              path: PATHS.v3Unsubscribe,
+              body: {
+                emailAddress: u.email,
+                subscriptionId: u.subscriptionId,
+                ...(cfg.legalBasis ? { legalBasis: cfg.legalBasis } : {}),
+                ...(cfg.legalBasisExplanation ? { legalBasisExplanation: cfg.legalBasisExplanation } : {}),
+              },
+            });
+          }
+          ledger.ok(u);
+        } catch (e) {
+          if (e instanceof Halt) throw e;
+          if (e instanceof HubSpotHttpError && e.status === 403) {
+            throw this.scopeHalt(e, 'the subscription status write', 'communication_preferences.write (or communication_preferences.read_write)');
+          }
+          if (e instanceof HubSpotHttpError && e.status === 400 && u.subscriptionId !== null && ALREADY_UNSUBSCRIBED.test(e.bodyText())) {
+            ledger.ok(u, `already unsubscribed from subscription ${u.subscriptionId}`, true);
+            continue;
+          }
+          ledger.fail(u, this.failureOf(e));
+        }
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Audit properties
+
+  private auditProperties(o: OptOut): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, v] of Object.entries(this.cfg.properties)) {
+      const value = mappedValue(v, o);
+      if (value !== null && value !== undefined) out[name] = String(value);
+    }
+    return out;
+  }
+
+  /**
+   * Batch update the audit properties of contacts whose suppression was just applied. Best effort: the
+   * suppression stands either way; a failure is noted on the outcome. Returns email -> note.
+   */
+  private async audit(applied: readonly { email: string; contactId: string; optOut: OptOut }[]): Promise<Map<string, string>> {
+    const notes = new Map<string, string>();
+    if (Object.keys(this.cfg.properties).length === 0) return notes;
+    const inputs = applied
+      .map((a) => ({ a, properties: this.auditProperties(a.optOut) }))
+      .filter((x) => Object.keys(x.properties).length > 0);
+    for (let i = 0; i < inputs.length; i += CHUNK) {
+      const chunk = inputs.slice(i, i + CHUNK);
+      const byId = new Map(chunk.map((x) => [x.a.contactId, x.a.email]));
+      try {
+        const res = await this.api.sdk(`POST ${PATHS.batchUpdate}`, (client, options) =>
+          client.crm.contacts.batchApi.update({ inputs: chunk.map((x) => ({ id: x.a.contactId, properties: x.properties })) }, options),
+        );
+        const errors = ((res as { errors?: ItemError[] }).errors ?? []) as ItemError[];
+        for (const err of errors) {
+          const ids = attribute(err, [...byId.keys()], (s) => s.trim());
+          const targets = ids.length > 0 ? ids.map((id) => byId.get(id)!) : chunk.map((x) => x.a.email);
+          for (const email of targets) notes.set(email, `audit properties not written: ${itemMessage(err)}`);
+        }
+      } catch (e) {
+        if (e instanceof Halt) throw e;
+        this.logger.warn('hubspot audit property update failed', { error: (e as Error).message });
+        for (const x of chunk) notes.set(x.a.email, `audit properties not written: ${(e as Error).message}`);
+      }
+    }
+    return notes;
+  }
+}
+
+interface LedgerEntry {
+  left: number;
+  total: number;
+  /** Units HubSpot reported as already in the requested state. */
+  unchanged: number;
+  failures: Failure[];
+  /** Subscription ids of the failures, same order (subscriptions mode). */
+  failedSubs: string[];
+  notes: string[];
+}
+
+/** Collects per-unit results and reports one result per email once all its units are in. */
+class Ledger {
+  private readonly state = new Map<string, LedgerEntry>();
+
+  constructor(
+    units: readonly Unit[],
+    private readonly done: (email: string, kind: WriteResultKind, message?: string) => void,
+  ) {
+    for (const u of units) {
+      const s = this.state.get(u.email) ?? { left: 0, total: 0, unchanged: 0, failures: [], failedSubs: [], notes: [] };
+      s.left += 1;
+      s.total += 1;
+      this.state.set(u.email, s);
+    }
+  }
+
+  /** `unchanged`: HubSpot says the status was already what we asked for. */
+  ok(u: Unit, note?: string, unchanged = false): void {
+    const s = this.state.get(u.email)!;
+    if (note) s.notes.push(note);
+    if (unchanged) s.unchanged += 1;
+    this.settle(u.email, s);
+  }
+
+  fail(u: Unit, f: Failure): void {
+    const s = this.state.get(u.email)!;
+    s.failures.push(f);
+    if (u.subscriptionId !== null) s.failedSubs.push(u.subscriptionId);
+    this.settle(u.email, s);
+  }
+
+  private settle(email: string, s: LedgerEntry): void {
+    s.left -= 1;
+    if (s.left > 0) return;
+    if (s.failures.length === 0) {
+      const note = s.notes.length > 0 ? [...new Set(s.notes)].join('; ') : undefined;
+      this.done(email, s.unchanged === s.total ? 'already-suppressed' : 'applied', note);
+      return;
+    }
+    const permanent = s.failures.some((f) => f.kind === 'failed-permanent');
+    // Group identical messages: "subscriptions 111, 222: <message>".
+    const groups = new Map<string, string[]>();
+    s.failures.forEach((f, i) => groups.set(f.message, [...(groups.get(f.message) ?? []), ...(s.failedSubs[i] !== undefined ? [s.failedSubs[i]!] : [])]));
+    const message = [...groups]
+      .map(([m, subs]) => (subs.length === 0 ? m : `subscription${subs.length > 1 ? 's' : ''} ${subs.join(', ')}: ${m}`))
+      .join('; ');
+    this.done(email, permanent ? 'failed-permanent' : 'failed-retryable', message);
+  }
+}
+
+/** Run `fn` over `items` with at most `n` at once; the first thrown error stops new work and is rethrown. */
+async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | null = null;
+  const worker = async (): Promise<void> => {
+    while (failure === null && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        failure ??= { error: e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  if (failure !== null) throw (failure as { error: unknown }).error;
+}
+
