@@ -1,0 +1,432 @@
+/**
+ * deliver(): look up every mapped object by email, skip records already opted out, write the rest
+ * (sObject Collections, or Bulk API 2.0 above the threshold), and fold per-record results into one
+ * outcome per email.
+ */
+import * as E from 'fp-ts/Either';
+import { Capabilities, DeliveryMode, DeliveryReport, TargetError } from '../../src/plugin';
+import { OptOut, Outcome, mappedValue, normaliseEmail } from '../../src/domain';
+import { withRetry, RetryPolicy } from '../../src/http';
+import { ResolvedConfig, ResolvedObject, ObjectKey } from './config';
+import { SalesforceClient, SfApiError, SfHalt, safeMessage } from './client';
+import { planLookupChunks } from './soql';
+import { toCsv, parseCsv } from './csv';
+
+/** sObject Collections accept at most 200 records per request. */
+export const COLLECTION_LIMIT = 200;
+/** UNABLE_TO_LOCK_ROW: attempts (including the first) within one run before the record is failed-retryable. */
+export const LOCK_RETRY: RetryPolicy = { maxAttempts: 3, baseDelayMs: 1_000, maxDelayMs: 10_000 };
+/** Bulk 2.0 polling: first wait, growth, cap, and how long we wait for a job before leaving it retryable. */
+export const BULK_POLL = { firstMs: 2_000, factor: 1.5, maxMs: 30_000, timeoutMs: 20 * 60_000 };
+
+/** Per-record error codes worth retrying on a later run (the rest are permanent). */
+const RETRYABLE_RECORD_CODES = new Set([
+  'UNABLE_TO_LOCK_ROW',
+  'SERVER_UNAVAILABLE',
+  'REQUEST_RUNNING_TOO_LONG',
+  'QUERY_TIMEOUT',
+  'UNKNOWN_EXCEPTION',
+  'ALL_OR_NONE_OPERATION_ROLLED_BACK',
+  'UNPROCESSED',
+  'NO_RESULT',
+  'NOT_ATTEMPTED',
+]);
+
+interface MatchedRecord {
+  readonly obj: ResolvedObject;
+  readonly id: string;
+  readonly suppressed: boolean;
+}
+
+interface WriteItem {
+  readonly obj: ResolvedObject;
+  readonly id: string;
+  readonly email: string;
+  /** Field values to write (suppression field first, then extra fields with a non-null value). */
+  readonly values: Readonly<Record<string, string | number | boolean>>;
+}
+
+type WriteResult = { readonly ok: true } | { readonly ok: false; readonly retryable: boolean; readonly code: string; readonly message: string };
+
+interface SaveResult {
+  id?: string;
+  success: boolean;
+  errors?: Array<{ statusCode?: string; errorCode?: string; message?: string; fields?: string[] }>;
+}
+
+interface IngestJobInfo {
+  id: string;
+  state: string;
+  errorMessage?: string;
+  numberRecordsProcessed?: number;
+  numberRecordsFailed?: number;
+}
+
+function failure(code: string, message: string, retryable = RETRYABLE_RECORD_CODES.has(code)): WriteResult {
+  return { ok: false, retryable, code, message: safeMessage(message) };
+}
+
+function label(obj: ResolvedObject, id: string): string {
+  return `${obj.key} ${id}`;
+}
+
+function recordValues(obj: ResolvedObject, o: OptOut): Record<string, string | number | boolean> {
+  const values: Record<string, string | number | boolean> = { [obj.field]: true };
+  for (const [field, source] of obj.extraFields) {
+    const v = mappedValue(source, o);
+    // null (no reason / source in Constant Contact) leaves the Salesforce value unchanged
+    if (v !== null && field !== obj.field) values[field] = v;
+  }
+  return values;
+}
+
+function describeWrite(obj: ResolvedObject, id: string, values: Record<string, unknown>): string {
+  return `${label(obj, id)}: ${Object.entries(values)
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(', ')}`;
+}
+
+function chunksOf<T>(xs: readonly T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+class LockedRows extends Error {
+  constructor(readonly count: number) {
+    super(`${count} record(s) UNABLE_TO_LOCK_ROW`);
+  }
+}
+
+export class Delivery {
+  constructor(
+    private readonly client: SalesforceClient,
+    private readonly cfg: ResolvedConfig,
+    private readonly caps: Capabilities,
+  ) {}
+
+  async run(batch: readonly OptOut[], mode: DeliveryMode): Promise<E.Either<TargetError, DeliveryReport>> {
+    // one outcome per distinct email; the first opt-out for an email wins
+    const byEmail = new Map<string, OptOut>();
+    for (const o of batch) {
+      const email = normaliseEmail(o.email);
+      if (email !== '' && !byEmail.has(email)) byEmail.set(email, { ...o, email });
+    }
+    const emails = [...byEmail.keys()];
+    const blank: Outcome[] = batch
+      .filter((o) => normaliseEmail(o.email) === '')
+      .slice(0, 1)
+      .map((o) => ({ email: o.email, kind: 'failed-permanent', recordIds: [], message: 'empty email address' }));
+    if (emails.length === 0) return E.right({ outcomes: blank });
+    if (this.cfg.objects.length === 0) {
+      return E.left({ kind: 'config', halt: true, message: 'no Salesforce object is enabled in objects (Contact, Lead, PersonAccount)' });
+    }
+
+    let halt: TargetError | undefined;
+    const matches = new Map<string, MatchedRecord[]>();
+    const lookedUp = new Map<ObjectKey, Set<string>>();
+    const tooLong = new Set<string>();
+    const results = new Map<string, WriteResult>();
+    let queries = 0;
+    let writeCalls = 0;
+
+    try {
+      // 1. Lookups
+      for (const obj of this.cfg.objects) {
+        const done = new Set<string>();
+        lookedUp.set(obj.key, done);
+        const conn = await this.client.connection();
+        const plan = planLookupChunks(obj, emails, { instanceUrl: conn.instanceUrl, apiVersion: this.cfg.apiVersion, maxPerChunk: this.cfg.queryChunkSize });
+        plan.tooLong.forEach((e) => tooLong.add(e));
+        for (const chunk of plan.chunks) {
+          let records: Array<Record<string, unknown>>;
+          try {
+            records = await this.client.queryAll<Record<string, unknown> & { Id: string }>(chunk.soql);
+          } catch (e) {
+            if (e instanceof SfApiError) {
+              throw new SfHalt({
+                kind: 'config',
+                halt: true,
+                message: `Salesforce lookup on ${obj.key} failed (${e.errorCode}: ${e.message}); check objects.${obj.key} (field "${obj.field}") and the integration user's access`,
+              });
+            }
+            throw e;
+          }
+          queries += 1;
+          const wanted = new Set(chunk.emails);
+          for (const r of records) {
+            const raw = r[obj.emailField];
+            const id = r['Id'];
+            if (typeof raw !== 'string' || typeof id !== 'string') continue;
+            const email = normaliseEmail(raw);
+            if (!wanted.has(email)) continue;
+            const list = matches.get(email) ?? [];
+            if (!list.some((m) => m.id === id)) list.push({ obj, id, suppressed: r[obj.field] === true });
+            matches.set(email, list);
+          }
+          chunk.emails.forEach((e) => done.add(e));
+        }
+      }
+
+      // 2. Writes
+      if (mode === 'apply') {
+        const items: WriteItem[] = [];
+        for (const email of emails) {
+          for (const m of matches.get(email) ?? []) {
+            if (!m.suppressed) items.push({ obj: m.obj, id: m.id, email, values: recordValues(m.obj, byEmail.get(email)!) });
+          }
+        }
+        const bulkObjects = this.cfg.objects.filter((obj) => items.filter((i) => i.obj.key === obj.key).length > this.cfg.bulkThreshold);
+        const viaCollections = items.filter((i) => !bulkObjects.some((b) => b.key === i.obj.key));
+        writeCalls += await this.writeCollections(viaCollections, results);
+        for (const obj of bulkObjects) {
+          await this.writeBulk(
+            obj,
+            items.filter((i) => i.obj.key === obj.key),
+            results,
+          );
+        }
+      }
+    } catch (e) {
+      if (e instanceof SfHalt) halt = e.error;
+      else halt = { kind: 'fatal', halt: true, message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}` };
+      this.caps.logger.warn('salesforce delivery stopped', { target: this.caps.targetName, kind: halt.kind, reason: halt.message });
+    } finally {
+      this.client.flushUsage();
+    }
+
+    const outcomes = [...emails.map((email) => this.outcome(byEmail.get(email)!, mode, matches, lookedUp, tooLong, results, halt)), ...blank];
+    this.caps.logger.info('salesforce delivery', {
+      target: this.caps.targetName,
+      mode,
+      emails: emails.length,
+      queries,
+      collectionCalls: writeCalls,
+      ...countKinds(outcomes),
+    });
+    if (halt && outcomes.every((o) => o.kind === 'failed-retryable')) return E.left(halt);
+    return E.right(halt ? { outcomes, halt } : { outcomes });
+  }
+
+  private outcome(
+    optOut: OptOut,
+    mode: DeliveryMode,
+    matches: Map<string, MatchedRecord[]>,
+    lookedUp: Map<ObjectKey, Set<string>>,
+    tooLong: Set<string>,
+    results: Map<string, WriteResult>,
+    halt: TargetError | undefined,
+  ): Outcome {
+    const email = optOut.email;
+    if (tooLong.has(email)) {
+      return { email, kind: 'failed-permanent', recordIds: [], message: 'email address too long for a SOQL lookup URL' };
+    }
+    const complete = this.cfg.objects.every((obj) => lookedUp.get(obj.key)?.has(email) ?? false);
+    const recs = matches.get(email) ?? [];
+    if (!complete) {
+      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: `not looked up: ${halt?.message ?? 'lookup incomplete'}` };
+    }
+    if (recs.length === 0) return { email, kind: 'not-found', recordIds: [] };
+    const needs = recs.filter((r) => !r.suppressed);
+    const already = recs.filter((r) => r.suppressed);
+    const alreadyNote = already.length > 0 ? `already opted out: ${already.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
+    if (needs.length === 0) {
+      return { email, kind: 'already-suppressed', recordIds: recs.map((r) => r.id) };
+    }
+    if (mode === 'plan') {
+      return {
+        email,
+        kind: 'planned',
+        recordIds: needs.map((r) => r.id),
+        action: needs.map((r) => describeWrite(r.obj, r.id, recordValues(r.obj, optOut))).join('; '),
+        ...(alreadyNote ? { message: alreadyNote } : {}),
+      };
+    }
+    const written: MatchedRecord[] = [];
+    const permanent: string[] = [];
+    const retryable: string[] = [];
+    for (const r of needs) {
+      const res = results.get(r.id) ?? failure('NOT_ATTEMPTED', halt ? `not attempted: ${halt.message}` : 'not attempted');
+      if (res.ok) written.push(r);
+      else (res.retryable ? retryable : permanent).push(`${label(r.obj, r.id)}: ${res.code}: ${res.message}`);
+    }
+    const writtenNote = written.length > 0 ? `written: ${written.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
+    const note = (parts: Array<string | undefined>): string => parts.filter((p): p is string => !!p).join('; ');
+    if (retryable.length > 0) {
+      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: note([...retryable, ...permanent, writtenNote]) };
+    }
+    if (permanent.length > 0) {
+      return { email, kind: 'failed-permanent', recordIds: recs.map((r) => r.id), message: note([`failed: ${permanent.join('; ')}`, writtenNote, alreadyNote]) };
+    }
+    return { email, kind: 'applied', recordIds: written.map((r) => r.id), ...(alreadyNote ? { message: alreadyNote } : {}) };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // sObject Collections
+
+  /**
+   * PATCH /composite/sobjects, at most 200 records per request (object types may mix; records are sorted by
+   * type so each request holds at most three type chunks), allOrNone false, results read by position.
+   * UNABLE_TO_LOCK_ROW records are re-sent after a backoff, LOCK_RETRY.maxAttempts in all.
+   * Returns the number of requests sent.
+   */
+  private async writeCollections(items: readonly WriteItem[], results: Map<string, WriteResult>): Promise<number> {
+    if (items.length === 0) return 0;
+    let calls = 0;
+    let pending = [...items].sort((a, b) => (a.obj.sobject === b.obj.sobject ? 0 : a.obj.sobject < b.obj.sobject ? -1 : 1));
+    try {
+      await withRetry(
+        async () => {
+          const locked: WriteItem[] = [];
+          for (const chunk of chunksOf(pending, COLLECTION_LIMIT)) {
+            const body = {
+              allOrNone: false,
+              records: chunk.map((i) => ({ attributes: { type: i.obj.sobject }, id: i.id, ...i.values })),
+            };
+            let saved: SaveResult[];
+            try {
+              calls += 1;
+              saved = await this.client.request<SaveResult[]>('update', {
+                method: 'PATCH',
+                url: '/composite/sobjects',
+                body: JSON.stringify(body),
+                headers: { 'content-type': 'application/json' },
+              });
+            } catch (e) {
+              if (!(e instanceof SfApiError)) throw e;
+              // the whole request was refused (400 JSON_PARSER_ERROR, INVALID_FIELD, ...): every record in it failed
+              chunk.forEach((i) => results.set(i.id, failure(e.errorCode, e.message)));
+              continue;
+            }
+            if (!Array.isArray(saved)) saved = [];
+            chunk.forEach((item, idx) => {
+              const r = saved[idx];
+              if (!r) {
+                results.set(item.id, failure('NO_RESULT', 'Salesforce returned no result for this record'));
+              } else if (r.success) {
+                results.set(item.id, { ok: true });
+              } else {
+                const err = r.errors?.[0];
+                const code = err?.statusCode ?? err?.errorCode ?? 'UNKNOWN_ERROR';
+                const fields = err?.fields && err.fields.length > 0 ? ` (fields: ${err.fields.join(', ')})` : '';
+                results.set(item.id, failure(code, `${err?.message ?? 'no message'}${fields}`));
+                if (code === 'UNABLE_TO_LOCK_ROW') locked.push(item);
+              }
+            });
+          }
+          if (locked.length > 0) {
+            pending = locked;
+            throw new LockedRows(locked.length);
+          }
+        },
+        (e) => (e instanceof LockedRows ? { retry: true, reason: e.message } : { retry: false }),
+        LOCK_RETRY,
+        this.caps.clock,
+        {
+          onRetry: ({ attempt, delayMs, reason }) =>
+            this.caps.logger.warn('salesforce records locked; retrying them', { target: this.caps.targetName, attempt, delayMs, reason }),
+        },
+      );
+    } catch (e) {
+      if (!(e instanceof LockedRows)) throw e;
+      // still locked after the last attempt: already recorded as failed-retryable
+    }
+    return calls;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Bulk API 2.0
+
+  /**
+   * One ingest job (operation update, CSV `Id,<field>,<extra fields>`): create, upload, UploadComplete, poll,
+   * then read successfulResults / failedResults / unprocessedrecords back into per-record results.
+   */
+  private async writeBulk(obj: ResolvedObject, items: readonly WriteItem[], results: Map<string, WriteResult>): Promise<void> {
+    const columns = ['Id', obj.field];
+    for (const i of items) for (const k of Object.keys(i.values)) if (!columns.includes(k)) columns.push(k);
+    const csv = toCsv(
+      columns,
+      items.map((i) => columns.map((c) => (c === 'Id' ? i.id : i.values[c] === undefined ? '' : String(i.values[c])))),
+    );
+    const json = { 'content-type': 'application/json; charset=utf-8' };
+    let job: IngestJobInfo;
+    try {
+      job = await this.client.request<IngestJobInfo>('bulk create job', {
+        method: 'POST',
+        url: '/jobs/ingest',
+        body: JSON.stringify({ object: obj.sobject, operation: 'update', contentType: 'CSV', columnDelimiter: 'COMMA', lineEnding: 'LF' }),
+        headers: json,
+      });
+      this.caps.logger.info('salesforce bulk job created', { target: this.caps.targetName, object: obj.sobject, job: job.id, records: items.length });
+      await this.client.request('bulk upload', { method: 'PUT', url: `/jobs/ingest/${job.id}/batches`, body: csv, headers: { 'content-type': 'text/csv' } });
+      await this.client.request('bulk close', { method: 'PATCH', url: `/jobs/ingest/${job.id}`, body: JSON.stringify({ state: 'UploadComplete' }), headers: json });
+    } catch (e) {
+      if (!(e instanceof SfApiError)) throw e;
+      items.forEach((i) => results.set(i.id, failure(e.errorCode, `Bulk API 2.0 job for ${obj.sobject} refused: ${e.message}`)));
+      return;
+    }
+
+    const started = this.caps.clock.now().getTime();
+    let wait = BULK_POLL.firstMs;
+    let info: IngestJobInfo = job;
+    for (;;) {
+      await this.caps.clock.sleep(wait);
+      info = await this.client.request<IngestJobInfo>('bulk poll', { method: 'GET', url: `/jobs/ingest/${job.id}` });
+      if (info.state === 'JobComplete' || info.state === 'Failed' || info.state === 'Aborted') break;
+      if (this.caps.clock.now().getTime() - started > BULK_POLL.timeoutMs) {
+        this.caps.logger.warn('salesforce bulk job still running; leaving its records for a later run', { target: this.caps.targetName, job: job.id, state: info.state });
+        items.forEach((i) => results.set(i.id, failure('NO_RESULT', `Bulk job ${job.id} still ${info.state} after ${Math.round(BULK_POLL.timeoutMs / 60_000)} min`)));
+        return;
+      }
+      wait = Math.min(BULK_POLL.maxMs, Math.round(wait * BULK_POLL.factor));
+    }
+    if (info.state !== 'JobComplete') {
+      this.caps.logger.warn('salesforce bulk job did not complete', { target: this.caps.targetName, job: job.id, state: info.state, error: info.errorMessage });
+    }
+
+    const text = { responseType: 'text/plain' };
+    const base = `/jobs/ingest/${job.id}`;
+    const ok = parseCsv(await this.client.request<string>('bulk successfulResults', { method: 'GET', url: `${base}/successfulResults` }, text));
+    const failed = parseCsv(await this.client.request<string>('bulk failedResults', { method: 'GET', url: `${base}/failedResults` }, text));
+    const unprocessed = parseCsv(await this.client.request<string>('bulk unprocessedrecords', { method: 'GET', url: `${base}/unprocessedrecords` }, text));
+    const known = new Set(items.map((i) => i.id));
+    for (const row of ok) {
+      const id = row['sf__Id'] || row['Id'];
+      if (id && known.has(id)) results.set(id, { ok: true });
+    }
+    const locked: WriteItem[] = [];
+    for (const row of failed) {
+      const id = row['Id'] || row['sf__Id'];
+      if (!id || !known.has(id)) continue;
+      const raw = row['sf__Error'] ?? '';
+      const colon = raw.indexOf(':');
+      const code = colon > 0 ? raw.slice(0, colon) : raw || 'UNKNOWN_ERROR';
+      const message = colon > 0 ? raw.slice(colon + 1) : raw;
+      results.set(id, failure(code, message));
+      if (code === 'UNABLE_TO_LOCK_ROW') locked.push(items.find((i) => i.id === id)!);
+    }
+    for (const row of unprocessed) {
+      const id = row['Id'];
+      if (id && known.has(id)) results.set(id, failure('UNPROCESSED', `not processed by Bulk job ${job.id} (${info.state}${info.errorMessage ? `: ${info.errorMessage}` : ''})`));
+    }
+    for (const i of items) {
+      if (!results.has(i.id)) results.set(i.id, failure('NO_RESULT', `no result for this record in Bulk job ${job.id} (${info.state})`));
+    }
+    this.caps.logger.info('salesforce bulk job finished', {
+      target: this.caps.targetName,
+      job: job.id,
+      state: info.state,
+      succeeded: ok.length,
+      failed: failed.length,
+      unprocessed: unprocessed.length,
+    });
+    // Lock contention in a job is worth one more go through sObject Collections (with its own lock retries).
+    if (locked.length > 0 && locked.length <= this.cfg.bulkThreshold) await this.writeCollections(locked, results);
+  }
+}
+
+function countKinds(outcomes: readonly Outcome[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const o of outcomes) out[o.kind] = (out[o.kind] ?? 0) + 1;
+  return out;
+}
