@@ -5,7 +5,9 @@
  *   This filters on the email opt-out date, which is what an unsubscribe moves; `updated_after` filters on
  *   personal details only and silently misses unsubscribes (the seed forum thread). `status=all` keeps
  *   contacts that unsubscribed and were then deleted.
- * - `scanUnsubscribed()`: `GET /contacts?status=unsubscribed&limit=..`, the full reconcile.
+ * - `scanUnsubscribed()`: `GET /contacts?status=unsubscribed,deleted&limit=..`, the full reconcile. Whether
+ *   `status=unsubscribed` alone includes contacts that unsubscribed and were then deleted is not documented;
+ *   their opt-out still holds, so deleted contacts are read too (and only the unsubscribed ones count).
  * - Pages are handed to `onPage` one at a time and `onPage` is awaited before the next page is requested,
  *   so the engine can commit each page before the source moves on.
  * - `unsubscribedCount()`: `GET /contacts/counts`, to sanity-check a full scan.
@@ -108,7 +110,7 @@ export function createConstantContactSource(
     },
 
     scanUnsubscribed(onPage) {
-      return scan({ status: 'unsubscribed', limit }, onPage);
+      return scan({ status: 'unsubscribed,deleted', limit }, onPage);
     },
 
     async unsubscribedCount() {
