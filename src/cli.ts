@@ -350,7 +350,7 @@ export function buildProgram(): Command {
 function registerExtraCommands(program: Command, g: () => GlobalOpts): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const extras = require('./commands') as { register: (p: Command, g: () => GlobalOpts, helpers: CommandHelpers) => void };
-  extras.register(program, g, { withContext, out, ExitError, storePathFor });
+  extras.register(program, g, { withContext, out, ExitError, storePathFor, progressBar });
 }
 
 export interface CommandHelpers {
@@ -358,6 +358,7 @@ export interface CommandHelpers {
   out: typeof out;
   ExitError: typeof ExitError;
   storePathFor: typeof storePathFor;
+  progressBar: typeof progressBar;
 }
 
 export { ExitError };

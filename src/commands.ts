@@ -35,4 +35,76 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
         if (!r.refreshToken) throw new h.ExitError(1, '');
       }),
     );
+  registerEmulation(program, g, h);
+}
+
+export function registerEmulation(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
+  program
+    .command('emulate')
+    .description('start local emulators of the Constant Contact, HubSpot and Salesforce APIs and write a config for them')
+    .option('--contacts <n>', 'generated contacts', '20000')
+    .option('--seed <n>', 'dataset seed', '42')
+    .option('--dir <path>', 'where to write the config, key and state', '.cc-optout-emulator')
+    .option('--port <n>', 'first port (Constant Contact; HubSpot +1, Salesforce +2); 0 = ephemeral', '0')
+    .action(async (o: { contacts: string; seed: string; dir: string; port: string }) => {
+      const { startEmulators } = await import('./emulators');
+      const { writeEmulatorConfig } = await import('./demo');
+      const base = Number(o.port) || 0;
+      const emu = await startEmulators({
+        contacts: Number(o.contacts),
+        seed: Number(o.seed),
+        ports: base ? { cc: base, hubspot: base + 1, salesforce: base + 2 } : undefined,
+      });
+      const cfg = writeEmulatorConfig(emu, { dir: o.dir });
+      const env = Object.entries(cfg.env)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
+      if (g().json) {
+        // local, throw-away emulator credentials: printing them is the point of this command
+        h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, hubspot: emu.hubspot.baseUrl, salesforce: emu.salesforce.instanceUrl, config: cfg.file }));
+      } else {
+        h.out(`Constant Contact ${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`);
+        h.out(`HubSpot          ${emu.hubspot.baseUrl}`);
+        h.out(`Salesforce       ${emu.salesforce.instanceUrl}`);
+        h.out(`config: ${cfg.file}; its secrets are emulator-only values in ${o.dir}/emulator.env`);
+        h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
+        h.out('Ctrl-C stops the emulators.');
+      }
+      require('fs').writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await emu.stop();
+    });
+
+  program
+    .command('demo')
+    .description('the built-in demo: emulators, backfill, new opt-outs, sync, and a report (no accounts, no network)')
+    .option('--contacts <n>', 'generated contacts', '20000')
+    .option('--seed <n>', 'dataset seed', '42')
+    .option('--new-opt-outs <n>', 'opt-outs created between backfill and sync', '25')
+    .option('--dir <path>', 'where the demo keeps its config, state and audit', '.demo')
+    .action(async (o: { contacts: string; seed: string; newOptOuts: string; dir: string }) => {
+      const { runDemo } = await import('./demo');
+      const bar = h.progressBar(g().progress && !g().json);
+      try {
+        const r = await runDemo({
+          contacts: Number(o.contacts),
+          seed: Number(o.seed),
+          newOptOuts: Number(o.newOptOuts),
+          dir: o.dir,
+          progress: bar.onProgress,
+          print: (l) => {
+            bar.stop();
+            h.out(l);
+          },
+          logLevel: g().logLevel,
+        });
+        if (g().json) h.out(JSON.stringify(r, null, 2));
+        throw new h.ExitError(r.ok ? 0 : 3, r.ok ? '' : 'demo: the CRMs do not match the ground truth (see the report above)');
+      } finally {
+        bar.stop();
+      }
+    });
 }

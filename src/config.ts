@@ -275,7 +275,7 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
     source: resolveSource(c.source),
     targets,
     delivery: {
-      batchSize: c.delivery?.batchSize ?? 100,
+      batchSize: c.delivery?.batchSize ?? 1000,
       maxAttempts: c.delivery?.maxAttempts ?? 12,
       backoffBaseSeconds: c.delivery?.backoffBaseSeconds ?? 60,
       backoffMaxSeconds: c.delivery?.backoffMaxSeconds ?? 6 * 3600,

@@ -117,6 +117,8 @@ function emptyDetection(): DetectionSummary {
 export class Engine {
   private runId: number | null = null;
   private calls = new CallCounts();
+  /** Handed to sources and targets: always records into the current run's counter (targets outlive runs). */
+  private readonly callSink: CallCounter = { record: (vendor, n) => this.calls.record(vendor, n) };
   private readonly targets = new Map<string, Target>();
 
   constructor(private readonly deps: EngineDeps) {}
@@ -142,7 +144,7 @@ export class Engine {
       clock,
       logger: logger.child({ component: 'constant-contact' }),
       kv: store.kv(SOURCE_KV),
-      calls: this.calls,
+      calls: this.callSink,
       random: this.deps.random,
       quarantine: (rec) => {
         store.quarantine(this.runId, 'constant-contact', rec, this.now().toISOString());
@@ -160,7 +162,7 @@ export class Engine {
       clock: this.deps.clock,
       logger: this.deps.logger.child({ target: t.name }),
       kv: this.deps.store.kv(`target:${t.name}`),
-      calls: this.calls,
+      calls: this.callSink,
       targetName: t.name,
       readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
     };

@@ -12,7 +12,8 @@ export type { HubSpotConfig } from './config';
 export const connector: Connector<HubSpotConfig> = {
   id: 'hubspot',
   config: HubSpotConfigCodec,
-  maxBatch: CHUNK,
+  // deliver() chunks lookups and writes by 100 itself; bigger batches let writes fill whole chunks
+  maxBatch: 1000,
   open(config: HubSpotConfig, caps: Capabilities): Target {
     const cfg = resolveConfig(config);
     return new HubSpotTarget(cfg, caps, new HubSpotApi(cfg, caps));

@@ -48,7 +48,8 @@ export function openSalesforce(config: SalesforceConfig, caps: Capabilities, opt
 export const connector: Connector<SalesforceConfig> = {
   id: 'salesforce',
   config: SalesforceConfig,
-  maxBatch: 200,
+  // deliver() chunks lookups (~100 emails) and writes (200, or Bulk 2.0 above bulkThreshold) itself
+  maxBatch: 5000,
   open: (config, caps) => openSalesforce(config, caps),
 };
 

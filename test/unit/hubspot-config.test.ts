@@ -35,7 +35,7 @@ describe('hubspot connector: config', () => {
 
   it('connector: id, maxBatch, codec', () => {
     assert.strictEqual(connector.id, 'hubspot');
-    assert.strictEqual(connector.maxBatch, 100);
+    assert.strictEqual(connector.maxBatch, 1000);
     assert.strictEqual(connector.config, HubSpotConfigCodec);
   });
 

@@ -1,0 +1,209 @@
+/**
+ * The built-in demo (`npm start` = `cc-optout demo`) and the config that points the connector at the local
+ * emulators (also used by `cc-optout emulate` and the end-to-end tests).
+ *
+ * Demo: start the three emulators with ~20,000 generated contacts, write a config pointing at them, run
+ * `backfill` (progress bar), create new opt-outs in Constant Contact (one of them the `updated_after` trap),
+ * run `sync`, and print a report: opt-outs found, outcomes per CRM, API calls against the minimum, lag, and
+ * the CRMs checked against the emulators' ground truth. No account, no network beyond 127.0.0.1.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Emulators, startEmulators, minimumCalls } from './emulators';
+import { Engine, ProgressEvent, RunSummary } from './engine';
+import { loadConfig } from './config';
+import { createRegistry } from './plugin';
+import { openStore } from './store/sqlite';
+import { createLogger, LogLevel } from './log';
+import { systemClock } from './http/clock';
+import { createConstantContactSource } from './source/constant-contact';
+
+export interface EmulatorConfigOptions {
+  /** Folder for the config file, the Salesforce key file and the state store. */
+  dir: string;
+  /** Which targets to include (default both). */
+  targets?: ('hubspot' | 'salesforce')[];
+  /** Detection tuning (the demo uses lagMinutes 0 so opt-outs made a second ago are visible at once). */
+  detection?: Record<string, unknown>;
+  delivery?: Record<string, unknown>;
+  hubspot?: Record<string, unknown>;
+  salesforce?: Record<string, unknown>;
+}
+
+export interface EmulatorConfig {
+  file: string;
+  /** Environment variables the config references (secrets are never written into the file). */
+  env: Record<string, string>;
+  config: Record<string, unknown>;
+}
+
+/** Write `<dir>/cc-optout.config.json` for the running emulators; secrets go to `env`, the key to a 0600 file. */
+export function writeEmulatorConfig(e: Emulators, opts: EmulatorConfigOptions): EmulatorConfig {
+  fs.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+  const keyFile = path.join(opts.dir, 'salesforce-jwt.key');
+  fs.writeFileSync(keyFile, e.salesforce.privateKeyPem, { mode: 0o600 });
+  const env: Record<string, string> = {
+    CC_CLIENT_ID: e.cc.clientId,
+    CC_CLIENT_SECRET: e.cc.clientSecret,
+    CC_REFRESH_TOKEN: e.cc.refreshToken,
+    HUBSPOT_TOKEN: e.hubspot.accessToken,
+    SF_CLIENT_ID: e.salesforce.clientId,
+    SF_USERNAME: e.salesforce.username,
+  };
+  const targets = opts.targets ?? ['hubspot', 'salesforce'];
+  const config: Record<string, unknown> = {
+    '//': 'Points at local emulators (cc-optout emulate / demo). Secrets come from the environment.',
+    store: { path: './state.db' },
+    source: {
+      type: 'constant-contact',
+      clientId: '${CC_CLIENT_ID}',
+      clientSecret: '${CC_CLIENT_SECRET}',
+      refreshToken: '${CC_REFRESH_TOKEN}',
+      apiBaseUrl: e.cc.apiBaseUrl,
+      authBaseUrl: e.cc.authBaseUrl,
+      detection: { overlapMinutes: 10, lagMinutes: 0, ...(opts.detection ?? {}) },
+    },
+    delivery: { maxAttempts: 12, backoffBaseSeconds: 1, backoffMaxSeconds: 60, ...(opts.delivery ?? {}) },
+    targets: [
+      ...(targets.includes('hubspot')
+        ? [
+            {
+              name: 'hubspot',
+              connector: 'hubspot',
+              config: {
+                baseUrl: e.hubspot.baseUrl,
+                auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' },
+                suppression: { type: 'unsubscribe-all', batch: 'auto' },
+                onlyExistingContacts: true,
+                ...(opts.hubspot ?? {}),
+              },
+            },
+          ]
+        : []),
+      ...(targets.includes('salesforce')
+        ? [
+            {
+              name: 'salesforce',
+              connector: 'salesforce',
+              config: {
+                loginUrl: e.salesforce.loginUrl,
+                apiVersion: e.salesforce.apiVersion,
+                auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: keyFile },
+                objects: { Contact: { enabled: true }, Lead: { enabled: true } },
+                ...(opts.salesforce ?? {}),
+              },
+            },
+          ]
+        : []),
+    ],
+  };
+  const file = path.join(opts.dir, 'cc-optout.config.json');
+  fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+  return { file, env, config };
+}
+
+export interface DemoOptions {
+  contacts: number;
+  seed: number;
+  newOptOuts: number;
+  dir: string;
+  progress?: (e: ProgressEvent) => void;
+  print: (line: string) => void;
+  logLevel?: LogLevel;
+}
+
+function openEngine(file: string, env: Record<string, string>, level: LogLevel, onProgress?: (e: ProgressEvent) => void) {
+  const registry = createRegistry();
+  const config = loadConfig(file, { ...process.env, ...env }, registry);
+  const store = openStore(path.resolve(path.dirname(file), config.storePath));
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    clock: systemClock,
+    logger: createLogger({ format: 'text', level }),
+    onProgress,
+    source: (deps) => createConstantContactSource(config.source, deps),
+  });
+  return { engine, store, config };
+}
+
+function pct(n: number, d: number): string {
+  return d === 0 ? '-' : `${((100 * n) / d).toFixed(0)}%`;
+}
+
+export interface DemoResult {
+  backfill: RunSummary;
+  sync: RunSummary;
+  ok: boolean;
+  seconds: number;
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const t0 = Date.now();
+  fs.rmSync(o.dir, { recursive: true, force: true });
+  o.print(`Starting emulators of Constant Contact, HubSpot and Salesforce with ${o.contacts} contacts (seed ${o.seed}) ...`);
+  const emu = await startEmulators({ contacts: o.contacts, seed: o.seed });
+  try {
+    const { file, env } = writeEmulatorConfig(emu, { dir: o.dir });
+    const truth0 = emu.truth();
+    o.print(`  Constant Contact ${emu.cc.apiBaseUrl}, HubSpot ${emu.hubspot.baseUrl}, Salesforce ${emu.salesforce.instanceUrl}`);
+    o.print(`  ${truth0.optedOutEmails.length} contacts have opted out so far; config written to ${path.relative(process.cwd(), file)}`);
+    o.print('');
+    o.print('1) backfill: every past opt-out, into both CRMs');
+    const a = openEngine(file, env, o.logLevel ?? 'error', o.progress);
+    const backfill = await a.engine.backfill();
+    const minBackfill = minimumCalls(truth0, { hubspotBatchAllowed: true });
+    o.print(`   found ${backfill.detection.optOutsSeen} opted-out contacts in ${backfill.detection.pages} pages; exit ${backfill.exitCode}`);
+
+    o.print('');
+    o.print(`2) ${o.newOptOuts} people opt out now; their personal details (top-level updated_at) do not change, so an updated_after sync would miss every one`);
+    const added = emu.addOptOuts(o.newOptOuts);
+    await new Promise((r) => setTimeout(r, 1100)); // their opt-out timestamps are whole seconds: let "now" pass them
+    const sync = await a.engine.sync();
+    const truth1 = emu.truth();
+    const verify = emu.verify();
+    const audit = a.store.audit(null);
+    const addedEmails = new Set(added.map((x) => x.email.trim().toLowerCase()));
+    const lags = audit.filter((r) => addedEmails.has(r.email) && r.writtenAt).map((r) => r.lagSeconds ?? 0);
+    await a.engine.close();
+    a.store.close();
+
+    const seconds = (Date.now() - t0) / 1000;
+    const line = (s = '') => o.print(s);
+    line('');
+    line('==================================== report ====================================');
+    line(`opt-outs in Constant Contact: ${truth1.optedOutEmails.length} (ground truth); found by backfill ${backfill.detection.newOptOuts}, by sync ${sync.detection.newOptOuts}`);
+    line(`  hard cases caught: ${truth1.hardCases.updatedAfterTrap.length} updated_after-trap contacts, ${truth1.hardCases.unsubscribedThenDeleted.length} unsubscribed-then-deleted;`);
+    line(`  ignored as they should be: ${truth1.hardCases.deletedNotUnsubscribed.length} deleted-not-unsubscribed, ${truth1.hardCases.smsOnly.length} SMS-only (skipped ${backfill.detection.skippedNoEmail})`);
+    for (const [name, s] of [['backfill', backfill], ['sync', sync]] as const) {
+      for (const [t, ts] of Object.entries(s.targets)) {
+        const c = ts.outcomes;
+        line(
+          `${name.padEnd(8)} ${t.padEnd(10)} applied ${c.applied ?? 0}, already-suppressed ${c['already-suppressed'] ?? 0}, not-found ${c['not-found'] ?? 0}, ` +
+            `failed ${(c['failed-retryable'] ?? 0) + (c['failed-permanent'] ?? 0)}; queued ${ts.queued}, parked ${ts.parked}`,
+        );
+      }
+    }
+    const calls = (s: RunSummary, v: string) => s.apiCalls[v] ?? 0;
+    line('API calls (backfill): used / theoretical minimum');
+    line(`  Constant Contact ${calls(backfill, 'constant-contact')} / ${minBackfill.cc} (the full reconcile also reads deleted contacts; + ${calls(backfill, 'constant-contact-auth')} token)`);
+    line(`  HubSpot          ${calls(backfill, 'hubspot')} / ${minBackfill.hubspot}`);
+    line(`  Salesforce       ${calls(backfill, 'salesforce')} / ${minBackfill.salesforce} (+ token)`);
+    line(`API calls (sync of ${o.newOptOuts} new opt-outs): Constant Contact ${calls(sync, 'constant-contact')}, HubSpot ${calls(sync, 'hubspot')}, Salesforce ${calls(sync, 'salesforce')}`);
+    if (lags.length > 0) {
+      const sorted = [...lags].sort((x, y) => x - y);
+      line(`lag from opt-out to CRM write (sync): median ${sorted[Math.floor(sorted.length / 2)]} s, max ${sorted[sorted.length - 1]} s over ${lags.length} writes`);
+    }
+    line(`check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} suppressed, ` +
+      `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes); ` +
+      `Salesforce ${verify.salesforce.ok ? 'OK' : 'FAILED'} (${verify.salesforce.expected - verify.salesforce.notSuppressed.length}/${verify.salesforce.expected}, ` +
+      `${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes)`);
+    line(`HubSpot suppressed ${pct(verify.hubspot.expected - verify.hubspot.notSuppressed.length, verify.hubspot.expected)}, Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
+    line(`state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`);
+    line('(the config needs the emulators running: `cc-optout emulate` starts them on their own)');
+    return { backfill, sync, ok: verify.ok && backfill.exitCode === 0 && sync.exitCode === 0, seconds };
+  } finally {
+    await emu.stop();
+  }
+}
