@@ -24,6 +24,7 @@ import {
 import { Capabilities, TargetError, KeyValue } from '../../src/plugin';
 import { Logger, redact, registerSecret } from '../../src/log';
 import { ResolvedHubSpotConfig } from './config';
+import { singleFlight } from '../../src/http/single-flight';
 
 /** A HubSpot response with status >= 400 (after our retries, when it reaches a caller). */
 export class HubSpotHttpError extends Error {
@@ -171,7 +172,7 @@ interface StoredTokens {
 class OAuthTokens implements Tokens {
   readonly refreshable = true;
   private state: StoredTokens;
-  private inflight: Promise<string> | null = null;
+  private readonly refresher = singleFlight(() => this.doRefresh());
 
   constructor(
     private readonly auth: { clientId: string; clientSecret: string; refreshToken: string },
@@ -206,12 +207,7 @@ class OAuthTokens implements Tokens {
   }
 
   refresh(): Promise<string> {
-    if (!this.inflight) {
-      this.inflight = this.doRefresh().finally(() => {
-        this.inflight = null;
-      });
-    }
-    return this.inflight;
+    return this.refresher.run();
   }
 
   private async doRefresh(): Promise<string> {

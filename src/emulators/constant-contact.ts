@@ -183,13 +183,8 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     return problems;
   }
 
-  protected override actionNames(): string[] {
-    return ['expireTokens', 'dailyUsed'];
-  }
-
-  protected override runAction(name: string, value: unknown): void {
-    if (name === 'dailyUsed') this.daily.set(this.world.now(), Number(value));
-    else super.runAction(name, value);
+  setDailyUsed(n: number): void {
+    this.daily.set(this.world.now(), n);
   }
 
   expireTokens(): void {

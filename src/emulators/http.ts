@@ -321,15 +321,19 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
 
   /** Knob-like actions accepted by setKnobs (e.g. expireTokens). */
   protected actionNames(): string[] {
-    return ['expireTokens'];
+    return ['expireTokens', 'dailyUsed'];
   }
 
-  protected runAction(name: string, _value: unknown): void {
+  protected runAction(name: string, value: unknown): void {
     if (name === 'expireTokens') this.expireTokens();
+    else if (name === 'dailyUsed') this.setDailyUsed(Number(value));
   }
 
   /** Invalidate every current access token. */
   abstract expireTokens(): void;
+
+  /** Set how many requests the vendor's daily allocation has used (to test daily limits). */
+  abstract setDailyUsed(n: number): void;
 
   /** Connection details (URLs, client ids, secrets) a client needs. */
   abstract connection(): object;

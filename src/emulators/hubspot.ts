@@ -224,13 +224,8 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     return problems;
   }
 
-  protected override actionNames(): string[] {
-    return ['expireTokens', 'dailyUsed'];
-  }
-
-  protected override runAction(name: string, value: unknown): void {
-    if (name === 'dailyUsed') this.daily.set(this.world.now(), Number(value));
-    else super.runAction(name, value);
+  setDailyUsed(n: number): void {
+    this.daily.set(this.world.now(), n);
   }
 
   /** OAuth access tokens expire (private app tokens do not: nothing could renew them). */

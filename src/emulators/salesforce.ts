@@ -267,13 +267,8 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     return super.setKnobs(patch);
   }
 
-  protected override actionNames(): string[] {
-    return ['expireTokens', 'dailyUsed'];
-  }
-
-  protected override runAction(name: string, value: unknown): void {
-    if (name === 'dailyUsed') this.usage.set(this.world.now(), Number(value));
-    else super.runAction(name, value);
+  setDailyUsed(n: number): void {
+    this.usage.set(this.world.now(), n);
   }
 
   expireTokens(): void {

@@ -1,3 +1,4 @@
 export * from './clock';
 export * from './limiter';
 export * from './retry';
+export * from './single-flight';

@@ -19,6 +19,7 @@ import { ResolvedSource } from '../../config';
 import { Clock } from '../../http/clock';
 import { RateLimiter } from '../../http/limiter';
 import { backoffDelay, RetryPolicy, withRetry } from '../../http/retry';
+import { singleFlight } from '../../http/single-flight';
 import { Logger, redact, registerSecret } from '../../log';
 import { formatErrors } from '../../codec';
 import { isLeft } from 'fp-ts/Either';
@@ -184,7 +185,7 @@ export function storeTokens(kv: KeyValue, tokens: TokenResponse, clock: Clock): 
  */
 export class TokenManager {
   private readonly endpoint: TokenEndpoint;
-  private inflight: Promise<string> | null = null;
+  private readonly refresher = singleFlight(() => this.doRefresh());
   private seeded = false;
 
   constructor(
@@ -215,7 +216,8 @@ export class TokenManager {
 
   /** A token valid for at least EXPIRY_MARGIN_MS: the stored one, or a fresh one. */
   async accessToken(): Promise<string> {
-    if (this.inflight) return this.inflight;
+    const running = this.refresher.running();
+    if (running) return running;
     const stored = this.storedAccessToken();
     if (stored) return stored;
     return this.refresh();
@@ -226,7 +228,8 @@ export class TokenManager {
    * use the replacement; otherwise refresh. Either way at most one refresh happens.
    */
   async refreshAfterUnauthorized(rejected: string): Promise<string> {
-    if (this.inflight) return this.inflight;
+    const running = this.refresher.running();
+    if (running) return running;
     const current = this.deps.kv.get(KV_ACCESS_TOKEN);
     if (current && current !== rejected && this.storedAccessToken() === current) return current;
     return this.refresh();
@@ -234,12 +237,7 @@ export class TokenManager {
 
   /** Refresh now (or join the refresh already in flight). Resolves once the new tokens are stored. */
   refresh(): Promise<string> {
-    if (!this.inflight) {
-      this.inflight = this.doRefresh().finally(() => {
-        this.inflight = null;
-      });
-    }
-    return this.inflight;
+    return this.refresher.run();
   }
 
   private seed(): void {
