@@ -159,6 +159,14 @@ function printRun(g: GlobalOpts, s: RunSummary): never {
   throw new ExitError(s.exitCode, '');
 }
 
+function parseMaybeJson(v: string): unknown {
+  try {
+    return JSON.parse(v) as unknown;
+  } catch {
+    return v;
+  }
+}
+
 function parseDate(v: string, flag: string): string {
   const t = Date.parse(v);
   if (Number.isNaN(t)) throw new ExitError(EXIT.config, `${flag}: got "${v}", expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z`);
@@ -251,11 +259,12 @@ export function buildProgram(): Command {
         const targets = ctx.store.targetStatus(ctx.config.targets.map((t) => t.name), now);
         const usage: Record<string, unknown> = {};
         for (const t of ctx.config.targets) {
+          // what each connector asks `status` to show (manifest capabilities.statusKeys): API usage, decisions
           const kv = ctx.store.kv(`target:${t.name}`);
-          const u = kv.get('api_usage');
-          if (u) usage[t.name] = JSON.parse(u) as unknown;
-          const b = kv.get('batch_decision');
-          if (b) usage[`${t.name}.batch`] = b;
+          for (const key of ctx.registry.entry(t.connector)?.capabilities.statusKeys ?? []) {
+            const v = kv.get(key);
+            if (v !== null) usage[`${t.name} ${key}`] = parseMaybeJson(v);
+          }
         }
         const ccDaily = ctx.store.kv(SOURCE_KV).get('daily_usage');
         const status = {

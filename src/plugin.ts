@@ -97,7 +97,14 @@ export interface ManifestConnector {
   module: string;
   description?: string;
   configSchema: Record<string, unknown>;
-  capabilities: { dryRun: boolean; backfill: boolean; suppressionModes: string[]; [k: string]: unknown };
+  capabilities: {
+    dryRun: boolean;
+    backfill: boolean;
+    suppressionModes: string[];
+    /** Keys of the target's key/value store that `status` shows (API usage, batch decisions). */
+    statusKeys?: string[];
+    [k: string]: unknown;
+  };
 }
 
 export interface Manifest {
