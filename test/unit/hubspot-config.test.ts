@@ -11,6 +11,7 @@ import { isLeft, isRight } from 'fp-ts/Either';
 import { formatErrors } from '../../src/codec';
 import { connector } from '../../connectors/hubspot';
 import { HubSpotConfigCodec, resolveConfig } from '../../connectors/hubspot/config';
+import { BATCH_KV_PREFIX } from '../../connectors/hubspot/target';
 
 // dist/test/unit -> package root
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -28,7 +29,13 @@ describe('hubspot connector: config', () => {
   it('manifest entry: id, module, capabilities, a draft-07 schema', () => {
     assert.strictEqual(entry.id, 'hubspot');
     assert.strictEqual(entry.module, 'connectors/hubspot');
-    assert.deepStrictEqual(entry.capabilities, { dryRun: true, backfill: true, suppressionModes: ['unsubscribe-all', 'subscriptions'] });
+    assert.deepStrictEqual(entry.capabilities, {
+      dryRun: true,
+      backfill: true,
+      suppressionModes: ['unsubscribe-all', 'subscriptions'],
+      // `status` shows the batch decision the connector stores under these keys
+      statusKeys: ['unsubscribe-all', 'subscriptions'].map((m) => BATCH_KV_PREFIX + m),
+    });
     assert.strictEqual(entry.configSchema.$schema, 'http://json-schema.org/draft-07/schema#');
     assert.strictEqual(entry.configSchema.additionalProperties, false);
   });

@@ -5,6 +5,7 @@ import Ajv from 'ajv';
 import { isRight } from 'fp-ts/Either';
 import { connector } from '../../connectors/salesforce';
 import { resolveConfig, SalesforceConfig } from '../../connectors/salesforce/config';
+import { KV_API_USAGE } from '../../connectors/salesforce/client';
 import { formatErrors } from '../../src/codec';
 
 // Compiled tests run from dist/test/unit; fixtures and the manifest entry are read from the source tree.
@@ -95,6 +96,8 @@ describe('salesforce config', () => {
       backfill: true,
       suppressionModes: ['email-opt-out-field'],
       objects: ['Contact', 'Lead', 'PersonAccount'],
+      // `status` shows the last Sforce-Limit-Info the connector stores under this key
+      statusKeys: [KV_API_USAGE],
     });
   });
 });
