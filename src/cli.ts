@@ -339,6 +339,16 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('unlock')
+    .description('remove the run lock left by a process that is gone (runs take it over by themselves when the holder is dead on this host)')
+    .action(async () =>
+      withContext(g(), async (ctx) => {
+        ctx.store.releaseRunLock(null);
+        out('run lock removed');
+      }),
+    );
+
+  program
     .command('quarantine')
     .description('list malformed Constant Contact records kept aside, with their reasons')
     .option('--limit <n>', 'how many', '50')

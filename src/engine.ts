@@ -8,6 +8,7 @@
  * A crash at any point resumes from the store: detection re-reads an overlapping window, delivery picks
  * up every row that is still queued.
  */
+import * as os from 'os';
 import * as E from 'fp-ts/Either';
 import { Config, ResolvedTarget } from './config';
 import { computeDelta, missingFromFullScan } from './delta';
@@ -174,11 +175,16 @@ export class Engine {
   async close(): Promise<void> {
     for (const t of this.targets.values()) await t.close?.();
     this.targets.clear();
+    this.deps.store.releaseRunLock(this.lockOwner);
   }
+
+  private readonly lockOwner = `${process.pid}-${Math.random().toString(36).slice(2)}`;
 
   private begin(kind: string, dryRun: boolean): { runId: number; started: Date } {
     this.calls = new CallCounts();
     const started = this.now();
+    // One run at a time per store: overlapping runs would race the rotating refresh token and double-deliver.
+    this.deps.store.acquireRunLock({ owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind, now: started.toISOString() });
     this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString());
     return { runId: this.runId, started };
   }
@@ -474,6 +480,7 @@ export class Engine {
       messages,
     };
     store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString());
+    store.releaseRunLock(this.lockOwner);
     return summary;
   }
 
@@ -578,6 +585,7 @@ export class Engine {
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);
     this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString());
+    this.deps.store.releaseRunLock(this.lockOwner);
     return { ok, source, targets };
   }
 }

@@ -18,6 +18,8 @@ import {
   OutboxRow,
   QuarantineRow,
   RecordOutcomesInput,
+  RunLocked,
+  RunLockOwner,
   RunRecord,
   StateStore,
   TargetStatus,
@@ -82,6 +84,13 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE backfills (
     id INTEGER PRIMARY KEY, since TEXT, targets TEXT NOT NULL, started_at TEXT NOT NULL,
     scan_completed_at TEXT, finished_at TEXT
+  );
+  `,
+  // 2: one run at a time (overlapping cron runs would race the rotating refresh token and double-deliver)
+  `
+  CREATE TABLE run_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    command TEXT NOT NULL, acquired_at TEXT NOT NULL
   );
   `,
 ];
@@ -524,6 +533,38 @@ export class SqliteStateStore implements StateStore {
     });
   }
 
+  // ------------------------------------------------------------------------------------------ run lock
+
+  acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
+    this.db.transaction(() => {
+      const held = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
+        | { owner: string; pid: number; host: string; command: string; acquired_at: string }
+        | undefined;
+      if (held && held.owner !== lock.owner) {
+        const sameHost = held.host === lock.host;
+        const stale = sameHost ? !isAlive(held.pid) : Date.parse(lock.now) - Date.parse(held.acquired_at) > 6 * 3600_000;
+        if (!stale) {
+          throw new RunLocked(
+            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquired_at}); ` +
+              `runs must not overlap (they would race the Constant Contact refresh token). If that process is gone, remove the lock with \`cc-optout unlock\`.`,
+          );
+        }
+      }
+      this.db
+        .prepare(
+          `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at) VALUES (1, @owner, @pid, @host, @command, @now)
+           ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
+             command = excluded.command, acquired_at = excluded.acquired_at`,
+        )
+        .run(lock);
+    }).immediate();
+  }
+
+  releaseRunLock(owner: string | null): void {
+    if (owner === null) this.db.prepare(`DELETE FROM run_lock`).run();
+    else this.db.prepare(`DELETE FROM run_lock WHERE owner = ?`).run(owner);
+  }
+
   // ------------------------------------------------------------------------------------------ backfill
 
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob {
@@ -553,6 +594,15 @@ export class SqliteStateStore implements StateStore {
 
   finishBackfill(id: number, now: string): void {
     this.db.prepare(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -117,6 +117,23 @@ export interface BackfillJob {
   readonly finishedAt: string | null;
 }
 
+/** Who holds the run lock. */
+export interface RunLockOwner {
+  readonly owner: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly command: string;
+  readonly now: string;
+}
+
+/** Another run holds the lock (overlapping cron runs). */
+export class RunLocked extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RunLocked';
+  }
+}
+
 export interface StateStore {
   readonly schemaVersion: number;
   close(): void;
@@ -150,6 +167,11 @@ export interface StateStore {
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void;
   events(since: string | null, kinds?: readonly string[]): AuditEvent[];
   audit(since: string | null): AuditRow[];
+
+  // one run at a time: throws RunLocked while a live process holds it; a dead holder's lock is taken over
+  acquireRunLock(lock: RunLockOwner): void;
+  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`). */
+  releaseRunLock(owner: string | null): void;
 
   // backfill jobs
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob;

@@ -230,6 +230,19 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.ok(one.writes >= 2);
   });
 
+  it('refuses to run while another live run holds the store, and releases its own lock when done', async () => {
+    const src = new FakeSource();
+    seed(src);
+    memoryCrm('lock', []);
+    const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'lock' }], source: src, start: T0 });
+    store.acquireRunLock({ owner: 'other', pid: process.pid, host: require('os').hostname(), command: 'sync', now: T0.toISOString() });
+    await assert.rejects(engine.sync(), /another cc-optout sync is running/);
+    store.releaseRunLock('other');
+    await engine.sync();
+    // released after the run: another owner may take it now
+    store.acquireRunLock({ owner: 'next', pid: process.pid, host: require('os').hostname(), command: 'sync', now: T0.toISOString() });
+  });
+
   it('rejects an unknown --target with the configured names', async () => {
     const src = new FakeSource();
     memoryCrm('u', []);

@@ -147,3 +147,27 @@ describe('SQLite state store', () => {
     assert.deepStrictEqual(s.quarantined(5)[0]!.raw, { email_address: { address: 'x' } });
   });
 });
+
+describe('run lock', () => {
+  const lock = (owner: string, pid: number, host = 'h1') => ({ owner, pid, host, command: 'sync', now: '2026-06-01T00:00:00.000Z' });
+
+  it('refuses a second live run, lets the holder re-enter, and takes over a dead holder', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.acquireRunLock(lock('a', 111), () => true);
+    s.acquireRunLock(lock('a', 111), () => true); // same owner
+    assert.throws(() => s.acquireRunLock(lock('b', 222), () => true), (e: Error) => e.name === 'RunLocked' && /pid 111 on h1/.test(e.message));
+    s.acquireRunLock(lock('b', 222), (pid) => pid !== 111); // 111 is dead: taken over
+    assert.throws(() => s.acquireRunLock(lock('c', 333), () => true), /pid 222/);
+    s.releaseRunLock('b');
+    s.acquireRunLock(lock('c', 333), () => true);
+    s.releaseRunLock(null);
+    s.acquireRunLock(lock('d', 444), () => true);
+  });
+
+  it('a lock held from another host goes stale only after 6 hours', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.acquireRunLock(lock('a', 1, 'other-host'));
+    assert.throws(() => s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T05:00:00.000Z' }));
+    s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T07:00:00.000Z' });
+  });
+});
