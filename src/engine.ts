@@ -494,7 +494,8 @@ export class Engine {
   async sync(opts: SyncOptions = {}): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
     const { started } = this.begin('sync', dryRun);
-    const queueFor = this.enabledTargets().map((t) => t.name);
+    // A disabled target is paused, not forgotten: new opt-outs queue for it and wait until it is enabled again.
+    const queueFor = this.deps.config.targets.map((t) => t.name);
     const deliverTo = this.enabledTargets(opts.targets);
     const detection = emptyDetection();
     const pending: OptOut[] = [];
@@ -527,7 +528,7 @@ export class Engine {
       messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
       detection.mode = 'skipped';
     } else {
-      await this.detect(true, dryRun, this.enabledTargets().map((t) => t.name), detection, pending);
+      await this.detect(true, dryRun, this.deps.config.targets.map((t) => t.name), detection, pending);
       if (job && detection.complete) store.markBackfillScanned(job.id, this.now().toISOString());
     }
     if (detection.stoppedReason) messages.push(detection.stoppedReason);

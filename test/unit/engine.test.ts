@@ -243,6 +243,21 @@ describe('engine: detect -> outbox -> deliver', () => {
     store.acquireRunLock({ owner: 'next', pid: process.pid, host: require('os').hostname(), command: 'sync', now: T0.toISOString() });
   });
 
+  it('a disabled target is paused: opt-outs queue for it and are delivered once it is enabled', async () => {
+    const src = new FakeSource();
+    seed(src);
+    const crm = memoryCrm('paused', ['a@x.com']);
+    const first = testEngine({ targets: [{ name: 'crm', crm: 'paused' }], source: src, start: T0 });
+    (first.config.targets[0] as { enabled: boolean }).enabled = false;
+    const r = await first.engine.sync();
+    assert.deepStrictEqual(Object.keys(r.targets), []);
+    assert.strictEqual(crm.writes, 0);
+    assert.strictEqual(first.store.targetStatus(['crm'], T0)[0]!.queued, 3);
+    (first.config.targets[0] as { enabled: boolean }).enabled = true;
+    const r2 = await first.engine.sync();
+    assert.deepStrictEqual(r2.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
+  });
+
   it('rejects an unknown --target with the configured names', async () => {
     const src = new FakeSource();
     memoryCrm('u', []);
