@@ -387,9 +387,13 @@ export class Delivery {
     const text = { responseType: 'text/plain' };
     const base = `/jobs/ingest/${job.id}`;
     const ok = parseCsv(await this.client.request<string>('bulk successfulResults', { method: 'GET', url: `${base}/successfulResults` }, text));
-    const failed = parseCsv(await this.client.request<string>('bulk failedResults', { method: 'GET', url: `${base}/failedResults` }, text));
-    const unprocessed = parseCsv(await this.client.request<string>('bulk unprocessedrecords', { method: 'GET', url: `${base}/unprocessedrecords` }, text));
+    // A complete job that processed every record with no failure has nothing to say in the other two result
+    // sets: skip those requests (5 calls per job instead of 7).
+    const clean = info.state === 'JobComplete' && info.numberRecordsFailed === 0 && info.numberRecordsProcessed === items.length;
+    const failed = clean ? [] : parseCsv(await this.client.request<string>('bulk failedResults', { method: 'GET', url: `${base}/failedResults` }, text));
+    const unprocessed = clean ? [] : parseCsv(await this.client.request<string>('bulk unprocessedrecords', { method: 'GET', url: `${base}/unprocessedrecords` }, text));
     const known = new Set(items.map((i) => i.id));
+    const byId = new Map(items.map((i) => [i.id, i]));
     for (const row of ok) {
       const id = row['sf__Id'] || row['Id'];
       if (id && known.has(id)) results.set(id, { ok: true });
@@ -403,7 +407,7 @@ export class Delivery {
       const code = colon > 0 ? raw.slice(0, colon) : raw || 'UNKNOWN_ERROR';
       const message = colon > 0 ? raw.slice(colon + 1) : raw;
       results.set(id, failure(code, message));
-      if (code === 'UNABLE_TO_LOCK_ROW') locked.push(items.find((i) => i.id === id)!);
+      if (code === 'UNABLE_TO_LOCK_ROW') locked.push(byId.get(id)!);
     }
     for (const row of unprocessed) {
       const id = row['Id'];
