@@ -13,7 +13,7 @@ import { Engine, ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKP
 import { createLogger, Logger, LogLevel, redact } from './log';
 import { createRegistry, Registry } from './plugin';
 import { openStore } from './store/sqlite';
-import { StateStore } from './store/types';
+import { RunLocked, StateStore } from './store/types';
 import { systemClock } from './http/clock';
 import { ReauthorizationRequired } from './source/types';
 import { createConstantContactSource } from './source/constant-contact';
@@ -315,9 +315,9 @@ export function buildProgram(): Command {
         if (o.format === 'json') {
           text = JSON.stringify({ rows, resubscribed: events }, null, 2);
         } else {
-          const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'crm_record_ids', 'outcome', 'attempts', 'message'];
-          const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
-          for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
+          const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
+          const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.closedAt ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
+          for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
           text = toCsv([header, ...body]);
         }
         if (o.output) {
@@ -400,6 +400,11 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) {
       process.stderr.write(redact(err.message) + '\n');
       return EXIT.config;
+    }
+    if (err instanceof RunLocked) {
+      // not a failure of this run: another one is doing the work; records may still be queued
+      process.stderr.write(redact(`not started: ${err.message}`) + '\n');
+      return EXIT.incomplete;
     }
     if (err instanceof ReauthorizationRequired) {
       process.stderr.write(redact(`error: ${err.message}`) + '\n');

@@ -318,7 +318,7 @@ export class Engine {
     } catch (err) {
       if (err instanceof QuotaExceeded) {
         summary.complete = false;
-        summary.stoppedReason = `Constant Contact daily quota reached: ${err.message}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
+        summary.stoppedReason = `Constant Contact daily quota reached: ${err.message.replace(/\.$/, '')}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
         logger.warn(summary.stoppedReason);
         return;
       }
@@ -411,6 +411,8 @@ export class Engine {
         });
         summary.outcomes['failed-retryable'] = (summary.outcomes['failed-retryable'] ?? 0) + batch.length;
         summary.halted = `${err.kind}: ${err.message}`;
+        // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
+        if (err.retryAt) store.deferQueued(t.name, new Date(err.retryAt).toISOString());
         log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: err.retryAt });
         break;
       }
@@ -423,6 +425,7 @@ export class Engine {
       this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: Math.max(total, done) });
       if (report.halt) {
         summary.halted = `${report.halt.kind}: ${report.halt.message}`;
+        if (report.halt.retryAt) store.deferQueued(t.name, new Date(report.halt.retryAt).toISOString());
         log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: report.halt.retryAt });
         break;
       }

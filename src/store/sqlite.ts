@@ -356,6 +356,12 @@ export class SqliteStateStore implements StateStore {
       .run(now, target, target).changes;
   }
 
+  deferQueued(target: string, until: string): number {
+    return this.db
+      .prepare(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
+      .run(until, target, until).changes;
+  }
+
   targetStatus(targets: readonly string[], now: Date): TargetStatus[] {
     return targets.map((target) => {
       const counts = this.db
@@ -515,7 +521,8 @@ export class SqliteStateStore implements StateStore {
       last_error: string | null;
     }[];
     return rows.map((r) => {
-      const written = r.state === 'done' ? r.completed_at : null;
+      // written_at is the CRM write: only `applied` rows were written (not-found / already-suppressed were not)
+      const written = r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null;
       const lag = written ? Math.max(0, Math.round((Date.parse(written) - Date.parse(r.opted_out_at)) / 1000)) : null;
       return {
         email: r.email,
@@ -524,6 +531,7 @@ export class SqliteStateStore implements StateStore {
         optedOutAt: r.opted_out_at,
         detectedAt: r.enqueued_at,
         writtenAt: written,
+        closedAt: r.state === 'queued' ? null : r.completed_at,
         lagSeconds: lag,
         recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
         outcome: r.state === 'queued' ? (r.outcome === 'failed-retryable' ? 'queued (retrying)' : 'queued') : (r.outcome ?? r.state),

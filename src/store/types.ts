@@ -86,7 +86,10 @@ export interface AuditRow {
   readonly target: string;
   readonly optedOutAt: string;
   readonly detectedAt: string;
+  /** When the CRM write happened (outcome `applied` only). */
   readonly writtenAt: string | null;
+  /** When the row was closed (any final outcome or parked). */
+  readonly closedAt: string | null;
   readonly lagSeconds: number | null;
   readonly recordIds: readonly string[];
   readonly outcome: string;
@@ -150,6 +153,8 @@ export interface StateStore {
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[];
   recordOutcomes(input: RecordOutcomesInput): void;
   requeueParked(target: string | null, now: string): number;
+  /** A target-wide limit until `until` (e.g. a CRM's daily limit): every queued row of the target waits. */
+  deferQueued(target: string, until: string): number;
   targetStatus(targets: readonly string[], now: Date): TargetStatus[];
 
   // checkpoints and key/value

@@ -108,6 +108,30 @@ describe('SQLite state store', () => {
     assert.strictEqual(row!.nextAttemptAt, until.toISOString());
   });
 
+  it('deferQueued holds every queued row of one target until the given time, and only later ones', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs', 'sf'], now: NOW });
+    assert.strictEqual(s.deferQueued('hs', '2026-06-02T00:00:00.000Z'), 2);
+    assert.strictEqual(s.dueOutbox('hs', new Date('2026-06-01T12:00:00Z'), 10).length, 0);
+    assert.strictEqual(s.dueOutbox('sf', new Date(NOW), 10).length, 2, 'the other target is not held');
+    assert.strictEqual(s.deferQueued('hs', '2026-06-01T06:00:00.000Z'), 0, 'never pulls a later retry earlier');
+  });
+
+  it('audit: written_at only for rows actually written; closed_at for every closed row', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
+    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, outcomes: [
+      { email: 'a@x.com', kind: 'applied', recordIds: ['1'] },
+      { email: 'b@x.com', kind: 'not-found', recordIds: [] },
+    ] });
+    const rows = new Map(s.audit(null).map((r) => [r.email, r]));
+    assert.strictEqual(rows.get('a@x.com')!.writtenAt, NOW);
+    assert.strictEqual(rows.get('a@x.com')!.lagSeconds, 31 * 86400);
+    assert.strictEqual(rows.get('b@x.com')!.writtenAt, null);
+    assert.strictEqual(rows.get('b@x.com')!.lagSeconds, null);
+    assert.strictEqual(rows.get('b@x.com')!.closedAt, NOW);
+  });
+
   it('marks resubscribes, re-queues a returning opt-out, and keeps tokens in a namespaced kv', () => {
     const s = new SqliteStateStore(':memory:');
     s.commitDetection({ runId: 1, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
