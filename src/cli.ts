@@ -5,18 +5,14 @@
  * incomplete), 2 config error, 1 fatal.
  */
 import * as fs from 'fs';
-import * as path from 'path';
 import { Command, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, Config } from './config';
-import { Engine, ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKPOINT_LAST_FULL, outcomeColumns } from './engine';
-import { createLogger, Logger, LogLevel, redact } from './log';
-import { createRegistry, Registry } from './plugin';
-import { openStore } from './store/sqlite';
-import { RunLocked, StateStore } from './store/types';
-import { systemClock } from './http/clock';
+import { App, openApp, storePathFor } from './app';
+import { ConfigError, DEFAULT_CONFIG_PATH } from './config';
+import { ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKPOINT_LAST_FULL, outcomeColumns } from './engine';
+import { createLogger, LogLevel, redact } from './log';
+import { RunLocked } from './store/types';
 import { ReauthorizationRequired } from './source/types';
-import { createConstantContactSource } from './source/constant-contact';
 import { exampleConfig } from './init';
 import { toCsv } from './csv';
 
@@ -41,36 +37,11 @@ class ExitError extends Error {
   }
 }
 
-export interface Context {
-  config: Config;
-  store: StateStore;
-  registry: Registry;
-  logger: Logger;
-  engine: Engine;
-}
-
-/** Resolve a store path relative to the config file's folder. */
-function storePathFor(config: Config): string {
-  if (config.storePath === ':memory:' || path.isAbsolute(config.storePath)) return config.storePath;
-  const base = config.file ? path.dirname(path.resolve(config.file)) : process.cwd();
-  return path.resolve(base, config.storePath);
-}
+export type Context = App;
 
 export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void): Context {
   const logger = createLogger({ format: g.logFormat, level: g.logLevel });
-  const registry = createRegistry();
-  const config = loadConfig(g.config, process.env, registry); // throws ConfigError before any network call
-  const store = openStore(storePathFor(config));
-  const engine = new Engine({
-    config,
-    store,
-    registry,
-    clock: systemClock,
-    logger,
-    onProgress,
-    source: (deps) => createConstantContactSource(config.source, deps),
-  });
-  return { config, store, registry, logger, engine };
+  return openApp({ configFile: g.config, env: process.env, logger, onProgress });
 }
 
 function fmtCounts(c: Partial<Record<string, number>>): string {
@@ -148,8 +119,7 @@ async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, o
   try {
     return await fn(ctx);
   } finally {
-    await ctx.engine.close();
-    ctx.store.close();
+    await ctx.close();
   }
 }
 

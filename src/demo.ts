@@ -10,13 +10,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Emulators, startEmulators, minimumCalls } from './emulators';
-import { Engine, ProgressEvent, RunSummary } from './engine';
-import { loadConfig } from './config';
-import { createRegistry } from './plugin';
-import { openStore } from './store/sqlite';
+import { ProgressEvent, RunSummary } from './engine';
+import { App, openApp } from './app';
 import { createLogger, LogLevel } from './log';
-import { systemClock } from './http/clock';
-import { createConstantContactSource } from './source/constant-contact';
 
 export interface EmulatorConfigOptions {
   /** Folder for the config file, the Salesforce key file and the state store. */
@@ -112,20 +108,8 @@ export interface DemoOptions {
   logLevel?: LogLevel;
 }
 
-function openEngine(file: string, env: Record<string, string>, level: LogLevel, onProgress?: (e: ProgressEvent) => void) {
-  const registry = createRegistry();
-  const config = loadConfig(file, { ...process.env, ...env }, registry);
-  const store = openStore(path.resolve(path.dirname(file), config.storePath));
-  const engine = new Engine({
-    config,
-    store,
-    registry,
-    clock: systemClock,
-    logger: createLogger({ format: 'text', level }),
-    onProgress,
-    source: (deps) => createConstantContactSource(config.source, deps),
-  });
-  return { engine, store, config };
+function openEngine(file: string, env: Record<string, string>, level: LogLevel, onProgress?: (e: ProgressEvent) => void): App {
+  return openApp({ configFile: file, env: { ...process.env, ...env }, logger: createLogger({ format: 'text', level }), onProgress });
 }
 
 function pct(n: number, d: number): string {
@@ -166,8 +150,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const audit = a.store.audit(null);
     const addedEmails = new Set(added.map((x) => x.email.trim().toLowerCase()));
     const lags = audit.filter((r) => addedEmails.has(r.email) && r.writtenAt).map((r) => r.lagSeconds ?? 0);
-    await a.engine.close();
-    a.store.close();
+    await a.close();
 
     const seconds = (Date.now() - t0) / 1000;
     const line = (s = '') => o.print(s);

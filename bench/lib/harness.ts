@@ -16,17 +16,14 @@ import * as vm from 'vm';
 import * as t from 'io-ts';
 import * as E from 'fp-ts/Either';
 import * as TE from 'fp-ts/TaskEither';
-import { loadConfig } from '../../src/config';
 import { writeEmulatorConfig } from '../../src/demo';
 import { EmulatorOptions, Emulators } from '../../src/emulators';
 import { Engine } from '../../src/engine';
-import { systemClock } from '../../src/http/clock';
 import { createLogger } from '../../src/log';
 import { Connector, Registry, createRegistry } from '../../src/plugin';
-import { createConstantContactSource } from '../../src/source/constant-contact';
 import { OptOutSource, SourcePage } from '../../src/source/types';
-import { openStore } from '../../src/store/sqlite';
 import { StateStore } from '../../src/store/types';
+import { openApp } from '../../src/app';
 import type { HostCommand, HostConnection } from './emulator-host';
 
 // ------------------------------------------------------------------------------------------ emulators
@@ -329,29 +326,20 @@ export interface BenchEngine {
 
 export function openBenchEngine(cfg: BenchConfig): BenchEngine {
   const probe = new Probe();
-  const registry = registryWith(probe, [nullConnector(probe) as Connector<unknown>]);
-  const config = loadConfig(cfg.file, { ...process.env, ...cfg.env }, registry);
-  const raw = openStore(path.resolve(path.dirname(cfg.file), config.storePath));
-  const store = probe.store(raw);
   const warnings: string[] = [];
-  const engine = new Engine({
-    config,
-    store,
-    registry,
-    clock: systemClock,
+  let raw: StateStore | null = null;
+  const app = openApp({
+    configFile: cfg.file,
+    env: { ...process.env, ...cfg.env },
     logger: createLogger({ format: 'text', level: 'warn', write: (line) => warnings.push(line) }),
-    source: (deps) => probe.source(createConstantContactSource(config.source, deps)),
-  });
-  return {
-    engine,
-    store: raw,
-    probe,
-    warnings,
-    close: async () => {
-      await engine.close();
-      raw.close();
+    registry: registryWith(probe, [nullConnector(probe) as Connector<unknown>]),
+    wrapStore: (s: StateStore) => {
+      raw = s;
+      return probe.store(s);
     },
-  };
+    wrapSource: (s: OptOutSource) => probe.source(s),
+  });
+  return { engine: app.engine, store: raw!, probe, warnings, close: app.close };
 }
 
 // ------------------------------------------------------------------------------------------ measuring

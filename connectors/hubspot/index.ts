@@ -5,7 +5,7 @@
 import { Capabilities, Connector, Target } from '../../src/plugin';
 import { HubSpotApi } from './api';
 import { HubSpotConfig, HubSpotConfigCodec, resolveConfig } from './config';
-import { HubSpotTarget, CHUNK } from './target';
+import { HubSpotTarget } from './target';
 
 export type { HubSpotConfig } from './config';
 

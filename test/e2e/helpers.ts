@@ -15,13 +15,11 @@ import { EmulatorOptions, Emulators, GroundTruth, startEmulators } from '../../s
 import type { EmuRequest, EmuResponse, Route } from '../../src/emulators/http';
 import { EmulatorConfig, EmulatorConfigOptions, writeEmulatorConfig } from '../../src/demo';
 import { Engine, RunSummary } from '../../src/engine';
-import { loadConfig, Config } from '../../src/config';
-import { createRegistry, packageRoot } from '../../src/plugin';
-import { openStore } from '../../src/store/sqlite';
+import { Config } from '../../src/config';
+import { packageRoot } from '../../src/plugin';
 import { StateStore } from '../../src/store/types';
 import { memoryLogger } from '../../src/log';
-import { systemClock } from '../../src/http/clock';
-import { createConstantContactSource } from '../../src/source/constant-contact';
+import { openApp } from '../../src/app';
 
 export const CLI = path.join(packageRoot(), 'dist', 'src', 'cli.js');
 
@@ -196,28 +194,9 @@ export interface InProcess {
 
 /** The engine wired exactly as src/demo.ts and the CLI wire it (real source, real connectors, system clock). */
 export function openEngine(h: Harness): InProcess {
-  const registry = createRegistry();
-  const config = loadConfig(h.cfg.file, { ...process.env, ...h.env }, registry);
-  const store = openStore(path.resolve(path.dirname(h.cfg.file), config.storePath));
   const logger = memoryLogger('info');
-  const engine = new Engine({
-    config,
-    store,
-    registry,
-    clock: systemClock,
-    logger,
-    source: (deps) => createConstantContactSource(config.source, deps),
-  });
-  return {
-    engine,
-    store,
-    config,
-    logLines: logger.lines,
-    close: async () => {
-      await engine.close();
-      store.close();
-    },
-  };
+  const app = openApp({ configFile: h.cfg.file, env: { ...process.env, ...h.env }, logger });
+  return { engine: app.engine, store: app.store, config: app.config, logLines: logger.lines, close: app.close };
 }
 
 /** One engine call with a fresh engine + store (like one CLI invocation), closed afterwards. */

@@ -98,7 +98,7 @@ describe('engine: detect -> outbox -> deliver', () => {
   it('a CRM outage delays only that CRM; nothing is lost', async () => {
     const src = new FakeSource();
     seed(src);
-    const up = memoryCrm('up', ['a@x.com']);
+    memoryCrm('up', ['a@x.com']);
     const down = memoryCrm('down', ['a@x.com']);
     down.outage = { kind: 'unavailable', halt: true, message: 'HTTP 503' };
     const { engine, clock } = testEngine({ targets: [{ name: 'up', crm: 'up' }, { name: 'down', crm: 'down' }], source: src, start: T0 });

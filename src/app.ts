@@ -1,0 +1,76 @@
+/**
+ * Wiring: a config file -> the engine with its store, registry, source and connectors. One place, used by the
+ * CLI, the demo, the end-to-end tests and the benchmarks, so they all run the product exactly as it ships.
+ */
+import * as path from 'path';
+import { Config, loadConfig } from './config';
+import { Engine, ProgressEvent } from './engine';
+import { Logger } from './log';
+import { createRegistry, Registry } from './plugin';
+import { openStore } from './store/sqlite';
+import { StateStore } from './store/types';
+import { Clock, systemClock } from './http/clock';
+import { OptOutSource } from './source/types';
+import { createConstantContactSource } from './source/constant-contact';
+
+export interface AppOptions {
+  configFile: string;
+  env: NodeJS.ProcessEnv;
+  logger: Logger;
+  onProgress?: (e: ProgressEvent) => void;
+  /** Defaults to the manifest's connectors. */
+  registry?: Registry;
+  clock?: Clock;
+  /** Wrap the store or the source (benchmarks measure them); identity by default. */
+  wrapStore?: (s: StateStore) => StateStore;
+  wrapSource?: (s: OptOutSource) => OptOutSource;
+}
+
+export interface App {
+  config: Config;
+  store: StateStore;
+  registry: Registry;
+  logger: Logger;
+  engine: Engine;
+  /** Close the targets, release the run lock, close the store. */
+  close(): Promise<void>;
+}
+
+/** The state store path: relative paths are relative to the config file's folder. */
+export function storePathFor(config: Config): string {
+  if (config.storePath === ':memory:' || path.isAbsolute(config.storePath)) return config.storePath;
+  const base = config.file ? path.dirname(path.resolve(config.file)) : process.cwd();
+  return path.resolve(base, config.storePath);
+}
+
+/** Decode the config (throws ConfigError before any network call or file is created), then open everything. */
+export function openApp(o: AppOptions): App {
+  const registry = o.registry ?? createRegistry();
+  const config = loadConfig(o.configFile, o.env, registry);
+  const raw = openStore(storePathFor(config));
+  const store = o.wrapStore ? o.wrapStore(raw) : raw;
+  const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    clock: o.clock ?? systemClock,
+    logger: o.logger,
+    onProgress: o.onProgress,
+    source: (deps) => wrapSource(createConstantContactSource(config.source, deps)),
+  });
+  return {
+    config,
+    store,
+    registry,
+    logger: o.logger,
+    engine,
+    close: async () => {
+      try {
+        await engine.close();
+      } finally {
+        raw.close();
+      }
+    },
+  };
+}
