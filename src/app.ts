@@ -37,7 +37,7 @@ export interface App {
 }
 
 /** The state store path: relative paths are relative to the config file's folder. */
-export function storePathFor(config: Config): string {
+export function storePathFor(config: Pick<Config, 'storePath' | 'file'>): string {
   if (config.storePath === ':memory:' || path.isAbsolute(config.storePath)) return config.storePath;
   const base = config.file ? path.dirname(path.resolve(config.file)) : process.cwd();
   return path.resolve(base, config.storePath);

@@ -2,7 +2,12 @@
  * Commands with their own dependencies: `auth constant-contact`, `emulate`, `demo`.
  */
 import { Command, Option } from 'commander';
+import * as os from 'os';
 import type { CommandHelpers } from './cli';
+import { storePathFor } from './app';
+import { loadSourceConfig } from './config';
+import { createLogger } from './log';
+import { openStore } from './store/sqlite';
 import { SOURCE_KV } from './engine';
 import { systemClock } from './http/clock';
 import { authorizeWithDeviceFlow, authorizeWithPkce } from './source/constant-contact/authorize';
@@ -22,19 +27,30 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
     .description('authorise Constant Contact once (authorization code + PKCE on a loopback redirect, or --device) and store the tokens')
     .option('--device', 'use the device flow (no browser on this machine)')
     .addOption(new Option('--port <n>', 'loopback redirect port (must match the redirect URI registered for the app)').argParser((v) => Number(v)))
-    .action(async (o: { device?: boolean; port?: number }) =>
-      h.withContext(g(), async (ctx) => {
-        const cfg = { ...ctx.config.source, redirectPort: o.port ?? ctx.config.source.redirectPort };
-        const deps = { clock: systemClock, logger: ctx.logger, kv: ctx.store.kv(SOURCE_KV) };
+    .action(async (o: { device?: boolean; port?: number }) => {
+      // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
+      const cfg = loadSourceConfig(g().config, process.env);
+      const storePath = storePathFor(cfg);
+      const store = openStore(storePath);
+      const owner = `auth-${process.pid}`;
+      try {
+        // the same lock as runs: a sync must not refresh with the token this command is replacing
+        store.acquireRunLock({ owner, pid: process.pid, host: os.hostname(), command: 'auth', now: new Date().toISOString() });
+        const logger = createLogger({ format: g().logFormat, level: g().logLevel });
+        const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
+        const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
         const io = { print: (m: string) => h.out(m) };
-        const r = o.device ? await authorizeWithDeviceFlow(cfg, deps, io) : await authorizeWithPkce(cfg, deps, io);
+        const r = o.device ? await authorizeWithDeviceFlow(source, deps, io) : await authorizeWithPkce(source, deps, io);
         h.out(
-          `Constant Contact authorised; tokens stored in ${h.storePathFor(ctx.config)} (access token valid until ${r.expiresAt.toISOString()}` +
+          `Constant Contact authorised; tokens stored in ${storePath} (access token valid until ${r.expiresAt.toISOString()}` +
             `${r.refreshToken ? ', refresh token stored' : '; NO refresh token: add the offline_access scope to the app'}).`,
         );
         if (!r.refreshToken) throw new h.ExitError(1, '');
-      }),
-    );
+      } finally {
+        store.releaseRunLock(owner);
+        store.close();
+      }
+    });
   registerEmulation(program, g, h);
 }
 

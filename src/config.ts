@@ -290,3 +290,23 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Regis
   const raw = parseJsonText(fs.readFileSync(file, 'utf8'), file);
   return decodeConfig(raw, env, registry, file);
 }
+
+/**
+ * Only the source and the store of a config file: `auth constant-contact` must work before the CRM
+ * credentials exist, so their `${ENV}` references are neither resolved nor required here.
+ */
+export function loadSourceConfig(file: string, env: NodeJS.ProcessEnv): { file: string; storePath: string; source: ResolvedSource } {
+  if (!fs.existsSync(file)) {
+    throw new ConfigError([`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`], file);
+  }
+  const raw = parseJsonText(fs.readFileSync(file, 'utf8'), file) as { source?: unknown; store?: unknown } | null;
+  const problems: string[] = [];
+  missingEnvPaths.clear();
+  registerInlineSecrets(raw?.source);
+  const source = ConstantContactConfig.decode(resolveEnv(raw?.source, env, problems, 'source'));
+  const store = t.union([t.undefined, strictObject('StoreConfig', {}, { path: NonEmptyString })]).decode(raw?.store);
+  if (isLeft(source)) problems.push(...withoutEnvDuplicates(formatErrors(source.left, 'source')));
+  if (isLeft(store)) problems.push(...formatErrors(store.left, 'store'));
+  if (problems.length > 0 || isLeft(source) || isLeft(store)) throw new ConfigError(problems, file);
+  return { file, storePath: store.right?.path ?? DEFAULT_STORE_PATH, source: resolveSource(source.right) };
+}
