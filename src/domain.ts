@@ -41,11 +41,17 @@ export function isOptedOut(c: ObservedContact): boolean {
   return c.permission === 'unsubscribed';
 }
 
+/** ISO-8601 UTC with milliseconds, so stored dates compare correctly as strings (SQL `>=`, `--since`). */
+export function canonicalTime(raw: string): string {
+  const t = Date.parse(raw);
+  return Number.isNaN(t) ? raw : new Date(t).toISOString();
+}
+
 export function toOptOut(c: ObservedContact, fallbackAt: string): OptOut {
   return {
     email: c.email,
     contactId: c.contactId,
-    optedOutAt: c.optedOutAt ?? fallbackAt,
+    optedOutAt: canonicalTime(c.optedOutAt ?? fallbackAt),
     source: c.source,
     reason: c.reason,
     deleted: c.deleted,

@@ -9,7 +9,7 @@ describe('delta (pure)', () => {
   it('adds opted-out contacts that are not known', () => {
     const d = computeDelta(new Map(), [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00Z'), contact('b@x.com', 'implicit', null)], NOW);
     assert.deepStrictEqual(d.added.map((o) => o.email), ['a@x.com']);
-    assert.strictEqual(d.added[0]!.optedOutAt, '2026-05-01T00:00:00Z');
+    assert.strictEqual(d.added[0]!.optedOutAt, '2026-05-01T00:00:00.000Z');
     assert.deepStrictEqual(d.resubscribed, []);
   });
 
@@ -18,7 +18,7 @@ describe('delta (pure)', () => {
     const abc = contact('abc@example.com', 'unsubscribed', '2024-06-08T01:31:05Z');
     const d = computeDelta(new Map(), [abc], NOW);
     assert.strictEqual(d.added.length, 1);
-    assert.strictEqual(d.added[0]!.optedOutAt, '2024-06-08T01:31:05Z');
+    assert.strictEqual(d.added[0]!.optedOutAt, '2024-06-08T01:31:05.000Z');
   });
 
   it('deleted contacts that are not unsubscribed are not opt-outs; unsubscribed-then-deleted are', () => {
@@ -56,6 +56,11 @@ describe('delta (pure)', () => {
     );
     assert.deepStrictEqual(d.added.map((o) => o.email), ['n@x.com']);
     assert.deepStrictEqual(d.resubscribed, []);
+  });
+
+  it('stores opt-out times as canonical UTC so they compare as strings (offsets, missing milliseconds)', () => {
+    const d = computeDelta(new Map(), [contact('a@x.com', 'unsubscribed', '2024-06-08T03:31:05+02:00')], NOW);
+    assert.strictEqual(d.added[0]!.optedOutAt, '2024-06-08T01:31:05.000Z');
   });
 
   it('falls back to the detection time when the opt-out date is missing', () => {
