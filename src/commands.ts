@@ -2,6 +2,7 @@
  * Commands with their own dependencies: `auth constant-contact`, `emulate`, `demo`.
  */
 import { Command, Option } from 'commander';
+import * as fs from 'fs';
 import * as os from 'os';
 import type { CommandHelpers } from './cli';
 import { storePathFor } from './app';
@@ -76,7 +77,6 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         .map(([k, v]) => `${k}=${v}`)
         .join(' ');
       if (g().json) {
-        // local, throw-away emulator credentials: printing them is the point of this command
         h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, hubspot: emu.hubspot.baseUrl, salesforce: emu.salesforce.instanceUrl, config: cfg.file }));
       } else {
         h.out(`Constant Contact ${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`);
@@ -86,7 +86,8 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
         h.out('Ctrl-C stops the emulators.');
       }
-      require('fs').writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
+      // throw-away emulator credentials, for the person trying the CLI against the emulators (0600, never printed)
+      fs.writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
