@@ -4,6 +4,7 @@
  */
 import * as t from 'io-ts';
 import { isLeft } from 'fp-ts/Either';
+import { MappedValue, OPT_OUT_VALUE_KEYS } from './domain';
 
 /**
  * An object codec with required and optional props that rejects keys it does not know (typos), except
@@ -149,4 +150,52 @@ export function decodeWith<A>(codec: t.Type<A, unknown, unknown>, value: unknown
   const r = codec.decode(value);
   if (isLeft(r)) return { ok: false, errors: formatErrors(r.left, prefix) };
   return { ok: true, value: r.right };
+}
+
+const ConstantValue = strictObject('ConstantValue', { constant: t.union([t.string, t.number, t.boolean]) }, {});
+const VALUE_KEYS = OPT_OUT_VALUE_KEYS as readonly string[];
+
+/** A CRM field's value taken from the opt-out (`"optOutDate"`, `"reason"`, ...) or `{ "constant": ... }`. */
+export const MappedValueCodec = new t.Type<MappedValue, MappedValue, unknown>(
+  `${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(' | ')} | { "constant": string | number | boolean }`,
+  (u): u is MappedValue => (typeof u === 'string' && VALUE_KEYS.includes(u)) || ConstantValue.is(u),
+  (u, c) => {
+    if (typeof u === 'string') {
+      return VALUE_KEYS.includes(u)
+        ? t.success(u as MappedValue)
+        : t.failure(u, c, `got ${JSON.stringify(u)}, expected one of ${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(', ')} or { "constant": ... }`);
+    }
+    return ConstantValue.validate(u, c);
+  },
+  (a) => a,
+);
+
+/**
+ * `{ crmFieldName: MappedValue }` for a connector's audit fields. Unlike io-ts `t.record`, a bad key is an error
+ * that names it: `checkKey` returns why a key is not acceptable (null when it is).
+ */
+export function fieldMapping(name: string, expected: string, checkKey: (key: string) => string | null): t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown> {
+  return new t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown>(
+    name,
+    (u): u is Record<string, MappedValue> =>
+      t.UnknownRecord.is(u) && !Array.isArray(u) && Object.entries(u).every(([k, v]) => checkKey(k) === null && MappedValueCodec.is(v)),
+    (u, c) => {
+      if (!t.UnknownRecord.is(u) || Array.isArray(u)) return t.failure(u, c, `expected an object ${expected}`);
+      const errors: t.Errors = [];
+      const out: Record<string, MappedValue> = {};
+      for (const [k, v] of Object.entries(u)) {
+        const ctx = [...c, { key: k, type: MappedValueCodec, actual: v }];
+        const problem = checkKey(k);
+        if (problem !== null) {
+          errors.push({ value: k, context: ctx, message: problem });
+          continue;
+        }
+        const r = MappedValueCodec.validate(v, ctx);
+        if (isLeft(r)) errors.push(...r.left);
+        else out[k] = r.right;
+      }
+      return errors.length > 0 ? t.failures(errors) : t.success(out);
+    },
+    (a) => a,
+  );
 }

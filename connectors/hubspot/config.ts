@@ -3,8 +3,8 @@
  * `manifest-entry.json` holds the equivalent JSON Schema; test/unit/hubspot-config.test.ts keeps the two in step.
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange } from '../../src/codec';
-import { MappedValue, OPT_OUT_VALUE_KEYS } from '../../src/domain';
+import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange, fieldMapping } from '../../src/codec';
+import { MappedValue } from '../../src/domain';
 
 export const DEFAULT_BASE_URL = 'https://api.hubapi.com';
 export const DEFAULT_PER_10_SECONDS = 100;
@@ -103,54 +103,17 @@ export const SubscriptionsSuppression = strictObject(
 );
 export const SuppressionCodec = tagged('suppression', { 'unsubscribe-all': UnsubscribeAllSuppression, subscriptions: SubscriptionsSuppression });
 
-const ConstantCodec = strictObject('ConstantValue', { constant: t.union([t.string, t.number, t.boolean]) }, {});
-
-export const MappedValueCodec = new t.Type<MappedValue, MappedValue, unknown>(
-  `${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(' | ')} | { "constant": string | number | boolean }`,
-  (u): u is MappedValue =>
-    (typeof u === 'string' && (OPT_OUT_VALUE_KEYS as readonly string[]).includes(u)) || ConstantCodec.is(u),
-  (u, c) => {
-    if (typeof u === 'string') {
-      return (OPT_OUT_VALUE_KEYS as readonly string[]).includes(u)
-        ? t.success(u as MappedValue)
-        : t.failure(u, c, `got ${JSON.stringify(u)}, expected one of ${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(', ')} or { "constant": ... }`);
-    }
-    return ConstantCodec.validate(u, c);
-  },
-  (a) => a,
-);
-
 /** HubSpot internal property names: lower-case letter first, then lower-case letters, digits, underscores. */
 export const PROPERTY_NAME = /^[a-z][a-z0-9_]*$/;
 /** Read-only in HubSpot: suppression goes through Communication Preferences, never through this property. */
 export const READ_ONLY_OPTOUT_PROPERTY = 'hs_email_optout';
 
-export const AuditPropertiesCodec = new t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown>(
-  'audit properties { hubspotPropertyName: mapped value }',
-  (u): u is Record<string, MappedValue> =>
-    typeof u === 'object' && u !== null && !Array.isArray(u) &&
-    Object.entries(u).every(([k, v]) => PROPERTY_NAME.test(k) && k !== READ_ONLY_OPTOUT_PROPERTY && MappedValueCodec.is(v)),
-  (u, c) => {
-    if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, 'properties: expected an object { hubspotPropertyName: value }');
-    const errors: t.Errors = [];
-    const out: Record<string, MappedValue> = {};
-    for (const [k, v] of Object.entries(u)) {
-      const ctx = [...c, { key: k, type: MappedValueCodec, actual: v }];
-      if (!PROPERTY_NAME.test(k)) {
-        errors.push({ value: k, context: ctx, message: `"${k}" is not a HubSpot internal property name (lower-case letters, digits, "_", starting with a letter)` });
-        continue;
-      }
-      if (k === READ_ONLY_OPTOUT_PROPERTY) {
-        errors.push({ value: k, context: ctx, message: `${READ_ONLY_OPTOUT_PROPERTY} is read-only in HubSpot; suppression is written through Communication Preferences (see suppression)` });
-        continue;
-      }
-      const r = MappedValueCodec.validate(v, ctx);
-      if (r._tag === 'Left') errors.push(...r.left);
-      else out[k] = r.right;
-    }
-    return errors.length > 0 ? t.failures(errors) : t.success(out);
-  },
-  (a) => a,
+export const AuditPropertiesCodec = fieldMapping('audit properties { hubspotPropertyName: mapped value }', '{ hubspotPropertyName: value }', (k) =>
+  !PROPERTY_NAME.test(k)
+    ? `"${k}" is not a HubSpot internal property name (lower-case letters, digits, "_", starting with a letter)`
+    : k === READ_ONLY_OPTOUT_PROPERTY
+      ? `${READ_ONLY_OPTOUT_PROPERTY} is read-only in HubSpot; suppression is written through Communication Preferences (see suppression)`
+      : null,
 );
 
 export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, { per10Seconds: PositiveInt });

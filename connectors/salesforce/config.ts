@@ -6,8 +6,8 @@
  * (test/fixtures/salesforce/configs.json holds the cases both are checked against).
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange } from '../../src/codec';
-import { MappedValue, OPT_OUT_VALUE_KEYS } from '../../src/domain';
+import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange, fieldMapping } from '../../src/codec';
+import { MappedValue } from '../../src/domain';
 
 export const DEFAULT_LOGIN_URL = 'https://login.salesforce.com';
 export const DEFAULT_API_VERSION = '62.0';
@@ -32,36 +32,9 @@ function patternString(name: string, pattern: string): t.Type<string, string, un
 export const ApiVersion = patternString('API version like "62.0" (42.0 or later)', API_VERSION_PATTERN);
 export const FieldName = patternString('Salesforce field API name', FIELD_NAME_PATTERN);
 
-const OptOutValueKey = t.keyof(
-  Object.fromEntries(OPT_OUT_VALUE_KEYS.map((k) => [k, null])) as Record<(typeof OPT_OUT_VALUE_KEYS)[number], null>,
-  `one of ${OPT_OUT_VALUE_KEYS.join(', ')}`,
-);
-const ConstantValue = strictObject('ConstantValue', { constant: t.union([t.string, t.number, t.boolean]) }, {});
-export const MappedValueCodec: t.Type<MappedValue, unknown, unknown> = t.union(
-  [OptOutValueKey, ConstantValue],
-  `MappedValue (${OPT_OUT_VALUE_KEYS.map((k) => `"${k}"`).join(' | ')} | {"constant": ...})`,
-) as unknown as t.Type<MappedValue, unknown, unknown>;
-
-/** `{ FieldApiName: MappedValue }`; unlike io-ts `t.record`, a bad key is an error, not silently dropped. */
-export const ExtraFields = new t.Type<Record<string, MappedValue>, unknown, unknown>(
-  'ExtraFields',
-  (u): u is Record<string, MappedValue> => t.UnknownRecord.is(u) && Object.entries(u).every(([k, v]) => FieldName.is(k) && MappedValueCodec.is(v)),
-  (u, c) => {
-    if (!t.UnknownRecord.is(u)) return t.failure(u, c, 'extraFields: expected an object of { FieldApiName: value }');
-    const errors: t.Errors = [];
-    const out: Record<string, MappedValue> = {};
-    for (const [k, v] of Object.entries(u)) {
-      if (!FieldName.is(k)) {
-        errors.push({ value: k, context: [...c, { key: k, type: FieldName, actual: v }], message: `"${k}" is not a Salesforce field API name (letters, digits, underscores; e.g. CC_Opted_Out_At__c)` });
-        continue;
-      }
-      const r = MappedValueCodec.validate(v, [...c, { key: k, type: MappedValueCodec, actual: v }]);
-      if (r._tag === 'Left') errors.push(...r.left);
-      else out[k] = r.right;
-    }
-    return errors.length > 0 ? t.failures(errors) : t.success(out);
-  },
-  (a) => a,
+/** `{ FieldApiName: MappedValue }`; a bad key is an error, not silently dropped. */
+export const ExtraFields = fieldMapping('ExtraFields', 'of { FieldApiName: value }', (k) =>
+  FieldName.is(k) ? null : `"${k}" is not a Salesforce field API name (letters, digits, underscores; e.g. CC_Opted_Out_At__c)`,
 );
 
 export const ObjectMapping = strictObject(
