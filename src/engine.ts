@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as E from 'fp-ts/Either';
 import { Config, ResolvedTarget } from './config';
 import { computeDelta, missingFromFullScan } from './delta';
-import { OUTCOME_KINDS, ObservedContact, OptOut, Outcome, OutcomeKind, isOptedOut, toOptOut } from './domain';
+import { OUTCOME_KINDS, OptOut, Outcome, OutcomeKind, isOptedOut } from './domain';
 import { Clock } from './http/clock';
 import { Logger, redact } from './log';
 import { CallCounter, Capabilities, CheckReport, DeliveryReport, Registry, Target, TargetError } from './plugin';
@@ -547,8 +547,9 @@ export class Engine {
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     if (dryRun) {
       for (const t of targets) {
-        const knownNotQueued = this.knownUndelivered(t.name, since);
-        await this.deliverTarget(t, true, [...extra, ...knownNotQueued], tsum[t.name]!, plan!);
+        // what enqueueKnown would add for this target (queued rows are planned by deliverTarget itself)
+        const wouldQueue = store.backfillCandidates(t.name, since, !!opts.redeliver);
+        await this.deliverTarget(t, true, [...extra, ...wouldQueue], tsum[t.name]!, plan!);
       }
     } else {
       await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [])));
@@ -556,20 +557,6 @@ export class Engine {
     const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages);
     if (job && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
     return summary;
-  }
-
-  /** Dry-run helper: active opt-outs without any outbox row for `target`. */
-  private knownUndelivered(target: string, since: string | null): OptOut[] {
-    const active = [...this.deps.store.activeOptOutEmails()];
-    const known = this.deps.store.knownOptOuts(active);
-    const audit = new Set(this.deps.store.audit(null).filter((r) => r.target === target).map((r) => r.email));
-    const out: OptOut[] = [];
-    for (const k of known.values()) {
-      if (audit.has(k.email)) continue;
-      if (since && k.optedOutAt < since) continue;
-      out.push(k);
-    }
-    return out;
   }
 
   /** Credentials, connectivity and each target's own check. */
@@ -599,5 +586,3 @@ export function outcomeColumns(): OutcomeKind[] {
   return [...OUTCOME_KINDS];
 }
 
-export type { ObservedContact, OptOut };
-export { toOptOut };

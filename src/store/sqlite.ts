@@ -188,12 +188,22 @@ export class SqliteStateStore implements StateStore {
     const out = new Map<string, KnownOptOut>();
     for (const part of chunks(emails)) {
       if (part.length === 0) continue;
-      const rows = this.db
-        .prepare(`SELECT * FROM opt_outs WHERE email IN (${part.map(() => '?').join(',')})`)
-        .all(...part) as OptOutDbRow[];
+      const rows = this.knownStatement(part.length).all(...part) as OptOutDbRow[];
       for (const r of rows) out.set(r.email, { ...toOptOut(r), state: r.state, firstSeenAt: r.first_seen_at });
     }
     return out;
+  }
+
+  private readonly knownStatements = new Map<number, Database.Statement>();
+
+  /** `SELECT ... WHERE email IN (?, ?, ...)` prepared once per list length (a full page is always CHUNK long). */
+  private knownStatement(n: number): Database.Statement {
+    let st = this.knownStatements.get(n);
+    if (!st) {
+      st = this.db.prepare(`SELECT * FROM opt_outs WHERE email IN (${Array.from({ length: n }, () => '?').join(',')})`);
+      if (this.knownStatements.size < 64) this.knownStatements.set(n, st);
+    }
+    return st;
   }
 
   activeOptOutEmails(): Set<string> {
@@ -267,6 +277,18 @@ export class SqliteStateStore implements StateStore {
       }
     })();
     return n;
+  }
+
+  backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[] {
+    const rows = this.db
+      .prepare(
+        `SELECT p.* FROM opt_outs p LEFT JOIN outbox o ON o.email = p.email AND o.target = @target
+         WHERE p.state = 'active' AND (@since IS NULL OR p.opted_out_at >= @since)
+           AND (o.email IS NULL OR (@redeliver = 1 AND o.state = 'done'))
+         ORDER BY p.opted_out_at, p.email`,
+      )
+      .all({ target, since, redeliver: redeliver ? 1 : 0 }) as OptOutDbRow[];
+    return rows.map(toOptOut);
   }
 
   private outboxSelect(where: string): string {

@@ -149,6 +149,8 @@ export interface StateStore {
 
   // outbox
   enqueueKnown(input: { runId: number; targets: readonly string[]; since: string | null; redeliver: boolean; now: string }): number;
+  /** What `enqueueKnown` would queue for `target` (dry runs): active opt-outs with no outbox row, or a done one. */
+  backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[];
   dueOutbox(target: string, now: Date, limit: number): OutboxRow[];
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[];
   recordOutcomes(input: RecordOutcomesInput): void;

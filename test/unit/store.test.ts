@@ -154,6 +154,10 @@ describe('SQLite state store', () => {
     s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }] });
     assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: false, now: NOW }), 0);
     assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['sf'], since: '2026-01-01T00:00:00.000Z', redeliver: false, now: NOW }), 1);
+    // a dry run plans exactly what enqueueKnown would queue
+    assert.deepStrictEqual(s.backfillCandidates('hs', null, false).map((o) => o.email), []);
+    assert.deepStrictEqual(s.backfillCandidates('hs', null, true).map((o) => o.email), ['a@x.com']);
+    assert.deepStrictEqual(s.backfillCandidates('new', '2026-01-01T00:00:00.000Z', false).map((o) => o.email), ['b@x.com']);
     assert.strictEqual(s.enqueueKnown({ runId: 3, targets: ['hs'], since: null, redeliver: true, now: NOW }), 1);
     const job = s.openBackfill(null, ['hs'], NOW);
     s.markBackfillScanned(job.id, NOW);
