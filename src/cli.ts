@@ -7,12 +7,13 @@
 import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import { App, openApp, storePathFor } from './app';
+import { App, openApp } from './app';
 import { ConfigError, DEFAULT_CONFIG_PATH } from './config';
 import { ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKPOINT_LAST_FULL, outcomeColumns } from './engine';
 import { createLogger, LogLevel, redact } from './log';
 import { RunLocked } from './store/types';
 import { ReauthorizationRequired } from './source/types';
+import { intOption, register as registerCommands } from './commands';
 import { exampleConfig } from './init';
 import { toCsv } from './csv';
 
@@ -321,32 +322,24 @@ export function buildProgram(): Command {
   program
     .command('quarantine')
     .description('list malformed Constant Contact records kept aside, with their reasons')
-    .option('--limit <n>', 'how many', '50')
-    .action(async (o: { limit: string }) =>
+    .addOption(intOption('--limit <n>', 'how many', 1, 100_000, 50))
+    .action(async (o: { limit: number }) =>
       withContext(g(), async (ctx) => {
-        const rows = ctx.store.quarantined(Number(o.limit) || 50);
+        const rows = ctx.store.quarantined(o.limit);
         if (g().json) out(JSON.stringify(rows, null, 2));
         else for (const r of rows) out(`#${r.id} ${r.at} ${r.source} ${r.recordId ?? '(no id)'}: ${r.reason}\n  ${JSON.stringify(r.raw)}`);
         if (rows.length === 0 && !g().json) out('no quarantined records');
       }),
     );
 
-  registerExtraCommands(program, g);
+  // commands that live in their own module (auth, emulate, demo)
+  registerCommands(program, g, { out, ExitError, progressBar });
   return program;
 }
 
-/** Commands that live in their own modules (auth, emulate, demo) hook in here. */
-function registerExtraCommands(program: Command, g: () => GlobalOpts): void {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const extras = require('./commands') as { register: (p: Command, g: () => GlobalOpts, helpers: CommandHelpers) => void };
-  extras.register(program, g, { withContext, out, ExitError, storePathFor, progressBar });
-}
-
 export interface CommandHelpers {
-  withContext: typeof withContext;
   out: typeof out;
   ExitError: typeof ExitError;
-  storePathFor: typeof storePathFor;
   progressBar: typeof progressBar;
 }
 

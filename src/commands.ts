@@ -1,7 +1,7 @@
 /**
  * Commands with their own dependencies: `auth constant-contact`, `emulate`, `demo`.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as os from 'os';
 import type { CommandHelpers } from './cli';
@@ -21,13 +21,25 @@ interface GlobalOpts {
   progress: boolean;
 }
 
+/** A whole-number option in [min, max]; anything else is a usage error (exit 2) naming the option. */
+export function intOption(flag: string, description: string, min: number, max: number, dflt?: number): Option {
+  const o = new Option(flag, description).argParser((v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}, got "${v}"`);
+    }
+    return n;
+  });
+  return dflt === undefined ? o : o.default(dflt);
+}
+
 export function register(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
   const auth = program.command('auth').description('obtain and store credentials');
   auth
     .command('constant-contact')
     .description('authorise Constant Contact once (authorization code + PKCE on a loopback redirect, or --device) and store the tokens')
     .option('--device', 'use the device flow (no browser on this machine)')
-    .addOption(new Option('--port <n>', 'loopback redirect port (must match the redirect URI registered for the app)').argParser((v) => Number(v)))
+    .addOption(intOption('--port <n>', 'loopback redirect port (must match the redirect URI registered for the app)', 0, 65535))
     .action(async (o: { device?: boolean; port?: number }) => {
       // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
       const cfg = loadSourceConfig(g().config, process.env);
@@ -59,17 +71,17 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
   program
     .command('emulate')
     .description('start local emulators of the Constant Contact, HubSpot and Salesforce APIs and write a config for them')
-    .option('--contacts <n>', 'generated contacts', '20000')
-    .option('--seed <n>', 'dataset seed', '42')
+    .addOption(intOption('--contacts <n>', 'generated contacts', 1, 1_000_000, 20000))
+    .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .option('--dir <path>', 'where to write the config, key and state', '.cc-optout-emulator')
-    .option('--port <n>', 'first port (Constant Contact; HubSpot +1, Salesforce +2); 0 = ephemeral', '0')
-    .action(async (o: { contacts: string; seed: string; dir: string; port: string }) => {
+    .addOption(intOption('--port <n>', 'first port (Constant Contact; HubSpot +1, Salesforce +2); 0 = ephemeral', 0, 65533, 0))
+    .action(async (o: { contacts: number; seed: number; dir: string; port: number }) => {
       const { startEmulators } = await import('./emulators');
       const { writeEmulatorConfig } = await import('./demo');
-      const base = Number(o.port) || 0;
+      const base = o.port;
       const emu = await startEmulators({
-        contacts: Number(o.contacts),
-        seed: Number(o.seed),
+        contacts: o.contacts,
+        seed: o.seed,
         ports: base ? { cc: base, hubspot: base + 1, salesforce: base + 2 } : undefined,
       });
       const cfg = writeEmulatorConfig(emu, { dir: o.dir });
@@ -98,18 +110,18 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
   program
     .command('demo')
     .description('the built-in demo: emulators, backfill, new opt-outs, sync, and a report (no accounts, no network)')
-    .option('--contacts <n>', 'generated contacts', '20000')
-    .option('--seed <n>', 'dataset seed', '42')
-    .option('--new-opt-outs <n>', 'opt-outs created between backfill and sync', '25')
+    .addOption(intOption('--contacts <n>', 'generated contacts', 1, 1_000_000, 20000))
+    .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
+    .addOption(intOption('--new-opt-outs <n>', 'opt-outs created between backfill and sync', 0, 10_000, 25))
     .option('--dir <path>', 'where the demo keeps its config, state and audit', '.demo')
-    .action(async (o: { contacts: string; seed: string; newOptOuts: string; dir: string }) => {
+    .action(async (o: { contacts: number; seed: number; newOptOuts: number; dir: string }) => {
       const { runDemo } = await import('./demo');
       const bar = h.progressBar(g().progress && !g().json);
       try {
         const r = await runDemo({
-          contacts: Number(o.contacts),
-          seed: Number(o.seed),
-          newOptOuts: Number(o.newOptOuts),
+          contacts: o.contacts,
+          seed: o.seed,
+          newOptOuts: o.newOptOuts,
           dir: o.dir,
           progress: bar.onProgress,
           print: (l) => {

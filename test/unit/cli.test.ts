@@ -70,6 +70,12 @@ describe('CLI', () => {
     assert.match(r.stderr, /line 2, column/);
   });
 
+  it('numeric options are validated and named', () => {
+    const r = run(['demo', '--contacts', '12x']);
+    assert.strictEqual(r.code, 2);
+    assert.match(r.stderr, /--contacts <n>.*'12x' is invalid\. expected a whole number from 1 to 1000000/);
+  });
+
   it('unknown options exit 2 with help', () => {
     const r = run(['sync', '--nope']);
     assert.strictEqual(r.code, 2);

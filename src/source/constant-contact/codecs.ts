@@ -13,7 +13,7 @@
 import * as t from 'io-ts';
 import { isLeft } from 'fp-ts/Either';
 import { normaliseEmail, ObservedContact } from '../../domain';
-import { formatErrors } from '../../codec';
+import { formatErrors, NonEmptyString } from '../../codec';
 import { QuarantinedRecord } from '../types';
 
 /**
@@ -37,21 +37,13 @@ function orNull<C extends t.Mixed>(codec: C): t.Type<t.TypeOf<C> | null, t.Outpu
 /** Optional vendor strings sometimes come back as `null`: accept both and treat null as absent. */
 const OptString = orNull(t.string);
 
-/** A non-empty string (after trimming). */
-const NonBlank = new t.Type<string, string, unknown>(
-  'non-empty string',
-  (u): u is string => typeof u === 'string' && u.trim().length > 0,
-  (u, c) => (typeof u === 'string' && u.trim().length > 0 ? t.success(u) : t.failure(u, c)),
-  (a) => a,
-);
-
 // ---------------------------------------------------------------------------------------------
 // Contacts
 
 export const CcEmailAddress = t.intersection(
   [
     t.type({
-      address: NonBlank,
+      address: NonEmptyString,
       permission_to_send: t.string,
     }),
     t.partial({
@@ -71,7 +63,7 @@ export type CcEmailAddress = t.TypeOf<typeof CcEmailAddress>;
 
 export const CcContact = t.intersection(
   [
-    t.type({ contact_id: NonBlank }),
+    t.type({ contact_id: NonEmptyString }),
     t.partial({
       /** Absent (or null) on SMS-only contacts. */
       email_address: orNull(CcEmailAddress),
@@ -161,7 +153,7 @@ export function parseApiError(body: unknown): ParsedApiError {
 /** Token endpoint success (`authorization_code`, `refresh_token`, device code grants). */
 export const TokenResponse = t.intersection(
   [
-    t.type({ access_token: NonBlank }),
+    t.type({ access_token: NonEmptyString }),
     t.partial({
       token_type: t.string,
       expires_in: t.number,
@@ -185,8 +177,8 @@ export type OAuthError = t.TypeOf<typeof OAuthError>;
 export const DeviceAuthorization = t.intersection(
   [
     t.type({
-      device_code: NonBlank,
-      user_code: NonBlank,
+      device_code: NonEmptyString,
+      user_code: NonEmptyString,
       verification_uri: t.string,
     }),
     t.partial({
