@@ -81,6 +81,7 @@ export const DeliveryConfig = strictObject(
     maxAttempts: PositiveInt,
     backoffBaseSeconds: NonNegativeNumber,
     backoffMaxSeconds: NonNegativeNumber,
+    recheckNotFoundHours: NonNegativeNumber,
   },
 );
 
@@ -132,6 +133,8 @@ export interface ResolvedDelivery {
   maxAttempts: number;
   backoffBaseSeconds: number;
   backoffMaxSeconds: number;
+  /** Look up `not-found` emails again after this many hours (a record created later is still suppressed); 0 = never. */
+  recheckNotFoundHours: number;
 }
 
 export interface Config {
@@ -279,6 +282,7 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
       maxAttempts: c.delivery?.maxAttempts ?? 12,
       backoffBaseSeconds: c.delivery?.backoffBaseSeconds ?? 60,
       backoffMaxSeconds: c.delivery?.backoffMaxSeconds ?? 6 * 3600,
+      recheckNotFoundHours: c.delivery?.recheckNotFoundHours ?? 24,
     },
   };
 }

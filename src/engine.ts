@@ -505,6 +505,13 @@ export class Engine {
     const messages: string[] = [];
     await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending);
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
+    const recheck = this.deps.config.delivery.recheckNotFoundHours;
+    if (!dryRun && recheck > 0) {
+      // A person not in a CRM when they opted out may be added to it later (an import, a form): look again.
+      const now = this.now();
+      const n = this.deps.store.requeueNotFound(new Date(now.getTime() - recheck * 3600_000).toISOString(), now.toISOString());
+      if (n > 0) messages.push(`looking up again ${n} opt-outs that no CRM record matched ${recheck} h or more ago`);
+    }
     const tsum = this.emptyTargetSummaries(deliverTo);
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [])));

@@ -23,7 +23,7 @@ export function exampleConfig(): Record<string, unknown> {
         pageSize: 500,
       },
     },
-    delivery: { '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)', batchSize: 1000, maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600 },
+    delivery: { '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)', batchSize: 1000, maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600, recheckNotFoundHours: 24 },
     targets: [
       {
         '//': 'HubSpot: opt-outs land in the subscription status (Communication Preferences API). See connectors/hubspot/README.md.',

@@ -378,6 +378,16 @@ export class SqliteStateStore implements StateStore {
       .run(now, target, target).changes;
   }
 
+  requeueNotFound(closedBefore: string, now: string): number {
+    return this.db
+      .prepare(
+        `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
+         WHERE state = 'done' AND outcome = 'not-found' AND completed_at < @closedBefore
+           AND email IN (SELECT email FROM opt_outs WHERE state = 'active')`,
+      )
+      .run({ closedBefore, now }).changes;
+  }
+
   deferQueued(target: string, until: string): number {
     return this.db
       .prepare(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)

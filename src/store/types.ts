@@ -155,6 +155,8 @@ export interface StateStore {
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[];
   recordOutcomes(input: RecordOutcomesInput): void;
   requeueParked(target: string | null, now: string): number;
+  /** Queue again the rows closed `not-found` before `closedBefore`, to look them up once more. */
+  requeueNotFound(closedBefore: string, now: string): number;
   /** A target-wide limit until `until` (e.g. a CRM's daily limit): every queued row of the target waits. */
   deferQueued(target: string, until: string): number;
   targetStatus(targets: readonly string[], now: Date): TargetStatus[];

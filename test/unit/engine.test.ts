@@ -79,7 +79,8 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.strictEqual(r.detection.mode, 'full');
     assert.strictEqual(r.detection.newOptOuts, 1);
     assert.strictEqual(r.detection.resubscribed, 1);
-    assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 1 });
+    // late@ is new; b@ and gone@ (not-found a day ago) are looked up again; a@ left the set and is not
+    assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
     assert.deepStrictEqual(store.events(null, ['left-unsubscribed-set']).map((e) => e.email), ['a@x.com']);
   });
 
@@ -256,6 +257,24 @@ describe('engine: detect -> outbox -> deliver', () => {
     (first.config.targets[0] as { enabled: boolean }).enabled = true;
     const r2 = await first.engine.sync();
     assert.deepStrictEqual(r2.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
+  });
+
+  it('an opt-out whose record reaches the CRM later (an import) is suppressed on the next day\'s re-check', async () => {
+    const src = new FakeSource();
+    seed(src);
+    const crm = memoryCrm('later', ['a@x.com']);
+    const { engine, clock } = testEngine({ targets: [{ name: 'crm', crm: 'later' }], source: src, start: T0 });
+    const r1 = await engine.sync();
+    assert.deepStrictEqual(r1.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
+    crm.records.push({ id: 'later-9', email: 'B@x.com', suppressed: false });
+    clock.advance(3600_000);
+    const r2 = await engine.sync();
+    assert.deepStrictEqual(r2.targets.crm!.outcomes, {}, 'not re-checked before recheckNotFoundHours (24 h)');
+    clock.advance(24 * 3600_000);
+    const r3 = await engine.sync();
+    assert.deepStrictEqual(r3.targets.crm!.outcomes, { applied: 1, 'not-found': 1 });
+    assert.ok(crm.records.find((x) => x.id === 'later-9')!.suppressed);
+    assert.match(r3.messages.join('\n'), /looking up again 2 opt-outs/);
   });
 
   it('rejects an unknown --target with the configured names', async () => {
