@@ -28,8 +28,10 @@ describe('cc client', () => {
     it('replaces the /v3 prefix with the path of a proxy base URL', () => {
       assert.strictEqual(resolveNextHref('http://proxy.local:8080/cc/v3', '/v3/contacts?cursor=abc'), 'http://proxy.local:8080/cc/v3/contacts?cursor=abc');
     });
-    it('keeps an absolute link on the configured host (the token never leaves it)', () => {
-      assert.strictEqual(resolveNextHref('http://proxy.local/cc/v3', 'https://api.cc.email/v3/contacts?cursor=abc'), 'http://proxy.local/cc/v3/contacts?cursor=abc');
+    it('keeps an absolute link to the configured origin on it (the token never leaves it)', () => {
+      assert.strictEqual(resolveNextHref('http://proxy.local/cc/v3', 'http://proxy.local/v3/contacts?cursor=abc'), 'http://proxy.local/cc/v3/contacts?cursor=abc');
+      // another origin is refused, not reduced to its path (test/unit/cc-hardening.test.ts)
+      assert.throws(() => resolveNextHref('http://proxy.local/cc/v3', 'https://api.cc.email/v3/contacts?cursor=abc'), SourceError);
     });
     it('leaves a proxy path that does not end in /v3 alone', () => {
       assert.strictEqual(resolveNextHref('http://proxy.local/mirror', '/v3/contacts?cursor=abc'), 'http://proxy.local/v3/contacts?cursor=abc');

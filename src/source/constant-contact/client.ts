@@ -41,27 +41,39 @@ export type QueryParams = Record<string, string | number | boolean>;
  * (`/v3/contacts?cursor=...`), so it is joined to the ORIGIN of `apiBaseUrl`, not to `apiBaseUrl` itself
  * (that would request `/v3/v3/...`). When `apiBaseUrl` points at a proxy with a path prefix
  * (`http://proxy/cc/v3`), the href's leading `/v3` is replaced with that path (`/cc/v3/contacts?...`).
- * An absolute href is reduced to its path and query, so the bearer token only ever goes to `apiBaseUrl`'s
- * host. The query (cursor) is kept byte for byte: it is opaque.
+ *
+ * The href is resolved with the WHATWG URL parser (the one axios and browsers use), so `//host/...`,
+ * `/\host/...`, `http:host/...` and absolute URLs are read the way an HTTP client would read them. A link
+ * whose origin (scheme, host, port) is not `apiBaseUrl`'s is REFUSED with a SourceError: the bearer token
+ * only ever goes to `apiBaseUrl`'s origin, and a page that points elsewhere is not trusted (the caller
+ * rejects the whole page). An absolute link to `apiBaseUrl`'s own origin is accepted. The query (cursor)
+ * is opaque and kept as sent, apart from the URL parser's own normalisation.
  */
 export function resolveNextHref(apiBaseUrl: string, href: string): string {
   const base = new URL(apiBaseUrl);
   const basePath = base.pathname.replace(/\/+$/, '');
-  let rel = href.trim();
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(rel)) {
-    // Keep the path and query exactly as sent (URL.pathname could re-encode them).
-    const afterHost = rel.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '');
-    rel = afterHost === '' ? '/' : afterHost;
+  const rel = href.trim();
+  const shown = JSON.stringify(rel.length > 120 ? `${rel.slice(0, 117)}...` : rel);
+  let resolved: URL;
+  try {
+    // Host-relative (`/v3/...`) is joined to the origin; anything else to the base URL as a directory.
+    resolved = new URL(rel, rel.startsWith('/') ? `${base.origin}/` : `${base.origin}${basePath}/`);
+  } catch {
+    throw sourceError(`Constant Contact pagination: _links.next.href ${shown} is not a URL; the page is rejected`);
   }
-  if (!rel.startsWith('/')) {
-    // Not host-relative (not what the vendor sends): resolve it against the base URL as a directory.
-    return new URL(rel, `${base.origin}${basePath}/`).toString();
+  if (resolved.origin !== base.origin || resolved.username !== '' || resolved.password !== '') {
+    throw sourceError(
+      `Constant Contact pagination: _links.next.href ${shown} points to ${resolved.origin === 'null' ? resolved.protocol : resolved.origin}, ` +
+        `not to the configured API origin ${base.origin} (source.apiBaseUrl); refusing to send the access token there. ` +
+        `The page carrying this link is rejected and nothing from it is committed.`,
+    );
   }
-  const versioned = /^\/v3(?=[/?#]|$)/;
-  if (basePath.endsWith('/v3') && basePath !== '/v3' && versioned.test(rel)) {
-    rel = basePath + rel.slice(3);
+  let pathname = resolved.pathname;
+  const versioned = /^\/v3(?=\/|$)/;
+  if (basePath.endsWith('/v3') && basePath !== '/v3' && versioned.test(pathname)) {
+    pathname = basePath + pathname.slice(3);
   }
-  return new URL(rel, base.origin).toString();
+  return `${base.origin}${pathname}${resolved.search}`;
 }
 
 /** Today's usage as the store last saw it, or undefined when missing or unreadable. */

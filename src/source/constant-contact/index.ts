@@ -68,6 +68,11 @@ export function createConstantContactSource(
       if (!decoded.ok) {
         throw sourceError(`Constant Contact GET /contacts page ${pages + 1} is not a contacts page: ${decoded.problems.join('; ')}`);
       }
+      // The next link is checked BEFORE the page is handed on: a page that links to another origin (or back
+      // to a page already read) is rejected whole, so nothing from it is committed.
+      const href = decoded.page._links?.next?.href;
+      const next = typeof href === 'string' && href.trim() !== '' ? client.nextUrl(href) : null;
+      if (next !== null && seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages + 1} links back to a page already read`);
       const page = decodeContacts(decoded.page.contacts, deps.quarantine);
       pages += 1;
       contacts += page.contacts.length;
@@ -76,10 +81,7 @@ export function createConstantContactSource(
       if (page.quarantined > 0) logger.warn('constant-contact: quarantined malformed contacts', { page: pages, count: page.quarantined });
       await onPage({ contacts: page.contacts, skippedNoEmail: page.skippedNoEmail, quarantined: page.quarantined });
 
-      const href = decoded.page._links?.next?.href;
-      if (typeof href !== 'string' || href.trim() === '') break;
-      const next = client.nextUrl(href);
-      if (seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages} links back to a page already read`);
+      if (next === null) break;
       seen.add(next);
       url = next;
       query = undefined; // the cursor replays the original filters

@@ -1,0 +1,121 @@
+/**
+ * Hardening of the Constant Contact source and of detection (issue 8): next-link origin check (#1), token
+ * responses (#2), quarantined records and resubscribes (#5), bounded scans (#7), garbage checkpoints (#10),
+ * enum values and dates (#11), one quarantine row per record (#12).
+ * nock throws on any request it was not told about: a request to evil.example fails the test by itself.
+ */
+import assert from 'assert';
+import nock from 'nock';
+import { createConstantContactSource, resolveNextHref } from '../../src/source/constant-contact';
+import { SourceError, SourceDeps } from '../../src/source/types';
+import { Engine, SOURCE_KV } from '../../src/engine';
+import { SqliteStateStore } from '../../src/store/sqlite';
+import { fakeClock } from '../../src/http/clock';
+import { memoryLogger } from '../../src/log';
+import { testConfig, testRegistry } from '../helpers';
+import { memoryCrm } from '../fixtures/memory-connector';
+import { API, kvWithAccessToken, makeConfig, makeDeps, unsubscribed } from '../fixtures/cc/helpers';
+
+const TOKEN = 'access-token-A0-valid';
+const BASE = 'https://api.cc.email/v3';
+
+function page(contacts: unknown[], next?: string): Record<string, unknown> {
+  return next ? { contacts, _links: { next: { href: next } } } : { contacts };
+}
+
+/** An engine over a real SQLite store (in memory) whose source is the real Constant Contact source on nock. */
+export function ccEngine(opts: { start?: Date; source?: Record<string, unknown>; crm?: string; crmEmails?: string[] } = {}) {
+  const registry = testRegistry();
+  const crmName = opts.crm ?? `cc-hard-${Math.random().toString(36).slice(2)}`;
+  const crm = memoryCrm(crmName, opts.crmEmails ?? []);
+  const config = testConfig(registry, [{ name: 'crm', crm: crmName }], { source: opts.source ?? {} });
+  const store = new SqliteStateStore(':memory:');
+  const kv = store.kv(SOURCE_KV);
+  kv.set('refresh_token', 'refresh-token-R1-seed');
+  kv.set('access_token', TOKEN);
+  kv.set('access_expires_at', '2099-01-01T00:00:00.000Z');
+  const clock = fakeClock(opts.start ?? new Date('2026-06-01T12:00:00Z'));
+  const logger = memoryLogger();
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    source: (deps: SourceDeps) => createConstantContactSource(config.source, deps),
+    clock,
+    logger,
+    random: () => 0.5,
+  });
+  return { engine, store, clock, logger, config, crm };
+}
+
+describe('cc hardening', () => {
+  afterEach(() => nock.cleanAll());
+
+  describe('#1 next-link origin check', () => {
+    const hostile = [
+      '//evil.example/v3/contacts?cursor=2',
+      '/\\evil.example/v3/contacts',
+      'http:evil.example/v3/contacts',
+      'https://evil.example/v3/contacts?cursor=2',
+      'https://api.cc.email:8443/v3/contacts?cursor=2',
+      'https://user:pw@api.cc.email/v3/contacts?cursor=2',
+      ' \t//evil.example/v3/contacts',
+      '\\\\evil.example/v3/contacts',
+    ];
+    for (const href of hostile) {
+      it(`refuses ${JSON.stringify(href)} with an error naming the link and the configured origin`, () => {
+        assert.throws(
+          () => resolveNextHref(BASE, href),
+          (e: unknown) => e instanceof SourceError && /not to the configured API origin https:\/\/api\.cc\.email/.test(e.message) && /_links\.next\.href/.test(e.message),
+        );
+      });
+    }
+    it('keeps host-relative, same-origin absolute and proxy-prefixed links working', () => {
+      assert.strictEqual(resolveNextHref(BASE, '/v3/contacts?cursor=abc%3D&limit=500'), 'https://api.cc.email/v3/contacts?cursor=abc%3D&limit=500');
+      assert.strictEqual(resolveNextHref(BASE, 'https://API.cc.email:443/v3/contacts?cursor=abc'), 'https://api.cc.email/v3/contacts?cursor=abc');
+      assert.strictEqual(resolveNextHref('http://127.0.0.1:8080/cc/v3', '/v3/contacts?cursor=abc'), 'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc');
+      assert.strictEqual(resolveNextHref('http://127.0.0.1:8080/cc/v3', 'http://127.0.0.1:8080/v3/contacts?cursor=abc'), 'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc');
+      // http: with the base's own scheme is path-relative by the URL standard: it stays on the base origin
+      assert.strictEqual(new URL(resolveNextHref('http://127.0.0.1:8080/v3', 'http:evil.example/v3')).origin, 'http://127.0.0.1:8080');
+    });
+
+    it('source: the page carrying a hostile link is not handed on, and the token never leaves the API host', async () => {
+      const deps = makeDeps(kvWithAccessToken(TOKEN));
+      const source = createConstantContactSource(makeConfig(), deps);
+      nock(API)
+        .get('/v3/contacts')
+        .query(true)
+        .reply(200, page([unsubscribed('first@example.com')], '/v3/contacts?cursor=2'))
+        .get('/v3/contacts')
+        .query({ cursor: '2' })
+        .reply(200, page([unsubscribed('second@example.com')], '//evil.example/v3/contacts?cursor=3'));
+      const evil = nock('https://evil.example').get(/.*/).reply(200, page([unsubscribed('planted@example.com')]));
+      const seen: string[] = [];
+      await assert.rejects(
+        source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email))),
+        (e: unknown) => e instanceof SourceError && /evil\.example/.test(e.message) && /rejected/.test(e.message),
+      );
+      assert.deepStrictEqual(seen, ['first@example.com'], 'the page with the hostile link is rejected whole');
+      assert.ok(!evil.isDone(), 'no request went to evil.example');
+    });
+
+    it('engine: nothing from a page with a hostile link is committed, the checkpoint does not move, the run says why', async () => {
+      const { engine, store } = ccEngine();
+      nock(API)
+        .get('/v3/contacts')
+        .query(true)
+        .reply(200, page([unsubscribed('first@example.com')], '/v3/contacts?cursor=2'))
+        .get('/v3/contacts')
+        .query({ cursor: '2' })
+        .reply(200, page([unsubscribed('second@example.com')], 'http:evil.example/v3/contacts?cursor=3'));
+      const evil = nock('http://evil.example').get(/.*/).reply(200, page([unsubscribed('planted@example.com')]));
+      await assert.rejects(engine.sync({ full: true }), /points to http:\/\/evil\.example/);
+      await engine.close();
+      const known = store.knownOptOuts(['first@example.com', 'second@example.com', 'planted@example.com']);
+      assert.deepStrictEqual([...known.keys()], ['first@example.com']);
+      assert.strictEqual(store.getCheckpoint('cc.optout_window.before'), null);
+      assert.strictEqual(store.getCheckpoint('cc.last_full_reconcile'), null);
+      assert.ok(!evil.isDone());
+    });
+  });
+});
