@@ -14,7 +14,8 @@ import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
 import { testConfig, testRegistry } from '../helpers';
 import { memoryCrm } from '../fixtures/memory-connector';
-import { API, kvWithAccessToken, makeConfig, makeDeps, unsubscribed } from '../fixtures/cc/helpers';
+import { API, AUTH_ORIGIN, AUTH_PATH, form, kvWithAccessToken, makeConfig, makeDeps, memKv, unsubscribed } from '../fixtures/cc/helpers';
+import { TokenManager, MAX_EXPIRES_IN_S } from '../../src/source/constant-contact/auth';
 
 const TOKEN = 'access-token-A0-valid';
 const BASE = 'https://api.cc.email/v3';
@@ -50,6 +51,57 @@ export function ccEngine(opts: { start?: Date; source?: Record<string, unknown>;
 
 describe('cc hardening', () => {
   afterEach(() => nock.cleanAll());
+
+  describe('#2 token responses: a rotated refresh token is stored first', () => {
+    const TOKEN_PATH = `${AUTH_PATH}/token`;
+    const R1 = 'refresh-token-R1-seed';
+    const R2 = 'refresh-token-R2-rotated';
+    const A1 = 'access-token-A1-fresh';
+    const start = new Date('2026-01-01T10:00:00Z');
+
+    function manager() {
+      const kv = memKv({ refresh_token: R1 });
+      const deps = makeDeps(kv, start);
+      return { kv, deps, tokens: new TokenManager(makeConfig(), deps) };
+    }
+
+    it('accepts expires_in as a numeric string and scope: null, and stores the rotated token first', async () => {
+      const { kv, tokens } = manager();
+      nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: '86400', scope: null, token_type: null });
+      assert.strictEqual(await tokens.refresh(), A1);
+      assert.strictEqual(kv.get('refresh_token'), R2);
+      assert.strictEqual(kv.writes[0]![0], 'refresh_token', 'the refresh token is the first write');
+      assert.strictEqual(kv.get('access_expires_at'), new Date(start.getTime() + 86_400_000).toISOString());
+    });
+
+    it('clamps an absurd expires_in (1e300) to the longest believed lifetime instead of failing', async () => {
+      const { kv, tokens, deps } = manager();
+      nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: 1e300 });
+      assert.strictEqual(await tokens.refresh(), A1);
+      assert.strictEqual(kv.get('refresh_token'), R2);
+      assert.strictEqual(kv.get('access_expires_at'), new Date(start.getTime() + MAX_EXPIRES_IN_S * 1000).toISOString());
+      assert.ok(deps.logger.lines.some((l) => /expires_in \(1e\+300 s\)/.test(l)), deps.logger.lines.join('\n'));
+    });
+
+    it('a body that cannot be used still leaves the new refresh token stored, and says so without any token', async () => {
+      const { kv, tokens } = manager();
+      nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: 'tomorrow' });
+      await assert.rejects(tokens.refresh(), (e: unknown) => {
+        assert.ok(e instanceof SourceError);
+        assert.match(e.message, /expires_in/);
+        assert.match(e.message, /new refresh token it carried is stored/);
+        assert.ok(!e.message.includes(R2) && !e.message.includes(A1), e.message);
+        return true;
+      });
+      assert.strictEqual(kv.get('refresh_token'), R2, 'the rotated refresh token survives');
+      // the next refresh sends R2, not the dead R1
+      const next = nock(AUTH_ORIGIN)
+        .post(TOKEN_PATH, (b) => form(b)['refresh_token'] === R2)
+        .reply(200, { access_token: 'access-token-A2', refresh_token: 'refresh-token-R3', expires_in: 3600 });
+      assert.strictEqual(await tokens.refresh(), 'access-token-A2');
+      assert.ok(next.isDone());
+    });
+  });
 
   describe('#1 next-link origin check', () => {
     const hostile = [

@@ -42,6 +42,23 @@ export const EXPIRY_MARGIN_MS = 60_000;
 /** Assumed lifetime when the token response has no `expires_in` (CC documents 24 h; be conservative). */
 const DEFAULT_EXPIRES_IN_S = 3600;
 
+/**
+ * Longest access-token lifetime believed (CC documents 24 h). A larger `expires_in` (`1e300`) is clamped to
+ * it: the cost of believing too little is one early refresh; believing too much is an access token kept
+ * long after it died (every request a 401) or an expiry date that cannot be written (`Invalid time value`).
+ */
+export const MAX_EXPIRES_IN_S = 86_400;
+
+/** The lifetime to store for a token response's `expires_in` (seconds): defaulted, clamped to (0, MAX]. */
+export function boundedExpiresIn(expiresIn: number | null | undefined, logger?: Logger): number {
+  if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) return DEFAULT_EXPIRES_IN_S;
+  if (expiresIn > MAX_EXPIRES_IN_S) {
+    logger?.warn(`constant-contact: the token response's expires_in (${expiresIn} s) is longer than ${MAX_EXPIRES_IN_S} s; using ${MAX_EXPIRES_IN_S} s`);
+    return MAX_EXPIRES_IN_S;
+  }
+  return expiresIn;
+}
+
 export const REAUTH_COMMAND = 'cc-optout auth constant-contact';
 
 /** The effects the OAuth code needs (a subset of SourceDeps, so the CLI's `auth` command can pass its own). */
@@ -154,7 +171,27 @@ export function describeOAuthError(r: { status: number; error: string; descripti
   return `HTTP ${r.status} ${r.error}${r.description ? `: ${r.description}` : ''}`;
 }
 
-/** Decode a token response or throw a SourceError naming what is wrong (values masked). */
+/**
+ * The first thing done with a 2xx token response: if it carries a new refresh token, store it, before
+ * anything else in the body is looked at. With rotation the old refresh token died when this response was
+ * issued, so a body that then fails to decode (an odd `expires_in`, `scope: null`, ...) must not take the new
+ * one with it. Returns true when one was stored.
+ */
+export function persistRefreshTokenFirst(kv: KeyValue, data: unknown): boolean {
+  if (!data || typeof data !== 'object' || Array.isArray(data)) return false;
+  const at = (data as Record<string, unknown>)['access_token'];
+  if (typeof at === 'string') registerSecret(at);
+  const rt = (data as Record<string, unknown>)['refresh_token'];
+  if (typeof rt !== 'string' || rt.trim() === '') return false;
+  registerSecret(rt);
+  if (kv.get(KV_REFRESH_TOKEN) !== rt) kv.set(KV_REFRESH_TOKEN, rt);
+  return true;
+}
+
+/**
+ * Decode a token response or throw a SourceError naming what is wrong (values masked). Call
+ * `persistRefreshTokenFirst` before this (the `accept...` helpers below do both).
+ */
 export function decodeTokenResponse(data: unknown, what: string): TokenResponse {
   const r = TokenResponse.decode(data);
   if (isLeft(r)) {
@@ -167,13 +204,13 @@ export function decodeTokenResponse(data: unknown, what: string): TokenResponse 
  * Persist a token response: the refresh token first (when one was returned; with rotation it is a new
  * one and the old one is already dead), then the access token and its expiry. Returns the expiry.
  */
-export function storeTokens(kv: KeyValue, tokens: TokenResponse, clock: Clock): Date {
+export function storeTokens(kv: KeyValue, tokens: TokenResponse, clock: Clock, logger?: Logger): Date {
   registerSecret(tokens.access_token);
   if (typeof tokens.refresh_token === 'string' && tokens.refresh_token !== '') {
     registerSecret(tokens.refresh_token);
-    kv.set(KV_REFRESH_TOKEN, tokens.refresh_token);
+    if (kv.get(KV_REFRESH_TOKEN) !== tokens.refresh_token) kv.set(KV_REFRESH_TOKEN, tokens.refresh_token);
   }
-  const expiresIn = typeof tokens.expires_in === 'number' && tokens.expires_in > 0 ? tokens.expires_in : DEFAULT_EXPIRES_IN_S;
+  const expiresIn = boundedExpiresIn(tokens.expires_in, logger);
   const expiresAt = new Date(clock.now().getTime() + expiresIn * 1000);
   kv.set(KV_ACCESS_TOKEN, tokens.access_token);
   kv.set(KV_ACCESS_EXPIRES_AT, expiresAt.toISOString());
@@ -288,9 +325,19 @@ export class TokenManager {
       }
       throw sourceError(`Constant Contact token refresh failed (${describeOAuthError(res)}).`, res.status, res.error);
     }
-    const tokens = decodeTokenResponse(res.data, 'Constant Contact token refresh');
-    // Durable before use: the rotated refresh token, then the access token.
-    const expiresAt = storeTokens(this.deps.kv, tokens, this.deps.clock);
+    // Durable first: the rotated refresh token, even if the rest of the body turns out to be unusable.
+    const rotatedStored = persistRefreshTokenFirst(this.deps.kv, res.data);
+    let tokens: TokenResponse;
+    try {
+      tokens = decodeTokenResponse(res.data, 'Constant Contact token refresh');
+    } catch (err) {
+      if (rotatedStored) {
+        throw sourceError(`${(err as Error).message}; the new refresh token it carried is stored, so the next run can refresh again`);
+      }
+      throw err;
+    }
+    // Then the access token and its expiry.
+    const expiresAt = storeTokens(this.deps.kv, tokens, this.deps.clock, this.deps.logger);
     this.deps.logger.debug('constant-contact: access token refreshed', {
       expiresAt: expiresAt.toISOString(),
       rotated: typeof tokens.refresh_token === 'string' && tokens.refresh_token !== refreshToken,

@@ -18,7 +18,7 @@ import * as http from 'http';
 import { AddressInfo } from 'net';
 import { ResolvedSource } from '../../config';
 import { registerSecret } from '../../log';
-import { AuthDeps, decodeTokenResponse, describeOAuthError, storeTokens, TokenEndpoint, TokenEndpointOptions, TokenEndpointResult } from './auth';
+import { AuthDeps, decodeTokenResponse, persistRefreshTokenFirst, describeOAuthError, storeTokens, TokenEndpoint, TokenEndpointOptions, TokenEndpointResult } from './auth';
 import { DeviceAuthorization } from './codecs';
 import { sourceError } from './errors';
 import { isLeft } from 'fp-ts/Either';
@@ -161,8 +161,9 @@ function tokenFailure(what: string, r: Extract<TokenEndpointResult, { ok: false 
 }
 
 function finishWith(data: unknown, what: string, deps: AuthDeps): AuthorizeResult {
+  persistRefreshTokenFirst(deps.kv, data);
   const tokens = decodeTokenResponse(data, what);
-  const expiresAt = storeTokens(deps.kv, tokens, deps.clock);
+  const expiresAt = storeTokens(deps.kv, tokens, deps.clock, deps.logger);
   const hasRefresh = typeof tokens.refresh_token === 'string' && tokens.refresh_token !== '';
   if (!hasRefresh) {
     deps.logger.warn('constant-contact: no refresh token was returned; the offline_access scope may not be granted to this application');

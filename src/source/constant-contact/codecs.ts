@@ -150,16 +150,34 @@ export function parseApiError(body: unknown): ParsedApiError {
 // ---------------------------------------------------------------------------------------------
 // OAuth
 
+/**
+ * A lifetime in seconds: a finite number, or a string holding one (`"86400"`; some OAuth servers and proxies
+ * send strings). Bounds are applied where the value is used (`storeTokens`), not here.
+ */
+export const LenientSeconds = new t.Type<number, number, unknown>(
+  'seconds (a number)',
+  (u): u is number => typeof u === 'number' && Number.isFinite(u),
+  (u, c) => {
+    if (typeof u === 'number' && Number.isFinite(u)) return t.success(u);
+    if (typeof u === 'string' && /^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/.test(u)) {
+      const n = Number(u);
+      if (Number.isFinite(n)) return t.success(n);
+    }
+    return t.failure(u, c);
+  },
+  (a) => a,
+);
+
 /** Token endpoint success (`authorization_code`, `refresh_token`, device code grants). */
 export const TokenResponse = t.intersection(
   [
     t.type({ access_token: NonEmptyString }),
     t.partial({
-      token_type: t.string,
-      expires_in: t.number,
+      token_type: OptString,
+      expires_in: orNull(LenientSeconds),
       /** Present when the app asked for `offline_access`; a NEW value on every refresh when rotation is on. */
       refresh_token: orNull(t.string),
-      scope: t.string,
+      scope: OptString,
     }),
   ],
   'TokenResponse',
