@@ -60,6 +60,8 @@ export interface DetectionSummary {
   complete: boolean;
   stoppedReason?: string;
   unsubscribedCount?: number | null;
+  /** Things detection repaired or held back (a garbage checkpoint, resubscribes not concluded), for the run's messages. */
+  warnings?: string[];
 }
 
 export interface TargetSummary {
@@ -218,6 +220,11 @@ export class Engine {
     const started = this.now();
     const pendingSeen = new Set<string>();
     const seen = new Set<string>();
+    // Emails of quarantined records: their contact's permission is unknown, so they never count as "left".
+    const quarantinedEmails = new Set<string>();
+    let quarantinedUnidentified = 0;
+    // Marked as having left from a well-formed record on a page: not counted again as missing.
+    const alreadyLeft = new Set<string>();
     let optedOutNotDeleted = 0;
 
     const onPage = (page: SourcePage): void => {
@@ -225,6 +232,8 @@ export class Engine {
       summary.contactsSeen += page.contacts.length;
       summary.skippedNoEmail += page.skippedNoEmail;
       summary.quarantined += page.quarantined;
+      for (const e of page.quarantinedEmails ?? []) quarantinedEmails.add(e);
+      quarantinedUnidentified += page.quarantinedUnidentified ?? 0;
       const emails = page.contacts.map((c) => c.email);
       const known = store.knownOptOuts(emails);
       const nowIso = this.now().toISOString();
@@ -232,6 +241,7 @@ export class Engine {
       const optedOut = page.contacts.filter(isOptedOut);
       summary.optOutsSeen += optedOut.length;
       for (const c of optedOut) seen.add(c.email);
+      for (const c of delta.resubscribed) alreadyLeft.add(c.email);
       optedOutNotDeleted += optedOut.filter((c) => !c.deleted).length;
       if (dryRun) {
         for (const o of delta.added) {
@@ -263,7 +273,17 @@ export class Engine {
         // Everything opted out before `started` is in the unsubscribed set we are about to read.
         const knownActive = store.activeOptOutEmails();
         await source.scanUnsubscribed(onPage);
-        const missing = missingFromFullScan(knownActive, seen);
+        // Only a well-formed record (or, here, the absence of one) may say a known opt-out left the set: a
+        // quarantined record of that person says nothing either way.
+        let missing = missingFromFullScan(knownActive, seen).filter((e) => !quarantinedEmails.has(e) && !alreadyLeft.has(e));
+        if (quarantinedUnidentified > 0 && missing.length > 0) {
+          const note =
+            `${missing.length} known opt-out(s) were not in the unsubscribed set, but ${quarantinedUnidentified} quarantined record(s) ` +
+            `have an unreadable email address and may be theirs: none is marked as having left the set this run (see \`cc-optout quarantine\`)`;
+          logger.warn(note);
+          (summary.warnings ??= []).push(note);
+          missing = [];
+        }
         const checkpointBefore = new Date(started.getTime() - lagMs).toISOString();
         if (dryRun) {
           summary.resubscribed += missing.length;
@@ -505,6 +525,7 @@ export class Engine {
     const messages: string[] = [];
     await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending);
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
+    messages.push(...(detection.warnings ?? []));
     const recheck = this.deps.config.delivery.recheckNotFoundHours;
     if (!dryRun && recheck > 0) {
       // A person not in a CRM when they opted out may be added to it later (an import, a form): look again.
@@ -542,6 +563,7 @@ export class Engine {
       if (job && detection.complete) store.markBackfillScanned(job.id, this.now().toISOString());
     }
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
+    messages.push(...(detection.warnings ?? []));
     let extra: OptOut[] = [];
     if (dryRun) {
       // everything known (plus what the scan found) that is not delivered yet to the chosen targets

@@ -13,6 +13,14 @@ export interface SourcePage {
   readonly skippedNoEmail: number;
   /** Records that failed to decode on this page (stored in quarantine with reason and raw record). */
   readonly quarantined: number;
+  /**
+   * Normalised email addresses read from this page's quarantined records (where one could be read). A
+   * quarantined record says nothing about its contact's permission: a known opt-out among these is NOT
+   * taken to have left the unsubscribed set.
+   */
+  readonly quarantinedEmails?: readonly string[];
+  /** Quarantined records that may hold an email address that could not be read (so whose it is, is unknown). */
+  readonly quarantinedUnidentified?: number;
 }
 
 export interface ScanStats {
@@ -27,6 +35,8 @@ export interface QuarantinedRecord {
   readonly reason: string;
   readonly raw: unknown;
   readonly recordId: string | null;
+  /** The record's normalised email address when one could be read (not stored: it is in `raw`). */
+  readonly email?: string | null;
 }
 
 export interface SourceDeps {

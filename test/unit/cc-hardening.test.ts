@@ -16,6 +16,9 @@ import { testConfig, testRegistry } from '../helpers';
 import { memoryCrm } from '../fixtures/memory-connector';
 import { API, AUTH_ORIGIN, AUTH_PATH, form, kvWithAccessToken, makeConfig, makeDeps, memKv, unsubscribed } from '../fixtures/cc/helpers';
 import { TokenManager, MAX_EXPIRES_IN_S } from '../../src/source/constant-contact/auth';
+import { decodeContacts } from '../../src/source/constant-contact/codecs';
+import { isOptedOut } from '../../src/domain';
+import { QuarantinedRecord } from '../../src/source/types';
 
 const TOKEN = 'access-token-A0-valid';
 const BASE = 'https://api.cc.email/v3';
@@ -100,6 +103,118 @@ describe('cc hardening', () => {
         .reply(200, { access_token: 'access-token-A2', refresh_token: 'refresh-token-R3', expires_in: 3600 });
       assert.strictEqual(await tokens.refresh(), 'access-token-A2');
       assert.ok(next.isDone());
+    });
+  });
+
+  describe('#5 a quarantined record is not a resubscribe', () => {
+    async function fullSync(env: ReturnType<typeof ccEngine>, contacts: unknown[]) {
+      nock(API).get('/v3/contacts').query(true).reply(200, page(contacts));
+      nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: contacts.length });
+      const r = await env.engine.sync({ full: true });
+      env.clock.advance(60 * 60_000);
+      return r;
+    }
+    const leftEvents = (env: ReturnType<typeof ccEngine>) => env.store.events(null, ['left-unsubscribed-set']).map((e) => e.email);
+
+    it('a known opt-out whose record arrives malformed in a full reconcile stays active', async () => {
+      const env = ccEngine();
+      await fullSync(env, [unsubscribed('a@example.com'), unsubscribed('b@example.com')]);
+      assert.strictEqual(env.store.countOptOuts().active, 2);
+      const broken = unsubscribed('A@example.com');
+      (broken['email_address'] as Record<string, unknown>)['opt_out_date'] = 12345;
+      const r = await fullSync(env, [broken, unsubscribed('b@example.com')]);
+      assert.strictEqual(r.detection.quarantined, 1);
+      assert.strictEqual(r.detection.resubscribed, 0);
+      assert.deepStrictEqual(leftEvents(env), []);
+      assert.strictEqual(env.store.knownOptOuts(['a@example.com']).get('a@example.com')!.state, 'active');
+      await env.engine.close();
+    });
+
+    it('a quarantined record with an unreadable address holds back every "left the set" conclusion, and the run says so', async () => {
+      const env = ccEngine();
+      await fullSync(env, [unsubscribed('a@example.com'), unsubscribed('b@example.com')]);
+      const broken = unsubscribed('a@example.com');
+      (broken['email_address'] as Record<string, unknown>)['address'] = 42;
+      const r = await fullSync(env, [broken]);
+      assert.deepStrictEqual(leftEvents(env), []);
+      assert.strictEqual(env.store.countOptOuts().active, 2);
+      assert.ok(r.messages.some((m) => /quarantined record\(s\) have an unreadable email address/.test(m)), r.messages.join('\n'));
+      await env.engine.close();
+    });
+
+    it('a well-formed record that says subscribed, or no record at all, still marks a resubscribe', async () => {
+      const env = ccEngine();
+      await fullSync(env, [unsubscribed('a@example.com'), unsubscribed('b@example.com'), unsubscribed('c@example.com')]);
+      const back = unsubscribed('a@example.com', { deleted_at: '2026-05-01' });
+      (back['email_address'] as Record<string, unknown>)['permission_to_send'] = 'implicit';
+      const r = await fullSync(env, [back, unsubscribed('c@example.com')]);
+      assert.strictEqual(r.detection.resubscribed, 2);
+      assert.deepStrictEqual(leftEvents(env).sort(), ['a@example.com', 'b@example.com']);
+      await env.engine.close();
+    });
+  });
+
+  describe('#11 enum values and dates', () => {
+    const now = new Date('2026-06-01T12:00:00Z');
+    function decode(...raws: unknown[]) {
+      const q: QuarantinedRecord[] = [];
+      const unknownSources: string[] = [];
+      const r = decodeContacts(raws, (rec) => q.push(rec), now, (v) => unknownSources.push(v));
+      return { ...r, q, unknownSources };
+    }
+    const withEmail = (email: string, fields: Record<string, unknown>) => {
+      const c = unsubscribed(email);
+      Object.assign(c['email_address'] as Record<string, unknown>, fields);
+      return c;
+    };
+
+    it('compares permission_to_send and opt_out_source case-insensitively', () => {
+      const r = decode(withEmail('a@example.com', { permission_to_send: 'UNSUBSCRIBED', opt_out_source: 'CONTACT' }), withEmail('b@example.com', { permission_to_send: ' Implicit ' }));
+      assert.deepStrictEqual(r.q, []);
+      assert.strictEqual(r.contacts[0]!.permission, 'unsubscribed');
+      assert.ok(isOptedOut(r.contacts[0]!), '"UNSUBSCRIBED" is unsubscribed');
+      assert.strictEqual(r.contacts[0]!.source, 'Contact');
+      assert.strictEqual(r.contacts[1]!.permission, 'implicit');
+      assert.ok(!isOptedOut(r.contacts[1]!));
+    });
+
+    it('quarantines an unknown permission_to_send, naming the field and the known values', () => {
+      const r = decode(withEmail('a@example.com', { permission_to_send: 'unsubscribed_all' }));
+      assert.strictEqual(r.contacts.length, 0);
+      assert.strictEqual(r.q.length, 1);
+      assert.match(r.q[0]!.reason, /email_address\.permission_to_send: got "unsubscribed_all", expected one of explicit, implicit/);
+      assert.deepStrictEqual(r.quarantinedEmails, ['a@example.com']);
+    });
+
+    for (const date of ['+275760-09-13T00:00:00Z', '9999-12-31', '2026-06-03T12:00:00Z', '1970-01-01T00:00:00Z']) {
+      it(`quarantines the opt-out date ${date}`, () => {
+        const r = decode(withEmail('a@example.com', { opt_out_date: date }));
+        assert.strictEqual(r.contacts.length, 0, 'not stored as an opt-out date');
+        assert.strictEqual(r.q.length, 1);
+        assert.match(r.q[0]!.reason, /email_address\.opt_out_date: got ".*", a date (in the future|before 1990-01-01)/);
+      });
+    }
+
+    it('allows a day of clock skew, and keeps (but reports) an unknown opt_out_source', () => {
+      const r = decode(withEmail('a@example.com', { opt_out_date: '2026-06-01T20:00:00Z', updated_at: '2026-06-01T20:00:00Z', opt_out_source: 'Partner' }));
+      assert.deepStrictEqual(r.q, []);
+      assert.strictEqual(r.contacts[0]!.optedOutAt, '2026-06-01T20:00:00Z');
+      assert.strictEqual(r.contacts[0]!.source, 'Partner');
+      assert.deepStrictEqual(r.unknownSources, ['Partner']);
+    });
+
+    it('source: a far-future email_address.updated_at is quarantined through the real scan (the fake clock is now)', async () => {
+      const deps = makeDeps(kvWithAccessToken(TOKEN), now);
+      const source = createConstantContactSource(makeConfig(), deps);
+      nock(API)
+        .get('/v3/contacts')
+        .query(true)
+        .reply(200, page([withEmail('a@example.com', { opt_out_date: null, updated_at: '9999-12-31T00:00:00Z' }), unsubscribed('b@example.com')]));
+      const seen: string[] = [];
+      const stats = await source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email)));
+      assert.deepStrictEqual(seen, ['b@example.com']);
+      assert.strictEqual(stats.quarantined, 1);
+      assert.match(deps.quarantined[0]!.reason, /email_address\.updated_at: got "9999-12-31T00:00:00Z", a date in the future/);
     });
   });
 

@@ -245,12 +245,14 @@ function presentString(s: string | null | undefined): string | null {
  */
 export function toObservedContact(c: CcContact & { email_address: CcEmailAddress }): ObservedContact {
   const e = c.email_address;
+  const source = presentString(e.opt_out_source);
   return {
     email: normaliseEmail(e.address),
     contactId: c.contact_id,
-    permission: e.permission_to_send,
+    // compared case-insensitively: `UNSUBSCRIBED` is unsubscribed
+    permission: e.permission_to_send.trim().toLowerCase(),
     optedOutAt: firstDateTime(e.opt_out_date, e.updated_at),
-    source: presentString(e.opt_out_source),
+    source: source === null ? null : canonicalOptOutSource(source).value,
     reason: presentString(e.opt_out_reason),
     deleted: presentString(c.deleted_at) !== null,
   };
@@ -260,6 +262,64 @@ export interface DecodedContacts {
   readonly contacts: ObservedContact[];
   readonly skippedNoEmail: number;
   readonly quarantined: number;
+  /** Emails read from the quarantined records (see SourcePage.quarantinedEmails). */
+  readonly quarantinedEmails: string[];
+  /** Quarantined records whose email address is present but unreadable. */
+  readonly quarantinedUnidentified: number;
+}
+
+/** `email_address.permission_to_send` values (API-NOTES; swagger 3.0.178), compared case-insensitively. */
+export const PERMISSIONS_TO_SEND = ['explicit', 'implicit', 'not_set', 'pending_confirmation', 'temp_hold', 'unsubscribed'] as const;
+/** `email_address.opt_out_source` values known today (the contract says Contact|Account; System was seen). */
+export const OPT_OUT_SOURCES = ['Contact', 'Account', 'System'] as const;
+/** A date later than now by more than this is not believed (clock skew allowance). */
+export const FUTURE_DATE_SKEW_MS = 24 * 3600_000;
+/** A date before this is not believed either (Constant Contact did not exist). */
+export const EARLIEST_DATE = '1990-01-01T00:00:00Z';
+
+/**
+ * Where a decoded contact cannot be trusted as it stands: an unknown `permission_to_send`, or an opt-out or
+ * permission date in the future (beyond FUTURE_DATE_SKEW_MS) or before EARLIEST_DATE (`+275760-09-13T00:00:00Z`,
+ * `9999-12-31`). Returns the problems, empty when the contact is usable.
+ */
+export function contactProblems(c: CcContact & { email_address: CcEmailAddress }, now: Date): string[] {
+  const problems: string[] = [];
+  const e = c.email_address;
+  const permission = e.permission_to_send.trim().toLowerCase();
+  if (!(PERMISSIONS_TO_SEND as readonly string[]).includes(permission)) {
+    problems.push(`email_address.permission_to_send: got ${JSON.stringify(e.permission_to_send.slice(0, 60))}, expected one of ${PERMISSIONS_TO_SEND.join(', ')}`);
+  }
+  const latest = now.getTime() + FUTURE_DATE_SKEW_MS;
+  const earliest = Date.parse(EARLIEST_DATE);
+  for (const [field, value] of [
+    ['opt_out_date', e.opt_out_date],
+    ['updated_at', e.updated_at],
+  ] as const) {
+    if (typeof value !== 'string' || value.trim() === '') continue;
+    const t = Date.parse(value);
+    if (Number.isNaN(t)) continue; // unparseable: skipped by toObservedContact, as before
+    if (t > latest) problems.push(`email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date in the future (now is ${now.toISOString()})`);
+    else if (t < earliest) problems.push(`email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date before ${EARLIEST_DATE.slice(0, 10)}`);
+  }
+  return problems;
+}
+
+/** The known spelling of an `opt_out_source` compared case-insensitively; an unknown one verbatim (trimmed). */
+export function canonicalOptOutSource(s: string): { value: string; known: boolean } {
+  const v = s.trim();
+  const known = OPT_OUT_SOURCES.find((k) => k.toLowerCase() === v.toLowerCase());
+  return known ? { value: known, known: true } : { value: v, known: false };
+}
+
+/** The normalised email of a raw record, when it has a readable one. `undefined`: it has no email address at all. */
+function rawEmail(raw: unknown): string | null | undefined {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return null;
+  const ea = (raw as Record<string, unknown>)['email_address'];
+  if (ea === undefined || ea === null) return undefined;
+  if (typeof ea !== 'object' || Array.isArray(ea)) return null;
+  const address = (ea as Record<string, unknown>)['address'];
+  if (typeof address !== 'string' || address.trim() === '') return null;
+  return normaliseEmail(address);
 }
 
 /** The contact id of a raw record if it has a usable one, for the quarantine row. */
@@ -276,20 +336,32 @@ function rawContactId(raw: unknown): string | null {
  * (`email_address.permission_to_send: got nothing (missing), expected string`); contacts without an email
  * address (SMS-only) are counted and skipped.
  */
-export function decodeContacts(raws: readonly unknown[], quarantine: (rec: QuarantinedRecord) => void): DecodedContacts {
+export function decodeContacts(
+  raws: readonly unknown[],
+  quarantine: (rec: QuarantinedRecord) => void,
+  now: Date = new Date(),
+  onUnknownSource?: (value: string, contactId: string) => void,
+): DecodedContacts {
   const contacts: ObservedContact[] = [];
   let skippedNoEmail = 0;
   let quarantined = 0;
+  const quarantinedEmails: string[] = [];
+  let quarantinedUnidentified = 0;
+  const reject = (reason: string, raw: unknown, recordId: string | null): void => {
+    quarantined += 1;
+    const email = rawEmail(raw);
+    if (typeof email === 'string') quarantinedEmails.push(email);
+    else if (email === null) quarantinedUnidentified += 1;
+    quarantine({ reason, raw, recordId, email: email ?? null });
+  };
   for (const raw of raws) {
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-      quarantined += 1;
-      quarantine({ reason: `(root): got ${(JSON.stringify(raw) ?? String(raw)).slice(0, 80)}, expected a contact object`, raw, recordId: null });
+      reject(`(root): got ${(JSON.stringify(raw) ?? String(raw)).slice(0, 80)}, expected a contact object`, raw, null);
       continue;
     }
     const r = CcContact.decode(raw);
     if (isLeft(r)) {
-      quarantined += 1;
-      quarantine({ reason: formatErrors(r.left).join('; '), raw, recordId: rawContactId(raw) });
+      reject(formatErrors(r.left).join('; '), raw, rawContactId(raw));
       continue;
     }
     const c = r.right;
@@ -297,7 +369,16 @@ export function decodeContacts(raws: readonly unknown[], quarantine: (rec: Quara
       skippedNoEmail += 1;
       continue;
     }
-    contacts.push(toObservedContact({ ...c, email_address: c.email_address }));
+    const withEmail = { ...c, email_address: c.email_address };
+    const problems = contactProblems(withEmail, now);
+    if (problems.length > 0) {
+      reject(problems.join('; '), raw, c.contact_id);
+      continue;
+    }
+    const observed = toObservedContact(withEmail);
+    const rawSource = presentString(c.email_address.opt_out_source);
+    if (rawSource !== null && !canonicalOptOutSource(rawSource).known) onUnknownSource?.(rawSource, c.contact_id);
+    contacts.push(observed);
   }
-  return { contacts, skippedNoEmail, quarantined };
+  return { contacts, skippedNoEmail, quarantined, quarantinedEmails, quarantinedUnidentified };
 }

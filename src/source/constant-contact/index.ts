@@ -73,13 +73,22 @@ export function createConstantContactSource(
       const href = decoded.page._links?.next?.href;
       const next = typeof href === 'string' && href.trim() !== '' ? client.nextUrl(href) : null;
       if (next !== null && seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages + 1} links back to a page already read`);
-      const page = decodeContacts(decoded.page.contacts, deps.quarantine);
+      const page = decodeContacts(decoded.page.contacts, deps.quarantine, deps.clock.now(), (value, contactId) => {
+        // Kept (the opt-out itself is clear; dropping it would keep mailing the person), but reported.
+        logger.warn('constant-contact: unknown email_address.opt_out_source kept as sent', { value: value.slice(0, 60), contactId });
+      });
       pages += 1;
       contacts += page.contacts.length;
       skippedNoEmail += page.skippedNoEmail;
       quarantined += page.quarantined;
       if (page.quarantined > 0) logger.warn('constant-contact: quarantined malformed contacts', { page: pages, count: page.quarantined });
-      await onPage({ contacts: page.contacts, skippedNoEmail: page.skippedNoEmail, quarantined: page.quarantined });
+      await onPage({
+        contacts: page.contacts,
+        skippedNoEmail: page.skippedNoEmail,
+        quarantined: page.quarantined,
+        quarantinedEmails: page.quarantinedEmails,
+        quarantinedUnidentified: page.quarantinedUnidentified,
+      });
 
       if (next === null) break;
       seen.add(next);
