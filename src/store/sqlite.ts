@@ -3,6 +3,7 @@
  * call returns, so a process killed at any point resumes from exactly what was committed.
  * Schema changes are versioned migrations keyed on PRAGMA user_version.
  */
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import Database from 'better-sqlite3';
@@ -93,7 +94,32 @@ export const MIGRATIONS: readonly string[] = [
     command TEXT NOT NULL, acquired_at TEXT NOT NULL
   );
   `,
+  // 3: one quarantine row per record (the same malformed record comes back on every scan). `fingerprint` is
+  // `id:<record id>`, or `raw:<sha256 of the raw JSON>` for a record without a usable id; `at` stays the first
+  // sighting, `last_seen_at`/`seen_count` follow the later ones. Existing duplicates fold into their oldest row.
+  `
+  ALTER TABLE quarantine ADD COLUMN fingerprint TEXT;
+  ALTER TABLE quarantine ADD COLUMN last_seen_at TEXT;
+  ALTER TABLE quarantine ADD COLUMN seen_count INTEGER NOT NULL DEFAULT 1;
+  UPDATE quarantine SET last_seen_at = at,
+    fingerprint = CASE WHEN record_id IS NOT NULL AND record_id != '' THEN 'id:' || record_id ELSE 'raw:' || cc_sha256(raw) END;
+  UPDATE quarantine SET
+    seen_count = (SELECT COUNT(*) FROM quarantine d WHERE d.source = quarantine.source AND d.fingerprint = quarantine.fingerprint),
+    last_seen_at = (SELECT MAX(d.at) FROM quarantine d WHERE d.source = quarantine.source AND d.fingerprint = quarantine.fingerprint)
+  WHERE id IN (SELECT MIN(id) FROM quarantine GROUP BY source, fingerprint);
+  DELETE FROM quarantine WHERE id NOT IN (SELECT MIN(id) FROM quarantine GROUP BY source, fingerprint);
+  CREATE UNIQUE INDEX quarantine_record ON quarantine (source, fingerprint);
+  `,
 ];
+
+/** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
+export function quarantineFingerprint(recordId: string | null, raw: string): string {
+  return recordId !== null && recordId !== '' ? `id:${recordId}` : `raw:${sha256Hex(raw)}`;
+}
+
+function sha256Hex(s: string): string {
+  return crypto.createHash('sha256').update(s, 'utf8').digest('hex');
+}
 
 interface OptOutDbRow {
   email: string;
@@ -159,6 +185,8 @@ export class SqliteStateStore implements StateStore {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
+    // used by migration 3
+    this.db.function('cc_sha256', { deterministic: true }, (v: unknown) => sha256Hex(String(v)));
     this.schemaVersion = this.migrate();
   }
 
@@ -489,13 +517,19 @@ export class SqliteStateStore implements StateStore {
     } catch {
       raw = String(rec.raw);
     }
+    // One row per record: seen again, it gets the latest reason, raw record, run and time, and a count.
     this.db
-      .prepare(`INSERT INTO quarantine (run_id, source, record_id, reason, raw, at) VALUES (?, ?, ?, ?, ?, ?)`)
-      .run(runId, source, rec.recordId, rec.reason, raw, now);
+      .prepare(
+        `INSERT INTO quarantine (run_id, source, record_id, reason, raw, at, fingerprint, last_seen_at, seen_count)
+         VALUES (@runId, @source, @recordId, @reason, @raw, @now, @fingerprint, @now, 1)
+         ON CONFLICT(source, fingerprint) DO UPDATE SET run_id = excluded.run_id, record_id = excluded.record_id,
+           reason = excluded.reason, raw = excluded.raw, last_seen_at = excluded.last_seen_at, seen_count = seen_count + 1`,
+      )
+      .run({ runId, source, recordId: rec.recordId, reason: rec.reason, raw, now, fingerprint: quarantineFingerprint(rec.recordId, raw) });
   }
 
   quarantined(limit: number): QuarantineRow[] {
-    const rows = this.db.prepare(`SELECT * FROM quarantine ORDER BY id DESC LIMIT ?`).all(limit) as {
+    const rows = this.db.prepare(`SELECT * FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?`).all(limit) as {
       id: number;
       run_id: number | null;
       source: string;
@@ -503,6 +537,8 @@ export class SqliteStateStore implements StateStore {
       reason: string;
       raw: string;
       at: string;
+      last_seen_at: string | null;
+      seen_count: number;
     }[];
     return rows.map((r) => ({
       id: r.id,
@@ -512,6 +548,8 @@ export class SqliteStateStore implements StateStore {
       reason: r.reason,
       raw: JSON.parse(r.raw) as unknown,
       at: r.at,
+      lastSeenAt: r.last_seen_at ?? r.at,
+      timesSeen: r.seen_count,
     }));
   }
 

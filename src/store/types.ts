@@ -106,9 +106,14 @@ export interface AuditEvent {
 
 export interface QuarantineRow extends QuarantinedRecord {
   readonly id: number;
+  /** The last run that saw the record. */
   readonly runId: number | null;
   readonly source: string;
+  /** First seen. */
   readonly at: string;
+  /** Last seen (one row per record: a record quarantined again updates its row). */
+  readonly lastSeenAt: string;
+  readonly timesSeen: number;
 }
 
 export interface BackfillJob {

@@ -9,7 +9,11 @@ import nock from 'nock';
 import { createConstantContactSource, resolveNextHref } from '../../src/source/constant-contact';
 import { SourceError, SourceDeps } from '../../src/source/types';
 import { Engine, SOURCE_KV } from '../../src/engine';
-import { SqliteStateStore } from '../../src/store/sqlite';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import Database from 'better-sqlite3';
+import { MIGRATIONS, SqliteStateStore } from '../../src/store/sqlite';
 import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
 import { testConfig, testRegistry } from '../helpers';
@@ -215,6 +219,70 @@ describe('cc hardening', () => {
       assert.deepStrictEqual(seen, ['b@example.com']);
       assert.strictEqual(stats.quarantined, 1);
       assert.match(deps.quarantined[0]!.reason, /email_address\.updated_at: got "9999-12-31T00:00:00Z", a date in the future/);
+    });
+  });
+
+  describe('#12 one quarantine row per record', () => {
+    it('the same malformed record quarantined on every run keeps one row, with a count and the last sighting', async () => {
+      const env = ccEngine();
+      const broken = unsubscribed('a@example.com');
+      (broken['email_address'] as Record<string, unknown>)['opt_out_date'] = 12345;
+      const noId = { email_address: { address: 'x@example.com' } };
+      for (let run = 0; run < 3; run++) {
+        nock(API).get('/v3/contacts').query(true).reply(200, page([broken, noId, unsubscribed('b@example.com')]));
+        nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: 1 });
+        const r = await env.engine.sync({ full: true });
+        assert.strictEqual(r.detection.quarantined, 2, 'each scan still reports what it quarantined');
+        assert.strictEqual(r.quarantined, 2, `run ${run + 1}: the store holds one row per record`);
+        env.clock.advance(3600_000);
+      }
+      const rows = env.store.quarantined(10);
+      assert.strictEqual(rows.length, 2);
+      for (const row of rows) {
+        assert.strictEqual(row.timesSeen, 3);
+        assert.strictEqual(row.at, '2026-06-01T12:00:00.000Z');
+        assert.ok(row.lastSeenAt > row.at, `${row.lastSeenAt} after ${row.at}`);
+      }
+      assert.deepStrictEqual(rows.map((r) => r.recordId).sort(), [broken['contact_id'], null].sort());
+      await env.engine.close();
+    });
+
+    it('a record seen again with another problem updates its row (reason, raw) rather than adding one', () => {
+      const s = new SqliteStateStore(':memory:');
+      s.quarantine(1, 'constant-contact', { reason: 'first', raw: { contact_id: 'c1', v: 1 }, recordId: 'c1' }, '2026-01-01T00:00:00.000Z');
+      s.quarantine(2, 'constant-contact', { reason: 'second', raw: { contact_id: 'c1', v: 2 }, recordId: 'c1' }, '2026-01-02T00:00:00.000Z');
+      s.quarantine(2, 'constant-contact', { reason: 'other', raw: 7, recordId: null }, '2026-01-02T00:00:00.000Z');
+      const rows = s.quarantined(10);
+      assert.strictEqual(s.countQuarantined(), 2);
+      const c1 = rows.find((r) => r.recordId === 'c1')!;
+      assert.deepStrictEqual([c1.reason, c1.raw, c1.runId, c1.timesSeen, c1.at, c1.lastSeenAt], ['second', { contact_id: 'c1', v: 2 }, 2, 2, '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z']);
+      s.close();
+    });
+
+    it('migration 3 folds the duplicates an older store already holds into one row per record', () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-hard-'));
+      const file = path.join(dir, 'state.db');
+      const old = new Database(file);
+      old.exec(MIGRATIONS[0]!);
+      old.exec(MIGRATIONS[1]!);
+      old.pragma('user_version = 2');
+      const ins = old.prepare(`INSERT INTO quarantine (run_id, source, record_id, reason, raw, at) VALUES (?, 'constant-contact', ?, ?, ?, ?)`);
+      for (let i = 1; i <= 3; i++) ins.run(i, 'c1', `r${i}`, '{"contact_id":"c1"}', `2026-01-0${i}T00:00:00.000Z`);
+      for (let i = 1; i <= 2; i++) ins.run(i, null, 'root', '5', `2026-01-0${i}T00:00:00.000Z`);
+      ins.run(1, null, 'root', '6', '2026-01-01T00:00:00.000Z');
+      old.close();
+      const s = new SqliteStateStore(file);
+      assert.strictEqual(s.schemaVersion, MIGRATIONS.length);
+      assert.strictEqual(s.countQuarantined(), 3);
+      const c1 = s.quarantined(10).find((r) => r.recordId === 'c1')!;
+      assert.deepStrictEqual([c1.timesSeen, c1.at, c1.lastSeenAt], [3, '2026-01-01T00:00:00.000Z', '2026-01-03T00:00:00.000Z']);
+      // and a sighting after the upgrade lands on the folded row
+      s.quarantine(9, 'constant-contact', { reason: 'again', raw: 5, recordId: null }, '2026-02-01T00:00:00.000Z');
+      s.quarantine(9, 'constant-contact', { reason: 'again', raw: { contact_id: 'c1' }, recordId: 'c1' }, '2026-02-01T00:00:00.000Z');
+      assert.strictEqual(s.countQuarantined(), 3);
+      assert.deepStrictEqual(s.quarantined(10).map((r) => r.timesSeen).sort(), [1, 3, 4]);
+      s.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     });
   });
 
