@@ -193,14 +193,39 @@ export class Engine {
 
   // ---------------------------------------------------------------------------------------- detection
 
+  /** What a garbage stored checkpoint was repaired with, for the next detection's warnings. */
+  private checkpointRepairs: string[] = [];
+
+  /**
+   * A stored checkpoint as a time: null when absent, and null too (with a repair note) when it is not a
+   * date-time or lies in the future (beyond a day of clock skew). Either way a full reconcile follows, and
+   * it writes both checkpoints afresh: a garbage value never reaches date arithmetic.
+   */
+  private checkpointTime(key: string): number | null {
+    const raw = this.deps.store.getCheckpoint(key);
+    if (raw === null || raw === '') return null;
+    const t = Date.parse(raw);
+    const latest = this.now().getTime() + 24 * 3600_000;
+    if (Number.isNaN(t) || t > latest) {
+      const note =
+        `the stored checkpoint ${key} holds ${JSON.stringify(raw.slice(0, 60))}, ${Number.isNaN(t) ? 'not a date-time' : 'a time in the future'}: ` +
+        `ignored, and repaired by a full reconcile`;
+      if (!this.checkpointRepairs.includes(note)) this.checkpointRepairs.push(note);
+      this.deps.logger.warn(note);
+      return null;
+    }
+    return t;
+  }
+
   /** Is a full reconcile due (mode full, forced, never done, or older than reconcileEveryHours)? */
   fullReconcileDue(force: boolean): boolean {
     const d = this.deps.config.source.detection;
+    // both are read (not short-circuited) so that each garbage value is reported
+    const window = this.checkpointTime(CHECKPOINT_WINDOW);
+    const last = this.checkpointTime(CHECKPOINT_LAST_FULL);
     if (force || d.mode === 'full') return true;
-    if (!this.deps.store.getCheckpoint(CHECKPOINT_WINDOW)) return true;
-    const last = this.deps.store.getCheckpoint(CHECKPOINT_LAST_FULL);
-    if (!last) return true;
-    return this.now().getTime() - Date.parse(last) >= d.reconcileEveryHours * 3600_000;
+    if (window === null || last === null) return true;
+    return this.now().getTime() - last >= d.reconcileEveryHours * 3600_000;
   }
 
   /**
@@ -226,6 +251,7 @@ export class Engine {
     // Marked as having left from a well-formed record on a page: not counted again as missing.
     const alreadyLeft = new Set<string>();
     let optedOutNotDeleted = 0;
+    if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
 
     const onPage = (page: SourcePage): void => {
       summary.pages += 1;
@@ -314,6 +340,10 @@ export class Engine {
       } else {
         summary.mode = 'window';
         const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
+        if (Number.isNaN(Date.parse(checkpoint))) {
+          // fullReconcileDue() sends a garbage checkpoint to a full reconcile; never do date arithmetic on one
+          throw new Error(`the stored checkpoint ${CHECKPOINT_WINDOW} is not a date-time (${JSON.stringify(checkpoint.slice(0, 60))}); run \`cc-optout sync --full\` to repair it`);
+        }
         const after = new Date(Date.parse(checkpoint) - config.source.detection.overlapMinutes * MINUTE);
         const before = new Date(started.getTime() - lagMs);
         summary.window = { after: after.toISOString(), before: before.toISOString() };

@@ -8,7 +8,7 @@ import assert from 'assert';
 import nock from 'nock';
 import { createConstantContactSource, resolveNextHref } from '../../src/source/constant-contact';
 import { SourceError, SourceDeps } from '../../src/source/types';
-import { Engine, SOURCE_KV } from '../../src/engine';
+import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, Engine, SOURCE_KV } from '../../src/engine';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { MIGRATIONS, SqliteStateStore } from '../../src/store/sqlite';
 import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
-import { testConfig, testRegistry } from '../helpers';
+import { FakeSource, contact, testConfig, testEngine, testRegistry } from '../helpers';
 import { memoryCrm } from '../fixtures/memory-connector';
 import { API, AUTH_ORIGIN, AUTH_PATH, form, kvWithAccessToken, makeConfig, makeDeps, memKv, unsubscribed } from '../fixtures/cc/helpers';
 import { TokenManager, MAX_EXPIRES_IN_S } from '../../src/source/constant-contact/auth';
@@ -284,6 +284,42 @@ describe('cc hardening', () => {
       s.close();
       fs.rmSync(dir, { recursive: true, force: true });
     });
+  });
+
+  describe('#10 a garbage stored checkpoint is repaired by a full reconcile, not a crash loop', () => {
+    const T0 = new Date('2026-06-01T12:00:00Z');
+    const cases: Array<[string, string, string]> = [
+      [CHECKPOINT_WINDOW, 'banana', 'not a date-time'],
+      [CHECKPOINT_WINDOW, '9999-01-01T00:00:00.000Z', 'a time in the future'],
+      [CHECKPOINT_LAST_FULL, 'banana', 'not a date-time'],
+      [CHECKPOINT_LAST_FULL, '+275760-09-13T00:00:00.000Z', 'a time in the future'],
+    ];
+    for (const [key, value, why] of cases) {
+      it(`${key} = ${value}: the run reconciles fully, says so naming the key, and stores good checkpoints`, async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'), contact('new@x.com', 'unsubscribed', '2026-06-01T11:00:00.000Z')];
+        memoryCrm('cc-hard-cp', ['a@x.com', 'new@x.com']);
+        const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'cc-hard-cp' }], source: src, start: T0 });
+        // a store that had run before: both checkpoints recent, then one of them damaged
+        store.setCheckpoint(CHECKPOINT_WINDOW, '2026-06-01T11:30:00.000Z', T0.toISOString());
+        store.setCheckpoint(CHECKPOINT_LAST_FULL, '2026-06-01T11:30:00.000Z', T0.toISOString());
+        store.setCheckpoint(key, value, T0.toISOString());
+        for (let run = 1; run <= 2; run++) {
+          const r = await engine.sync();
+          if (run === 1) {
+            assert.strictEqual(r.detection.mode, 'full');
+            assert.ok(r.messages.some((m) => m.includes(`stored checkpoint ${key}`) && m.includes(why) && m.includes('full reconcile')), r.messages.join('\n'));
+            assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 2 });
+          } else {
+            assert.strictEqual(r.detection.mode, 'window', 'repaired: the next run is incremental again');
+            assert.strictEqual(r.exitCode, 0);
+          }
+          assert.ok(!Number.isNaN(Date.parse(store.getCheckpoint(CHECKPOINT_WINDOW)!)));
+          assert.ok(Date.parse(store.getCheckpoint(CHECKPOINT_LAST_FULL)!) <= T0.getTime() + 3600_000);
+        }
+        await engine.close();
+      });
+    }
   });
 
   describe('#1 next-link origin check', () => {
