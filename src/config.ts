@@ -31,6 +31,8 @@ export const DetectionConfig = strictObject(
     lagMinutes: NonNegativeNumber,
     reconcileEveryHours: NonNegativeNumber,
     pageSize: intRange(1, 500),
+    /** Most pages one scan may read (endless cursors would spend the per-application daily budget). */
+    maxPages: intRange(1, 100_000),
   },
 );
 
@@ -106,6 +108,8 @@ export interface ResolvedDetection {
   lagMinutes: number;
   reconcileEveryHours: number;
   pageSize: number;
+  /** Page cap per scan; absent = the source's default (src/source/constant-contact, DEFAULT_MAX_PAGES). */
+  maxPages?: number;
 }
 
 export interface ResolvedSource {
@@ -160,6 +164,7 @@ export function resolveSource(s: ConstantContactConfig): ResolvedSource {
       lagMinutes: s.detection?.lagMinutes ?? 2,
       reconcileEveryHours: s.detection?.reconcileEveryHours ?? 24,
       pageSize: s.detection?.pageSize ?? 500,
+      ...(s.detection?.maxPages !== undefined ? { maxPages: s.detection.maxPages } : {}),
     },
     redirectPort: s.redirectPort ?? 0,
   };

@@ -44,7 +44,7 @@ describe('cc client', () => {
     const paths: string[] = [];
     const scope = nock(API, { reqheaders: { authorization: `Bearer ${TOKEN}` } })
       .get('/v3/contacts')
-      .query({ status: 'unsubscribed,deleted', limit: '500' })
+      .query({ status: 'unsubscribed,deleted', limit: '500', include_count: 'true' })
       .reply(200, (uri) => (paths.push(uri), page([unsubscribed('a@example.com')], '/v3/contacts?cursor=Y3Vyc29yMg%3D%3D&limit=500')))
       .get('/v3/contacts')
       .query({ cursor: 'Y3Vyc29yMg==', limit: '500' })

@@ -6,7 +6,11 @@
  */
 import assert from 'assert';
 import nock from 'nock';
-import { createConstantContactSource, resolveNextHref } from '../../src/source/constant-contact';
+import { createConstantContactSource, DEFAULT_MAX_PAGES, pagesForCount, resolveNextHref } from '../../src/source/constant-contact';
+import Ajv from 'ajv';
+import { isLeft } from 'fp-ts/Either';
+import { ConstantContactConfig } from '../../src/config';
+import { loadManifest } from '../../src/plugin';
 import { SourceError, SourceDeps } from '../../src/source/types';
 import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, Engine, SOURCE_KV } from '../../src/engine';
 import * as fs from 'fs';
@@ -320,6 +324,90 @@ describe('cc hardening', () => {
         await engine.close();
       });
     }
+  });
+
+  describe('#7 a scan is bounded', () => {
+    /** A hostile API: every page has one new contact and a next link with a new cursor. */
+    function endless(count?: number) {
+      let n = 0;
+      const requests: string[] = [];
+      const scope = nock(API)
+        .persist()
+        .get('/v3/contacts')
+        .query(true)
+        .reply(200, (uri) => {
+          requests.push(uri);
+          n += 1;
+          const body: Record<string, unknown> = page([unsubscribed(`p${n}@example.com`)], `/v3/contacts?cursor=c${n}`);
+          if (n === 1 && count !== undefined) body['contacts_count'] = count;
+          return body;
+        });
+      return { requests, scope };
+    }
+
+    it('asks for include_count on the first page only, and stops at the count the API reported plus a margin', async () => {
+      const deps = makeDeps(kvWithAccessToken(TOKEN));
+      const source = createConstantContactSource(makeConfig({ detection: { ...makeConfig().detection, pageSize: 2 } }), deps);
+      const { requests } = endless(4);
+      const seen: string[] = [];
+      await assert.rejects(
+        source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email))),
+        (e: unknown) => e instanceof SourceError && /stopped after 4 pages/.test(e.message) && /4 contacts the API reported/.test(e.message),
+      );
+      assert.strictEqual(pagesForCount(4, 2), 4);
+      assert.strictEqual(requests.length, 4, 'no page beyond the bound is requested');
+      assert.match(requests[0]!, /include_count=true/);
+      assert.doesNotMatch(requests[1]!, /include_count/);
+      assert.strictEqual(seen.length, 4);
+    });
+
+    it('without a count, stops at source.detection.maxPages (default DEFAULT_MAX_PAGES)', async () => {
+      const deps = makeDeps(kvWithAccessToken(TOKEN));
+      const source = createConstantContactSource(makeConfig({ detection: { ...makeConfig().detection, maxPages: 7 } }), deps);
+      const { requests } = endless();
+      await assert.rejects(source.scanUnsubscribed(() => undefined), /stopped after 7 pages .*source\.detection\.maxPages \(7\)/);
+      assert.strictEqual(requests.length, 7);
+      assert.strictEqual(deps.callCounts.get('constant-contact'), 7);
+      assert.ok(DEFAULT_MAX_PAGES * 500 >= 1_000_000 && DEFAULT_MAX_PAGES <= 10_000 / 2, 'the default leaves half the daily budget');
+    });
+
+    it('engine: endless cursors end the run with the error, keep the pages read, and leave the checkpoints alone', async () => {
+      const { engine, store } = ccEngine({ source: { detection: { maxPages: 3 } } });
+      const { requests } = endless();
+      await assert.rejects(engine.sync({ full: true }), /stopped after 3 pages/);
+      await engine.close();
+      assert.strictEqual(requests.length, 3);
+      assert.strictEqual(store.countOptOuts().active, 3);
+      assert.strictEqual(store.getCheckpoint(CHECKPOINT_WINDOW), null);
+      assert.strictEqual(store.getCheckpoint(CHECKPOINT_LAST_FULL), null);
+    });
+
+    it('a scan within the bound is untouched (a count of 0 still allows the empty last page)', async () => {
+      const deps = makeDeps(kvWithAccessToken(TOKEN));
+      const source = createConstantContactSource(makeConfig(), deps);
+      nock(API)
+        .get('/v3/contacts')
+        .query(true)
+        .reply(200, { ...page([], '/v3/contacts?cursor=2'), contacts_count: 0 })
+        .get('/v3/contacts')
+        .query({ cursor: '2' })
+        .reply(200, page([]));
+      const stats = await source.scanUnsubscribed(() => undefined);
+      assert.strictEqual(stats.pages, 2);
+    });
+
+    it('maxPages is in the source codec and in both JSON Schemas of manifest.json, with the same bounds', () => {
+      const manifest = loadManifest();
+      const ajv = new Ajv({ strict: false, allErrors: true });
+      const validate = ajv.compile(manifest.source.configSchema as object);
+      for (const [maxPages, ok] of [[1, true], [5000, true], [100000, true], [0, false], [100001, false], [2.5, false], ['10', false]] as const) {
+        const cfg = { type: 'constant-contact', clientId: 'x', detection: { maxPages } };
+        assert.strictEqual(!isLeft(ConstantContactConfig.decode(cfg)), ok, `codec, maxPages ${maxPages}`);
+        assert.strictEqual(validate(cfg), ok, `schema, maxPages ${maxPages}`);
+      }
+      const top = JSON.stringify(manifest.configSchema);
+      assert.match(top, /"maxPages":\{"type":"integer","minimum":1,"maximum":100000,"default":5000\}/);
+    });
   });
 
   describe('#1 next-link origin check', () => {

@@ -43,6 +43,7 @@ describe('cc source', () => {
         optout_after: '2024-06-01T01:31:05.000Z',
         optout_before: '2024-06-09T00:00:00.000Z',
         limit: '200',
+        include_count: 'true',
       })
       .reply(200, (uri) => {
         requested.push(uri);

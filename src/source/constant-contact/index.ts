@@ -43,6 +43,19 @@ export interface ConstantContactSource extends OptOutSource {
 
 type OnPage = (page: SourcePage) => Promise<void> | void;
 
+/** Pages one scan may read when `source.detection.maxPages` is not set (half the default daily budget). */
+export const DEFAULT_MAX_PAGES = 5000;
+
+/**
+ * Pages a scan may need when the first page says `contacts_count` = `count`: the count plus a margin for
+ * contacts that change during the scan (10 %, at least one page), in pages of `limit`, plus one page for
+ * an empty last page.
+ */
+export function pagesForCount(count: number, limit: number): number {
+  const margin = Math.max(limit, Math.ceil(count * 0.1));
+  return Math.ceil((count + margin) / limit) + 1;
+}
+
 export function createConstantContactSource(
   config: ResolvedSource,
   deps: SourceDeps,
@@ -52,11 +65,20 @@ export function createConstantContactSource(
   const client = new ConstantContactClient(config, deps, tokens, options);
   const logger = deps.logger.child({ source: 'constant-contact' });
   const limit = config.detection.pageSize;
+  const maxPages = config.detection.maxPages ?? DEFAULT_MAX_PAGES;
 
-  /** Request the first page, then follow `_links.next.href` until absent. */
+  /**
+   * Request the first page (with `include_count=true`), then follow `_links.next.href` until absent. A scan
+   * is bounded: by the `contacts_count` the first page reports (plus a margin, see `pagesForCount`) and by
+   * `source.detection.maxPages`. A next link beyond the bound is not followed: the scan fails with a
+   * SourceError (everything read up to there was committed page by page; the caller does not move its
+   * checkpoint), so distinct cursors without end cannot spend the per-application daily budget.
+   */
   async function scan(params: QueryParams, onPage: OnPage): Promise<ScanStats> {
     let url = client.url('/contacts');
-    let query: QueryParams | undefined = params;
+    let query: QueryParams | undefined = { ...params, include_count: true };
+    let bound = maxPages;
+    let boundWhy = `the page cap source.detection.maxPages (${maxPages})`;
     const seen = new Set<string>();
     let pages = 0;
     let contacts = 0;
@@ -73,6 +95,13 @@ export function createConstantContactSource(
       const href = decoded.page._links?.next?.href;
       const next = typeof href === 'string' && href.trim() !== '' ? client.nextUrl(href) : null;
       if (next !== null && seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages + 1} links back to a page already read`);
+      if (pages === 0) {
+        const count = decoded.page.contacts_count;
+        if (typeof count === 'number' && Number.isFinite(count) && count >= 0 && pagesForCount(count, limit) < bound) {
+          bound = pagesForCount(count, limit);
+          boundWhy = `the ${count} contacts the API reported for this query (contacts_count) plus a margin (${bound} pages of ${limit})`;
+        }
+      }
       const page = decodeContacts(decoded.page.contacts, deps.quarantine, deps.clock.now(), (value, contactId) => {
         // Kept (the opt-out itself is clear; dropping it would keep mailing the person), but reported.
         logger.warn('constant-contact: unknown email_address.opt_out_source kept as sent', { value: value.slice(0, 60), contactId });
@@ -91,6 +120,14 @@ export function createConstantContactSource(
       });
 
       if (next === null) break;
+      if (pages >= bound) {
+        throw sourceError(
+          `Constant Contact GET /contacts: stopped after ${pages} pages (${contacts} contacts), the most ${boundWhy} allows, ` +
+            `while next links kept coming (the API may be paging through distinct cursors without end). The pages read so far ` +
+            `are kept; no later page was requested and detection does not advance its checkpoint. If the account really ` +
+            `is that large, raise source.detection.maxPages.`,
+        );
+      }
       seen.add(next);
       url = next;
       query = undefined; // the cursor replays the original filters
