@@ -124,8 +124,8 @@ export function createConstantContactSource(
         throw sourceError(
           `Constant Contact GET /contacts: stopped after ${pages} pages (${contacts} contacts), the most ${boundWhy} allows, ` +
             `while next links kept coming (the API may be paging through distinct cursors without end). The pages read so far ` +
-            `are kept; no later page was requested and detection does not advance its checkpoint. If the account really ` +
-            `is that large, raise source.detection.maxPages.`,
+            `are kept; no later page was requested and detection does not advance its checkpoint.` +
+            (bound === maxPages ? ` If the account really is that large, raise source.detection.maxPages.` : ''),
         );
       }
       seen.add(next);
