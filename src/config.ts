@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { visit, JSONPath } from 'jsonc-parser';
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, isSecretKey } from './codec';
+import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey } from './codec';
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { Registry } from './plugin';
@@ -338,6 +338,37 @@ export function parseJsonText(text: string, file: string): unknown {
   return value;
 }
 
+/** `value` without the failing strings whose `${ENV}` variable is unset (paths as resolveEnv names them). */
+function withoutMissingEnv(value: unknown, at: string, failing: ReadonlySet<string>): unknown {
+  if (Array.isArray(value)) return value.map((v, i) => withoutMissingEnv(v, `${at}[${i}]`, failing));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const p = at ? `${at}.${k}` : k;
+      if (typeof v === 'string' && missingEnvPaths.has(p) && failing.has(p)) continue;
+      out[k] = withoutMissingEnv(v, p, failing);
+    }
+    return out;
+  }
+  return value;
+}
+
+/**
+ * Decode; errors caused by an unset `${ENV}` value are left out (the missing variable is reported instead). Without
+ * `requireEnv` (read-only commands) a value whose variable is unset is dropped and the decode retried, so optional
+ * fields take their defaults: the structure is still validated, no secret is needed.
+ */
+function decodeTolerant<A>(codec: t.Decoder<unknown, A>, value: unknown, at: string, requireEnv: boolean): { ok: true; value: A } | { ok: false; errors: string[] } {
+  const r = codec.decode(value);
+  if (!isLeft(r)) return { ok: true, value: r.right };
+  const all = formatErrors(r.left, at);
+  const errors = withoutEnvDuplicates(all);
+  if (errors.length > 0 || requireEnv) return { ok: false, errors };
+  const failing = new Set(r.left.map((e) => contextPath(e.context, at)));
+  const retry = codec.decode(withoutMissingEnv(value, at, failing));
+  return isLeft(retry) ? { ok: false, errors: all } : { ok: true, value: retry.right };
+}
+
 export interface DecodeOptions {
   /**
    * false: `${ENV}` references to unset variables are left as they are instead of being errors (read-only
@@ -358,8 +389,9 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
   registerInlineSecrets(raw);
   const resolved = resolveEnv(raw, env, problems, '', opts.requireEnv !== false);
   const baseDir = file ? path.dirname(path.resolve(file)) : null;
-  const decoded = FileConfig.decode(resolved);
-  if (isLeft(decoded)) problems.push(...withoutEnvDuplicates(formatErrors(decoded.left)));
+  const requireEnv = opts.requireEnv !== false;
+  const decoded = decodeTolerant(FileConfig, resolved, '', requireEnv);
+  if (!decoded.ok) problems.push(...decoded.errors);
   // Decode every target's connector config even when the rest failed, so one run reports every problem.
   const rawTargets = (resolved as { targets?: unknown } | null)?.targets;
   const names = new Set<string>();
@@ -379,16 +411,16 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
       problems.push(`${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
       return;
     }
-    const r = connector.config.decode(e.config);
-    if (isLeft(r)) {
-      problems.push(...withoutEnvDuplicates(formatErrors(r.left, `${at}.config`)));
+    const r = decodeTolerant(connector.config, e.config, `${at}.config`, requireEnv);
+    if (!r.ok) {
+      problems.push(...r.errors);
       return;
     }
-    const config = baseDir ? resolveConfigPaths(r.right, baseDir) : r.right;
+    const config = baseDir ? resolveConfigPaths(r.value, baseDir) : r.value;
     targets.push({ name, connector: e.connector, enabled: e.enabled !== false, config });
   });
-  if (isLeft(decoded)) throw new ConfigError(problems, file ?? undefined);
-  const c = decoded.right;
+  if (!decoded.ok) throw new ConfigError(problems, file ?? undefined);
+  const c = decoded.value;
   if (c.targets.length === 0) problems.push('targets: expected at least one target');
   if (problems.length > 0) throw new ConfigError(problems, file ?? undefined);
   return {
