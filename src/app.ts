@@ -24,6 +24,11 @@ export interface AppOptions {
   /** Wrap the store or the source (benchmarks measure them); identity by default. */
   wrapStore?: (s: StateStore) => StateStore;
   wrapSource?: (s: OptOutSource) => OptOutSource;
+  /**
+   * false for commands that only read or fix the store (`status`, `audit`, ...): unset `${ENV}` secret
+   * references are then not errors (the config's structure is still validated). Default true.
+   */
+  requireSecrets?: boolean;
 }
 
 export interface App {
@@ -46,7 +51,7 @@ export function storePathFor(config: Pick<Config, 'storePath' | 'file'>): string
 /** Decode the config (throws ConfigError before any network call or file is created), then open everything. */
 export function openApp(o: AppOptions): App {
   const registry = o.registry ?? createRegistry();
-  const config = loadConfig(o.configFile, o.env, registry);
+  const config = loadConfig(o.configFile, o.env, registry, { requireEnv: o.requireSecrets !== false });
   const raw = openStore(storePathFor(config));
   const store = o.wrapStore ? o.wrapStore(raw) : raw;
   const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);

@@ -40,9 +40,9 @@ class ExitError extends Error {
 
 export type Context = App;
 
-export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void): Context {
+export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Context {
   const logger = createLogger({ format: g.logFormat, level: g.logLevel });
-  return openApp({ configFile: g.config, env: process.env, logger, onProgress });
+  return openApp({ configFile: g.config, env: process.env, logger, onProgress, requireSecrets });
 }
 
 function fmtCounts(c: Partial<Record<string, number>>): string {
@@ -115,13 +115,18 @@ function progressBar(enabled: boolean): { onProgress?: (e: ProgressEvent) => voi
   };
 }
 
-async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void): Promise<T> {
-  const ctx = openContext(g, onProgress);
+async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Promise<T> {
+  const ctx = openContext(g, onProgress, requireSecrets);
   try {
     return await fn(ctx);
   } finally {
     await ctx.close();
   }
+}
+
+/** For commands that only read or fix the store (status, audit, quarantine, requeue, unlock): no secret needed. */
+function withStoreContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>): Promise<T> {
+  return withContext(g, fn, undefined, false);
 }
 
 function printRun(g: GlobalOpts, s: RunSummary): never {
@@ -225,7 +230,7 @@ export function buildProgram(): Command {
     .command('status')
     .description('outbox per target, checkpoints, last runs, resubscribes, quarantine, API usage')
     .action(async () =>
-      withContext(g(), async (ctx) => {
+      withStoreContext(g(), async (ctx) => {
         const now = new Date();
         const targets = ctx.store.targetStatus(ctx.config.targets.map((t) => t.name), now);
         const usage: Record<string, unknown> = {};
@@ -278,7 +283,7 @@ export function buildProgram(): Command {
     .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date')
     .option('--output <file>', 'write to a file instead of stdout')
     .action(async (o: { format: 'csv' | 'json'; since?: string; output?: string }) =>
-      withContext(g(), async (ctx) => {
+      withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
         const rows = ctx.store.audit(since);
         const events = ctx.store.events(since, ['left-unsubscribed-set']);
@@ -303,7 +308,7 @@ export function buildProgram(): Command {
     .description('queue parked (failed-permanent) records again, e.g. after fixing a mapping')
     .option('--target <name>', 'only this target')
     .action(async (o: { target?: string }) =>
-      withContext(g(), async (ctx) => {
+      withStoreContext(g(), async (ctx) => {
         const n = ctx.store.requeueParked(o.target ?? null, new Date().toISOString());
         out(`re-queued ${n} parked records; the next sync delivers them`);
       }),
@@ -313,7 +318,7 @@ export function buildProgram(): Command {
     .command('unlock')
     .description('remove the run lock left by a process that is gone (runs take it over by themselves when the holder is dead on this host)')
     .action(async () =>
-      withContext(g(), async (ctx) => {
+      withStoreContext(g(), async (ctx) => {
         ctx.store.releaseRunLock(null);
         out('run lock removed');
       }),
@@ -324,7 +329,7 @@ export function buildProgram(): Command {
     .description('list malformed Constant Contact records kept aside, with their reasons')
     .addOption(intOption('--limit <n>', 'how many', 1, 100_000, 50))
     .action(async (o: { limit: number }) =>
-      withContext(g(), async (ctx) => {
+      withStoreContext(g(), async (ctx) => {
         const rows = ctx.store.quarantined(o.limit);
         if (g().json) out(JSON.stringify(rows, null, 2));
         else for (const r of rows) out(`#${r.id} ${r.at} ${r.source} ${r.recordId ?? '(no id)'}: ${r.reason}\n  ${JSON.stringify(r.raw)}`);

@@ -70,6 +70,68 @@ export const HttpUrl = t.brand(
   'HttpUrl',
 );
 
+/** Host names plain `http://` is allowed for: loopback only (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/\.$/, '');
+  return h === 'localhost' || h === '[::1]' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/** The JSON Schema twin of `SecureUrl` (case-insensitive scheme and loopback names, as the WHATWG parser is). */
+export const SECURE_URL_PATTERN =
+  '^([Hh][Tt][Tt][Pp][Ss]://[^\\s/?#]+|[Hh][Tt][Tt][Pp]://([Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127(\\.[0-9]{1,3}){3}|\\[::1\\])(:[0-9]+)?)([/?#]\\S*)?$';
+const SECURE_URL_RE = new RegExp(SECURE_URL_PATTERN);
+
+function secureUrlProblem(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return 'not an absolute URL';
+  }
+  if (!SECURE_URL_RE.test(s)) {
+    if (u.protocol === 'http:') return 'plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://';
+    if (u.protocol !== 'https:') return `scheme ${u.protocol} is not https:`;
+    return 'not an absolute https:// URL';
+  }
+  if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+    return 'plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://';
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `scheme ${u.protocol} is not https:`;
+  return null;
+}
+
+export interface SecureUrlBrand {
+  readonly SecureUrl: unique symbol;
+}
+/**
+ * An absolute `https://` URL, or `http://` to a loopback host only (emulators, local proxies): secrets sent to
+ * these URLs must never travel in clear. Every base/login URL in a config uses this codec; the JSON Schemas use
+ * `SECURE_URL_PATTERN`.
+ */
+export const SecureUrl = new t.Type<t.Branded<string, SecureUrlBrand>, string, unknown>(
+  'HttpUrl (https://, or http:// to a loopback host)',
+  (u): u is t.Branded<string, SecureUrlBrand> => typeof u === 'string' && secureUrlProblem(u) === null,
+  (u, c) => {
+    if (typeof u !== 'string') return t.failure(u, c);
+    const problem = secureUrlProblem(u);
+    if (problem === null) return t.success(u as t.Branded<string, SecureUrlBrand>);
+    // "got ..." first: an unresolved ${ENV} value's error is dropped as a duplicate of the missing variable
+    return t.failure(u, c, `got ${JSON.stringify(u.length > 80 ? u.slice(0, 77) + '...' : u)}, expected HttpUrl: ${problem}`);
+  },
+  (a) => a,
+);
+
+/** A finite number within [min, max] (durations, rates: absurd values are config errors, not crash loops). */
+export function numberRange(min: number, max: number, unit = ''): t.Type<number, number, unknown> {
+  const ok = (u: unknown): u is number => typeof u === 'number' && Number.isFinite(u) && u >= min && u <= max;
+  return new t.Type<number, number, unknown>(
+    `number ${min}..${max}${unit ? ` (${unit})` : ''}`,
+    ok,
+    (u, c) => (ok(u) ? t.success(u) : t.failure(u, c)),
+    (a) => a,
+  );
+}
+
 export interface PositiveIntBrand {
   readonly PositiveInt: unique symbol;
 }

@@ -4,8 +4,10 @@
  * its JSON path, the value (secrets masked) and what was expected, before any network call.
  */
 import * as fs from 'fs';
+import * as path from 'path';
+import { visit, JSONPath } from 'jsonc-parser';
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, HttpUrl, PositiveInt, NonNegativeNumber, intRange, formatErrors, isSecretKey } from './codec';
+import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey } from './codec';
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { Registry } from './plugin';
@@ -22,14 +24,32 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Upper bounds of the config's numbers (the JSON Schema in manifest.json states the same maxima): a value past
+ * them cannot be meant and would only break date arithmetic later (`Invalid time value` after queueing).
+ */
+export const LIMITS = {
+  overlapMinutes: 1440,
+  lagMinutes: 1440,
+  /** 30 days */
+  reconcileEveryHours: 720,
+  perSecond: 100,
+  dailyBudget: 10_000_000,
+  maxAttempts: 1000,
+  /** 7 days, for backoffBaseSeconds and backoffMaxSeconds */
+  backoffSeconds: 7 * 24 * 3600,
+  /** 1 year */
+  recheckNotFoundHours: 8760,
+} as const;
+
 export const DetectionConfig = strictObject(
   'DetectionConfig',
   {},
   {
     mode: t.union([t.literal('window'), t.literal('full')]),
-    overlapMinutes: NonNegativeNumber,
-    lagMinutes: NonNegativeNumber,
-    reconcileEveryHours: NonNegativeNumber,
+    overlapMinutes: numberRange(0, LIMITS.overlapMinutes, 'minutes'),
+    lagMinutes: numberRange(0, LIMITS.lagMinutes, 'minutes'),
+    reconcileEveryHours: numberRange(0, LIMITS.reconcileEveryHours, 'hours'),
     pageSize: intRange(1, 500),
     /** Most pages one scan may read (endless cursors would spend the per-application daily budget). */
     maxPages: intRange(1, 100_000),
@@ -40,8 +60,8 @@ export const RateLimitConfig = strictObject(
   'RateLimitConfig',
   {},
   {
-    perSecond: PositiveInt,
-    dailyBudget: PositiveInt,
+    perSecond: intRange(1, LIMITS.perSecond),
+    dailyBudget: intRange(1, LIMITS.dailyBudget),
   },
 );
 
@@ -55,8 +75,8 @@ export const ConstantContactConfig = strictObject(
     clientSecret: NonEmptyString,
     /** Seeds the token store the first time only; later rotations live in the store. */
     refreshToken: NonEmptyString,
-    apiBaseUrl: HttpUrl,
-    authBaseUrl: HttpUrl,
+    apiBaseUrl: SecureUrl,
+    authBaseUrl: SecureUrl,
     rateLimit: RateLimitConfig,
     detection: DetectionConfig,
     /** Loopback port for `auth constant-contact` (authorization code + PKCE); 0 = any free port. */
@@ -80,10 +100,10 @@ export const DeliveryConfig = strictObject(
   {},
   {
     batchSize: intRange(1, 10000),
-    maxAttempts: PositiveInt,
-    backoffBaseSeconds: NonNegativeNumber,
-    backoffMaxSeconds: NonNegativeNumber,
-    recheckNotFoundHours: NonNegativeNumber,
+    maxAttempts: intRange(1, LIMITS.maxAttempts),
+    backoffBaseSeconds: numberRange(0, LIMITS.backoffSeconds, 'seconds'),
+    backoffMaxSeconds: numberRange(0, LIMITS.backoffSeconds, 'seconds'),
+    recheckNotFoundHours: numberRange(0, LIMITS.recheckNotFoundHours, 'hours'),
   },
 );
 
@@ -177,18 +197,24 @@ function withoutEnvDuplicates(lines: string[]): string[] {
   return lines.filter((l) => ![...missingEnvPaths].some((p) => l.startsWith(`${p}: got`)));
 }
 
+/** A comment: keys starting with "//" (at any level) and `$comment` are never resolved nor decoded. */
+export function isCommentKey(key: string): boolean {
+  return key.startsWith('//') || key === '$comment';
+}
+
 /**
  * Replace `${NAME}` in every string of the raw config with the environment's value. Missing variables are
- * reported with their JSON path. Values that came from the environment under a secret-looking key are
- * registered for redaction.
+ * reported with their JSON path (unless `requireEnv` is false: read-only commands need no secret, so a missing
+ * variable's reference is left as it is and the decode errors it causes are dropped). Values that came from the
+ * environment under a secret-looking key are registered for redaction. Comment values are copied unresolved.
  */
-export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: string[], path = ''): unknown {
+export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: string[], path = '', requireEnv = true): unknown {
   if (typeof raw === 'string') {
     let fromEnv = false;
     const out = raw.replace(ENV_REF, (_m, name: string) => {
       const v = env[name];
       if (v === undefined || v === '') {
-        problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
+        if (requireEnv) problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
         missingEnvPaths.add(path || '(root)');
         return _m;
       }
@@ -199,13 +225,90 @@ export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: strin
     if (fromEnv && isSecretKey(key)) registerSecret(out);
     return out;
   }
-  if (Array.isArray(raw)) return raw.map((v, i) => resolveEnv(v, env, problems, `${path}[${i}]`));
+  if (Array.isArray(raw)) return raw.map((v, i) => resolveEnv(v, env, problems, `${path}[${i}]`, requireEnv));
   if (raw && typeof raw === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(raw)) out[k] = resolveEnv(v, env, problems, path ? `${path}.${k}` : k);
+    for (const [k, v] of Object.entries(raw)) {
+      // defineProperty: a "__proto__" key (rejected by decodeConfig) must never set the copy's prototype
+      const value = isCommentKey(k) ? v : resolveEnv(v, env, problems, path ? `${path}.${k}` : k, requireEnv);
+      Object.defineProperty(out, k, { value, enumerable: true, writable: true, configurable: true });
+    }
     return out;
   }
   return raw;
+}
+
+/** Keys that would reach an object's prototype machinery when copied or merged. */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** `a.b[0].c` for a jsonc-parser path. */
+function jsonPathText(p: JSONPath): string {
+  let out = '';
+  for (const seg of p) out += typeof seg === 'number' ? `[${seg}]` : out ? `.${seg}` : seg;
+  return out || '(root)';
+}
+
+function forbiddenKeyProblem(where: string, key: string, at = ''): string {
+  return `${where}: key "${key}" is not allowed${at} (it could alter object prototypes; rename or remove it)`;
+}
+
+/**
+ * Keys JSON.parse cannot report: duplicates (JSON.parse silently keeps the last one) and prototype keys, each
+ * with its JSON path and line. jsonc-parser (Microsoft's parser behind VS Code) walks the text with offsets.
+ */
+export function keyProblems(text: string): string[] {
+  const problems: string[] = [];
+  const seen: Set<string>[] = [];
+  visit(
+    text,
+    {
+      onObjectBegin: () => {
+        seen.push(new Set());
+      },
+      onObjectEnd: () => {
+        seen.pop();
+      },
+      onObjectProperty: (property, _offset, _length, startLine, startCharacter, pathSupplier) => {
+        const where = jsonPathText([...pathSupplier(), property]);
+        const at = ` (line ${startLine + 1}, column ${startCharacter + 1})`;
+        if (FORBIDDEN_KEYS.has(property)) problems.push(forbiddenKeyProblem(where, property, at));
+        const keys = seen[seen.length - 1];
+        // repeated "//" comment lines are harmless: only their text is lost
+        if (keys?.has(property) && !isCommentKey(property)) problems.push(`${where}: duplicate key "${property}"${at}; each key may appear once in an object`);
+        keys?.add(property);
+      },
+    },
+    { disallowComments: true, allowTrailingComma: false },
+  );
+  return problems;
+}
+
+/** Prototype keys in an already parsed value (decodeConfig may be handed an object, not text). */
+function forbiddenKeysIn(raw: unknown, where = '', out: string[] = []): string[] {
+  if (Array.isArray(raw)) raw.forEach((v, i) => forbiddenKeysIn(v, `${where}[${i}]`, out));
+  else if (raw && typeof raw === 'object') {
+    for (const k of Object.keys(raw)) {
+      const at = where ? `${where}.${k}` : k;
+      if (FORBIDDEN_KEYS.has(k)) out.push(forbiddenKeyProblem(at, k));
+      else forbiddenKeysIn((raw as Record<string, unknown>)[k], at, out);
+    }
+  }
+  return out;
+}
+
+/**
+ * File paths in a connector's config (every string under a key ending in "Path", e.g. `auth.privateKeyPath`)
+ * made absolute from the config file's folder, as `store.path` is: the same config works from any directory.
+ */
+export function resolveConfigPaths(value: unknown, baseDir: string, key = ''): unknown {
+  if (typeof value === 'string') return /Path$/.test(key) && !path.isAbsolute(value) ? path.resolve(baseDir, value) : value;
+  if (Array.isArray(value)) return value.map((v) => resolveConfigPaths(v, baseDir));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = isCommentKey(k) ? v : resolveConfigPaths(v, baseDir, k);
+    return out;
+  }
+  return value;
 }
 
 /** Register inline secrets too, so that they never reach a log even when a user put them in the file. */
@@ -220,8 +323,9 @@ function registerInlineSecrets(raw: unknown, key = ''): void {
 
 /** Parse JSON with a line/column in the error. */
 export function parseJsonText(text: string, file: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (e) {
     const msg = (e as Error).message;
     const m = /position (\d+)/.exec(msg);
@@ -234,19 +338,65 @@ export function parseJsonText(text: string, file: string): unknown {
     }
     throw new ConfigError([msg], file);
   }
+  const problems = keyProblems(text);
+  if (problems.length > 0) throw new ConfigError(problems, file);
+  return value;
+}
+
+/** `value` without the failing strings whose `${ENV}` variable is unset (paths as resolveEnv names them). */
+function withoutMissingEnv(value: unknown, at: string, failing: ReadonlySet<string>): unknown {
+  if (Array.isArray(value)) return value.map((v, i) => withoutMissingEnv(v, `${at}[${i}]`, failing));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const p = at ? `${at}.${k}` : k;
+      if (typeof v === 'string' && missingEnvPaths.has(p) && failing.has(p)) continue;
+      out[k] = withoutMissingEnv(v, p, failing);
+    }
+    return out;
+  }
+  return value;
+}
+
+/**
+ * Decode; errors caused by an unset `${ENV}` value are left out (the missing variable is reported instead). Without
+ * `requireEnv` (read-only commands) a value whose variable is unset is dropped and the decode retried, so optional
+ * fields take their defaults: the structure is still validated, no secret is needed.
+ */
+function decodeTolerant<A>(codec: t.Decoder<unknown, A>, value: unknown, at: string, requireEnv: boolean): { ok: true; value: A } | { ok: false; errors: string[] } {
+  const r = codec.decode(value);
+  if (!isLeft(r)) return { ok: true, value: r.right };
+  const all = formatErrors(r.left, at);
+  const errors = withoutEnvDuplicates(all);
+  if (errors.length > 0 || requireEnv) return { ok: false, errors };
+  const failing = new Set(r.left.map((e) => contextPath(e.context, at)));
+  const retry = codec.decode(withoutMissingEnv(value, at, failing));
+  return isLeft(retry) ? { ok: false, errors: all } : { ok: true, value: retry.right };
+}
+
+export interface DecodeOptions {
+  /**
+   * false: `${ENV}` references to unset variables are left as they are instead of being errors (read-only
+   * commands such as `status` need no secret); the structure is still validated.
+   */
+  requireEnv?: boolean;
 }
 
 /**
  * Decode a parsed config object. Throws ConfigError listing every problem (paths, values, expectations).
  * `registry` decodes each target's connector config.
  */
-export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Registry, file: string | null = null): Config {
+export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Registry, file: string | null = null, opts: DecodeOptions = {}): Config {
+  const forbidden = forbiddenKeysIn(raw);
+  if (forbidden.length > 0) throw new ConfigError(forbidden, file ?? undefined);
   const problems: string[] = [];
   missingEnvPaths.clear();
   registerInlineSecrets(raw);
-  const resolved = resolveEnv(raw, env, problems);
-  const decoded = FileConfig.decode(resolved);
-  if (isLeft(decoded)) problems.push(...withoutEnvDuplicates(formatErrors(decoded.left)));
+  const resolved = resolveEnv(raw, env, problems, '', opts.requireEnv !== false);
+  const baseDir = file ? path.dirname(path.resolve(file)) : null;
+  const requireEnv = opts.requireEnv !== false;
+  const decoded = decodeTolerant(FileConfig, resolved, '', requireEnv);
+  if (!decoded.ok) problems.push(...decoded.errors);
   // Decode every target's connector config even when the rest failed, so one run reports every problem.
   const rawTargets = (resolved as { targets?: unknown } | null)?.targets;
   const names = new Set<string>();
@@ -266,15 +416,16 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
       problems.push(`${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
       return;
     }
-    const r = connector.config.decode(e.config);
-    if (isLeft(r)) {
-      problems.push(...withoutEnvDuplicates(formatErrors(r.left, `${at}.config`)));
+    const r = decodeTolerant(connector.config, e.config, `${at}.config`, requireEnv);
+    if (!r.ok) {
+      problems.push(...r.errors);
       return;
     }
-    targets.push({ name, connector: e.connector, enabled: e.enabled !== false, config: r.right });
+    const config = baseDir ? resolveConfigPaths(r.value, baseDir) : r.value;
+    targets.push({ name, connector: e.connector, enabled: e.enabled !== false, config });
   });
-  if (isLeft(decoded)) throw new ConfigError(problems, file ?? undefined);
-  const c = decoded.right;
+  if (!decoded.ok) throw new ConfigError(problems, file ?? undefined);
+  const c = decoded.value;
   if (c.targets.length === 0) problems.push('targets: expected at least one target');
   if (problems.length > 0) throw new ConfigError(problems, file ?? undefined);
   return {
@@ -292,12 +443,12 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
   };
 }
 
-export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Registry): Config {
+export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Registry, opts: DecodeOptions = {}): Config {
   if (!fs.existsSync(file)) {
     throw new ConfigError([`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`], file);
   }
   const raw = parseJsonText(fs.readFileSync(file, 'utf8'), file);
-  return decodeConfig(raw, env, registry, file);
+  return decodeConfig(raw, env, registry, file, opts);
 }
 
 /**

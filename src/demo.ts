@@ -84,7 +84,7 @@ export function writeEmulatorConfig(e: Emulators, opts: EmulatorConfigOptions): 
               config: {
                 loginUrl: e.salesforce.loginUrl,
                 apiVersion: e.salesforce.apiVersion,
-                auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: keyFile },
+                auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: `./${path.basename(keyFile)}` }, // relative to the config file, which is in the same folder
                 objects: { Contact: { enabled: true }, Lead: { enabled: true } },
                 ...(opts.salesforce ?? {}),
               },

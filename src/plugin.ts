@@ -33,7 +33,10 @@ export interface Capabilities {
   readonly calls: CallCounter;
   /** The target's name from the config (e.g. "hubspot-main"), for messages. */
   readonly targetName: string;
-  /** Reads files named in a config (e.g. a Salesforce JWT private key path). */
+  /**
+   * Reads files named in a config (e.g. a Salesforce JWT private key path). Config values under keys ending in
+   * "Path" arrive absolute, resolved from the config file's folder.
+   */
   readonly readFile: (p: string) => string;
 }
 

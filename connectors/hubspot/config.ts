@@ -3,11 +3,13 @@
  * `manifest-entry.json` holds the equivalent JSON Schema; test/unit/hubspot-config.test.ts keeps the two in step.
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange, fieldMapping } from '../../src/codec';
+import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';
 import { MappedValue } from '../../src/domain';
 
 export const DEFAULT_BASE_URL = 'https://api.hubapi.com';
 export const DEFAULT_PER_10_SECONDS = 100;
+/** Far above any HubSpot tier's burst limit (190 / 10 s; 250 with the API add-on). */
+export const MAX_PER_10_SECONDS = 1000;
 
 /** The v4 legal basis values (communication-preferences v4 `PublicStatusRequest.legalBasis`). */
 export const LEGAL_BASIS_VALUES = [
@@ -116,13 +118,13 @@ export const AuditPropertiesCodec = fieldMapping('audit properties { hubspotProp
       : null,
 );
 
-export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, { per10Seconds: PositiveInt });
+export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, { per10Seconds: intRange(1, MAX_PER_10_SECONDS) });
 
 export const HubSpotConfigCodec = strictObject(
   'HubSpotConfig',
   { auth: AuthCodec },
   {
-    baseUrl: HttpUrl,
+    baseUrl: SecureUrl,
     suppression: SuppressionCodec,
     legalBasis: LegalBasisCodec,
     legalBasisExplanation: NonEmptyString,

@@ -6,13 +6,15 @@
  * (test/fixtures/salesforce/configs.json holds the cases both are checked against).
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, HttpUrl, PositiveInt, intRange, fieldMapping } from '../../src/codec';
+import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';
 import { MappedValue } from '../../src/domain';
 
 export const DEFAULT_LOGIN_URL = 'https://login.salesforce.com';
 export const DEFAULT_API_VERSION = '62.0';
 export const DEFAULT_BULK_THRESHOLD = 2000;
 export const DEFAULT_QUERY_CHUNK_SIZE = 100;
+/** Bulk API 2.0 ingests at most 150,000,000 records per 24 h; a larger threshold cannot be meant. */
+export const MAX_BULK_THRESHOLD = 150_000_000;
 
 /** API versions 42.0+ (sObject Collections update needs 42.0, Bulk API 2.0 ingest 41.0). */
 export const API_VERSION_PATTERN = '^(4[2-9]|[5-9][0-9]|[1-9][0-9]{2})\\.0$';
@@ -117,11 +119,11 @@ const SalesforceConfigBase = strictObject(
   'SalesforceConfig',
   { auth: Auth },
   {
-    loginUrl: HttpUrl,
-    instanceUrl: HttpUrl,
+    loginUrl: SecureUrl,
+    instanceUrl: SecureUrl,
     apiVersion: ApiVersion,
     objects: Objects,
-    bulkThreshold: PositiveInt,
+    bulkThreshold: intRange(1, MAX_BULK_THRESHOLD),
     queryChunkSize: intRange(1, 1000),
   },
 );
@@ -137,7 +139,7 @@ export const SalesforceConfig = new t.Type<SalesforceConfig, unknown, unknown>(
     if (needsInstanceUrl(r.right)) {
       return t.failure(
         (r.right as { instanceUrl?: unknown }).instanceUrl,
-        [...c, { key: 'instanceUrl', type: HttpUrl, actual: undefined }],
+        [...c, { key: 'instanceUrl', type: SecureUrl, actual: undefined }],
         `instanceUrl is required with auth.type "${r.right.auth.type}" (your My Domain URL, e.g. https://acme.my.salesforce.com)`,
       );
     }

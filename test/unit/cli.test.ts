@@ -32,7 +32,7 @@ describe('CLI', () => {
     const text = fs.readFileSync(file, 'utf8');
     assert.match(text, /\$\{CC_CLIENT_ID\}/);
     // without the env: exit 2, naming each missing variable with its path
-    const bad = run(['--config', file, 'status']);
+    const bad = run(['--config', file, 'check']);
     assert.strictEqual(bad.code, 2);
     assert.match(bad.stderr, /source\.clientId: environment variable CC_CLIENT_ID is not set/);
     assert.match(bad.stderr, /targets\[0\]\.config\.auth\.accessToken: environment variable HUBSPOT_TOKEN is not set/);
