@@ -19,6 +19,7 @@ import {
   QuarantineRow,
   RecordOutcomesInput,
   RunLocked,
+  StoreOpenError,
   RunLockOwner,
   RunRecord,
   StateStore,
@@ -142,40 +143,22 @@ export class SqliteStateStore implements StateStore {
   readonly schemaVersion: number;
 
   constructor(file: string) {
-    if (file !== ':memory:') {
-      const dir = path.dirname(path.resolve(file));
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (file !== ':memory:') prepareStoreFile(file);
+    try {
+      this.db = new Database(file);
+      if (file !== ':memory:') this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      this.schemaVersion = this.migrate();
+    } catch (err) {
+      if (file === ':memory:' || err instanceof StoreOpenError) throw err;
+      throw new StoreOpenError(file, `cannot be opened as a cc-optout state store: ${(err as Error).message}`);
     }
-    this.db = new Database(file);
-    if (file !== ':memory:') {
-      // the store holds OAuth tokens: owner-only permissions
-      try {
-        fs.chmodSync(file, 0o600);
-      } catch {
-        /* best effort on filesystems without modes */
-      }
-      this.db.pragma('journal_mode = WAL');
-    }
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.schemaVersion = this.migrate();
   }
 
   private migrate(): number {
-    const current = this.db.pragma('user_version', { simple: true }) as number;
-    if (current > MIGRATIONS.length) {
-      throw new Error(
-        `state store schema version ${current} is newer than this program understands (${MIGRATIONS.length}); upgrade cc-optout`,
-      );
-    }
-    for (let v = current; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
-    return MIGRATIONS.length;
+    return migrateDb(this.db);
   }
 
   close(): void {
@@ -635,6 +618,119 @@ export class SqliteStateStore implements StateStore {
   finishBackfill(id: number, now: string): void {
     this.db.prepare(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
   }
+}
+
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+function errText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message}` : String((err as Error).message ?? err);
+}
+
+/**
+ * Check an existing store file (never changing its mode), or create a new one where no file exists. A new store
+ * is built in a temporary file (0600) in the same folder and linked into place only once it holds the schema, so
+ * a store file that exists is never empty: an empty or non-SQLite file is an error, never a silent new store.
+ */
+function prepareStoreFile(file: string): void {
+  const abs = path.resolve(file);
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
+    if (code === 'EACCES') throw new StoreOpenError(file, `cannot be read (${errText(err)})`);
+    if (code !== 'ENOENT') throw new StoreOpenError(file, `cannot be read (${errText(err)})`);
+  }
+  if (st) {
+    if (st.isDirectory()) throw new StoreOpenError(file, 'is a directory; store.path must name a file (e.g. ./.cc-optout/state.db)');
+    if (!st.isFile()) throw new StoreOpenError(file, 'is not a regular file');
+    if ((st.mode & 0o222) === 0 || !accessible(abs, fs.constants.R_OK | fs.constants.W_OK)) {
+      throw new StoreOpenError(
+        file,
+        `is not writable (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); cc-optout never changes a mode you set: ` +
+          'make it readable and writable by this user (e.g. chmod 600) or point store.path elsewhere',
+      );
+    }
+    if (st.size === 0) {
+      // a store that died before its first checkpoint keeps everything in its write-ahead log
+      const wal = `${abs}-wal`;
+      if (fs.existsSync(wal) && fs.statSync(wal).size > 0) return;
+      throw new StoreOpenError(
+        file,
+        'is an empty file (0 bytes), not a cc-optout state store; refusing to start a new store over it (the outbox and audit ' +
+          'history would be lost). Restore the store from a backup, or delete the empty file to start a new store',
+      );
+    }
+    const head = Buffer.alloc(SQLITE_HEADER.length);
+    const fd = fs.openSync(abs, 'r');
+    try {
+      fs.readSync(fd, head, 0, head.length, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!head.equals(SQLITE_HEADER)) throw new StoreOpenError(file, 'is not a SQLite database (not a cc-optout state store)');
+    return;
+  }
+  const dir = path.dirname(abs);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR' || code === 'EEXIST') throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
+    throw new StoreOpenError(file, `its folder ${dir} cannot be created (${errText(err)})`);
+  }
+  const tmp = path.join(dir, `.${path.basename(abs)}.new-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    // the store holds OAuth tokens: owner-only permissions from the first byte
+    fs.closeSync(fs.openSync(tmp, 'wx', 0o600));
+    const db = new Database(tmp);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      migrateDb(db);
+    } finally {
+      db.close(); // checkpoints the WAL into the file and removes it
+    }
+    try {
+      fs.linkSync(tmp, abs); // never replaces: another process may have created the store meanwhile
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  } catch (err) {
+    if (err instanceof StoreOpenError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS' ? `its folder ${dir} is not writable` : 'cannot be created';
+    throw new StoreOpenError(file, `${why} (${errText(err)})`);
+  } finally {
+    for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) fs.rmSync(f, { force: true });
+  }
+}
+
+function accessible(file: string, mode: number): boolean {
+  try {
+    fs.accessSync(file, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function migrateDb(db: Database.Database): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(
+      `state store schema version ${current} is newer than this program understands (${MIGRATIONS.length}); upgrade cc-optout`,
+    );
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return MIGRATIONS.length;
 }
 
 function pidAlive(pid: number): boolean {

@@ -5,6 +5,7 @@
 import { ObservedContact, OptOut, Outcome, OutcomeKind } from '../domain';
 import { KeyValue } from '../plugin';
 import { QuarantinedRecord } from '../source/types';
+import { ConfigError } from '../config';
 
 export interface KnownOptOut extends OptOut {
   /** `active` while the contact is in CC's unsubscribed set; `left` once it was seen leaving it. */
@@ -134,6 +135,18 @@ export class RunLocked extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'RunLocked';
+  }
+}
+
+/**
+ * The state store file cannot be used (a directory, a path under a regular file, an unwritable folder or file, an
+ * empty or non-SQLite file). A ConfigError, so the CLI exits 2 before any write; the message names `store.path`.
+ */
+export class StoreOpenError extends ConfigError {
+  constructor(readonly path: string, problem: string) {
+    super([`store.path: ${path}: ${problem}`]);
+    this.message = `store.path: ${path}: ${problem}`;
+    this.name = 'StoreOpenError';
   }
 }
 
