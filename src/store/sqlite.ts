@@ -13,6 +13,7 @@ import {
   AuditEvent,
   AuditRow,
   BackfillJob,
+  DeliveryEvent,
   DetectionCommit,
   KnownOptOut,
   OutboxRow,
@@ -93,6 +94,22 @@ export const MIGRATIONS: readonly string[] = [
     id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
     command TEXT NOT NULL, acquired_at TEXT NOT NULL
   );
+  `,
+  // 3: the delivery history is compliance evidence: numbered, with how the record was queued, and append-only
+  //    (a redelivery adds events, never rewrites the first write); the run lock becomes a renewed lease
+  `
+  ALTER TABLE outcomes ADD COLUMN attempt INTEGER;
+  ALTER TABLE outcomes ADD COLUMN origin TEXT;
+  UPDATE outcomes SET attempt = (SELECT COUNT(*) FROM outcomes h
+    WHERE h.target = outcomes.target AND h.email = outcomes.email AND h.id <= outcomes.id);
+  CREATE INDEX outcomes_target_email_kind ON outcomes (target, email, kind, id);
+  CREATE INDEX outcomes_at ON outcomes (at);
+  CREATE TRIGGER outcomes_no_update BEFORE UPDATE ON outcomes
+    BEGIN SELECT RAISE(ABORT, 'the delivery history (outcomes) is append-only'); END;
+  CREATE TRIGGER outcomes_no_delete BEFORE DELETE ON outcomes
+    BEGIN SELECT RAISE(ABORT, 'the delivery history (outcomes) is append-only'); END;
+  ALTER TABLE run_lock ADD COLUMN renewed_at TEXT;
+  ALTER TABLE run_lock ADD COLUMN expires_at TEXT;
   `,
 ];
 
@@ -250,7 +267,7 @@ export class SqliteStateStore implements StateStore {
       WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since)
       ON CONFLICT(target, email) DO NOTHING`);
     const redo = this.db.prepare(`
-      UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL, origin = 'backfill'
+      UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL, origin = 'redeliver'
       WHERE target = @target AND state = 'done'
         AND email IN (SELECT email FROM opt_outs WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since))`);
     this.db.transaction(() => {
@@ -310,7 +327,10 @@ export class SqliteStateStore implements StateStore {
     const random = input.random ?? Math.random;
     const at = now.toISOString();
     const history = this.db.prepare(
-      `INSERT INTO outcomes (run_id, target, email, kind, record_ids, message, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO outcomes (run_id, target, email, kind, record_ids, message, at, attempt, origin)
+       VALUES (@runId, @target, @email, @kind, @ids, @msg, @at,
+         (SELECT COUNT(*) + 1 FROM outcomes WHERE target = @target AND email = @email),
+         (SELECT origin FROM outbox WHERE target = @target AND email = @email))`,
     );
     const done = this.db.prepare(`
       UPDATE outbox SET state = 'done', outcome = @kind, record_ids = @ids, completed_at = @at, last_error = NULL,
@@ -331,7 +351,7 @@ export class SqliteStateStore implements StateStore {
         if (o.kind === 'planned') continue; // dry runs record nothing
         const ids = JSON.stringify(o.recordIds ?? []);
         const msg = o.message ?? null;
-        history.run(input.runId, target, o.email, o.kind, ids, msg, at);
+        history.run({ runId: input.runId, target, email: o.email, kind: o.kind, ids, msg, at });
         if (isFinal(o.kind)) {
           done.run({ kind: o.kind, ids, at, target, email: o.email });
         } else if (o.kind === 'failed-permanent') {
@@ -514,10 +534,17 @@ export class SqliteStateStore implements StateStore {
   }
 
   audit(since: string | null): AuditRow[] {
+    // the first `applied` delivery is the CRM write; later deliveries (a redeliver finding it already suppressed)
+    // add to the history and never replace it
+    const first = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
+    const last = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email ORDER BY h.id DESC LIMIT 1`;
     const rows = this.db
       .prepare(
         `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
-                o.outcome, o.attempts, o.last_error
+                o.outcome, o.attempts, o.last_error,
+                (SELECT h.at ${first}) AS first_applied_at, (SELECT h.record_ids ${first}) AS first_applied_ids,
+                (SELECT h.kind ${last}) AS last_kind, (SELECT h.at ${last}) AS last_at,
+                (SELECT COUNT(*) FROM outcomes h WHERE h.target = o.target AND h.email = o.email) AS deliveries
          FROM outbox o JOIN opt_outs p ON p.email = o.email
          WHERE (@since IS NULL OR p.opted_out_at >= @since OR o.completed_at >= @since)
          ORDER BY p.opted_out_at, p.email, o.target`,
@@ -534,11 +561,18 @@ export class SqliteStateStore implements StateStore {
       outcome: string | null;
       attempts: number;
       last_error: string | null;
+      first_applied_at: string | null;
+      first_applied_ids: string | null;
+      last_kind: string | null;
+      last_at: string | null;
+      deliveries: number;
     }[];
     return rows.map((r) => {
-      // written_at is the CRM write: only `applied` rows were written (not-found / already-suppressed were not)
-      const written = r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null;
+      // written_at is the CRM write: only `applied` deliveries were written (not-found / already-suppressed were not)
+      const written = r.first_applied_at ?? (r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null);
       const lag = written ? Math.max(0, Math.round((Date.parse(written) - Date.parse(r.opted_out_at)) / 1000)) : null;
+      const everApplied = r.first_applied_at !== null;
+      const ids = r.state === 'done' && everApplied ? r.first_applied_ids : r.record_ids;
       return {
         email: r.email,
         contactId: r.contact_id,
@@ -548,12 +582,60 @@ export class SqliteStateStore implements StateStore {
         writtenAt: written,
         closedAt: r.state === 'queued' ? null : r.completed_at,
         lagSeconds: lag,
-        recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
-        outcome: r.state === 'queued' ? (r.outcome === 'failed-retryable' ? 'queued (retrying)' : 'queued') : (r.outcome ?? r.state),
+        recordIds: ids ? (JSON.parse(ids) as string[]) : [],
+        outcome:
+          r.state === 'queued'
+            ? r.outcome === 'failed-retryable'
+              ? 'queued (retrying)'
+              : 'queued'
+            : r.state === 'done' && everApplied
+              ? 'applied'
+              : (r.outcome ?? r.state),
         attempts: r.attempts,
         message: r.last_error,
+        lastOutcome: r.last_kind,
+        lastDeliveryAt: r.last_at,
+        deliveries: r.deliveries,
       };
     });
+  }
+
+  deliveryHistory(since: string | null): DeliveryEvent[] {
+    const rows = this.db
+      .prepare(
+        `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
+                h.record_ids, h.message
+         FROM outcomes h LEFT JOIN runs r ON r.id = h.run_id LEFT JOIN opt_outs p ON p.email = h.email
+         WHERE (@since IS NULL OR h.at >= @since) ORDER BY h.id`,
+      )
+      .all({ since }) as {
+      id: number;
+      at: string;
+      run_id: number | null;
+      run_kind: string | null;
+      target: string;
+      email: string;
+      contact_id: string | null;
+      attempt: number | null;
+      origin: string | null;
+      kind: string;
+      record_ids: string | null;
+      message: string | null;
+    }[];
+    return rows.map((r) => ({
+      id: r.id,
+      at: r.at,
+      runId: r.run_id,
+      runKind: r.run_kind,
+      target: r.target,
+      email: r.email,
+      contactId: r.contact_id,
+      attempt: r.attempt ?? 0,
+      origin: r.origin,
+      outcome: r.kind,
+      recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
+      message: r.message,
+    }));
   }
 
   // ------------------------------------------------------------------------------------------ run lock

@@ -96,6 +96,30 @@ export interface AuditRow {
   readonly outcome: string;
   readonly attempts: number;
   readonly message: string | null;
+  /** Kind of the latest delivery of this record to this target (e.g. `already-suppressed` after a redeliver). */
+  readonly lastOutcome: string | null;
+  /** When the latest delivery happened. */
+  readonly lastDeliveryAt: string | null;
+  /** How many deliveries the append-only history holds for this record and target (`audit --history`). */
+  readonly deliveries: number;
+}
+
+/** One delivery of one record to one target: the append-only history behind `audit --history`. */
+export interface DeliveryEvent {
+  readonly id: number;
+  readonly at: string;
+  readonly runId: number | null;
+  readonly runKind: string | null;
+  readonly target: string;
+  readonly email: string;
+  readonly contactId: string | null;
+  /** The nth delivery of this record to this target (1-based, over the whole history). */
+  readonly attempt: number;
+  /** How the record was queued: `sync`, `backfill` or `redeliver`. */
+  readonly origin: string | null;
+  readonly outcome: string;
+  readonly recordIds: readonly string[];
+  readonly message: string | null;
 }
 
 export interface AuditEvent {
@@ -188,7 +212,13 @@ export interface StateStore {
   countQuarantined(): number;
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void;
   events(since: string | null, kinds?: readonly string[]): AuditEvent[];
+  /**
+   * Per record and target. `writtenAt` is the first CRM write (the first `applied` delivery, kept when later
+   * deliveries find the record already suppressed); `outcome` of a closed row that was ever applied is `applied`.
+   */
   audit(since: string | null): AuditRow[];
+  /** Every delivery event (append-only), oldest first; `since` filters on the delivery time. */
+  deliveryHistory(since: string | null): DeliveryEvent[];
 
   // one run at a time: throws RunLocked while a live process holds it; a dead holder's lock is taken over
   acquireRunLock(lock: RunLockOwner): void;

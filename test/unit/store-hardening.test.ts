@@ -110,3 +110,74 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
     assert.throws(() => new SqliteStateStore(file), storeError(file, /not writable/));
   });
 });
+
+describe('store hardening: the delivery history is append-only evidence', () => {
+  const policy = { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 3600 };
+  const T1 = '2026-06-01T01:00:00.000Z';
+  const T2 = '2026-06-02T01:00:00.000Z';
+
+  it('a redelivery keeps the first write (written_at, outcome applied, record ids) and adds to the history', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
+    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(T1), policy, outcomes: [
+      { email: 'a@x.com', kind: 'applied', recordIds: ['101'] },
+      { email: 'b@x.com', kind: 'not-found', recordIds: [] },
+    ] });
+    assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: T2 }), 2);
+    s.recordOutcomes({ runId: 2, target: 'hs', now: new Date(T2), policy, outcomes: [
+      { email: 'a@x.com', kind: 'already-suppressed', recordIds: ['101', '102'] },
+      { email: 'b@x.com', kind: 'applied', recordIds: ['201'] },
+    ] });
+    const rows = new Map(s.audit(null).map((r) => [r.email, r]));
+    const a = rows.get('a@x.com')!;
+    assert.strictEqual(a.writtenAt, T1, 'first write kept');
+    assert.strictEqual(a.outcome, 'applied');
+    assert.deepStrictEqual(a.recordIds, ['101']);
+    assert.strictEqual(a.lagSeconds, 31 * 86400 + 3600);
+    assert.strictEqual(a.lastOutcome, 'already-suppressed');
+    assert.strictEqual(a.lastDeliveryAt, T2);
+    assert.strictEqual(a.deliveries, 2);
+    assert.strictEqual(a.closedAt, T2);
+    const b = rows.get('b@x.com')!;
+    assert.strictEqual(b.writtenAt, T2, 'written when it was first applied');
+    assert.strictEqual(b.outcome, 'applied');
+    const hist = s.deliveryHistory(null).filter((e) => e.email === 'a@x.com');
+    assert.deepStrictEqual(
+      hist.map((e) => [e.attempt, e.runId, e.origin, e.outcome, e.at, e.recordIds]),
+      [
+        [1, 1, 'sync', 'applied', T1, ['101']],
+        [2, 2, 'redeliver', 'already-suppressed', T2, ['101', '102']],
+      ],
+    );
+    assert.deepStrictEqual(s.deliveryHistory(T2).map((e) => e.email).sort(), ['a@x.com', 'b@x.com']);
+    assert.throws(() => s.db.prepare(`UPDATE outcomes SET kind = 'applied'`).run(), /append-only/);
+    assert.throws(() => s.db.prepare(`DELETE FROM outcomes`).run(), /append-only/);
+  });
+
+  it('migrates an existing store: its earlier deliveries are numbered and kept', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-store-m-'));
+    try {
+      const file = path.join(dir, 'state.db');
+      // a store at schema version 2 (before this migration), written directly
+      const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+      const old = new Database(file);
+      old.exec(MIGRATIONS[0]!);
+      old.exec(MIGRATIONS[1]!);
+      old.pragma('user_version = 2');
+      old.exec(`INSERT INTO opt_outs (email, contact_id, opted_out_at, first_seen_at, last_seen_at) VALUES ('a@x.com', 'c1', '${NOW}', '${NOW}', '${NOW}')`);
+      old.exec(`INSERT INTO outbox (target, email, state, enqueued_at, next_attempt_at, outcome, record_ids, completed_at, attempts)
+                VALUES ('hs', 'a@x.com', 'done', '${NOW}', '${NOW}', 'already-suppressed', '["1"]', '${T2}', 1)`);
+      old.exec(`INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (1, 'hs', 'a@x.com', 'applied', '["1"]', '${T1}')`);
+      old.exec(`INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (2, 'hs', 'a@x.com', 'already-suppressed', '["1"]', '${T2}')`);
+      old.close();
+      const s = new SqliteStateStore(file);
+      assert.deepStrictEqual(s.deliveryHistory(null).map((e) => [e.attempt, e.outcome]), [[1, 'applied'], [2, 'already-suppressed']]);
+      const [row] = s.audit(null);
+      assert.strictEqual(row!.writtenAt, T1, 'a redelivery done before the upgrade no longer hides the write');
+      assert.strictEqual(row!.outcome, 'applied');
+      s.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
