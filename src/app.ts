@@ -24,6 +24,8 @@ export interface AppOptions {
   /** Wrap the store or the source (benchmarks measure them); identity by default. */
   wrapStore?: (s: StateStore) => StateStore;
   wrapSource?: (s: OptOutSource) => OptOutSource;
+  /** Run lease renewal interval (tests); default 30 s. */
+  leaseRenewMs?: number;
 }
 
 export interface App {
@@ -57,6 +59,7 @@ export function openApp(o: AppOptions): App {
     clock: o.clock ?? systemClock,
     logger: o.logger,
     onProgress: o.onProgress,
+    leaseRenewMs: o.leaseRenewMs,
     source: (deps) => wrapSource(createConstantContactSource(config.source, deps)),
   });
   return {

@@ -330,11 +330,14 @@ export function buildProgram(): Command {
 
   program
     .command('unlock')
-    .description('remove the run lock left by a process that is gone (runs take it over by themselves when the holder is dead on this host)')
+    .description('remove the run lock now (runs take over a lock whose lease was not renewed for 90 s, or whose holder is dead on this host)')
     .action(async () =>
       withContext(g(), async (ctx) => {
-        ctx.store.releaseRunLock(null);
-        out('run lock removed');
+        const held = ctx.store.releaseRunLock(null);
+        if (g().json) out(JSON.stringify({ removed: held !== null, lock: held }, null, 2));
+        else if (held) {
+          out(`run lock removed: it was held by cc-optout ${held.command} (pid ${held.pid} on ${held.host}) since ${held.acquiredAt}, lease renewed ${held.renewedAt}`);
+        } else out('no run lock was held');
       }),
     );
 

@@ -13,9 +13,12 @@ import {
   AuditEvent,
   AuditRow,
   BackfillJob,
+  DEFAULT_LEASE_MS,
   DeliveryEvent,
   DetectionCommit,
+  HeldRunLock,
   KnownOptOut,
+  LeaseLost,
   OutboxRow,
   QuarantineRow,
   RecordOutcomesInput,
@@ -239,6 +242,7 @@ export class SqliteStateStore implements StateStore {
       `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
     );
     this.db.transaction(() => {
+      this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
         for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now });
@@ -271,6 +275,7 @@ export class SqliteStateStore implements StateStore {
       WHERE target = @target AND state = 'done'
         AND email IN (SELECT email FROM opt_outs WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since))`);
     this.db.transaction(() => {
+      this.checkFence();
       for (const target of input.targets) {
         n += insert.run({ target, now: input.now, since: input.since }).changes;
         if (input.redeliver) n += redo.run({ target, now: input.now, since: input.since }).changes;
@@ -347,6 +352,7 @@ export class SqliteStateStore implements StateStore {
     const defer = this.db.prepare(`
       UPDATE outbox SET next_attempt_at = @next, last_error = @msg WHERE target = @target AND email = @email AND state = 'queued'`);
     this.db.transaction(() => {
+      this.checkFence();
       for (const o of input.outcomes) {
         if (o.kind === 'planned') continue; // dry runs record nothing
         const ids = JSON.stringify(o.recordIds ?? []);
@@ -374,6 +380,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   requeueParked(target: string | null, now: string): number {
+    this.checkFence();
     return this.db
       .prepare(
         `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?, outcome = NULL WHERE state = 'parked' AND (? IS NULL OR target = ?)`,
@@ -382,6 +389,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   requeueNotFound(closedBefore: string, now: string): number {
+    this.checkFence();
     return this.db
       .prepare(
         `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
@@ -392,6 +400,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   deferQueued(target: string, until: string): number {
+    this.checkFence();
     return this.db
       .prepare(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
       .run(until, target, until).changes;
@@ -433,6 +442,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   setCheckpoint(key: string, value: string, now: string): void {
+    this.checkFence();
     this.db
       .prepare(
         `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
@@ -461,6 +471,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   finishRun(id: number, exitCode: number, summary: unknown, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?`).run(now, exitCode, JSON.stringify(summary), id);
   }
 
@@ -640,39 +651,90 @@ export class SqliteStateStore implements StateStore {
 
   // ------------------------------------------------------------------------------------------ run lock
 
-  acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
-    this.db.transaction(() => {
-      const held = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
-        | { owner: string; pid: number; host: string; command: string; acquired_at: string }
-        | undefined;
-      if (held && held.owner !== lock.owner) {
-        const sameHost = held.host === lock.host;
-        const stale = sameHost ? !isAlive(held.pid) : Date.parse(lock.now) - Date.parse(held.acquired_at) > 6 * 3600_000;
-        if (!stale) {
-          throw new RunLocked(
-            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquired_at}); ` +
-              `runs must not overlap (they would race the Constant Contact refresh token). If that process is gone, remove the lock with \`cc-optout unlock\`.`,
-          );
-        }
-      }
-      this.db
-        .prepare(
-          `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at) VALUES (1, @owner, @pid, @host, @command, @now)
-           ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
-             command = excluded.command, acquired_at = excluded.acquired_at`,
-        )
-        .run(lock);
-    }).immediate();
+  /** The owner whose lease this store holds: its writes check the lease is still theirs (see checkFence). */
+  private fenceOwner: string | null = null;
+
+  /** Throws LeaseLost when this store took the run lease and another holder has it now (or `unlock` removed it). */
+  private checkFence(): void {
+    if (this.fenceOwner === null) return;
+    const held = this.runLock();
+    if (held?.owner === this.fenceOwner) return;
+    throw new LeaseLost(
+      held
+        ? `this run's lock was taken over by cc-optout ${held.command} (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}): nothing more is committed by this run`
+        : 'this run\'s lock was removed (`cc-optout unlock`?): nothing more is committed by this run',
+    );
   }
 
-  releaseRunLock(owner: string | null): void {
-    if (owner === null) this.db.prepare(`DELETE FROM run_lock`).run();
-    else this.db.prepare(`DELETE FROM run_lock WHERE owner = ?`).run(owner);
+  runLock(): HeldRunLock | null {
+    const r = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
+      | { owner: string; pid: number; host: string; command: string; acquired_at: string; renewed_at: string | null; expires_at: string | null }
+      | undefined;
+    if (!r) return null;
+    const renewedAt = r.renewed_at ?? r.acquired_at;
+    return {
+      owner: r.owner,
+      pid: r.pid,
+      host: r.host,
+      command: r.command,
+      acquiredAt: r.acquired_at,
+      renewedAt,
+      // a lock taken by an older version (no lease columns) expires one default lease after it was taken
+      expiresAt: r.expires_at ?? new Date(Date.parse(renewedAt) + DEFAULT_LEASE_MS).toISOString(),
+    };
+  }
+
+  acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
+    const leaseMs = lock.leaseMs ?? DEFAULT_LEASE_MS;
+    this.db.transaction(() => {
+      const held = this.runLock();
+      if (held && held.owner !== lock.owner) {
+        const deadHere = held.host === lock.host && !isAlive(held.pid);
+        const expired = Date.parse(lock.now) > Date.parse(held.expiresAt);
+        if (!deadHere && !expired) {
+          throw new RunLocked(
+            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}; lease renewed ${held.renewedAt}, ` +
+              `valid until ${held.expiresAt}); runs must not overlap (they would race the Constant Contact refresh token). ` +
+              `A holder that is gone is taken over once its lease expires, or at once with \`cc-optout unlock\`.`,
+          );
+        }
+        this.db
+          .prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'run-lock-taken-over', NULL, ?, ?)`)
+          .run(JSON.stringify({ ...held, reason: deadHere ? 'holder process is gone (same host)' : 'lease expired' }), lock.now);
+      }
+      const expiresAt = new Date(Date.parse(lock.now) + leaseMs).toISOString();
+      this.db
+        .prepare(
+          `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at, renewed_at, expires_at)
+           VALUES (1, @owner, @pid, @host, @command, @now, @now, @expiresAt)
+           ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
+             command = excluded.command, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
+             expires_at = excluded.expires_at`,
+        )
+        .run({ owner: lock.owner, pid: lock.pid, host: lock.host, command: lock.command, now: lock.now, expiresAt });
+    }).immediate();
+    this.fenceOwner = lock.owner;
+  }
+
+  renewRunLock(owner: string, now: string, leaseMs: number = DEFAULT_LEASE_MS): boolean {
+    const expiresAt = new Date(Date.parse(now) + leaseMs).toISOString();
+    return this.db.prepare(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(now, expiresAt, owner).changes > 0;
+  }
+
+  releaseRunLock(owner: string | null): HeldRunLock | null {
+    if (owner !== null && owner === this.fenceOwner) this.fenceOwner = null;
+    return this.db.transaction(() => {
+      const held = this.runLock();
+      if (!held || (owner !== null && held.owner !== owner)) return null;
+      this.db.prepare(`DELETE FROM run_lock WHERE id = 1`).run();
+      return held;
+    }).immediate();
   }
 
   // ------------------------------------------------------------------------------------------ backfill
 
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob {
+    this.checkFence();
     const key = JSON.stringify([...targets].sort());
     const existing = this.db
       .prepare(`SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`)
@@ -694,10 +756,12 @@ export class SqliteStateStore implements StateStore {
   }
 
   markBackfillScanned(id: number, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE backfills SET scan_completed_at = ? WHERE id = ?`).run(now, id);
   }
 
   finishBackfill(id: number, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
   }
 }

@@ -152,6 +152,25 @@ export interface RunLockOwner {
   readonly host: string;
   readonly command: string;
   readonly now: string;
+  /**
+   * The lock is a lease: valid until `now + leaseMs` unless the holder renews it (`renewRunLock`). Once expired
+   * anyone may take it over, whatever the host. Default DEFAULT_LEASE_MS.
+   */
+  readonly leaseMs?: number;
+}
+
+/** The holder renews every 30 s; a lease not renewed for 3 intervals is taken over. */
+export const DEFAULT_LEASE_RENEW_MS = 30_000;
+export const DEFAULT_LEASE_MS = 3 * DEFAULT_LEASE_RENEW_MS;
+
+export interface HeldRunLock {
+  readonly owner: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly command: string;
+  readonly acquiredAt: string;
+  readonly renewedAt: string;
+  readonly expiresAt: string;
 }
 
 /** Another run holds the lock (overlapping cron runs). */
@@ -159,6 +178,14 @@ export class RunLocked extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'RunLocked';
+  }
+}
+
+/** This run's lease was taken over (or removed by `unlock`): it must not commit anything more. */
+export class LeaseLost extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseLost';
   }
 }
 
@@ -220,10 +247,18 @@ export interface StateStore {
   /** Every delivery event (append-only), oldest first; `since` filters on the delivery time. */
   deliveryHistory(since: string | null): DeliveryEvent[];
 
-  // one run at a time: throws RunLocked while a live process holds it; a dead holder's lock is taken over
+  /**
+   * One run at a time: throws RunLocked while another holder's lease is valid. An expired lease (not renewed for
+   * `leaseMs`) is taken over whatever the host; on the same host a dead holder's lock is taken over at once.
+   * While this store holds the lease, every outbox, checkpoint and run write first checks that it still does
+   * (LeaseLost otherwise).
+   */
   acquireRunLock(lock: RunLockOwner): void;
-  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`). */
-  releaseRunLock(owner: string | null): void;
+  /** Extend this owner's lease to `now + leaseMs`; false when it is no longer held by `owner` (taken over, removed). */
+  renewRunLock(owner: string, now: string, leaseMs?: number): boolean;
+  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`); returns the lock removed, if any. */
+  releaseRunLock(owner: string | null): HeldRunLock | null;
+  runLock(): HeldRunLock | null;
 
   // backfill jobs
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob;

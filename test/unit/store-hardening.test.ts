@@ -9,7 +9,16 @@ import * as path from 'path';
 import { SqliteStateStore, MIGRATIONS } from '../../src/store/sqlite';
 import { StoreOpenError } from '../../src/store/types';
 import { ConfigError } from '../../src/config';
-import { OptOut } from '../../src/domain';
+import { OptOut, ObservedContact } from '../../src/domain';
+import { holdRunLock } from '../../src/store/lease';
+import { Engine } from '../../src/engine';
+import { fakeClock } from '../../src/http/clock';
+import { memoryLogger } from '../../src/log';
+import { SourcePage, ScanStats } from '../../src/source/types';
+import { FakeSource, contact, testConfig, testRegistry } from '../helpers';
+import { memoryCrm } from '../fixtures/memory-connector';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const NOW = '2026-06-01T00:00:00.000Z';
 
@@ -176,6 +185,140 @@ describe('store hardening: the delivery history is append-only evidence', () => 
       assert.strictEqual(row!.writtenAt, T1, 'a redelivery done before the upgrade no longer hides the write');
       assert.strictEqual(row!.outcome, 'applied');
       s.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('store hardening: the run lock is a renewed lease', () => {
+  const T = Date.parse('2026-06-01T00:00:00.000Z');
+  const at = (ms: number) => new Date(T + ms).toISOString();
+  const lock = (owner: string, pid: number, host: string, ms: number, leaseMs?: number) => ({ owner, pid, host, command: 'sync', now: at(ms), leaseMs });
+  const alive = () => true;
+
+  it('a live lease from another host blocks; renewals keep it; once not renewed for its lease it is taken over', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.acquireRunLock(lock('a', 1, 'container-1', 0), alive);
+    assert.strictEqual(s.runLock()!.expiresAt, at(90_000), 'the default lease is 3 x 30 s');
+    assert.throws(() => s.acquireRunLock(lock('b', 2, 'container-2', 60_000), alive), (e: Error) => e.name === 'RunLocked' && /pid 1 on container-1.*valid until/.test(e.message));
+    // the holder renews every 30 s: still blocked long after 90 s
+    for (let t = 30_000; t <= 300_000; t += 30_000) assert.ok(s.renewRunLock('a', at(t)));
+    assert.throws(() => s.acquireRunLock(lock('b', 2, 'container-2', 380_000), alive), /RunLocked|another cc-optout/);
+    // the holder dies (container restart): 90 s after its last renewal anyone may take it, whatever the host
+    assert.throws(() => s.acquireRunLock(lock('b', 2, 'container-2', 390_000), alive));
+    s.acquireRunLock(lock('b', 2, 'container-2', 390_001), alive);
+    assert.strictEqual(s.runLock()!.owner, 'b');
+    assert.strictEqual(s.renewRunLock('a', at(390_002)), false, 'the old holder can no longer renew');
+    const ev = s.events(null, ['run-lock-taken-over']);
+    assert.strictEqual(ev.length, 1);
+    assert.match(ev[0]!.detail!, /"host":"container-1".*lease expired/);
+  });
+
+  it('the holder chooses its lease (short intervals for tests); same host + dead pid is taken at once', () => {
+    const s = new SqliteStateStore(':memory:');
+    s.acquireRunLock(lock('a', 1, 'h', 0, 300), alive);
+    assert.throws(() => s.acquireRunLock(lock('b', 2, 'h', 200), alive));
+    s.acquireRunLock(lock('b', 2, 'h', 301), alive);
+    s.acquireRunLock(lock('c', 3, 'h', 302), (pid) => pid !== 2); // b is dead on this host: no waiting
+    assert.strictEqual(s.runLock()!.owner, 'c');
+  });
+
+  it('releaseRunLock says whether (and which) lock was held', () => {
+    const s = new SqliteStateStore(':memory:');
+    assert.strictEqual(s.releaseRunLock(null), null);
+    s.acquireRunLock(lock('a', 7, 'h1', 0), alive);
+    assert.strictEqual(s.releaseRunLock('someone-else'), null);
+    const held = s.releaseRunLock(null)!;
+    assert.deepStrictEqual([held.owner, held.pid, held.host, held.command, held.acquiredAt], ['a', 7, 'h1', 'sync', at(0)]);
+    assert.strictEqual(s.runLock(), null);
+  });
+
+  it('a store whose lease was taken over refuses further commits (LeaseLost); nothing of it is written', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-lease-'));
+    try {
+      const file = path.join(dir, 'state.db');
+      const first = new SqliteStateStore(file);
+      const second = new SqliteStateStore(file);
+      first.acquireRunLock(lock('first', 1, 'host-a', 0), alive);
+      first.commitDetection({ runId: 1, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
+      // first stalls (suspended VM, blocked loop) past its lease; second, on another host, takes over
+      second.acquireRunLock(lock('second', 2, 'host-b', 100_000), alive);
+      assert.throws(
+        () => first.commitDetection({ runId: 1, added: [optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW, checkpoints: { k: 'v' } }),
+        (e: Error) => e.name === 'LeaseLost' && /taken over by cc-optout sync \(pid 2 on host-b/.test(e.message),
+      );
+      assert.throws(() => first.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy: { maxAttempts: 3, backoffBaseSeconds: 1, backoffMaxSeconds: 1 }, outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }] }), /taken over/);
+      assert.throws(() => first.setCheckpoint('k', 'v', NOW), /taken over/);
+      assert.throws(() => first.finishRun(1, 0, {}, NOW), /taken over/);
+      assert.deepStrictEqual([...second.activeOptOutEmails()], ['a@x.com'], 'only what was committed before the takeover');
+      assert.strictEqual(second.getCheckpoint('k'), null);
+      assert.strictEqual(second.targetStatus(['hs'], new Date(NOW))[0]!.queued, 1, 'the row stays queued for the new holder');
+      // unlock removing a live run's lock also stops it
+      second.releaseRunLock(null);
+      assert.throws(() => second.setCheckpoint('k', 'v', NOW), /was removed/);
+      first.close();
+      second.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('store hardening: runs renew their lease and stop when it is taken over', () => {
+  it('holdRunLock renews in the background (short interval) and reports a takeover once', async () => {
+    const s = new SqliteStateStore(':memory:');
+    let now = Date.parse(NOW);
+    const lost: string[] = [];
+    const lease = holdRunLock(s, { owner: 'a', pid: 1, host: 'h1', command: 'sync' }, { renewMs: 20, now: () => new Date(now), onLost: (m) => lost.push(m) });
+    assert.strictEqual(Date.parse(s.runLock()!.expiresAt) - now, 60, 'lease = 3 intervals');
+    now += 1000;
+    await sleep(80);
+    assert.strictEqual(s.runLock()!.renewedAt, new Date(now).toISOString(), 'renewed by the timer');
+    assert.strictEqual(lost.length, 0);
+    s.acquireRunLock({ owner: 'b', pid: 2, host: 'h2', command: 'backfill', now: new Date(now + 61).toISOString() }, () => true);
+    await sleep(80);
+    assert.strictEqual(lost.length, 1, 'reported once');
+    assert.match(lost[0]!, /taken over by cc-optout backfill \(pid 2 on h2\).*stops committing/);
+    assert.strictEqual(lease.lost(), lost[0]);
+    lease.release();
+    assert.strictEqual(s.runLock()!.owner, 'b', 'releasing a lost lease leaves the new holder alone');
+  });
+
+  it('a sync whose lease is taken over mid-scan fails with LeaseLost, logs an error and commits nothing more', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-lease-e-'));
+    try {
+      const file = path.join(dir, 'state.db');
+      const store = new SqliteStateStore(file);
+      const other = new SqliteStateStore(file);
+      const registry = testRegistry();
+      const crm = memoryCrm('lease-crm', ['a@x.com', 'b@x.com']);
+      const config = testConfig(registry, [{ name: 'crm', crm: 'lease-crm' }]);
+      const clock = fakeClock(new Date(NOW));
+      const logger = memoryLogger();
+      class StallingSource extends FakeSource {
+        override async scanUnsubscribed(onPage: (p: SourcePage) => Promise<void> | void): Promise<ScanStats> {
+          const list: ObservedContact[] = this.contacts;
+          await onPage({ contacts: list.slice(0, 1), skippedNoEmail: 0, quarantined: 0 });
+          // while this run waits on the network, its lease is taken over by a run on another host
+          other.acquireRunLock({ owner: 'other', pid: 99, host: 'elsewhere', command: 'sync', now: new Date(Date.parse(NOW) + 3600_000).toISOString() });
+          await sleep(100);
+          await onPage({ contacts: list.slice(1), skippedNoEmail: 0, quarantined: 0 });
+          return { pages: 2, contacts: list.length, skippedNoEmail: 0, quarantined: 0 };
+        }
+      }
+      const src = new StallingSource();
+      src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'), contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z')];
+      const engine = new Engine({ config, store, registry, source: () => src, clock, logger, random: () => 0.5, leaseRenewMs: 20 });
+      await assert.rejects(engine.sync(), (e: Error) => e.name === 'LeaseLost' && /taken over by cc-optout sync \(pid 99 on elsewhere\)/.test(e.message));
+      assert.ok(logger.lines.some((l) => /taken over/.test(JSON.stringify(l))), 'an error is logged');
+      assert.deepStrictEqual([...other.activeOptOutEmails()], ['a@x.com'], 'the page after the takeover was not committed');
+      assert.strictEqual(crm.writes, 0, 'nothing delivered');
+      assert.strictEqual(other.runLock()!.owner, 'other');
+      await engine.close();
+      assert.strictEqual(other.runLock()!.owner, 'other', 'closing the engine leaves the new holder alone');
+      store.close();
+      other.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
