@@ -842,7 +842,11 @@ function prepareStoreFile(file: string): void {
     try {
       fs.linkSync(tmp, abs); // never replaces: another process may have created the store meanwhile
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return;
+      // a filesystem without hard links: rename, unless the store appeared meanwhile
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'].includes(code ?? '') || fs.existsSync(abs)) throw err;
+      fs.renameSync(tmp, abs);
     }
   } catch (err) {
     if (err instanceof StoreOpenError) throw err;

@@ -111,12 +111,22 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
     assert.throws(() => new SqliteStateStore(deeper), storeError(deeper, /regular file, not a directory/));
   });
 
-  it('an unwritable folder is an error naming the path (as a non-root user)', function () {
-    if (process.getuid?.() === 0) this.skip(); // root writes into a 0500 folder
+  it('an unwritable folder is an error naming the path (checked as an unprivileged user)', function () {
     const ro = path.join(dir, 'ro');
-    fs.mkdirSync(ro, { mode: 0o500 });
+    fs.mkdirSync(ro, { mode: 0o555 });
+    fs.chmodSync(dir, 0o755);
     const file = path.join(ro, 'state.db');
-    assert.throws(() => new SqliteStateStore(file), storeError(file, /not writable/));
+    if (process.getuid?.() !== 0) {
+      assert.throws(() => new SqliteStateStore(file), storeError(file, /its folder .* is not writable/));
+      return;
+    }
+    // root writes anywhere: open the store as `nobody` in a child process
+    const script = `const { SqliteStateStore } = require(${JSON.stringify(require.resolve('../../src/store/sqlite'))});
+      try { new SqliteStateStore(${JSON.stringify(file)}); console.log('OPENED'); } catch (e) { console.log(e.name + ' ' + e.message); }`;
+    const r = require('child_process').spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    if (r.error || /EACCES.*sqlite|Cannot find module/.test(r.stderr + r.stdout)) this.skip(); // the build is not readable by nobody
+    assert.match(r.stdout, new RegExp(`^StoreOpenError store\\.path: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its folder .* is not writable`), r.stdout + r.stderr);
+    assert.strictEqual(fs.readdirSync(ro).length, 0);
   });
 });
 
