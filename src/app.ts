@@ -29,6 +29,8 @@ export interface AppOptions {
    * references are then not errors (the config's structure is still validated). Default true.
    */
   requireSecrets?: boolean;
+  /** Run lease renewal interval (tests); default 30 s. */
+  leaseRenewMs?: number;
 }
 
 export interface App {
@@ -62,6 +64,7 @@ export function openApp(o: AppOptions): App {
     clock: o.clock ?? systemClock,
     logger: o.logger,
     onProgress: o.onProgress,
+    leaseRenewMs: o.leaseRenewMs,
     source: (deps) => wrapSource(createConstantContactSource(config.source, deps)),
   });
   return {

@@ -16,6 +16,7 @@ import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
 import { exampleConfig } from './init';
 import { toCsv } from './csv';
+import { writePrivateFile } from './private-file';
 
 export const EXIT = { ok: 0, fatal: 1, config: 2, incomplete: 3 } as const;
 
@@ -278,27 +279,45 @@ export function buildProgram(): Command {
 
   program
     .command('audit')
-    .description('per record and target: opted out at, written at, lag, CRM record ids, outcome')
+    .description('per record and target: opted out at, first written at, lag, CRM record ids, outcome (--history: every delivery)')
     .addOption(new Option('--format <format>', 'output format').choices(['csv', 'json']).default('csv'))
-    .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date')
-    .option('--output <file>', 'write to a file instead of stdout')
-    .action(async (o: { format: 'csv' | 'json'; since?: string; output?: string }) =>
+    .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date (--history: deliveries since)')
+    .option('--history', 'every delivery event (append-only): time, run, target, email, attempt, origin, outcome, record ids, message')
+    .option('--output <file>', 'write to a file (created 0600) instead of stdout')
+    .action(async (o: { format: 'csv' | 'json'; since?: string; history?: boolean; output?: string }) =>
       withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
-        const rows = ctx.store.audit(since);
-        const events = ctx.store.events(since, ['left-unsubscribed-set']);
         let text: string;
-        if (o.format === 'json') {
-          text = JSON.stringify({ rows, resubscribed: events }, null, 2);
+        let count: number;
+        if (o.history) {
+          const history = ctx.store.deliveryHistory(since);
+          count = history.length;
+          if (o.format === 'json') text = JSON.stringify({ history }, null, 2);
+          else {
+            const header = ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message'];
+            const body = history.map((e) => [e.at, e.runId ?? '', e.runKind ?? '', e.target, e.email, e.contactId ?? '', e.attempt, e.origin ?? '', e.outcome, e.recordIds.join(' '), e.message ?? '']);
+            text = toCsv([header, ...body]);
+          }
         } else {
-          const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
-          const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.closedAt ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
-          for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
-          text = toCsv([header, ...body]);
+          const rows = ctx.store.audit(since);
+          const events = ctx.store.events(since, ['left-unsubscribed-set']);
+          count = rows.length;
+          if (o.format === 'json') {
+            text = JSON.stringify({ rows, resubscribed: events }, null, 2);
+          } else {
+            const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
+            const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.closedAt ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
+            for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
+            text = toCsv([header, ...body]);
+          }
         }
         if (o.output) {
-          fs.writeFileSync(o.output, redact(text), { mode: 0o600 });
-          out(`wrote ${rows.length} rows to ${o.output}`);
+          try {
+            writePrivateFile(o.output, redact(text));
+          } catch (err) {
+            throw new ExitError(EXIT.config, `--output ${o.output}: cannot write the file (${(err as Error).message})`);
+          }
+          out(`wrote ${count} ${o.history ? 'delivery events' : 'rows'} to ${o.output}`);
         } else out(text);
       }),
     );
@@ -316,11 +335,14 @@ export function buildProgram(): Command {
 
   program
     .command('unlock')
-    .description('remove the run lock left by a process that is gone (runs take it over by themselves when the holder is dead on this host)')
+    .description('remove the run lock now (runs take over a lock whose lease was not renewed for 90 s, or whose holder is dead on this host)')
     .action(async () =>
       withStoreContext(g(), async (ctx) => {
-        ctx.store.releaseRunLock(null);
-        out('run lock removed');
+        const held = ctx.store.releaseRunLock(null);
+        if (g().json) out(JSON.stringify({ removed: held !== null, lock: held }, null, 2));
+        else if (held) {
+          out(`run lock removed: it was held by cc-optout ${held.command} (pid ${held.pid} on ${held.host}) since ${held.acquiredAt}, lease renewed ${held.renewedAt}`);
+        } else out('no run lock was held');
       }),
     );
 

@@ -9,6 +9,7 @@ import { storePathFor } from './app';
 import { loadSourceConfig } from './config';
 import { createLogger } from './log';
 import { openStore } from './store/sqlite';
+import { Lease, holdRunLock } from './store/lease';
 import { SOURCE_KV } from './engine';
 import { systemClock } from './http/clock';
 import { authorizeWithDeviceFlow, authorizeWithPkce } from './source/constant-contact/authorize';
@@ -46,10 +47,12 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
       const storePath = storePathFor(cfg);
       const store = openStore(storePath);
       const owner = `auth-${process.pid}`;
+      const logger = createLogger({ format: g().logFormat, level: g().logLevel });
+      let lease: Lease | null = null;
       try {
-        // the same lock as runs: a sync must not refresh with the token this command is replacing
-        store.acquireRunLock({ owner, pid: process.pid, host: os.hostname(), command: 'auth', now: new Date().toISOString() });
-        const logger = createLogger({ format: g().logFormat, level: g().logLevel });
+        // the same lock as runs (a lease, renewed while the person authorises): a sync must not refresh with the
+        // token this command is replacing
+        lease = holdRunLock(store, { owner, pid: process.pid, host: os.hostname(), command: 'auth' }, { now: () => new Date(), onLost: (m) => logger.error(m) });
         const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
         const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
         const io = { print: (m: string) => h.out(m) };
@@ -60,7 +63,8 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
         );
         if (!r.refreshToken) throw new h.ExitError(1, '');
       } finally {
-        store.releaseRunLock(owner);
+        if (lease) lease.release();
+        else store.releaseRunLock(owner);
         store.close();
       }
     });

@@ -17,7 +17,8 @@ import { Clock } from './http/clock';
 import { Logger, redact } from './log';
 import { CallCounter, Capabilities, CheckReport, DeliveryReport, Registry, Target, TargetError } from './plugin';
 import { OptOutSource, QuotaExceeded, SourceDeps, SourcePage } from './source/types';
-import { StateStore } from './store/types';
+import { LeaseLost, StateStore } from './store/types';
+import { Lease, holdRunLock } from './store/lease';
 
 export const CHECKPOINT_WINDOW = 'cc.optout_window.before';
 export const CHECKPOINT_LAST_FULL = 'cc.last_full_reconcile';
@@ -45,6 +46,8 @@ export interface EngineDeps {
   readonly random?: () => number;
   readonly onProgress?: (e: ProgressEvent) => void;
   readonly readFile?: (p: string) => string;
+  /** How often the run lease is renewed (it lasts 3 intervals). Default 30 s. */
+  readonly leaseRenewMs?: number;
 }
 
 export interface DetectionSummary {
@@ -177,16 +180,35 @@ export class Engine {
   async close(): Promise<void> {
     for (const t of this.targets.values()) await t.close?.();
     this.targets.clear();
-    this.deps.store.releaseRunLock(this.lockOwner);
+    this.releaseLease();
   }
 
   private readonly lockOwner = `${process.pid}-${Math.random().toString(36).slice(2)}`;
+  private lease: Lease | null = null;
+
+  private releaseLease(): void {
+    this.lease?.release();
+    this.lease = null;
+    this.deps.store.releaseRunLock(this.lockOwner);
+  }
+
+  /** Stop before the next page or batch once the lease is lost (the store refuses the writes anyway). */
+  private assertLease(): void {
+    const lost = this.lease?.lost();
+    if (lost) throw new LeaseLost(lost);
+  }
 
   private begin(kind: string, dryRun: boolean): { runId: number; started: Date } {
     this.calls = new CallCounts();
     const started = this.now();
     // One run at a time per store: overlapping runs would race the rotating refresh token and double-deliver.
-    this.deps.store.acquireRunLock({ owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind, now: started.toISOString() });
+    // The lock is a lease renewed in the background: a holder that died on any host is taken over once it expires.
+    this.lease?.release();
+    this.lease = holdRunLock(
+      this.deps.store,
+      { owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind },
+      { renewMs: this.deps.leaseRenewMs, now: () => this.now(), onLost: (m) => this.deps.logger.error(m) },
+    );
     this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString());
     return { runId: this.runId, started };
   }
@@ -254,6 +276,7 @@ export class Engine {
     if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
 
     const onPage = (page: SourcePage): void => {
+      this.assertLease();
       summary.pages += 1;
       summary.contactsSeen += page.contacts.length;
       summary.skippedNoEmail += page.skippedNoEmail;
@@ -441,6 +464,7 @@ export class Engine {
     const total = store.targetStatus([t.name], this.now())[0]?.due ?? 0;
     let done = 0;
     for (;;) {
+      this.assertLease();
       const rows = store.dueOutbox(t.name, this.now(), batchSize);
       if (rows.length === 0) break;
       const batch = rows.map((r) => r.optOut);
@@ -533,7 +557,7 @@ export class Engine {
       messages,
     };
     store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString());
-    store.releaseRunLock(this.lockOwner);
+    this.releaseLease();
     return summary;
   }
 
@@ -635,7 +659,7 @@ export class Engine {
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);
     this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString());
-    this.deps.store.releaseRunLock(this.lockOwner);
+    this.releaseLease();
     return { ok, source, targets };
   }
 }

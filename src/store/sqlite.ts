@@ -14,12 +14,17 @@ import {
   AuditEvent,
   AuditRow,
   BackfillJob,
+  DEFAULT_LEASE_MS,
+  DeliveryEvent,
   DetectionCommit,
+  HeldRunLock,
   KnownOptOut,
+  LeaseLost,
   OutboxRow,
   QuarantineRow,
   RecordOutcomesInput,
   RunLocked,
+  StoreOpenError,
   RunLockOwner,
   RunRecord,
   StateStore,
@@ -110,6 +115,22 @@ export const MIGRATIONS: readonly string[] = [
   DELETE FROM quarantine WHERE id NOT IN (SELECT MIN(id) FROM quarantine GROUP BY source, fingerprint);
   CREATE UNIQUE INDEX quarantine_record ON quarantine (source, fingerprint);
   `,
+  // 4: the delivery history is compliance evidence: numbered, with how the record was queued, and append-only
+  //    (a redelivery adds events, never rewrites the first write); the run lock becomes a renewed lease
+  `
+  ALTER TABLE outcomes ADD COLUMN attempt INTEGER;
+  ALTER TABLE outcomes ADD COLUMN origin TEXT;
+  UPDATE outcomes SET attempt = (SELECT COUNT(*) FROM outcomes h
+    WHERE h.target = outcomes.target AND h.email = outcomes.email AND h.id <= outcomes.id);
+  CREATE INDEX outcomes_target_email_kind ON outcomes (target, email, kind, id);
+  CREATE INDEX outcomes_at ON outcomes (at);
+  CREATE TRIGGER outcomes_no_update BEFORE UPDATE ON outcomes
+    BEGIN SELECT RAISE(ABORT, 'the delivery history (outcomes) is append-only'); END;
+  CREATE TRIGGER outcomes_no_delete BEFORE DELETE ON outcomes
+    BEGIN SELECT RAISE(ABORT, 'the delivery history (outcomes) is append-only'); END;
+  ALTER TABLE run_lock ADD COLUMN renewed_at TEXT;
+  ALTER TABLE run_lock ADD COLUMN expires_at TEXT;
+  `,
 ];
 
 /** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
@@ -168,42 +189,22 @@ export class SqliteStateStore implements StateStore {
   readonly schemaVersion: number;
 
   constructor(file: string) {
-    if (file !== ':memory:') {
-      const dir = path.dirname(path.resolve(file));
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (file !== ':memory:') prepareStoreFile(file);
+    try {
+      this.db = new Database(file);
+      if (file !== ':memory:') this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      this.db.pragma('busy_timeout = 5000');
+      this.schemaVersion = this.migrate();
+    } catch (err) {
+      if (file === ':memory:' || err instanceof StoreOpenError) throw err;
+      throw new StoreOpenError(file, `cannot be opened as a cc-optout state store: ${(err as Error).message}`);
     }
-    this.db = new Database(file);
-    if (file !== ':memory:') {
-      // the store holds OAuth tokens: owner-only permissions
-      try {
-        fs.chmodSync(file, 0o600);
-      } catch {
-        /* best effort on filesystems without modes */
-      }
-      this.db.pragma('journal_mode = WAL');
-    }
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    // used by migration 3
-    this.db.function('cc_sha256', { deterministic: true }, (v: unknown) => sha256Hex(String(v)));
-    this.schemaVersion = this.migrate();
   }
 
   private migrate(): number {
-    const current = this.db.pragma('user_version', { simple: true }) as number;
-    if (current > MIGRATIONS.length) {
-      throw new Error(
-        `state store schema version ${current} is newer than this program understands (${MIGRATIONS.length}); upgrade cc-optout`,
-      );
-    }
-    for (let v = current; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
-    return MIGRATIONS.length;
+    return migrateDb(this.db);
   }
 
   close(): void {
@@ -267,6 +268,7 @@ export class SqliteStateStore implements StateStore {
       `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
     );
     this.db.transaction(() => {
+      this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
         for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now });
@@ -295,10 +297,11 @@ export class SqliteStateStore implements StateStore {
       WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since)
       ON CONFLICT(target, email) DO NOTHING`);
     const redo = this.db.prepare(`
-      UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL, origin = 'backfill'
+      UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL, origin = 'redeliver'
       WHERE target = @target AND state = 'done'
         AND email IN (SELECT email FROM opt_outs WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since))`);
     this.db.transaction(() => {
+      this.checkFence();
       for (const target of input.targets) {
         n += insert.run({ target, now: input.now, since: input.since }).changes;
         if (input.redeliver) n += redo.run({ target, now: input.now, since: input.since }).changes;
@@ -355,7 +358,10 @@ export class SqliteStateStore implements StateStore {
     const random = input.random ?? Math.random;
     const at = now.toISOString();
     const history = this.db.prepare(
-      `INSERT INTO outcomes (run_id, target, email, kind, record_ids, message, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO outcomes (run_id, target, email, kind, record_ids, message, at, attempt, origin)
+       VALUES (@runId, @target, @email, @kind, @ids, @msg, @at,
+         (SELECT COUNT(*) + 1 FROM outcomes WHERE target = @target AND email = @email),
+         (SELECT origin FROM outbox WHERE target = @target AND email = @email))`,
     );
     const done = this.db.prepare(`
       UPDATE outbox SET state = 'done', outcome = @kind, record_ids = @ids, completed_at = @at, last_error = NULL,
@@ -372,11 +378,12 @@ export class SqliteStateStore implements StateStore {
     const defer = this.db.prepare(`
       UPDATE outbox SET next_attempt_at = @next, last_error = @msg WHERE target = @target AND email = @email AND state = 'queued'`);
     this.db.transaction(() => {
+      this.checkFence();
       for (const o of input.outcomes) {
         if (o.kind === 'planned') continue; // dry runs record nothing
         const ids = JSON.stringify(o.recordIds ?? []);
         const msg = o.message ?? null;
-        history.run(input.runId, target, o.email, o.kind, ids, msg, at);
+        history.run({ runId: input.runId, target, email: o.email, kind: o.kind, ids, msg, at });
         if (isFinal(o.kind)) {
           done.run({ kind: o.kind, ids, at, target, email: o.email });
         } else if (o.kind === 'failed-permanent') {
@@ -399,6 +406,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   requeueParked(target: string | null, now: string): number {
+    this.checkFence();
     return this.db
       .prepare(
         `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?, outcome = NULL WHERE state = 'parked' AND (? IS NULL OR target = ?)`,
@@ -407,6 +415,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   requeueNotFound(closedBefore: string, now: string): number {
+    this.checkFence();
     return this.db
       .prepare(
         `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
@@ -417,6 +426,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   deferQueued(target: string, until: string): number {
+    this.checkFence();
     return this.db
       .prepare(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
       .run(until, target, until).changes;
@@ -458,6 +468,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   setCheckpoint(key: string, value: string, now: string): void {
+    this.checkFence();
     this.db
       .prepare(
         `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
@@ -486,6 +497,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   finishRun(id: number, exitCode: number, summary: unknown, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?`).run(now, exitCode, JSON.stringify(summary), id);
   }
 
@@ -569,10 +581,17 @@ export class SqliteStateStore implements StateStore {
   }
 
   audit(since: string | null): AuditRow[] {
+    // the first `applied` delivery is the CRM write; later deliveries (a redeliver finding it already suppressed)
+    // add to the history and never replace it
+    const first = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
+    const last = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email ORDER BY h.id DESC LIMIT 1`;
     const rows = this.db
       .prepare(
         `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
-                o.outcome, o.attempts, o.last_error
+                o.outcome, o.attempts, o.last_error,
+                (SELECT h.at ${first}) AS first_applied_at, (SELECT h.record_ids ${first}) AS first_applied_ids,
+                (SELECT h.kind ${last}) AS last_kind, (SELECT h.at ${last}) AS last_at,
+                (SELECT COUNT(*) FROM outcomes h WHERE h.target = o.target AND h.email = o.email) AS deliveries
          FROM outbox o JOIN opt_outs p ON p.email = o.email
          WHERE (@since IS NULL OR p.opted_out_at >= @since OR o.completed_at >= @since)
          ORDER BY p.opted_out_at, p.email, o.target`,
@@ -589,11 +608,18 @@ export class SqliteStateStore implements StateStore {
       outcome: string | null;
       attempts: number;
       last_error: string | null;
+      first_applied_at: string | null;
+      first_applied_ids: string | null;
+      last_kind: string | null;
+      last_at: string | null;
+      deliveries: number;
     }[];
     return rows.map((r) => {
-      // written_at is the CRM write: only `applied` rows were written (not-found / already-suppressed were not)
-      const written = r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null;
+      // written_at is the CRM write: only `applied` deliveries were written (not-found / already-suppressed were not)
+      const written = r.first_applied_at ?? (r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null);
       const lag = written ? Math.max(0, Math.round((Date.parse(written) - Date.parse(r.opted_out_at)) / 1000)) : null;
+      const everApplied = r.first_applied_at !== null;
+      const ids = r.state === 'done' && everApplied ? r.first_applied_ids : r.record_ids;
       return {
         email: r.email,
         contactId: r.contact_id,
@@ -603,49 +629,148 @@ export class SqliteStateStore implements StateStore {
         writtenAt: written,
         closedAt: r.state === 'queued' ? null : r.completed_at,
         lagSeconds: lag,
-        recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
-        outcome: r.state === 'queued' ? (r.outcome === 'failed-retryable' ? 'queued (retrying)' : 'queued') : (r.outcome ?? r.state),
+        recordIds: ids ? (JSON.parse(ids) as string[]) : [],
+        outcome:
+          r.state === 'queued'
+            ? r.outcome === 'failed-retryable'
+              ? 'queued (retrying)'
+              : 'queued'
+            : r.state === 'done' && everApplied
+              ? 'applied'
+              : (r.outcome ?? r.state),
         attempts: r.attempts,
         message: r.last_error,
+        lastOutcome: r.last_kind,
+        lastDeliveryAt: r.last_at,
+        deliveries: r.deliveries,
       };
     });
   }
 
-  // ------------------------------------------------------------------------------------------ run lock
-
-  acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
-    this.db.transaction(() => {
-      const held = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
-        | { owner: string; pid: number; host: string; command: string; acquired_at: string }
-        | undefined;
-      if (held && held.owner !== lock.owner) {
-        const sameHost = held.host === lock.host;
-        const stale = sameHost ? !isAlive(held.pid) : Date.parse(lock.now) - Date.parse(held.acquired_at) > 6 * 3600_000;
-        if (!stale) {
-          throw new RunLocked(
-            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquired_at}); ` +
-              `runs must not overlap (they would race the Constant Contact refresh token). If that process is gone, remove the lock with \`cc-optout unlock\`.`,
-          );
-        }
-      }
-      this.db
-        .prepare(
-          `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at) VALUES (1, @owner, @pid, @host, @command, @now)
-           ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
-             command = excluded.command, acquired_at = excluded.acquired_at`,
-        )
-        .run(lock);
-    }).immediate();
+  deliveryHistory(since: string | null): DeliveryEvent[] {
+    const rows = this.db
+      .prepare(
+        `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
+                h.record_ids, h.message
+         FROM outcomes h LEFT JOIN runs r ON r.id = h.run_id LEFT JOIN opt_outs p ON p.email = h.email
+         WHERE (@since IS NULL OR h.at >= @since) ORDER BY h.id`,
+      )
+      .all({ since }) as {
+      id: number;
+      at: string;
+      run_id: number | null;
+      run_kind: string | null;
+      target: string;
+      email: string;
+      contact_id: string | null;
+      attempt: number | null;
+      origin: string | null;
+      kind: string;
+      record_ids: string | null;
+      message: string | null;
+    }[];
+    return rows.map((r) => ({
+      id: r.id,
+      at: r.at,
+      runId: r.run_id,
+      runKind: r.run_kind,
+      target: r.target,
+      email: r.email,
+      contactId: r.contact_id,
+      attempt: r.attempt ?? 0,
+      origin: r.origin,
+      outcome: r.kind,
+      recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
+      message: r.message,
+    }));
   }
 
-  releaseRunLock(owner: string | null): void {
-    if (owner === null) this.db.prepare(`DELETE FROM run_lock`).run();
-    else this.db.prepare(`DELETE FROM run_lock WHERE owner = ?`).run(owner);
+  // ------------------------------------------------------------------------------------------ run lock
+
+  /** The owner whose lease this store holds: its writes check the lease is still theirs (see checkFence). */
+  private fenceOwner: string | null = null;
+
+  /** Throws LeaseLost when this store took the run lease and another holder has it now (or `unlock` removed it). */
+  private checkFence(): void {
+    if (this.fenceOwner === null) return;
+    const held = this.runLock();
+    if (held?.owner === this.fenceOwner) return;
+    throw new LeaseLost(
+      held
+        ? `this run's lock was taken over by cc-optout ${held.command} (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}): nothing more is committed by this run`
+        : 'this run\'s lock was removed (`cc-optout unlock`?): nothing more is committed by this run',
+    );
+  }
+
+  runLock(): HeldRunLock | null {
+    const r = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
+      | { owner: string; pid: number; host: string; command: string; acquired_at: string; renewed_at: string | null; expires_at: string | null }
+      | undefined;
+    if (!r) return null;
+    const renewedAt = r.renewed_at ?? r.acquired_at;
+    return {
+      owner: r.owner,
+      pid: r.pid,
+      host: r.host,
+      command: r.command,
+      acquiredAt: r.acquired_at,
+      renewedAt,
+      // a lock taken by an older version (no lease columns) expires one default lease after it was taken
+      expiresAt: r.expires_at ?? new Date(Date.parse(renewedAt) + DEFAULT_LEASE_MS).toISOString(),
+    };
+  }
+
+  acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
+    const leaseMs = lock.leaseMs ?? DEFAULT_LEASE_MS;
+    this.db.transaction(() => {
+      const held = this.runLock();
+      if (held && held.owner !== lock.owner) {
+        const deadHere = held.host === lock.host && !isAlive(held.pid);
+        const expired = Date.parse(lock.now) > Date.parse(held.expiresAt);
+        if (!deadHere && !expired) {
+          throw new RunLocked(
+            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}; lease renewed ${held.renewedAt}, ` +
+              `valid until ${held.expiresAt}); runs must not overlap (they would race the Constant Contact refresh token). ` +
+              `A holder that is gone is taken over once its lease expires, or at once with \`cc-optout unlock\`.`,
+          );
+        }
+        this.db
+          .prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'run-lock-taken-over', NULL, ?, ?)`)
+          .run(JSON.stringify({ ...held, reason: deadHere ? 'holder process is gone (same host)' : 'lease expired' }), lock.now);
+      }
+      const expiresAt = new Date(Date.parse(lock.now) + leaseMs).toISOString();
+      this.db
+        .prepare(
+          `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at, renewed_at, expires_at)
+           VALUES (1, @owner, @pid, @host, @command, @now, @now, @expiresAt)
+           ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
+             command = excluded.command, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
+             expires_at = excluded.expires_at`,
+        )
+        .run({ owner: lock.owner, pid: lock.pid, host: lock.host, command: lock.command, now: lock.now, expiresAt });
+    }).immediate();
+    this.fenceOwner = lock.owner;
+  }
+
+  renewRunLock(owner: string, now: string, leaseMs: number = DEFAULT_LEASE_MS): boolean {
+    const expiresAt = new Date(Date.parse(now) + leaseMs).toISOString();
+    return this.db.prepare(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(now, expiresAt, owner).changes > 0;
+  }
+
+  releaseRunLock(owner: string | null): HeldRunLock | null {
+    if (owner !== null && owner === this.fenceOwner) this.fenceOwner = null;
+    return this.db.transaction(() => {
+      const held = this.runLock();
+      if (!held || (owner !== null && held.owner !== owner)) return null;
+      this.db.prepare(`DELETE FROM run_lock WHERE id = 1`).run();
+      return held;
+    }).immediate();
   }
 
   // ------------------------------------------------------------------------------------------ backfill
 
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob {
+    this.checkFence();
     const key = JSON.stringify([...targets].sort());
     const existing = this.db
       .prepare(`SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`)
@@ -667,12 +792,133 @@ export class SqliteStateStore implements StateStore {
   }
 
   markBackfillScanned(id: number, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE backfills SET scan_completed_at = ? WHERE id = ?`).run(now, id);
   }
 
   finishBackfill(id: number, now: string): void {
+    this.checkFence();
     this.db.prepare(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
   }
+}
+
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+function errText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message}` : String((err as Error).message ?? err);
+}
+
+/**
+ * Check an existing store file (never changing its mode), or create a new one where no file exists. A new store
+ * is built in a temporary file (0600) in the same folder and linked into place only once it holds the schema, so
+ * a store file that exists is never empty: an empty or non-SQLite file is an error, never a silent new store.
+ */
+function prepareStoreFile(file: string): void {
+  const abs = path.resolve(file);
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
+    if (code === 'EACCES') throw new StoreOpenError(file, `cannot be read (${errText(err)})`);
+    if (code !== 'ENOENT') throw new StoreOpenError(file, `cannot be read (${errText(err)})`);
+  }
+  if (st) {
+    if (st.isDirectory()) throw new StoreOpenError(file, 'is a directory; store.path must name a file (e.g. ./.cc-optout/state.db)');
+    if (!st.isFile()) throw new StoreOpenError(file, 'is not a regular file');
+    if ((st.mode & 0o222) === 0 || !accessible(abs, fs.constants.R_OK | fs.constants.W_OK)) {
+      throw new StoreOpenError(
+        file,
+        `is not writable (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); cc-optout never changes a mode you set: ` +
+          'make it readable and writable by this user (e.g. chmod 600) or point store.path elsewhere',
+      );
+    }
+    if (st.size === 0) {
+      // a store that died before its first checkpoint keeps everything in its write-ahead log
+      const wal = `${abs}-wal`;
+      if (fs.existsSync(wal) && fs.statSync(wal).size > 0) return;
+      throw new StoreOpenError(
+        file,
+        'is an empty file (0 bytes), not a cc-optout state store; refusing to start a new store over it (the outbox and audit ' +
+          'history would be lost). Restore the store from a backup, or delete the empty file to start a new store',
+      );
+    }
+    const head = Buffer.alloc(SQLITE_HEADER.length);
+    const fd = fs.openSync(abs, 'r');
+    try {
+      fs.readSync(fd, head, 0, head.length, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!head.equals(SQLITE_HEADER)) throw new StoreOpenError(file, 'is not a SQLite database (not a cc-optout state store)');
+    return;
+  }
+  const dir = path.dirname(abs);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR' || code === 'EEXIST') throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
+    throw new StoreOpenError(file, `its folder ${dir} cannot be created (${errText(err)})`);
+  }
+  const tmp = path.join(dir, `.${path.basename(abs)}.new-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  try {
+    // the store holds OAuth tokens: owner-only permissions from the first byte
+    fs.closeSync(fs.openSync(tmp, 'wx', 0o600));
+    const db = new Database(tmp);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      migrateDb(db);
+    } finally {
+      db.close(); // checkpoints the WAL into the file and removes it
+    }
+    try {
+      fs.linkSync(tmp, abs); // never replaces: another process may have created the store meanwhile
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return;
+      // a filesystem without hard links: rename, unless the store appeared meanwhile
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'].includes(code ?? '') || fs.existsSync(abs)) throw err;
+      fs.renameSync(tmp, abs);
+    }
+  } catch (err) {
+    if (err instanceof StoreOpenError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS' ? `its folder ${dir} is not writable` : 'cannot be created';
+    throw new StoreOpenError(file, `${why} (${errText(err)})`);
+  } finally {
+    for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) fs.rmSync(f, { force: true });
+  }
+}
+
+function accessible(file: string, mode: number): boolean {
+  try {
+    fs.accessSync(file, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function migrateDb(db: Database.Database): number {
+  // used by migration 3 (quarantine fingerprints of records without an id)
+  db.function('cc_sha256', { deterministic: true }, (v: unknown) => sha256Hex(String(v)));
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(
+      `state store schema version ${current} is newer than this program understands (${MIGRATIONS.length}); upgrade cc-optout`,
+    );
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return MIGRATIONS.length;
 }
 
 function pidAlive(pid: number): boolean {

@@ -5,6 +5,7 @@
 import { ObservedContact, OptOut, Outcome, OutcomeKind } from '../domain';
 import { KeyValue } from '../plugin';
 import { QuarantinedRecord } from '../source/types';
+import { ConfigError } from '../config';
 
 export interface KnownOptOut extends OptOut {
   /** `active` while the contact is in CC's unsubscribed set; `left` once it was seen leaving it. */
@@ -95,6 +96,30 @@ export interface AuditRow {
   readonly outcome: string;
   readonly attempts: number;
   readonly message: string | null;
+  /** Kind of the latest delivery of this record to this target (e.g. `already-suppressed` after a redeliver). */
+  readonly lastOutcome: string | null;
+  /** When the latest delivery happened. */
+  readonly lastDeliveryAt: string | null;
+  /** How many deliveries the append-only history holds for this record and target (`audit --history`). */
+  readonly deliveries: number;
+}
+
+/** One delivery of one record to one target: the append-only history behind `audit --history`. */
+export interface DeliveryEvent {
+  readonly id: number;
+  readonly at: string;
+  readonly runId: number | null;
+  readonly runKind: string | null;
+  readonly target: string;
+  readonly email: string;
+  readonly contactId: string | null;
+  /** The nth delivery of this record to this target (1-based, over the whole history). */
+  readonly attempt: number;
+  /** How the record was queued: `sync`, `backfill` or `redeliver`. */
+  readonly origin: string | null;
+  readonly outcome: string;
+  readonly recordIds: readonly string[];
+  readonly message: string | null;
 }
 
 export interface AuditEvent {
@@ -132,6 +157,25 @@ export interface RunLockOwner {
   readonly host: string;
   readonly command: string;
   readonly now: string;
+  /**
+   * The lock is a lease: valid until `now + leaseMs` unless the holder renews it (`renewRunLock`). Once expired
+   * anyone may take it over, whatever the host. Default DEFAULT_LEASE_MS.
+   */
+  readonly leaseMs?: number;
+}
+
+/** The holder renews every 30 s; a lease not renewed for 3 intervals is taken over. */
+export const DEFAULT_LEASE_RENEW_MS = 30_000;
+export const DEFAULT_LEASE_MS = 3 * DEFAULT_LEASE_RENEW_MS;
+
+export interface HeldRunLock {
+  readonly owner: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly command: string;
+  readonly acquiredAt: string;
+  readonly renewedAt: string;
+  readonly expiresAt: string;
 }
 
 /** Another run holds the lock (overlapping cron runs). */
@@ -139,6 +183,26 @@ export class RunLocked extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'RunLocked';
+  }
+}
+
+/** This run's lease was taken over (or removed by `unlock`): it must not commit anything more. */
+export class LeaseLost extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseLost';
+  }
+}
+
+/**
+ * The state store file cannot be used (a directory, a path under a regular file, an unwritable folder or file, an
+ * empty or non-SQLite file). A ConfigError, so the CLI exits 2 before any write; the message names `store.path`.
+ */
+export class StoreOpenError extends ConfigError {
+  constructor(readonly path: string, problem: string) {
+    super([`store.path: ${path}: ${problem}`]);
+    this.message = `store.path: ${path}: ${problem}`;
+    this.name = 'StoreOpenError';
   }
 }
 
@@ -180,12 +244,26 @@ export interface StateStore {
   countQuarantined(): number;
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void;
   events(since: string | null, kinds?: readonly string[]): AuditEvent[];
+  /**
+   * Per record and target. `writtenAt` is the first CRM write (the first `applied` delivery, kept when later
+   * deliveries find the record already suppressed); `outcome` of a closed row that was ever applied is `applied`.
+   */
   audit(since: string | null): AuditRow[];
+  /** Every delivery event (append-only), oldest first; `since` filters on the delivery time. */
+  deliveryHistory(since: string | null): DeliveryEvent[];
 
-  // one run at a time: throws RunLocked while a live process holds it; a dead holder's lock is taken over
+  /**
+   * One run at a time: throws RunLocked while another holder's lease is valid. An expired lease (not renewed for
+   * `leaseMs`) is taken over whatever the host; on the same host a dead holder's lock is taken over at once.
+   * While this store holds the lease, every outbox, checkpoint and run write first checks that it still does
+   * (LeaseLost otherwise).
+   */
   acquireRunLock(lock: RunLockOwner): void;
-  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`). */
-  releaseRunLock(owner: string | null): void;
+  /** Extend this owner's lease to `now + leaseMs`; false when it is no longer held by `owner` (taken over, removed). */
+  renewRunLock(owner: string, now: string, leaseMs?: number): boolean;
+  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`); returns the lock removed, if any. */
+  releaseRunLock(owner: string | null): HeldRunLock | null;
+  runLock(): HeldRunLock | null;
 
   // backfill jobs
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob;

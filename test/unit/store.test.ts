@@ -192,10 +192,10 @@ describe('run lock', () => {
     s.acquireRunLock(lock('d', 444), () => true);
   });
 
-  it('a lock held from another host goes stale only after 6 hours', () => {
+  it('a lock held from another host is a lease: taken over once it was not renewed for 90 s (issue 8 #20, was 6 hours)', () => {
     const s = new SqliteStateStore(':memory:');
     s.acquireRunLock(lock('a', 1, 'other-host'));
-    assert.throws(() => s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T05:00:00.000Z' }));
-    s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T07:00:00.000Z' });
+    assert.throws(() => s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T00:01:00.000Z' }));
+    s.acquireRunLock({ ...lock('b', 2), now: '2026-06-01T00:01:31.000Z' });
   });
 });
