@@ -676,12 +676,16 @@ function addSecondaryAddresses(
     const raw = xrng.chance(0.3) ? messUp(xrng, e.norm, false) : e.norm;
     const list = held.get(holder) ?? [];
     list.push(raw);
-    if (xrng.chance(0.3)) list.push(`alias.${alias++}@secondary.example.net`);
     held.set(holder, list);
     const optedOut = e.permission === 'unsubscribed';
     const already = f === 'hsSecondaryAlready' || (f === undefined && optedOut && xrng.chance(0.15));
     if (already) statuses.set(e.norm, { allUnsubMs: sec(Math.min(A - DAY_MS, (e.optOutMs ?? c.createdMs) + DAY_MS)), subs: new Map() });
     out.push({ norm: e.norm, raw, contactId: holder.id, initialUnsubscribed: already });
+    if (xrng.chance(0.3)) {
+      const noise = `alias.${alias++}@secondary.example.net`;
+      list.push(noise);
+      out.push({ norm: noise, raw: noise, contactId: holder.id, initialUnsubscribed: false });
+    }
   }
   for (const [holder, raws] of held) holder.props.hs_additional_emails = joinAdditionalEmails(xrng, raws);
   return out;
