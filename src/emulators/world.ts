@@ -185,7 +185,7 @@ export interface SecondaryVerification {
   expected: number;
   /** Of those, still not unsubscribed from all email (missed secondary-address opt-outs). */
   notUnsubscribed: string[];
-  /** Secondary addresses written although not opted out, or already unsubscribed. */
+  /** Secondary addresses written although not opted out (writes to already-unsubscribed opted-out ones are allowed). */
   unnecessaryWrites: string[];
   repeatedWrites: string[];
   writes: number;
@@ -686,8 +686,10 @@ export class World {
       this.sfWrites,
     );
     // Secondary addresses: judged by their address-level status (unsubscribed from all email).
+    // A write to an already-unsubscribed secondary address is not "unnecessary": nothing the lookup returns
+    // (search gives the holder's properties) shows an address's status; the write answers NO_STATUS_CHANGE.
     const secToUnsub = truth.hubspot.secondaryToUnsubscribe;
-    const secNeeded = new Set(secToUnsub);
+    const secNeeded = new Set(truth.hubspot.secondaryMatches.map((m) => m.email));
     const secNotUnsub = secToUnsub.filter((e) => !this.hsAddressUnsubscribed(e));
     let secWrites = 0;
     for (const n of this.hsSecondaryStatusWrites.values()) secWrites += n;

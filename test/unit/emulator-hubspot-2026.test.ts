@@ -182,6 +182,16 @@ describe('emulator: HubSpot 2026 platform', () => {
       assert.equal((world.hsWrites.get(holder.id) ?? 0), 0, 'no write counted on the holder');
       const v = world.verify();
       assert.ok(!v.hubspot.secondary.notUnsubscribed.includes(m.email));
+      // an already-unsubscribed opted-out secondary address may be written (NO_STATUS_CHANGE); a subscribed one may not
+      const already = truth.hubspot.secondaryAlreadyUnsubscribed[0];
+      const again = await post(`/communication-preferences/2026-09/statuses/${already}/unsubscribe-all?channel=EMAIL`, {});
+      assert.equal(again.data.results[0].setStatusSuccessReason, 'NO_STATUS_CHANGE');
+      const optedOut = new Set(truth.optedOutEmails);
+      const subscribed = world.data.hubspotAdditional.find((a) => !optedOut.has(a.norm))!.norm;
+      await post(`/communication-preferences/2026-09/statuses/${subscribed}/unsubscribe-all?channel=EMAIL`, {});
+      assert.deepEqual(world.verify().hubspot.secondary.unnecessaryWrites, [subscribed]);
+      world.hubspotStatuses.delete(subscribed);
+      world.hsSecondaryStatusWrites.delete(subscribed);
       // batch read by email still does not find a secondary address
       const br = await post('/crm/objects/2026-09/contacts/batch/read', { idProperty: 'email', properties: ['email'], propertiesWithHistory: [], inputs: [{ id: m.email }] });
       assert.equal(br.status, 207);
