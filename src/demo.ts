@@ -189,7 +189,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
       (sec.notUnsubscribed.length ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]` : '') +
       `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`);
-    line(`HubSpot suppressed ${pct(verify.hubspot.expected - verify.hubspot.notSuppressed.length, verify.hubspot.expected)}, Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
+    const hsDone = verify.hubspot.expected - verify.hubspot.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
+    line(`HubSpot suppressed ${pct(hsDone, verify.hubspot.expected + sec.expected)} (primary and secondary addresses), Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
     line(`state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`);
     line('(the config needs the emulators running: `cc-optout emulate` starts them on their own)');
     return { backfill, sync, ok: verify.ok && backfill.exitCode === 0 && sync.exitCode === 0, seconds };
