@@ -136,6 +136,8 @@ export interface HubSpotServerOptions extends ServerOptions {
   scopes?: string[];
   /** Scopes of the Service Key (default: `scopes`). */
   serviceKeyScopes?: string[];
+  /** A fixed Service Key to accept (default: a random one per start). */
+  serviceKey?: string;
   /** Custom contact properties that exist in the portal (audit fields). */
   customProperties?: string[];
 }
@@ -240,7 +242,7 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   constructor(world: World, opts: HubSpotServerOptions = {}) {
     super('hubspot', world, { ...COMMON_DEFAULTS, ...HUBSPOT_DEFAULTS, ...(opts.knobs ?? {}) }, opts);
     this.privateToken = `pat-na1-${randomUUID()}`;
-    this.serviceKey = `sk-na1-${randomUUID()}`;
+    this.serviceKey = opts.serviceKey ?? `sk-na1-${randomUUID()}`;
     this.clientId = randomUUID();
     this.clientSecret = randomUUID();
     this.refreshToken = `na1-${randomBytes(4).toString('hex')}-${randomUUID()}`;

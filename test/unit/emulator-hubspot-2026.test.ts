@@ -238,9 +238,10 @@ describe('emulator: HubSpot 2026 platform', () => {
     });
 
     it('missing scopes: 403 MISSING_SCOPES with context.missingScopes; its own ten-secondly window', async () => {
-      const small = await startHubSpot({ world, server: { serviceKeyScopes: ['crm.objects.contacts.read'], knobs: { tenSecondLimit: 3 } } });
+      const small = await startHubSpot({ world, server: { serviceKey: 'sk-na1-configured', serviceKeyScopes: ['crm.objects.contacts.read'], knobs: { tenSecondLimit: 3 } } });
       try {
         const key = small.connection().serviceKey;
+        assert.equal(key, 'sk-na1-configured', 'a configured key');
         assert.deepEqual(small.connection().serviceKeyScopes, ['crm.objects.contacts.read']);
         const call = (path: string, body: unknown, t = key): Promise<AxiosResponse> => axios.post(`${small.origin}${path}`, body, { headers: { authorization: `Bearer ${t}` }, ...any });
         const w = await call('/communication-preferences/2026-09/statuses/batch/unsubscribe-all?channel=EMAIL', { inputs: ['a@example.com'] });
