@@ -43,6 +43,7 @@ export function writeEmulatorConfig(e: Emulators, opts: EmulatorConfigOptions): 
     CC_CLIENT_SECRET: e.cc.clientSecret,
     CC_REFRESH_TOKEN: e.cc.refreshToken,
     HUBSPOT_TOKEN: e.hubspot.accessToken,
+    HUBSPOT_SERVICE_KEY: e.hubspot.serviceKey,
     SF_CLIENT_ID: e.salesforce.clientId,
     SF_USERNAME: e.salesforce.username,
   };
@@ -178,11 +179,18 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const sorted = [...lags].sort((x, y) => x - y);
       line(`lag from opt-out to CRM write (sync): median ${sorted[Math.floor(sorted.length / 2)]} s, max ${sorted[sorted.length - 1]} s over ${lags.length} writes`);
     }
-    line(`check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} suppressed, ` +
+    line(`check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} primary-address contacts suppressed, ` +
+      `${verify.hubspot.secondary.expected - verify.hubspot.secondary.notUnsubscribed.length}/${verify.hubspot.secondary.expected} secondary addresses unsubscribed, ` +
       `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes); ` +
       `Salesforce ${verify.salesforce.ok ? 'OK' : 'FAILED'} (${verify.salesforce.expected - verify.salesforce.notSuppressed.length}/${verify.salesforce.expected}, ` +
       `${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes)`);
-    line(`HubSpot suppressed ${pct(verify.hubspot.expected - verify.hubspot.notSuppressed.length, verify.hubspot.expected)}, Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
+    const sec = verify.hubspot.secondary;
+    line(`HubSpot secondary-address opt-outs: ${sec.expected} required (opted-out addresses a contact holds only in hs_additional_emails), ` +
+      `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
+      (sec.notUnsubscribed.length ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]` : '') +
+      `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`);
+    const hsDone = verify.hubspot.expected - verify.hubspot.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
+    line(`HubSpot suppressed ${pct(hsDone, verify.hubspot.expected + sec.expected)} (primary and secondary addresses), Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
     line(`state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`);
     line('(the config needs the emulators running: `cc-optout emulate` starts them on their own)');
     return { backfill, sync, ok: verify.ok && backfill.exitCode === 0 && sync.exitCode === 0, seconds };

@@ -19,6 +19,11 @@
  *   already suppressed must stay suppressed (never resubscribe automatically).
  * CRM-side cases are listed in `GroundTruth.hardCases` too (mixed-case CRM emails, duplicates, converted
  * Leads, already-suppressed records, opt-outs missing from a CRM).
+ * HubSpot secondary addresses (`hs_additional_emails`, `;`-separated, sometimes with spaces and mixed case):
+ * some Constant Contact addresses (opted out or not) are held ONLY as a secondary address of a HubSpot
+ * contact, whose primary is another address (a new "work address" contact, or an existing contact); noise
+ * aliases that exist nowhere else are mixed in. Drawn from their own PRNG stream ('hubspot-secondary') and
+ * appended after the other HubSpot contacts, so the primary-address data keeps its shape.
  */
 import { createRng, deriveSeed, Rng } from './prng';
 import { KEY_PREFIX, makeSfId } from './sfid';
@@ -96,6 +101,17 @@ export interface HsContact {
   mixedCase: boolean;
 }
 
+/** One secondary address (`hs_additional_emails` value) of a HubSpot contact. */
+export interface HsAdditionalEmail {
+  /** trim + lower-case (unique across every primary and secondary address of the portal). */
+  norm: string;
+  /** As stored in hs_additional_emails (may carry upper case). */
+  raw: string;
+  contactId: string;
+  /** Address-level status at generation: unsubscribed from all email already. */
+  initialUnsubscribed: boolean;
+}
+
 export type SfType = 'Contact' | 'Lead' | 'Account';
 
 export interface SfRecord {
@@ -139,6 +155,8 @@ export interface Dataset {
   cc: CcContact[];
   hubspot: HsContact[];
   hubspotStatuses: Map<string, HsEmailStatus>;
+  /** Secondary addresses of HubSpot contacts (also in each contact's props.hs_additional_emails). */
+  hubspotAdditional: HsAdditionalEmail[];
   salesforce: SfRecord[];
   listIds: string[];
   /** Next free numeric HubSpot id and Salesforce counter, for records created later. */
@@ -205,19 +223,24 @@ type Forced =
   | 'sfPartlySuppressed'
   | 'personAccount'
   | 'deletedNotUnsubInCrm'
-  | 'plainOptOut';
+  | 'plainOptOut'
+  | 'hsSecondary'
+  | 'hsSecondaryAlready'
+  | 'hsSecondarySubscribed';
 
 const FORCED_PLAN: Forced[] = [
   'recentTrap', 'recentTrap', 'recentTrap', 'updatedAfterOptOut', 'unsubDeleted', 'unsubDeleted', 'deletedNotUnsub',
   'deletedNotUnsubInCrm', 'sms', 'sms', 'resub', 'resubSuppressed', 'mixedCc', 'mixedCc', 'hsAlready', 'hsAlready',
   'hsMissing', 'hsMissing', 'hsMixed', 'sfContactAndLead', 'sfContactAndLead', 'sfTwoContacts', 'sfTwoContacts',
   'sfConverted', 'sfConverted', 'sfAlready', 'sfAlready', 'sfMissing', 'sfMissing', 'sfMixed', 'sfPartlySuppressed',
-  'personAccount', 'plainOptOut', 'plainOptOut',
+  'personAccount', 'plainOptOut', 'plainOptOut', 'hsSecondary', 'hsSecondary', 'hsSecondaryAlready', 'hsSecondarySubscribed',
 ];
 
 const OPTED_OUT_FORCED = new Set<Forced>(['recentTrap', 'updatedAfterOptOut', 'unsubDeleted', 'hsAlready', 'hsMissing',
   'hsMixed', 'sfContactAndLead', 'sfTwoContacts', 'sfConverted', 'sfAlready', 'sfMissing', 'sfMixed', 'sfPartlySuppressed',
-  'personAccount', 'plainOptOut', 'mixedCc']);
+  'personAccount', 'plainOptOut', 'mixedCc', 'hsSecondary', 'hsSecondaryAlready']);
+
+const HS_SECONDARY_FORCED = new Set<Forced>(['hsSecondary', 'hsSecondaryAlready', 'hsSecondarySubscribed']);
 
 export const MIN_CONTACTS = 60;
 
@@ -420,14 +443,25 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     });
     if (optOut) hubspotStatuses.set(norm, { allUnsubMs: sec(createdMs + (updatedMs - createdMs) * 0.5), subs: new Map() });
   };
+  // Addresses that will be held only as a secondary address (decided on their own stream: xrng).
+  const xrng = createRng(deriveSeed(seed, 'hubspot-secondary'));
+  const secondaryOnly: Array<{ c: CcContact; f: Forced | undefined }> = [];
   for (const c of cc) {
     if (!c.email) continue;
     const f = forced.get(c.idx);
     const optedOut = c.email.permission === 'unsubscribed';
+    if (f && HS_SECONDARY_FORCED.has(f)) {
+      secondaryOnly.push({ c, f });
+      continue;
+    }
     const present = f === 'hsMissing' ? false
       : f === 'hsAlready' || f === 'hsMixed' || f === 'resubSuppressed' || f === 'deletedNotUnsubInCrm' ? true
       : hrng.chance(optedOut ? 0.85 : 0.7);
-    if (!present) continue;
+    if (!present) {
+      // About 15% of the addresses without a primary-address contact are someone else's secondary address.
+      if (!f && xrng.chance(0.15)) secondaryOnly.push({ c, f });
+      continue;
+    }
     const mixed = f === 'hsMixed' || (!f && hrng.chance(0.06));
     const raw = mixed ? messUp(hrng, c.email.norm, hrng.chance(0.3)) : c.email.norm;
     const suppressed = f === 'hsAlready' || f === 'resubSuppressed' ? true
@@ -441,6 +475,11 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     const norm = `hubspot.only.${k}@example.com`;
     addHs(norm, norm, FIRST[k % FIRST.length], LAST[k % LAST.length], sec(minCreated + hrng.next() * (A - minCreated - DAY_MS)), hrng.chance(0.05), false);
   }
+  const hubspotAdditional = addSecondaryAddresses(xrng, A, hubspot, hubspotStatuses, secondaryOnly, () => {
+    const id = String(hsId);
+    hsId += xrng.int(1, 3);
+    return id;
+  });
 
   // --- Salesforce
   const srng = createRng(deriveSeed(seed, 'salesforce'));
@@ -575,9 +614,79 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     cc,
     hubspot,
     hubspotStatuses,
+    hubspotAdditional,
     salesforce,
     listIds,
     nextHubSpotId: hsId,
     nextSfCounter: sfCounter,
   };
+}
+
+/** Join secondary addresses as HubSpot stores hs_additional_emails: `;`-separated, sometimes with spaces. */
+export function joinAdditionalEmails(rng: Rng, raws: readonly string[]): string {
+  return raws.map((r, i) => (i > 0 && rng.chance(0.4) ? ` ${r}` : r)).join(';');
+}
+
+/** Split hs_additional_emails into normalised addresses (trim + lower-case, empty values dropped). */
+export function splitAdditionalEmails(value: string | null | undefined): string[] {
+  if (!value) return [];
+  return value.split(';').map((v) => v.trim().toLowerCase()).filter((v) => v !== '');
+}
+
+/**
+ * Give each address of `secondaryOnly` to a HubSpot contact as a secondary address: the first forced one
+ * (and half of the random ones) to a NEW contact whose primary is a work address nobody else has; the rest
+ * to existing contacts. Holders get 0-2 noise aliases too. Forced 'hsSecondaryAlready' (and ~15% of the
+ * random opted-out ones) are already unsubscribed at address level.
+ */
+function addSecondaryAddresses(
+  xrng: Rng,
+  A: number,
+  hubspot: HsContact[],
+  statuses: Map<string, HsEmailStatus>,
+  secondaryOnly: ReadonlyArray<{ c: CcContact; f: Forced | undefined }>,
+  nextId: () => string,
+): HsAdditionalEmail[] {
+  const existing = hubspot.length;
+  const held = new Map<HsContact, string[]>();
+  const out: HsAdditionalEmail[] = [];
+  let alias = 0;
+  let forcedNew = false;
+  for (const { c, f } of secondaryOnly) {
+    const e = c.email!;
+    let holder: HsContact;
+    const toNew = (f === 'hsSecondary' && !forcedNew) || (f === undefined && xrng.chance(0.5)) || existing === 0;
+    if (toNew) {
+      if (f === 'hsSecondary') forcedNew = true;
+      const createdMs = sec(c.createdMs + xrng.next() * DAY_MS * 30);
+      const norm = `${c.firstName}.${c.lastName}.${c.idx}@work.example.net`.toLowerCase();
+      holder = {
+        id: nextId(),
+        norm,
+        createdMs,
+        updatedMs: sec(createdMs + xrng.next() * (A - createdMs) * 0.8),
+        props: { email: norm, firstname: c.firstName, lastname: c.lastName, hs_email_optout: 'false' },
+        initialOptOut: false,
+        mixedCase: false,
+      };
+      hubspot.push(holder);
+    } else {
+      holder = hubspot[xrng.int(0, existing - 1)];
+    }
+    const raw = xrng.chance(0.3) ? messUp(xrng, e.norm, false) : e.norm;
+    const list = held.get(holder) ?? [];
+    list.push(raw);
+    held.set(holder, list);
+    const optedOut = e.permission === 'unsubscribed';
+    const already = f === 'hsSecondaryAlready' || (f === undefined && optedOut && xrng.chance(0.15));
+    if (already) statuses.set(e.norm, { allUnsubMs: sec(Math.min(A - DAY_MS, (e.optOutMs ?? c.createdMs) + DAY_MS)), subs: new Map() });
+    out.push({ norm: e.norm, raw, contactId: holder.id, initialUnsubscribed: already });
+    if (xrng.chance(0.3)) {
+      const noise = `alias.${alias++}@secondary.example.net`;
+      list.push(noise);
+      out.push({ norm: noise, raw: noise, contactId: holder.id, initialUnsubscribed: false });
+    }
+  }
+  for (const [holder, raws] of held) holder.props.hs_additional_emails = joinAdditionalEmails(xrng, raws);
+  return out;
 }

@@ -302,9 +302,13 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
     });
     this.admin.add('POST', '/__emulator/reset-counts', () => {
       this.counts.clear();
+      this.onResetCounts();
       return empty(204);
     });
   }
+
+  /** Vendors that keep counters of their own beside `counts` reset them here. */
+  protected onResetCounts(): void {}
 
   get origin(): string {
     return this._origin;

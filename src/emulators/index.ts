@@ -23,12 +23,13 @@ import { SALESFORCE_DEFAULTS, SalesforceConnection, SalesforceEmulator, Salesfor
 import { AddOptOutSpec, AddedOptOut, GroundTruth, Verification, World } from './world';
 
 export { World } from './world';
-export type { AddOptOutSpec, AddedOptOut, GroundTruth, HardCases, OptOutTruth, CaseRef, Verification, TargetVerification } from './world';
+export type { AddOptOutSpec, AddedOptOut, GroundTruth, HardCases, OptOutTruth, CaseRef, Verification, TargetVerification, SecondaryMatch, SecondaryVerification } from './world';
 export { generateDataset, MIN_CONTACTS } from './dataset';
-export type { DatasetOptions, Dataset, CcContact, HsContact, SfRecord } from './dataset';
+export type { DatasetOptions, Dataset, CcContact, HsContact, HsAdditionalEmail, SfRecord } from './dataset';
+export { splitAdditionalEmails } from './dataset';
 export { ConstantContactEmulator, CC_DEFAULTS } from './constant-contact';
 export type { CcKnobs, CcConnection, CcServerOptions } from './constant-contact';
-export { HubSpotEmulator, HUBSPOT_DEFAULTS, HUBSPOT_DEFAULT_SCOPES, HUBSPOT_DEFAULT_CUSTOM_PROPERTIES } from './hubspot';
+export { HubSpotEmulator, HUBSPOT_DEFAULTS, HUBSPOT_DEFAULT_SCOPES, HUBSPOT_DEFAULT_CUSTOM_PROPERTIES, HUBSPOT_API_VERSIONS, HUBSPOT_LEGACY_PATH } from './hubspot';
 export type { HubSpotKnobs, HubSpotConnection, HubSpotServerOptions } from './hubspot';
 export { SalesforceEmulator, SALESFORCE_DEFAULTS, SALESFORCE_API_VERSION, MAX_URI_BYTES } from './salesforce';
 export type { SalesforceKnobs, SalesforceConnection, SalesforceServerOptions } from './salesforce';
@@ -192,6 +193,12 @@ export interface MinimumCallsOptions {
   hubspotBatchAllowed?: boolean;
   /** Emails per HubSpot batch read / batch unsubscribe (100). */
   hubspotBatch?: number;
+  /**
+   * Look the emails without a primary-address contact up by CRM search on hs_additional_emails (default
+   * true), `hubspotSearchBatch` (100: one IN filter) per search.
+   */
+  hubspotSearch?: boolean;
+  hubspotSearchBatch?: number;
   /** Emails per Salesforce SOQL lookup (about 100 keeps URLs under 16 KB). */
   sfQueryChunk?: number;
   /** Salesforce objects looked up per chunk (Contact, Lead = 2; 3 with Person Accounts). */
@@ -202,6 +209,8 @@ export interface MinimumCallsOptions {
  * A lower bound of API calls for delivering every current opt-out once, for "API calls against the minimum"
  * reports: read each opt-out once from Constant Contact, look each email up once per CRM, write only what
  * is not suppressed yet, in the largest batches each API allows. Token requests are not counted.
+ * HubSpot: ceil(E/100) batch reads + ceil(F/100) searches for the F emails no primary address matched +
+ * the writes (every address to unsubscribe, primary or secondary: per email, or per 100 with batch).
  */
 export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {}): { cc: number; hubspot: number; salesforce: number; total: number } {
   const page = opts.ccPageSize ?? 500;
@@ -211,7 +220,9 @@ export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {})
   const n = truth.optedOutEmails.length;
   const cc = Math.max(1, Math.ceil(n / page));
   const hsWrites = truth.hubspot.emailsToUnsubscribe.length;
-  const hubspot = Math.ceil(n / hsBatch) + (opts.hubspotBatchAllowed === false ? hsWrites : Math.ceil(hsWrites / hsBatch));
+  const notPrimary = truth.hubspot.secondaryMatches.length + truth.hubspot.missingEmails.length;
+  const searches = opts.hubspotSearch === false ? 0 : Math.ceil(notPrimary / (opts.hubspotSearchBatch ?? 100));
+  const hubspot = Math.ceil(n / hsBatch) + searches + (opts.hubspotBatchAllowed === false ? hsWrites : Math.ceil(hsWrites / hsBatch));
   const sfRecords = truth.salesforce.toSuppress.length + truth.salesforce.personAccountsToSuppress.length;
   const salesforce = objects * Math.ceil(n / chunk) + Math.ceil(sfRecords / 200);
   return { cc, hubspot, salesforce, total: cc + hubspot + salesforce };

@@ -12,6 +12,7 @@ import {
   Dataset,
   DatasetOptions,
   DAY_MS,
+  HsAdditionalEmail,
   HsContact,
   HsEmailStatus,
   SfRecord,
@@ -59,8 +60,11 @@ export interface AddOptOutSpec {
   reason?: string | null;
   /** Delete the contact right after it unsubscribed (unsubscribed-then-deleted). */
   deleteAfter?: boolean;
-  /** For a NEW contact: also create a HubSpot contact (default true). */
-  hubspot?: boolean;
+  /**
+   * For a NEW contact: also create a HubSpot contact (default true); 'secondary' creates a HubSpot contact
+   * with another primary address that holds this one in hs_additional_emails.
+   */
+  hubspot?: boolean | 'secondary';
   /** For a NEW contact: also create a Salesforce record (default 'contact'). */
   salesforce?: 'contact' | 'lead' | 'none';
 }
@@ -88,6 +92,17 @@ export interface HardCases {
   /** Opted-out emails with no HubSpot contact / no Salesforce Contact or unconverted Lead. */
   missingFromHubSpot: string[];
   missingFromSalesforce: string[];
+  /** Opted-out emails held by HubSpot ONLY as a secondary address (hs_additional_emails) of some contact. */
+  hubspotSecondaryOnly: string[];
+}
+
+/** An opted-out address that a HubSpot contact holds only as a secondary address. */
+export interface SecondaryMatch {
+  email: string;
+  /** The contact holding it in hs_additional_emails (its primary address is another one). */
+  contactId: string;
+  /** Unsubscribed (address level) before the run: nothing to write. */
+  alreadyUnsubscribed: boolean;
 }
 
 export interface GroundTruth {
@@ -105,9 +120,22 @@ export interface GroundTruth {
     alreadySuppressed: string[];
     /** Contacts whose state must not change (their email is not opted out). */
     untouched: string[];
-    /** Opted-out emails (normalised) that must be unsubscribed (have a contact not yet suppressed). */
+    /**
+     * Opted-out emails (normalised) that must be unsubscribed: a primary address whose contact is not yet
+     * suppressed, or a secondary-only address not yet unsubscribed (`secondaryToUnsubscribe`).
+     */
     emailsToUnsubscribe: string[];
+    /** Opted-out emails that no contact holds, neither as primary nor as secondary address. */
     missingEmails: string[];
+    /**
+     * Opted-out addresses held only as a secondary address (hs_additional_emails): the subscription status
+     * belongs to the address, so each must end unsubscribed from all email (address level); the holder's
+     * own hs_email_optout (its primary address) must not change.
+     */
+    secondaryMatches: SecondaryMatch[];
+    /** secondaryMatches not unsubscribed at generation: one address-level write each. */
+    secondaryToUnsubscribe: string[];
+    secondaryAlreadyUnsubscribed: string[];
   };
   salesforce: {
     /** Contacts + unconverted Leads whose HasOptedOutOfEmail must end true. */
@@ -146,12 +174,26 @@ export interface TargetVerification {
   unnecessaryWrites: string[];
   /** Records written more than once. */
   repeatedWrites: string[];
+  /** Writes to records (HubSpot: per contact, i.e. its primary address; secondary addresses are below). */
+  writes: number;
+}
+
+/** HubSpot secondary-address (hs_additional_emails) part of the verdict: address-level statuses. */
+export interface SecondaryVerification {
+  ok: boolean;
+  /** Secondary-only opted-out addresses that must end unsubscribed. */
+  expected: number;
+  /** Of those, still not unsubscribed from all email (missed secondary-address opt-outs). */
+  notUnsubscribed: string[];
+  /** Secondary addresses written although not opted out (writes to already-unsubscribed opted-out ones are allowed). */
+  unnecessaryWrites: string[];
+  repeatedWrites: string[];
   writes: number;
 }
 
 export interface Verification {
   ok: boolean;
-  hubspot: TargetVerification;
+  hubspot: TargetVerification & { secondary: SecondaryVerification };
   salesforce: TargetVerification;
 }
 
@@ -170,13 +212,17 @@ export class World {
   readonly ccByNorm = new Map<string, CcContact>();
   readonly hsById = new Map<string, HsContact>();
   readonly hsByNorm = new Map<string, HsContact>();
+  /** Secondary (hs_additional_emails) addresses, normalised -> holder. */
+  readonly hsByAdditional = new Map<string, { contact: HsContact; entry: HsAdditionalEmail }>();
   readonly sfById = new Map<string, SfRecord>();
   readonly sfByNorm = new Map<string, SfRecord[]>();
   /** Writes per HubSpot contact id (unsubscribe-all of its email, batch update) and per Salesforce Id. */
   readonly hsWrites = new Map<string, number>();
   readonly sfWrites = new Map<string, number>();
-  /** Comm-preference writes for emails that have no HubSpot contact. */
+  /** Comm-preference writes for emails that have no HubSpot contact (neither primary nor secondary). */
   readonly hsOrphanStatusWrites = new Map<string, number>();
+  /** Comm-preference writes for secondary addresses (normalised email -> count); not contact writes. */
+  readonly hsSecondaryStatusWrites = new Map<string, number>();
   readonly added: AddedOptOut[] = [];
   private readonly addRng: Rng;
   /** Bumped on every Constant Contact mutation (cache key for filtered scans). */
@@ -192,6 +238,7 @@ export class World {
       this.hsById.set(h.id, h);
       this.hsByNorm.set(h.norm, h);
     }
+    for (const entry of this.data.hubspotAdditional) this.hsByAdditional.set(entry.norm, { contact: this.hsById.get(entry.contactId)!, entry });
     for (const r of this.data.salesforce) this.indexSf(r);
   }
 
@@ -215,6 +262,51 @@ export class World {
 
   countHsWrite(id: string): void {
     this.hsWrites.set(id, (this.hsWrites.get(id) ?? 0) + 1);
+  }
+
+  /** A subscription-status write for `norm`: counted on its contact, its secondary address, or as an orphan. */
+  countHsStatusWrite(norm: string): void {
+    const h = this.hsByNorm.get(norm);
+    if (h) this.countHsWrite(h.id);
+    else if (this.hsByAdditional.has(norm)) this.hsSecondaryStatusWrites.set(norm, (this.hsSecondaryStatusWrites.get(norm) ?? 0) + 1);
+    else this.hsOrphanStatusWrites.set(norm, (this.hsOrphanStatusWrites.get(norm) ?? 0) + 1);
+  }
+
+  /** The HubSpot contact holding `email` as its primary or as a secondary address. */
+  hsContactByAnyEmail(email: string): { contact: HsContact; match: 'primary' | 'additional-email' } | null {
+    const norm = email.trim().toLowerCase();
+    const h = this.hsByNorm.get(norm);
+    if (h) return { contact: h, match: 'primary' };
+    const s = this.hsByAdditional.get(norm);
+    return s ? { contact: s.contact, match: 'additional-email' } : null;
+  }
+
+  /** Address-level "unsubscribed from all email" (the Communication Preferences state of one address). */
+  hsAddressUnsubscribed(email: string): boolean {
+    return (this.hubspotStatuses.get(email.trim().toLowerCase())?.allUnsubMs ?? null) !== null;
+  }
+
+  /**
+   * Add a secondary address to a HubSpot contact at run time (tests), appended to its hs_additional_emails
+   * as given (mixed case / spaces kept). Refuses an address another contact holds (HubSpot keeps emails unique).
+   */
+  addHubSpotAdditionalEmail(contactId: string, email: string, opts: { unsubscribed?: boolean; separator?: string } = {}): HsAdditionalEmail {
+    const h = this.hsById.get(contactId);
+    if (!h) throw new Error(`addHubSpotAdditionalEmail: no HubSpot contact ${contactId}`);
+    const norm = email.trim().toLowerCase();
+    if (this.hsByNorm.has(norm) || this.hsByAdditional.has(norm)) throw new Error(`addHubSpotAdditionalEmail: ${norm} already belongs to a HubSpot contact`);
+    const cur = h.props.hs_additional_emails;
+    h.props.hs_additional_emails = cur ? `${cur}${opts.separator ?? ';'}${email}` : email;
+    const unsubscribed = opts.unsubscribed === true;
+    if (unsubscribed) {
+      const st = this.hubspotStatuses.get(norm) ?? { allUnsubMs: null, subs: new Map() };
+      st.allUnsubMs = this.now();
+      this.hubspotStatuses.set(norm, st);
+    }
+    const entry: HsAdditionalEmail = { norm, raw: email, contactId, initialUnsubscribed: unsubscribed };
+    this.data.hubspotAdditional.push(entry);
+    this.hsByAdditional.set(norm, { contact: h, entry });
+    return entry;
   }
 
   countSfWrite(id: string): void {
@@ -258,6 +350,7 @@ export class World {
     const norm = email.trim().toLowerCase();
     const existing = this.hsByNorm.get(norm);
     if (existing) return existing;
+    if (this.hsByAdditional.has(norm)) throw new Error(`addHubSpotContact: ${norm} is already a secondary address of contact ${this.hsByAdditional.get(norm)!.contact.id}`);
     const id = String(this.data.nextHubSpotId++);
     const nowMs = this.now();
     const h: HsContact = {
@@ -297,7 +390,11 @@ export class World {
         if (!c) {
           c = this.createCcContact(spec.email, ms);
           created = true;
-          if (spec.hubspot !== false) this.addHubSpotContact(spec.email.trim().toLowerCase());
+          if (spec.hubspot === 'secondary') {
+            const local = spec.email.trim().toLowerCase().replace(/@.*$/, '');
+            const holder = this.addHubSpotContact(`${local}.${this.data.nextHubSpotId}@work.example.net`);
+            this.addHubSpotAdditionalEmail(holder.id, spec.email.trim());
+          } else if (spec.hubspot !== false) this.addHubSpotContact(spec.email.trim().toLowerCase());
           const sf = spec.salesforce ?? 'contact';
           if (sf !== 'none') this.addSalesforceRecord(sf === 'lead' ? 'Lead' : 'Contact', spec.email.trim().toLowerCase());
         }
@@ -409,6 +506,7 @@ export class World {
       salesforceAlreadySuppressed: [],
       missingFromHubSpot: [],
       missingFromSalesforce: [],
+      hubspotSecondaryOnly: [],
     };
     let deleted = 0;
     let optedOutDeleted = 0;
@@ -497,7 +595,16 @@ export class World {
     hard.sfContactAndLead = sorted(shapes.get('contactAndLead') ?? []);
     hard.sfTwoContacts = sorted(shapes.get('twoContacts') ?? []);
     const optedOutEmails = sorted(optedOut);
-    hard.missingFromHubSpot = optedOutEmails.filter((e) => !this.hsByNorm.has(e));
+    const secondaryMatches: SecondaryMatch[] = [];
+    for (const e of optedOutEmails) {
+      if (this.hsByNorm.has(e)) continue;
+      const s = this.hsByAdditional.get(e);
+      if (s) secondaryMatches.push({ email: e, contactId: s.contact.id, alreadyUnsubscribed: s.entry.initialUnsubscribed });
+    }
+    hard.hubspotSecondaryOnly = secondaryMatches.map((m) => m.email);
+    const secondaryToUnsubscribe = secondaryMatches.filter((m) => !m.alreadyUnsubscribed).map((m) => m.email);
+    for (const e of secondaryToUnsubscribe) hsToUnsub.add(e);
+    hard.missingFromHubSpot = optedOutEmails.filter((e) => !this.hsByNorm.has(e) && !this.hsByAdditional.has(e));
     hard.missingFromSalesforce = optedOutEmails.filter((e) => !sfCovered.has(e));
 
     return {
@@ -513,6 +620,9 @@ export class World {
         ...hs,
         emailsToUnsubscribe: sorted(hsToUnsub),
         missingEmails: hard.missingFromHubSpot,
+        secondaryMatches,
+        secondaryToUnsubscribe,
+        secondaryAlreadyUnsubscribed: secondaryMatches.filter((m) => m.alreadyUnsubscribed).map((m) => m.email),
       },
       salesforce: { ...sf, missingEmails: hard.missingFromSalesforce },
       hardCases: hard,
@@ -575,21 +685,51 @@ export class World {
       (id) => this.sfById.get(id)?.initialOptOut === true,
       this.sfWrites,
     );
-    return { ok: hubspot.ok && salesforce.ok, hubspot, salesforce };
+    // Secondary addresses: judged by their address-level status (unsubscribed from all email).
+    // A write to an already-unsubscribed secondary address is not "unnecessary": nothing the lookup returns
+    // (search gives the holder's properties) shows an address's status; the write answers NO_STATUS_CHANGE.
+    const secToUnsub = truth.hubspot.secondaryToUnsubscribe;
+    const secNeeded = new Set(truth.hubspot.secondaryMatches.map((m) => m.email));
+    const secNotUnsub = secToUnsub.filter((e) => !this.hsAddressUnsubscribed(e));
+    let secWrites = 0;
+    for (const n of this.hsSecondaryStatusWrites.values()) secWrites += n;
+    const secondary: SecondaryVerification = {
+      ok: secNotUnsub.length === 0,
+      expected: secToUnsub.length,
+      notUnsubscribed: secNotUnsub,
+      unnecessaryWrites: [...this.hsSecondaryStatusWrites.keys()].filter((e) => !secNeeded.has(e)).sort(),
+      repeatedWrites: [...this.hsSecondaryStatusWrites.entries()].filter(([, n]) => n > 1).map(([e]) => e).sort(),
+      writes: secWrites,
+    };
+    const hs = { ...hubspot, ok: hubspot.ok && secondary.ok, secondary };
+    return { ok: hs.ok && salesforce.ok, hubspot: hs, salesforce };
   }
 
   /** A compact view of the CRM state for /__emulator/state. */
-  hubspotState(): { contacts: Array<{ id: string; email: string | null; hs_email_optout: string | null; initialOptOut: boolean; writes: number }>; unsubscribedEmails: string[]; orphanStatusWrites: Record<string, number> } {
+  hubspotState(): {
+    contacts: Array<{ id: string; email: string | null; hs_additional_emails?: string; hs_email_optout: string | null; initialOptOut: boolean; writes: number }>;
+    unsubscribedEmails: string[];
+    orphanStatusWrites: Record<string, number>;
+    secondaryAddresses: Array<{ email: string; contactId: string; unsubscribed: boolean; initialUnsubscribed: boolean; writes: number }>;
+  } {
     return {
       contacts: this.data.hubspot.map((h) => ({
         id: h.id,
         email: h.props.email ?? null,
+        ...(h.props.hs_additional_emails ? { hs_additional_emails: h.props.hs_additional_emails } : {}),
         hs_email_optout: h.props.hs_email_optout ?? null,
         initialOptOut: h.initialOptOut,
         writes: this.hsWrites.get(h.id) ?? 0,
       })),
       unsubscribedEmails: sorted([...this.hubspotStatuses.entries()].filter(([, s]) => s.allUnsubMs !== null).map(([e]) => e)),
       orphanStatusWrites: Object.fromEntries(this.hsOrphanStatusWrites),
+      secondaryAddresses: this.data.hubspotAdditional.map((a) => ({
+        email: a.norm,
+        contactId: a.contactId,
+        unsubscribed: this.hsAddressUnsubscribed(a.norm),
+        initialUnsubscribed: a.initialUnsubscribed,
+        writes: this.hsSecondaryStatusWrites.get(a.norm) ?? 0,
+      })),
     };
   }
 

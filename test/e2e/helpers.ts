@@ -114,10 +114,12 @@ function tap(emu: Emulators): Taps {
     noteForm(req);
     noteTokens(res);
   });
-  wrap(findRoute(emu.servers.hubspot.router.routes, 'POST /oauth/v1/token'), (req, res) => {
-    noteForm(req);
-    noteTokens(res);
-  });
+  for (const name of ['POST /oauth/v1/token', 'POST /oauth/2026-09/token', 'POST /oauth/2026-03/token', 'POST /oauth/2026-09/token/introspect', 'POST /oauth/2026-03/token/introspect']) {
+    wrap(findRoute(emu.servers.hubspot.router.routes, name), (req, res) => {
+      noteForm(req);
+      noteTokens(res);
+    });
+  }
   return taps;
 }
 
@@ -276,12 +278,15 @@ export function parseJsonOut<T = RunSummary>(r: CliResult): T {
 /** Endpoint labels (requestCounts) that change CRM state. */
 export const WRITE_ENDPOINTS = {
   hubspot: [
-    'POST /crm/v3/objects/contacts/batch/update',
-    'POST /communication-preferences/v4/statuses/batch/unsubscribe-all',
-    'POST /communication-preferences/v4/statuses/batch/write',
-    'POST /communication-preferences/v4/statuses/{subscriberIdString}/unsubscribe-all',
-    'POST /communication-preferences/v4/statuses/{subscriberIdString}',
-    'POST /communication-preferences/v3/unsubscribe',
+    // numeric versions (legacy) and the date versions
+    ...['/crm/v3/objects/contacts', '/crm/objects/2026-09/contacts', '/crm/objects/2026-03/contacts'].map((b) => `POST ${b}/batch/update`),
+    ...['v4', '2026-09', '2026-03'].flatMap((v) => [
+      `POST /communication-preferences/${v}/statuses/batch/unsubscribe-all`,
+      `POST /communication-preferences/${v}/statuses/batch/write`,
+      `POST /communication-preferences/${v}/statuses/{subscriberIdString}/unsubscribe-all`,
+      `POST /communication-preferences/${v}/statuses/{subscriberIdString}`,
+    ]),
+    ...['v3', '2026-09', '2026-03'].map((v) => `POST /communication-preferences/${v}/unsubscribe`),
   ],
   salesforce: [
     'PATCH /services/data/vXX.X/composite/sobjects',
@@ -330,7 +335,9 @@ export type Kind = 'applied' | 'already-suppressed' | 'not-found';
 
 /**
  * What each target must answer for each opted-out email on a first, undisturbed delivery, from the ground
- * truth: HubSpot per contact (one per email), Salesforce per email over its Contacts and unconverted Leads.
+ * truth: HubSpot per contact (one per email; an address a contact holds only in hs_additional_emails is
+ * 'applied', or 'already-suppressed' when that address was unsubscribed already), Salesforce per email over
+ * its Contacts and unconverted Leads.
  */
 export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth()): { hubspot: Map<string, Kind>; salesforce: Map<string, Kind> } {
   const w = emu.world;
@@ -338,24 +345,33 @@ export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth(
   const hsAlready = new Set(truth.hubspot.alreadySuppressed);
   const sfTo = new Set([...truth.salesforce.toSuppress, ...truth.salesforce.personAccountsToSuppress]);
   const sfAlready = new Set(truth.salesforce.alreadySuppressed);
+  const secondary = new Map(truth.hubspot.secondaryMatches.map((m) => [m.email, m]));
   const hubspot = new Map<string, Kind>();
   const salesforce = new Map<string, Kind>();
   for (const email of truth.optedOutEmails) {
     const h = w.hsByNorm.get(email);
-    hubspot.set(email, !h ? 'not-found' : hsTo.has(h.id) ? 'applied' : hsAlready.has(h.id) ? 'already-suppressed' : ('?' as Kind));
+    const sec = secondary.get(email);
+    hubspot.set(
+      email,
+      h ? (hsTo.has(h.id) ? 'applied' : hsAlready.has(h.id) ? 'already-suppressed' : ('?' as Kind)) : sec ? (sec.alreadyUnsubscribed ? 'already-suppressed' : 'applied') : 'not-found',
+    );
     const recs = (w.sfByNorm.get(email) ?? []).map((r) => r.Id);
     salesforce.set(email, recs.some((id) => sfTo.has(id)) ? 'applied' : recs.some((id) => sfAlready.has(id)) ? 'already-suppressed' : 'not-found');
   }
   return { hubspot, salesforce };
 }
 
-/** Is every CRM record of `email` suppressed (HubSpot contact, Salesforce Contacts and unconverted Leads)? */
+/**
+ * Is every CRM record of `email` suppressed (HubSpot contact, or the address itself when a contact holds it
+ * only in hs_additional_emails; Salesforce Contacts and unconverted Leads)?
+ */
 export function crmSuppressed(emu: Emulators, email: string): { hubspot: boolean | null; salesforce: boolean | null } {
   const w = emu.world;
   const h = w.hsByNorm.get(email);
+  const secondary = !h && w.hsByAdditional.has(email);
   const recs = (w.sfByNorm.get(email) ?? []).filter((r) => !r.deleted && (r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted !== true)));
   return {
-    hubspot: h ? h.props.hs_email_optout === 'true' : null,
+    hubspot: h ? h.props.hs_email_optout === 'true' : secondary ? w.hsAddressUnsubscribed(email) : null,
     salesforce: recs.length ? recs.every((r) => r.fields.HasOptedOutOfEmail === true) : null,
   };
 }
@@ -372,8 +388,20 @@ export function assertVerified(emu: Emulators, opts: { allowRepeats?: boolean } 
     if (!opts.allowRepeats) assert.deepEqual(tv.repeatedWrites, [], `${t}: records written more than once: ${brief(tv.repeatedWrites)}`);
     assert.ok(tv.expected > 0, `${t}: the dataset must expect some suppressions for the test to mean anything`);
   }
+  // Secondary addresses (hs_additional_emails), listed apart: a connector that matches primary addresses only misses these.
+  const sec = v.hubspot.secondary;
+  const brief = (xs: string[]): string => `${xs.length} [${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''}]`;
+  assert.deepEqual(sec.notUnsubscribed, [], `hubspot: secondary-address opt-outs missed (opted-out addresses a contact holds only in hs_additional_emails, still not unsubscribed): ${brief(sec.notUnsubscribed)}`);
+  assert.deepEqual(sec.unnecessaryWrites, [], `hubspot: writes to secondary addresses that needed none: ${brief(sec.unnecessaryWrites)}`);
+  if (!opts.allowRepeats) assert.deepEqual(sec.repeatedWrites, [], `hubspot: secondary addresses written more than once: ${brief(sec.repeatedWrites)}`);
   assert.equal(v.ok, true);
   assert.equal(emu.world.hsOrphanStatusWrites.size, 0, 'no HubSpot subscription write for an email without a contact (onlyExistingContacts)');
+}
+
+/** Requests the HubSpot emulator received on numeric-version (v1-v4, legacy) paths: a default run makes none. */
+export function assertNoLegacyHubSpotCalls(emu: Emulators): void {
+  const legacy = emu.servers.hubspot.legacyCalls();
+  assert.equal(legacy.count, 0, `HubSpot numeric-version (legacy) calls: ${JSON.stringify(legacy.byEndpoint)}`);
 }
 
 /** Mark a Constant Contact contact deleted now WITHOUT unsubscribing it (deleted-not-unsubscribed), as the dataset models it. */
