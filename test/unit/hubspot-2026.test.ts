@@ -7,7 +7,9 @@
 import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
-import { clearSecrets } from '../../src/log';
+import { clearSecrets, redact } from '../../src/log';
+import { formatErrors, isSecretKey } from '../../src/codec';
+import { connector } from '../../connectors/hubspot';
 import { CheckReport, Target } from '../../src/plugin';
 import { SqliteStateStore } from '../../src/store/sqlite';
 import {
@@ -383,5 +385,20 @@ describe('hubspot connector: 2026 platform', () => {
         console.log(`      measured (${batch}): E=${E} F=${F} K=${K} -> reads=${reads} searches=${searches} writes=${writes}; used/minimum ${h.count()}/${minimum}`);
       });
     }
+  });
+});
+
+describe('hubspot connector: Service Key is a secret', () => {
+  afterEach(() => clearSecrets());
+
+  it('the config layer treats serviceKey as a secret: masked in codec errors, redacted once loaded', () => {
+    assert.ok(isSecretKey('serviceKey'));
+    const r = connector.config.decode({ auth: { type: 'service-key', serviceKey: 12345678 } });
+    assert.ok(isLeft(r));
+    const text = isLeft(r) ? formatErrors(r.left).join('\n') : '';
+    assert.match(text, /auth\.serviceKey/);
+    assert.ok(!text.includes('12345678'), text);
+    open(serviceKey());
+    assert.ok(!redact(`key ${SERVICE_KEY}`).includes(SERVICE_KEY));
   });
 });
