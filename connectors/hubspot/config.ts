@@ -12,7 +12,7 @@ export const DEFAULT_PER_10_SECONDS = 100;
 /** CRM search has its own limit: 5 requests per second per token. */
 export const DEFAULT_SEARCH_PER_SECOND = 5;
 
-/** The v4 legal basis values (communication-preferences v4 `PublicStatusRequest.legalBasis`). */
+/** The legal basis values (communication-preferences 2026-09 and v4 `PublicStatusRequest.legalBasis`: the same enum). */
 export const LEGAL_BASIS_VALUES = [
   'CONSENT_WITH_NOTICE',
   'LEGITIMATE_INTEREST_CLIENT',
