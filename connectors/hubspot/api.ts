@@ -2,11 +2,10 @@
  * Every HTTP request the HubSpot target makes goes through `HubSpotApi.run`: one per-target rate limiter,
  * one retry policy (the shared `withRetry`), one call counter, one error type.
  *
- * - SDK methods (`crm.contacts.batchApi.read/update`) throw on >= 400, but the SDK deserialises error bodies
- *   into its `Error` model, which drops `policyName`. A call-time response middleware therefore reads the raw
- *   body of every >= 400 response and throws `HubSpotHttpError` itself, so 429s are classified by policy.
- * - `client.apiRequest` (used for every date-versioned path, which the SDK does not wrap, and the auth
- *   endpoints) never throws on a status, 429 and 5xx included: `call` checks every status itself.
+ * - `client.apiRequest` carries every request the target makes (`call`): the SDK's generated methods wrap only
+ *   the numeric versions, and apiRequest never throws on a status, 429 and 5xx included, so `call` checks
+ *   every status itself. (`sdk` remains for SDK methods: they throw on >= 400 but drop `policyName` when they
+ *   parse an error body, so a call-time response middleware reads the raw body and throws HubSpotHttpError.)
  * - CRM search has its own limit (5/s per token) and is exempt from the ten-secondly one: it goes through
  *   a separate limiter (`CallRequest.search`).
  * - The SDK's own retry decorator is off (`numberOfApiCallRetries: 0`) and its Bottleneck limiter is not
