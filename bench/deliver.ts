@@ -15,8 +15,10 @@
  * sides; Salesforce with engine batches of 5000 so that objects above `bulkThreshold` (2000) go through
  * Bulk API 2.0.
  *
- * Minimum (token requests apart): HubSpot ceil(M/100) lookups + ceil(K/100) batch writes, or + K per-email
- * writes; Salesforce ceil(M/100) queries per mapped object (Contact, Lead) + ceil(K/200) collection calls, a
+ * Minimum (token requests apart): HubSpot ceil(M/100) lookups + ceil(F/100) searches on hs_additional_emails
+ * (F = opt-outs without a primary contact per the ground truth; only when the emulator serves the 2026-09 paths,
+ * see bench/lib/hubspot-probe.ts, else the connector runs legacy paths without search) + ceil(K/100) batch
+ * writes, or + K per-email writes (bench/hubspot.ts breaks this down per engine batch); Salesforce ceil(M/100) queries per mapped object (Contact, Lead) + ceil(K/200) collection calls, a
  * Bulk job counting 5 requests (create, upload, close, one poll, successful results). K = records to write.
  *
  *   npm run build && node dist/bench/deliver.js [--contacts 40700] [--seed 7]
@@ -43,6 +45,7 @@ import {
   tmpDir,
   writeBenchConfig,
 } from './lib/harness';
+import { probeHubSpot } from './lib/hubspot-probe';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -101,7 +104,7 @@ function classify(counts: ReturnType<typeof countsDelta>): Classified {
   for (const [label, n] of Object.entries(counts)) {
     c.throttled += n.byStatus['429'] ?? 0;
     if (/token/.test(label)) c.token += n.total;
-    else if (/batch\/read|\/query/.test(label)) c.lookups += n.total;
+    else if (/batch\/read|\/query|\/search/.test(label)) c.lookups += n.total; // CRM search on hs_additional_emails is a lookup
     else if (/jobs\/ingest/.test(label)) c.bulk += n.total;
     else {
       const refused = n.byStatus['403'] ?? 0;
@@ -212,19 +215,20 @@ interface Scenario {
   m: number;
 }
 
-async function scenarioA(): Promise<Scenario & { truth: GroundTruth }> {
+async function scenarioA(): Promise<Scenario & { truth: GroundTruth; note: string }> {
   const emu = await EmulatorProcess.start({ contacts: CONTACTS, seed: SEED });
   const dir = tmpDir('deliver-a');
   try {
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
-    const real = writeBenchConfig(emu.connection, { dir, name: 'real.json' });
-    const fast = writeBenchConfig(emu.connection, { dir, name: 'fast.json', hubspot: { rateLimit: { per10Seconds: RAISED } } });
+    const platform = await probeHubSpot(emu.connection.hubspot.baseUrl, emu.connection.hubspot.accessToken);
+    const real = writeBenchConfig(emu.connection, { dir, name: 'real.json', hubspot: { ...platform.settings } });
+    const fast = writeBenchConfig(emu.connection, { dir, name: 'fast.json', hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } } });
     const seeding = openBenchEngine(real);
     const m = seedOutbox(seeding.store, truth);
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
-    const lookupsHs = Math.ceil(m / HS_CHUNK);
+    const lookupsHs = Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
     const rows: Row[] = [];
     rows.push(await deliverRun(emu, real, 'hubspot', 'batch, at the real limit 100/10 s', kHs, lookupsHs + Math.ceil(kHs / HS_CHUNK), HS_FLOOR, false));
@@ -233,7 +237,7 @@ async function scenarioA(): Promise<Scenario & { truth: GroundTruth }> {
     rows.push(await deliverRun(emu, real, 'salesforce', 'Collections (engine batches of 1000)', kSf, lookupsSf + Math.ceil(kSf / SF_COLLECTION), SF_FLOOR, false));
     rows.push(await deliverRun(emu, real, 'salesforce', 'rerun (redeliver)', 0, lookupsSf, SF_FLOOR, true));
     const v = await emu.call<Verification>({ cmd: 'verify' });
-    return { rows, verify: [verifyText(v, 'hubspot'), verifyText(v, 'salesforce')], m, truth };
+    return { rows, verify: [verifyText(v, 'hubspot'), verifyText(v, 'salesforce')], m, truth, note: platform.note };
   } finally {
     await emu.stop();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -245,9 +249,10 @@ async function scenarioB(): Promise<Scenario> {
   const dir = tmpDir('deliver-b');
   try {
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
+    const platform = await probeHubSpot(emu.connection.hubspot.baseUrl, emu.connection.hubspot.accessToken);
     const cfg = writeBenchConfig(emu.connection, {
       dir,
-      hubspot: { rateLimit: { per10Seconds: RAISED } },
+      hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } },
       delivery: { batchSize: 5000 },
     });
     const seeding = openBenchEngine(cfg);
@@ -259,7 +264,7 @@ async function scenarioB(): Promise<Scenario> {
     // One deliver() call holds every opt-out (batch 5000 >= M): objects above the threshold go through Bulk.
     const bulkJobs = Object.values(byObject).filter((n) => n > SF_BULK_THRESHOLD).length;
     const viaCollections = Object.values(byObject).filter((n) => n <= SF_BULK_THRESHOLD).reduce((a, b) => a + b, 0);
-    const lookupsHs = Math.ceil(m / HS_CHUNK);
+    const lookupsHs = Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
     const rows: Row[] = [];
     rows.push(await deliverRun(emu, cfg, 'hubspot', 'per-email (batchAllowed=false), limit raised', kHs, lookupsHs + kHs, HS_FLOOR, false));
@@ -315,6 +320,7 @@ export async function runDeliver(): Promise<void> {
   header(`cc-optout delivery benchmark: HubSpot and Salesforce emulators (${int(CONTACTS)} contacts, seed ${SEED})`);
   process.stdout.write(`${machine()}; emulators in a child process on 127.0.0.1\n`);
   const a = await scenarioA();
+  process.stdout.write(`HubSpot: ${a.note}\n`);
   const b = await scenarioB();
   const t = a.truth;
   process.stdout.write(

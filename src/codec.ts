@@ -160,7 +160,7 @@ export function intRange(min: number, max: number): t.Type<number, number, unkno
   );
 }
 
-const SECRET_KEY = /(token|secret|password|privatekey|private_key|apikey|api_key)/i;
+const SECRET_KEY = /(token|secret|password|privatekey|private_key|apikey|api_key|servicekey|service_key)/i;
 
 export function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key) && !/url$/i.test(key);

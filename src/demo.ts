@@ -169,6 +169,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         );
       }
     }
+    const hsRows = audit.filter((r) => r.target === 'hubspot' && r.closedAt);
+    const secondary = hsRows.filter((r) => r.message === 'matched by additional-email').length;
+    line(`HubSpot matches: ${hsRows.filter((r) => r.message === 'matched by primary').length} by primary address, ${secondary} by secondary address (hs_additional_emails)`);
     const calls = (s: RunSummary, v: string) => s.apiCalls[v] ?? 0;
     line('API calls (backfill): used / theoretical minimum');
     line(`  Constant Contact ${calls(backfill, 'constant-contact')} / ${minBackfill.cc} (the full reconcile also reads deleted contacts; + ${calls(backfill, 'constant-contact-auth')} token)`);

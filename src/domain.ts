@@ -86,6 +86,8 @@ export interface Outcome {
   readonly message?: string;
   /** Dry run: a human-readable description of the write that would happen. */
   readonly action?: string;
+  /** How the CRM records were found, when the connector says (e.g. HubSpot: `primary`, `additional-email`). */
+  readonly matchedBy?: string;
 }
 
 /** Outcomes that close an outbox row. */

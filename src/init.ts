@@ -26,11 +26,11 @@ export function exampleConfig(): Record<string, unknown> {
     delivery: { '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)', batchSize: 1000, maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600, recheckNotFoundHours: 24 },
     targets: [
       {
-        '//': 'HubSpot: opt-outs land in the subscription status (Communication Preferences API). See connectors/hubspot/README.md.',
+        '//': 'HubSpot: opt-outs land in the subscription status (Communication Preferences API, API version 2026-09). Auth: a Service Key (Development > Keys > Service keys); private-app tokens and OAuth work too. See connectors/hubspot/README.md.',
         name: 'hubspot',
         connector: 'hubspot',
         config: {
-          auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' },
+          auth: { type: 'service-key', serviceKey: '${HUBSPOT_SERVICE_KEY}' },
           suppression: { type: 'unsubscribe-all', batch: 'auto' },
           onlyExistingContacts: true,
         },

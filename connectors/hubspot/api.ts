@@ -2,10 +2,12 @@
  * Every HTTP request the HubSpot target makes goes through `HubSpotApi.run`: one per-target rate limiter,
  * one retry policy (the shared `withRetry`), one call counter, one error type.
  *
- * - SDK methods (`crm.contacts.batchApi.read/update`) throw on >= 400, but the SDK deserialises error bodies
- *   into its `Error` model, which drops `policyName`. A call-time response middleware therefore reads the raw
- *   body of every >= 400 response and throws `HubSpotHttpError` itself, so 429s are classified by policy.
- * - `client.apiRequest` (used for v4 and the auth endpoints) never throws on a status: `call` checks it.
+ * - `client.apiRequest` carries every request the target makes (`call`): the SDK's generated methods wrap only
+ *   the numeric versions, and apiRequest never throws on a status, 429 and 5xx included, so `call` checks
+ *   every status itself. (`sdk` remains for SDK methods: they throw on >= 400 but drop `policyName` when they
+ *   parse an error body, so a call-time response middleware reads the raw body and throws HubSpotHttpError.)
+ * - CRM search has its own limit (5/s per token) and is exempt from the ten-secondly one: it goes through
+ *   a separate limiter (`CallRequest.search`).
  * - The SDK's own retry decorator is off (`numberOfApiCallRetries: 0`) and its Bottleneck limiter is not
  *   configured: retries and pacing are ours. (Both are process-wide in the SDK; see README.)
  */
@@ -24,6 +26,7 @@ import {
 import { Capabilities, TargetError, KeyValue } from '../../src/plugin';
 import { Logger, redact, registerSecret } from '../../src/log';
 import { ResolvedHubSpotConfig } from './config';
+import { Paths, pathsFor } from './paths';
 import { singleFlight } from '../../src/http/single-flight';
 
 /** A HubSpot response with status >= 400 (after our retries, when it reaches a caller). */
@@ -113,6 +116,8 @@ export interface CallRequest {
   readonly form?: Readonly<Record<string, string>>;
   /** Send the bearer token (default true). */
   readonly auth?: boolean;
+  /** A CRM search request: paced by the search limiter (5/s) instead of the ten-secondly one. */
+  readonly search?: boolean;
 }
 
 function parseBody(text: string): unknown {
@@ -142,6 +147,7 @@ interface Tokens {
   refresh(): Promise<string>;
 }
 
+/** A static bearer token: a private-app token or a Service Key. */
 class PrivateAppTokens implements Tokens {
   readonly refreshable = false;
   constructor(private readonly token: string) {}
@@ -165,7 +171,7 @@ interface StoredTokens {
 }
 
 /**
- * OAuth refresh-token grant (`POST /oauth/v1/token`), with the tokens kept in the target's kv store.
+ * OAuth refresh-token grant (`POST /oauth/{version}/token`, `/oauth/v1/token` for legacy), with the tokens kept in the target's kv store.
  * A rotated refresh token is written to the store before the new access token is used; refreshes are
  * single-flight. When the config's refresh token changes (re-authorised), the chain restarts from it.
  */
@@ -271,6 +277,9 @@ export class HubSpotApi {
   readonly client: Client;
   readonly tokens: Tokens;
   private readonly limiter: RateLimiter;
+  private readonly searchLimiter: RateLimiter;
+  /** Every path, for the configured API version. */
+  readonly paths: Paths;
   private readonly logger: Logger;
   private token = '';
   private readonly sdkOptions: SdkCallOptions;
@@ -283,6 +292,8 @@ export class HubSpotApi {
   ) {
     this.logger = caps.logger.child({ target: caps.targetName, connector: 'hubspot' });
     this.limiter = new RateLimiter({ perWindow: cfg.per10Seconds, windowMs: 10_000, clock: caps.clock });
+    this.searchLimiter = new RateLimiter({ perWindow: cfg.searchPerSecond, windowMs: 1_000, clock: caps.clock });
+    this.paths = pathsFor(cfg.apiVersion);
     this.client = new Client({ basePath: cfg.baseUrl, numberOfApiCallRetries: 0 });
     // SDK 13.5 applies only call-time middleware to generated API methods (`config.middleware` is ignored
     // there), so every SDK call gets these options: bearer token in, raw error bodies out.
@@ -311,15 +322,19 @@ export class HubSpotApi {
     if (cfg.auth.type === 'private-app') {
       registerSecret(cfg.auth.accessToken);
       this.tokens = new PrivateAppTokens(cfg.auth.accessToken);
+    } else if (cfg.auth.type === 'service-key') {
+      registerSecret(cfg.auth.serviceKey);
+      this.tokens = new PrivateAppTokens(cfg.auth.serviceKey);
     } else {
-      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call('POST /oauth/v1/token', { method: 'POST', path: '/oauth/v1/token', form, auth: false }), this.logger);
+      const tokenPath = this.paths.oauthToken;
+      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call(`POST ${tokenPath}`, { method: 'POST', path: tokenPath, form, auth: false }), this.logger);
     }
   }
 
-  /** A request through `client.apiRequest` (v4, auth endpoints). Throws HubSpotHttpError on >= 400. */
+  /** A request through `client.apiRequest`. Throws HubSpotHttpError on >= 400 (every status is checked here). */
   call(label: string, req: CallRequest): Promise<RawResponse> {
     const auth = req.auth !== false;
-    return this.run(label, auth, async () => {
+    return this.run(label, auth, req.search === true, async () => {
       const headers: Record<string, string> = {};
       if (auth) headers.Authorization = `Bearer ${this.token}`;
       let body: unknown = req.body;
@@ -334,7 +349,7 @@ export class HubSpotApi {
       res.headers.forEach((v, k) => {
         h[k.toLowerCase()] = v;
       });
-      this.observe(h);
+      this.observe(h, req.search === true);
       const parsed = parseBody(await res.text());
       if (res.status >= 400) throw new HubSpotHttpError(label, res.status, parsed, h);
       return { status: res.status, headers: h, body: parsed };
@@ -343,7 +358,7 @@ export class HubSpotApi {
 
   /** An SDK method call. Its >= 400 responses arrive as HubSpotHttpError (see the middleware). */
   sdk<T>(label: string, fn: (client: Client, options: SdkCallOptions) => Promise<T>): Promise<T> {
-    return this.run(label, true, async () => {
+    return this.run(label, true, false, async () => {
       try {
         return await fn(this.client, this.sdkOptions);
       } catch (e) {
@@ -361,14 +376,15 @@ export class HubSpotApi {
     return this.tokens.current();
   }
 
-  private async run<T>(label: string, auth: boolean, fn: () => Promise<T>): Promise<T> {
+  private async run<T>(label: string, auth: boolean, search: boolean, fn: () => Promise<T>): Promise<T> {
     let refreshed = false;
+    const limiter = search ? this.searchLimiter : this.limiter;
     try {
       return await withRetry(
         async (attempt) => {
           if (auth) this.token = await this.tokens.current();
           try {
-            await this.limiter.acquire();
+            await limiter.acquire();
           } catch (e) {
             if (e instanceof BudgetExhausted) throw this.dailyHalt();
             throw e;
@@ -379,7 +395,7 @@ export class HubSpotApi {
             return await fn();
           } catch (e) {
             if (e instanceof HubSpotHttpError) {
-              if (e.status === 429) this.on429(e);
+              if (e.status === 429) this.on429(e, limiter);
               if (e.status === 401 && auth && this.tokens.refreshable && !refreshed) {
                 refreshed = true;
                 this.token = await this.tokens.refresh();
@@ -399,13 +415,13 @@ export class HubSpotApi {
     } catch (e) {
       const err = e instanceof RetryNow ? e.original : e;
       if (err instanceof HubSpotHttpError && err.status === 401 && auth) {
+        const type = this.cfg.auth.type;
+        const what = type === 'oauth' ? 'OAuth access token (after a refresh)' : type === 'service-key' ? 'Service Key' : 'private app access token';
+        const field = type === 'oauth' ? 'refreshToken / clientId / clientSecret' : type === 'service-key' ? 'serviceKey' : 'accessToken';
         throw new Halt({
           kind: 'auth',
           halt: true,
-          message: redact(
-            `HubSpot rejected the ${this.cfg.auth.type === 'oauth' ? 'OAuth access token (after a refresh)' : 'private app access token'} (401 on ${label}); ` +
-              `check auth.${this.cfg.auth.type === 'oauth' ? 'refreshToken / clientId / clientSecret' : 'accessToken'}`,
-          ),
+          message: redact(`HubSpot rejected the ${what} (401 on ${label}); check auth.${field}`),
         });
       }
       throw err;
@@ -427,10 +443,11 @@ export class HubSpotApi {
     return { retry: false };
   }
 
-  private on429(e: HubSpotHttpError): void {
+  private on429(e: HubSpotHttpError, limiter: RateLimiter): void {
     const policy = e.policyName();
     if (policy === 'DAILY') {
       this.limiter.exhaust();
+      this.searchLimiter.exhaust();
       throw this.dailyHalt();
     }
     const retryAfter = Number(e.headers['retry-after']);
@@ -444,7 +461,7 @@ export class HubSpotApi {
             ? 1_000
             : 10_000;
     this.logger.warn('hubspot rate limited; waiting', { policy: policy ?? 'unknown', waitMs: ms });
-    this.limiter.pause(ms);
+    limiter.pause(ms);
   }
 
   private dailyHalt(): Halt {
@@ -458,7 +475,7 @@ export class HubSpotApi {
   }
 
   /** Read X-HubSpot-RateLimit-* headers; when the window is spent, hold requests for its interval. */
-  private observe(headers: Readonly<Record<string, string>>): void {
+  private observe(headers: Readonly<Record<string, string>>, search = false): void {
     const num = (k: string): number | undefined => {
       const v = headers[k];
       const n = v === undefined ? NaN : Number(v);
@@ -473,7 +490,8 @@ export class HubSpotApi {
     if (obs.max === undefined && obs.remaining === undefined && obs.dailyRemaining === undefined) return;
     this.lastRate = obs;
     if (obs.remaining !== undefined && obs.remaining <= 0) {
-      this.limiter.pause(obs.intervalMs ?? 10_000);
+      if (search) this.searchLimiter.pause(obs.intervalMs ?? 1_000);
+      else this.limiter.pause(obs.intervalMs ?? 10_000);
     }
     if (obs.dailyRemaining !== undefined && obs.dailyRemaining <= 0) {
       this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');

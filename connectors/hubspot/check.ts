@@ -7,8 +7,8 @@ import { CheckItem, CheckReport } from '../../src/plugin';
 import { MappedValue } from '../../src/domain';
 import { redact } from '../../src/log';
 import { Halt, HubSpotHttpError } from './api';
+import { ADDITIONAL_EMAILS, missingScopesOf } from './target';
 import type { HubSpotTarget } from './target';
-import { PATHS } from './paths';
 import { ResolvedHubSpotConfig } from './config';
 
 interface ScopeNeed {
@@ -72,82 +72,128 @@ export async function runCheck(target: HubSpotTarget): Promise<CheckReport> {
     items.push({ name, ok, detail: redact(detail) });
   };
 
-  // 1. Token validity, and its scopes when HubSpot tells us.
+  const paths = api.paths;
+  const authType = cfg.auth.type;
+  const tokenName = authType === 'service-key' ? 'Service Key' : authType === 'private-app' ? 'private app token' : 'OAuth access token';
+  /** Scopes HubSpot named as missing in a 403 (`context.missingScopes`), across the reads below. */
+  const missingFrom403 = new Set<string>();
+  const note403 = (e: unknown): string | null => {
+    if (!(e instanceof HubSpotHttpError) || e.status !== 403) return null;
+    const m = missingScopesOf(e);
+    if (m) for (const x of m.split(', ')) missingFrom403.add(x);
+    return m;
+  };
+
+  // 1. Token: get one (OAuth: refresh through the token endpoint of the version in use), then its info
+  //    where HubSpot offers one. Token info is informative only: the real read below decides validity.
   let scopes: string[] | null = null;
-  let tokenOk = false;
+  let portal: string | null = null;
+  let tokenInfoNote = '';
+  let haveToken = false;
   try {
     const token = await api.accessToken();
-    tokenOk = true; // a private-app token is "valid until HubSpot says otherwise"; an OAuth one was just refreshed
-    if (cfg.auth.type === 'private-app') {
-      const res = await api.call(`POST ${PATHS.privateAppTokenInfo}`, { method: 'POST', path: PATHS.privateAppTokenInfo, body: { tokenKey: token } });
-      const b = (res.body ?? {}) as { scopes?: unknown; hubId?: unknown; appId?: unknown };
-      scopes = Array.isArray(b.scopes) ? b.scopes.filter((s): s is string => typeof s === 'string') : null;
-      add('token', true, `private app token is valid${b.hubId !== undefined ? ` (portal ${String(b.hubId)}${b.appId !== undefined ? `, app ${String(b.appId)}` : ''})` : ''}`);
-    } else {
-      const res = await api.call('GET /oauth/v1/access-tokens/{token}', { method: 'GET', path: PATHS.oauthTokenInfo(token), auth: false });
-      const b = (res.body ?? {}) as { scopes?: unknown; hub_id?: unknown; expires_in?: unknown };
-      scopes = Array.isArray(b.scopes) ? b.scopes.filter((s): s is string => typeof s === 'string') : null;
-      add('token', true, `OAuth refresh succeeded and the access token is valid${b.hub_id !== undefined ? ` (portal ${String(b.hub_id)})` : ''}`);
-    }
-  } catch (e) {
-    if (e instanceof HubSpotHttpError && tokenOk) {
-      const endpoint = cfg.auth.type === 'private-app' ? `POST ${PATHS.privateAppTokenInfo}` : 'GET /oauth/v1/access-tokens/{token}';
-      if (cfg.auth.type === 'private-app' && (e.status === 400 || e.status === 401)) {
-        tokenOk = false;
-        add('token', false, `HubSpot does not recognise the private app token (HTTP ${e.status}); check auth.accessToken`);
-      } else {
-        add(
-          'token',
-          true,
-          `token-info endpoint ${endpoint} unavailable (HTTP ${e.status}); token validity is shown by the contact lookup below, scopes cannot be verified`,
-        );
+    haveToken = true;
+    if (authType === 'private-app') {
+      try {
+        const res = await api.call(`POST ${paths.privateAppTokenInfo}`, { method: 'POST', path: paths.privateAppTokenInfo, body: { tokenKey: token } });
+        const b = (res.body ?? {}) as { scopes?: unknown; hubId?: unknown; appId?: unknown };
+        scopes = Array.isArray(b.scopes) ? b.scopes.filter((x): x is string => typeof x === 'string') : null;
+        if (b.hubId !== undefined) portal = `portal ${String(b.hubId)}${b.appId !== undefined ? `, app ${String(b.appId)}` : ''}`;
+      } catch (e) {
+        // never decisive: documented for legacy private-app tokens only
+        tokenInfoNote = `; token info unavailable (${errMessage(e)})`;
       }
-    } else {
-      tokenOk = false;
-      add('token', false, errMessage(e));
+    } else if (cfg.auth.type === 'oauth') {
+      const path = paths.oauthTokenInfo(token);
+      try {
+        const res =
+          paths.version === 'legacy'
+            ? await api.call('GET /oauth/v1/access-tokens/{token}', { method: 'GET', path, auth: false })
+            : await api.call(`POST ${path}`, {
+                method: 'POST',
+                path,
+                auth: false,
+                form: { client_id: cfg.auth.clientId, client_secret: cfg.auth.clientSecret, token, token_type_hint: 'access_token' },
+              });
+        const b = (res.body ?? {}) as { scopes?: unknown; scope?: unknown; hub_id?: unknown; hubId?: unknown; active?: unknown };
+        scopes = Array.isArray(b.scopes)
+          ? b.scopes.filter((x): x is string => typeof x === 'string')
+          : typeof b.scope === 'string'
+            ? b.scope.split(/\s+/).filter(Boolean)
+            : null;
+        const hub = b.hub_id ?? b.hubId;
+        if (hub !== undefined) portal = `portal ${String(hub)}`;
+        if (b.active === false) tokenInfoNote = '; token introspection says the token is not active';
+      } catch (e) {
+        tokenInfoNote = `; token info unavailable (${errMessage(e)})`;
+      }
     }
+    // Service Keys: HubSpot documents no token-info endpoint for them; the read below is the test.
+  } catch (e) {
+    add('token', false, errMessage(e));
   }
 
-  // 2. Scopes.
-  const needs = requiredScopes(cfg);
-  if (scopes === null) {
-    add('scopes', true, `not verified (token info unavailable); needed: ${needs.map(describeNeed).join(', ')}`);
-  } else {
-    const granted = new Set(scopes);
-    const missing = needs.filter((n) => !n.optional && !n.anyOf.some((s) => granted.has(s)));
-    const missingOptional = needs.filter((n) => n.optional && !n.anyOf.some((s) => granted.has(s)));
-    const extra = missingOptional.length > 0 ? `; optional scope not granted: ${missingOptional.map(describeNeed).join(', ')} (batch suppression unavailable, per-email writes will be used)` : '';
-    if (missing.length > 0) {
-      add('scopes', false, `missing scopes: ${missing.map((n) => `${describeNeed(n)} (to ${n.why})`).join(', ')}${extra}`);
-    } else {
-      add('scopes', true, `all required scopes granted${extra}`);
-    }
-  }
-
-  // 3. Contact lookup (the same call deliver makes), with an address that cannot exist.
-  if (tokenOk) {
+  // 2. The real read deliver makes (batch read by email, an address that cannot exist): proves the token.
+  let tokenOk = false;
+  if (haveToken) {
+    const path = paths.batchRead;
     try {
-      await api.sdk(`POST ${PATHS.batchRead}`, (client, options) =>
-        client.crm.contacts.batchApi.read(
-          { inputs: [{ id: 'cc-optout-check@example.invalid' }], idProperty: 'email', properties: ['email', 'hs_email_optout'], propertiesWithHistory: [] },
-          false,
-          options,
-        ),
-      );
+      await api.call(`POST ${path}`, {
+        method: 'POST',
+        path,
+        qs: { archived: 'false' },
+        body: { inputs: [{ id: 'cc-optout-check@example.invalid' }], idProperty: 'email', properties: ['email', 'hs_email_optout'], propertiesWithHistory: [] },
+      });
+      tokenOk = true;
+      add('token', true, `${tokenName} is valid (a contact read succeeded; API version ${paths.version})${portal ? ` (${portal})` : ''}${tokenInfoNote}`);
       add('contact-lookup', true, 'batch read of contacts by email works');
     } catch (e) {
-      const detail =
-        e instanceof HubSpotHttpError && e.status === 403
-          ? `HubSpot refused the contact lookup (403): grant scope ${SCOPES.contactsRead}`
-          : errMessage(e);
-      add('contact-lookup', false, detail);
+      const missing = note403(e);
+      if (e instanceof HubSpotHttpError && e.status === 403) {
+        tokenOk = true; // authenticated, but not allowed
+        add('token', true, `${tokenName} is valid (HubSpot answered 403, not 401)${portal ? ` (${portal})` : ''}${tokenInfoNote}`);
+        add('contact-lookup', false, `HubSpot refused the contact lookup (403): grant scope ${missing ?? SCOPES.contactsRead}`);
+      } else if (e instanceof Halt && e.error.kind === 'auth') {
+        add('token', false, errMessage(e));
+      } else {
+        add('token', false, `could not verify the ${tokenName}: ${errMessage(e)}`);
+      }
+    }
+  }
+
+  // 3. Secondary addresses: one search (limit 1) on hs_additional_emails, as deliver makes it.
+  if (tokenOk && cfg.matchAdditionalEmails) {
+    const path = paths.search;
+    try {
+      await api.call(`POST ${path}`, {
+        method: 'POST',
+        path,
+        search: true,
+        body: {
+          filterGroups: [{ filters: [{ propertyName: ADDITIONAL_EMAILS, operator: 'IN', values: ['cc-optout-check@example.invalid'] }] }],
+          properties: ['email', ADDITIONAL_EMAILS],
+          sorts: [],
+          limit: 1,
+          after: '0',
+        },
+      });
+      add('contact-search', true, `search on ${ADDITIONAL_EMAILS} works (secondary addresses are matched)`);
+    } catch (e) {
+      const missing = note403(e);
+      add(
+        'contact-search',
+        false,
+        missing || (e instanceof HubSpotHttpError && e.status === 403)
+          ? `HubSpot refused the contact search (403): grant scope ${missing ?? SCOPES.contactsRead}`
+          : `contact search on ${ADDITIONAL_EMAILS} failed: ${errMessage(e)} (set matchAdditionalEmails to false to match primary addresses only)`,
+      );
     }
   }
 
   // 4. Subscription ids (subscriptions mode).
   if (cfg.suppression.type === 'subscriptions' && tokenOk) {
     try {
-      const res = await api.call(`GET ${PATHS.definitions}`, { method: 'GET', path: PATHS.definitions, qs: { businessUnitId: String(cfg.businessUnitId) } });
+      const res = await api.call(`GET ${paths.definitions}`, { method: 'GET', path: paths.definitions, qs: { businessUnitId: String(cfg.businessUnitId) } });
       const defs = (((res.body ?? {}) as { results?: unknown }).results ?? []) as Array<{ id?: unknown; name?: unknown; isActive?: unknown }>;
       const byId = new Map(defs.filter((d) => d && d.id !== undefined).map((d) => [String(d.id), d]));
       const problems: string[] = [];
@@ -165,14 +211,15 @@ export async function runCheck(target: HubSpotTarget): Promise<CheckReport> {
         add('subscriptions', true, `businessUnitId ${cfg.businessUnitId}: ${found.join(', ')}`);
       }
     } catch (e) {
-      add('subscriptions', false, `could not read subscription definitions: ${errMessage(e)}`);
+      const missing = note403(e);
+      add('subscriptions', false, `could not read subscription definitions: ${missing ? `grant scope ${missing}` : errMessage(e)}`);
     }
   }
 
   // 5. Audit properties.
   if (tokenOk) {
     for (const [name, value] of Object.entries(cfg.properties)) {
-      const path = PATHS.property(name);
+      const path = paths.property(name);
       try {
         const res = await api.call(`GET ${path}`, { method: 'GET', path });
         const p = (res.body ?? {}) as { type?: unknown; fieldType?: unknown; calculated?: unknown; modificationMetadata?: { readOnlyValue?: unknown } };
@@ -189,13 +236,35 @@ export async function runCheck(target: HubSpotTarget): Promise<CheckReport> {
         if (e instanceof HubSpotHttpError && e.status === 404) {
           add(`property:${name}`, false, `contact property ${name} does not exist in HubSpot; create it (Settings > Properties) or remove it from "properties"`);
         } else {
-          add(`property:${name}`, false, `could not read contact property ${name}: ${errMessage(e)}`);
+          const missing = note403(e);
+          add(`property:${name}`, false, `could not read contact property ${name}: ${missing ? `grant scope ${missing}` : errMessage(e)}`);
         }
       }
     }
   }
 
-  // 6. Batch suppression: what is known.
+  // 6. Scopes: from token info when HubSpot gave it, else from the 403s above (write scopes cannot be
+  //    verified without a write).
+  const needs = requiredScopes(cfg);
+  if (scopes === null) {
+    if (missingFrom403.size > 0) {
+      add('scopes', false, `missing scopes (HubSpot 403 context.missingScopes): ${[...missingFrom403].join(', ')}; needed in all: ${needs.map(describeNeed).join(', ')}`);
+    } else if (tokenOk) {
+      add('scopes', true, `reads allowed; write scopes not verifiable without a write (no token info for this ${tokenName}); needed: ${needs.map(describeNeed).join(', ')}`);
+    }
+  } else {
+    const granted = new Set(scopes);
+    const missing = needs.filter((n) => !n.optional && !n.anyOf.some((x) => granted.has(x)));
+    const missingOptional = needs.filter((n) => n.optional && !n.anyOf.some((x) => granted.has(x)));
+    const extra = missingOptional.length > 0 ? `; optional scope not granted: ${missingOptional.map(describeNeed).join(', ')} (batch suppression unavailable, per-email writes will be used)` : '';
+    if (missing.length > 0) {
+      add('scopes', false, `missing scopes: ${missing.map((n) => `${describeNeed(n)} (to ${n.why})`).join(', ')}${extra}`);
+    } else {
+      add('scopes', true, `all required scopes granted${extra}`);
+    }
+  }
+
+  // 7. Batch suppression: what is known.
   const { mode, known } = target.batchState();
   const batchScopeMissing = scopes !== null && !scopes.includes(SCOPES.batchWrite);
   if (mode === 'never') {

@@ -5,13 +5,17 @@
 import * as t from 'io-ts';
 import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';
 import { MappedValue } from '../../src/domain';
+import { API_VERSIONS, ApiVersion, DEFAULT_API_VERSION } from './paths';
 
 export const DEFAULT_BASE_URL = 'https://api.hubapi.com';
 export const DEFAULT_PER_10_SECONDS = 100;
 /** Far above any HubSpot tier's burst limit (190 / 10 s; 250 with the API add-on). */
 export const MAX_PER_10_SECONDS = 1000;
+/** CRM search has its own limit: 5 requests per second per token. */
+export const DEFAULT_SEARCH_PER_SECOND = 5;
+export const MAX_SEARCH_PER_SECOND = 100;
 
-/** The v4 legal basis values (communication-preferences v4 `PublicStatusRequest.legalBasis`). */
+/** The legal basis values (communication-preferences 2026-09 and v4 `PublicStatusRequest.legalBasis`: the same enum). */
 export const LEGAL_BASIS_VALUES = [
   'CONSENT_WITH_NOTICE',
   'LEGITIMATE_INTEREST_CLIENT',
@@ -72,8 +76,12 @@ export const OAuthAuth = strictObject(
   { type: t.literal('oauth'), clientId: NonEmptyString, clientSecret: NonEmptyString, refreshToken: NonEmptyString },
   {},
 );
-export const AuthCodec = tagged('auth', { 'private-app': PrivateAppAuth, oauth: OAuthAuth });
-export type HubSpotAuth = t.TypeOf<typeof PrivateAppAuth> | t.TypeOf<typeof OAuthAuth>;
+/** A Service Key (Development > Keys > Service keys): a static bearer token, like a private-app token. */
+export const ServiceKeyAuth = strictObject('ServiceKeyAuth', { type: t.literal('service-key'), serviceKey: NonEmptyString }, {});
+export const AuthCodec = tagged('auth', { 'service-key': ServiceKeyAuth, 'private-app': PrivateAppAuth, oauth: OAuthAuth });
+export type HubSpotAuth = t.TypeOf<typeof ServiceKeyAuth> | t.TypeOf<typeof PrivateAppAuth> | t.TypeOf<typeof OAuthAuth>;
+
+export const ApiVersionCodec = enumOf('apiVersion', API_VERSIONS);
 
 const SUBSCRIPTION_ID = /^[0-9]+$/;
 export const SubscriptionIdCodec = new t.Type<string, string, unknown>(
@@ -90,7 +98,7 @@ export const SubscriptionIdsCodec = new t.Type<string[], string[], unknown>(
   (u, c) => {
     const r = t.array(SubscriptionIdCodec).validate(u, c);
     if (r._tag === 'Left') return r;
-    if (r.right.length === 0) return t.failure(u, c, 'subscriptionIds: expected at least one subscription id (find them with GET /communication-preferences/v4/definitions)');
+    if (r.right.length === 0) return t.failure(u, c, 'subscriptionIds: expected at least one subscription id (find them with GET /communication-preferences/2026-09/definitions)');
     if (new Set(r.right).size !== r.right.length) return t.failure(u, c, 'subscriptionIds: duplicate subscription id');
     return t.success(r.right);
   },
@@ -118,13 +126,18 @@ export const AuditPropertiesCodec = fieldMapping('audit properties { hubspotProp
       : null,
 );
 
-export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, { per10Seconds: intRange(1, MAX_PER_10_SECONDS) });
+export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, {
+  per10Seconds: intRange(1, MAX_PER_10_SECONDS),
+  searchPerSecond: intRange(1, MAX_SEARCH_PER_SECOND),
+});
 
 export const HubSpotConfigCodec = strictObject(
   'HubSpotConfig',
   { auth: AuthCodec },
   {
     baseUrl: SecureUrl,
+    apiVersion: ApiVersionCodec,
+    matchAdditionalEmails: t.boolean,
     suppression: SuppressionCodec,
     legalBasis: LegalBasisCodec,
     legalBasisExplanation: NonEmptyString,
@@ -143,7 +156,10 @@ export type Suppression =
 /** The config with every default applied. */
 export interface ResolvedHubSpotConfig {
   readonly baseUrl: string;
+  readonly apiVersion: ApiVersion;
   readonly auth: HubSpotAuth;
+  /** After the primary-address lookup, find the rest by CRM search on hs_additional_emails. */
+  readonly matchAdditionalEmails: boolean;
   readonly suppression: Suppression;
   readonly legalBasis: LegalBasis | null;
   readonly legalBasisExplanation: string | null;
@@ -151,6 +167,7 @@ export interface ResolvedHubSpotConfig {
   readonly onlyExistingContacts: boolean;
   readonly properties: Readonly<Record<string, MappedValue>>;
   readonly per10Seconds: number;
+  readonly searchPerSecond: number;
 }
 
 export function resolveConfig(c: HubSpotConfig): ResolvedHubSpotConfig {
@@ -163,7 +180,9 @@ export function resolveConfig(c: HubSpotConfig): ResolvedHubSpotConfig {
         : { type: 'unsubscribe-all', batch: s.batch ?? 'auto' };
   return {
     baseUrl: (c.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, ''),
+    apiVersion: c.apiVersion ?? DEFAULT_API_VERSION,
     auth: c.auth as HubSpotAuth,
+    matchAdditionalEmails: c.matchAdditionalEmails ?? true,
     suppression,
     legalBasis: c.legalBasis ?? null,
     legalBasisExplanation: c.legalBasisExplanation ?? null,
@@ -171,5 +190,6 @@ export function resolveConfig(c: HubSpotConfig): ResolvedHubSpotConfig {
     onlyExistingContacts: c.onlyExistingContacts ?? true,
     properties: c.properties ?? {},
     per10Seconds: c.rateLimit?.per10Seconds ?? DEFAULT_PER_10_SECONDS,
+    searchPerSecond: c.rateLimit?.searchPerSecond ?? DEFAULT_SEARCH_PER_SECOND,
   };
 }

@@ -1,6 +1,7 @@
 /**
- * Delivery: look up (batch read by email) -> decide per email -> write suppression through
- * Communication Preferences -> optional audit properties. One outcome per email.
+ * Delivery: look up (batch read by primary email, then CRM search on hs_additional_emails for the rest)
+ * -> decide per email -> write suppression of the address through Communication Preferences -> optional
+ * audit properties. One outcome per email.
  */
 import * as E from 'fp-ts/Either';
 import * as TE from 'fp-ts/TaskEither';
@@ -10,12 +11,21 @@ import { Logger, redact } from '../../src/log';
 import { HubSpotApi, HubSpotHttpError, Halt } from './api';
 import { ResolvedHubSpotConfig, LEGAL_BASIS_VALUES } from './config';
 import { runCheck } from './check';
-import { PATHS } from './paths';
+import { Paths } from './paths';
 
-export { PATHS, encodeEmail } from './paths';
+export { PATHS, encodeEmail, pathsFor } from './paths';
 
 /** Inputs per batch read, batch write and batch update (HubSpot's documented max for CRM batch; v4 undocumented). */
 export const CHUNK = 100;
+/** Values per search (one `IN` filter on hs_additional_emails); also bounded by SEARCH_VALUE_CHARS. */
+export const SEARCH_VALUES = 100;
+/** Total characters of the values in one search request (keeps the body well inside HubSpot's request limits). */
+export const SEARCH_VALUE_CHARS = 3000;
+/** Results per search page (HubSpot's maximum). */
+export const SEARCH_PAGE = 200;
+/** Search returns at most 10,000 results per query: 50 pages of 200. */
+const SEARCH_MAX_PAGES = 50;
+export const ADDITIONAL_EMAILS = 'hs_additional_emails';
 /** Per-email writes in flight at once (the limiter still paces them). */
 const PER_EMAIL_CONCURRENCY = 4;
 /** A remembered batch refusal is re-tested after this long (a portal may be upgraded). */
@@ -34,9 +44,41 @@ interface Failure {
 
 type WriteResultKind = 'applied' | 'already-suppressed' | Failure['kind'];
 
+export type MatchedBy = 'primary' | 'additional-email';
+
 interface WriteItem {
   readonly email: string;
+  /** The contact whose primary address this is (audit properties go there). */
   readonly contactId: string | null;
+  /** Contacts that hold this address as a secondary address (hs_additional_emails). */
+  readonly secondaryOf: readonly string[];
+}
+
+/** Split a `;`-separated hs_additional_emails value into normalised addresses. */
+export function additionalEmails(value: unknown): string[] {
+  if (typeof value !== 'string') return [];
+  return value
+    .split(';')
+    .map((x) => normaliseEmail(x))
+    .filter((x) => x !== '');
+}
+
+/** Chunks of addresses for one search each: at most SEARCH_VALUES values and SEARCH_VALUE_CHARS characters. */
+export function searchChunks(emails: readonly string[]): string[][] {
+  const out: string[][] = [];
+  let cur: string[] = [];
+  let chars = 0;
+  for (const e of emails) {
+    if (cur.length > 0 && (cur.length >= SEARCH_VALUES || chars + e.length > SEARCH_VALUE_CHARS)) {
+      out.push(cur);
+      cur = [];
+      chars = 0;
+    }
+    cur.push(e);
+    chars += e.length;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
 }
 
 /** One suppression write: an email, and for subscriptions mode one subscription id. */
@@ -194,8 +236,15 @@ export class HubSpotTarget implements Target {
     }
     const emails = [...optOuts.keys()];
     const outcomes = new Map<string, Outcome>();
-    const set = (email: string, kind: OutcomeKind, recordIds: readonly string[], extra: { message?: string; action?: string } = {}): void => {
-      outcomes.set(email, { email, kind, recordIds, ...(extra.message ? { message: redact(extra.message) } : {}), ...(extra.action ? { action: extra.action } : {}) });
+    const set = (email: string, kind: OutcomeKind, recordIds: readonly string[], extra: { message?: string; action?: string; matchedBy?: MatchedBy } = {}): void => {
+      outcomes.set(email, {
+        email,
+        kind,
+        recordIds,
+        ...(extra.matchedBy ? { matchedBy: extra.matchedBy } : {}),
+        ...(extra.message ? { message: redact(extra.message) } : {}),
+        ...(extra.action ? { action: extra.action } : {}),
+      });
     };
     let halt: TargetError | undefined;
 
@@ -209,19 +258,33 @@ export class HubSpotTarget implements Target {
         for (const [email, f] of r.failed) set(email, f.kind, [], { message: f.message });
       }
 
+      // 1b. Addresses no contact has as its primary: CRM search on hs_additional_emails, ~ceil(F/100) searches.
+      const secondary = new Map<string, string[]>();
+      const notPrimary = emails.filter((e) => !outcomes.has(e) && !contacts.has(e));
+      if (this.cfg.matchAdditionalEmails && notPrimary.length > 0) {
+        const r = await this.searchAdditional(notPrimary);
+        for (const [email, ids] of r.matches) secondary.set(email, ids);
+        for (const [email, f] of r.failed) set(email, f.kind, [], { message: f.message });
+      }
+
       // 2. Decide.
       const toWrite: WriteItem[] = [];
       for (const email of emails) {
         if (outcomes.has(email)) continue;
         const c = contacts.get(email);
+        const sec = secondary.get(email);
         if (c && c.optedOut) {
-          set(email, 'already-suppressed', [c.id], { message: 'hs_email_optout is already true (unsubscribed from all email)' });
+          set(email, 'already-suppressed', [c.id], { matchedBy: 'primary', message: 'hs_email_optout is already true (unsubscribed from all email)' });
         } else if (c) {
-          toWrite.push({ email, contactId: c.id });
+          toWrite.push({ email, contactId: c.id, secondaryOf: [] });
+        } else if (sec) {
+          // hs_email_optout belongs to the contact's primary address: the secondary address is always written.
+          toWrite.push({ email, contactId: null, secondaryOf: sec });
         } else if (this.cfg.onlyExistingContacts) {
-          set(email, 'not-found', [], { message: 'no HubSpot contact has this primary email (onlyExistingContacts is true)' });
+          const where = this.cfg.matchAdditionalEmails ? 'as its primary email or in hs_additional_emails' : 'as its primary email (matchAdditionalEmails is false)';
+          set(email, 'not-found', [], { message: `no HubSpot contact has this address ${where} (onlyExistingContacts is true)` });
         } else {
-          toWrite.push({ email, contactId: null });
+          toWrite.push({ email, contactId: null, secondaryOf: [] });
         }
       }
 
@@ -229,13 +292,14 @@ export class HubSpotTarget implements Target {
       if (mode === 'plan') {
         const viaBatch = this.useBatch();
         for (const item of toWrite) {
-          set(item.email, 'planned', item.contactId ? [item.contactId] : [], { action: this.describe(item, optOuts.get(item.email)!, viaBatch) });
+          set(item.email, 'planned', recordIdsOf(item), { ...matchOf(item), action: this.describe(item, optOuts.get(item.email)!, viaBatch) });
         }
       } else if (toWrite.length > 0) {
         const byEmail = new Map(toWrite.map((w) => [w.email, w]));
         await this.write(toWrite, (email, kind, message) => {
-          const contactId = byEmail.get(email)?.contactId ?? null;
-          set(email, kind, contactId ? [contactId] : [], { message });
+          const item = byEmail.get(email)!;
+          const note = item.secondaryOf.length > 0 ? matchNote(item.secondaryOf) : undefined;
+          set(email, kind, recordIdsOf(item), { ...matchOf(item), message: [note, message].filter(Boolean).join('; ') || undefined });
         });
         const applied = toWrite.filter((w) => outcomes.get(w.email)?.kind === 'applied' && w.contactId !== null);
         const notes = await this.audit(applied.map((w) => ({ email: w.email, contactId: w.contactId!, optOut: optOuts.get(w.email)! })));
@@ -269,17 +333,31 @@ export class HubSpotTarget implements Target {
     return E.right(halt ? { outcomes: list, halt } : { outcomes: list });
   }
 
+  private get paths(): Paths {
+    return this.api.paths;
+  }
+
   private describe(item: WriteItem, optOut: OptOut, viaBatch: boolean): string {
     const cfg = this.cfg;
-    const who = item.contactId ? `contact ${item.contactId} (${item.email})` : `${item.email} (no HubSpot contact; status set by email)`;
+    const v = this.paths.version === 'legacy' ? { batchAll: 'v4 batch unsubscribe-all', oneAll: 'v4 per-email unsubscribe-all', batchWrite: 'v4 batch/write', one: 'v3 unsubscribe' } : {
+      batchAll: `${this.paths.version} batch unsubscribe-all`,
+      oneAll: `${this.paths.version} per-email unsubscribe-all`,
+      batchWrite: `${this.paths.version} batch/write`,
+      one: `${this.paths.version} unsubscribe`,
+    };
+    const who = item.contactId
+      ? `contact ${item.contactId} (${item.email})`
+      : item.secondaryOf.length > 0
+        ? `${item.email} (${matchNote(item.secondaryOf)})`
+        : `${item.email} (no HubSpot contact; status set by email)`;
     const bu = cfg.businessUnitId !== 0 ? `, businessUnitId ${cfg.businessUnitId}` : '';
     let action: string;
     if (cfg.suppression.type === 'unsubscribe-all') {
-      action = `unsubscribe-all EMAIL for ${who} via ${viaBatch ? 'v4 batch unsubscribe-all' : 'v4 per-email unsubscribe-all'}${bu}`;
+      action = `unsubscribe-all EMAIL for ${who} via ${viaBatch ? v.batchAll : v.oneAll}${bu}`;
     } else {
       const ids = cfg.suppression.subscriptionIds.join(', ');
       const legal = cfg.legalBasis ? `, legal basis ${cfg.legalBasis}` : '';
-      action = `unsubscribe EMAIL from subscription${cfg.suppression.subscriptionIds.length > 1 ? 's' : ''} ${ids} for ${who} via ${viaBatch ? 'v4 batch/write' : 'v3 unsubscribe'}${legal}`;
+      action = `unsubscribe EMAIL from subscription${cfg.suppression.subscriptionIds.length > 1 ? 's' : ''} ${ids} for ${who} via ${viaBatch ? v.batchWrite : v.one}${legal}`;
     }
     const props = this.auditProperties(optOut);
     if (item.contactId && Object.keys(props).length > 0) {
@@ -296,10 +374,18 @@ export class HubSpotTarget implements Target {
     const contacts = new Map<string, Contact>();
     const failed = new Map<string, Failure>();
     try {
-      const res = await this.api.sdk(`POST ${PATHS.batchRead}`, (client, options) =>
-        client.crm.contacts.batchApi.read({ inputs: emails.map((id) => ({ id })), idProperty: 'email', properties, propertiesWithHistory: [] }, false, options),
-      );
-      for (const r of res.results ?? []) {
+      const path = this.paths.batchRead;
+      const raw = await this.api.call(`POST ${path}`, {
+        method: 'POST',
+        path,
+        qs: { archived: 'false' },
+        body: { inputs: emails.map((id) => ({ id })), idProperty: 'email', properties, propertiesWithHistory: [] },
+      });
+      const res = (raw.body && typeof raw.body === 'object' ? raw.body : {}) as {
+        results?: Array<{ id?: unknown; properties?: Record<string, unknown> }>;
+        errors?: ItemError[];
+      };
+      for (const r of Array.isArray(res.results) ? res.results : []) {
         const email = r.properties?.email;
         if (typeof email !== 'string' || email === '') continue;
         const key = normaliseEmail(email);
@@ -308,7 +394,7 @@ export class HubSpotTarget implements Target {
         // Two records for one email (should not happen: email is unique): suppressed only if both are.
         contacts.set(key, prev ? { id: prev.id, optedOut: prev.optedOut && optOut } : { id: String(r.id), optedOut: optOut });
       }
-      const errors = ((res as { errors?: ItemError[] }).errors ?? []) as ItemError[];
+      const errors = Array.isArray(res.errors) ? res.errors : [];
       for (const err of errors) {
         if (err.category === 'OBJECT_NOT_FOUND') continue; // missing: simply absent from results
         for (const email of attribute(err, emails)) {
@@ -322,7 +408,7 @@ export class HubSpotTarget implements Target {
         throw new Halt({
           kind: 'auth',
           halt: true,
-          message: redact(`HubSpot refused the contact lookup (403): the token needs scope crm.objects.contacts.read (${e.hubspotMessage()})`),
+          message: redact(`HubSpot refused the contact lookup (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
         });
       }
       if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
@@ -335,6 +421,83 @@ export class HubSpotTarget implements Target {
         message: redact(`HubSpot contact lookup failed after retries: ${(e as Error).message}`),
       });
     }
+  }
+
+  /**
+   * Find contacts holding `emails` as secondary addresses: CRM search, one `IN` filter on hs_additional_emails
+   * per request (within the filter limits), paced by the search limiter, every page read via `after`. HubSpot's
+   * match is not trusted: each result's `;`-separated values are compared exactly (trimmed, lower-cased).
+   */
+  private async searchAdditional(emails: readonly string[]): Promise<{ matches: Map<string, string[]>; failed: Map<string, Failure> }> {
+    const matches = new Map<string, string[]>();
+    const failed = new Map<string, Failure>();
+    const path = this.paths.search;
+    for (const chunk of searchChunks(emails)) {
+      const wanted = new Set(chunk);
+      let after = '0';
+      let pages = 0;
+      try {
+        for (;;) {
+          const raw = await this.api.call(`POST ${path}`, {
+            method: 'POST',
+            path,
+            search: true,
+            body: {
+              filterGroups: [{ filters: [{ propertyName: ADDITIONAL_EMAILS, operator: 'IN', values: chunk }] }],
+              properties: ['email', ADDITIONAL_EMAILS],
+              sorts: [],
+              limit: SEARCH_PAGE,
+              after,
+            },
+          });
+          pages += 1;
+          const b = (raw.body && typeof raw.body === 'object' ? raw.body : {}) as {
+            results?: Array<{ id?: unknown; properties?: Record<string, unknown> }>;
+            paging?: { next?: { after?: unknown } };
+          };
+          for (const r of Array.isArray(b.results) ? b.results : []) {
+            if (r?.id === undefined || r.id === null) continue;
+            const id = String(r.id);
+            for (const a of additionalEmails(r.properties?.[ADDITIONAL_EMAILS])) {
+              if (!wanted.has(a)) continue;
+              const ids = matches.get(a) ?? [];
+              if (!ids.includes(id)) ids.push(id);
+              matches.set(a, ids);
+            }
+          }
+          const next = b.paging?.next?.after;
+          if (next === undefined || next === null || String(next) === '' || String(next) === after) break;
+          if (pages >= SEARCH_MAX_PAGES) {
+            // Past 10,000 results HubSpot stops paging: the rest of this chunk cannot be told apart from not-found.
+            for (const e of chunk) {
+              if (!matches.has(e)) failed.set(e, { kind: 'failed-retryable', message: 'HubSpot search on hs_additional_emails returned more than 10,000 results; not decided' });
+            }
+            break;
+          }
+          after = String(next);
+        }
+      } catch (e) {
+        if (e instanceof Halt) throw e;
+        if (e instanceof HubSpotHttpError && e.status === 403) {
+          throw new Halt({
+            kind: 'auth',
+            halt: true,
+            message: redact(`HubSpot refused the contact search (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
+          });
+        }
+        if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
+          // Never guess not-found: these stay queued and are looked up again.
+          for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `HubSpot search on hs_additional_emails refused: ${e.message}` });
+          continue;
+        }
+        throw new Halt({
+          kind: e instanceof HubSpotHttpError && e.status === 429 ? 'rate-limit' : 'unavailable',
+          halt: true,
+          message: redact(`HubSpot contact search failed after retries: ${(e as Error).message}`),
+        });
+      }
+    }
+    return { matches, failed };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -406,13 +569,13 @@ export class HubSpotTarget implements Target {
     let label: string;
     let req: { method: 'POST'; path: string; qs?: Record<string, string>; body: unknown };
     if (cfg.suppression.type === 'unsubscribe-all') {
-      label = `POST ${PATHS.batchUnsubscribeAll}`;
-      req = { method: 'POST', path: PATHS.batchUnsubscribeAll, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) }, body: { inputs: emails } };
+      label = `POST ${this.paths.batchUnsubscribeAll}`;
+      req = { method: 'POST', path: this.paths.batchUnsubscribeAll, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) }, body: { inputs: emails } };
     } else {
-      label = `POST ${PATHS.batchWrite}`;
+      label = `POST ${this.paths.batchWrite}`;
       req = {
         method: 'POST',
-        path: PATHS.batchWrite,
+        path: this.paths.batchWrite,
         body: {
           inputs: chunk.map((u) => ({
             subscriberIdString: u.email,
@@ -506,12 +669,12 @@ export class HubSpotTarget implements Target {
       for (const u of group) {
         try {
           if (u.subscriptionId === null) {
-            const path = PATHS.unsubscribeAll(u.email);
+            const path = this.paths.unsubscribeAll(u.email);
             await this.api.call(`POST ${path}`, { method: 'POST', path, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) } });
           } else {
-            await this.api.call(`POST ${PATHS.v3Unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
+            await this.api.call(`POST ${this.paths.unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
               method: 'POST',
-              path: PATHS.v3Unsubscribe,
+              path: this.paths.unsubscribe,
               body: {
                 emailAddress: u.email,
                 subscriptionId: u.subscriptionId,
@@ -562,10 +725,14 @@ export class HubSpotTarget implements Target {
       const chunk = inputs.slice(i, i + CHUNK);
       const byId = new Map(chunk.map((x) => [x.a.contactId, x.a.email]));
       try {
-        const res = await this.api.sdk(`POST ${PATHS.batchUpdate}`, (client, options) =>
-          client.crm.contacts.batchApi.update({ inputs: chunk.map((x) => ({ id: x.a.contactId, properties: x.properties })) }, options),
-        );
-        const errors = ((res as { errors?: ItemError[] }).errors ?? []) as ItemError[];
+        const path = this.paths.batchUpdate;
+        const res = await this.api.call(`POST ${path}`, {
+          method: 'POST',
+          path,
+          body: { inputs: chunk.map((x) => ({ id: x.a.contactId, properties: x.properties })) },
+        });
+        const rb = (res.body && typeof res.body === 'object' ? res.body : {}) as { errors?: unknown };
+        const errors = (Array.isArray(rb.errors) ? rb.errors : []) as ItemError[];
         for (const err of errors) {
           const ids = attribute(err, [...byId.keys()], (s) => s.trim());
           const targets = ids.length > 0 ? ids.map((id) => byId.get(id)!) : chunk.map((x) => x.a.email);
@@ -579,6 +746,31 @@ export class HubSpotTarget implements Target {
     }
     return notes;
   }
+}
+
+function recordIdsOf(item: WriteItem): string[] {
+  return item.contactId ? [item.contactId] : [...item.secondaryOf];
+}
+
+function matchOf(item: WriteItem): { matchedBy?: MatchedBy } {
+  return item.contactId ? { matchedBy: 'primary' } : item.secondaryOf.length > 0 ? { matchedBy: 'additional-email' } : {};
+}
+
+function matchNote(ids: readonly string[]): string {
+  return `secondary address (hs_additional_emails) of contact${ids.length > 1 ? 's' : ''} ${ids.join(', ')}`;
+}
+
+/** Scope names HubSpot lists as missing in a 403 (`context.missingScopes`, also in `errors[].context`). */
+export function missingScopesOf(e: HubSpotHttpError): string | null {
+  const b = (e.body && typeof e.body === 'object' ? e.body : {}) as { context?: unknown; errors?: unknown };
+  const out = new Set<string>();
+  const take = (ctx: unknown): void => {
+    const m = (ctx as { missingScopes?: unknown } | null)?.missingScopes;
+    for (const s of strings(m)) if (s.trim() !== '') out.add(s.trim());
+  };
+  take(b.context);
+  if (Array.isArray(b.errors)) for (const d of b.errors as unknown[]) take((d as { context?: unknown } | null)?.context);
+  return out.size > 0 ? [...out].join(', ') : null;
 }
 
 interface LedgerEntry {

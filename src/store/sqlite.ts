@@ -364,7 +364,7 @@ export class SqliteStateStore implements StateStore {
          (SELECT origin FROM outbox WHERE target = @target AND email = @email))`,
     );
     const done = this.db.prepare(`
-      UPDATE outbox SET state = 'done', outcome = @kind, record_ids = @ids, completed_at = @at, last_error = NULL,
+      UPDATE outbox SET state = 'done', outcome = @kind, record_ids = @ids, completed_at = @at, last_error = @note,
         attempts = attempts + 1
       WHERE target = @target AND email = @email AND state = 'queued'`);
     const park = this.db.prepare(`
@@ -385,7 +385,8 @@ export class SqliteStateStore implements StateStore {
         const msg = o.message ?? null;
         history.run({ runId: input.runId, target, email: o.email, kind: o.kind, ids, msg, at });
         if (isFinal(o.kind)) {
-          done.run({ kind: o.kind, ids, at, target, email: o.email });
+          // a closed row keeps no error; it shows how its records were matched, when the connector says
+          done.run({ kind: o.kind, ids, at, target, email: o.email, note: o.matchedBy ? `matched by ${o.matchedBy}` : null });
         } else if (o.kind === 'failed-permanent') {
           park.run({ ids, msg, at, target, email: o.email });
         } else if (input.deferUntil) {

@@ -35,7 +35,7 @@ describe('CLI', () => {
     const bad = run(['--config', file, 'check']);
     assert.strictEqual(bad.code, 2);
     assert.match(bad.stderr, /source\.clientId: environment variable CC_CLIENT_ID is not set/);
-    assert.match(bad.stderr, /targets\[0\]\.config\.auth\.accessToken: environment variable HUBSPOT_TOKEN is not set/);
+    assert.match(bad.stderr, /targets\[0\]\.config\.auth\.serviceKey: environment variable HUBSPOT_SERVICE_KEY is not set/);
     assert.ok(!fs.existsSync(path.join(dir, '.cc-optout')), 'nothing is created before the config is valid');
     // refuses to overwrite
     assert.strictEqual(run(['--config', file, 'init']).code, 2);

@@ -23,7 +23,7 @@ function oauthFake(rotate = true): FakeHubSpot {
   return hs;
 }
 
-const tokenCalls = (hs: FakeHubSpot): number => hs.count(isPath('/oauth/v1/token'));
+const tokenCalls = (hs: FakeHubSpot): number => hs.count(isPath(P.token));
 
 describe('hubspot connector: OAuth', () => {
   afterEach(() => {
@@ -47,7 +47,7 @@ describe('hubspot connector: OAuth', () => {
     const report = await deliver(h.target, [optOut('a@example.com')]);
     assert.deepStrictEqual(kinds(report), { 'a@example.com': 'applied' });
 
-    const tokenReq = hs.requests.find(isPath('/oauth/v1/token'))!;
+    const tokenReq = hs.requests.find(isPath(P.token))!;
     assert.strictEqual(tokenReq.authorization, undefined, 'no bearer on the token endpoint');
     const form = new URLSearchParams(tokenReq.body as string);
     assert.deepStrictEqual(Object.fromEntries(form), {
@@ -79,7 +79,7 @@ describe('hubspot connector: OAuth', () => {
     h.clock.advance(6 * 60_000); // 26 minutes: inside the 5-minute margin
     await deliver(h.target, [optOut('c@example.com')]);
     assert.strictEqual(tokenCalls(hs), 2);
-    const second = new URLSearchParams(hs.requests.filter(isPath('/oauth/v1/token'))[1]!.body as string);
+    const second = new URLSearchParams(hs.requests.filter(isPath(P.token))[1]!.body as string);
     assert.strictEqual(second.get('refresh_token'), 'oauth-refresh-token-1-abcdef', 'the rotated token, not the config one');
   });
 
@@ -103,7 +103,7 @@ describe('hubspot connector: OAuth', () => {
     const third = open(oauthConfig({ auth: { type: 'oauth', clientId: 'client-id-1', clientSecret: CLIENT_SECRET, refreshToken: 'reauthorised-refresh-token-555' } }), caps3);
     await deliver(third.target, [optOut('a@example.com')]);
     assert.strictEqual(tokenCalls(hs), 2);
-    const last = new URLSearchParams(hs.requests.filter(isPath('/oauth/v1/token'))[1]!.body as string);
+    const last = new URLSearchParams(hs.requests.filter(isPath(P.token))[1]!.body as string);
     assert.strictEqual(last.get('refresh_token'), 'reauthorised-refresh-token-555');
   });
 

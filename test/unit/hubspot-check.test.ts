@@ -7,7 +7,7 @@ import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
 import { clearSecrets } from '../../src/log';
 import { CheckReport, Target } from '../../src/plugin';
-import { FakeHubSpot, TOKEN, deliver, isPath, open, optOut, privateApp } from '../fixtures/hubspot/harness';
+import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from '../fixtures/hubspot/harness';
 
 async function check(target: Target): Promise<CheckReport> {
   const r = await target.check()();
@@ -42,10 +42,10 @@ describe('hubspot connector: check', () => {
     const { target } = open(privateApp({ businessUnitId: 3, suppression: { type: 'subscriptions', subscriptionIds: ['111'] }, properties: { cc_opted_out_at: 'optOutDate' } }));
     const report = await check(target);
     assert.ok(report.ok, JSON.stringify(report.items, null, 2));
-    assert.deepStrictEqual(report.items.map((i) => i.name), ['token', 'scopes', 'contact-lookup', 'subscriptions', 'property:cc_opted_out_at', 'batch-suppression']);
+    assert.deepStrictEqual(report.items.map((i) => i.name), ['token', 'contact-lookup', 'contact-search', 'subscriptions', 'property:cc_opted_out_at', 'scopes', 'batch-suppression']);
     const tokenInfo = hs.requests.find(isPath('/oauth/v2/private-apps/get/access-token-info'))!;
     assert.deepStrictEqual(tokenInfo.body, { tokenKey: TOKEN });
-    const defs = hs.requests.find(isPath('/communication-preferences/v4/definitions', 'GET'))!;
+    const defs = hs.requests.find(isPath(P.definitions, 'GET'))!;
     assert.strictEqual(defs.query.get('businessUnitId'), '3');
     assert.match(item(report, 'subscriptions').detail, /111 \(Newsletter\)/);
     assert.ok(!JSON.stringify(report).includes(TOKEN));
@@ -92,8 +92,8 @@ describe('hubspot connector: check', () => {
     const { target } = open(privateApp());
     const report = await check(target);
     assert.ok(report.ok, JSON.stringify(report.items));
-    assert.match(item(report, 'token').detail, /unavailable \(HTTP 404\)/);
-    assert.match(item(report, 'scopes').detail, /not verified/);
+    assert.match(item(report, 'token').detail, /token info unavailable \(.*HTTP 404/);
+    assert.match(item(report, 'scopes').detail, /not verifiable/);
     assert.strictEqual(item(report, 'contact-lookup').ok, true);
   });
 
@@ -107,14 +107,17 @@ describe('hubspot connector: check', () => {
     assert.ok(!JSON.stringify(report).includes(TOKEN));
   });
 
-  it('OAuth: GET /oauth/v1/access-tokens/{token} for scopes; the token never appears in the report', async () => {
+  it('OAuth: POST /oauth/2026-09/token/introspect for scopes; the token never appears in the report', async () => {
     const hs = new FakeHubSpot().install();
     hs.oauth = { clientId: 'cid', clientSecret: 'client-secret-xyz', refreshToken: 'refresh-token-xyz', rotate: false, expiresIn: 1800 };
     hs.scopes = ['crm.objects.contacts.read', 'communication_preferences.write'];
     const { target } = open({ auth: { type: 'oauth', clientId: 'cid', clientSecret: 'client-secret-xyz', refreshToken: 'refresh-token-xyz' } });
     const report = await check(target);
     assert.ok(report.ok, JSON.stringify(report.items));
-    assert.ok(hs.requests.some((r) => r.method === 'GET' && r.path === '/oauth/v1/access-tokens/oauth-access-token-1-abcdef'));
+    const intro = hs.requests.find(isPath(P.introspect))!;
+    assert.ok(intro, 'introspection called');
+    assert.strictEqual(new URLSearchParams(intro.body as string).get('token'), 'oauth-access-token-1-abcdef');
+    assert.ok(hs.requests.some(isPath(P.token)), 'refresh through the date-versioned token endpoint');
     assert.match(item(report, 'batch-suppression').detail, /not granted: per-email writes will be used/);
     assert.ok(!JSON.stringify(report).includes('oauth-access-token-1-abcdef'));
     assert.ok(!JSON.stringify(report).includes('refresh-token-xyz'));

@@ -88,7 +88,7 @@ describe('hubspot connector: config', () => {
     const r = connector.config.decode({ auth: { type: 'apikey', accessToken: 'x' } });
     assert.ok(isLeft(r));
     const lines = isLeft(r) ? formatErrors(r.left) : [];
-    assert.deepStrictEqual(lines, ['auth.type: got "apikey", expected "private-app" | "oauth"']);
+    assert.deepStrictEqual(lines, ['auth.type: got "apikey", expected "service-key" | "private-app" | "oauth"']);
   });
 
   it('applies defaults', () => {
@@ -101,6 +101,8 @@ describe('hubspot connector: config', () => {
       {
         auth: undefined,
         baseUrl: 'http://127.0.0.1:4010',
+        apiVersion: '2026-09',
+        matchAdditionalEmails: true,
         suppression: { type: 'unsubscribe-all', batch: 'auto' },
         legalBasis: null,
         legalBasisExplanation: null,
@@ -108,6 +110,7 @@ describe('hubspot connector: config', () => {
         onlyExistingContacts: true,
         properties: {},
         per10Seconds: 100,
+        searchPerSecond: 5,
       },
     );
     const d = HubSpotConfigCodec.decode({ auth: { type: 'private-app', accessToken: 'tok-123456' } });

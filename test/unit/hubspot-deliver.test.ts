@@ -21,7 +21,7 @@ describe('hubspot connector: deliver', () => {
       const { target } = open(privateApp({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
       const report = await deliver(target, [optOut('mixed.case@example.com')]);
       assert.deepStrictEqual(report.outcomes, [
-        { email: 'mixed.case@example.com', kind: 'applied', recordIds: [id] },
+        { email: 'mixed.case@example.com', kind: 'applied', recordIds: [id], matchedBy: 'primary' },
       ]);
       const read = hs.requests.find(isPath(P.read))!;
       assert.deepStrictEqual(read.body, {
@@ -35,7 +35,7 @@ describe('hubspot connector: deliver', () => {
 
     it('already-suppressed contacts cost no write; missing ones are not-found (strict nock: any write would fail)', async () => {
       const scope = nock(BASE)
-        .post('/crm/v3/objects/contacts/batch/read')
+        .post(P.read)
         .query({ archived: 'false' })
         .reply(207, {
           status: 'COMPLETE',
@@ -44,14 +44,17 @@ describe('hubspot connector: deliver', () => {
           errors: [{ status: 'error', category: 'OBJECT_NOT_FOUND', message: 'Could not get some CONTACT objects', context: { ids: ['NOBODY@example.com'] }, errors: [], links: {} }],
           startedAt: '2026-01-01T00:00:00Z',
           completedAt: '2026-01-01T00:00:00Z',
-        });
+        })
+        // the address no contact has as primary is searched for among secondary addresses: none
+        .post(P.search, (b: { filterGroups: Array<{ filters: Array<{ values?: string[] }> }> }) => JSON.stringify(b.filterGroups[0]!.filters[0]!.values) === '["nobody@example.com"]')
+        .reply(200, { total: 0, results: [] });
       const h = open(privateApp());
       const report = await deliver(h.target, [optOut('gone@example.com'), optOut('nobody@example.com')]);
       assert.deepStrictEqual(kinds(report), { 'gone@example.com': 'already-suppressed', 'nobody@example.com': 'not-found' });
       assert.deepStrictEqual(byEmail(report).get('gone@example.com')!.recordIds, ['51']);
       assert.ok(scope.isDone());
       assert.deepStrictEqual(nock.pendingMocks(), []);
-      assert.strictEqual(h.count(), 1, 'one lookup, no write');
+      assert.strictEqual(h.count(), 2, 'one lookup, one search, no write');
     });
 
     it('onlyExistingContacts=false writes the status of a non-contact by email and reports applied', async () => {
@@ -83,8 +86,8 @@ describe('hubspot connector: deliver', () => {
       assert.deepStrictEqual(kinds(report), { 'a@example.com': 'applied', 'b+tag@example.com': 'applied' });
       const writes = hs.writes();
       assert.deepStrictEqual(writes.map((w) => w.path).sort(), [
-        '/communication-preferences/v4/statuses/a@example.com/unsubscribe-all',
-        '/communication-preferences/v4/statuses/b+tag@example.com/unsubscribe-all',
+        P.single('a@example.com'),
+        P.single('b+tag@example.com'),
       ]);
       for (const w of writes) {
         assert.strictEqual(w.query.get('channel'), 'EMAIL');
@@ -202,7 +205,7 @@ describe('hubspot connector: deliver', () => {
         }),
       );
       const report = await deliver(h.target, [optOut('a@example.com')]);
-      assert.deepStrictEqual(report.outcomes, [{ email: 'a@example.com', kind: 'applied', recordIds: [id] }]);
+      assert.deepStrictEqual(report.outcomes, [{ email: 'a@example.com', kind: 'applied', recordIds: [id], matchedBy: 'primary' }]);
       const w = hs.requests.filter(isPath(P.batchWrite));
       assert.strictEqual(w.length, 1);
       assert.deepStrictEqual(w[0]!.body, {
@@ -315,7 +318,7 @@ describe('hubspot connector: deliver', () => {
       assert.deepStrictEqual(upd[0]!.body, {
         inputs: [{ id: a, properties: { cc_opted_out_at: '2026-03-09T08:30:00.000Z', cc_reason: 'too many emails', cc_origin: 'constant-contact', cc_flag: 'true' } }],
       });
-      assert.strictEqual(h.count(), 3, '1 lookup + 1 batch write + 1 audit batch');
+      assert.strictEqual(h.count(), 4, '1 lookup + 1 search (new@) + 1 batch write + 1 audit batch');
     });
 
     it('an audit failure leaves the suppression applied and says so', async () => {
@@ -336,7 +339,7 @@ describe('hubspot connector: deliver', () => {
   describe('dry run', () => {
     it('looks up, sends no POST to any write endpoint, and plans each email (strict nock)', async () => {
       const scope = nock(BASE)
-        .post('/crm/v3/objects/contacts/batch/read')
+        .post(P.read)
         .query(true)
         .reply(207, {
           status: 'COMPLETE',
@@ -348,7 +351,9 @@ describe('hubspot connector: deliver', () => {
           errors: [{ status: 'error', category: 'OBJECT_NOT_FOUND', message: 'not found', context: { ids: ['c@example.com'] }, errors: [], links: {} }],
           startedAt: '2026-01-01T00:00:00Z',
           completedAt: '2026-01-01T00:00:00Z',
-        });
+        })
+        .post(P.search)
+        .reply(200, { total: 0, results: [] });
       const h = open(privateApp({ properties: { cc_opted_out_at: 'optOutDate' } }));
       const report = await deliver(h.target, [optOut('a@example.com'), optOut('b@example.com'), optOut('c@example.com')], 'plan');
       assert.deepStrictEqual(kinds(report), { 'a@example.com': 'planned', 'b@example.com': 'already-suppressed', 'c@example.com': 'not-found' });
@@ -358,7 +363,7 @@ describe('hubspot connector: deliver', () => {
       assert.match(a.action!, /cc_opted_out_at=2026-03-09T08:30:00.000Z/);
       assert.ok(scope.isDone());
       assert.deepStrictEqual(nock.pendingMocks(), []);
-      assert.strictEqual(h.count(), 1);
+      assert.strictEqual(h.count(), 2, 'one lookup, one search');
     });
 
     it('plans subscriptions writes too, with no write request', async () => {
@@ -372,7 +377,7 @@ describe('hubspot connector: deliver', () => {
     });
   });
 
-  describe('call counts (ceil(M/100) lookups + K per-email writes, or ceil(K/100) batch writes)', () => {
+  describe('call counts (ceil(M/100) lookups + ceil(F/100) searches + K per-email writes, or ceil(K/100) batch writes)', () => {
     const M = 250;
     const emails = Array.from({ length: M }, (_, i) => `person${i}@example.com`);
     function seed(hs: FakeHubSpot): number {
@@ -396,11 +401,13 @@ describe('hubspot connector: deliver', () => {
       assert.strictEqual(applied, K);
       const lookups = hs.count(isPath(P.read));
       const writes = hs.count(isPath(P.batchAll));
+      const F = M / 5; // not anyone's primary address
       assert.strictEqual(lookups, Math.ceil(M / 100));
+      assert.strictEqual(hs.count(isPath(P.search)), Math.ceil(F / 100));
       assert.strictEqual(writes, Math.ceil(K / 100));
-      assert.strictEqual(h.count(), Math.ceil(M / 100) + Math.ceil(K / 100));
+      assert.strictEqual(h.count(), Math.ceil(M / 100) + Math.ceil(F / 100) + Math.ceil(K / 100));
       // eslint-disable-next-line no-console
-      console.log(`      measured (batch): M=${M} K=${K} -> lookups=${lookups} writes=${writes} calls.record=${h.count()}`);
+      console.log(`      measured (batch): M=${M} F=${F} K=${K} -> lookups=${lookups} searches=${hs.count(isPath(P.search))} writes=${writes} calls.record=${h.count()}`);
     });
 
     it('per-email mode', async () => {
@@ -410,7 +417,7 @@ describe('hubspot connector: deliver', () => {
       const report = await deliver(h.target, emails.map((e) => optOut(e)));
       assert.strictEqual(report.outcomes.filter((o) => o.kind === 'applied').length, K);
       assert.strictEqual(hs.count(isPath(P.singleAll)), K);
-      assert.strictEqual(h.count(), Math.ceil(M / 100) + K);
+      assert.strictEqual(h.count(), Math.ceil(M / 100) + Math.ceil(M / 5 / 100) + K);
       // eslint-disable-next-line no-console
       console.log(`      measured (per-email): M=${M} K=${K} -> lookups=${hs.count(isPath(P.read))} writes=${hs.count(isPath(P.singleAll))} calls.record=${h.count()}`);
     });
@@ -422,7 +429,7 @@ describe('hubspot connector: deliver', () => {
       await deliver(h.target, emails.map((e) => optOut(e)));
       const before = h.count();
       const again = await deliver(h.target, emails.map((e) => optOut(e)));
-      assert.strictEqual(h.count() - before, Math.ceil(M / 100));
+      assert.strictEqual(h.count() - before, Math.ceil(M / 100) + Math.ceil(M / 5 / 100), 'lookups and searches only');
       assert.ok(again.outcomes.every((o) => o.kind === 'already-suppressed' || o.kind === 'not-found'));
     });
   });

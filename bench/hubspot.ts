@@ -1,0 +1,190 @@
+/**
+ * Benchmark: HubSpot delivery on HubSpot's 2026 platform (issue 9). For E opted-out addresses of which F are
+ * nobody's primary address and K need a write, the minimum is
+ *   ceil(E/100) batch reads + ceil(F/100) searches (hs_additional_emails, one IN filter of <= 100 values)
+ *   + ceil(K/100) batch writes (Enterprise), or + K per-address writes.
+ * The engine hands the connector batches (maxBatch 1000), so the achievable minimum is that sum per batch;
+ * both are printed. Counted twice: by the engine (calls the connector made) and by the emulator (by endpoint),
+ * which also shows how many calls went to numeric-version (v1-v4) paths.
+ *
+ * Robust to the emulator's generation: it first asks the emulator whether it serves the 2026-09 paths and
+ * search (bench/lib/hubspot-probe.ts); if not, it runs legacy paths without search and says so.
+ *
+ *   npm run build && node dist/bench/hubspot.js [--contacts 20000] [--seed 7]
+ */
+import * as fs from 'fs';
+import { OptOut } from '../src/domain';
+import { GroundTruth, Verification } from '../src/emulators';
+import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW } from '../src/engine';
+import { StateStore } from '../src/store/types';
+import { EmulatorProcess, RequestCounts, countsDelta, header, int, machine, measure, openBenchEngine, sec, table, tmpDir, writeBenchConfig } from './lib/harness';
+import { probeHubSpot } from './lib/hubspot-probe';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? Number(process.argv[i + 1]) : def;
+}
+const CONTACTS = arg('contacts', 20_000);
+const SEED = arg('seed', 7);
+const RAISED = 100_000;
+const CHUNK = 100;
+const MAX_BATCH = 1000;
+const NUMERIC = /\/(crm|communication-preferences|oauth)\/(objects\/|properties\/)?v[1-4]\//;
+
+function seedOutbox(store: StateStore, truth: GroundTruth): OptOut[] {
+  const now = new Date().toISOString();
+  const runId = store.startRun('bench-seed', false, now);
+  const added: OptOut[] = truth.optOuts.map((o) => ({
+    email: o.email,
+    contactId: o.contactId,
+    optedOutAt: new Date(o.optOutDate).toISOString(),
+    source: o.source,
+    reason: o.reason,
+    deleted: o.deleted,
+  }));
+  store.commitDetection({ runId, added, resubscribed: [], targets: ['hubspot'], now, checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now } });
+  store.finishRun(runId, 0, { seeded: added.length }, now);
+  return added;
+}
+
+interface Counted {
+  reads: number;
+  searches: number;
+  writes: number;
+  other: number;
+  numeric: number;
+  throttled: number;
+}
+
+function classify(counts: ReturnType<typeof countsDelta>): Counted {
+  const c: Counted = { reads: 0, searches: 0, writes: 0, other: 0, numeric: 0, throttled: 0 };
+  for (const [label, n] of Object.entries(counts)) {
+    c.throttled += n.byStatus['429'] ?? 0;
+    if (NUMERIC.test(label)) c.numeric += n.total;
+    if (/\/search/.test(label)) c.searches += n.total;
+    else if (/batch\/read/.test(label)) c.reads += n.total;
+    else if (/^POST .*(statuses|unsubscribe|batch\/write)/.test(label)) c.writes += n.total - (n.byStatus['403'] ?? 0);
+    else c.other += n.total;
+  }
+  return c;
+}
+
+interface Row {
+  run: string;
+  e: number;
+  f: number;
+  k: number;
+  secondary: number;
+  used: number;
+  minimum: number;
+  perBatchMinimum: number;
+  c: Counted;
+  ms: number;
+}
+
+/** Per engine batch (in outbox order, which follows opt-out date): the minimum for that batch. */
+function perBatch(emails: string[], notPrimary: Set<string>, toWrite: Set<string>, batchWrites: boolean): number {
+  let n = 0;
+  for (let i = 0; i < emails.length; i += MAX_BATCH) {
+    const b = emails.slice(i, i + MAX_BATCH);
+    const f = b.filter((e) => notPrimary.has(e)).length;
+    const k = b.filter((e) => toWrite.has(e)).length;
+    n += Math.ceil(b.length / CHUNK) + Math.ceil(f / CHUNK) + (batchWrites ? Math.ceil(k / CHUNK) : k);
+  }
+  return n;
+}
+
+async function scenario(batchWrites: boolean): Promise<{ rows: Row[]; verify: string; note: string }> {
+  const emu = await EmulatorProcess.start({ contacts: CONTACTS, seed: SEED, hubspot: { knobs: { tenSecondLimit: RAISED, ...(batchWrites ? {} : { batchAllowed: false }) } } });
+  const dir = tmpDir('bench-hubspot');
+  try {
+    const conn = emu.connection;
+    const platform = await probeHubSpot(conn.hubspot.baseUrl, conn.hubspot.accessToken);
+    const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
+    const cfg = writeBenchConfig(conn, {
+      dir,
+      targets: ['hubspot'],
+      hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED }, suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' } },
+    });
+    const seeding = openBenchEngine(cfg);
+    seedOutbox(seeding.store, truth);
+    await seeding.close();
+    const rows: Row[] = [];
+    for (const rerun of [false, true]) {
+      const open = openBenchEngine(cfg);
+      try {
+        if (rerun) open.store.enqueueKnown({ runId: open.store.startRun('bench-requeue', false, new Date().toISOString()), targets: ['hubspot'], since: null, redeliver: true, now: new Date().toISOString() });
+        const queued = open.store.queuedOutbox('hubspot', 1_000_000, 0).map((r) => r.optOut.email);
+        const before = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
+        const r = await measure(() => open.engine.sync({ targets: ['hubspot'] }));
+        const after = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
+        const c = classify(countsDelta(after, before, 'hubspot'));
+        const o = r.value.targets.hubspot?.outcomes ?? {};
+        // How each address was matched, from the audit (closed rows say "matched by ...").
+        const audit = open.store.audit(null).filter((x) => x.target === 'hubspot');
+        const primary = new Set(audit.filter((x) => x.message === 'matched by primary').map((x) => x.email));
+        const secondary = audit.filter((x) => x.message === 'matched by additional-email').length;
+        const notPrimary = new Set(queued.filter((e) => !primary.has(e)));
+        const k = rerun ? 0 : o.applied ?? 0;
+        const applied = new Set(rerun ? [] : audit.filter((x) => x.outcome === 'applied').map((x) => x.email));
+        const searchTerm = platform.dateVersioned ? Math.ceil(notPrimary.size / CHUNK) : 0;
+        const minimum = Math.ceil(queued.length / CHUNK) + searchTerm + (batchWrites ? Math.ceil(k / CHUNK) : k);
+        const perBatchMin = platform.dateVersioned ? perBatch(queued, notPrimary, applied, batchWrites) : perBatch(queued, new Set(), applied, batchWrites);
+        rows.push({
+          run: `${batchWrites ? 'batch' : 'per-address'}${rerun ? ' rerun (redeliver)' : ''}`,
+          e: queued.length,
+          f: notPrimary.size,
+          k,
+          secondary: rerun ? 0 : secondary,
+          used: (r.value.apiCalls.hubspot ?? 0) - c.other,
+          minimum,
+          perBatchMinimum: perBatchMin,
+          c,
+          ms: r.ms,
+        });
+      } finally {
+        await open.close();
+      }
+    }
+    const v = (await emu.call<Verification>({ cmd: 'verify' })).hubspot;
+    const verify = `${v.ok ? 'OK' : 'FAILED'}: ${int(v.expected - v.notSuppressed.length)}/${int(v.expected)} suppressed, ${v.repeatedWrites.length} written twice, ${v.unexpectedlyChanged.length} wrongly changed`;
+    return { rows, verify, note: platform.note };
+  } finally {
+    await emu.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runHubSpot(): Promise<void> {
+  header(`cc-optout HubSpot 2026 benchmark: ${int(CONTACTS)} contacts, seed ${SEED}`);
+  process.stdout.write(`${machine()}; emulators in a child process on 127.0.0.1\n`);
+  const a = await scenario(true);
+  const b = await scenario(false);
+  process.stdout.write(`${a.note}\n\n`);
+  const rows = [...a.rows, ...b.rows];
+  process.stdout.write(
+    table(
+      ['run', 'E', 'F (not primary)', 'K (written)', 'secondary matches', 'calls used / minimum', 'per-batch minimum', 'reads', 'searches', 'writes', 'numeric-version calls', '429', 'wall'],
+      rows.map((r) => [r.run, int(r.e), int(r.f), int(r.k), int(r.secondary), `${int(r.used)} / ${int(r.minimum)}`, int(r.perBatchMinimum), r.c.reads, r.c.searches, r.c.writes, r.c.numeric, r.c.throttled, sec(r.ms)]),
+    ) + '\n',
+  );
+  process.stdout.write(
+    [
+      '',
+      'minimum = ceil(E/100) reads + ceil(F/100) searches + ceil(K/100) batch writes (or K per-address writes), over the whole queue;',
+      `per-batch minimum = the same per engine batch of ${MAX_BATCH} (the connector sees one batch at a time). Token calls are not counted.`,
+      'calls used = counted by the engine, token/other calls apart; reads/searches/writes = as the emulator counted them.',
+      `ground truth after the batch runs: ${a.verify}; after the per-address runs: ${b.verify}`,
+    ].join('\n') + '\n',
+  );
+}
+
+if (require.main === module) {
+  runHubSpot().then(
+    () => process.exit(0),
+    (e: Error) => {
+      process.stderr.write(`hubspot benchmark failed: ${e.stack ?? e.message}\n`);
+      process.exit(1);
+    },
+  );
+}
