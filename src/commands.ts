@@ -126,7 +126,9 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
           progress: bar.onProgress,
           print: (l) => {
             bar.stop();
-            h.out(l);
+            // with --json, stdout carries only the JSON result; the report goes to stderr
+            if (g().json) process.stderr.write(l + '\n');
+            else h.out(l);
           },
           logLevel: g().logLevel,
         });

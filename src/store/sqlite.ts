@@ -600,9 +600,9 @@ export class SqliteStateStore implements StateStore {
     }).immediate();
   }
 
-  releaseRunLock(owner: string | null): void {
-    if (owner === null) this.db.prepare(`DELETE FROM run_lock`).run();
-    else this.db.prepare(`DELETE FROM run_lock WHERE owner = ?`).run(owner);
+  releaseRunLock(owner: string | null): boolean {
+    if (owner === null) return this.db.prepare(`DELETE FROM run_lock`).run().changes > 0;
+    return this.db.prepare(`DELETE FROM run_lock WHERE owner = ?`).run(owner).changes > 0;
   }
 
   // ------------------------------------------------------------------------------------------ backfill

@@ -179,8 +179,8 @@ export interface StateStore {
 
   // one run at a time: throws RunLocked while a live process holds it; a dead holder's lock is taken over
   acquireRunLock(lock: RunLockOwner): void;
-  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`). */
-  releaseRunLock(owner: string | null): void;
+  /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`). True when a lock was held. */
+  releaseRunLock(owner: string | null): boolean;
 
   // backfill jobs
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob;
