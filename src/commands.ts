@@ -52,9 +52,11 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
         const logger = createLogger({ format: g().logFormat, level: g().logLevel });
         const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
         const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
-        const io = { print: (m: string) => h.out(m) };
+        // with --json the instructions go to stderr and stdout carries one JSON object
+        const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };
         const r = o.device ? await authorizeWithDeviceFlow(source, deps, io) : await authorizeWithPkce(source, deps, io);
-        h.out(
+        if (g().json) h.out(JSON.stringify({ authorised: true, store: storePath, accessTokenExpiresAt: r.expiresAt.toISOString(), refreshTokenStored: !!r.refreshToken }));
+        else h.out(
           `Constant Contact authorised; tokens stored in ${storePath} (access token valid until ${r.expiresAt.toISOString()}` +
             `${r.refreshToken ? ', refresh token stored' : '; NO refresh token: add the offline_access scope to the app'}).`,
         );
