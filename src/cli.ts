@@ -139,6 +139,8 @@ export function progressBar(enabled: boolean, stream: BarStream = process.stderr
   let scanBar: SingleBar | null = null;
   let scanSized = false;
   const bars = new Map<string, SingleBar>();
+  // after a signal the terminal is restored for good: the batch in hand finishing must not draw again
+  let disabled = false;
   const open = (): MultiBar =>
     (multi ??= new MultiBar({ stream, hideCursor: true, clearOnComplete: false, autopadding: true, emptyOnZero: true }, Presets.shades_classic));
   const stop = (): void => {
@@ -149,9 +151,14 @@ export function progressBar(enabled: boolean, stream: BarStream = process.stderr
     scanSized = false;
     bars.clear();
   };
-  terminalRestorers.add(stop);
+  const restore = (): void => {
+    disabled = true;
+    stop();
+  };
+  terminalRestorers.add(restore);
   return {
     onProgress: (e) => {
+      if (disabled) return;
       const m = open();
       if (e.phase === 'scan') {
         const total = typeof e.total === 'number' && e.total > 0 ? Math.max(e.total, e.contacts) : null;
@@ -177,7 +184,7 @@ export function progressBar(enabled: boolean, stream: BarStream = process.stderr
     },
     stop: () => {
       stop();
-      terminalRestorers.delete(stop);
+      terminalRestorers.delete(restore);
     },
   };
 }
@@ -190,13 +197,16 @@ const terminalRestorers = new Set<() => void>();
  * (it checks `signal` between batches and detection pages), then the command prints the summary and
  * "interrupted: rerun to resume" and exits 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
  */
-export function interruptible(stderr: NodeJS.WritableStream = process.stderr): { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void } {
+export function interruptible(
+  stderr: NodeJS.WritableStream = process.stderr,
+  graceful = true,
+): { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void } {
   const controller = new AbortController();
   let received: NodeJS.Signals | null = null;
   const handler = (sig: NodeJS.Signals): void => {
     for (const restore of [...terminalRestorers]) restore();
-    if (received) {
-      stderr.write('interrupted again: exiting now; rerun to resume\n');
+    if (received || !graceful) {
+      stderr.write(received ? 'interrupted again: exiting now; rerun to resume\n' : 'interrupted: rerun to resume\n');
       process.exit(exitCodeForSignal(sig));
     }
     received = sig;
@@ -510,7 +520,7 @@ export function buildProgram(): Command {
     );
 
   // commands that live in their own module (auth, emulate, demo)
-  registerCommands(program, g, { out, ExitError, progressBar });
+  registerCommands(program, g, { out, ExitError, progressBar, interruptible });
   return program;
 }
 
@@ -518,6 +528,7 @@ export interface CommandHelpers {
   out: typeof out;
   ExitError: typeof ExitError;
   progressBar: typeof progressBar;
+  interruptible?: typeof interruptible;
 }
 
 export { ExitError };

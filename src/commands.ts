@@ -119,6 +119,8 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
     .action(async (o: { contacts: number; seed: number; newOptOuts: number; dir: string }) => {
       const { runDemo } = await import('./demo');
       const bar = h.progressBar(g().progress && !g().json);
+      // Ctrl-C: restore the terminal (stop the bars) and exit 130 at once; the demo's state is throw-away
+      const control = h.interruptible?.(process.stderr, false);
       try {
         const r = await runDemo({
           contacts: o.contacts,
@@ -138,6 +140,7 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         throw new h.ExitError(r.ok ? 0 : 3, r.ok ? '' : 'demo: the CRMs do not match the ground truth (see the report above)');
       } finally {
         bar.stop();
+        control?.dispose();
       }
     });
 }

@@ -15,7 +15,7 @@ import { Engine, ProgressEvent, RunSummary } from '../../src/engine';
 import { SqliteStateStore } from '../../src/store/sqlite';
 import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
-import { buildProgram, progressBar, readable, renderSummary, writePlan, exitQuietlyOnEpipe } from '../../src/cli';
+import { buildProgram, interruptible, progressBar, readable, renderSummary, writePlan, exitQuietlyOnEpipe } from '../../src/cli';
 
 const T0 = new Date('2026-06-01T12:00:00Z');
 
@@ -145,6 +145,33 @@ describe('cli ux: interruption (item 16)', () => {
     const again = await engine.sync();
     assert.equal(again.exitCode, 0);
     assert.equal(crm.writes, 6);
+  });
+
+  it('the first signal restores the terminal at once, aborts the run, and no bar is drawn again by the batch in hand', async () => {
+    const listeners = process.listenerCount('SIGINT');
+    const tty = new FakeTty();
+    const err = new FakeTty();
+    const bar = progressBar(true, tty);
+    const control = interruptible(err);
+    try {
+      bar.onProgress!({ phase: 'deliver', target: 'hubspot', done: 5, total: 100 });
+      await new Promise((r) => setTimeout(r, 150));
+      process.emit('SIGINT', 'SIGINT');
+      assert.equal(control.signal.aborted, true);
+      assert.equal(control.received(), 'SIGINT');
+      const all = tty.text();
+      assert.ok(all.lastIndexOf('\x1b[?25h') > all.lastIndexOf('\x1b[?25l'), 'cursor shown again');
+      assert.ok(all.lastIndexOf('\x1b[?7h') > all.lastIndexOf('\x1b[?7l'), 'line wrap on again');
+      assert.match(err.text(), /stopping after the batch in hand/);
+      const n = tty.chunks.length;
+      bar.onProgress!({ phase: 'deliver', target: 'hubspot', done: 10, total: 100 });
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(tty.chunks.length, n, 'nothing drawn after the signal');
+    } finally {
+      control.dispose();
+      bar.stop();
+    }
+    assert.equal(process.listenerCount('SIGINT'), listeners, 'handlers removed after the run');
   });
 
   it('EPIPE on stdout exits quietly with 0; other stream errors are not swallowed', () => {
