@@ -5,11 +5,22 @@
  * incomplete), 2 config error, 1 fatal.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import { Command, Option } from 'commander';
-import { SingleBar, Presets } from 'cli-progress';
+import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import { App, openApp } from './app';
 import { ConfigError, DEFAULT_CONFIG_PATH } from './config';
-import { ProgressEvent, RunSummary, SOURCE_KV, CHECKPOINT_WINDOW, CHECKPOINT_LAST_FULL, outcomeColumns } from './engine';
+import {
+  PlanEntry,
+  ProgressEvent,
+  RunSummary,
+  SOURCE_KV,
+  CHECKPOINT_WINDOW,
+  CHECKPOINT_LAST_FULL,
+  UnknownTarget,
+  outcomeColumns,
+} from './engine';
+import { packageRoot } from './plugin';
 import { createLogger, LogLevel, redact } from './log';
 import { RunLocked } from './store/types';
 import { ReauthorizationRequired } from './source/types';
@@ -41,7 +52,25 @@ class ExitError extends Error {
 
 export type Context = App;
 
+/** `--config` must name a file (or a path where `init` may create one), never a directory. */
+export function checkConfigOption(file: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return; // missing: the config loader (or init) says so
+  }
+  if (st.isDirectory()) throw new ExitError(EXIT.config, `--config ${file}: is a directory; expected the config file (e.g. ${path.join(file, DEFAULT_CONFIG_PATH)})`);
+}
+
+/** Every name given with `--target` must be a configured target (exit 2 naming it). */
+export function checkTargets(ctx: Pick<Context, 'config'>, names: readonly string[] | undefined): void {
+  const configured = ctx.config.targets.map((t) => t.name);
+  for (const n of names ?? []) if (!configured.includes(n)) throw new ExitError(EXIT.config, new UnknownTarget(n, configured).message);
+}
+
 export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Context {
+  checkConfigOption(g.config);
   const logger = createLogger({ format: g.logFormat, level: g.logLevel });
   return openApp({ configFile: g.config, env: process.env, logger, onProgress, requireSecrets });
 }
@@ -53,7 +82,10 @@ function fmtCounts(c: Partial<Record<string, number>>): string {
   return parts.length ? parts.join(', ') : 'nothing to deliver';
 }
 
-export function renderSummary(s: RunSummary): string {
+/** Plan entries a dry run prints on the terminal; `--output FILE` writes them all. */
+export const PLAN_SHOWN = 20;
+
+export function renderSummary(s: RunSummary, planFile?: string): string {
   const lines: string[] = [];
   lines.push(`${s.command}${s.dryRun ? ' (dry run: nothing written to any CRM)' : ''}, run #${s.runId}, ${(s.durationMs / 1000).toFixed(1)} s, exit ${s.exitCode}`);
   const d = s.detection;
@@ -69,40 +101,82 @@ export function renderSummary(s: RunSummary): string {
   }
   for (const [name, t] of Object.entries(s.targets)) {
     lines.push(`target ${name}: ${fmtCounts(t.outcomes)}; still queued ${t.queued}, parked ${t.parked}${t.halted ? `; STOPPED: ${t.halted}` : ''}`);
+    const named = t.parkedRecords ?? [];
+    const parkedNow = t.outcomes['failed-permanent'] ?? named.length;
+    if (named.length > 0) {
+      lines.push(`  parked by this run (${parkedNow}; fix the cause, then \`cc-optout requeue --target ${name}\`):`);
+      for (const r of named) lines.push(`    ${r.email}: ${r.message}`);
+      if (parkedNow > named.length) lines.push(`    ... and ${parkedNow - named.length} more (\`cc-optout audit\` lists every one)`);
+    }
   }
   const calls = Object.entries(s.apiCalls).map(([k, v]) => `${k} ${v}`);
   lines.push(`API calls: ${calls.length ? calls.join(', ') : 'none'}`);
   if (s.quarantined > 0) lines.push(`quarantined records in the store: ${s.quarantined} (see \`cc-optout quarantine\`)`);
   for (const m of s.messages) lines.push(`note: ${m}`);
-  if (s.plan) {
-    lines.push(`plan (${s.plan.length} entries):`);
-    for (const p of s.plan) {
+  if (s.plan && planFile) {
+    lines.push(`plan: ${s.plan.length} entries written to ${planFile}`);
+  } else if (s.plan) {
+    lines.push(`plan (${s.plan.length} entries${s.plan.length > PLAN_SHOWN ? `, first ${PLAN_SHOWN} shown; --output FILE writes them all` : ''}):`);
+    for (const p of s.plan.slice(0, PLAN_SHOWN)) {
       lines.push(`  ${p.target}\t${p.email}\t${p.kind}${p.action ? `\t${p.action}` : ''}${p.message ? `\t${p.message}` : ''}`);
     }
   }
+  if (s.interrupted) lines.push('stopped early on request: the batch in hand was recorded, the rest stays queued');
   return lines.join('\n');
 }
 
-function progressBar(enabled: boolean): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
-  if (!enabled || !process.stdout.isTTY) return { stop: () => undefined };
-  const bars = new Map<string, SingleBar>();
+/** What the bars write to: a TTY stream (stderr by default; tests pass a fake one). */
+export type BarStream = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+
+/**
+ * Progress on a terminal: one multi-bar, one line per phase and per target (the scan bar sized by the count
+ * Constant Contact reports, when it does). `stop()` restores the cursor and line wrap and leaves the cursor on
+ * a fresh line, so whatever is printed next (the summary) starts on its own line; it is safe to call twice,
+ * and a later event starts a new set of bars (the demo runs backfill, then sync).
+ */
+export function progressBar(enabled: boolean, stream: BarStream = process.stderr): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
+  if (!enabled || !stream.isTTY) return { stop: () => undefined };
+  let multi: MultiBar | null = null;
   let scanBar: SingleBar | null = null;
+  let scanSized = false;
+  const bars = new Map<string, SingleBar>();
+  // after a signal the terminal is restored for good: the batch in hand finishing must not draw again
+  let disabled = false;
+  const open = (): MultiBar =>
+    (multi ??= new MultiBar({ stream, hideCursor: true, clearOnComplete: false, autopadding: true, emptyOnZero: true }, Presets.shades_classic));
+  const stop = (): void => {
+    if (!multi) return;
+    multi.stop();
+    multi = null;
+    scanBar = null;
+    scanSized = false;
+    bars.clear();
+  };
+  const restore = (): void => {
+    disabled = true;
+    stop();
+  };
+  terminalRestorers.add(restore);
   return {
     onProgress: (e) => {
+      if (disabled) return;
+      const m = open();
       if (e.phase === 'scan') {
-        if (!scanBar) {
-          scanBar = new SingleBar({ format: 'scan     |{bar}| {value} contacts, {optOuts} opted out, {pages} pages', hideCursor: true }, Presets.shades_classic);
-          scanBar.start(0, 0, { optOuts: 0, pages: 0 });
+        const total = typeof e.total === 'number' && e.total > 0 ? Math.max(e.total, e.contacts) : null;
+        if (!scanBar || (total !== null && !scanSized)) {
+          if (scanBar) m.remove(scanBar);
+          scanSized = total !== null;
+          const format = scanSized
+            ? 'scan         |{bar}| {value}/{total} contacts, {optOuts} opted out, {pages} pages'
+            : 'scan         {value} contacts, {optOuts} opted out, {pages} pages (total not reported)';
+          scanBar = m.create(total ?? 0, 0, { optOuts: 0, pages: 0 }, { format });
         }
-        scanBar.setTotal(e.contacts);
+        if (total !== null) scanBar.setTotal(total);
         scanBar.update(e.contacts, { optOuts: e.optOuts, pages: e.pages });
       } else {
-        scanBar?.stop();
-        scanBar = null;
         let bar = bars.get(e.target);
         if (!bar) {
-          bar = new SingleBar({ format: `${e.target.padEnd(8)} |{bar}| {value}/{total} {percentage}% eta {eta}s`, hideCursor: true }, Presets.shades_classic);
-          bar.start(e.total, 0);
+          bar = m.create(e.total, 0, {}, { format: `${e.target.padEnd(12).slice(0, 12)} |{bar}| {value}/{total} {percentage}% eta {eta}s` });
           bars.set(e.target, bar);
         }
         bar.setTotal(e.total);
@@ -110,10 +184,60 @@ function progressBar(enabled: boolean): { onProgress?: (e: ProgressEvent) => voi
       }
     },
     stop: () => {
-      scanBar?.stop();
-      for (const b of bars.values()) b.stop();
+      stop();
+      terminalRestorers.delete(restore);
     },
   };
+}
+
+/** Stops every live progress display (a signal handler calls these first, so the terminal is restored). */
+const terminalRestorers = new Set<() => void>();
+
+/**
+ * SIGINT/SIGTERM during a run: restore the terminal at once, let the engine stop after the batch in hand
+ * (it checks `signal` between batches and detection pages), then the command prints the summary and
+ * "interrupted: rerun to resume" and exits 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
+ */
+export function interruptible(
+  stderr: NodeJS.WritableStream = process.stderr,
+  graceful = true,
+): { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void } {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | null = null;
+  const handler = (sig: NodeJS.Signals): void => {
+    for (const restore of [...terminalRestorers]) restore();
+    if (received || !graceful) {
+      stderr.write(received ? 'interrupted again: exiting now; rerun to resume\n' : 'interrupted: rerun to resume\n');
+      process.exit(exitCodeForSignal(sig));
+    }
+    received = sig;
+    stderr.write(`${sig}: stopping after the batch in hand (press Ctrl-C again to exit at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: controller.signal,
+    received: () => received,
+    dispose: () => {
+      process.removeListener('SIGINT', handler);
+      process.removeListener('SIGTERM', handler);
+    },
+  };
+}
+
+export function exitCodeForSignal(sig: NodeJS.Signals): number {
+  return sig === 'SIGTERM' ? 143 : 130;
+}
+
+/** Write a dry run's plan to FILE (CSV or JSON, from --format or the file's extension). */
+export function writePlan(file: string, plan: readonly PlanEntry[], format?: 'csv' | 'json'): void {
+  const fmt = format ?? (/\.json$/i.test(file) ? 'json' : 'csv');
+  const text =
+    fmt === 'json'
+      ? JSON.stringify(plan, null, 2) + '\n'
+      : toCsv([['target', 'email', 'kind', 'crm_record_ids', 'action', 'message'], ...plan.map((p) => [p.target, p.email, p.kind, p.recordIds.join(' '), p.action ?? '', p.message ?? ''])]);
+  fs.writeFileSync(file, redact(text), { mode: 0o600 });
 }
 
 async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Promise<T> {
@@ -130,10 +254,70 @@ function withStoreContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>): P
   return withContext(g, fn, undefined, false);
 }
 
-function printRun(g: GlobalOpts, s: RunSummary): never {
-  if (g.json) out(JSON.stringify(s, null, 2));
-  else out(renderSummary(s));
+interface RunOutput {
+  output?: string;
+  format?: 'csv' | 'json';
+}
+
+function printRun(g: GlobalOpts, s: RunSummary, o: RunOutput = {}, received: NodeJS.Signals | null = null): never {
+  let planFile: string | undefined;
+  if (s.plan && o.output) {
+    writePlan(o.output, s.plan, o.format);
+    planFile = o.output;
+  }
+  if (g.json) out(JSON.stringify(planFile ? { ...s, plan: undefined, planFile, planEntries: s.plan!.length } : s, null, 2));
+  else out(renderSummary(s, planFile));
+  if (received || s.interrupted) {
+    const sig = received ?? 'SIGINT';
+    throw new ExitError(exitCodeForSignal(sig), 'interrupted: rerun to resume');
+  }
   throw new ExitError(s.exitCode, '');
+}
+
+/** A delivery run (sync, backfill): progress bars and signal handling around it. */
+async function runCommand(g: GlobalOpts, o: RunOutput, run: (ctx: Context, signal: AbortSignal) => Promise<RunSummary>, targets?: readonly string[]): Promise<void> {
+  if (o.output && o.format === undefined && !/\.(csv|json)$/i.test(o.output)) {
+    throw new ExitError(EXIT.config, `--output ${o.output}: name a .csv or .json file, or pass --format csv|json`);
+  }
+  const bar = progressBar(g.progress && !g.json);
+  const control = interruptible();
+  try {
+    await withContext(
+      g,
+      async (ctx) => {
+        checkTargets(ctx, targets);
+        const s = await run(ctx, control.signal);
+        bar.stop();
+        printRun(g, s, o, control.received());
+      },
+      bar.onProgress,
+    );
+  } finally {
+    bar.stop();
+    control.dispose();
+  }
+}
+
+function targetOption(description: string): Option {
+  // variadic: `--target a b` and `--target a --target b` both give [a, b]
+  return new Option('--target <name...>', `${description} (repeat, or list several)`);
+}
+
+function planOptions(cmd: Command): Command {
+  return cmd
+    .option('--output <file>', 'dry run: write the plan to this file (.csv or .json) instead of the terminal')
+    .addOption(new Option('--format <format>', 'dry run plan file format (default: from the --output extension)').choices(['csv', 'json']));
+}
+
+/** A stored connector value for people: `key value, key value`, nested objects in parentheses. */
+export function readable(v: unknown): string {
+  if (v === null || v === undefined) return 'none';
+  if (Array.isArray(v)) return v.length ? v.map(readable).join(', ') : 'none';
+  if (typeof v === 'object') {
+    const parts = Object.entries(v as Record<string, unknown>).map(([k, x]) => `${k.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/_/g, ' ').toLowerCase()} ${x !== null && typeof x === 'object' ? `(${readable(x)})` : readable(x)}`);
+    return parts.length ? parts.join(', ') : 'none';
+  }
+  return String(v);
 }
 
 function parseMaybeJson(v: string): unknown {
@@ -150,6 +334,14 @@ function parseDate(v: string, flag: string): string {
   return new Date(t).toISOString();
 }
 
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -160,6 +352,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('warn'))
     .option('--no-progress', 'no progress bar')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError()
     .exitOverride(); // set before subcommands are added so they inherit it: usage errors exit 2, not 1
 
@@ -171,9 +365,11 @@ export function buildProgram(): Command {
     .option('--force', 'overwrite an existing file')
     .action((o: { force?: boolean }) => {
       const file = g().config;
+      checkConfigOption(file);
       if (fs.existsSync(file) && !o.force) throw new ExitError(EXIT.config, `${file} exists; pass --force to overwrite`);
       fs.writeFileSync(file, JSON.stringify(exampleConfig(), null, 2) + '\n', { mode: 0o600 });
-      out(`wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``);
+      if (g().json) out(JSON.stringify({ wrote: file }));
+      else out(`wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``);
     });
 
   program
@@ -192,40 +388,27 @@ export function buildProgram(): Command {
       }),
     );
 
-  program
+  const sync = program
     .command('sync')
     .description('detect new opt-outs, then deliver every target\'s outbox')
     .option('--full', 'reconcile the whole unsubscribed set now')
     .option('--dry-run', 'write nothing to any CRM; print the plan')
-    .option('--target <name...>', 'deliver only to these targets')
-    .action(async (o: { full?: boolean; dryRun?: boolean; target?: string[] }) =>
-      withContext(g(), async (ctx) => printRun(g(), await ctx.engine.sync({ full: o.full, dryRun: o.dryRun, targets: o.target }))),
-    );
+    .addOption(targetOption('deliver only to this target'));
+  planOptions(sync).action(async (o: { full?: boolean; dryRun?: boolean; target?: string[] } & RunOutput) =>
+    runCommand(g(), o, (ctx, signal) => ctx.engine.sync({ full: o.full, dryRun: o.dryRun, targets: o.target, signal }), o.target),
+  );
 
-  program
+  const backfill = program
     .command('backfill')
     .description('deliver every current opt-out (resumable: a rerun continues without repeating delivered work)')
-    .option('--since <date>', 'only opt-outs on or after this date')
-    .option('--target <name>', 'only this target')
+    .option('--since <date>', 'only opt-outs on or after this date (reads only those from Constant Contact)')
+    .addOption(targetOption('only this target'))
     .option('--dry-run', 'write nothing to any CRM; print the plan')
-    .option('--redeliver', 'queue again emails already delivered to the target (after a CRM import)')
-    .action(async (o: { since?: string; target?: string; dryRun?: boolean; redeliver?: boolean }) => {
-      const since = o.since ? parseDate(o.since, '--since') : null;
-      const bar = progressBar(g().progress && !g().json);
-      try {
-        await withContext(
-          g(),
-          async (ctx) => {
-            const s = await ctx.engine.backfill({ since, target: o.target ?? null, dryRun: o.dryRun, redeliver: o.redeliver });
-            bar.stop();
-            printRun(g(), s);
-          },
-          bar.onProgress,
-        );
-      } finally {
-        bar.stop();
-      }
-    });
+    .option('--redeliver', 'queue again emails already delivered to the target (after a CRM import)');
+  planOptions(backfill).action(async (o: { since?: string; target?: string[]; dryRun?: boolean; redeliver?: boolean } & RunOutput) => {
+    const since = o.since ? parseDate(o.since, '--since') : null;
+    await runCommand(g(), o, (ctx, signal) => ctx.engine.backfill({ since, targets: o.target, dryRun: o.dryRun, redeliver: o.redeliver, signal }), o.target);
+  });
 
   program
     .command('status')
@@ -259,14 +442,14 @@ export function buildProgram(): Command {
         } else {
           out(`opt-outs known: ${status.optOuts.active} active, ${status.optOuts.left} left the unsubscribed set`);
           out(`window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`);
-          if (status.constantContactDailyUsage) out(`Constant Contact requests today (per application): ${JSON.stringify(status.constantContactDailyUsage)}`);
+          if (status.constantContactDailyUsage) out(`Constant Contact requests today (per application): ${readable(status.constantContactDailyUsage)}`);
           for (const t of targets) {
             out(
               `target ${t.target}: queued ${t.queued} (due ${t.due}), parked ${t.parked}, delivered: ${fmtCounts(t.done)}` +
                 `${t.oldestQueuedOptOutAt ? `; oldest queued opt-out ${t.oldestQueuedOptOutAt}` : ''}${t.lastDeliveredAt ? `; last delivery ${t.lastDeliveredAt}` : ''}`,
             );
           }
-          for (const [k, v] of Object.entries(usage)) out(`${k}: ${JSON.stringify(v)}`);
+          for (const [k, v] of Object.entries(usage)) out(`${k}: ${readable(v)}`);
           out(`left the unsubscribed set (resubscribed or deleted in Constant Contact; never propagated): ${status.resubscribed.length}`);
           for (const r of status.resubscribed.slice(-10)) out(`  ${r.email} at ${r.at}`);
           out(`quarantined records: ${status.quarantined}`);
@@ -292,7 +475,7 @@ export function buildProgram(): Command {
         if (o.history) {
           const history = ctx.store.deliveryHistory(since);
           count = history.length;
-          if (o.format === 'json') text = JSON.stringify({ history }, null, 2);
+          if (o.format === 'json' || g().json) text = JSON.stringify({ history }, null, 2);
           else {
             const header = ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message'];
             const body = history.map((e) => [e.at, e.runId ?? '', e.runKind ?? '', e.target, e.email, e.contactId ?? '', e.attempt, e.origin ?? '', e.outcome, e.recordIds.join(' '), e.message ?? '']);
@@ -302,7 +485,7 @@ export function buildProgram(): Command {
           const rows = ctx.store.audit(since);
           const events = ctx.store.events(since, ['left-unsubscribed-set']);
           count = rows.length;
-          if (o.format === 'json') {
+          if (o.format === 'json' || g().json) {
             text = JSON.stringify({ rows, resubscribed: events }, null, 2);
           } else {
             const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
@@ -325,11 +508,14 @@ export function buildProgram(): Command {
   program
     .command('requeue')
     .description('queue parked (failed-permanent) records again, e.g. after fixing a mapping')
-    .option('--target <name>', 'only this target')
-    .action(async (o: { target?: string }) =>
+    .addOption(targetOption('only this target'))
+    .action(async (o: { target?: string[] }) =>
       withStoreContext(g(), async (ctx) => {
-        const n = ctx.store.requeueParked(o.target ?? null, new Date().toISOString());
-        out(`re-queued ${n} parked records; the next sync delivers them`);
+        checkTargets(ctx, o.target);
+        const now = new Date().toISOString();
+        const n = o.target?.length ? o.target.reduce((sum, t) => sum + ctx.store.requeueParked(t, now), 0) : ctx.store.requeueParked(null, now);
+        if (g().json) out(JSON.stringify({ requeued: n, targets: o.target ?? ctx.config.targets.map((t) => t.name) }));
+        else out(`re-queued ${n} parked records; the next sync delivers them`);
       }),
     );
 
@@ -360,7 +546,7 @@ export function buildProgram(): Command {
     );
 
   // commands that live in their own module (auth, emulate, demo)
-  registerCommands(program, g, { out, ExitError, progressBar });
+  registerCommands(program, g, { out, ExitError, progressBar, interruptible });
   return program;
 }
 
@@ -368,6 +554,7 @@ export interface CommandHelpers {
   out: typeof out;
   ExitError: typeof ExitError;
   progressBar: typeof progressBar;
+  interruptible?: typeof interruptible;
 }
 
 export { ExitError };
@@ -385,6 +572,10 @@ export async function main(argv: string[]): Promise<number> {
     const e = err as { code?: string; exitCode?: number; message?: string };
     if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      return EXIT.config;
+    }
+    if (err instanceof UnknownTarget) {
+      process.stderr.write(redact(err.message) + '\n');
       return EXIT.config;
     }
     if (err instanceof ConfigError) {
@@ -406,7 +597,17 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** `cc-optout status | head -1`: the reader went away; stop quietly (no EPIPE stack). */
+export function exitQuietlyOnEpipe(stream: NodeJS.WritableStream, exit: (code: number) => void = (c) => process.exit(c)): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') exit(EXIT.ok);
+    else throw err;
+  });
+}
+
 if (require.main === module) {
+  exitQuietlyOnEpipe(process.stdout);
+  exitQuietlyOnEpipe(process.stderr);
   // exit explicitly once stdout is flushed: SDK keep-alive sockets must not hold the process open
   main(process.argv).then(
     (code) => process.stdout.write('', () => process.exit(code)),

@@ -55,9 +55,11 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
         lease = holdRunLock(store, { owner, pid: process.pid, host: os.hostname(), command: 'auth' }, { now: () => new Date(), onLost: (m) => logger.error(m) });
         const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
         const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
-        const io = { print: (m: string) => h.out(m) };
+        // with --json the instructions go to stderr and stdout carries one JSON object
+        const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };
         const r = o.device ? await authorizeWithDeviceFlow(source, deps, io) : await authorizeWithPkce(source, deps, io);
-        h.out(
+        if (g().json) h.out(JSON.stringify({ authorised: true, store: storePath, accessTokenExpiresAt: r.expiresAt.toISOString(), refreshTokenStored: !!r.refreshToken }));
+        else h.out(
           `Constant Contact authorised; tokens stored in ${storePath} (access token valid until ${r.expiresAt.toISOString()}` +
             `${r.refreshToken ? ', refresh token stored' : '; NO refresh token: add the offline_access scope to the app'}).`,
         );
@@ -121,6 +123,8 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
     .action(async (o: { contacts: number; seed: number; newOptOuts: number; dir: string }) => {
       const { runDemo } = await import('./demo');
       const bar = h.progressBar(g().progress && !g().json);
+      // Ctrl-C: restore the terminal (stop the bars) and exit 130 at once; the demo's state is throw-away
+      const control = h.interruptible?.(process.stderr, false);
       try {
         const r = await runDemo({
           contacts: o.contacts,
@@ -130,7 +134,9 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
           progress: bar.onProgress,
           print: (l) => {
             bar.stop();
-            h.out(l);
+            // with --json, stdout carries only the JSON result; the report goes to stderr
+            if (g().json) process.stderr.write(l + '\n');
+            else h.out(l);
           },
           logLevel: g().logLevel,
         });
@@ -138,6 +144,7 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         throw new h.ExitError(r.ok ? 0 : 3, r.ok ? '' : 'demo: the CRMs do not match the ground truth (see the report above)');
       } finally {
         bar.stop();
+        control?.dispose();
       }
     });
 }

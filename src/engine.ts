@@ -24,6 +24,14 @@ export const CHECKPOINT_WINDOW = 'cc.optout_window.before';
 export const CHECKPOINT_LAST_FULL = 'cc.last_full_reconcile';
 export const SOURCE_KV = 'source:constant-contact';
 
+/** A target name that is not in the config (a usage error: exit 2). */
+export class UnknownTarget extends Error {
+  constructor(readonly target: string, readonly configured: readonly string[]) {
+    super(`unknown target "${target}" (configured: ${configured.join(', ')})`);
+    this.name = 'UnknownTarget';
+  }
+}
+
 export class CallCounts implements CallCounter {
   readonly counts: Record<string, number> = {};
   record(vendor: string, n = 1): void {
@@ -32,7 +40,8 @@ export class CallCounts implements CallCounter {
 }
 
 export type ProgressEvent =
-  | { phase: 'scan'; pages: number; contacts: number; optOuts: number }
+  /** `total`: the count Constant Contact reports for the set being scanned, when known (sizes the scan bar). */
+  | { phase: 'scan'; pages: number; contacts: number; optOuts: number; total?: number | null }
   | { phase: 'deliver'; target: string; done: number; total: number };
 
 export interface EngineDeps {
@@ -73,6 +82,19 @@ export interface TargetSummary {
   queued: number;
   parked: number;
   halted?: string;
+  /** Records parked (failed-permanent) by this run: the first few, with the reason. */
+  parkedRecords?: { email: string; message: string }[];
+}
+
+/** How many parked records a summary names. */
+export const PARKED_SHOWN = 5;
+
+/** The run stopped early because the caller asked it to (SIGINT/SIGTERM): what was committed stays. */
+export class RunInterrupted extends Error {
+  constructor() {
+    super('interrupted');
+    this.name = 'RunInterrupted';
+  }
 }
 
 export interface PlanEntry {
@@ -97,6 +119,8 @@ export interface RunSummary {
   plan?: PlanEntry[];
   exitCode: number;
   messages: string[];
+  /** Stopped early on request (the signal passed in the options); a rerun resumes. */
+  interrupted?: boolean;
 }
 
 export interface SyncOptions {
@@ -104,12 +128,18 @@ export interface SyncOptions {
   full?: boolean;
   /** Deliver only to these targets (detection still queues for every enabled target). */
   targets?: readonly string[];
+  /** Stop after the batch (or detection page) in hand once aborted. */
+  signal?: AbortSignal;
 }
 
 export interface BackfillOptions {
   dryRun?: boolean;
   since?: string | null;
   target?: string | null;
+  /** Only these targets (with `target`, both apply). */
+  targets?: readonly string[];
+  /** Stop after the batch (or detection page) in hand once aborted. */
+  signal?: AbortSignal;
   /** Re-queue emails already delivered (e.g. after importing records into the CRM). */
   redeliver?: boolean;
 }
@@ -138,7 +168,7 @@ export class Engine {
     if (!only || only.length === 0) return all;
     for (const name of only) {
       if (!this.deps.config.targets.some((t) => t.name === name)) {
-        throw new Error(`unknown target "${name}" (configured: ${this.deps.config.targets.map((t) => t.name).join(', ')})`);
+        throw new UnknownTarget(name, this.deps.config.targets.map((t) => t.name));
       }
     }
     return all.filter((t) => only.includes(t.name));
@@ -259,6 +289,7 @@ export class Engine {
     targets: readonly string[],
     summary: DetectionSummary,
     pending: OptOut[],
+    opts: { signal?: AbortSignal; since?: string | null } = {},
   ): Promise<void> {
     const { store, config, logger } = this.deps;
     const runId = this.runId!;
@@ -274,6 +305,7 @@ export class Engine {
     const alreadyLeft = new Set<string>();
     let optedOutNotDeleted = 0;
     if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
+    let scanTotal: number | null = null;
 
     const onPage = (page: SourcePage): void => {
       this.assertLease();
@@ -313,14 +345,29 @@ export class Engine {
         summary.newOptOuts += delta.added.length;
         summary.resubscribed += delta.resubscribed.length;
       }
-      this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen });
+      this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen, total: scanTotal });
+      // this page is committed; stop before the next one is requested
+      if (opts.signal?.aborted) throw new RunInterrupted();
     };
 
     try {
-      if (full) {
+      if (opts.since) {
+        // backfill --since: read only the opt-outs since that date (an opt-out window), not the whole set
+        summary.mode = 'window';
+        const before = new Date(started.getTime() - lagMs);
+        summary.window = { after: opts.since, before: before.toISOString() };
+        if (before.getTime() > Date.parse(opts.since)) await source.scanWindow(new Date(opts.since), before, onPage);
+      } else if (full) {
         summary.mode = 'full';
         // Everything opted out before `started` is in the unsubscribed set we are about to read.
         const knownActive = store.activeOptOutEmails();
+        // the count the API reports sizes the progress bar (and sanity-checks the scan afterwards)
+        try {
+          scanTotal = await source.unsubscribedCount();
+        } catch (err) {
+          logger.debug('could not read /contacts/counts', { error: (err as Error).message });
+        }
+        summary.unsubscribedCount = scanTotal;
         await source.scanUnsubscribed(onPage);
         // Only a well-formed record (or, here, the absence of one) may say a known opt-out left the set: a
         // quarantined record of that person says nothing either way.
@@ -347,18 +394,12 @@ export class Engine {
           });
           summary.resubscribed += missing.length;
         }
-        try {
-          summary.unsubscribedCount = await source.unsubscribedCount();
-          // /contacts/counts counts live (not deleted) contacts; the scan also read unsubscribed-then-deleted ones
-          if (summary.unsubscribedCount !== null && summary.unsubscribedCount !== optedOutNotDeleted) {
-            logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', {
-              scannedNotDeleted: optedOutNotDeleted,
-              counts: summary.unsubscribedCount,
-            });
-          }
-        } catch (err) {
-          logger.debug('could not read /contacts/counts', { error: (err as Error).message });
-          summary.unsubscribedCount = null;
+        // /contacts/counts counts live (not deleted) contacts; the scan also read unsubscribed-then-deleted ones
+        if (summary.unsubscribedCount !== null && summary.unsubscribedCount !== optedOutNotDeleted) {
+          logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', {
+            scannedNotDeleted: optedOutNotDeleted,
+            counts: summary.unsubscribedCount,
+          });
         }
       } else {
         summary.mode = 'window';
@@ -389,6 +430,11 @@ export class Engine {
       }
       summary.complete = true;
     } catch (err) {
+      if (err instanceof RunInterrupted) {
+        summary.complete = false;
+        summary.stoppedReason = 'interrupted: detection stopped after a committed page; a rerun resumes';
+        return;
+      }
       if (err instanceof QuotaExceeded) {
         summary.complete = false;
         summary.stoppedReason = `Constant Contact daily quota reached: ${err.message.replace(/\.$/, '')}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
@@ -407,6 +453,7 @@ export class Engine {
     extra: readonly OptOut[],
     summary: TargetSummary,
     plan: PlanEntry[],
+    signal?: AbortSignal,
   ): Promise<void> {
     const { store, config, logger } = this.deps;
     const log = logger.child({ target: t.name });
@@ -423,6 +470,10 @@ export class Engine {
     const policy = config.delivery;
     const count = (o: Outcome): void => {
       summary.outcomes[o.kind] = (summary.outcomes[o.kind] ?? 0) + 1;
+      if (o.kind === 'failed-permanent') {
+        const named = (summary.parkedRecords ??= []);
+        if (named.length < PARKED_SHOWN) named.push({ email: o.email, message: o.message ?? 'no reason given' });
+      }
     };
 
     if (dryRun) {
@@ -441,6 +492,7 @@ export class Engine {
       const total = batches.reduce((n, b) => n + b.length, 0);
       let done = 0;
       for (const batch of batches) {
+        if (signal?.aborted) break;
         const r = await this.callDeliver(target, batch, 'plan');
         if (E.isLeft(r)) {
           summary.halted = r.left.message;
@@ -465,6 +517,8 @@ export class Engine {
     let done = 0;
     for (;;) {
       this.assertLease();
+      // stop after the batch in hand: its outcomes are recorded, the rest stays queued for the rerun
+      if (signal?.aborted) break;
       const rows = store.dueOutbox(t.name, this.now(), batchSize);
       if (rows.length === 0) break;
       const batch = rows.map((r) => r.optOut);
@@ -532,7 +586,16 @@ export class Engine {
 
   // ----------------------------------------------------------------------------------------- commands
 
-  private finish(command: string, dryRun: boolean, started: Date, detection: DetectionSummary, tsum: Record<string, TargetSummary>, plan: PlanEntry[] | undefined, messages: string[]): RunSummary {
+  private finish(
+    command: string,
+    dryRun: boolean,
+    started: Date,
+    detection: DetectionSummary,
+    tsum: Record<string, TargetSummary>,
+    plan: PlanEntry[] | undefined,
+    messages: string[],
+    interrupted = false,
+  ): RunSummary {
     const { store } = this.deps;
     const names = Object.keys(tsum);
     for (const st of store.targetStatus(names, this.now())) {
@@ -541,7 +604,7 @@ export class Engine {
     }
     const incomplete = !detection.complete || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
     const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
-    const exitCode = dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
+    const exitCode = interrupted ? 3 : dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
     const summary: RunSummary = {
       command,
       dryRun,
@@ -555,6 +618,7 @@ export class Engine {
       ...(plan ? { plan } : {}),
       exitCode,
       messages,
+      ...(interrupted ? { interrupted: true } : {}),
     };
     store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString());
     this.releaseLease();
@@ -570,18 +634,20 @@ export class Engine {
   /** Detect, then deliver every target's outbox. */
   async sync(opts: SyncOptions = {}): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
+    const signal = opts.signal;
+    // validated before the run starts: an unknown target leaves no run row behind
+    const deliverTo = this.enabledTargets(opts.targets);
     const { started } = this.begin('sync', dryRun);
     // A disabled target is paused, not forgotten: new opt-outs queue for it and wait until it is enabled again.
     const queueFor = this.deps.config.targets.map((t) => t.name);
-    const deliverTo = this.enabledTargets(opts.targets);
     const detection = emptyDetection();
     const pending: OptOut[] = [];
     const messages: string[] = [];
-    await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending);
+    await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending, { signal });
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
     messages.push(...(detection.warnings ?? []));
     const recheck = this.deps.config.delivery.recheckNotFoundHours;
-    if (!dryRun && recheck > 0) {
+    if (!dryRun && recheck > 0 && !signal?.aborted) {
       // A person not in a CRM when they opted out may be added to it later (an import, a form): look again.
       const now = this.now();
       const n = this.deps.store.requeueNotFound(new Date(now.getTime() - recheck * 3600_000).toISOString(), now.toISOString());
@@ -589,8 +655,8 @@ export class Engine {
     }
     const tsum = this.emptyTargetSummaries(deliverTo);
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
-    await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [])));
-    return this.finish('sync', dryRun, started, detection, tsum, plan, messages);
+    await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [], signal)));
+    return this.finish('sync', dryRun, started, detection, tsum, plan, messages, !!signal?.aborted);
   }
 
   /**
@@ -600,9 +666,12 @@ export class Engine {
    */
   async backfill(opts: BackfillOptions = {}): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
+    const signal = opts.signal;
+    const only = [...(opts.targets ?? []), ...(opts.target ? [opts.target] : [])];
+    // validated before the run starts: an unknown target leaves no run row behind
+    const targets = this.enabledTargets(only.length ? only : null);
     const { runId, started } = this.begin('backfill', dryRun);
     const { store, logger } = this.deps;
-    const targets = this.enabledTargets(opts.target ? [opts.target] : null);
     const names = targets.map((t) => t.name);
     const since = opts.since ? new Date(opts.since).toISOString() : null;
     const detection = emptyDetection();
@@ -613,7 +682,7 @@ export class Engine {
       messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
       detection.mode = 'skipped';
     } else {
-      await this.detect(true, dryRun, this.deps.config.targets.map((t) => t.name), detection, pending);
+      await this.detect(true, dryRun, this.deps.config.targets.map((t) => t.name), detection, pending, { signal, since });
       if (job && detection.complete) store.markBackfillScanned(job.id, this.now().toISOString());
     }
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
@@ -632,13 +701,14 @@ export class Engine {
       for (const t of targets) {
         // what enqueueKnown would add for this target (queued rows are planned by deliverTarget itself)
         const wouldQueue = store.backfillCandidates(t.name, since, !!opts.redeliver);
-        await this.deliverTarget(t, true, [...extra, ...wouldQueue], tsum[t.name]!, plan!);
+        await this.deliverTarget(t, true, [...extra, ...wouldQueue], tsum[t.name]!, plan!, signal);
       }
     } else {
-      await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [])));
+      await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [], signal)));
     }
-    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages);
-    if (job && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
+    const interrupted = !!signal?.aborted;
+    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages, interrupted);
+    if (job && !interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
     return summary;
   }
 

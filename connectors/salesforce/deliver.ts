@@ -226,7 +226,7 @@ export class Delivery {
     if (!complete) {
       return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: `not looked up: ${halt?.message ?? 'lookup incomplete'}` };
     }
-    if (recs.length === 0) return { email, kind: 'not-found', recordIds: [] };
+    if (recs.length === 0) return { email, kind: 'not-found', recordIds: [], message: `no ${this.cfg.objects.map((o) => o.key).join('/')} with this email` };
     const needs = recs.filter((r) => !r.suppressed);
     const already = recs.filter((r) => r.suppressed);
     const alreadyNote = already.length > 0 ? `already opted out: ${already.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
