@@ -69,7 +69,7 @@ export function writeEmulatorConfig(e: Emulators, opts: EmulatorConfigOptions): 
               connector: 'hubspot',
               config: {
                 baseUrl: e.hubspot.baseUrl,
-                auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' },
+                auth: { type: 'service-key', serviceKey: '${HUBSPOT_SERVICE_KEY}' },
                 suppression: { type: 'unsubscribe-all', batch: 'auto' },
                 onlyExistingContacts: true,
                 ...(opts.hubspot ?? {}),

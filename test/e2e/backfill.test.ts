@@ -60,7 +60,7 @@ describe('e2e: backfill suppresses exactly the expected CRM records', function (
     const hit = WRITE_ENDPOINTS.hubspot.filter((e) => (counts[e]?.total ?? 0) > 0);
     assert.ok(hit.length > 0, 'HubSpot was written to');
     assert.deepEqual(hit.filter((e) => !e.includes('/unsubscribe-all')), [], `only unsubscribe-all endpoints write to HubSpot: ${JSON.stringify(writeRequests(h.emu).byEndpoint)}`);
-    assert.equal(counts['POST /crm/v3/objects/contacts/batch/update']?.total ?? 0, 0, 'hs_email_optout is read-only: no CRM property write');
+    assert.equal(counts['POST /crm/objects/2026-09/contacts/batch/update']?.total ?? 0, 0, 'hs_email_optout is read-only: no CRM property write');
     const truth = h.emu.truth();
     const state = h.emu.world.hubspotState();
     const unsub = new Set(state.unsubscribedEmails);
@@ -72,7 +72,15 @@ describe('e2e: backfill suppresses exactly the expected CRM records', function (
     // already-suppressed contacts got no write; the audit names the contact
     for (const id of truth.hubspot.alreadySuppressed) assert.equal(h.emu.world.hsWrites.get(id) ?? 0, 0, `already suppressed ${id} written`);
     const applied = audit.filter((r) => r.target === 'hubspot' && r.outcome === 'applied');
-    for (const r of applied) assert.deepEqual([...r.recordIds], [h.emu.world.hsByNorm.get(r.email)!.id], `${r.email}: audit names its HubSpot contact`);
+    const holders = new Map<string, string[]>();
+    for (const m of truth.hubspot.secondaryMatches) holders.set(m.email, [...(holders.get(m.email) ?? []), m.contactId]);
+    for (const r of applied) {
+      const primary = h.emu.world.hsByNorm.get(r.email);
+      // an address held only in hs_additional_emails: the audit names the contact(s) holding it
+      const expected = primary ? [primary.id] : (holders.get(r.email) ?? []).sort();
+      assert.ok(expected.length > 0, `${r.email}: applied, but no HubSpot contact holds it`);
+      assert.deepEqual([...r.recordIds].sort(), expected, `${r.email}: audit names its HubSpot contact`);
+    }
     // mixed-case CRM emails were matched
     const mixedToSuppress = truth.hardCases.mixedCaseHubSpot.filter((id) => truth.hubspot.toSuppress.includes(id));
     assert.ok(mixedToSuppress.length > 0, 'the dataset has mixed-case HubSpot contacts to suppress');
@@ -131,8 +139,8 @@ describe('e2e: backfill on a HubSpot portal without batch subscription endpoints
     assert.equal(s.exitCode, 0, JSON.stringify(s.targets));
     assertVerified(h.emu);
     const c = h.emu.requestCounts().hubspot;
-    const single = c['POST /communication-preferences/v4/statuses/{subscriberIdString}/unsubscribe-all']?.total ?? 0;
+    const single = c['POST /communication-preferences/2026-09/statuses/{subscriberIdString}/unsubscribe-all']?.total ?? 0;
     assert.equal(single, h.emu.truth().hubspot.toSuppress.length, 'one per-email write per contact to suppress');
-    assert.equal(c['POST /crm/v3/objects/contacts/batch/update']?.total ?? 0, 0);
+    assert.equal(c['POST /crm/objects/2026-09/contacts/batch/update']?.total ?? 0, 0);
   });
 });

@@ -164,7 +164,7 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
           return res;
         };
       };
-      hook(h.emu.servers.hubspot.router.routes, 'POST /communication-preferences/v4/statuses/batch/unsubscribe-all', () => {
+      hook(h.emu.servers.hubspot.router.routes, 'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all', () => {
         hsWriteCalls++;
         killIfDue();
       });

@@ -119,7 +119,7 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
     }
     assertRotationChain();
     const d = countsSince(h.emu, before);
-    assert.ok((d.hubspot['POST /oauth/v1/token'] ?? 0) >= 2, `HubSpot OAuth refreshed after expiry: ${JSON.stringify(d.hubspot)}`);
+    assert.ok((d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 2, `HubSpot OAuth refreshed after expiry: ${JSON.stringify(d.hubspot)}`);
     assert.ok((d.salesforce['POST /services/oauth2/token'] ?? 0) >= 2, `Salesforce re-authenticated after expiry: ${JSON.stringify(d.salesforce)}`);
     assertVerified(h.emu);
   });
@@ -128,7 +128,7 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
     h.emu.faults.expireTokens();
     // expire everything after the 2nd page of the reconcile and after the first HubSpot write of the run
     const ccRoute = h.emu.servers.cc.router.routes.find((r) => r.name === 'GET /v3/contacts')!;
-    const hsRoute = h.emu.servers.hubspot.router.routes.find((r) => r.name === 'POST /communication-preferences/v4/statuses/batch/unsubscribe-all')!;
+    const hsRoute = h.emu.servers.hubspot.router.routes.find((r) => r.name === 'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all')!;
     const ccInner = ccRoute.handler;
     const hsInner = hsRoute.handler;
     let pages = 0;
@@ -163,7 +163,7 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
       const st = (v: 'hubspot' | 'salesforce'): number =>
         Object.values(h.emu.requestCounts()[v]).reduce((a, c) => a + (c.byStatus['401'] ?? 0), 0);
       assert.ok(st('hubspot') > 0 && st('salesforce') > 0, 'HubSpot and Salesforce answered 401 to expired tokens');
-      assert.ok((d.hubspot['POST /oauth/v1/token'] ?? 0) >= 1 && (d.salesforce['POST /services/oauth2/token'] ?? 0) >= 1, JSON.stringify(d));
+      assert.ok((d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 1 && (d.salesforce['POST /services/oauth2/token'] ?? 0) >= 1, JSON.stringify(d));
     } finally {
       ccRoute.handler = ccInner;
       hsRoute.handler = hsInner;

@@ -336,7 +336,8 @@ export type Kind = 'applied' | 'already-suppressed' | 'not-found';
 /**
  * What each target must answer for each opted-out email on a first, undisturbed delivery, from the ground
  * truth: HubSpot per contact (one per email; an address a contact holds only in hs_additional_emails is
- * 'applied', or 'already-suppressed' when that address was unsubscribed already), Salesforce per email over
+ * 'applied' even when that address was unsubscribed already: no lookup shows an address's own status, and the
+ * connector writes the address-level unsubscribe, which HubSpot answers idempotently), Salesforce per email over
  * its Contacts and unconverted Leads.
  */
 export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth()): { hubspot: Map<string, Kind>; salesforce: Map<string, Kind> } {
@@ -353,7 +354,7 @@ export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth(
     const sec = secondary.get(email);
     hubspot.set(
       email,
-      h ? (hsTo.has(h.id) ? 'applied' : hsAlready.has(h.id) ? 'already-suppressed' : ('?' as Kind)) : sec ? (sec.alreadyUnsubscribed ? 'already-suppressed' : 'applied') : 'not-found',
+      h ? (hsTo.has(h.id) ? 'applied' : hsAlready.has(h.id) ? 'already-suppressed' : ('?' as Kind)) : sec ? 'applied' : 'not-found',
     );
     const recs = (w.sfByNorm.get(email) ?? []).map((r) => r.Id);
     salesforce.set(email, recs.some((id) => sfTo.has(id)) ? 'applied' : recs.some((id) => sfAlready.has(id)) ? 'already-suppressed' : 'not-found');

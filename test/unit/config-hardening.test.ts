@@ -273,7 +273,7 @@ describe('config hardening (issue 8)', () => {
     const INIT_ENV = {
       CC_CLIENT_ID: 'cc-client-id',
       CC_CLIENT_SECRET: 'cc-client-secret',
-      HUBSPOT_TOKEN: 'pat-na1-0000',
+      HUBSPOT_SERVICE_KEY: 'sk-na1-0000',
       SF_CLIENT_ID: '3MVG9-consumer-key',
       SF_USERNAME: 'integration@acme.com',
       SF_PRIVATE_KEY_PATH: './keys/salesforce.key',
