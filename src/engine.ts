@@ -493,12 +493,12 @@ export class Engine {
       let done = 0;
       for (const batch of batches) {
         if (signal?.aborted) break;
-        const r = await this.callDeliver(target, batch, 'plan');
+        const { result: r, calls } = await this.deliverIsolating(target, batch, 'plan', log);
         if (E.isLeft(r)) {
           summary.halted = r.left.message;
           break;
         }
-        summary.batches += 1;
+        summary.batches += calls;
         for (const o of r.right.outcomes) {
           count(o);
           plan.push({ target: t.name, email: o.email, kind: o.kind, recordIds: o.recordIds, action: o.action, message: o.message });
@@ -522,8 +522,8 @@ export class Engine {
       const rows = store.dueOutbox(t.name, this.now(), batchSize);
       if (rows.length === 0) break;
       const batch = rows.map((r) => r.optOut);
-      const r = await this.callDeliver(target, batch, 'apply');
-      summary.batches += 1;
+      const { result: r, calls } = await this.deliverIsolating(target, batch, 'apply', log);
+      summary.batches += calls;
       if (E.isLeft(r)) {
         // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
         const err = r.left;
@@ -574,6 +574,80 @@ export class Engine {
     return batch.map(
       (o) => byEmail.get(o.email) ?? { email: o.email, kind: 'failed-retryable', recordIds: [], message: 'connector returned no outcome for this email' },
     );
+  }
+
+  /**
+   * One `deliver` call, and when the connector says the batch was refused as a bad request (`bad-request`:
+   * something in it, such as one odd address, made the vendor reject the request before anything was
+   * written), split it in halves and deliver each, down to single addresses: only an address refused on its
+   * own is parked (failed-permanent, with the vendor's message); the rest of the batch is delivered. Costs
+   * about 2·log2(batch) extra calls per offending address, and nothing when no request is refused.
+   * If EVERY address of a batch of several is refused on its own, the request itself is at fault (a mapping
+   * the connector did not recognise as such): nothing is parked and the target stops as misconfigured.
+   * The result is complete (one outcome per email) when it is a Right; `calls` counts deliver calls.
+   */
+  private async deliverIsolating(
+    target: Target,
+    batch: readonly OptOut[],
+    mode: 'apply' | 'plan',
+    log: Logger,
+  ): Promise<{ result: E.Either<TargetError, DeliveryReport>; calls: number }> {
+    let calls = 0;
+    let rejected = 0;
+    let firstRejection = '';
+    const attempt = async (part: readonly OptOut[], nested: boolean): Promise<E.Either<TargetError, DeliveryReport>> => {
+      calls += 1;
+      const r = await this.callDeliver(target, part, mode);
+      const refusal = E.isLeft(r) ? r.left : r.right.halt;
+      if (!refusal || refusal.kind !== 'bad-request') {
+        // the whole batch as before; a part's outcomes are completed here, as they are merged
+        return E.isRight(r) && nested ? E.right({ ...r.right, outcomes: this.completeOutcomes(part, r.right.outcomes, log) }) : r;
+      }
+      const message = redact(refusal.message);
+      // outcomes the connector did settle stand; the emails it left retryable are the ones refused
+      const settled = E.isRight(r) ? this.completeOutcomes(part, r.right.outcomes, log).filter((o) => o.kind !== 'failed-retryable') : [];
+      const settledEmails = new Set(settled.map((o) => o.email));
+      const refused = part.filter((o) => !settledEmails.has(o.email));
+      if (part.length === 1 && refused.length === 1) {
+        rejected += 1;
+        firstRejection ||= message;
+        log.warn('the CRM refused a request for one address on its own; parking it', { email: part[0]!.email, error: message });
+        return E.right({ outcomes: [{ email: part[0]!.email, kind: 'failed-permanent', recordIds: [], message: `refused by the CRM as a bad request for this address: ${message}` }] });
+      }
+      if (refused.length === 0) return E.right({ outcomes: settled });
+      log.warn('the CRM refused a batch as a bad request; splitting it to isolate the address(es) at fault', { size: refused.length, error: message });
+      const mid = Math.ceil(refused.length / 2);
+      const parts = refused.length < part.length ? [refused] : [refused.slice(0, mid), refused.slice(mid)];
+      const outcomes: Outcome[] = [...settled];
+      let halt: TargetError | undefined;
+      for (const p of parts) {
+        if (halt) {
+          outcomes.push(...p.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `not delivered: ${halt!.message}` })));
+          continue;
+        }
+        const sub = await attempt(p, true);
+        if (E.isLeft(sub)) {
+          halt = sub.left;
+          outcomes.push(...p.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${sub.left.kind}: ${sub.left.message}` })));
+        } else {
+          outcomes.push(...sub.right.outcomes);
+          halt = sub.right.halt;
+        }
+      }
+      return E.right(halt ? { outcomes, halt } : { outcomes });
+    };
+    const result = await attempt(batch, false);
+    if (batch.length > 1 && rejected === batch.length) {
+      return {
+        calls,
+        result: E.left({
+          kind: 'config',
+          halt: true,
+          message: `the CRM refused every one of ${batch.length} addresses on its own as a bad request, so the request itself is wrong, not the addresses (check this target's config): ${firstRejection}`,
+        }),
+      };
+    }
+    return { result, calls };
   }
 
   private async callDeliver(target: Target, batch: readonly OptOut[], mode: 'apply' | 'plan'): Promise<E.Either<TargetError, DeliveryReport>> {

@@ -44,9 +44,15 @@ export interface Capabilities {
  * A target-wide failure: nothing in the batch was delivered (auth refused, daily limit, outage).
  * `halt` tells the engine to stop delivering to this target for the rest of the run (its outbox is kept);
  * `retryAt` (ISO) says when it is worth trying again, when the vendor told us.
+ *
+ * `bad-request` is not target-wide: the vendor refused a request because of what THIS batch holds (e.g. a
+ * Salesforce MALFORMED_QUERY caused by one odd address), before anything was written. Return it only when
+ * the request would succeed without the offending input (not for a broken mapping: that is `config`).
+ * The engine then splits the batch and delivers the halves, down to single addresses, and parks only the
+ * addresses still refused on their own, with this message (`halt` is ignored for this kind).
  */
 export interface TargetError {
-  readonly kind: 'auth' | 'rate-limit' | 'quota' | 'unavailable' | 'config' | 'fatal';
+  readonly kind: 'auth' | 'rate-limit' | 'quota' | 'unavailable' | 'config' | 'fatal' | 'bad-request';
   readonly message: string;
   readonly halt: boolean;
   readonly retryAt?: string;
@@ -70,6 +76,7 @@ export interface CheckReport {
  */
 export interface DeliveryReport {
   readonly outcomes: readonly Outcome[];
+  /** A `bad-request` halt here means: the emails still `failed-retryable` were refused as a bad request. */
   readonly halt?: TargetError;
 }
 

@@ -411,6 +411,11 @@ export class HubSpotTarget implements Target {
           message: redact(`HubSpot refused the contact lookup (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
         });
       }
+      if (e instanceof HubSpotHttpError && e.status === 400) {
+        // Refused for what this chunk holds (e.g. one malformed address); nothing is written yet: the engine
+        // splits the batch until the address(es) at fault stand alone.
+        throw new Halt({ kind: 'bad-request', halt: false, message: redact(`HubSpot refused the contact lookup as a bad request: ${e.message}`) });
+      }
       if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
         for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup refused: ${e.message}` });
         return { contacts, failed };

@@ -9,9 +9,11 @@ import { OptOut, Outcome, mappedValue, normaliseEmail } from '../../src/domain';
 import { withRetry, RetryPolicy } from '../../src/http';
 import { ResolvedConfig, ResolvedObject, ObjectKey } from './config';
 import { SalesforceClient, SfApiError, SfHalt, safeMessage } from './client';
-import { planLookupChunks } from './soql';
+import { lookupSoql, planLookupChunks } from './soql';
 import { toCsv, parseCsv } from './csv';
 
+/** A well-formed address no record has (RFC 2606 `.invalid`), for checking a lookup query's shape. */
+const PROBE_ADDRESS = 'probe@cc-optout.invalid';
 /** sObject Collections accept at most 200 records per request. */
 export const COLLECTION_LIMIT = 200;
 /** UNABLE_TO_LOCK_ROW: attempts (including the first) within one run before the record is failed-retryable. */
@@ -99,11 +101,31 @@ class LockedRows extends Error {
 }
 
 export class Delivery {
+  /** Objects whose lookup query has worked at least once (so a MALFORMED_QUERY is about the addresses). */
+  private readonly workingQueries = new Set<ObjectKey>();
+
   constructor(
     private readonly client: SalesforceClient,
     private readonly cfg: ResolvedConfig,
     private readonly caps: Capabilities,
   ) {}
+
+  /**
+   * Does the lookup query of `obj` work with a plain address? Known after any successful lookup; otherwise
+   * one probe query (only ever sent after a MALFORMED_QUERY). A refusal of the probe means the query itself
+   * (the mapping) is wrong; a halt (auth, limits) propagates.
+   */
+  private async queryShapeWorks(obj: ResolvedObject): Promise<boolean> {
+    if (this.workingQueries.has(obj.key)) return true;
+    try {
+      await this.client.queryAll(lookupSoql(obj, [PROBE_ADDRESS]));
+    } catch (e) {
+      if (e instanceof SfApiError) return false;
+      throw e;
+    }
+    this.workingQueries.add(obj.key);
+    return true;
+  }
 
   async run(batch: readonly OptOut[], mode: DeliveryMode): Promise<E.Either<TargetError, DeliveryReport>> {
     // one outcome per distinct email; the first opt-out for an email wins
@@ -143,6 +165,11 @@ export class Delivery {
           try {
             records = await this.client.queryAll<Record<string, unknown> & { Id: string }>(chunk.soql);
           } catch (e) {
+            if (e instanceof SfApiError && e.errorCode === 'MALFORMED_QUERY' && (await this.queryShapeWorks(obj))) {
+              // The same query with a plain address works: a literal of this chunk is at fault, not the mapping.
+              // Nothing is written yet; the engine splits the batch until the address(es) at fault stand alone.
+              throw new SfHalt({ kind: 'bad-request', halt: false, message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
+            }
             if (e instanceof SfApiError) {
               throw new SfHalt({
                 kind: 'config',
@@ -153,6 +180,7 @@ export class Delivery {
             throw e;
           }
           queries += 1;
+          this.workingQueries.add(obj.key);
           const wanted = new Set(chunk.emails);
           for (const r of records) {
             const raw = r[obj.emailField];

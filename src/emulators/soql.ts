@@ -5,7 +5,8 @@
  *     [WHERE cond] [ORDER BY f [ASC|DESC], ...] [LIMIT n] [OFFSET n]
  *   cond := cond AND cond | cond OR cond | NOT cond | ( cond )
  *         | field [NOT] IN ( literal, ... ) | field (= | != | <> | < | <= | > | >=) literal | field LIKE 'pattern'
- *   literal := 'string' (escapes \' \" \\ \n \r \t \b \f \_ \%) | true | false | null | number | date(-time)
+ *   literal := 'string' (escapes \' \" \\ \n \r \t \b \f \_ \%; other control characters are MALFORMED_QUERY)
+ *            | true | false | null | number | date(-time)
  *
  * Text comparisons (=, IN, LIKE) are case-insensitive like Salesforce's; Ids compare by their 15-character
  * case-sensitive form, so 15- and 18-character ids match.
@@ -48,6 +49,9 @@ type Tok =
   | { t: 'datetime'; v: string; pos: number }
   | { t: 'punct'; v: string; pos: number };
 
+/** Control characters SOQL has no escape sequence for: not allowed in a string literal. */
+const UNESCAPABLE_CONTROL = /[\u0000-\u0007\u000B\u000E-\u001F\u007F]/;
+
 const ESCAPES: Record<string, string> = { "'": "'", '"': '"', '\\': '\\', n: '\n', r: '\r', t: '\t', b: '\b', f: '\f', _: '\\_', '%': '\\%' };
 
 export function tokenize(src: string): Tok[] {
@@ -79,6 +83,10 @@ export function tokenize(src: string): Tok[] {
           closed = true;
           i++;
           break;
+        }
+        if (UNESCAPABLE_CONTROL.test(c)) {
+          // Salesforce refuses the whole query over one such literal (400 MALFORMED_QUERY).
+          throw new SoqlError(`Invalid string literal '${src.slice(start, i)}...'. Illegal character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} in string literal.`, 'MALFORMED_QUERY');
         }
         s += c;
         i++;
