@@ -1,7 +1,9 @@
 /** Shared test helpers: a fake Constant Contact source, an engine wired to the test connector. */
+import { spawnSync } from 'child_process';
+import * as os from 'os';
 import * as path from 'path';
 import { ObservedContact } from '../src/domain';
-import { createRegistry, loadManifest, compiledRoot, Registry } from '../src/plugin';
+import { createRegistry, loadManifest, compiledRoot, packageRoot, Registry } from '../src/plugin';
 import { decodeConfig, Config } from '../src/config';
 import { SqliteStateStore } from '../src/store/sqlite';
 import { Engine } from '../src/engine';
@@ -94,4 +96,15 @@ export function testEngine(opts: { targets: { name: string; crm: string }[]; sou
   const logger = memoryLogger();
   const engine = new Engine({ config, store, registry, source: () => opts.source, clock, logger, random: () => 0.5 });
   return { engine, store, clock, logger, config, registry };
+}
+
+/** Run the built CLI synchronously with only PATH, HOME and `env` in its environment. */
+export function runCliSync(args: string[], env: Record<string, string> = {}, cwd?: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(packageRoot(), 'dist', 'src', 'cli.js'), ...args], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }

@@ -1,21 +1,11 @@
 import assert from 'assert';
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { packageRoot } from '../../src/plugin';
+import { runCliSync } from '../helpers';
 
-const CLI = path.join(packageRoot(), 'dist', 'src', 'cli.js');
 
-function run(args: string[], env: Record<string, string> = {}, cwd?: string) {
-  const r = spawnSync(process.execPath, [CLI, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env },
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const run = runCliSync;
 
 describe('CLI', () => {
   let dir: string;

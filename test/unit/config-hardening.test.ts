@@ -4,7 +4,6 @@
  * Codecs and the JSON Schemas (manifest.json, connectors/*\/manifest-entry.json) are checked on the same cases.
  */
 import assert from 'assert';
-import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -17,10 +16,9 @@ import { openApp } from '../../src/app';
 import { createLogger, clearSecrets } from '../../src/log';
 import { createRegistry, loadManifest, packageRoot, Registry } from '../../src/plugin';
 import { loadPrivateKey } from '../../connectors/salesforce/auth';
-import { testRegistry } from '../helpers';
+import { runCliSync, testRegistry } from '../helpers';
 
 const ROOT = packageRoot();
-const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 const manifest = loadManifest();
 const ajv = new Ajv({ allErrors: true, strict: false });
 const fullSchema = ajv.compile(manifest.configSchema as object);
@@ -64,15 +62,7 @@ const base = (over: { source?: Record<string, unknown>; delivery?: Record<string
   ...(over.delivery ? { delivery: over.delivery } : {}),
 });
 
-function run(args: string[], env: Record<string, string> = {}, cwd?: string) {
-  const r = spawnSync(process.execPath, [CLI, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env },
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const run = runCliSync;
 
 describe('config hardening (issue 8)', () => {
   let dir: string;
