@@ -183,6 +183,9 @@ describe('e2e: overlapping CLI runs (a scheduled sync while a backfill is still 
     h.emu.faults.set({ hubspot: { latencyMs: 80 }, salesforce: { latencyMs: 80 } });
     const first = spawnCli(h, ['--json', '--no-progress', 'backfill']);
     await waitFor(() => h.emu.verify().hubspot.writes > 0, { timeoutMs: 60_000, intervalMs: 20, what: 'the backfill to be delivering' });
+    // slow the CRMs down while the other commands try to start, so the backfill is surely still running
+    // (on a loaded machine three CLI starts can outlast the rest of an 80 ms-latency backfill)
+    h.emu.faults.set({ hubspot: { latencyMs: 1500 }, salesforce: { latencyMs: 1500 } });
     const tokenCalls = h.taps.ccTokenCalls.length;
     const before = countsSnapshot(h.emu);
     for (const args of [['--json', 'sync'], ['--json', 'backfill'], ['--json', 'sync', '--dry-run']]) {
@@ -193,6 +196,7 @@ describe('e2e: overlapping CLI runs (a scheduled sync while a backfill is still 
     }
     assert.equal(h.taps.ccTokenCalls.length, tokenCalls, 'the refused runs never touched the refresh token');
     assert.equal(countsSince(h.emu, before).cc['GET /v3/contacts'] ?? 0, 0, 'nor read Constant Contact');
+    h.emu.faults.set({ hubspot: { latencyMs: 0 }, salesforce: { latencyMs: 0 } });
     const r = await first.done;
     assert.equal(r.code, 0, r.stderr.slice(-2000));
     h.emu.faults.reset();
