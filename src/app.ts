@@ -2,13 +2,14 @@
  * Wiring: a config file -> the engine with its store, registry, source and connectors. One place, used by the
  * CLI, the demo, the end-to-end tests and the benchmarks, so they all run the product exactly as it ships.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { Config, loadConfig } from './config';
 import { Engine, ProgressEvent } from './engine';
 import { Logger } from './log';
 import { createRegistry, Registry } from './plugin';
 import { openStore } from './store/sqlite';
-import { StateStore } from './store/types';
+import { StateStore, StoreOpenError } from './store/types';
 import { Clock, systemClock } from './http/clock';
 import { OptOutSource } from './source/types';
 import { createConstantContactSource } from './source/constant-contact';
@@ -50,11 +51,24 @@ export function storePathFor(config: Pick<Config, 'storePath' | 'file'>): string
   return path.resolve(base, config.storePath);
 }
 
+/** Is a folder on `file`'s path a regular file? (openStore then names that problem, creating nothing.) */
+function underRegularFile(file: string): boolean {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(dir)) return !fs.statSync(dir).isDirectory();
+    if (path.dirname(dir) === dir) return false;
+  }
+}
+
 /** Decode the config (throws ConfigError before any network call or file is created), then open everything. */
 export function openApp(o: AppOptions): App {
   const registry = o.registry ?? createRegistry();
   const config = loadConfig(o.configFile, o.env, registry, { requireEnv: o.requireSecrets !== false });
-  const raw = openStore(storePathFor(config));
+  const storePath = storePathFor(config);
+  // a command that only reads the store never creates one: a missing file is a wrong store.path (or nothing ran yet)
+  if (o.requireSecrets === false && storePath !== ':memory:' && !fs.existsSync(storePath) && !underRegularFile(storePath)) {
+    throw new StoreOpenError(storePath, 'no state store here: nothing has run with this config yet, or store.path is wrong (sync, backfill or check creates it)');
+  }
+  const raw = openStore(storePath);
   const store = o.wrapStore ? o.wrapStore(raw) : raw;
   const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
   const engine = new Engine({

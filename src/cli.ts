@@ -211,7 +211,7 @@ export function interruptible(
       process.exit(exitCodeForSignal(sig));
     }
     received = sig;
-    stderr.write(`${sig}: stopping after the batch in hand (press Ctrl-C again to exit at once)\n`);
+    stderr.write(`${sig}: stopping after the batch in hand (${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send it again'} to exit at once)\n`);
     controller.abort();
   };
   process.on('SIGINT', handler);
@@ -237,7 +237,22 @@ export function writePlan(file: string, plan: readonly PlanEntry[], format?: 'cs
     fmt === 'json'
       ? JSON.stringify(plan, null, 2) + '\n'
       : toCsv([['target', 'email', 'kind', 'crm_record_ids', 'action', 'message'], ...plan.map((p) => [p.target, p.email, p.kind, p.recordIds.join(' '), p.action ?? '', p.message ?? ''])]);
-  fs.writeFileSync(file, redact(text), { mode: 0o600 });
+  try {
+    writePrivateFile(file, redact(text));
+  } catch (err) {
+    throw new ExitError(EXIT.config, `--output ${file}: cannot write the plan (${(err as Error).message})`);
+  }
+}
+
+/** Fail before a run spends API calls when `--output`'s folder cannot take the file. */
+function checkOutputFolder(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  try {
+    if (!fs.statSync(dir).isDirectory()) throw new Error(`${dir} is not a folder`);
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (err) {
+    throw new ExitError(EXIT.config, `--output ${file}: its folder cannot take the file (${(err as Error).message})`);
+  }
 }
 
 async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Promise<T> {
@@ -257,6 +272,7 @@ function withStoreContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>): P
 interface RunOutput {
   output?: string;
   format?: 'csv' | 'json';
+  dryRun?: boolean;
 }
 
 function printRun(g: GlobalOpts, s: RunSummary, o: RunOutput = {}, received: NodeJS.Signals | null = null): never {
@@ -265,20 +281,22 @@ function printRun(g: GlobalOpts, s: RunSummary, o: RunOutput = {}, received: Nod
     writePlan(o.output, s.plan, o.format);
     planFile = o.output;
   }
-  if (g.json) out(JSON.stringify(planFile ? { ...s, plan: undefined, planFile, planEntries: s.plan!.length } : s, null, 2));
-  else out(renderSummary(s, planFile));
-  if (received || s.interrupted) {
-    const sig = received ?? 'SIGINT';
-    throw new ExitError(exitCodeForSignal(sig), 'interrupted: rerun to resume');
-  }
+  // an interrupted run exits with the signal's code: the summary says the same
+  const interrupted = received || s.interrupted ? exitCodeForSignal(received ?? 'SIGINT') : null;
+  const shown = interrupted === null ? s : { ...s, exitCode: interrupted };
+  if (g.json) out(JSON.stringify(planFile ? { ...shown, plan: undefined, planFile, planEntries: s.plan!.length } : shown, null, 2));
+  else out(renderSummary(shown, planFile));
+  if (interrupted !== null) throw new ExitError(interrupted, 'interrupted: rerun to resume');
   throw new ExitError(s.exitCode, '');
 }
 
 /** A delivery run (sync, backfill): progress bars and signal handling around it. */
 async function runCommand(g: GlobalOpts, o: RunOutput, run: (ctx: Context, signal: AbortSignal) => Promise<RunSummary>, targets?: readonly string[]): Promise<void> {
+  if (o.output && !o.dryRun) throw new ExitError(EXIT.config, `--output ${o.output}: --output writes a dry run's plan; add --dry-run (a real run's record is \`cc-optout audit\`)`);
   if (o.output && o.format === undefined && !/\.(csv|json)$/i.test(o.output)) {
     throw new ExitError(EXIT.config, `--output ${o.output}: name a .csv or .json file, or pass --format csv|json`);
   }
+  if (o.output) checkOutputFolder(o.output);
   const bar = progressBar(g.progress && !g.json);
   const control = interruptible();
   try {
@@ -328,9 +346,24 @@ function parseMaybeJson(v: string): unknown {
   }
 }
 
-function parseDate(v: string, flag: string): string {
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) throw new ExitError(EXIT.config, `${flag}: got "${v}", expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z`);
+/**
+ * A calendar date (2024-06-01, UTC midnight) or an ISO date-time with a zone, as typed: no rolling over
+ * (2026-02-30 is an error, not March 2) and not in the future.
+ */
+export function parseDate(v: string, flag: string, now: Date = new Date()): string {
+  const bad = (why: string): never => {
+    throw new ExitError(EXIT.config, `${flag}: got "${v}", ${why}`);
+  };
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$/.exec(v.trim());
+  if (!m) bad('expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z');
+  const [, y, mo, d, h, mi, sec, zone] = m!;
+  if (h !== undefined && zone === undefined) bad('expected a time zone (Z or +02:00) on the time');
+  const day = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d)));
+  if (day.getUTCFullYear() !== Number(y) || day.getUTCMonth() !== Number(mo) - 1 || day.getUTCDate() !== Number(d)) bad('which is not a date in the calendar');
+  if (h !== undefined && (Number(h) > 23 || Number(mi) > 59 || Number(sec ?? 0) > 59)) bad('which is not a time of day');
+  const t = Date.parse(h === undefined ? `${y}-${mo}-${d}T00:00:00Z` : v.trim());
+  if (Number.isNaN(t)) bad('expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z');
+  if (t > now.getTime()) bad('which is in the future');
   return new Date(t).toISOString();
 }
 
@@ -463,19 +496,20 @@ export function buildProgram(): Command {
   program
     .command('audit')
     .description('per record and target: opted out at, first written at, lag, CRM record ids, outcome (--history: every delivery)')
-    .addOption(new Option('--format <format>', 'output format').choices(['csv', 'json']).default('csv'))
+    .addOption(new Option('--format <format>', 'output format (default: json with --json or an --output ending in .json, else csv)').choices(['csv', 'json']))
     .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date (--history: deliveries since)')
     .option('--history', 'every delivery event (append-only): time, run, target, email, attempt, origin, outcome, record ids, message')
     .option('--output <file>', 'write to a file (created 0600) instead of stdout')
-    .action(async (o: { format: 'csv' | 'json'; since?: string; history?: boolean; output?: string }) =>
+    .action(async (o: { format?: 'csv' | 'json'; since?: string; history?: boolean; output?: string }) =>
       withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
+        const format = o.format ?? (g().json || (o.output && /\.json$/i.test(o.output)) ? 'json' : 'csv');
         let text: string;
         let count: number;
         if (o.history) {
           const history = ctx.store.deliveryHistory(since);
           count = history.length;
-          if (o.format === 'json' || g().json) text = JSON.stringify({ history }, null, 2);
+          if (format === 'json') text = JSON.stringify({ history }, null, 2);
           else {
             const header = ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message'];
             const body = history.map((e) => [e.at, e.runId ?? '', e.runKind ?? '', e.target, e.email, e.contactId ?? '', e.attempt, e.origin ?? '', e.outcome, e.recordIds.join(' '), e.message ?? '']);
@@ -485,7 +519,7 @@ export function buildProgram(): Command {
           const rows = ctx.store.audit(since);
           const events = ctx.store.events(since, ['left-unsubscribed-set']);
           count = rows.length;
-          if (o.format === 'json' || g().json) {
+          if (format === 'json') {
             text = JSON.stringify({ rows, resubscribed: events }, null, 2);
           } else {
             const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
@@ -500,7 +534,8 @@ export function buildProgram(): Command {
           } catch (err) {
             throw new ExitError(EXIT.config, `--output ${o.output}: cannot write the file (${(err as Error).message})`);
           }
-          out(`wrote ${count} ${o.history ? 'delivery events' : 'rows'} to ${o.output}`);
+          if (g().json) out(JSON.stringify({ file: o.output, format, [o.history ? 'deliveryEvents' : 'rows']: count }));
+          else out(`wrote ${count} ${o.history ? 'delivery events' : 'rows'} to ${o.output}`);
         } else out(text);
       }),
     );

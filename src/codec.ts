@@ -78,8 +78,13 @@ export function isLoopbackHost(hostname: string): boolean {
 
 /** The JSON Schema twin of `SecureUrl` (case-insensitive scheme and loopback names, as the WHATWG parser is). */
 export const SECURE_URL_PATTERN =
-  '^([Hh][Tt][Tt][Pp][Ss]://[^\\s/?#]+|[Hh][Tt][Tt][Pp]://([Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127(\\.[0-9]{1,3}){3}|\\[::1\\])(:[0-9]+)?)([/?#]\\S*)?$';
+  '^([Hh][Tt][Tt][Pp][Ss]://[^\\s/?#@]+|[Hh][Tt][Tt][Pp]://([Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127(\\.[0-9]{1,3}){3}|\\[::1\\])(:[0-9]+)?)([/?#]\\S*)?$';
 const SECURE_URL_RE = new RegExp(SECURE_URL_PATTERN);
+
+/** The URL with any `user:password@` replaced by `***@` (for messages). */
+function withoutCredentials(s: string): string {
+  return s.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
+}
 
 function secureUrlProblem(s: string): string | null {
   let u: URL;
@@ -88,6 +93,8 @@ function secureUrlProblem(s: string): string | null {
   } catch {
     return 'not an absolute URL';
   }
+  // a user name or password in a URL would be logged with it: credentials belong in the auth settings
+  if (u.username !== '' || u.password !== '') return 'a user name or password in the URL is not allowed (put credentials in the auth settings)';
   if (!SECURE_URL_RE.test(s)) {
     if (u.protocol === 'http:') return 'plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://';
     if (u.protocol !== 'https:') return `scheme ${u.protocol} is not https:`;
@@ -115,8 +122,10 @@ export const SecureUrl = new t.Type<t.Branded<string, SecureUrlBrand>, string, u
     if (typeof u !== 'string') return t.failure(u, c);
     const problem = secureUrlProblem(u);
     if (problem === null) return t.success(u as t.Branded<string, SecureUrlBrand>);
-    // "got ..." first: an unresolved ${ENV} value's error is dropped as a duplicate of the missing variable
-    return t.failure(u, c, `got ${JSON.stringify(u.length > 80 ? u.slice(0, 77) + '...' : u)}, expected HttpUrl: ${problem}`);
+    // "got ..." first: an unresolved ${ENV} value's error is dropped as a duplicate of the missing variable;
+    // credentials in the URL are never echoed
+    const shown = withoutCredentials(u);
+    return t.failure(shown, c, `got ${JSON.stringify(shown.length > 80 ? shown.slice(0, 77) + '...' : shown)}, expected HttpUrl: ${problem}`);
   },
   (a) => a,
 );

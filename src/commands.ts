@@ -12,6 +12,7 @@ import { openStore } from './store/sqlite';
 import { Lease, holdRunLock } from './store/lease';
 import { SOURCE_KV } from './engine';
 import { systemClock } from './http/clock';
+import { MIN_CONTACTS } from './emulators/dataset';
 import { authorizeWithDeviceFlow, authorizeWithPkce } from './source/constant-contact/authorize';
 
 interface GlobalOpts {
@@ -77,7 +78,7 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
   program
     .command('emulate')
     .description('start local emulators of the Constant Contact, HubSpot and Salesforce APIs and write a config for them')
-    .addOption(intOption('--contacts <n>', 'generated contacts', 1, 1_000_000, 20000))
+    .addOption(intOption('--contacts <n>', 'generated contacts', MIN_CONTACTS, 1_000_000, 20000))
     .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .option('--dir <path>', 'where to write the config, key and state', '.cc-optout-emulator')
     .addOption(intOption('--port <n>', 'first port (Constant Contact; HubSpot +1, Salesforce +2); 0 = ephemeral', 0, 65533, 0))
@@ -116,7 +117,7 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
   program
     .command('demo')
     .description('the built-in demo: emulators, backfill, new opt-outs, sync, and a report (no accounts, no network)')
-    .addOption(intOption('--contacts <n>', 'generated contacts', 1, 1_000_000, 20000))
+    .addOption(intOption('--contacts <n>', 'generated contacts', MIN_CONTACTS, 1_000_000, 20000))
     .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .addOption(intOption('--new-opt-outs <n>', 'opt-outs created between backfill and sync', 0, 10_000, 25))
     .option('--dir <path>', 'where the demo keeps its config, state and audit', '.demo')

@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { visit, JSONPath } from 'jsonc-parser';
+import { visit, stripComments, parse as parseJsonc, printParseErrorCode, JSONPath, ParseError } from 'jsonc-parser';
 import * as t from 'io-ts';
 import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey } from './codec';
 import { isLeft } from 'fp-ts/Either';
@@ -214,7 +214,8 @@ export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: strin
     const out = raw.replace(ENV_REF, (_m, name: string) => {
       const v = env[name];
       if (v === undefined || v === '') {
-        if (requireEnv) problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
+        // read-only commands need no secret, but they do need the store they read: store.path is always resolved
+        if (requireEnv || path.startsWith('store.')) problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
         missingEnvPaths.add(path || '(root)');
         return _m;
       }
@@ -278,7 +279,7 @@ export function keyProblems(text: string): string[] {
         keys?.add(property);
       },
     },
-    { disallowComments: true, allowTrailingComma: false },
+    { disallowComments: false, allowTrailingComma: false },
   );
   return problems;
 }
@@ -321,22 +322,28 @@ function registerInlineSecrets(raw: unknown, key = ''): void {
   else if (raw && typeof raw === 'object') for (const [k, v] of Object.entries(raw)) registerInlineSecrets(v, k);
 }
 
-/** Parse JSON with a line/column in the error. */
-export function parseJsonText(text: string, file: string): unknown {
+/**
+ * Parse the config (JSON, plus `//` and `/* *\/` comments as in the README's examples) with a line/column in
+ * the error. Comments are blanked out with spaces first, so positions in JSON.parse's errors stay true.
+ */
+export function parseJsonText(source: string, file: string): unknown {
+  const text = stripComments(source, ' ');
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (e) {
-    const msg = (e as Error).message;
-    const m = /position (\d+)/.exec(msg);
-    if (m) {
-      const pos = Number(m[1]);
+    // JSON.parse's message names no position on some inputs (Node 20): jsonc-parser's scanner always has one
+    const errors: ParseError[] = [];
+    parseJsonc(text, errors, { disallowComments: false, allowTrailingComma: false });
+    const first = errors[0];
+    const pos = first ? first.offset : Number(/position (\d+)/.exec((e as Error).message)?.[1] ?? NaN);
+    if (!Number.isNaN(pos)) {
       const before = text.slice(0, pos);
       const line = before.split('\n').length;
       const col = pos - before.lastIndexOf('\n');
-      throw new ConfigError([`line ${line}, column ${col}: ${msg}`], file);
+      throw new ConfigError([`line ${line}, column ${col}: ${first ? printParseErrorCode(first.error) : (e as Error).message} (${(e as Error).message})`], file);
     }
-    throw new ConfigError([msg], file);
+    throw new ConfigError([(e as Error).message], file);
   }
   const problems = keyProblems(text);
   if (problems.length > 0) throw new ConfigError(problems, file);

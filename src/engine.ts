@@ -145,12 +145,16 @@ export interface BackfillOptions {
 }
 
 const MINUTE = 60_000;
+/** The message of an address a CRM refused on its own as a bad request (deliverIsolating). */
+const REFUSED_ALONE = 'refused by the CRM as a bad request for this address';
 
 function emptyDetection(): DetectionSummary {
   return { mode: 'skipped', pages: 0, contactsSeen: 0, optOutsSeen: 0, newOptOuts: 0, resubscribed: 0, skippedNoEmail: 0, quarantined: 0, complete: true };
 }
 
 export class Engine {
+  /** Targets that accepted at least one request in this engine's life (evidence for parking a refused address). */
+  private readonly acceptingTargets = new WeakSet<Target>();
   private runId: number | null = null;
   private calls = new CallCounts();
   /** Handed to sources and targets: always records into the current run's counter (targets outlive runs). */
@@ -584,6 +588,9 @@ export class Engine {
    * about 2·log2(batch) extra calls per offending address, and nothing when no request is refused.
    * If EVERY address of a batch of several is refused on its own, the request itself is at fault (a mapping
    * the connector did not recognise as such): nothing is parked and the target stops as misconfigured.
+   * An address is parked only with evidence that the CRM accepts this target's requests otherwise (another
+   * part of the split, or an earlier batch of the run, went through): a lone address refused with no such
+   * evidence (a one-row batch, as a 5-minute sync often has) stays queued and is retried with backoff.
    * The result is complete (one outcome per email) when it is a Right; `calls` counts deliver calls.
    */
   private async deliverIsolating(
@@ -599,6 +606,7 @@ export class Engine {
       calls += 1;
       const r = await this.callDeliver(target, part, mode);
       const refusal = E.isLeft(r) ? r.left : r.right.halt;
+      if (E.isRight(r) && refusal?.kind !== 'bad-request') this.acceptingTargets.add(target);
       if (!refusal || refusal.kind !== 'bad-request') {
         // the whole batch as before; a part's outcomes are completed here, as they are merged
         return E.isRight(r) && nested ? E.right({ ...r.right, outcomes: this.completeOutcomes(part, r.right.outcomes, log) }) : r;
@@ -606,13 +614,14 @@ export class Engine {
       const message = redact(refusal.message);
       // outcomes the connector did settle stand; the emails it left retryable are the ones refused
       const settled = E.isRight(r) ? this.completeOutcomes(part, r.right.outcomes, log).filter((o) => o.kind !== 'failed-retryable') : [];
+      if (settled.length > 0) this.acceptingTargets.add(target);
       const settledEmails = new Set(settled.map((o) => o.email));
       const refused = part.filter((o) => !settledEmails.has(o.email));
       if (part.length === 1 && refused.length === 1) {
         rejected += 1;
         firstRejection ||= message;
         log.warn('the CRM refused a request for one address on its own; parking it', { email: part[0]!.email, error: message });
-        return E.right({ outcomes: [{ email: part[0]!.email, kind: 'failed-permanent', recordIds: [], message: `refused by the CRM as a bad request for this address: ${message}` }] });
+        return E.right({ outcomes: [{ email: part[0]!.email, kind: 'failed-permanent', recordIds: [], message: `${REFUSED_ALONE}: ${message}` }] });
       }
       if (refused.length === 0) return E.right({ outcomes: settled });
       log.warn('the CRM refused a batch as a bad request; splitting it to isolate the address(es) at fault', { size: refused.length, error: message });
@@ -647,6 +656,15 @@ export class Engine {
         }),
       };
     }
+    if (rejected > 0 && E.isRight(result) && !this.acceptingTargets.has(target)) {
+      // no request of this target went through yet: the addresses may be fine and the request wrong
+      const outcomes = result.right.outcomes.map((o): Outcome =>
+        o.kind === 'failed-permanent' && o.message?.startsWith(REFUSED_ALONE)
+          ? { ...o, kind: 'failed-retryable', message: `${o.message} (kept queued: no request to this CRM has gone through in this run, so the request itself may be at fault)` }
+          : o,
+      );
+      return { calls, result: E.right({ ...result.right, outcomes }) };
+    }
     return { result, calls };
   }
 
@@ -676,7 +694,15 @@ export class Engine {
       tsum[st.target]!.queued = st.queued;
       tsum[st.target]!.parked = st.parked;
     }
-    const incomplete = !detection.complete || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
+    // a paused target ("enabled": false) delivers nothing: say what waits for it, and that the run is not complete
+    const paused = this.deps.config.targets.filter((t) => !t.enabled).map((t) => t.name);
+    let waiting = 0;
+    for (const st of paused.length ? store.targetStatus(paused, this.now()) : []) {
+      if (st.queued === 0) continue;
+      waiting += st.queued;
+      messages.push(`target ${st.target} is paused ("enabled": false): ${st.queued} opt-out(s) wait for it until it is enabled again`);
+    }
+    const incomplete = !detection.complete || waiting > 0 || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
     const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
     const exitCode = interrupted ? 3 : dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
     const summary: RunSummary = {

@@ -17,6 +17,7 @@ import { createLogger, clearSecrets } from '../../src/log';
 import { createRegistry, loadManifest, packageRoot, Registry } from '../../src/plugin';
 import { loadPrivateKey } from '../../connectors/salesforce/auth';
 import { runCliSync, testRegistry } from '../helpers';
+import { SqliteStateStore } from '../../src/store/sqlite';
 
 const ROOT = packageRoot();
 const manifest = loadManifest();
@@ -288,6 +289,14 @@ describe('config hardening (issue 8)', () => {
     it('read-only commands (status, audit, quarantine, requeue, unlock) work with all six variables unset', () => {
       const file = path.join(dir, 'cc-optout.config.json');
       assert.strictEqual(run(['--config', file, 'init']).code, 0);
+      // a read-only command never creates a store: on a fresh install it says so (exit 2) ...
+      const none = run(['--config', file, 'status']);
+      assert.strictEqual(none.code, 2, none.stderr);
+      assert.match(none.stderr, /store\.path: .*state\.db: no state store here/);
+      assert.ok(!fs.existsSync(path.join(dir, '.cc-optout', 'state.db')), 'status created no store');
+      // ... and reads one that a run created
+      fs.mkdirSync(path.join(dir, '.cc-optout'));
+      new SqliteStateStore(path.join(dir, '.cc-optout', 'state.db')).close();
       const s = run(['--config', file, 'status']);
       assert.strictEqual(s.code, 0, s.stderr);
       assert.match(s.stdout, /opt-outs known: 0 active/);
@@ -309,6 +318,8 @@ describe('config hardening (issue 8)', () => {
       const file = path.join(dir, 'cfg.json');
       const cfg = base({ source: { clientId: '${CC_CLIENT_ID}', clientSecret: '${CC_SECRET}', apiBaseUrl: '${CC_API_URL}' }, targets: [hubspotTarget({ baseUrl: '${HS_URL}' })] });
       fs.writeFileSync(file, JSON.stringify(cfg));
+      fs.mkdirSync(path.join(dir, '.cc-optout'), { recursive: true });
+      new SqliteStateStore(path.join(dir, '.cc-optout', 'state.db')).close();
       const ok = run(['--config', file, 'status']);
       assert.strictEqual(ok.code, 0, ok.stderr);
       fs.writeFileSync(file, JSON.stringify({ ...cfg, source: { ...cfg.source, detection: { pageSize: 0 } } }));

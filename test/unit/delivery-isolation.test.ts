@@ -264,6 +264,26 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       assert.ok([...outboxStates(store, 's').values()].every((s) => s === 'queued'));
     });
 
+    it('a one-row batch refused with no request of the target gone through is kept queued, not parked (the request may be at fault)', async () => {
+      const list = emails(1);
+      const { registry } = scripted({ bad: new Set(), all: true });
+      const { engine, store } = engineFor(registry, [{ name: 's', connector: 'scripted', config: {} }], list);
+      const summary = await engine.sync();
+      assert.equal(summary.targets.s!.parked, 0);
+      assert.equal(outboxStates(store, 's').get(list[0]!), 'queued');
+      assert.match(lastOutcomes(store, 's').get(list[0]!)!.message ?? '', /INVALID_INPUT: cannot read that.*kept queued/);
+    });
+
+    it('a culprit isolated in one-row batches is parked once another batch of the run went through', async () => {
+      const list = emails(4);
+      const { registry } = scripted({ bad: new Set([list[0]!]) });
+      const { engine, store } = engineFor(registry, [{ name: 's', connector: 'scripted', config: {} }], list, 1);
+      await engine.sync();
+      // the culprit's own batch came first and had no evidence yet: kept queued; a later run (after the others went through) parks it
+      assert.equal(outboxStates(store, 's').get(list[0]!), 'queued');
+      for (const e of list.slice(1)) assert.equal(outboxStates(store, 's').get(e), 'done', e);
+    });
+
     it('a target-wide stop during the split keeps every undelivered address queued (nothing parked by mistake)', async () => {
       const list = emails(8);
       const { registry, calls } = scripted({ bad: new Set([list[6]!]), haltAfterCalls: 2 });

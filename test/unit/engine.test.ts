@@ -254,6 +254,9 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.deepStrictEqual(Object.keys(r.targets), []);
     assert.strictEqual(crm.writes, 0);
     assert.strictEqual(first.store.targetStatus(['crm'], T0)[0]!.queued, 3);
+    // the run says what waits, and is not complete (exit 3): opt-outs are not reaching that CRM
+    assert.ok(r.messages.some((m) => /target crm is paused \("enabled": false\): 3 opt-out\(s\) wait/.test(m)), r.messages.join('\n'));
+    assert.strictEqual(r.exitCode, 3);
     (first.config.targets[0] as { enabled: boolean }).enabled = true;
     const r2 = await first.engine.sync();
     assert.deepStrictEqual(r2.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });

@@ -73,6 +73,15 @@ export function resolveNextHref(apiBaseUrl: string, href: string): string {
   if (basePath.endsWith('/v3') && basePath !== '/v3' && versioned.test(pathname)) {
     pathname = basePath + pathname.slice(3);
   }
+  // the same origin is not enough behind a proxy: stay under the API's own path (`/v3`, or `/prefix/v3`)
+  // (a base path that does not end in /v3 is a proxy that passes the host-relative /v3 links through as they are)
+  const roots = basePath.endsWith('/v3') ? [basePath] : ['/v3', ...(basePath ? [basePath] : [])];
+  if (!roots.some((root) => pathname === root || pathname.startsWith(`${root}/`))) {
+    throw sourceError(
+      `Constant Contact pagination: _links.next.href ${shown} leads outside the API path ${roots.join(' or ')} of source.apiBaseUrl; ` +
+        `refusing to send the access token there. The page carrying this link is rejected and nothing from it is committed.`,
+    );
+  }
   return `${base.origin}${pathname}${resolved.search}`;
 }
 
