@@ -63,7 +63,7 @@ describe('CLI', () => {
   it('numeric options are validated and named', () => {
     const r = run(['demo', '--contacts', '12x']);
     assert.strictEqual(r.code, 2);
-    assert.match(r.stderr, /--contacts <n>.*'12x' is invalid\. expected a whole number from 1 to 1000000/);
+    assert.match(r.stderr, /--contacts <n>.*'12x' is invalid\. expected a whole number from 60 to 1000000/);
   });
 
   it('unknown options exit 2 with help', () => {
