@@ -2,7 +2,9 @@
  * Benchmark: HubSpot delivery on HubSpot's 2026 platform (issue 9). For E opted-out addresses of which F are
  * nobody's primary address and K need a write, the minimum is
  *   ceil(E/100) batch reads + ceil(F/100) searches (hs_additional_emails, one IN filter of <= 100 values)
- *   + ceil(K/100) batch writes (Enterprise), or + K per-address writes.
+ *   + ceil(K/100) batch writes (Enterprise) + ceil(S/100) address status reads for the S secondary matches
+ *   (statuses/batch/unsubscribe-all/read: a secondary address's own status is in no lookup), or + K
+ *   per-address writes (no batch endpoints: no status read, so every secondary match is written).
  * The engine hands the connector batches (maxBatch 1000), so the achievable minimum is that sum per batch;
  * both are printed. Counted twice: by the engine (calls the connector made) and by the emulator (by endpoint),
  * which also shows how many calls went to numeric-version (v1-v4) paths.
@@ -50,6 +52,7 @@ function seedOutbox(store: StateStore, truth: GroundTruth): OptOut[] {
 interface Counted {
   reads: number;
   searches: number;
+  statusReads: number;
   writes: number;
   other: number;
   numeric: number;
@@ -57,11 +60,12 @@ interface Counted {
 }
 
 function classify(counts: ReturnType<typeof countsDelta>): Counted {
-  const c: Counted = { reads: 0, searches: 0, writes: 0, other: 0, numeric: 0, throttled: 0 };
+  const c: Counted = { reads: 0, searches: 0, statusReads: 0, writes: 0, other: 0, numeric: 0, throttled: 0 };
   for (const [label, n] of Object.entries(counts)) {
     c.throttled += n.byStatus['429'] ?? 0;
     if (NUMERIC.test(label)) c.numeric += n.total;
     if (/\/search/.test(label)) c.searches += n.total;
+    else if (/statuses\/batch\/(unsubscribe-all\/)?read/.test(label)) c.statusReads += n.total;
     else if (/batch\/read/.test(label)) c.reads += n.total;
     else if (/^POST .*(statuses|unsubscribe|batch\/write)/.test(label)) c.writes += n.total - (n.byStatus['403'] ?? 0);
     else c.other += n.total;
@@ -83,13 +87,14 @@ interface Row {
 }
 
 /** Per engine batch (in outbox order, which follows opt-out date): the minimum for that batch. */
-function perBatch(emails: string[], notPrimary: Set<string>, toWrite: Set<string>, batchWrites: boolean): number {
+function perBatch(emails: string[], notPrimary: Set<string>, toWrite: Set<string>, batchWrites: boolean, secondary: Set<string>): number {
   let n = 0;
   for (let i = 0; i < emails.length; i += MAX_BATCH) {
     const b = emails.slice(i, i + MAX_BATCH);
     const f = b.filter((e) => notPrimary.has(e)).length;
     const k = b.filter((e) => toWrite.has(e)).length;
-    n += Math.ceil(b.length / CHUNK) + Math.ceil(f / CHUNK) + (batchWrites ? Math.ceil(k / CHUNK) : k);
+    const s = b.filter((e) => secondary.has(e)).length;
+    n += Math.ceil(b.length / CHUNK) + Math.ceil(f / CHUNK) + (batchWrites ? Math.ceil(s / CHUNK) + Math.ceil(k / CHUNK) : k);
   }
   return n;
 }
@@ -104,7 +109,7 @@ async function scenario(batchWrites: boolean): Promise<{ rows: Row[]; verify: st
     const cfg = writeBenchConfig(conn, {
       dir,
       targets: ['hubspot'],
-      hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED }, suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' } },
+      hubspot: { ...platform.settings, rateLimit: { per10Seconds: 1000 }, suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' } },
     });
     const seeding = openBenchEngine(cfg);
     seedOutbox(seeding.store, truth);
@@ -123,13 +128,18 @@ async function scenario(batchWrites: boolean): Promise<{ rows: Row[]; verify: st
         // How each address was matched, from the audit (closed rows say "matched by ...").
         const audit = open.store.audit(null).filter((x) => x.target === 'hubspot');
         const primary = new Set(audit.filter((x) => x.message === 'matched by primary').map((x) => x.email));
-        const secondary = audit.filter((x) => x.message === 'matched by additional-email').length;
+        const secondaryEmails = new Set(audit.filter((x) => x.message === 'matched by additional-email').map((x) => x.email));
+        const secondary = secondaryEmails.size;
         const notPrimary = new Set(queued.filter((e) => !primary.has(e)));
-        const k = rerun ? 0 : o.applied ?? 0;
-        const applied = new Set(rerun ? [] : audit.filter((x) => x.outcome === 'applied').map((x) => x.email));
+        // A rerun needs no write, except (without batch endpoints, so without the status read) every secondary match.
+        const k = rerun ? (batchWrites ? 0 : secondary) : o.applied ?? 0;
+        const applied = new Set(rerun ? (batchWrites ? [] : [...secondaryEmails]) : audit.filter((x) => x.outcome === 'applied').map((x) => x.email));
         const searchTerm = platform.dateVersioned ? Math.ceil(notPrimary.size / CHUNK) : 0;
-        const minimum = Math.ceil(queued.length / CHUNK) + searchTerm + (batchWrites ? Math.ceil(k / CHUNK) : k);
-        const perBatchMin = platform.dateVersioned ? perBatch(queued, notPrimary, applied, batchWrites) : perBatch(queued, new Set(), applied, batchWrites);
+        const statusReadTerm = batchWrites ? Math.ceil(secondary / CHUNK) : 0;
+        const minimum = Math.ceil(queued.length / CHUNK) + searchTerm + statusReadTerm + (batchWrites ? Math.ceil(k / CHUNK) : k);
+        const perBatchMin = platform.dateVersioned
+          ? perBatch(queued, notPrimary, applied, batchWrites, secondaryEmails)
+          : perBatch(queued, new Set(), applied, batchWrites, new Set());
         rows.push({
           run: `${batchWrites ? 'batch' : 'per-address'}${rerun ? ' rerun (redeliver)' : ''}`,
           e: queued.length,
@@ -164,14 +174,15 @@ export async function runHubSpot(): Promise<void> {
   const rows = [...a.rows, ...b.rows];
   process.stdout.write(
     table(
-      ['run', 'E', 'F (not primary)', 'K (written)', 'secondary matches', 'calls used / minimum', 'per-batch minimum', 'reads', 'searches', 'writes', 'numeric-version calls', '429', 'wall'],
-      rows.map((r) => [r.run, int(r.e), int(r.f), int(r.k), int(r.secondary), `${int(r.used)} / ${int(r.minimum)}`, int(r.perBatchMinimum), r.c.reads, r.c.searches, r.c.writes, r.c.numeric, r.c.throttled, sec(r.ms)]),
+      ['run', 'E', 'F (not primary)', 'K (written)', 'secondary matches', 'calls used / minimum', 'per-batch minimum', 'reads', 'searches', 'status reads', 'writes', 'numeric-version calls', '429', 'wall'],
+      rows.map((r) => [r.run, int(r.e), int(r.f), int(r.k), int(r.secondary), `${int(r.used)} / ${int(r.minimum)}`, int(r.perBatchMinimum), r.c.reads, r.c.searches, r.c.statusReads, r.c.writes, r.c.numeric, r.c.throttled, sec(r.ms)]),
     ) + '\n',
   );
   process.stdout.write(
     [
       '',
-      'minimum = ceil(E/100) reads + ceil(F/100) searches + ceil(K/100) batch writes (or K per-address writes), over the whole queue;',
+      'minimum = ceil(E/100) reads + ceil(F/100) searches + ceil(S/100) status reads of the S secondary matches + ceil(K/100) batch writes',
+      '(or K per-address writes, no status read, without batch endpoints), over the whole queue;',
       `per-batch minimum = the same per engine batch of ${MAX_BATCH} (the connector sees one batch at a time). Token calls are not counted.`,
       'calls used = counted by the engine, token/other calls apart; reads/searches/writes = as the emulator counted them.',
       `ground truth after the batch runs: ${a.verify}; after the per-address runs: ${b.verify}`,

@@ -16,6 +16,10 @@ export interface Paths {
   readonly batchUpdate: string;
   readonly search: string;
   readonly batchUnsubscribeAll: string;
+  /** Read unsubscribe-all (wide) statuses of up to 100 addresses: `{ inputs: [emails] }` -> `results[].wideStatuses`. */
+  readonly batchUnsubscribeAllRead: string;
+  /** Read subscription statuses of up to 100 addresses: `{ inputs: [emails] }` -> `results[].statuses`. */
+  readonly batchStatusRead: string;
   readonly unsubscribeAll: (email: string) => string;
   readonly batchWrite: string;
   /** Unsubscribe one address from one subscription (v3 shape: `{ emailAddress, subscriptionId, legalBasis... }`). */
@@ -44,6 +48,8 @@ export function pathsFor(version: ApiVersion): Paths {
       batchUpdate: '/crm/v3/objects/contacts/batch/update',
       search: '/crm/v3/objects/contacts/search',
       batchUnsubscribeAll: '/communication-preferences/v4/statuses/batch/unsubscribe-all',
+      batchUnsubscribeAllRead: '/communication-preferences/v4/statuses/batch/unsubscribe-all/read',
+      batchStatusRead: '/communication-preferences/v4/statuses/batch/read',
       unsubscribeAll: (email) => `/communication-preferences/v4/statuses/${encodeEmail(email)}/unsubscribe-all`,
       batchWrite: '/communication-preferences/v4/statuses/batch/write',
       unsubscribe: '/communication-preferences/v3/unsubscribe',
@@ -61,6 +67,8 @@ export function pathsFor(version: ApiVersion): Paths {
     batchUpdate: `/crm/objects/${v}/contacts/batch/update`,
     search: `/crm/objects/${v}/contacts/search`,
     batchUnsubscribeAll: `/communication-preferences/${v}/statuses/batch/unsubscribe-all`,
+    batchUnsubscribeAllRead: `/communication-preferences/${v}/statuses/batch/unsubscribe-all/read`,
+    batchStatusRead: `/communication-preferences/${v}/statuses/batch/read`,
     unsubscribeAll: (email) => `/communication-preferences/${v}/statuses/${encodeEmail(email)}/unsubscribe-all`,
     batchWrite: `/communication-preferences/${v}/statuses/batch/write`,
     unsubscribe: `/communication-preferences/${v}/unsubscribe`,

@@ -164,6 +164,8 @@ export class HubSpotTarget implements Target {
   private readonly logger: Logger;
   /** The batch decision for this run (and from kv, for REFUSAL_TTL_MS). */
   private batch: BatchDecision | null = null;
+  /** A 403 on the batch status reads (kept like a batch refusal, under its own key: its scope is `.batch.read`). */
+  private batchReadRefusal: BatchDecision | null = null;
 
   constructor(
     readonly cfg: ResolvedHubSpotConfig,
@@ -180,6 +182,13 @@ export class HubSpotTarget implements Target {
       }
     } catch {
       this.batch = null;
+    }
+    try {
+      const raw = caps.kv.get(this.batchReadKey());
+      const d = raw ? (JSON.parse(raw) as BatchDecision) : null;
+      if (d && d.decision === 'refused' && typeof d.at === 'string' && caps.clock.now().getTime() - Date.parse(d.at) < REFUSAL_TTL_MS) this.batchReadRefusal = d;
+    } catch {
+      this.batchReadRefusal = null;
     }
   }
 
@@ -203,6 +212,21 @@ export class HubSpotTarget implements Target {
 
   batchKey(): string {
     return BATCH_KV_PREFIX + this.cfg.suppression.type;
+  }
+
+  /** Where a 403 on the batch status reads is remembered. */
+  batchReadKey(): string {
+    return `${BATCH_KV_PREFIX}${this.cfg.suppression.type}.read`;
+  }
+
+  /**
+   * Read address statuses in batch before writing secondary addresses? Not when batch is off (`never`), known
+   * refused for writes (a portal without the batch endpoints), or the reads themselves answered 403.
+   */
+  private useBatchRead(): boolean {
+    if (this.cfg.suppression.batch === 'never') return false;
+    if (this.batch?.decision === 'refused') return false;
+    return this.batchReadRefusal === null;
   }
 
   /** What is known about batch suppression: for `check` and the plan. */
@@ -268,7 +292,7 @@ export class HubSpotTarget implements Target {
       }
 
       // 2. Decide.
-      const toWrite: WriteItem[] = [];
+      let toWrite: WriteItem[] = [];
       for (const email of emails) {
         if (outcomes.has(email)) continue;
         const c = contacts.get(email);
@@ -278,7 +302,7 @@ export class HubSpotTarget implements Target {
         } else if (c) {
           toWrite.push({ email, contactId: c.id, secondaryOf: [] });
         } else if (sec) {
-          // hs_email_optout belongs to the contact's primary address: the secondary address is always written.
+          // hs_email_optout belongs to the contact's primary address: the address's own status is read in 2b.
           toWrite.push({ email, contactId: null, secondaryOf: sec });
         } else if (this.cfg.onlyExistingContacts) {
           const where = this.cfg.matchAdditionalEmails ? 'as its primary email or in hs_additional_emails' : 'as its primary email (matchAdditionalEmails is false)';
@@ -286,6 +310,19 @@ export class HubSpotTarget implements Target {
         } else {
           toWrite.push({ email, contactId: null, secondaryOf: [] });
         }
+      }
+
+      // 2b. Secondary addresses: their own status is not in any lookup; read it in batch (ceil(F/100) reads, a
+      // read also in a dry run) and write only those not suppressed yet. Without the batch reads: write them all.
+      const secondaryItems = toWrite.filter((w) => w.contactId === null && w.secondaryOf.length > 0);
+      if (secondaryItems.length > 0 && this.useBatchRead()) {
+        const suppressed = await this.readSuppressed(secondaryItems.map((w) => w.email));
+        for (const w of secondaryItems) {
+          const why = suppressed.get(w.email);
+          if (why === undefined) continue;
+          set(w.email, 'already-suppressed', [...w.secondaryOf], { matchedBy: 'additional-email', message: `${matchNote(w.secondaryOf)}; ${why}` });
+        }
+        if (suppressed.size > 0) toWrite = toWrite.filter((w) => !outcomes.has(w.email));
       }
 
       // 3. Plan, or write then audit.
@@ -503,6 +540,66 @@ export class HubSpotTarget implements Target {
       }
     }
     return { matches, failed };
+  }
+
+  /**
+   * Which of `emails` are already suppressed as addresses (email -> why), by the batch status reads, 100 per
+   * call: unsubscribe-all mode reads the wide statuses (`UNSUBSCRIBED`, portal-wide or for this business
+   * unit); subscriptions mode reads the subscription statuses (every configured id `UNSUBSCRIBED`). A read
+   * never fails the delivery: a 403 is remembered (no more reads, kv for REFUSAL_TTL_MS) and any other failure
+   * (after the retry policy) leaves its addresses to be written. Only a Halt (daily limit, 401) stops.
+   */
+  private async readSuppressed(emails: readonly string[]): Promise<Map<string, string>> {
+    const cfg = this.cfg;
+    const out = new Map<string, string>();
+    const all = cfg.suppression.type === 'unsubscribe-all';
+    const subIds = cfg.suppression.type === 'subscriptions' ? cfg.suppression.subscriptionIds : [];
+    const path = all ? this.paths.batchUnsubscribeAllRead : this.paths.batchStatusRead;
+    for (let i = 0; i < emails.length && this.useBatchRead(); i += CHUNK) {
+      const chunk = emails.slice(i, i + CHUNK);
+      const wanted = new Set(chunk);
+      let body: unknown;
+      try {
+        const res = await this.api.call(`POST ${path}`, {
+          method: 'POST',
+          path,
+          qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) },
+          body: { inputs: chunk },
+        });
+        body = res.body;
+      } catch (e) {
+        if (e instanceof Halt) throw e;
+        if (e instanceof HubSpotHttpError && e.status === 403) {
+          this.batchReadRefusal = { decision: 'refused', at: this.caps.clock.now().toISOString(), detail: e.hubspotMessage() || e.message };
+          this.caps.kv.set(this.batchReadKey(), JSON.stringify(this.batchReadRefusal));
+          this.logger.warn('hubspot batch status read refused (403); secondary addresses are written without a status read', { detail: redact(this.batchReadRefusal.detail ?? '') });
+          break;
+        }
+        this.logger.warn('hubspot batch status read failed; writing those secondary addresses without it', { error: redact((e as Error)?.message ?? String(e)) });
+        continue;
+      }
+      const b = (body && typeof body === 'object' ? body : {}) as { results?: unknown };
+      const results = (Array.isArray(b.results) ? b.results : []) as Array<{ subscriberIdString?: unknown; wideStatuses?: unknown; statuses?: unknown }>;
+      // Per address: all results must agree (a repeated address counts as suppressed only if every answer says so).
+      const verdict = new Map<string, boolean>();
+      for (const r of results) {
+        if (typeof r?.subscriberIdString !== 'string') continue;
+        const em = normaliseEmail(r.subscriberIdString);
+        if (!wanted.has(em)) continue;
+        const ok = all ? wideUnsubscribed(r.wideStatuses, cfg.businessUnitId) : subscriptionsUnsubscribed(r.statuses, subIds);
+        verdict.set(em, (verdict.get(em) ?? true) && ok);
+      }
+      for (const [em, ok] of verdict) {
+        if (!ok) continue;
+        out.set(
+          em,
+          all
+            ? 'the address is already unsubscribed from all email (HubSpot status)'
+            : `the address is already unsubscribed from subscription${subIds.length > 1 ? 's' : ''} ${subIds.join(', ')} (HubSpot status)`,
+        );
+      }
+    }
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -751,6 +848,30 @@ export class HubSpotTarget implements Target {
     }
     return notes;
   }
+}
+
+/** A `wideStatuses` list says "unsubscribed from all email" for this business unit (or portal-wide). */
+export function wideUnsubscribed(wideStatuses: unknown, businessUnitId: number): boolean {
+  if (!Array.isArray(wideStatuses)) return false;
+  return (wideStatuses as Array<Record<string, unknown>>).some(
+    (w) =>
+      !!w &&
+      w.status === 'UNSUBSCRIBED' &&
+      (w.channel === undefined || w.channel === 'EMAIL') &&
+      (w.wideStatusType === 'PORTAL_WIDE' ||
+        (w.wideStatusType === 'BUSINESS_UNIT_WIDE' && (w.businessUnitId === undefined || Number(w.businessUnitId) === businessUnitId))),
+  );
+}
+
+/** A `statuses` list has every one of `subscriptionIds` `UNSUBSCRIBED`. */
+export function subscriptionsUnsubscribed(statuses: unknown, subscriptionIds: readonly string[]): boolean {
+  if (!Array.isArray(statuses) || subscriptionIds.length === 0) return false;
+  const unsub = new Set(
+    (statuses as Array<Record<string, unknown>>)
+      .filter((s) => !!s && s.status === 'UNSUBSCRIBED' && (s.channel === undefined || s.channel === 'EMAIL') && s.subscriptionId !== undefined)
+      .map((s) => String(s.subscriptionId)),
+  );
+  return subscriptionIds.every((id) => unsub.has(id));
 }
 
 function recordIdsOf(item: WriteItem): string[] {

@@ -19,7 +19,10 @@
  *   error whose `context.ids` lists them.
  * - Rate limits: a rolling 10-second window per app (private app 100, OAuth app 110 by default) and a daily
  *   limit; every API response carries the X-HubSpot-RateLimit-* headers; 429 bodies name the policy.
- * - `batchAllowed: false` makes the v4 batch endpoints answer 403 like a portal without Marketing Hub Enterprise.
+ * - `batchAllowed: false` makes the v4 batch endpoints answer 403 like a portal without Marketing Hub Enterprise:
+ *   the batch writes and also the batch status reads (`statuses/batch/read`, `statuses/batch/unsubscribe-all/read`;
+ *   the 2026-09 spec names only their scope, `communication_preferences.statuses.batch.read`, not a tier: the
+ *   emulator treats them like the batch writes). The 403 names the endpoint's own scope.
  * - CRM search (`POST .../contacts/search`): filterGroups (OR of ANDed filters), at most 5 groups, 6 filters
  *   per group, 18 in all (400 VALIDATION_ERROR beyond), `limit` up to 200, paging with `after` up to 10,000
  *   results; its own limit of 5 requests/s per token (429 policyName SECONDLY, no rate headers), exempt
@@ -468,7 +471,7 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     this.daily.add(now);
     if (meta.batch && !this.knobs.batchAllowed) {
       return this.err(403, 'MISSING_SCOPES', 'This app hasn\'t been granted all required scopes to make this call. Batch subscription status endpoints require Marketing Hub Enterprise.', {
-        errors: [{ message: 'One or more of the following scopes are required.', context: { requiredGranularScopes: ['communication_preferences.statuses.batch.write'] } }],
+        errors: [{ message: 'One or more of the following scopes are required.', context: { requiredGranularScopes: meta.scopes?.[0] ?? ['communication_preferences.statuses.batch.write'] } }],
         links: { 'scopes-docs': 'https://developers.hubspot.com/scopes' },
       });
     }

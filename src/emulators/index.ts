@@ -210,7 +210,10 @@ export interface MinimumCallsOptions {
  * reports: read each opt-out once from Constant Contact, look each email up once per CRM, write only what
  * is not suppressed yet, in the largest batches each API allows. Token requests are not counted.
  * HubSpot: ceil(E/100) batch reads + ceil(F/100) searches for the F emails no primary address matched +
- * the writes (every address to unsubscribe, primary or secondary: per email, or per 100 with batch).
+ * the writes (every address to unsubscribe, primary or secondary: per email, or per 100 with batch). With batch
+ * endpoints, + ceil(S/100) address status reads for the S secondary matches (a secondary address's own status is
+ * in no lookup; already-unsubscribed ones then need no write). Without them (`hubspotBatchAllowed: false`) the
+ * status cannot be read at batch cost, so every secondary match is written.
  */
 export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {}): { cc: number; hubspot: number; salesforce: number; total: number } {
   const page = opts.ccPageSize ?? 500;
@@ -219,10 +222,13 @@ export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {})
   const objects = opts.sfObjects ?? 2;
   const n = truth.optedOutEmails.length;
   const cc = Math.max(1, Math.ceil(n / page));
-  const hsWrites = truth.hubspot.emailsToUnsubscribe.length;
+  const batchAllowed = opts.hubspotBatchAllowed !== false;
+  const secondaryMatches = truth.hubspot.secondaryMatches.length;
+  const hsWrites = truth.hubspot.emailsToUnsubscribe.length + (batchAllowed ? 0 : truth.hubspot.secondaryAlreadyUnsubscribed.length);
+  const statusReads = batchAllowed && opts.hubspotSearch !== false ? Math.ceil(secondaryMatches / hsBatch) : 0;
   const notPrimary = truth.hubspot.secondaryMatches.length + truth.hubspot.missingEmails.length;
   const searches = opts.hubspotSearch === false ? 0 : Math.ceil(notPrimary / (opts.hubspotSearchBatch ?? 100));
-  const hubspot = Math.ceil(n / hsBatch) + searches + (opts.hubspotBatchAllowed === false ? hsWrites : Math.ceil(hsWrites / hsBatch));
+  const hubspot = Math.ceil(n / hsBatch) + searches + statusReads + (batchAllowed ? Math.ceil(hsWrites / hsBatch) : hsWrites);
   const sfRecords = truth.salesforce.toSuppress.length + truth.salesforce.personAccountsToSuppress.length;
   const salesforce = objects * Math.ceil(n / chunk) + Math.ceil(sfRecords / 200);
   return { cc, hubspot, salesforce, total: cc + hubspot + salesforce };

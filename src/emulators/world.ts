@@ -686,8 +686,9 @@ export class World {
       this.sfWrites,
     );
     // Secondary addresses: judged by their address-level status (unsubscribed from all email).
-    // A write to an already-unsubscribed secondary address is not "unnecessary": nothing the lookup returns
-    // (search gives the holder's properties) shows an address's status; the write answers NO_STATUS_CHANGE.
+    // A write to an already-unsubscribed secondary address is not "unnecessary": no lookup (search gives the
+    // holder's properties) shows an address's status; only the batch status reads do, which a portal without the
+    // batch endpoints refuses, so there the write (answered NO_STATUS_CHANGE) is the best a connector can do.
     const secToUnsub = truth.hubspot.secondaryToUnsubscribe;
     const secNeeded = new Set(truth.hubspot.secondaryMatches.map((m) => m.email));
     const secNotUnsub = secToUnsub.filter((e) => !this.hsAddressUnsubscribed(e));

@@ -140,7 +140,19 @@ describe('e2e: backfill on a HubSpot portal without batch subscription endpoints
     assertVerified(h.emu);
     const c = h.emu.requestCounts().hubspot;
     const single = c['POST /communication-preferences/2026-09/statuses/{subscriberIdString}/unsubscribe-all']?.total ?? 0;
-    assert.equal(single, h.emu.truth().hubspot.toSuppress.length, 'one per-email write per contact to suppress');
+    const truth = h.emu.truth();
+    // Primary matches are judged by hs_email_optout (already-unsubscribed ones need no write). A secondary
+    // address's own status would need the batch status read, which this portal refuses (403) like the batch
+    // writes: so EVERY secondary match is written once, the already-unsubscribed ones included (HubSpot answers
+    // NO_STATUS_CHANGE). Per-email writes = contacts to suppress + all secondary matches, nothing more.
+    assert.ok(truth.hubspot.secondaryMatches.some((m) => m.alreadyUnsubscribed), 'the dataset has an already-unsubscribed secondary address');
+    assert.equal(single, truth.hubspot.toSuppress.length + truth.hubspot.secondaryMatches.length, 'one per-email write per contact to suppress and per secondary address');
+    // The batch status read was tried once (403, remembered); the batch write once (403, remembered).
+    assert.equal(c['POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all/read']?.total ?? 0, 1);
+    assert.equal(c['POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all']?.total ?? 0, 1);
+    const counts: Record<string, number> = {};
+    for (const k of expectedOutcomes(h.emu, truth, { hubspotBatch: false }).hubspot.values()) counts[k] = (counts[k] ?? 0) + 1;
+    assert.deepEqual(s.targets.hubspot!.outcomes, counts, 'secondary addresses are all applied (no status read on this portal)');
     assert.equal(c['POST /crm/objects/2026-09/contacts/batch/update']?.total ?? 0, 0);
   });
 });

@@ -335,18 +335,24 @@ export type Kind = 'applied' | 'already-suppressed' | 'not-found';
 
 /**
  * What each target must answer for each opted-out email on a first, undisturbed delivery, from the ground
- * truth: HubSpot per contact (one per email; an address a contact holds only in hs_additional_emails is
- * 'applied' even when that address was unsubscribed already: no lookup shows an address's own status, and the
- * connector writes the address-level unsubscribe, which HubSpot answers idempotently), Salesforce per email over
- * its Contacts and unconverted Leads.
+ * truth: HubSpot per contact (one per email); an address a contact holds only in hs_additional_emails is
+ * 'already-suppressed' when that address was unsubscribed already (the connector reads the address statuses
+ * in batch before writing) and 'applied' otherwise — except on a portal without the batch endpoints
+ * (`{ hubspotBatch: false }`, emulator knob `batchAllowed: false`), where the status is not read and every
+ * secondary address is written ('applied'). Salesforce per email over its Contacts and unconverted Leads.
  */
-export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth()): { hubspot: Map<string, Kind>; salesforce: Map<string, Kind> } {
+export function expectedOutcomes(
+  emu: Emulators,
+  truth: GroundTruth = emu.truth(),
+  opts: { hubspotBatch?: boolean } = {},
+): { hubspot: Map<string, Kind>; salesforce: Map<string, Kind> } {
   const w = emu.world;
   const hsTo = new Set(truth.hubspot.toSuppress);
   const hsAlready = new Set(truth.hubspot.alreadySuppressed);
   const sfTo = new Set([...truth.salesforce.toSuppress, ...truth.salesforce.personAccountsToSuppress]);
   const sfAlready = new Set(truth.salesforce.alreadySuppressed);
   const secondary = new Map(truth.hubspot.secondaryMatches.map((m) => [m.email, m]));
+  const statusRead = opts.hubspotBatch !== false;
   const hubspot = new Map<string, Kind>();
   const salesforce = new Map<string, Kind>();
   for (const email of truth.optedOutEmails) {
@@ -354,7 +360,17 @@ export function expectedOutcomes(emu: Emulators, truth: GroundTruth = emu.truth(
     const sec = secondary.get(email);
     hubspot.set(
       email,
-      h ? (hsTo.has(h.id) ? 'applied' : hsAlready.has(h.id) ? 'already-suppressed' : ('?' as Kind)) : sec ? 'applied' : 'not-found',
+      h
+        ? hsTo.has(h.id)
+          ? 'applied'
+          : hsAlready.has(h.id)
+            ? 'already-suppressed'
+            : ('?' as Kind)
+        : sec
+          ? sec.alreadyUnsubscribed && statusRead
+            ? 'already-suppressed'
+            : 'applied'
+          : 'not-found',
     );
     const recs = (w.sfByNorm.get(email) ?? []).map((r) => r.Id);
     salesforce.set(email, recs.some((id) => sfTo.has(id)) ? 'applied' : recs.some((id) => sfAlready.has(id)) ? 'already-suppressed' : 'not-found');
