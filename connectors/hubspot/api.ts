@@ -12,7 +12,10 @@
  *   configured: retries and pacing are ours. (Both are process-wide in the SDK; see README.)
  */
 import { createHash } from 'crypto';
+import { createRequire } from 'module';
 import { Client } from '@hubspot/api-client';
+import { Request as SdkRequest } from '@hubspot/api-client/lib/src/services/http/Request';
+import type nodeFetch from 'node-fetch';
 import {
   RateLimiter,
   BudgetExhausted,
@@ -76,7 +79,8 @@ export class HubSpotHttpError extends Error {
     }
     if (parts.length === 0 && typeof this.body === 'string') parts.push(this.body);
     if (parts.length === 0 && typeof b.error === 'string') parts.push(String(b.error) + (typeof b.error_description === 'string' ? `: ${b.error_description}` : ''));
-    const text = parts.join('; ');
+    // Redact before cutting: a secret split by the cut could no longer be recognised.
+    const text = redact(parts.join('; '));
     return text.length > 300 ? text.slice(0, 297) + '...' : text;
   }
 
@@ -120,11 +124,22 @@ export interface CallRequest {
   readonly search?: boolean;
 }
 
+/** Longest wait for a rate limit (Retry-After, or an interval with none remaining); longer: the target halts with retryAt. */
+export const MAX_RATE_WAIT_MS = 300_000;
+
+/**
+ * The SDK's own node-fetch. `client.apiRequest` passes no fetch options, and node-fetch follows redirects by
+ * default (sending the bearer token on to the same host at another port), so `call` sends the SDK's Request
+ * through this with `redirect: 'manual'` and refuses every 3xx.
+ */
+const sdkFetch = createRequire(require.resolve('@hubspot/api-client'))('node-fetch') as typeof nodeFetch;
+
 function parseBody(text: string): unknown {
   if (text === '') return null;
   try {
     return JSON.parse(text);
   } catch {
+    text = redact(text);
     return text.length > 500 ? text.slice(0, 497) + '...' : text;
   }
 }
@@ -284,6 +299,9 @@ export class HubSpotApi {
   private token = '';
   private readonly sdkOptions: SdkCallOptions;
   lastRate: RateObservation = {};
+  /** Epoch ms until which HubSpot asked for a wait longer than MAX_RATE_WAIT_MS: requests halt instead of sleeping. */
+  private holdUntil = 0;
+  private holdWhy = '';
 
   constructor(
     readonly cfg: ResolvedHubSpotConfig,
@@ -344,7 +362,23 @@ export class HubSpotApi {
         headers['Content-Type'] = 'application/x-www-form-urlencoded';
         defaultJson = false;
       }
-      const res = await this.client.apiRequest({ method: req.method, path: req.path, qs: req.qs, body, headers, defaultJson });
+      const request = new SdkRequest(this.client.config, { method: req.method, path: req.path, qs: req.qs as Record<string, string> | undefined, body, headers, defaultJson });
+      const res = await sdkFetch(request.getUrl().toString(), { ...request.getSendData(), redirect: 'manual' });
+      if (res.status >= 300 && res.status < 400) {
+        // Never followed: a redirect would carry the bearer token elsewhere.
+        const location = res.headers.get('location');
+        let where = '';
+        try {
+          where = location ? ` to ${new URL(location, request.getUrl()).origin}` : '';
+        } catch {
+          where = ' (unreadable Location)';
+        }
+        throw new Halt({
+          kind: 'config',
+          halt: true,
+          message: redact(`HubSpot answered ${label} with HTTP ${res.status} (redirect${where}); redirects are never followed: check baseUrl`),
+        });
+      }
       const h: Record<string, string> = {};
       res.headers.forEach((v, k) => {
         h[k.toLowerCase()] = v;
@@ -382,6 +416,7 @@ export class HubSpotApi {
     try {
       return await withRetry(
         async (attempt) => {
+          if (this.holdUntil > this.caps.clock.now().getTime()) throw this.holdHalt();
           if (auth) this.token = await this.tokens.current();
           try {
             await limiter.acquire();
@@ -460,8 +495,37 @@ export class HubSpotApi {
           : policy === 'SECONDLY'
             ? 1_000
             : 10_000;
+    if (ms > MAX_RATE_WAIT_MS) {
+      this.hold(ms, `HubSpot asked to wait ${Math.round(ms / 1000)} s (429 ${policy ?? 'rate limit'})`);
+      throw this.holdHalt();
+    }
     this.logger.warn('hubspot rate limited; waiting', { policy: policy ?? 'unknown', waitMs: ms });
     limiter.pause(ms);
+  }
+
+  /** Pause `limiter` for `ms`, or, past MAX_RATE_WAIT_MS, hold the target (the next request halts with retryAt). */
+  private pauseOrHold(limiter: RateLimiter, ms: number, why: string): void {
+    if (ms > MAX_RATE_WAIT_MS) this.hold(ms, why);
+    else limiter.pause(ms);
+  }
+
+  private hold(ms: number, why: string): void {
+    const until = this.caps.clock.now().getTime() + ms;
+    if (until > this.holdUntil) {
+      this.holdUntil = until;
+      this.holdWhy = why;
+    }
+    this.logger.warn('hubspot rate limit wait too long; deferring the target', { waitMs: ms, maxWaitMs: MAX_RATE_WAIT_MS });
+  }
+
+  private holdHalt(): Halt {
+    const retryAt = new Date(this.holdUntil).toISOString();
+    return new Halt({
+      kind: 'rate-limit',
+      halt: true,
+      retryAt,
+      message: `${this.holdWhy}, more than the ${MAX_RATE_WAIT_MS / 1000} s this connector waits; deliveries to this target are deferred until ${retryAt}`,
+    });
   }
 
   private dailyHalt(): Halt {
@@ -490,8 +554,9 @@ export class HubSpotApi {
     if (obs.max === undefined && obs.remaining === undefined && obs.dailyRemaining === undefined) return;
     this.lastRate = obs;
     if (obs.remaining !== undefined && obs.remaining <= 0) {
-      if (search) this.searchLimiter.pause(obs.intervalMs ?? 1_000);
-      else this.limiter.pause(obs.intervalMs ?? 10_000);
+      const why = `HubSpot's rate-limit window is spent (X-HubSpot-RateLimit-Remaining: 0, interval ${obs.intervalMs} ms)`;
+      if (search) this.pauseOrHold(this.searchLimiter, obs.intervalMs ?? 1_000, why);
+      else this.pauseOrHold(this.limiter, obs.intervalMs ?? 10_000, why);
     }
     if (obs.dailyRemaining !== undefined && obs.dailyRemaining <= 0) {
       this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');

@@ -54,14 +54,27 @@ interface WriteItem {
   readonly secondaryOf: readonly string[];
 }
 
-/** Split a `;`-separated hs_additional_emails value into normalised addresses. */
+/**
+ * Split an hs_additional_emails value into normalised addresses. HubSpot separates them with `;`; `,` and
+ * line breaks are accepted too (no address contains them unquoted), and an array value is read item by item.
+ */
 export function additionalEmails(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap((v) => additionalEmails(v));
   if (typeof value !== 'string') return [];
   return value
-    .split(';')
+    .split(/[;,\r\n]/)
     .map((x) => normaliseEmail(x))
     .filter((x) => x !== '');
 }
+
+/** An address usable as an email (and as a path segment): a non-empty local part and domain around an `@`. */
+export function plausibleEmail(email: string): boolean {
+  const at = email.lastIndexOf('@');
+  return at > 0 && at < email.length - 1 && !/\s/.test(email.slice(at + 1));
+}
+
+/** A HubSpot answer this connector cannot read (a 2xx that is not the documented JSON). */
+class UnreadableAnswer extends Error {}
 
 /** Chunks of addresses for one search each: at most SEARCH_VALUES values and SEARCH_VALUE_CHARS characters. */
 export function searchChunks(emails: readonly string[]): string[][] {
@@ -271,12 +284,16 @@ export class HubSpotTarget implements Target {
       });
     };
     let halt: TargetError | undefined;
+    for (const email of emails) {
+      if (!plausibleEmail(email)) set(email, 'failed-permanent', [], { message: 'not an email address (needs a local part, "@" and a domain); nothing sent to HubSpot' });
+    }
+    const lookupEmails = emails.filter((e) => !outcomes.has(e));
 
     try {
       // 1. Lookups: ceil(M/100) batch reads.
       const contacts = new Map<string, Contact>();
-      for (let i = 0; i < emails.length; i += CHUNK) {
-        const chunk = emails.slice(i, i + CHUNK);
+      for (let i = 0; i < lookupEmails.length; i += CHUNK) {
+        const chunk = lookupEmails.slice(i, i + CHUNK);
         const r = await this.lookup(chunk);
         for (const [email, c] of r.contacts) contacts.set(email, c);
         for (const [email, f] of r.failed) set(email, f.kind, [], { message: f.message });
@@ -418,7 +435,11 @@ export class HubSpotTarget implements Target {
         qs: { archived: 'false' },
         body: { inputs: emails.map((id) => ({ id })), idProperty: 'email', properties, propertiesWithHistory: [] },
       });
-      const res = (raw.body && typeof raw.body === 'object' ? raw.body : {}) as {
+      if (!raw.body || typeof raw.body !== 'object' || Array.isArray(raw.body)) {
+        for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup answered HTTP ${raw.status} without a readable JSON body; looked up again later` });
+        return { contacts, failed };
+      }
+      const res = raw.body as {
         results?: Array<{ id?: unknown; properties?: Record<string, unknown> }>;
         errors?: ItemError[];
       };
@@ -474,7 +495,12 @@ export class HubSpotTarget implements Target {
     const matches = new Map<string, string[]>();
     const failed = new Map<string, Failure>();
     const path = this.paths.search;
-    for (const chunk of searchChunks(emails)) {
+    const queue = searchChunks(emails);
+    /** Single addresses the search refused with a 400, decided once the queue is drained. */
+    const refused: Array<{ email: string; error: HubSpotHttpError }> = [];
+    let anySearchOk = false;
+    while (queue.length > 0) {
+      const chunk = queue.shift()!;
       const wanted = new Set(chunk);
       let after = '0';
       let pages = 0;
@@ -493,7 +519,11 @@ export class HubSpotTarget implements Target {
             },
           });
           pages += 1;
-          const b = (raw.body && typeof raw.body === 'object' ? raw.body : {}) as {
+          anySearchOk = true;
+          if (!raw.body || typeof raw.body !== 'object' || Array.isArray(raw.body)) {
+            throw new UnreadableAnswer(`HubSpot search on hs_additional_emails answered HTTP ${raw.status} without a readable JSON body`);
+          }
+          const b = raw.body as {
             results?: Array<{ id?: unknown; properties?: Record<string, unknown> }>;
             paging?: { next?: { after?: unknown } };
           };
@@ -508,7 +538,8 @@ export class HubSpotTarget implements Target {
             }
           }
           const next = b.paging?.next?.after;
-          if (next === undefined || next === null || String(next) === '' || String(next) === after) break;
+          if (next === undefined || next === null || String(next) === '') break;
+          if (String(next) === after) throw new UnreadableAnswer(`HubSpot search on hs_additional_emails returned the cursor just sent (${after}) as the next page`);
           if (pages >= SEARCH_MAX_PAGES) {
             // Past 10,000 results HubSpot stops paging: the rest of this chunk cannot be told apart from not-found.
             for (const e of chunk) {
@@ -527,17 +558,41 @@ export class HubSpotTarget implements Target {
             message: redact(`HubSpot refused the contact search (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
           });
         }
+        if (e instanceof UnreadableAnswer) {
+          for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `${e.message}; not decided, looked up again later` });
+          continue;
+        }
+        if (e instanceof HubSpotHttpError && e.status === 400 && !LEGAL_BASIS.test(e.bodyText())) {
+          // Refused for what the chunk holds (e.g. one odd address): split until the refused address stands alone.
+          if (chunk.length > 1) {
+            const mid = Math.ceil(chunk.length / 2);
+            queue.unshift(chunk.slice(0, mid), chunk.slice(mid));
+            continue;
+          }
+          for (const em of chunk) refused.push({ email: em, error: e });
+          continue;
+        }
         if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
           // Never guess not-found: these stay queued and are looked up again.
           for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `HubSpot search on hs_additional_emails refused: ${e.message}` });
           continue;
         }
-        throw new Halt({
-          kind: e instanceof HubSpotHttpError && e.status === 429 ? 'rate-limit' : 'unavailable',
-          halt: true,
-          message: redact(`HubSpot contact search failed after retries: ${(e as Error).message}`),
-        });
+        // Rate-limit storm or outage: defer only the addresses still needing the search (this chunk and the
+        // rest); the addresses matched by primary email are written anyway.
+        const f: Failure = { kind: 'failed-retryable', message: redact(`HubSpot contact search on hs_additional_emails failed after retries: ${(e as Error).message}; looked up again later`) };
+        for (const em of chunk) if (!matches.has(em)) failed.set(em, f);
+        for (const rest of queue.splice(0)) for (const em of rest) if (!matches.has(em)) failed.set(em, f);
       }
+    }
+    for (const { email, error } of refused) {
+      // Other searches succeeded: HubSpot refuses this address itself (permanent, with its message). None did:
+      // the refusal may be request-wide, so nothing is decided (never not-found).
+      failed.set(
+        email,
+        anySearchOk
+          ? { kind: 'failed-permanent', message: `HubSpot refused the search on hs_additional_emails for this address alone (other searches succeeded): ${error.message}` }
+          : { kind: 'failed-retryable', message: `HubSpot search on hs_additional_emails refused: ${error.message}` },
+      );
     }
     return { matches, failed };
   }
@@ -723,18 +778,27 @@ export class HubSpotTarget implements Target {
   }
 
   private mapBatchResult(body: unknown, chunk: readonly Unit[], emails: readonly string[], ledger: Ledger): void {
-    const b = (body && typeof body === 'object' ? body : {}) as { results?: unknown; errors?: unknown };
+    if (!body || typeof body !== 'object' || Array.isArray(body) || !Array.isArray((body as { results?: unknown }).results)) {
+      // Not the documented answer (no results[]: an empty body, an HTML page): nothing is known to be written.
+      const what = typeof body === 'string' ? 'a non-JSON body' : 'no results list';
+      for (const u of chunk) ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot answered the batch write with ${what}; not known to be written, retried later` });
+      return;
+    }
+    const b = body as { results?: unknown; errors?: unknown };
     const results = Array.isArray(b.results)
       ? (b.results as Array<{ subscriberIdString?: unknown; subscriptionId?: unknown; setStatusSuccessReason?: unknown }>)
       : [];
     const errors = Array.isArray(b.errors) ? (b.errors as ItemError[]) : [];
     const okEmails = new Set<string>();
+    /** Emails with a result that names no subscription (covers all of that email's units). */
+    const okWhole = new Set<string>();
     const okPairs = new Set<string>();
     const unchangedPairs = new Set<string>();
     for (const r of results) {
       if (typeof r?.subscriberIdString !== 'string') continue;
       const em = normaliseEmail(r.subscriberIdString);
       okEmails.add(em);
+      if (r.subscriptionId === undefined || r.subscriptionId === null) okWhole.add(em);
       if (r.subscriptionId !== undefined) {
         okPairs.add(`${em}|${String(r.subscriptionId)}`);
         if (r.setStatusSuccessReason === 'NO_STATUS_CHANGE') unchangedPairs.add(`${em}|${String(r.subscriptionId)}`);
@@ -756,8 +820,11 @@ export class HubSpotTarget implements Target {
         ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot reported an error it did not attribute to an email: ${unattributed.message}` });
       } else if (u.subscriptionId !== null && unchangedPairs.has(`${u.email}|${u.subscriptionId}`)) {
         ledger.ok(u, `already unsubscribed from subscription ${u.subscriptionId}`, true);
-      } else {
+      } else if (u.subscriptionId === null ? okEmails.has(u.email) : okPairs.has(`${u.email}|${u.subscriptionId}`) || okWhole.has(u.email)) {
         ledger.ok(u);
+      } else {
+        // Only an address HubSpot lists in results is written; a silent omission is not.
+        ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot's batch answer did not list this address${u.subscriptionId !== null ? ` for subscription ${u.subscriptionId}` : ''}; not known to be written, retried later` });
       }
     }
   }
@@ -770,11 +837,12 @@ export class HubSpotTarget implements Target {
     await pool([...byEmail.values()], PER_EMAIL_CONCURRENCY, async (group) => {
       for (const u of group) {
         try {
+          let res;
           if (u.subscriptionId === null) {
             const path = this.paths.unsubscribeAll(u.email);
-            await this.api.call(`POST ${path}`, { method: 'POST', path, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) } });
+            res = await this.api.call(`POST ${path}`, { method: 'POST', path, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) } });
           } else {
-            await this.api.call(`POST ${this.paths.unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
+            res = await this.api.call(`POST ${this.paths.unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
               method: 'POST',
               path: this.paths.unsubscribe,
               body: {
@@ -784,6 +852,11 @@ export class HubSpotTarget implements Target {
                 ...(cfg.legalBasisExplanation ? { legalBasisExplanation: cfg.legalBasisExplanation } : {}),
               },
             });
+          }
+          const unreadable = unreadableWriteAnswer(res.body, u.subscriptionId === null);
+          if (unreadable) {
+            ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot answered the status write with ${unreadable}; not known to be written, retried later` });
+            continue;
           }
           ledger.ok(u);
         } catch (e) {
@@ -872,6 +945,19 @@ export function subscriptionsUnsubscribed(statuses: unknown, subscriptionIds: re
       .map((s) => String(s.subscriptionId)),
   );
   return subscriptionIds.every((id) => unsub.has(id));
+}
+
+/**
+ * Why a 2xx answer to a per-email write does not show the write (null: it does). The contract answers with a
+ * JSON object: unsubscribe-all with a status envelope (`status`, `results[]`), unsubscribe with the subscription status.
+ */
+function unreadableWriteAnswer(body: unknown, all: boolean): string | null {
+  if (typeof body === 'string') return 'a non-JSON body';
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return 'an empty body';
+  const b = body as { results?: unknown; status?: unknown };
+  if (all && !Array.isArray(b.results) && typeof b.status !== 'string') return 'neither a status nor results';
+  if (!all && Object.keys(b).length === 0) return 'an empty object';
+  return null;
 }
 
 function recordIdsOf(item: WriteItem): string[] {

@@ -15,6 +15,7 @@ import { isLeft } from 'fp-ts/Either';
 import { normaliseEmail, ObservedContact } from '../../domain';
 import { formatErrors, NonEmptyString } from '../../codec';
 import { QuarantinedRecord } from '../types';
+import { redact } from '../../log';
 
 /**
  * `X | null` whose failures read as X's own (a plain `t.union` would add a second, noisy
@@ -141,7 +142,8 @@ export function parseApiError(body: unknown): ParsedApiError {
     }
   }
   if (typeof body === 'string' && body.trim().length > 0) {
-    const text = body.replace(/\s+/g, ' ').trim();
+    // Redact before cutting: a secret split by the cut could no longer be recognised.
+    const text = redact(body.replace(/\s+/g, ' ').trim());
     return { errorKey: null, errorMessage: text.length > 200 ? text.slice(0, 197) + '...' : text };
   }
   return { errorKey: null, errorMessage: null };
