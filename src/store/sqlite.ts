@@ -257,9 +257,11 @@ export class SqliteStateStore implements StateStore {
         left_at = NULL, last_seen_at = excluded.last_seen_at`);
     const enqueue = this.db.prepare(`
       INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, origin)
-      VALUES (@target, @email, 'queued', @now, 0, @now, 'sync')
+      VALUES (@target, @email, 'queued', @now, 0, @now,
+        -- how the row was queued: by a backfill run's scan, or by a sync
+        COALESCE((SELECT CASE kind WHEN 'backfill' THEN 'backfill' ELSE 'sync' END FROM runs WHERE id = @runId), 'sync'))
       ON CONFLICT(target, email) DO UPDATE SET state = 'queued', attempts = 0, next_attempt_at = excluded.next_attempt_at,
-        last_error = NULL, enqueued_at = excluded.enqueued_at
+        last_error = NULL, enqueued_at = excluded.enqueued_at, origin = excluded.origin
       WHERE outbox.state != 'queued'`);
     const leave = this.db.prepare(`UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`);
     const touch = this.db.prepare(`UPDATE opt_outs SET last_seen_at = @now WHERE email = @email`);
@@ -271,7 +273,7 @@ export class SqliteStateStore implements StateStore {
       this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
-        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now });
+        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId });
         event.run(c.runId, 'opt-out-detected', o.email, JSON.stringify({ contactId: o.contactId, optedOutAt: o.optedOutAt, source: o.source }), c.now);
       }
       for (const r of c.resubscribed) {

@@ -12,7 +12,8 @@ import { parseJsonText } from '../../src/config';
 import { parseDate, writePlan } from '../../src/cli';
 import { resolveNextHref } from '../../src/source/constant-contact';
 import { formatErrors } from '../../src/codec';
-import { runCliSync } from '../helpers';
+import { FakeSource, contact, runCliSync, testEngine } from '../helpers';
+import { memoryCrm } from '../fixtures/memory-connector';
 import { SqliteStateStore } from '../../src/store/sqlite';
 
 const HS = { name: 'hubspot', connector: 'hubspot', config: { auth: { type: 'service-key', serviceKey: 'k' } } };
@@ -108,6 +109,19 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
     assert.equal(r2.code, 0, r2.stderr);
     assert.deepEqual(JSON.parse(r2.stdout), { file: path.join(dir, 'a.csv'), format: 'csv', rows: 0 });
     assert.match(fs.readFileSync(path.join(dir, 'a.csv'), 'utf8'), /^email,cc_contact_id,target/);
+  });
+
+  it("the delivery history says how a row was queued: a backfill run's scan is origin backfill, a sync's is sync", async () => {
+    const src = new FakeSource();
+    src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+    memoryCrm('origin-crm', ['a@x.com', 'b@x.com']);
+    const { engine, store, clock } = testEngine({ targets: [{ name: 'crm', crm: 'origin-crm' }], source: src });
+    await engine.backfill();
+    src.contacts.push(contact('b@x.com', 'unsubscribed', new Date(clock.now().getTime() - 60_000).toISOString()));
+    clock.advance(60_000);
+    await engine.sync();
+    const origins = Object.fromEntries(store.deliveryHistory(null).map((e) => [e.email, e.origin]));
+    assert.deepEqual(origins, { 'a@x.com': 'backfill', 'b@x.com': 'sync' });
   });
 
   describe('read-only commands never create a store', () => {
