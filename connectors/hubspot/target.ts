@@ -463,11 +463,7 @@ export class HubSpotTarget implements Target {
     } catch (e) {
       if (e instanceof Halt) throw e;
       if (e instanceof HubSpotHttpError && e.status === 403) {
-        throw new Halt({
-          kind: 'auth',
-          halt: true,
-          message: redact(`HubSpot refused the contact lookup (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
-        });
+        throw contactsScopeHalt('lookup', e);
       }
       if (e instanceof HubSpotHttpError && e.status === 400) {
         // Refused for what this chunk holds (e.g. one malformed address); nothing is written yet: the engine
@@ -552,11 +548,7 @@ export class HubSpotTarget implements Target {
       } catch (e) {
         if (e instanceof Halt) throw e;
         if (e instanceof HubSpotHttpError && e.status === 403) {
-          throw new Halt({
-            kind: 'auth',
-            halt: true,
-            message: redact(`HubSpot refused the contact search (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
-          });
+          throw contactsScopeHalt('search', e);
         }
         if (e instanceof UnreadableAnswer) {
           for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `${e.message}; not decided, looked up again later` });
@@ -958,6 +950,15 @@ function unreadableWriteAnswer(body: unknown, all: boolean): string | null {
   if (all && !Array.isArray(b.results) && typeof b.status !== 'string') return 'neither a status nor results';
   if (!all && Object.keys(b).length === 0) return 'an empty object';
   return null;
+}
+
+/** A 403 on a contact read: the target stops, naming the scope HubSpot says is missing. */
+function contactsScopeHalt(what: 'lookup' | 'search', e: HubSpotHttpError): Halt {
+  return new Halt({
+    kind: 'auth',
+    halt: true,
+    message: redact(`HubSpot refused the contact ${what} (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
+  });
 }
 
 function recordIdsOf(item: WriteItem): string[] {
