@@ -5,6 +5,7 @@
  * incomplete), 2 config error, 1 fatal.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { Command, Option } from 'commander';
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
@@ -23,6 +24,7 @@ import {
 import { packageRoot } from './plugin';
 import { createLogger, LogLevel, redact } from './log';
 import { RunLocked } from './store/types';
+import { pidAlive } from './store/sqlite';
 import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
 import { exampleConfig } from './init';
@@ -45,7 +47,8 @@ function out(text: string): void {
 }
 
 class ExitError extends Error {
-  constructor(readonly code: number, message: string) {
+  /** `summaryPrinted`: the command already wrote its result (a run summary) to stdout. */
+  constructor(readonly code: number, message: string, readonly summaryPrinted = false) {
     super(message);
   }
 }
@@ -212,7 +215,7 @@ export function interruptible(
     }
     received = sig;
     stderr.write(`${sig}: stopping after the batch in hand (${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send it again'} to exit at once)\n`);
-    controller.abort();
+    controller.abort(sig);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
@@ -286,8 +289,8 @@ function printRun(g: GlobalOpts, s: RunSummary, o: RunOutput = {}, received: Nod
   const shown = interrupted === null ? s : { ...s, exitCode: interrupted };
   if (g.json) out(JSON.stringify(planFile ? { ...shown, plan: undefined, planFile, planEntries: s.plan!.length } : shown, null, 2));
   else out(renderSummary(shown, planFile));
-  if (interrupted !== null) throw new ExitError(interrupted, 'interrupted: rerun to resume');
-  throw new ExitError(s.exitCode, '');
+  if (interrupted !== null) throw new ExitError(interrupted, 'interrupted: rerun to resume', true);
+  throw new ExitError(s.exitCode, '', true);
 }
 
 /** A delivery run (sync, backfill): progress bars and signal handling around it. */
@@ -557,8 +560,18 @@ export function buildProgram(): Command {
   program
     .command('unlock')
     .description('remove the run lock now (runs take over a lock whose lease was not renewed for 90 s, or whose holder is dead on this host)')
-    .action(async () =>
+    .option('--force', 'remove it even when its holder is a live process on this host')
+    .action(async (o: { force?: boolean }) =>
       withStoreContext(g(), async (ctx) => {
+        // a holder alive on this host is certainly running: removing its lock would let two runs race the token
+        const current = ctx.store.runLock();
+        if (current && !o.force && current.host === os.hostname() && pidAlive(current.pid)) {
+          throw new ExitError(
+            EXIT.incomplete,
+            `the run lock is held by a live process: cc-optout ${current.command} (pid ${current.pid} on this host, since ${current.acquiredAt}); ` +
+              `not removed. Stop that run first (it releases the lock), or pass --force if you are sure.`,
+          );
+        }
         const held = ctx.store.releaseRunLock(null);
         if (g().json) out(JSON.stringify({ removed: held !== null, lock: held }, null, 2));
         else if (held) {
@@ -595,13 +608,30 @@ export interface CommandHelpers {
 export { ExitError };
 
 export async function main(argv: string[]): Promise<number> {
+  const stderrWrite = process.stderr.write.bind(process.stderr);
+  let lastError = '';
+  const code = await runMain(argv, (text) => {
+    lastError = text.trim();
+    return stderrWrite(text);
+  });
+  // --json promises one object on stdout: a command that failed before printing its result says why there too
+  if (code !== EXIT.ok && argv.includes('--json') && lastError) out(JSON.stringify({ error: lastError, exitCode: code }));
+  return code;
+}
+
+async function runMain(argv: string[], writeError: (text: string) => boolean): Promise<number> {
   const program = buildProgram();
+  const stderr = { write: writeError };
   try {
     await program.parseAsync(argv);
     return EXIT.ok;
   } catch (err) {
+    if (err instanceof ExitError && err.summaryPrinted) {
+      if (err.message) stderrWriteDirect(err.message);
+      return err.code;
+    }
     if (err instanceof ExitError) {
-      if (err.message) process.stderr.write(redact(err.message) + '\n');
+      if (err.message) stderr.write(redact(err.message) + '\n');
       return err.code;
     }
     const e = err as { code?: string; exitCode?: number; message?: string };
@@ -610,26 +640,30 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.config;
     }
     if (err instanceof UnknownTarget) {
-      process.stderr.write(redact(err.message) + '\n');
+      stderr.write(redact(err.message) + '\n');
       return EXIT.config;
     }
     if (err instanceof ConfigError) {
-      process.stderr.write(redact(err.message) + '\n');
+      stderr.write(redact(err.message) + '\n');
       return EXIT.config;
     }
     if (err instanceof RunLocked) {
       // not a failure of this run: another one is doing the work; records may still be queued
-      process.stderr.write(redact(`not started: ${err.message}`) + '\n');
+      stderr.write(redact(`not started: ${err.message}`) + '\n');
       return EXIT.incomplete;
     }
     if (err instanceof ReauthorizationRequired) {
-      process.stderr.write(redact(`error: ${err.message}`) + '\n');
+      stderr.write(redact(`error: ${err.message}`) + '\n');
       return EXIT.fatal;
     }
-    process.stderr.write(redact(`error: ${(err as Error).message ?? String(err)}`) + '\n');
-    if (process.env.CC_OPTOUT_DEBUG) process.stderr.write(redact((err as Error).stack ?? '') + '\n');
+    stderr.write(redact(`error: ${(err as Error).message ?? String(err)}`) + '\n');
+    if (process.env.CC_OPTOUT_DEBUG) stderr.write(redact((err as Error).stack ?? '') + '\n');
     return EXIT.fatal;
   }
+}
+
+function stderrWriteDirect(message: string): void {
+  process.stderr.write(redact(message) + '\n');
 }
 
 /** `cc-optout status | head -1`: the reader went away; stop quietly (no EPIPE stack). */

@@ -172,7 +172,8 @@ export function intRange(min: number, max: number): t.Type<number, number, unkno
 const SECRET_KEY = /(token|secret|password|privatekey|private_key|apikey|api_key|servicekey|service_key)/i;
 
 export function isSecretKey(key: string): boolean {
-  return SECRET_KEY.test(key) && !/url$/i.test(key);
+  // a URL or a file path is not a secret (a key file's CONTENT is, and its reader registers it)
+  return SECRET_KEY.test(key) && !/(url|path)$/i.test(key);
 }
 
 /** `a.b[0].c` from an io-ts context, skipping union/intersection member indices. */

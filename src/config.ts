@@ -315,7 +315,8 @@ export function resolveConfigPaths(value: unknown, baseDir: string, key = ''): u
 /** Register inline secrets too, so that they never reach a log even when a user put them in the file. */
 function registerInlineSecrets(raw: unknown, key = ''): void {
   if (typeof raw === 'string') {
-    if (isSecretKey(key)) registerSecret(raw);
+    // a bare `${NAME}` reference is not a secret (its value is registered when it is resolved)
+    if (isSecretKey(key) && !/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(raw)) registerSecret(raw);
     return;
   }
   if (Array.isArray(raw)) raw.forEach((v) => registerInlineSecrets(v, key));

@@ -687,6 +687,7 @@ export class Engine {
     plan: PlanEntry[] | undefined,
     messages: string[],
     interrupted = false,
+    signal?: AbortSignal,
   ): RunSummary {
     const { store } = this.deps;
     const names = Object.keys(tsum);
@@ -704,7 +705,9 @@ export class Engine {
     }
     const incomplete = !detection.complete || waiting > 0 || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
     const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
-    const exitCode = interrupted ? 3 : dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
+    // interrupted by a signal (the CLI aborts with its name as the reason): the run row records the signal's exit code
+    const reason = signal?.reason;
+    const exitCode = interrupted ? (reason === 'SIGTERM' ? 143 : reason === 'SIGINT' ? 130 : 3) : dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
     const summary: RunSummary = {
       command,
       dryRun,
@@ -756,7 +759,7 @@ export class Engine {
     const tsum = this.emptyTargetSummaries(deliverTo);
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [], signal)));
-    return this.finish('sync', dryRun, started, detection, tsum, plan, messages, !!signal?.aborted);
+    return this.finish('sync', dryRun, started, detection, tsum, plan, messages, !!signal?.aborted, signal);
   }
 
   /**
@@ -807,7 +810,7 @@ export class Engine {
       await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [], signal)));
     }
     const interrupted = !!signal?.aborted;
-    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages, interrupted);
+    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages, interrupted, signal);
     if (job && !interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
     return summary;
   }

@@ -924,7 +924,8 @@ function migrateDb(db: Database.Database): number {
   return MIGRATIONS.length;
 }
 
-function pidAlive(pid: number): boolean {
+/** Is process `pid` alive on this host? */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

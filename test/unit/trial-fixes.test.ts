@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { isLeft } from 'fp-ts/Either';
-import { SecureUrl } from '../../src/codec';
+import { SecureUrl, isSecretKey } from '../../src/codec';
 import { parseJsonText } from '../../src/config';
 import { parseDate, writePlan } from '../../src/cli';
 import { resolveNextHref } from '../../src/source/constant-contact';
@@ -122,6 +122,40 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
     await engine.sync();
     const origins = Object.fromEntries(store.deliveryHistory(null).map((e) => [e.email, e.origin]));
     assert.deepEqual(origins, { 'a@x.com': 'backfill', 'b@x.com': 'sync' });
+  });
+
+  it('an interrupted run records the signal\'s exit code (130 / 143) in its summary and run row', async () => {
+    const src = new FakeSource();
+    src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+    memoryCrm('sig-crm', ['a@x.com']);
+    const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'sig-crm' }], source: src });
+    const ac = new AbortController();
+    ac.abort('SIGTERM');
+    const r = await engine.backfill({ signal: ac.signal });
+    assert.equal(r.exitCode, 143);
+    assert.equal(store.recentRuns(1)[0]!.exitCode, 143);
+  });
+
+  it('unlock refuses to remove the lock of a live process on this host (unless --force)', () => {
+    const cfg = path.join(dir, 'c.json');
+    fs.writeFileSync(cfg, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: 'x' }, targets: [HS] }));
+    const s = new SqliteStateStore(path.join(dir, 'state.db'));
+    s.acquireRunLock({ owner: 'live', pid: process.pid, host: os.hostname(), command: 'backfill', now: new Date().toISOString() });
+    s.close();
+    const r = runCliSync(['--config', cfg, 'unlock']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /held by a live process: cc-optout backfill \(pid \d+ on this host/);
+    const j = runCliSync(['--config', cfg, '--json', 'unlock']);
+    assert.equal(j.code, 3);
+    assert.match((JSON.parse(j.stdout) as { error: string; exitCode: number }).error, /live process/, '--json: the error is a JSON object on stdout');
+    const f = runCliSync(['--config', cfg, 'unlock', '--force']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /run lock removed/);
+  });
+
+  it('a file path is not a secret: an unreadable key file is named in the message', () => {
+    assert.equal(isSecretKey('privateKeyPath'), false);
+    assert.equal(isSecretKey('privateKey'), true);
   });
 
   describe('read-only commands never create a store', () => {
