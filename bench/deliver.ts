@@ -25,10 +25,8 @@
  */
 import * as fs from 'fs';
 import { performance } from 'perf_hooks';
-import { OptOut } from '../src/domain';
 import { GroundTruth, Verification } from '../src/emulators';
-import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, RunSummary } from '../src/engine';
-import { StateStore } from '../src/store/types';
+import { RunSummary } from '../src/engine';
 import {
   BenchConfig,
   EmulatorProcess,
@@ -41,6 +39,7 @@ import {
   measure,
   openBenchEngine,
   sec,
+  seedOutbox,
   table,
   tmpDir,
   writeBenchConfig,
@@ -121,29 +120,6 @@ function outcomeText(s: RunSummary, target: Vendor): string {
   return `${o.applied ?? 0}/${o['already-suppressed'] ?? 0}/${o['not-found'] ?? 0}/${failed}`;
 }
 
-/** Every opted-out email of the ground truth queued for both targets; the window checkpoint at now. */
-function seedOutbox(store: StateStore, truth: GroundTruth): number {
-  const now = new Date().toISOString();
-  const runId = store.startRun('bench-seed', false, now);
-  const added: OptOut[] = truth.optOuts.map((o) => ({
-    email: o.email,
-    contactId: o.contactId,
-    optedOutAt: new Date(o.optOutDate).toISOString(),
-    source: o.source,
-    reason: o.reason,
-    deleted: o.deleted,
-  }));
-  store.commitDetection({
-    runId,
-    added,
-    resubscribed: [],
-    targets: ['hubspot', 'salesforce'],
-    now,
-    checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now },
-  });
-  store.finishRun(runId, 0, { seeded: added.length }, now);
-  return added.length;
-}
 
 async function deliverRun(
   emu: EmulatorProcess,
@@ -224,7 +200,7 @@ async function scenarioA(): Promise<Scenario & { truth: GroundTruth; note: strin
     const real = writeBenchConfig(emu.connection, { dir, name: 'real.json', hubspot: { ...platform.settings } });
     const fast = writeBenchConfig(emu.connection, { dir, name: 'fast.json', hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } } });
     const seeding = openBenchEngine(real);
-    const m = seedOutbox(seeding.store, truth);
+    const m = seedOutbox(seeding.store, truth, ['hubspot', 'salesforce']).length;
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
@@ -256,7 +232,7 @@ async function scenarioB(): Promise<Scenario> {
       delivery: { batchSize: 5000 },
     });
     const seeding = openBenchEngine(cfg);
-    const m = seedOutbox(seeding.store, truth);
+    const m = seedOutbox(seeding.store, truth, ['hubspot', 'salesforce']).length;
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;

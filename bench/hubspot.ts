@@ -15,11 +15,8 @@
  *   npm run build && node dist/bench/hubspot.js [--contacts 20000] [--seed 7]
  */
 import * as fs from 'fs';
-import { OptOut } from '../src/domain';
 import { GroundTruth, Verification } from '../src/emulators';
-import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW } from '../src/engine';
-import { StateStore } from '../src/store/types';
-import { EmulatorProcess, RequestCounts, countsDelta, header, int, machine, measure, openBenchEngine, sec, table, tmpDir, writeBenchConfig } from './lib/harness';
+import { EmulatorProcess, RequestCounts, countsDelta, header, int, machine, measure, openBenchEngine, sec, seedOutbox, table, tmpDir, writeBenchConfig } from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
 function arg(name: string, def: number): number {
@@ -33,21 +30,6 @@ const CHUNK = 100;
 const MAX_BATCH = 1000;
 const NUMERIC = /\/(crm|communication-preferences|oauth)\/(objects\/|properties\/)?v[1-4]\//;
 
-function seedOutbox(store: StateStore, truth: GroundTruth): OptOut[] {
-  const now = new Date().toISOString();
-  const runId = store.startRun('bench-seed', false, now);
-  const added: OptOut[] = truth.optOuts.map((o) => ({
-    email: o.email,
-    contactId: o.contactId,
-    optedOutAt: new Date(o.optOutDate).toISOString(),
-    source: o.source,
-    reason: o.reason,
-    deleted: o.deleted,
-  }));
-  store.commitDetection({ runId, added, resubscribed: [], targets: ['hubspot'], now, checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now } });
-  store.finishRun(runId, 0, { seeded: added.length }, now);
-  return added;
-}
 
 interface Counted {
   reads: number;
@@ -112,7 +94,7 @@ async function scenario(batchWrites: boolean): Promise<{ rows: Row[]; verify: st
       hubspot: { ...platform.settings, rateLimit: { per10Seconds: 1000 }, suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' } },
     });
     const seeding = openBenchEngine(cfg);
-    seedOutbox(seeding.store, truth);
+    seedOutbox(seeding.store, truth, ['hubspot']);
     await seeding.close();
     const rows: Row[] = [];
     for (const rerun of [false, true]) {

@@ -33,7 +33,8 @@ export const LIMITS = {
   lagMinutes: 1440,
   /** 30 days */
   reconcileEveryHours: 720,
-  perSecond: 100,
+  /** far above Constant Contact's 4/s: room for emulators and benchmarks with lifted limits, not for typos */
+  perSecond: 1000,
   dailyBudget: 10_000_000,
   maxAttempts: 1000,
   /** 7 days, for backoffBaseSeconds and backoffMaxSeconds */

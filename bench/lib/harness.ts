@@ -18,7 +18,9 @@ import * as E from 'fp-ts/Either';
 import * as TE from 'fp-ts/TaskEither';
 import { writeEmulatorConfig } from '../../src/demo';
 import { EmulatorOptions, Emulators } from '../../src/emulators';
-import { Engine } from '../../src/engine';
+import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, Engine } from '../../src/engine';
+import type { GroundTruth } from '../../src/emulators/world';
+import type { OptOut } from '../../src/domain';
 import { createLogger } from '../../src/log';
 import { Connector, Registry, createRegistry } from '../../src/plugin';
 import { OptOutSource, SourcePage } from '../../src/source/types';
@@ -422,4 +424,21 @@ export function header(title: string): void {
 export function machine(): string {
   const cpus = os.cpus();
   return `node ${process.version}, ${cpus.length} x ${cpus[0]?.model.trim() ?? 'cpu'}, ${os.platform()} ${os.release()}, ${mb(os.totalmem())} RAM`;
+}
+
+/** Every opted-out email of the ground truth queued for `targets`, checkpoints at now (a backfill's scan, done). */
+export function seedOutbox(store: StateStore, truth: GroundTruth, targets: readonly string[]): OptOut[] {
+  const now = new Date().toISOString();
+  const runId = store.startRun('bench-seed', false, now);
+  const added: OptOut[] = truth.optOuts.map((o) => ({
+    email: o.email,
+    contactId: o.contactId,
+    optedOutAt: new Date(o.optOutDate).toISOString(),
+    source: o.source,
+    reason: o.reason,
+    deleted: o.deleted,
+  }));
+  store.commitDetection({ runId, added, resubscribed: [], targets, now, checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now } });
+  store.finishRun(runId, 0, { seeded: added.length }, now);
+  return added;
 }

@@ -155,13 +155,13 @@ describe('config hardening (issue 8)', () => {
       { field: 'source.detection.overlapMinutes', make: (v) => base({ source: { detection: { overlapMinutes: v } } }), max: 1440 },
       { field: 'source.detection.lagMinutes', make: (v) => base({ source: { detection: { lagMinutes: v } } }), max: 1440 },
       { field: 'source.detection.reconcileEveryHours', make: (v) => base({ source: { detection: { reconcileEveryHours: v } } }), max: 720 },
-      { field: 'source.rateLimit.perSecond', make: (v) => base({ source: { rateLimit: { perSecond: v } } }), max: 100 },
+      { field: 'source.rateLimit.perSecond', make: (v) => base({ source: { rateLimit: { perSecond: v } } }), max: 1000 },
       { field: 'source.rateLimit.dailyBudget', make: (v) => base({ source: { rateLimit: { dailyBudget: v } } }), max: 10_000_000 },
       { field: 'delivery.maxAttempts', make: (v) => base({ delivery: { maxAttempts: v } }), max: 1000 },
       { field: 'delivery.backoffBaseSeconds', make: (v) => base({ delivery: { backoffBaseSeconds: v } }), max: 604800 },
       { field: 'delivery.backoffMaxSeconds', make: (v) => base({ delivery: { backoffMaxSeconds: v } }), max: 604800 },
       { field: 'delivery.recheckNotFoundHours', make: (v) => base({ delivery: { recheckNotFoundHours: v } }), max: 8760 },
-      { field: 'targets[0].config.rateLimit.per10Seconds', make: (v) => base({ targets: [hubspotTarget({ rateLimit: { per10Seconds: v } })] }), max: 1000 },
+      { field: 'targets[0].config.rateLimit.per10Seconds', make: (v) => base({ targets: [hubspotTarget({ rateLimit: { per10Seconds: v } })] }), max: 100_000 },
       { field: 'targets[0].config.bulkThreshold', make: (v) => base({ targets: [salesforceTarget({ bulkThreshold: v })] }), max: 150_000_000 },
     ];
 
