@@ -147,9 +147,13 @@ export function lagChart(points: readonly LagPoint[], targets: readonly string[]
     x0 -= 30_000;
     x1 += 30_000;
   }
+  // a margin, so that the first and last points are not drawn on the frame
+  const pad = (x1 - x0) * 0.03;
+  x0 -= pad;
+  x1 += pad;
   const ly = (s: number): number => Math.log10(Math.max(1, s));
   const maxLag = Math.max(...points.map((p) => p.lagSeconds), 60);
-  const yTop = ly(maxLag) * 1.05;
+  const yTop = ly(maxLag) * 1.08;
   const px = (t: number): number => L + ((t - x0) / (x1 - x0)) * (W - L - R);
   const py = (s: number): number => T + (1 - ly(s) / yTop) * (H - T - B);
   const colour = (t: string): string => PALETTE[Math.max(0, targets.indexOf(t)) % PALETTE.length]!;
