@@ -27,6 +27,7 @@ import { RunLocked } from './store/types';
 import { pidAlive } from './store/sqlite';
 import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
+import { auditExport, registerRunsCommand } from './history';
 import { exampleConfig } from './init';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
@@ -471,7 +472,7 @@ export function buildProgram(): Command {
           apiUsage: usage,
           resubscribed: ctx.store.events(null, ['left-unsubscribed-set']).map((e) => ({ email: e.email, at: e.at })),
           quarantined: ctx.store.countQuarantined(),
-          lastRuns: ctx.store.recentRuns(5).map((r) => ({ id: r.id, kind: r.kind, dryRun: r.dryRun, startedAt: r.startedAt, finishedAt: r.finishedAt, exitCode: r.exitCode })),
+          lastRuns: ctx.store.recentRuns(5).map((r) => ({ id: r.id, kind: r.kind, dryRun: r.dryRun, startedAt: r.startedAt, finishedAt: r.finishedAt, exitCode: r.exitCode, status: r.status })),
         };
         if (g().json) {
           out(JSON.stringify(status, null, 2));
@@ -489,7 +490,7 @@ export function buildProgram(): Command {
           out(`left the unsubscribed set (resubscribed or deleted in Constant Contact; never propagated): ${status.resubscribed.length}`);
           for (const r of status.resubscribed.slice(-10)) out(`  ${r.email} at ${r.at}`);
           out(`quarantined records: ${status.quarantined}`);
-          for (const r of status.lastRuns) out(`run #${r.id} ${r.kind}${r.dryRun ? ' (dry)' : ''} ${r.startedAt} exit ${r.exitCode ?? 'running/killed'}`);
+          for (const r of status.lastRuns) out(`run #${r.id} ${r.kind}${r.dryRun ? ' (dry)' : ''} ${r.startedAt} ${r.status}${r.exitCode !== null ? ` exit ${r.exitCode}` : ''}`);
         }
         const pending = targets.some((t) => t.queued > 0 || t.parked > 0);
         throw new ExitError(pending ? EXIT.incomplete : EXIT.ok, '');
@@ -503,37 +504,16 @@ export function buildProgram(): Command {
     .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date (--history: deliveries since)')
     .option('--history', 'every delivery event (append-only): time, run, target, email, attempt, origin, outcome, record ids, message')
     .option('--output <file>', 'write to a file (created 0600) instead of stdout')
-    .action(async (o: { format?: 'csv' | 'json'; since?: string; history?: boolean; output?: string }) =>
+    .addOption(intOption('--run <n>', 'only the evidence of run N (`cc-optout runs` lists them): its deliveries, and the records it detected', 1, Number.MAX_SAFE_INTEGER))
+    .action(async (o: { format?: 'csv' | 'json'; since?: string; history?: boolean; output?: string; run?: number }) =>
       withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
         const format = o.format ?? (g().json || (o.output && /\.json$/i.test(o.output)) ? 'json' : 'csv');
-        let text: string;
-        let count: number;
-        if (o.history) {
-          const history = ctx.store.deliveryHistory(since);
-          count = history.length;
-          if (format === 'json') text = JSON.stringify({ history }, null, 2);
-          else {
-            const header = ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message'];
-            const body = history.map((e) => [e.at, e.runId ?? '', e.runKind ?? '', e.target, e.email, e.contactId ?? '', e.attempt, e.origin ?? '', e.outcome, e.recordIds.join(' '), e.message ?? '']);
-            text = toCsv([header, ...body]);
-          }
-        } else {
-          const rows = ctx.store.audit(since);
-          const events = ctx.store.events(since, ['left-unsubscribed-set']);
-          count = rows.length;
-          if (format === 'json') {
-            text = JSON.stringify({ rows, resubscribed: events }, null, 2);
-          } else {
-            const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
-            const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.closedAt ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
-            for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
-            text = toCsv([header, ...body]);
-          }
-        }
+        if (o.run !== undefined && !ctx.store.getRun(o.run)) throw new ExitError(EXIT.config, `--run ${o.run}: no such run in this store (\`cc-optout runs\` lists them)`);
+        const { text, count } = auditExport(ctx.store, { format, since, history: o.history, runId: o.run ?? null });
         if (o.output) {
           try {
-            writePrivateFile(o.output, redact(text));
+            writePrivateFile(o.output, text);
           } catch (err) {
             throw new ExitError(EXIT.config, `--output ${o.output}: cannot write the file (${(err as Error).message})`);
           }
@@ -593,8 +573,9 @@ export function buildProgram(): Command {
       }),
     );
 
-  // commands that live in their own module (auth, emulate, demo)
+  // commands that live in their own module (auth, emulate, demo; runs)
   registerCommands(program, g, { out, ExitError, progressBar, interruptible });
+  registerRunsCommand(program, g, withStoreContext, out);
   return program;
 }
 

@@ -17,7 +17,7 @@ import { Clock } from './http/clock';
 import { Logger, redact } from './log';
 import { CallCounter, Capabilities, CheckReport, DeliveryReport, Registry, Target, TargetError } from './plugin';
 import { OptOutSource, QuotaExceeded, SourceDeps, SourcePage } from './source/types';
-import { LeaseLost, StateStore } from './store/types';
+import { LeaseLost, RunResult, StateStore } from './store/types';
 import { Lease, holdRunLock } from './store/lease';
 
 export const CHECKPOINT_WINDOW = 'cc.optout_window.before';
@@ -243,8 +243,46 @@ export class Engine {
       { owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind },
       { renewMs: this.deps.leaseRenewMs, now: () => this.now(), onLost: (m) => this.deps.logger.error(m) },
     );
-    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString());
+    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString(), { owner: this.lockOwner, pid: process.pid, host: os.hostname() });
+    this.runOpen = true;
+    this.runTargets = null;
+    this.runVariant = null;
     return { runId: this.runId, started };
+  }
+
+  /** The run in progress has no recorded end yet (finish or fail records it). */
+  private runOpen = false;
+  /** The run's target summaries and variant, so a run that fails still records what it did. */
+  private runTargets: Record<string, TargetSummary> | null = null;
+  private runVariant: string | null = null;
+
+  private runResult(): RunResult {
+    const counts: Record<string, Partial<Record<OutcomeKind, number>>> = {};
+    for (const [name, t] of Object.entries(this.runTargets ?? {})) counts[name] = { ...t.outcomes };
+    return { counts, apiCalls: { ...this.calls.counts }, variant: this.runVariant };
+  }
+
+  /**
+   * Run a command that records a run: when it throws after its run started (a fatal error, a lost lease), the
+   * run is recorded as failed with the redacted message and what it did so far, and the lease is released, so
+   * no run stays `running` after its process moved on.
+   */
+  private async recorded<T>(fn: () => Promise<T>): Promise<T> {
+    this.runOpen = false;
+    try {
+      return await fn();
+    } catch (err) {
+      if (this.runOpen && this.runId !== null) {
+        this.runOpen = false;
+        try {
+          this.deps.store.failRun(this.runId, 1, redact((err as Error)?.message ?? String(err)), this.now().toISOString(), this.runResult());
+        } catch (e) {
+          this.deps.logger.error('could not record the failed run', { runId: this.runId, error: redact((e as Error).message) });
+        }
+        this.releaseLease();
+      }
+      throw err;
+    }
   }
 
   // ---------------------------------------------------------------------------------------- detection
@@ -723,7 +761,10 @@ export class Engine {
       messages,
       ...(interrupted ? { interrupted: true } : {}),
     };
-    store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString());
+    this.runTargets = tsum;
+    if (command === 'sync') this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
+    store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString(), this.runResult());
+    this.runOpen = false;
     this.releaseLease();
     return summary;
   }
@@ -735,7 +776,11 @@ export class Engine {
   }
 
   /** Detect, then deliver every target's outbox. */
-  async sync(opts: SyncOptions = {}): Promise<RunSummary> {
+  sync(opts: SyncOptions = {}): Promise<RunSummary> {
+    return this.recorded(() => this.runSync(opts));
+  }
+
+  private async runSync(opts: SyncOptions): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
     const signal = opts.signal;
     // validated before the run starts: an unknown target leaves no run row behind
@@ -746,7 +791,9 @@ export class Engine {
     const detection = emptyDetection();
     const pending: OptOut[] = [];
     const messages: string[] = [];
-    await this.detect(this.fullReconcileDue(!!opts.full), dryRun, queueFor, detection, pending, { signal });
+    const full = this.fullReconcileDue(!!opts.full);
+    this.runVariant = full ? 'reconcile' : 'window';
+    await this.detect(full, dryRun, queueFor, detection, pending, { signal });
     if (detection.stoppedReason) messages.push(detection.stoppedReason);
     messages.push(...(detection.warnings ?? []));
     const recheck = this.deps.config.delivery.recheckNotFoundHours;
@@ -757,6 +804,8 @@ export class Engine {
       if (n > 0) messages.push(`looking up again ${n} opt-outs that no CRM record matched ${recheck} h or more ago`);
     }
     const tsum = this.emptyTargetSummaries(deliverTo);
+    this.runTargets = tsum;
+    this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [], signal)));
     return this.finish('sync', dryRun, started, detection, tsum, plan, messages, !!signal?.aborted, signal);
@@ -767,13 +816,18 @@ export class Engine {
    * Rerunning an interrupted backfill skips the scan when it had completed, and never repeats a delivered
    * write (delivered rows stay delivered unless `redeliver`).
    */
-  async backfill(opts: BackfillOptions = {}): Promise<RunSummary> {
+  backfill(opts: BackfillOptions = {}): Promise<RunSummary> {
+    return this.recorded(() => this.runBackfill(opts));
+  }
+
+  private async runBackfill(opts: BackfillOptions = {}): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
     const signal = opts.signal;
     const only = [...(opts.targets ?? []), ...(opts.target ? [opts.target] : [])];
     // validated before the run starts: an unknown target leaves no run row behind
     const targets = this.enabledTargets(only.length ? only : null);
     const { runId, started } = this.begin('backfill', dryRun);
+    this.runVariant = opts.redeliver ? 'redeliver' : opts.since ? 'since' : null;
     const { store, logger } = this.deps;
     const names = targets.map((t) => t.name);
     const since = opts.since ? new Date(opts.since).toISOString() : null;
@@ -799,6 +853,7 @@ export class Engine {
       logger.info('backfill queued opt-outs', { queued: n, targets: names.join(',') });
     }
     const tsum = this.emptyTargetSummaries(targets);
+    this.runTargets = tsum;
     const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     if (dryRun) {
       for (const t of targets) {
@@ -816,7 +871,11 @@ export class Engine {
   }
 
   /** Credentials, connectivity and each target's own check. */
-  async check(): Promise<{ ok: boolean; source: CheckReport; targets: Record<string, CheckReport> }> {
+  check(): Promise<{ ok: boolean; source: CheckReport; targets: Record<string, CheckReport> }> {
+    return this.recorded(() => this.runCheck());
+  }
+
+  private async runCheck(): Promise<{ ok: boolean; source: CheckReport; targets: Record<string, CheckReport> }> {
     this.begin('check', true);
     const source = await this.buildSource()
       .check()
@@ -831,7 +890,8 @@ export class Engine {
       }
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);
-    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString());
+    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString(), { counts: {}, apiCalls: { ...this.calls.counts } });
+    this.runOpen = false;
     this.releaseLease();
     return { ok, source, targets };
   }

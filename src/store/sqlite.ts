@@ -5,6 +5,7 @@
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import Database from 'better-sqlite3';
 import { ObservedContact, OptOut, Outcome, isFinal } from '../domain';
@@ -19,15 +20,21 @@ import {
   DetectionCommit,
   HeldRunLock,
   KnownOptOut,
+  LagPoint,
   LeaseLost,
   OutboxRow,
+  ParkedRow,
   QuarantineRow,
   RecordOutcomesInput,
   RunLocked,
   StoreOpenError,
   RunLockOwner,
   RunRecord,
+  RunResult,
+  RunStart,
+  RunStatus,
   StateStore,
+  runStatusFor,
   TargetStatus,
 } from './types';
 
@@ -131,6 +138,28 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE run_lock ADD COLUMN renewed_at TEXT;
   ALTER TABLE run_lock ADD COLUMN expires_at TEXT;
   `,
+  // 5: run history. Every run says how it ended (status), who ran it (the run lock's owner, pid, host: a run
+  //    still `running` whose lease is gone is abandoned), what it did (counts per target and outcome, API calls
+  //    per vendor) and why it failed (redacted). Outcomes already carry their run (run_id); the index makes
+  //    `audit --run N` cheap (an index, not an UPDATE: the append-only triggers stay as they are).
+  `
+  ALTER TABLE runs ADD COLUMN status TEXT;
+  ALTER TABLE runs ADD COLUMN variant TEXT;
+  ALTER TABLE runs ADD COLUMN owner TEXT;
+  ALTER TABLE runs ADD COLUMN pid INTEGER;
+  ALTER TABLE runs ADD COLUMN host TEXT;
+  ALTER TABLE runs ADD COLUMN counts TEXT;
+  ALTER TABLE runs ADD COLUMN api_calls TEXT;
+  ALTER TABLE runs ADD COLUMN error TEXT;
+  UPDATE runs SET status = CASE
+    WHEN finished_at IS NULL THEN 'running'
+    WHEN exit_code = 0 THEN 'ok'
+    WHEN exit_code = 3 THEN 'incomplete'
+    WHEN exit_code IN (130, 143) THEN 'interrupted'
+    ELSE 'failed' END;
+  CREATE INDEX outcomes_run ON outcomes (run_id);
+  CREATE INDEX runs_status ON runs (status);
+  `,
 ];
 
 /** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
@@ -175,6 +204,28 @@ function toOptOut(r: OptOutDbRow): OptOut {
 function backoffSeconds(attempts: number, base: number, max: number, random: () => number): number {
   const exp = Math.min(max, base * 2 ** Math.max(0, attempts - 1));
   return exp / 2 + random() * (exp / 2);
+}
+
+interface RunDbRow {
+  id: number;
+  kind: string;
+  dry_run: number;
+  started_at: string;
+  finished_at: string | null;
+  exit_code: number | null;
+  summary: string | null;
+  status: string | null;
+  variant: string | null;
+  owner: string | null;
+  pid: number | null;
+  host: string | null;
+  counts: string | null;
+  api_calls: string | null;
+  error: string | null;
+}
+
+function runResultColumns(r: RunResult | undefined): { counts: string | null; apiCalls: string | null; variant: string | null } {
+  return { counts: r ? JSON.stringify(r.counts) : null, apiCalls: r ? JSON.stringify(r.apiCalls) : null, variant: r?.variant ?? null };
 }
 
 const CHUNK = 500;
@@ -409,12 +460,43 @@ export class SqliteStateStore implements StateStore {
   }
 
   requeueParked(target: string | null, now: string): number {
-    this.checkFence();
-    return this.db
+    return this.requeueParkedRecords({ target, now, via: 'cli' });
+  }
+
+  requeueParkedRecords(input: { target: string | null; emails?: readonly string[] | null; now: string; via: string }): number {
+    const { target, now, via } = input;
+    const select = this.db.prepare(`SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND (@target IS NULL OR target = @target)`);
+    const one = this.db.prepare(`SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND target = @target AND email = @email`);
+    const requeue = this.db.prepare(
+      `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, outcome = NULL, origin = 'requeue'
+       WHERE state = 'parked' AND target = @target AND email = @email`,
+    );
+    const event = this.db.prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'requeued', ?, ?, ?)`);
+    return this.db.transaction(() => {
+      this.checkFence();
+      type Row = { target: string; email: string; last_error: string | null };
+      let rows: Row[];
+      if (input.emails) {
+        if (target === null) throw new Error('requeueParkedRecords: emails need a target');
+        rows = input.emails.map((email) => one.get({ target, email }) as Row | undefined).filter((r): r is Row => r !== undefined);
+      } else rows = select.all({ target }) as Row[];
+      let n = 0;
+      for (const r of rows) {
+        n += requeue.run({ now, target: r.target, email: r.email }).changes;
+        event.run(r.email, JSON.stringify({ target: r.target, via, parkedFor: r.last_error }), now);
+      }
+      return n;
+    })();
+  }
+
+  parkedOutbox(target: string, limit: number, offset: number): ParkedRow[] {
+    const rows = this.db
       .prepare(
-        `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?, outcome = NULL WHERE state = 'parked' AND (? IS NULL OR target = ?)`,
+        `SELECT o.target, o.email, p.opted_out_at, o.completed_at, o.attempts, o.last_error FROM outbox o JOIN opt_outs p ON p.email = o.email
+         WHERE o.target = ? AND o.state = 'parked' ORDER BY p.opted_out_at, o.email LIMIT ? OFFSET ?`,
       )
-      .run(now, target, target).changes;
+      .all(target, limit, offset) as { target: string; email: string; opted_out_at: string; completed_at: string | null; attempts: number; last_error: string | null }[];
+    return rows.map((r) => ({ target: r.target, email: r.email, optedOutAt: r.opted_out_at, parkedAt: r.completed_at, attempts: r.attempts, reason: r.last_error }));
   }
 
   requeueNotFound(closedBefore: string, now: string): number {
@@ -495,34 +577,111 @@ export class SqliteStateStore implements StateStore {
 
   // ------------------------------------------------------------------------------- runs, quarantine, audit
 
-  startRun(kind: string, dryRun: boolean, now: string): number {
-    return Number(this.db.prepare(`INSERT INTO runs (kind, dry_run, started_at) VALUES (?, ?, ?)`).run(kind, dryRun ? 1 : 0, now).lastInsertRowid);
+  startRun(kind: string, dryRun: boolean, now: string, who?: RunStart): number {
+    return this.db.transaction(() => {
+      // the caller holds the run lock: no other run can still be going, whatever its row says
+      const id = Number(
+        this.db
+          .prepare(`INSERT INTO runs (kind, dry_run, started_at, status, owner, pid, host) VALUES (?, ?, ?, 'running', ?, ?, ?)`)
+          .run(kind, dryRun ? 1 : 0, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null).lastInsertRowid,
+      );
+      this.db
+        .prepare(
+          `UPDATE runs SET status = 'abandoned',
+             error = COALESCE(error, 'ended without recording a result (killed, crashed, or its run lease lapsed); found by run #' || @id || ' at ' || @now)
+           WHERE status = 'running' AND id != @id`,
+        )
+        .run({ id, now });
+      return id;
+    })();
   }
 
-  finishRun(id: number, exitCode: number, summary: unknown, now: string): void {
+  finishRun(id: number, exitCode: number, summary: unknown, now: string, result?: RunResult): void {
     this.checkFence();
-    this.db.prepare(`UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?`).run(now, exitCode, JSON.stringify(summary), id);
+    this.db
+      .prepare(
+        `UPDATE runs SET finished_at = @now, exit_code = @exitCode, summary = @summary, status = @status, error = NULL,
+           counts = COALESCE(@counts, counts), api_calls = COALESCE(@apiCalls, api_calls), variant = COALESCE(@variant, variant)
+         WHERE id = @id`,
+      )
+      .run({ id, now, exitCode, summary: JSON.stringify(summary), status: runStatusFor(exitCode), ...runResultColumns(result) });
   }
 
-  recentRuns(limit: number): RunRecord[] {
-    const rows = this.db.prepare(`SELECT * FROM runs ORDER BY id DESC LIMIT ?`).all(limit) as {
-      id: number;
-      kind: string;
-      dry_run: number;
-      started_at: string;
-      finished_at: string | null;
-      exit_code: number | null;
-      summary: string | null;
-    }[];
-    return rows.map((r) => ({
-      id: r.id,
-      kind: r.kind,
-      dryRun: r.dry_run === 1,
-      startedAt: r.started_at,
-      finishedAt: r.finished_at,
-      exitCode: r.exit_code,
-      summary: r.summary ? (JSON.parse(r.summary) as unknown) : null,
-    }));
+  failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): void {
+    // no lease check: a run that lost its lease still says how it ended (its own row only)
+    this.db
+      .prepare(
+        `UPDATE runs SET finished_at = @now, exit_code = @exitCode, status = 'failed', error = @error,
+           counts = COALESCE(@counts, counts), api_calls = COALESCE(@apiCalls, api_calls), variant = COALESCE(@variant, variant)
+         WHERE id = @id`,
+      )
+      .run({ id, now, exitCode, error, ...runResultColumns(result) });
+  }
+
+  recentRuns(limit: number, now: Date = new Date()): RunRecord[] {
+    const rows = this.db.prepare(`SELECT * FROM runs ORDER BY id DESC LIMIT ?`).all(limit) as RunDbRow[];
+    return this.toRunRecords(rows, now);
+  }
+
+  getRun(id: number, now: Date = new Date()): RunRecord | null {
+    const row = this.db.prepare(`SELECT * FROM runs WHERE id = ?`).get(id) as RunDbRow | undefined;
+    return row ? this.toRunRecords([row], now)[0]! : null;
+  }
+
+  /**
+   * A row still `running` is live only while its owner holds a valid run lease (and, on this host, is alive);
+   * otherwise it reads `abandoned`. Rows of older versions (no owner) are live only as the newest run under a valid lease.
+   */
+  private toRunRecords(rows: readonly RunDbRow[], now: Date): RunRecord[] {
+    const lock = this.runLock();
+    const newest = this.db.prepare(`SELECT MAX(id) FROM runs`).pluck().get() as number | null;
+    const leaseValid =
+      lock !== null && Date.parse(lock.expiresAt) >= now.getTime() && !(lock.host === os.hostname() && !pidAlive(lock.pid));
+    return rows.map((r) => {
+      let status = (r.status ?? (r.finished_at === null ? 'running' : runStatusFor(r.exit_code ?? 1))) as RunStatus;
+      let error = r.error;
+      if (status === 'running') {
+        const live = leaseValid && (r.owner !== null ? lock!.owner === r.owner : r.id === newest);
+        if (!live) {
+          status = 'abandoned';
+          error ??= 'ended without recording a result (killed, crashed, or its run lease lapsed)';
+        }
+      }
+      const summary = r.summary ? (JSON.parse(r.summary) as { targets?: Record<string, { outcomes?: Record<string, number> }>; apiCalls?: Record<string, number> }) : null;
+      // rows finished before migration 5 keep their counts in the summary
+      const fromSummary: Record<string, Partial<Record<string, number>>> = {};
+      for (const [t, v] of Object.entries(summary?.targets ?? {})) if (v && typeof v === 'object' && v.outcomes) fromSummary[t] = v.outcomes;
+      return {
+        id: r.id,
+        kind: r.kind,
+        dryRun: r.dry_run === 1,
+        startedAt: r.started_at,
+        finishedAt: r.finished_at,
+        exitCode: r.exit_code,
+        summary,
+        status,
+        variant: r.variant,
+        counts: r.counts ? (JSON.parse(r.counts) as Record<string, Partial<Record<string, number>>>) : fromSummary,
+        apiCalls: r.api_calls ? (JSON.parse(r.api_calls) as Record<string, number>) : (summary?.apiCalls ?? {}),
+        error,
+        pid: r.pid,
+        host: r.host,
+      };
+    });
+  }
+
+  lagPoints(limit: number): LagPoint[] {
+    const rows = this.db
+      .prepare(
+        `SELECT target, written_at, opted_out_at FROM (
+           SELECT h.target, MIN(h.at) AS written_at, p.opted_out_at FROM outcomes h JOIN opt_outs p ON p.email = h.email
+           WHERE h.kind = 'applied' AND COALESCE(h.origin, 'sync') = 'sync' GROUP BY h.target, h.email
+         ) ORDER BY written_at DESC LIMIT ?`,
+      )
+      .all(limit) as { target: string; written_at: string; opted_out_at: string }[];
+    return rows
+      .map((r) => ({ target: r.target, writtenAt: r.written_at, lagSeconds: Math.max(0, (Date.parse(r.written_at) - Date.parse(r.opted_out_at)) / 1000) }))
+      .reverse();
   }
 
   quarantine(runId: number | null, source: string, rec: QuarantinedRecord, now: string): void {
@@ -576,14 +735,14 @@ export class SqliteStateStore implements StateStore {
     this.db.prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`).run(runId, kind, email, detail, now);
   }
 
-  events(since: string | null, kinds?: readonly string[]): AuditEvent[] {
+  events(since: string | null, kinds?: readonly string[], runId: number | null = null): AuditEvent[] {
     const rows = this.db
-      .prepare(`SELECT at, kind, email, detail FROM events WHERE (? IS NULL OR at >= ?) ORDER BY id`)
-      .all(since, since) as AuditEvent[];
+      .prepare(`SELECT at, kind, email, detail FROM events WHERE (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`)
+      .all({ since, runId }) as AuditEvent[];
     return kinds ? rows.filter((r) => kinds.includes(r.kind)) : rows;
   }
 
-  audit(since: string | null): AuditRow[] {
+  audit(since: string | null, runId: number | null = null): AuditRow[] {
     // the first `applied` delivery is the CRM write; later deliveries (a redeliver finding it already suppressed)
     // add to the history and never replace it
     const first = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
@@ -597,9 +756,12 @@ export class SqliteStateStore implements StateStore {
                 (SELECT COUNT(*) FROM outcomes h WHERE h.target = o.target AND h.email = o.email) AS deliveries
          FROM outbox o JOIN opt_outs p ON p.email = o.email
          WHERE (@since IS NULL OR p.opted_out_at >= @since OR o.completed_at >= @since)
+           -- audit --run N: the records that run delivered, or detected
+           AND (@runId IS NULL OR (o.target, o.email) IN (SELECT target, email FROM outcomes WHERE run_id = @runId)
+                OR o.email IN (SELECT email FROM events WHERE run_id = @runId AND kind = 'opt-out-detected'))
          ORDER BY p.opted_out_at, p.email, o.target`,
       )
-      .all({ since }) as {
+      .all({ since, runId }) as {
       email: string;
       contact_id: string;
       target: string;
@@ -650,15 +812,15 @@ export class SqliteStateStore implements StateStore {
     });
   }
 
-  deliveryHistory(since: string | null): DeliveryEvent[] {
+  deliveryHistory(since: string | null, runId: number | null = null): DeliveryEvent[] {
     const rows = this.db
       .prepare(
         `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
                 h.record_ids, h.message
          FROM outcomes h LEFT JOIN runs r ON r.id = h.run_id LEFT JOIN opt_outs p ON p.email = h.email
-         WHERE (@since IS NULL OR h.at >= @since) ORDER BY h.id`,
+         WHERE (@since IS NULL OR h.at >= @since) AND (@runId IS NULL OR h.run_id = @runId) ORDER BY h.id`,
       )
-      .all({ since }) as {
+      .all({ since, runId }) as {
       id: number;
       at: string;
       run_id: number | null;

@@ -71,6 +71,21 @@ export interface TargetStatus {
   readonly lastDeliveredAt: string | null;
 }
 
+/**
+ * How a run ended: `ok` (exit 0), `incomplete` (3: records still queued or parked, detection stopped early),
+ * `interrupted` (130/143), `failed` (a fatal error, with its message), `abandoned` (it never recorded an end: killed,
+ * crashed, or its lease lapsed), or `running` while its holder still has the run lease.
+ */
+export type RunStatus = 'running' | 'ok' | 'incomplete' | 'interrupted' | 'failed' | 'abandoned';
+
+/** The status a finished run's exit code means. */
+export function runStatusFor(exitCode: number): RunStatus {
+  if (exitCode === 0) return 'ok';
+  if (exitCode === 3) return 'incomplete';
+  if (exitCode === 130 || exitCode === 143) return 'interrupted';
+  return 'failed';
+}
+
 export interface RunRecord {
   readonly id: number;
   readonly kind: string;
@@ -79,6 +94,49 @@ export interface RunRecord {
   readonly finishedAt: string | null;
   readonly exitCode: number | null;
   readonly summary: unknown;
+  /** A `running` row whose holder no longer has the run lease reads `abandoned` (computed, never written by a read). */
+  readonly status: RunStatus;
+  /** What kind of sync or backfill: `window`, `reconcile` (full), `redeliver`, ... (null when not recorded). */
+  readonly variant: string | null;
+  /** Outcomes per target: `{ hubspot: { applied: 3 } }`. */
+  readonly counts: Readonly<Record<string, Partial<Record<string, number>>>>;
+  /** API calls per vendor. */
+  readonly apiCalls: Readonly<Record<string, number>>;
+  /** Why a failed run failed, or why a run counts as abandoned (redacted). */
+  readonly error: string | null;
+  readonly pid: number | null;
+  readonly host: string | null;
+}
+
+/** Who starts a run: the run lock's owner (a `running` run whose owner lost the lock is abandoned). */
+export interface RunStart {
+  readonly owner: string;
+  readonly pid: number;
+  readonly host: string;
+}
+
+/** What a run did, recorded with its end. */
+export interface RunResult {
+  readonly counts: Readonly<Record<string, Partial<Record<string, number>>>>;
+  readonly apiCalls: Readonly<Record<string, number>>;
+  readonly variant?: string | null;
+}
+
+/** A parked outbox row (failed-permanent, or gave up after maxAttempts), with the CRM's reason. */
+export interface ParkedRow {
+  readonly target: string;
+  readonly email: string;
+  readonly optedOutAt: string;
+  readonly parkedAt: string | null;
+  readonly attempts: number;
+  readonly reason: string | null;
+}
+
+/** One opt-out's first CRM write: the lag from opt-out to write (the status page's chart). */
+export interface LagPoint {
+  readonly target: string;
+  readonly writtenAt: string;
+  readonly lagSeconds: number;
 }
 
 export interface AuditRow {
@@ -224,6 +282,14 @@ export interface StateStore {
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[];
   recordOutcomes(input: RecordOutcomesInput): void;
   requeueParked(target: string | null, now: string): number;
+  /**
+   * Queue parked rows again (all of `target`'s, all targets' with null, or only `emails`), recorded in the audit:
+   * the rows' origin becomes `requeue` (their next deliveries say so in `audit --history`) and each gets a
+   * `requeued` event naming `via` (cli, status-page) and the reason it was parked for.
+   */
+  requeueParkedRecords(input: { target: string | null; emails?: readonly string[] | null; now: string; via: string }): number;
+  /** Parked rows of a target, oldest opt-out first. */
+  parkedOutbox(target: string, limit: number, offset: number): ParkedRow[];
   /** Queue again the rows closed `not-found` before `closedBefore`, to look them up once more. */
   requeueNotFound(closedBefore: string, now: string): number;
   /** A target-wide limit until `until` (e.g. a CRM's daily limit): every queued row of the target waits. */
@@ -236,21 +302,31 @@ export interface StateStore {
   kv(namespace: string): KeyValue;
 
   // runs, quarantine, audit
-  startRun(kind: string, dryRun: boolean, now: string): number;
-  finishRun(id: number, exitCode: number, summary: unknown, now: string): void;
-  recentRuns(limit: number): RunRecord[];
+  /**
+   * Record a new run. Called with the run lock held, so every other run still `running` is gone (killed, crashed,
+   * or its lease was taken over): those are marked `abandoned` in the same transaction.
+   */
+  startRun(kind: string, dryRun: boolean, now: string, who?: RunStart): number;
+  finishRun(id: number, exitCode: number, summary: unknown, now: string, result?: RunResult): void;
+  /** A run that stopped on an error: status `failed`, the (redacted) message, what it did so far. Needs no lease. */
+  failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): void;
+  /** Newest first. */
+  recentRuns(limit: number, now?: Date): RunRecord[];
+  getRun(id: number, now?: Date): RunRecord | null;
   quarantine(runId: number | null, source: string, rec: QuarantinedRecord, now: string): void;
   quarantined(limit: number): QuarantineRow[];
   countQuarantined(): number;
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void;
-  events(since: string | null, kinds?: readonly string[]): AuditEvent[];
+  events(since: string | null, kinds?: readonly string[], runId?: number | null): AuditEvent[];
   /**
    * Per record and target. `writtenAt` is the first CRM write (the first `applied` delivery, kept when later
    * deliveries find the record already suppressed); `outcome` of a closed row that was ever applied is `applied`.
    */
-  audit(since: string | null): AuditRow[];
-  /** Every delivery event (append-only), oldest first; `since` filters on the delivery time. */
-  deliveryHistory(since: string | null): DeliveryEvent[];
+  audit(since: string | null, runId?: number | null): AuditRow[];
+  /** Every delivery event (append-only), oldest first; `since` filters on the delivery time, `runId` on the run. */
+  deliveryHistory(since: string | null, runId?: number | null): DeliveryEvent[];
+  /** First CRM writes (`applied`) of opt-outs a sync queued, newest `limit`, oldest first. */
+  lagPoints(limit: number): LagPoint[];
 
   /**
    * One run at a time: throws RunLocked while another holder's lease is valid. An expired lease (not renewed for
