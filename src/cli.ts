@@ -28,6 +28,7 @@ import { pidAlive } from './store/sqlite';
 import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
 import { exampleConfig } from './init';
+import { registerServiceCommands } from './service/cli';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
 
@@ -595,6 +596,7 @@ export function buildProgram(): Command {
 
   // commands that live in their own module (auth, emulate, demo)
   registerCommands(program, g, { out, ExitError, progressBar, interruptible });
+  registerServiceCommands(program, g, { out, ExitError, progressBar, interruptible });
   return program;
 }
 
