@@ -1,10 +1,12 @@
 /**
  * `cc-optout run`: the service command (registered on the program by one call in src/cli.ts).
  */
+import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import type { CommandHelpers } from '../cli';
 import { openApp } from '../app';
-import { ConfigError, parseListen, scheduleOf, serviceProblems, resolveService } from '../config';
+import { ConfigError, loadConfig, parseListen, scheduleOf, serviceProblems, resolveService } from '../config';
+import { createRegistry } from '../plugin';
 import { createLogger, LogLevel } from '../log';
 import { cronProblem, parseEvery } from './schedule';
 import { ServiceRunner } from './runner';
@@ -53,19 +55,23 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
       // a service logs its runs: info unless --log-level was given
       const level: LogLevel = program.getOptionValueSource('logLevel') === 'default' ? 'info' : opts.logLevel;
       const logger = createLogger({ format: opts.logFormat, level });
-      const app = openApp({ configFile: opts.config, env: process.env, logger });
+      // the service section with the options applied is checked before the store is opened (exit 2, nothing written)
+      if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory()) throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
+      const registry = createRegistry();
+      const config = loadConfig(opts.config, process.env, registry);
+      const base = config.service ?? resolveService(undefined);
+      const service = {
+        ...base,
+        schedule: o.every !== undefined || o.cron !== undefined ? scheduleOf(o.every, o.cron) : base.schedule,
+        listen: o.listen ? parseListen(o.listen)! : base.listen,
+      };
+      if (o.listen) {
+        const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen / service');
+        if (p.length) throw new ConfigError(p, config.file ?? undefined);
+      }
+      const app = openApp({ configFile: opts.config, env: process.env, logger, registry });
       let runner: ServiceRunner;
       try {
-        const base = app.config.service ?? resolveService(undefined);
-        const overridden = o.every !== undefined || o.cron !== undefined;
-        const listenText = o.listen;
-        const service = {
-          ...base,
-          schedule: overridden ? scheduleOf(o.every, o.cron) : base.schedule,
-          listen: listenText ? parseListen(listenText)! : base.listen,
-        };
-        const p = serviceProblems({ listen: listenText, token: service.token ?? undefined }, '--listen / service');
-        if (listenText && p.length) throw new ConfigError(p, app.config.file ?? undefined);
         runner = new ServiceRunner({ app, service, logger });
       } catch (err) {
         await app.close();

@@ -45,7 +45,7 @@ export interface ServiceServerDeps {
 
 export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
   // fastify's own logger stays off: request logs would need their own redaction, and the service logs its runs
-  const app = Fastify({ logger: false, disableRequestLogging: true, trustProxy: false });
+  const app = Fastify({ logger: false, trustProxy: false });
   app.addHook('onRequest', async (req, reply) => {
     if (deps.token === null) return;
     const route = req.url.split('?')[0] ?? '';
