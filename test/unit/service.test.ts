@@ -21,6 +21,8 @@ import { bearerMatches, createServiceServer } from '../../src/service/server';
 import { parseEvery, cronProblem } from '../../src/service/schedule';
 import { ServiceRunner } from '../../src/service/runner';
 import { checkRunOptions } from '../../src/service/cli';
+import Ajv from 'ajv';
+import { loadManifest } from '../../src/plugin';
 import { runCliSync, testConfig, testRegistry } from '../helpers';
 
 function memoryKv(): KeyValue & { data: Map<string, string> } {
@@ -231,6 +233,16 @@ describe('service: config section and run options', () => {
     assert.deepEqual(c.service!.alerts.webhooks, [{ url, format: 'slack', timeoutSeconds: 5 }]);
     assert.equal(redact(`posting to ${url}`), 'posting to [redacted]');
     assert.equal(redact('token tok-0123456789abcdef'), 'token [redacted]');
+  });
+
+  it('manifest.json configSchema: the same section (a valid one passes, the codec\'s refusals fail)', () => {
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(loadManifest().configSchema as object);
+    const full = (service: unknown) => ({ source: { type: 'constant-contact', clientId: 'c' }, targets: [{ name: 'a', connector: 'hubspot', config: {} }], service });
+    assert.equal(validate(full({ every: '2s', listen: '127.0.0.1:0', token: '${T}', alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'slack' }], oldestQueuedMinutes: 5 } })), true, JSON.stringify(validate.errors));
+    for (const bad of [{ every: '5m', cron: '* * * * *' }, { listn: 'x' }, { alerts: { webhooks: [{ url: 'http://hooks.example.test/x' }] } }, { alerts: { webhooks: [{ url: 'https://h.example.test', format: 'xml' }] } }]) {
+      assert.equal(validate(full(bad)), false, JSON.stringify(bad));
+      assert.ok(problems(bad).length > 0, JSON.stringify(bad));
+    }
   });
 
   it('parseEvery / cronProblem / checkRunOptions', () => {
