@@ -97,6 +97,7 @@ export class ServiceRunner {
   async start(): Promise<string> {
     const { host, port } = this.o.service.listen;
     const address = await this.server.listen({ host, port });
+    if (this.stopping) return address;
     this.log.info('service listening', { address, schedule: this.o.service.schedule.text, auth: this.o.service.token ? 'bearer token' : 'none (loopback only)' });
     this.tick();
     this.scheduler = startScheduler(this.o.service.schedule, () => this.tick());

@@ -161,15 +161,20 @@ describe('e2e: cc-optout run (service mode)', function () {
       ['target-halted:salesforce firing', 'target-halted:salesforce resolved'],
     );
 
-    // one more opt-out, then SIGTERM (possibly mid-run): exit 0, nothing lost, lease released
+    // one more opt-out; SIGTERM while that run waits on HubSpot (slowed down): the batch in hand finishes, exit 0
+    h.emu.faults.set({ hubspot: { latencyMs: 1500 } });
+    const hsRequests = () => Object.values(h.emu.requestCounts().hubspot).reduce((a, c) => a + c.total, 0);
+    const before = hsRequests();
     h.emu.addOptOuts(fresh.slice(3, 4).map((c) => ({ contactId: c.contactId })));
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitFor(() => hsRequests() > before, { timeoutMs: 20_000, intervalMs: 20, what: 'a run to call HubSpot for the last opt-out' });
     svc.child.kill('SIGTERM');
     const r = await svc.done;
     assert.equal(r.code, 0, `exit ${r.code}\n${r.stderr.slice(-3000)}`);
     const lines = logLines(svc);
     assert.ok(lines.some((l) => l.msg === 'service stopped'), 'service stopped logged');
-    assert.ok(lines.every((l) => typeof l.time === 'string' && typeof l.level === 'string'), 'every log line is JSON');
+    const nonJson = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('{'));
+    assert.deepEqual(nonJson, [], 'every stderr line is a JSON log line');
+    assert.ok(lines.every((l) => typeof l.time === 'string' && typeof l.level === 'string'), 'every log line has time and level');
     // secrets never in the logs: the token and the webhook URLs' paths
     for (const secret of [TOKEN, 'good-secret-path-1234', 'bad-secret-path-5678']) assert.ok(!r.stderr.includes(secret) && !r.stdout.includes(secret), `leaked ${secret}`);
 
@@ -189,6 +194,11 @@ describe('e2e: cc-optout run (service mode)', function () {
       }
       const unfinished = db.prepare(`SELECT COUNT(*) n FROM runs WHERE finished_at IS NULL`).get() as { n: number };
       assert.equal(unfinished.n, 0, 'every run row finished');
+      const lastRun = db.prepare(`SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1`).get() as { exit_code: number };
+      assert.equal(lastRun.exit_code, 143, 'the last run was stopped by the SIGTERM, after its batch');
+      const lastOptOut = db.prepare(`SELECT target, state FROM outbox WHERE email = ?`).all(fresh[3]!.email) as { target: string; state: string }[];
+      assert.deepEqual(lastOptOut.map((x) => x.target).sort(), ['hubspot', 'salesforce'], 'the last opt-out is queued for both targets');
+      for (const x of lastOptOut) assert.ok(['done', 'queued'].includes(x.state), `${x.target}: ${x.state}`);
     } finally {
       db.close();
     }
