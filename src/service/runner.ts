@@ -230,7 +230,18 @@ export class ServiceRunner {
     return out;
   }
 
-  private async updateAlerts(): Promise<void> {
+  private alerting: Promise<void> | null = null;
+
+  /** One evaluation at a time (a slow webhook must not let two evaluations send the same change twice). */
+  private updateAlerts(): Promise<void> {
+    if (this.alerting) return this.alerting;
+    this.alerting = this.evaluateAlerts().finally(() => {
+      this.alerting = null;
+    });
+    return this.alerting;
+  }
+
+  private async evaluateAlerts(): Promise<void> {
     let conditions: Condition[];
     try {
       conditions = this.conditions();
@@ -276,6 +287,7 @@ export class ServiceRunner {
     this.scheduler?.stop();
     this.controller.abort(reason);
     await this.idle();
+    await this.alerting;
     await this.server.close();
     this.log.info('service stopped', { reason });
   }

@@ -12,6 +12,7 @@ import { clearSecrets, memoryLogger, redact } from '../../src/log';
 import { KeyValue } from '../../src/plugin';
 import { App } from '../../src/app';
 import { RunSummary } from '../../src/engine';
+import { OptOut } from '../../src/domain';
 import { SqliteStateStore } from '../../src/store/sqlite';
 import { RunLocked } from '../../src/store/types';
 import { ReauthorizationRequired } from '../../src/source/types';
@@ -401,6 +402,48 @@ describe('service: the runner schedules runs', () => {
       assert.equal(rd.ready, false);
       assert.match(rd.reasons.join(' '), /Constant Contact credentials: .*invalid_grant.*auth constant-contact/);
       assert.deepEqual(r.conditions().filter((c) => c.active).map((c) => c.key).sort(), ['cc-reauth', 'run-fatal']);
+    } finally {
+      await r.stop();
+      f.store.close();
+    }
+  });
+
+  it('parked rows and an old queued row become alert conditions (and recover); alerts fire once across a restart', async () => {
+    let clock = T0;
+    const f = fakeApp(async () => summary());
+    const posts: Record<string, unknown>[] = [];
+    const svc = service({ alerts: { webhooks: [{ url: 'http://127.0.0.1:9/hook', format: 'json' as const, timeoutSeconds: 1 }], oldestQueuedMinutes: 30 } });
+    const mk = () => new ServiceRunner({ app: f.app, service: svc, logger: memoryLogger(), now: () => clock, post: async (_u, body) => void posts.push(body as Record<string, unknown>) });
+    const opt = (email: string): OptOut => ({ email, contactId: `id-${email}`, optedOutAt: '2026-05-01T00:00:00.000Z', source: 'Contact', reason: null, deleted: false });
+    f.store.commitDetection({ runId: 1, added: [opt('p@x.com'), opt('q@x.com')], resubscribed: [], targets: ['a'], now: T0.toISOString() });
+    f.store.recordOutcomes({ runId: 1, target: 'a', now: T0, policy: { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 60 }, outcomes: [{ email: 'p@x.com', kind: 'failed-permanent', recordIds: [], message: 'bad' }] });
+    const active = (r: ServiceRunner) => r.conditions().filter((c) => c.active).map((c) => c.key).sort();
+    let r = mk();
+    try {
+      assert.deepEqual(active(r), ['parked:a'], 'q@x.com was queued just now');
+      clock = at(31 * 60);
+      assert.deepEqual(active(r), ['oldest-queued:a', 'parked:a']);
+      r.tick();
+      await r.idle();
+      assert.deepEqual(posts.map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), ['oldest-queued:a firing', 'parked:a firing']);
+      await r.stop();
+      // a restart with the same store: nothing new to say
+      r = mk();
+      r.tick();
+      await r.idle();
+      assert.equal(posts.length, 2);
+      f.store.requeueParked('a', clock.toISOString());
+      f.store.recordOutcomes({
+        runId: 1,
+        target: 'a',
+        now: clock,
+        policy: { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 60 },
+        outcomes: ['p@x.com', 'q@x.com'].map((email) => ({ email, kind: 'applied' as const, recordIds: ['1'] })),
+      });
+      clock = at(32 * 60);
+      r.tick();
+      await r.idle();
+      assert.deepEqual(posts.slice(2).map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), ['oldest-queued:a resolved', 'parked:a resolved']);
     } finally {
       await r.stop();
       f.store.close();
