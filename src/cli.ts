@@ -29,6 +29,7 @@ import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
 import { auditExport, registerRunsCommand } from './history';
 import { exampleConfig } from './init';
+import { registerServiceCommands } from './service/cli';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
 
@@ -576,6 +577,7 @@ export function buildProgram(): Command {
   // commands that live in their own module (auth, emulate, demo; runs)
   registerCommands(program, g, { out, ExitError, progressBar, interruptible });
   registerRunsCommand(program, g, withStoreContext, out);
+  registerServiceCommands(program, g, { out, ExitError, progressBar, interruptible });
   return program;
 }
 

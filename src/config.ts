@@ -7,10 +7,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { visit, stripComments, parse as parseJsonc, printParseErrorCode, JSONPath, ParseError } from 'jsonc-parser';
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey } from './codec';
+import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey, isLoopbackHost } from './codec';
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { Registry } from './plugin';
+import { DEFAULT_EVERY, Schedule, cronProblem, parseEvery } from './service/schedule';
 
 export const DEFAULT_CONFIG_PATH = './cc-optout.config.json';
 export const DEFAULT_STORE_PATH = './.cc-optout/state.db';
@@ -108,6 +109,82 @@ export const DeliveryConfig = strictObject(
   },
 );
 
+/** `service.every`: a duration such as 30s, 5m, 1h (see src/service/schedule.ts). */
+const EveryCodec = new t.Type<string, string, unknown>(
+  'a duration such as 30s, 5m, 1h or 1h30m (1s..24h)',
+  (u): u is string => typeof u === 'string' && typeof parseEvery(u) === 'number',
+  (u, c) => (typeof u === 'string' && typeof parseEvery(u) === 'number' ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+/** `service.cron`: a cron pattern croner accepts (5 fields, or 6 with seconds first). */
+const CronCodec = new t.Type<string, string, unknown>(
+  'a cron pattern such as "*/5 * * * *"',
+  (u): u is string => typeof u === 'string' && cronProblem(u) === null,
+  (u, c) => (typeof u === 'string' && cronProblem(u) === null ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+export const DEFAULT_LISTEN = '127.0.0.1:9464';
+
+/** `host:port` (IPv6 in brackets: `[::1]:9464`); port 0 = any free port. Null when it is not one. */
+export function parseListen(v: string): { host: string; port: number } | null {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(v.trim());
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port > 65535) return null;
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+const ListenCodec = new t.Type<string, string, unknown>(
+  'host:port, e.g. 127.0.0.1:9464 or [::1]:9464',
+  (u): u is string => typeof u === 'string' && parseListen(u) !== null,
+  (u, c) => (typeof u === 'string' && parseListen(u) !== null ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+/** The bearer token of the service's HTTP endpoints: long enough not to be guessed. */
+const ServiceToken = new t.Type<string, string, unknown>(
+  'a string of at least 16 characters (use a ${ENV} reference)',
+  (u): u is string => typeof u === 'string' && u.trim().length >= 16,
+  (u, c) => (typeof u === 'string' && u.trim().length >= 16 ? t.success(u) : t.failure(u, c)),
+  (a) => a,
+);
+
+export const WebhookConfig = strictObject(
+  'WebhookConfig',
+  { url: SecureUrl },
+  {
+    /** "slack": Slack-compatible `{"text": ...}`; "json" (default): a JSON object with the alert's fields. */
+    format: t.union([t.literal('slack'), t.literal('json')]),
+    timeoutSeconds: numberRange(1, 60, 'seconds'),
+  },
+);
+
+export const AlertsConfig = strictObject(
+  'AlertsConfig',
+  {},
+  {
+    webhooks: t.array(WebhookConfig),
+    /** Alert when a target's oldest queued row waits longer than this. */
+    oldestQueuedMinutes: numberRange(1, 30 * 24 * 60, 'minutes'),
+  },
+);
+
+export const ServiceConfig = strictObject(
+  'ServiceConfig',
+  {},
+  {
+    every: EveryCodec,
+    cron: CronCodec,
+    listen: ListenCodec,
+    token: ServiceToken,
+    /** Pause after a failed run: baseSeconds, doubling per consecutive failure, at most maxSeconds. */
+    backoff: strictObject('ServiceBackoffConfig', {}, { baseSeconds: numberRange(1, 86_400, 'seconds'), maxSeconds: numberRange(1, 86_400, 'seconds') }),
+    alerts: AlertsConfig,
+  },
+);
+export type ServiceConfig = t.TypeOf<typeof ServiceConfig>;
+
 export const FileConfig = strictObject(
   'Config',
   {
@@ -119,6 +196,7 @@ export const FileConfig = strictObject(
     $comment: t.unknown,
     store: strictObject('StoreConfig', {}, { path: NonEmptyString }),
     delivery: DeliveryConfig,
+    service: ServiceConfig,
   },
 );
 export type FileConfig = t.TypeOf<typeof FileConfig>;
@@ -162,12 +240,77 @@ export interface ResolvedDelivery {
   recheckNotFoundHours: number;
 }
 
+export interface ResolvedWebhook {
+  url: string;
+  format: 'slack' | 'json';
+  timeoutSeconds: number;
+}
+
+/** The `service` section (`cc-optout run`), defaults applied. */
+export interface ResolvedService {
+  schedule: Schedule;
+  listen: { host: string; port: number };
+  /** Bearer token for everything beyond /healthz and /readyz; null = none. */
+  token: string | null;
+  backoff: { baseSeconds: number; maxSeconds: number };
+  alerts: { webhooks: ResolvedWebhook[]; oldestQueuedMinutes: number };
+}
+
 export interface Config {
   file: string | null;
   storePath: string;
   source: ResolvedSource;
   targets: ResolvedTarget[];
   delivery: ResolvedDelivery;
+  /** Always set by decodeConfig (optional for hand-built configs in tests). */
+  service?: ResolvedService;
+}
+
+export function scheduleOf(every: string | undefined, cron: string | undefined): Schedule {
+  if (cron !== undefined) return { kind: 'cron', pattern: cron, text: `cron ${cron}` };
+  const text = every ?? DEFAULT_EVERY;
+  return { kind: 'every', seconds: parseEvery(text) as number, text: `every ${text}` };
+}
+
+/**
+ * Problems the codec cannot see: `every` and `cron` together, a non-loopback listen address without a token
+ * (the metrics and the status page would be open to the network), backoff base above its cap.
+ */
+export function serviceProblems(s: { every?: string; cron?: string; listen?: string; token?: string; backoff?: { baseSeconds?: number; maxSeconds?: number } }, at = 'service'): string[] {
+  const problems: string[] = [];
+  if (s.every !== undefined && s.cron !== undefined) problems.push(`${at}: set either every or cron, not both`);
+  const listen = parseListen(s.listen ?? DEFAULT_LISTEN);
+  if (listen && !isLoopbackHost(listen.host) && !s.token) {
+    problems.push(`${at}.listen: got ${JSON.stringify(s.listen)}, a non-loopback address; set ${at}.token (a \${ENV} reference) so that /metrics is not open to the network, or listen on 127.0.0.1`);
+  }
+  if (s.backoff?.baseSeconds !== undefined && s.backoff.maxSeconds !== undefined && s.backoff.baseSeconds > s.backoff.maxSeconds) {
+    problems.push(`${at}.backoff.baseSeconds: got ${s.backoff.baseSeconds}, expected at most backoff.maxSeconds (${s.backoff.maxSeconds})`);
+  }
+  return problems;
+}
+
+export function resolveService(s: ServiceConfig | undefined): ResolvedService {
+  const listen = parseListen(s?.listen ?? DEFAULT_LISTEN)!;
+  return {
+    schedule: scheduleOf(s?.every, s?.cron),
+    listen,
+    token: s?.token ?? null,
+    backoff: { baseSeconds: s?.backoff?.baseSeconds ?? 30, maxSeconds: s?.backoff?.maxSeconds ?? 1800 },
+    alerts: {
+      webhooks: (s?.alerts?.webhooks ?? []).map((w) => ({ url: w.url, format: w.format ?? 'json', timeoutSeconds: w.timeoutSeconds ?? 5 })),
+      oldestQueuedMinutes: s?.alerts?.oldestQueuedMinutes ?? 60,
+    },
+  };
+}
+
+/** Webhook URLs carry their credential in the path (Slack's do): masked wherever they would be printed. */
+function registerWebhookSecrets(raw: unknown): void {
+  const hooks = (raw as { service?: { alerts?: { webhooks?: unknown } } } | null)?.service?.alerts?.webhooks;
+  if (!Array.isArray(hooks)) return;
+  for (const h of hooks) {
+    const url = (h as { url?: unknown } | null)?.url;
+    if (typeof url === 'string' && !/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(url)) registerSecret(url);
+  }
 }
 
 export function resolveSource(s: ConstantContactConfig): ResolvedSource {
@@ -402,6 +545,8 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
   missingEnvPaths.clear();
   registerInlineSecrets(raw);
   const resolved = resolveEnv(raw, env, problems, '', opts.requireEnv !== false);
+  registerWebhookSecrets(raw);
+  registerWebhookSecrets(resolved);
   const baseDir = file ? path.dirname(path.resolve(file)) : null;
   const requireEnv = opts.requireEnv !== false;
   const decoded = decodeTolerant(FileConfig, resolved, '', requireEnv);
@@ -436,6 +581,7 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
   if (!decoded.ok) throw new ConfigError(problems, file ?? undefined);
   const c = decoded.value;
   if (c.targets.length === 0) problems.push('targets: expected at least one target');
+  if (c.service) problems.push(...serviceProblems(c.service));
   if (problems.length > 0) throw new ConfigError(problems, file ?? undefined);
   return {
     file,
@@ -449,6 +595,7 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
       backoffMaxSeconds: c.delivery?.backoffMaxSeconds ?? 6 * 3600,
       recheckNotFoundHours: c.delivery?.recheckNotFoundHours ?? 24,
     },
+    service: resolveService(c.service),
   };
 }
 

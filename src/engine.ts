@@ -71,6 +71,8 @@ export interface DetectionSummary {
   quarantined: number;
   complete: boolean;
   stoppedReason?: string;
+  /** When detection can go on (a daily quota's reset), when it stopped for that. */
+  retryAt?: string;
   unsubscribedCount?: number | null;
   /** Things detection repaired or held back (a garbage checkpoint, resubscribes not concluded), for the run's messages. */
   warnings?: string[];
@@ -82,6 +84,8 @@ export interface TargetSummary {
   queued: number;
   parked: number;
   halted?: string;
+  /** When the target said it can be tried again (a daily limit's reset), when it halted with one. */
+  retryAt?: string;
   /** Records parked (failed-permanent) by this run: the first few, with the reason. */
   parkedRecords?: { email: string; message: string }[];
 }
@@ -479,6 +483,7 @@ export class Engine {
       }
       if (err instanceof QuotaExceeded) {
         summary.complete = false;
+        summary.retryAt = err.resetAt.toISOString();
         summary.stoppedReason = `Constant Contact daily quota reached: ${err.message.replace(/\.$/, '')}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
         logger.warn(summary.stoppedReason);
         return;
@@ -581,6 +586,7 @@ export class Engine {
         });
         summary.outcomes['failed-retryable'] = (summary.outcomes['failed-retryable'] ?? 0) + batch.length;
         summary.halted = `${err.kind}: ${err.message}`;
+        if (err.retryAt) summary.retryAt = new Date(err.retryAt).toISOString();
         // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
         if (err.retryAt) store.deferQueued(t.name, new Date(err.retryAt).toISOString());
         log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: err.retryAt });
@@ -595,6 +601,7 @@ export class Engine {
       this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: Math.max(total, done) });
       if (report.halt) {
         summary.halted = `${report.halt.kind}: ${report.halt.message}`;
+        if (report.halt.retryAt) summary.retryAt = new Date(report.halt.retryAt).toISOString();
         if (report.halt.retryAt) store.deferQueued(t.name, new Date(report.halt.retryAt).toISOString());
         log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: report.halt.retryAt });
         break;

@@ -32,6 +32,12 @@ export interface StatusPageDeps {
   /** Runs shown (default 20). */
   readonly runsShown?: number;
   readonly now?: () => Date;
+  /**
+   * With a token, viewing needs it too (the page shows emails): an unauthorised visitor sees only the sign-in form
+   * and the audit downloads answer 401. `cc-optout run` sets it, as its other routes (but the probes) need the
+   * token. Without a token configured the page stays read-only for anyone who can reach it.
+   */
+  readonly privateView?: boolean;
 }
 
 const COOKIE = 'cc_optout_status';
@@ -314,6 +320,8 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
     return { enabled: true, via: null };
   };
 
+  const mustSignIn = (a: Auth): boolean => deps.privateView === true && a.enabled && a.via === null;
+
   /** A POST from a browser session must come from this site and carry the CSRF token; a bearer header needs neither. */
   const postAuthorised = (req: FastifyRequest, body: Record<string, unknown>): boolean => {
     const a = authOf(req);
@@ -355,6 +363,12 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
       flash: extra.flash ?? (requeued !== null ? `re-queued ${requeued} parked record(s); the next sync delivers them` : null),
       error: extra.error ?? null,
     };
+    if (mustSignIn(state.auth)) {
+      const body = html`${authBox(state)}<h1>cc-optout status</h1>
+<p class="muted">sign in with the service token to see the outbox, parked records, runs and audit</p>
+${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
+      return secure(reply, nonce).code(401).type('text/html; charset=utf-8').send(page(nonce, 'cc-optout status', body));
+    }
     return secure(reply, nonce).code(code).type('text/html; charset=utf-8').send(renderStatusPage(deps, names, state, nonce));
   };
 
@@ -402,6 +416,7 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
 
     for (const format of ['csv', 'json'] as const) {
       scope.get(`${prefix}/audit.${format}`, async (req, reply) => {
+        if (mustSignIn(authOf(req))) return reply.code(401).send({ error: 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)' });
         const q = req.query as Record<string, string | undefined>;
         const history = q.history === '1' || q.history === 'true';
         let runId: number | null = null;

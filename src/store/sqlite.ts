@@ -530,6 +530,10 @@ export class SqliteStateStore implements StateStore {
         .prepare(`SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`)
         .pluck()
         .get(target) as string | null;
+      const oldestQueued = this.db
+        .prepare(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`)
+        .pluck()
+        .get(target) as string | null;
       const last = this.db
         .prepare(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`)
         .pluck()
@@ -542,7 +546,7 @@ export class SqliteStateStore implements StateStore {
         else if (c.state === 'parked') parked += c.n;
         else if (c.outcome) done[c.outcome] = (done[c.outcome] ?? 0) + c.n;
       }
-      return { target, queued, due, parked, done, oldestQueuedOptOutAt: oldest, lastDeliveredAt: last };
+      return { target, queued, due, parked, done, oldestQueuedOptOutAt: oldest, oldestQueuedAt: oldestQueued, lastDeliveredAt: last };
     });
   }
 

@@ -68,6 +68,8 @@ export interface TargetStatus {
   readonly parked: number;
   readonly done: Partial<Record<OutcomeKind, number>>;
   readonly oldestQueuedOptOutAt: string | null;
+  /** When the oldest queued row was queued (its age is how long it has waited). */
+  readonly oldestQueuedAt?: string | null;
   readonly lastDeliveredAt: string | null;
 }
 

@@ -158,6 +158,29 @@ describe('status page (issue 11 item 5)', () => {
     }
   });
 
+  it('privateView (as cc-optout run mounts it): without the token only the sign-in form shows, no email, and the audit is 401', async () => {
+    const pv = Fastify();
+    registerStatusPage(pv, { store: seeded.store, targets: seeded.config.targets, token: TOKEN, privateView: true, now: () => seeded.clock.now() });
+    await pv.ready();
+    try {
+      const anon = await pv.inject({ method: 'GET', url: '/status' });
+      assert.equal(anon.statusCode, 401);
+      assert.match(anon.body, /id="sign-in"/);
+      assert.doesNotMatch(anon.body, /parked1@x\.com|crm-one/, 'nothing of the state shows before sign-in');
+      assert.equal((await pv.inject({ method: 'GET', url: '/status/audit.csv' })).statusCode, 401);
+      const bearer = { authorization: `Bearer ${TOKEN}` };
+      const ok = await pv.inject({ method: 'GET', url: '/status', headers: bearer });
+      assert.equal(ok.statusCode, 200);
+      assert.match(ok.body, /parked1@x\.com/);
+      assert.equal((await pv.inject({ method: 'GET', url: '/status/audit.csv', headers: bearer })).statusCode, 200);
+      const login = await pv.inject({ method: 'POST', url: '/status/login', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `token=${TOKEN}` });
+      const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+      assert.match((await pv.inject({ method: 'GET', url: '/status', headers: { cookie } })).body, /parked1@x\.com/);
+    } finally {
+      await pv.close();
+    }
+  });
+
   it('the audit downloads are the same text as cc-optout audit (CSV/JSON, --history, one run)', async () => {
     const csv = await app.inject({ method: 'GET', url: '/status/audit.csv' });
     assert.equal(csv.statusCode, 200);

@@ -1,0 +1,108 @@
+/**
+ * `cc-optout run`: the service command (registered on the program by one call in src/cli.ts).
+ */
+import * as fs from 'fs';
+import { Command, Option } from 'commander';
+import type { CommandHelpers } from '../cli';
+import { openApp } from '../app';
+import { ConfigError, loadConfig, parseListen, scheduleOf, serviceProblems, resolveService } from '../config';
+import { createRegistry } from '../plugin';
+import { createLogger, LogLevel } from '../log';
+import { cronProblem, parseEvery } from './schedule';
+import { ServiceRunner } from './runner';
+
+interface GlobalOpts {
+  config: string;
+  json?: boolean;
+  logFormat: 'text' | 'json';
+  logLevel: LogLevel;
+  progress: boolean;
+}
+
+interface RunOpts {
+  every?: string;
+  cron?: string;
+  listen?: string;
+}
+
+/** `--every`, `--cron`, `--listen` checked before anything is opened (exit 2 naming the option). */
+export function checkRunOptions(o: RunOpts): string[] {
+  const problems: string[] = [];
+  if (o.every !== undefined && o.cron !== undefined) problems.push('--every and --cron: give one of them, not both');
+  if (o.every !== undefined) {
+    const s = parseEvery(o.every);
+    if (typeof s === 'string') problems.push(`--every: ${s}`);
+  }
+  if (o.cron !== undefined) {
+    const p = cronProblem(o.cron);
+    if (p) problems.push(`--cron: ${p}`);
+  }
+  if (o.listen !== undefined && parseListen(o.listen) === null) problems.push(`--listen: got ${JSON.stringify(o.listen)}, expected host:port such as 127.0.0.1:9464 (port 0 = any free port)`);
+  return problems;
+}
+
+export function registerServiceCommands(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
+  program
+    .command('run')
+    .description('run as a service: sync on a schedule, serve /healthz, /readyz and /metrics, send alerts (stops cleanly on SIGTERM/SIGINT)')
+    .option('--every <duration>', 'sync every duration: 30s, 5m, 1h, 1h30m (default: service.every, else 5m)')
+    .option('--cron <pattern>', 'sync on a cron pattern instead, e.g. "*/5 * * * *" (default: service.cron)')
+    .addOption(new Option('--listen <host:port>', 'HTTP address (default: service.listen, else 127.0.0.1:9464; port 0 = any free port)'))
+    .action(async (o: RunOpts) => {
+      const problems = checkRunOptions(o);
+      if (problems.length) throw new h.ExitError(2, problems.join('\n'));
+      const opts = g();
+      // a service logs its runs: info unless --log-level was given
+      const level: LogLevel = program.getOptionValueSource('logLevel') === 'default' ? 'info' : opts.logLevel;
+      const logger = createLogger({ format: opts.logFormat, level });
+      // the service section with the options applied is checked before the store is opened (exit 2, nothing written)
+      if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory()) throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
+      const registry = createRegistry();
+      const config = loadConfig(opts.config, process.env, registry);
+      const base = config.service ?? resolveService(undefined);
+      const service = {
+        ...base,
+        schedule: o.every !== undefined || o.cron !== undefined ? scheduleOf(o.every, o.cron) : base.schedule,
+        listen: o.listen ? parseListen(o.listen)! : base.listen,
+      };
+      if (o.listen) {
+        const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen / service');
+        if (p.length) throw new ConfigError(p, config.file ?? undefined);
+      }
+      const app = openApp({ configFile: opts.config, env: process.env, logger, registry });
+      let runner: ServiceRunner;
+      try {
+        runner = new ServiceRunner({ app, service, logger });
+      } catch (err) {
+        await app.close();
+        throw err;
+      }
+      let stopping: Promise<void> | null = null;
+      let stopped!: () => void;
+      const done = new Promise<void>((resolve) => (stopped = resolve));
+      const onSignal = (sig: NodeJS.Signals): void => {
+        if (stopping) {
+          logger.warn('second signal: exiting now; queued rows stay queued, a restart resumes', { signal: sig });
+          process.exit(sig === 'SIGTERM' ? 143 : 130);
+        }
+        logger.info('stopping: the run in hand finishes its batch, then the service exits', { signal: sig });
+        stopping = runner.stop(sig).finally(stopped);
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      try {
+        try {
+          await runner.start();
+        } catch (err) {
+          const { host, port } = runner.listenAddress();
+          throw new h.ExitError(2, `service.listen: cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`);
+        }
+        await done;
+      } finally {
+        await runner.stop();
+        await app.close();
+        process.removeListener('SIGTERM', onSignal);
+        process.removeListener('SIGINT', onSignal);
+      }
+    });
+}

@@ -1,0 +1,81 @@
+/**
+ * The HTTP side of `cc-optout run` (fastify): `/healthz` (the process is alive), `/readyz` (store open, last run
+ * not fatal, credentials valid as the last run saw them; 503 with the reasons otherwise) and `/metrics`
+ * (Prometheus text format). With `service.token` set, every route except /healthz and /readyz needs
+ * `Authorization: Bearer <token>` (compared in constant time; the token is never logged). The status page
+ * (src/service/page.ts) mounts on the instance `createServiceServer` returns.
+ */
+import { createHash, timingSafeEqual } from 'crypto';
+import Fastify, { FastifyInstance } from 'fastify';
+import { Logger } from '../log';
+
+/** Routes open without the token (probes of a service manager or an orchestrator). */
+export const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+/** Where `cc-optout run` mounts the status page (src/service/page.ts), which does its own authorisation. */
+export const STATUS_PREFIX = '/status';
+
+/**
+ * Does the `Authorization` header carry the token? Both sides are hashed first, so the comparison takes the
+ * same time whatever the length or the content of what was sent.
+ */
+export function bearerMatches(header: string | string[] | undefined, token: string): boolean {
+  const value = Array.isArray(header) ? header[0] : header;
+  const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(value ?? '');
+  const given = createHash('sha256').update(m ? m[1]! : '').digest();
+  const wanted = createHash('sha256').update(token).digest();
+  // evaluated in full before combining: no early exit on a missing header
+  const same = timingSafeEqual(given, wanted);
+  return m !== null && same;
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not ready (empty when ready). */
+  reasons: string[];
+  /** Extra facts for people (last run, next run). */
+  [key: string]: unknown;
+}
+
+export interface ServiceServerDeps {
+  /** null: no token (loopback only; the config refuses a non-loopback address without one). */
+  token: string | null;
+  readiness: () => Readiness;
+  metrics: () => Promise<string>;
+  metricsContentType: string;
+  logger: Logger;
+}
+
+export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
+  // fastify's own logger stays off: request logs would need their own redaction, and the service logs its runs
+  const app = Fastify({ logger: false, trustProxy: false });
+  app.addHook('onRequest', async (req, reply) => {
+    if (deps.token === null) return;
+    const route = req.url.split('?')[0] ?? '';
+    if (OPEN_ROUTES.has(route)) return;
+    // the status page checks the token itself (a browser signs in once and carries a session cookie)
+    if (route === STATUS_PREFIX || route.startsWith(`${STATUS_PREFIX}/`)) return;
+    if (!bearerMatches(req.headers.authorization, deps.token)) {
+      await reply.code(401).header('www-authenticate', 'Bearer realm="cc-optout"').send({ error: 'unauthorized: send Authorization: Bearer <service.token>' });
+    }
+  });
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/', async (_req, reply) => reply.redirect(STATUS_PREFIX, 302));
+  app.get('/readyz', async (_req, reply) => {
+    let r: Readiness;
+    try {
+      r = deps.readiness();
+    } catch (err) {
+      r = { ready: false, reasons: [`readiness check failed: ${(err as Error).message}`] };
+    }
+    return reply.code(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not ready', ...r });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    const text = await deps.metrics();
+    return reply.header('content-type', deps.metricsContentType).send(text);
+  });
+  app.setErrorHandler((err, _req, reply) => {
+    deps.logger.warn('service: HTTP handler failed', { error: (err as Error).message });
+    void reply.code(500).send({ error: 'internal error' });
+  });
+  return app;
+}
