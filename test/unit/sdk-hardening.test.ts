@@ -19,7 +19,8 @@ import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
 import { HALT_BRAND, TargetHalt, isTargetHalt } from '../../src/sdk';
 import { readTargetFailure } from '../../src/engine';
-import { FakeSource, contact, runCliSync } from '../helpers';
+import { FakeSource, MEMORY_PLUGIN, contact, runCliSync } from '../helpers';
+import { exampleConfig } from '../../src/init';
 
 const ROOT = packageRoot();
 const ACME = path.join(ROOT, 'test', 'fixtures', 'plugins', 'acme');
@@ -268,6 +269,19 @@ describe('connector SDK (issue 10)', () => {
       const r = loadedAfter(dir, `const { loadConfig } = require(${dist} + '/config'); const { createRegistry } = require(${dist} + '/registry'); loadConfig(${JSON.stringify(file)}, {}, createRegistry());`);
       assert.deepStrictEqual(r, { builtins: [], acmeLoads: 1 });
     });
+  });
+
+  it('init asks each loaded connector for its example target (the core names no CRM)', () => {
+    const withPlugin = createRegistry();
+    withPlugin.usePlugins([MEMORY_PLUGIN], ROOT);
+    const targets = (exampleConfig(withPlugin) as { targets: Array<{ name: string; connector: string; config: unknown; '//'?: string }> }).targets;
+    assert.deepStrictEqual(targets.map((t) => t.connector), ['hubspot', 'memory-crm', 'salesforce']);
+    assert.deepStrictEqual(targets.find((t) => t.connector === 'memory-crm')!.config, { crm: 'main' });
+    const hs = targets.find((t) => t.connector === 'hubspot')!;
+    assert.deepStrictEqual(hs.config, (({ ['//']: _c, ...rest }) => rest)(createRegistry().get('hubspot')!.example!() as Record<string, unknown>));
+    assert.match(hs['//'] ?? '', /Service Key/);
+    // only connectors: no target for a registry without any
+    assert.deepStrictEqual((exampleConfig(createRegistry({ connectorsDir: null })) as { targets: unknown[] }).targets, []);
   });
 
   it('PluginError names the plugin', () => {
