@@ -23,7 +23,7 @@ import { parseEvery, cronProblem } from '../../src/service/schedule';
 import { ServiceRunner } from '../../src/service/runner';
 import { checkRunOptions } from '../../src/service/cli';
 import Ajv from 'ajv';
-import { loadManifest } from '../../src/plugin';
+import { CONFIG_SCHEMA } from '../../src/spec';
 import { runCliSync, testConfig, testRegistry } from '../helpers';
 
 function memoryKv(): KeyValue & { data: Map<string, string> } {
@@ -236,8 +236,8 @@ describe('service: config section and run options', () => {
     assert.equal(redact('token tok-0123456789abcdef'), 'token [redacted]');
   });
 
-  it('manifest.json configSchema: the same section (a valid one passes, the codec\'s refusals fail)', () => {
-    const validate = new Ajv({ allErrors: true, strict: false }).compile(loadManifest().configSchema as object);
+  it('the config JSON Schema (src/config.schema.json): the same section (a valid one passes, the codec\'s refusals fail)', () => {
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(CONFIG_SCHEMA as object);
     const full = (service: unknown) => ({ source: { type: 'constant-contact', clientId: 'c' }, targets: [{ name: 'a', connector: 'hubspot', config: {} }], service });
     assert.equal(validate(full({ every: '2s', listen: '127.0.0.1:0', token: '${T}', alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'slack' }], oldestQueuedMinutes: 5 } })), true, JSON.stringify(validate.errors));
     for (const bad of [{ every: '5m', cron: '* * * * *' }, { listn: 'x' }, { alerts: { webhooks: [{ url: 'http://hooks.example.test/x' }] } }, { alerts: { webhooks: [{ url: 'https://h.example.test', format: 'xml' }] } }]) {

@@ -6,11 +6,12 @@ import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
 import { clearSecrets } from '../../../src/log';
-import { CheckReport, Target } from '../../../src/plugin';
+import { CheckReport, Target } from '../../../src/sdk';
 import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from './fixtures/harness';
+import { checkEither } from '../../../test/contract';
 
 async function check(target: Target): Promise<CheckReport> {
-  const r = await target.check()();
+  const r = await checkEither(target);
   if (isLeft(r)) throw new Error(`check returned Left: ${r.left.message}`);
   return r.right;
 }
