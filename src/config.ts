@@ -11,18 +11,14 @@ import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatE
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { Registry } from './plugin';
+import { ConfigError } from './domain';
 
 export const DEFAULT_CONFIG_PATH = './cc-optout.config.json';
 export const DEFAULT_STORE_PATH = './.cc-optout/state.db';
 export const CC_API_BASE = 'https://api.cc.email/v3';
 export const CC_AUTH_BASE = 'https://authz.constantcontact.com/oauth2/default/v1';
 
-export class ConfigError extends Error {
-  constructor(readonly problems: string[], readonly file?: string) {
-    super(`${file ? `config ${file}` : 'config'} is invalid:\n` + problems.map((p) => `  - ${p}`).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 /**
  * Upper bounds of the config's numbers (the JSON Schema in manifest.json states the same maxima): a value past

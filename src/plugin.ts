@@ -14,11 +14,8 @@ import { Logger } from './log';
 import { Clock } from './http/clock';
 
 /** Durable key/value storage scoped to one target (OAuth tokens, last API usage, decisions). */
-export interface KeyValue {
-  get(key: string): string | null;
-  /** Written durably (committed) before it returns. */
-  set(key: string, value: string): void;
-}
+import type { KeyValue } from './domain';
+export type { KeyValue };
 
 /** Counts API requests per vendor for the run summary ("API calls used against the minimum"). */
 export interface CallCounter {
