@@ -600,12 +600,21 @@ export class Engine {
     let done = 0;
     for (;;) {
       const batch = await this.nextBatch(t.name, open.batchSize, feed, signal);
-      if (!batch) break;
-      const halted = await this.deliverBatch(t.name, open.target, batch, summary, open.log);
+      if (!batch) return;
+      const halt = await this.deliverBatch(t.name, open.target, batch, summary, open.log);
       done += batch.length;
       this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: done + this.deps.store.countDue(t.name, this.now()) });
-      if (halted) break;
+      if (!halt) continue;
+      // a dated stop (daily limit) holds the whole outbox of this target: also what the scan queues after it
+      if (halt.retryAt) await this.holdUntil(t.name, halt.retryAt, feed, signal);
+      return;
     }
+  }
+
+  /** Once the scan is over, defer every queued row of the target to `retryAt` (rows it queued after the stop too). */
+  private async holdUntil(target: string, retryAt: string, feed: OutboxFeed, signal?: AbortSignal): Promise<void> {
+    while (!feed.ended && !signal?.aborted) await feed.next(signal);
+    this.deps.store.deferQueued(target, new Date(retryAt).toISOString());
   }
 
   /**
@@ -641,8 +650,8 @@ export class Engine {
     }
   }
 
-  /** Deliver one batch and record one outcome per email; true when the target stopped for the run. */
-  private async deliverBatch(name: string, target: Target, batch: readonly OptOut[], summary: TargetSummary, log: Logger): Promise<boolean> {
+  /** Deliver one batch and record one outcome per email; the halt when the target stopped for the run. */
+  private async deliverBatch(name: string, target: Target, batch: readonly OptOut[], summary: TargetSummary, log: Logger): Promise<TargetError | undefined> {
     const { result: r, calls } = await this.deliverIsolating(target, batch, 'apply', log);
     summary.batches += calls;
     // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
@@ -653,12 +662,12 @@ export class Engine {
     const deferUntil = halt ? (halt.retryAt ? new Date(halt.retryAt) : new Date(this.now().getTime() + this.deps.config.delivery.backoffBaseSeconds * 1000)) : undefined;
     this.deps.store.recordOutcomes({ runId: this.runId!, target: name, outcomes, now: this.now(), policy: this.deps.config.delivery, deferUntil, random: this.deps.random });
     for (const o of outcomes) countOutcome(summary, o);
-    if (!halt) return false;
+    if (!halt) return undefined;
     summary.halted = `${halt.kind}: ${halt.message}`;
     // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
     if (halt.retryAt) this.deps.store.deferQueued(name, new Date(halt.retryAt).toISOString());
     log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: halt.retryAt });
-    return true;
+    return halt;
   }
 
   /** Dry run: plan every queued row (due or not) plus `extra` (what detection would add); nothing is written. */
