@@ -129,9 +129,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE run_lock ADD COLUMN renewed_at TEXT;
   ALTER TABLE run_lock ADD COLUMN expires_at TEXT;
   `,
-  // 5: what \`status\` shows is kept, not counted: outbox rows per (target, state, outcome) and opt-outs per state,
+  // 5: what status shows is kept, not counted: outbox rows per (target, state, outcome) and opt-outs per state,
   //    maintained by triggers in the transaction of every change (so a million rows cost a few row reads); the
-  //    last delivery per target and the resubscribe events found through indexes; counts of existing rows filled in
+  //    last delivery per target, the oldest queued opt-out and the resubscribe events found through indexes;
+  //    the counts of existing rows are filled in
   `
   CREATE TABLE outbox_counts (
     target TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
@@ -165,6 +166,7 @@ export const MIGRATIONS: readonly string[] = [
     UPDATE opt_out_counts SET n = n - 1 WHERE state = OLD.state;
   END;
   CREATE INDEX outbox_last_done ON outbox (target, completed_at) WHERE state = 'done';
+  CREATE INDEX outbox_queued ON outbox (target, email) WHERE state = 'queued';
   CREATE INDEX events_kind ON events (kind, id);
   `,
 ];
