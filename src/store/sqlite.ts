@@ -166,7 +166,15 @@ export const MIGRATIONS: readonly string[] = [
     UPDATE opt_out_counts SET n = n - 1 WHERE state = OLD.state;
   END;
   CREATE INDEX outbox_last_done ON outbox (target, completed_at) WHERE state = 'done';
-  CREATE INDEX outbox_queued ON outbox (target, email) WHERE state = 'queued';
+  -- the oldest queued opt-out per target: the opt-out time is copied onto the outbox row (kept by the writes and
+  -- by the trigger below) so that a partial index over the queued rows answers it, however many are queued
+  ALTER TABLE outbox ADD COLUMN opted_out_at_cached TEXT;
+  UPDATE outbox SET opted_out_at_cached = (SELECT p.opted_out_at FROM opt_outs p WHERE p.email = outbox.email);
+  CREATE INDEX outbox_queued ON outbox (target, opted_out_at_cached) WHERE state = 'queued';
+  CREATE TRIGGER outbox_opted_out_at AFTER UPDATE OF opted_out_at ON opt_outs WHEN OLD.opted_out_at IS NOT NEW.opted_out_at BEGIN
+    UPDATE outbox SET opted_out_at_cached = NEW.opted_out_at
+      WHERE target IN (SELECT target FROM outbox_counts) AND email = NEW.email;
+  END;
   CREATE INDEX events_kind ON events (kind, id);
   `,
 ];
@@ -306,8 +314,8 @@ export class SqliteStateStore implements StateStore {
         source = excluded.source, reason = excluded.reason, deleted = excluded.deleted, state = 'active',
         left_at = NULL, last_seen_at = excluded.last_seen_at`);
     const enqueue = this.sql(`
-      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, origin)
-      VALUES (@target, @email, 'queued', @now, 0, @now,
+      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, opted_out_at_cached, origin)
+      VALUES (@target, @email, 'queued', @now, 0, @now, @optedOutAt,
         -- how the row was queued: by a backfill run's scan, or by a sync
         COALESCE((SELECT CASE kind WHEN 'backfill' THEN 'backfill' ELSE 'sync' END FROM runs WHERE id = @runId), 'sync'))
       ON CONFLICT(target, email) DO UPDATE SET state = 'queued', attempts = 0, next_attempt_at = excluded.next_attempt_at,
@@ -323,7 +331,7 @@ export class SqliteStateStore implements StateStore {
       this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
-        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId });
+        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId, optedOutAt: o.optedOutAt });
         event.run(c.runId, 'opt-out-detected', o.email, JSON.stringify({ contactId: o.contactId, optedOutAt: o.optedOutAt, source: o.source }), c.now);
       }
       for (const r of c.resubscribed) {
@@ -344,8 +352,8 @@ export class SqliteStateStore implements StateStore {
   enqueueKnown(input: { runId: number; targets: readonly string[]; since: string | null; redeliver: boolean; now: string }): number {
     let n = 0;
     const insert = this.sql(`
-      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, origin)
-      SELECT @target, email, 'queued', @now, 0, @now, 'backfill' FROM opt_outs
+      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, opted_out_at_cached, origin)
+      SELECT @target, email, 'queued', @now, 0, @now, opted_out_at, 'backfill' FROM opt_outs
       WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since)
       ON CONFLICT(target, email) DO NOTHING`);
     const redo = this.sql(`
@@ -488,7 +496,7 @@ export class SqliteStateStore implements StateStore {
   targetStatus(targets: readonly string[], now: Date): TargetStatus[] {
     // the counts kept by migration 5's triggers: one read of a table with a row per (target, state, outcome)
     const counts = this.sql(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0`).all() as { target: string; state: string; outcome: string; n: number }[];
-    const oldest = this.sql(`SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`).pluck();
+    const oldest = this.sql(`SELECT MIN(opted_out_at_cached) FROM outbox WHERE target = ? AND state = 'queued'`).pluck();
     const last = this.sql(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`).pluck();
     return targets.map((target) => {
       const done: Record<string, number> = {};

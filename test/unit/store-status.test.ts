@@ -93,8 +93,12 @@ function exercise(store: SqliteStateStore, check: (what: string, now: Date) => v
   rec('hubspot', outcomes(e(0, 100), 'already-suppressed'), new Date(t5.getTime() + 60_000));
   // some left the unsubscribed set, one came back
   store.commitDetection({ runId: run2, added: [], resubscribed: e(290, 300), targets: TARGETS, now: t5.toISOString() });
-  store.commitDetection({ runId: run2, added: [optOut(299)], resubscribed: [], targets: TARGETS, now: new Date(t5.getTime() + 120_000).toISOString() });
-  check('leavers and a return', new Date(t5.getTime() + 180_000));
+  store.commitDetection({ runId: run2, added: [{ ...optOut(299), optedOutAt: '2019-01-01T00:00:00.000Z' }], resubscribed: [], targets: TARGETS, now: new Date(t5.getTime() + 120_000).toISOString() });
+  check('leavers and a return with an earlier opt-out date', new Date(t5.getTime() + 180_000));
+  // a queued opt-out seen again with another date (the oldest queued opt-out follows it)
+  store.commitDetection({ runId: run2, added: [{ ...optOut(250), optedOutAt: '2018-06-01T00:00:00.000Z' }], resubscribed: [], targets: TARGETS, now: new Date(t5.getTime() + 200_000).toISOString() });
+  assert.strictEqual(store.targetStatus(['hubspot'], t5)[0]!.oldestQueuedOptOutAt, '2018-06-01T00:00:00.000Z');
+  check('a queued opt-out re-dated', new Date(t5.getTime() + 240_000));
 }
 
 describe('store: the counts `status` shows', () => {
