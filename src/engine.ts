@@ -4,7 +4,8 @@
  * Detect reads opt-outs from the source (an incremental opt-out window, or a full reconcile of the
  * unsubscribed set), computes the delta against the store, and commits new opt-outs together with one
  * outbox row per (target, email); the window checkpoint advances only after that work is committed.
- * Deliver drains each target's outbox independently, in batches, and records one outcome per email.
+ * Deliver drains each target's outbox independently, in batches, and records one outcome per email; it runs
+ * alongside detection, the outbox the hand-off: a committed page is deliverable at once (detectAndDeliver).
  * A crash at any point resumes from the store: detection re-reads an overlapping window, delivery picks
  * up every row that is still queued.
  */
