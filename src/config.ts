@@ -12,18 +12,14 @@ import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { DEFAULT_EVERY, Schedule, cronProblem, parseEvery } from './service/schedule';
 import { PluginError, Registry } from './registry';
+import { ConfigError } from './domain';
 
 export const DEFAULT_CONFIG_PATH = './cc-optout.config.json';
 export const DEFAULT_STORE_PATH = './.cc-optout/state.db';
 export const CC_API_BASE = 'https://api.cc.email/v3';
 export const CC_AUTH_BASE = 'https://authz.constantcontact.com/oauth2/default/v1';
 
-export class ConfigError extends Error {
-  constructor(readonly problems: string[], readonly file?: string) {
-    super(`${file ? `config ${file}` : 'config'} is invalid:\n` + problems.map((p) => `  - ${p}`).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 /**
  * Upper bounds of the config's numbers (the JSON Schema in src/config.schema.json states the same maxima): a value past

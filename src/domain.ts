@@ -119,3 +119,27 @@ export function mappedValue(v: MappedValue, o: OptOut): string | number | boolea
       return o.email;
   }
 }
+
+/** A namespaced key/value store (tokens, usage counters), durable per call. Re-exported by the plugin contract. */
+export interface KeyValue {
+  get(key: string): string | null;
+  /** Written durably (committed) before it returns. */
+  set(key: string, value: string): void;
+}
+
+/** A source record that cannot be trusted, kept aside with the reason. Re-exported by source/types. */
+export interface QuarantinedRecord {
+  readonly reason: string;
+  readonly raw: unknown;
+  readonly recordId: string | null;
+  /** The record's normalised email address when one could be read (not stored: it is in `raw`). */
+  readonly email?: string | null;
+}
+
+/** A config (or store path) that cannot be used: the CLI exits 2 before any write. Re-exported by config. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[], readonly file?: string) {
+    super(`${file ? `config ${file}` : 'config'} is invalid:\n` + problems.map((p) => `  - ${p}`).join('\n'));
+    this.name = 'ConfigError';
+  }
+}

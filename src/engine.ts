@@ -4,7 +4,8 @@
  * Detect reads opt-outs from the source (an incremental opt-out window, or a full reconcile of the
  * unsubscribed set), computes the delta against the store, and commits new opt-outs together with one
  * outbox row per (target, email); the window checkpoint advances only after that work is committed.
- * Deliver drains each target's outbox independently, in batches, and records one outcome per email.
+ * Deliver drains each target's outbox independently, in batches, and records one outcome per email; it runs
+ * alongside detection, the outbox the hand-off: a committed page is deliverable at once (detectAndDeliver).
  * A crash at any point resumes from the store: detection re-reads an overlapping window, delivery picks
  * up every row that is still queued.
  */
@@ -114,6 +115,97 @@ export interface TargetSummary {
 
 /** How many parked records a summary names. */
 export const PARKED_SHOWN = 5;
+
+/** What a scan reads: the opt-out window from the checkpoint, the whole unsubscribed set, or `backfill --since`. */
+type ScanMode = 'window' | 'full' | 'since';
+
+interface DetectOptions {
+  readonly dryRun: boolean;
+  /** The targets new opt-outs are queued for. */
+  readonly targets: readonly string[];
+  /** Stop after the page in hand once aborted. */
+  readonly signal?: AbortSignal;
+  /** backfill --since */
+  readonly since?: string | null;
+  /** Told of every committed page (the delivery workers wait on it). */
+  readonly feed?: OutboxFeed;
+}
+
+interface Detection {
+  readonly summary: DetectionSummary;
+  /** Dry run: the new opt-outs detection found (nothing is committed). */
+  readonly pending: OptOut[];
+}
+
+/** One scan in progress: its options, what it has counted so far, and what concluding a full reconcile needs. */
+interface ScanState extends DetectOptions {
+  readonly runId: number;
+  readonly source: OptOutSource;
+  readonly started: Date;
+  readonly summary: DetectionSummary;
+  readonly pending: OptOut[];
+  readonly pendingSeen: Set<string>;
+  /** Opted-out emails seen by this scan. */
+  readonly seen: Set<string>;
+  /** Emails of quarantined records: their contact's permission is unknown, so they never count as "left". */
+  readonly quarantinedEmails: Set<string>;
+  quarantinedUnidentified: number;
+  /** Marked as having left from a well-formed record on a page: not counted again as missing. */
+  readonly alreadyLeft: Set<string>;
+  optedOutNotDeleted: number;
+  /** The count Constant Contact reports for the set being scanned (sizes the progress bar). */
+  total: number | null;
+}
+
+/**
+ * The hand-off between a scan and the delivery workers: the scan says when a page is committed to the outbox
+ * and when it has ended; a worker that has drained what is due waits here for the next page.
+ */
+export class OutboxFeed {
+  private waiting: (() => void)[] = [];
+  private over = false;
+
+  /** The scan has ended (completed, stopped or failed): no more pages come in this run. */
+  get ended(): boolean {
+    return this.over;
+  }
+
+  committed(): void {
+    this.wake();
+  }
+
+  end(): void {
+    this.over = true;
+    this.wake();
+  }
+
+  /** Resolves at the next committed page, at the end of the scan, or once `signal` is aborted. */
+  next(signal?: AbortSignal): Promise<void> {
+    if (this.over || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      signal?.addEventListener('abort', done, { once: true });
+      this.waiting.push(done);
+    });
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const w of waiting) w();
+  }
+}
+
+function countOutcome(summary: TargetSummary, o: Outcome): void {
+  summary.outcomes[o.kind] = (summary.outcomes[o.kind] ?? 0) + 1;
+  if (o.kind === 'failed-permanent') {
+    const named = (summary.parkedRecords ??= []);
+    if (named.length < PARKED_SHOWN) named.push({ email: o.email, message: o.message ?? 'no reason given' });
+  }
+}
 
 /** The run stopped early because the caller asked it to (SIGINT/SIGTERM): what was committed stays. */
 export class RunInterrupted extends Error {
@@ -351,286 +443,343 @@ export class Engine {
   }
 
   /**
-   * Detect opt-outs. When `dryRun`, nothing is committed: the new opt-outs are returned in `pending`.
+   * Detect opt-outs: read the pages of one scan (an opt-out window, a full reconcile, or `backfill --since`),
+   * commit each page in ONE transaction (new opt-outs + their outbox rows), then conclude the scan (the
+   * checkpoint moves only after every page before it is committed). A dry run commits nothing: its new
+   * opt-outs come back in `pending`. Every committed page wakes the delivery workers through `feed`.
    */
-  private async detect(
-    full: boolean,
-    dryRun: boolean,
-    targets: readonly string[],
-    summary: DetectionSummary,
-    pending: OptOut[],
-    opts: { signal?: AbortSignal; since?: string | null } = {},
-  ): Promise<void> {
-    const { store, config, logger } = this.deps;
-    const runId = this.runId!;
-    const source = this.buildSource();
-    const lagMs = config.source.detection.lagMinutes * MINUTE;
-    const started = this.now();
-    const pendingSeen = new Set<string>();
-    const seen = new Set<string>();
-    // Emails of quarantined records: their contact's permission is unknown, so they never count as "left".
-    const quarantinedEmails = new Set<string>();
-    let quarantinedUnidentified = 0;
-    // Marked as having left from a well-formed record on a page: not counted again as missing.
-    const alreadyLeft = new Set<string>();
-    let optedOutNotDeleted = 0;
-    if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
-    let scanTotal: number | null = null;
-
-    const onPage = (page: SourcePage): void => {
-      this.assertLease();
-      summary.pages += 1;
-      summary.contactsSeen += page.contacts.length;
-      summary.skippedNoEmail += page.skippedNoEmail;
-      summary.quarantined += page.quarantined;
-      for (const e of page.quarantinedEmails ?? []) quarantinedEmails.add(e);
-      quarantinedUnidentified += page.quarantinedUnidentified ?? 0;
-      const emails = page.contacts.map((c) => c.email);
-      const known = store.knownOptOuts(emails);
-      const nowIso = this.now().toISOString();
-      const delta = computeDelta(known, page.contacts, nowIso);
-      const optedOut = page.contacts.filter(isOptedOut);
-      summary.optOutsSeen += optedOut.length;
-      for (const c of optedOut) seen.add(c.email);
-      for (const c of delta.resubscribed) alreadyLeft.add(c.email);
-      optedOutNotDeleted += optedOut.filter((c) => !c.deleted).length;
-      if (dryRun) {
-        for (const o of delta.added) {
-          if (!pendingSeen.has(o.email)) {
-            pendingSeen.add(o.email);
-            pending.push(o);
-          }
-        }
-        summary.newOptOuts = pending.length;
-        summary.resubscribed += delta.resubscribed.length;
-      } else {
-        store.commitDetection({
-          runId,
-          added: delta.added,
-          resubscribed: delta.resubscribed,
-          seen: delta.unchanged,
-          targets,
-          now: nowIso,
-        });
-        summary.newOptOuts += delta.added.length;
-        summary.resubscribed += delta.resubscribed.length;
-      }
-      this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen, total: scanTotal });
-      // this page is committed; stop before the next one is requested
-      if (opts.signal?.aborted) throw new RunInterrupted();
-    };
-
+  private async detect(mode: ScanMode, opts: DetectOptions): Promise<Detection> {
+    const scan = this.newScan(opts);
+    const onPage = (page: SourcePage): void => this.takePage(scan, page);
     try {
-      if (opts.since) {
-        // backfill --since: read only the opt-outs since that date (an opt-out window), not the whole set
-        summary.mode = 'window';
-        const before = new Date(started.getTime() - lagMs);
-        summary.window = { after: opts.since, before: before.toISOString() };
-        if (before.getTime() > Date.parse(opts.since)) await source.scanWindow(new Date(opts.since), before, onPage);
-      } else if (full) {
-        summary.mode = 'full';
-        // Everything opted out before `started` is in the unsubscribed set we are about to read.
-        const knownActive = store.activeOptOutEmails();
-        // the count the API reports sizes the progress bar (and sanity-checks the scan afterwards)
-        try {
-          scanTotal = await source.unsubscribedCount();
-        } catch (err) {
-          logger.debug('could not read /contacts/counts', { error: (err as Error).message });
-        }
-        summary.unsubscribedCount = scanTotal;
-        await source.scanUnsubscribed(onPage);
-        // Only a well-formed record (or, here, the absence of one) may say a known opt-out left the set: a
-        // quarantined record of that person says nothing either way.
-        let missing = missingFromFullScan(knownActive, seen).filter((e) => !quarantinedEmails.has(e) && !alreadyLeft.has(e));
-        if (quarantinedUnidentified > 0 && missing.length > 0) {
-          const note =
-            `${missing.length} known opt-out(s) were not in the unsubscribed set, but ${quarantinedUnidentified} quarantined record(s) ` +
-            `have an unreadable email address and may be theirs: none is marked as having left the set this run (see \`cc-optout quarantine\`)`;
-          logger.warn(note);
-          (summary.warnings ??= []).push(note);
-          missing = [];
-        }
-        const checkpointBefore = new Date(started.getTime() - lagMs).toISOString();
-        if (dryRun) {
-          summary.resubscribed += missing.length;
-        } else {
-          store.commitDetection({
-            runId,
-            added: [],
-            resubscribed: missing,
-            targets,
-            now: this.now().toISOString(),
-            checkpoints: { [CHECKPOINT_WINDOW]: checkpointBefore, [CHECKPOINT_LAST_FULL]: started.toISOString() },
-          });
-          summary.resubscribed += missing.length;
-        }
-        // /contacts/counts counts live (not deleted) contacts; the scan also read unsubscribed-then-deleted ones
-        if (summary.unsubscribedCount !== null && summary.unsubscribedCount !== optedOutNotDeleted) {
-          logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', {
-            scannedNotDeleted: optedOutNotDeleted,
-            counts: summary.unsubscribedCount,
-          });
-        }
-      } else {
-        summary.mode = 'window';
-        const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
-        if (Number.isNaN(Date.parse(checkpoint))) {
-          // fullReconcileDue() sends a garbage checkpoint to a full reconcile; never do date arithmetic on one
-          throw new Error(`the stored checkpoint ${CHECKPOINT_WINDOW} is not a date-time (${JSON.stringify(checkpoint.slice(0, 60))}); run \`cc-optout sync --full\` to repair it`);
-        }
-        const after = new Date(Date.parse(checkpoint) - config.source.detection.overlapMinutes * MINUTE);
-        const before = new Date(started.getTime() - lagMs);
-        summary.window = { after: after.toISOString(), before: before.toISOString() };
-        if (before.getTime() <= Date.parse(checkpoint)) {
-          logger.info('opt-out window is empty (last run was less than the lag ago); nothing to read');
-        } else {
-          await source.scanWindow(after, before, onPage);
-          if (!dryRun) {
-            // The window's opt-outs are committed (page by page); only now may the checkpoint move.
-            store.commitDetection({
-              runId,
-              added: [],
-              resubscribed: [],
-              targets,
-              now: this.now().toISOString(),
-              checkpoints: { [CHECKPOINT_WINDOW]: before.toISOString() },
-            });
-          }
-        }
-      }
-      summary.complete = true;
+      // 1. read and commit page by page; 2. conclude (leavers, checkpoints) once the scan is whole
+      if (mode === 'since') await this.scanSince(scan, onPage);
+      else if (mode === 'full') await this.reconcileFully(scan, onPage);
+      else await this.scanFromCheckpoint(scan, onPage);
+      scan.summary.complete = true;
     } catch (err) {
-      if (err instanceof RunInterrupted) {
-        summary.complete = false;
-        summary.stoppedReason = 'interrupted: detection stopped after a committed page; a rerun resumes';
-        return;
-      }
-      if (err instanceof QuotaExceeded) {
-        summary.complete = false;
-        summary.retryAt = err.resetAt.toISOString();
-        summary.stoppedReason = `Constant Contact daily quota reached: ${err.message.replace(/\.$/, '')}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
-        logger.warn(summary.stoppedReason);
-        return;
-      }
-      throw err;
+      this.stoppedEarly(scan, err);
     }
+    return { summary: scan.summary, pending: scan.pending };
+  }
+
+  private newScan(opts: DetectOptions): ScanState {
+    const summary = emptyDetection();
+    if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
+    return {
+      ...opts,
+      runId: this.runId!,
+      source: this.buildSource(),
+      started: this.now(),
+      summary,
+      pending: [],
+      pendingSeen: new Set(),
+      seen: new Set(),
+      quarantinedEmails: new Set(),
+      quarantinedUnidentified: 0,
+      alreadyLeft: new Set(),
+      optedOutNotDeleted: 0,
+      total: null,
+    };
+  }
+
+  /** The end of the window a scan started now reads up to: `now − lagMinutes` (recent opt-outs settle first). */
+  private windowEnd(scan: ScanState): Date {
+    return new Date(scan.started.getTime() - this.deps.config.source.detection.lagMinutes * MINUTE);
+  }
+
+  /** One page: count it, compute its delta against the store, commit it (or keep it, in a dry run), report it. */
+  private takePage(scan: ScanState, page: SourcePage): void {
+    this.assertLease();
+    const { summary } = scan;
+    summary.pages += 1;
+    summary.contactsSeen += page.contacts.length;
+    summary.skippedNoEmail += page.skippedNoEmail;
+    summary.quarantined += page.quarantined;
+    for (const e of page.quarantinedEmails ?? []) scan.quarantinedEmails.add(e);
+    scan.quarantinedUnidentified += page.quarantinedUnidentified ?? 0;
+    const nowIso = this.now().toISOString();
+    const delta = computeDelta(this.deps.store.knownOptOuts(page.contacts.map((c) => c.email)), page.contacts, nowIso);
+    const optedOut = page.contacts.filter(isOptedOut);
+    summary.optOutsSeen += optedOut.length;
+    for (const c of optedOut) scan.seen.add(c.email);
+    for (const c of delta.resubscribed) scan.alreadyLeft.add(c.email);
+    scan.optedOutNotDeleted += optedOut.filter((c) => !c.deleted).length;
+    summary.resubscribed += delta.resubscribed.length;
+    if (scan.dryRun) {
+      for (const o of delta.added) {
+        if (scan.pendingSeen.has(o.email)) continue;
+        scan.pendingSeen.add(o.email);
+        scan.pending.push(o);
+      }
+      summary.newOptOuts = scan.pending.length;
+    } else {
+      this.deps.store.commitDetection({ runId: scan.runId, added: delta.added, resubscribed: delta.resubscribed, seen: delta.unchanged, targets: scan.targets, now: nowIso });
+      summary.newOptOuts += delta.added.length;
+      // the page is durably queued: the delivery workers may take it
+      scan.feed?.committed();
+    }
+    this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen, total: scan.total });
+    // this page is committed; stop before the next one is requested
+    if (scan.signal?.aborted) throw new RunInterrupted();
+  }
+
+  /** backfill --since: only the opt-outs since that date (an opt-out window), not the whole set; no checkpoint. */
+  private async scanSince(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+    const since = scan.since!;
+    const before = this.windowEnd(scan);
+    scan.summary.mode = 'window';
+    scan.summary.window = { after: since, before: before.toISOString() };
+    if (before.getTime() > Date.parse(since)) await scan.source.scanWindow(new Date(since), before, onPage);
+  }
+
+  /** The whole unsubscribed set; then who left it, and both checkpoints, in one transaction. */
+  private async reconcileFully(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+    const { store, logger } = this.deps;
+    scan.summary.mode = 'full';
+    // Everything opted out before `started` is in the unsubscribed set we are about to read.
+    const knownActive = store.activeOptOutEmails();
+    scan.total = await this.unsubscribedCount(scan);
+    scan.summary.unsubscribedCount = scan.total;
+    await scan.source.scanUnsubscribed(onPage);
+    const missing = this.leftTheSet(scan, knownActive);
+    scan.summary.resubscribed += missing.length;
+    if (!scan.dryRun) {
+      store.commitDetection({
+        runId: scan.runId,
+        added: [],
+        resubscribed: missing,
+        targets: scan.targets,
+        now: this.now().toISOString(),
+        checkpoints: { [CHECKPOINT_WINDOW]: this.windowEnd(scan).toISOString(), [CHECKPOINT_LAST_FULL]: scan.started.toISOString() },
+      });
+    }
+    // /contacts/counts counts live (not deleted) contacts; the scan also read unsubscribed-then-deleted ones
+    if (scan.total !== null && scan.total !== scan.optedOutNotDeleted) {
+      logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', { scannedNotDeleted: scan.optedOutNotDeleted, counts: scan.total });
+    }
+  }
+
+  /** The count the API reports for the unsubscribed set: sizes the progress bar and sanity-checks the scan. */
+  private async unsubscribedCount(scan: ScanState): Promise<number | null> {
+    try {
+      return await scan.source.unsubscribedCount();
+    } catch (err) {
+      this.deps.logger.debug('could not read /contacts/counts', { error: (err as Error).message });
+      return null;
+    }
+  }
+
+  /**
+   * Known opt-outs a whole scan did not see. Only a well-formed record (or, here, the absence of one) may say a
+   * known opt-out left the set: a quarantined record of that person says nothing either way, and quarantined
+   * records with an unreadable address may belong to anyone, so then nobody is concluded to have left.
+   */
+  private leftTheSet(scan: ScanState, knownActive: ReadonlySet<string>): string[] {
+    const missing = missingFromFullScan(knownActive, scan.seen).filter((e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e));
+    if (scan.quarantinedUnidentified === 0 || missing.length === 0) return missing;
+    const note =
+      `${missing.length} known opt-out(s) were not in the unsubscribed set, but ${scan.quarantinedUnidentified} quarantined record(s) ` +
+      `have an unreadable email address and may be theirs: none is marked as having left the set this run (see \`cc-optout quarantine\`)`;
+    this.deps.logger.warn(note);
+    (scan.summary.warnings ??= []).push(note);
+    return [];
+  }
+
+  /** The opt-out window from the stored checkpoint (minus the overlap) to now − lag; then the checkpoint moves. */
+  private async scanFromCheckpoint(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+    const { store, config, logger } = this.deps;
+    scan.summary.mode = 'window';
+    const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
+    if (Number.isNaN(Date.parse(checkpoint))) {
+      // fullReconcileDue() sends a garbage checkpoint to a full reconcile; never do date arithmetic on one
+      throw new Error(`the stored checkpoint ${CHECKPOINT_WINDOW} is not a date-time (${JSON.stringify(checkpoint.slice(0, 60))}); run \`cc-optout sync --full\` to repair it`);
+    }
+    const after = new Date(Date.parse(checkpoint) - config.source.detection.overlapMinutes * MINUTE);
+    const before = this.windowEnd(scan);
+    scan.summary.window = { after: after.toISOString(), before: before.toISOString() };
+    if (before.getTime() <= Date.parse(checkpoint)) {
+      logger.info('opt-out window is empty (last run was less than the lag ago); nothing to read');
+      return;
+    }
+    await scan.source.scanWindow(after, before, onPage);
+    // The window's opt-outs are committed (page by page); only now may the checkpoint move.
+    if (!scan.dryRun) {
+      store.commitDetection({ runId: scan.runId, added: [], resubscribed: [], targets: scan.targets, now: this.now().toISOString(), checkpoints: { [CHECKPOINT_WINDOW]: before.toISOString() } });
+    }
+  }
+
+  /** A scan that stopped on request or on the daily quota keeps what it committed; anything else is rethrown. */
+  private stoppedEarly(scan: ScanState, err: unknown): void {
+    const { summary } = scan;
+    if (err instanceof RunInterrupted) {
+      summary.complete = false;
+      summary.stoppedReason = 'interrupted: detection stopped after a committed page; a rerun resumes';
+      return;
+    }
+    if (err instanceof QuotaExceeded) {
+      summary.complete = false;
+      summary.retryAt = err.resetAt.toISOString();
+      summary.stoppedReason = `Constant Contact daily quota reached: ${err.message.replace(/\.$/, '')}. Detection resumes after ${err.resetAt.toISOString()}; everything found so far is kept and queued.`;
+      this.deps.logger.warn(summary.stoppedReason);
+      return;
+    }
+    throw err;
   }
 
   // ----------------------------------------------------------------------------------------- delivery
 
-  private async deliverTarget(
-    t: ResolvedTarget,
-    dryRun: boolean,
-    extra: readonly OptOut[],
-    summary: TargetSummary,
-    plan: PlanEntry[],
+  /**
+   * Detection and delivery at once, the outbox the hand-off between them: each target's worker delivers the
+   * pages the scan has committed while the scan goes on, and drains what is due once it has ended, whether it
+   * completed or failed (what was committed is delivered; then the scan's error stands, as it would have). A
+   * worker that fails (its lease lost) stops the scan and the other workers after the page or batch in hand;
+   * the first failure is rethrown. `scan` null: nothing to scan (a resumed backfill whose scan completed).
+   */
+  private async detectAndDeliver(
+    scan: ((feed: OutboxFeed, signal: AbortSignal) => Promise<DetectionSummary>) | null,
+    targets: readonly ResolvedTarget[],
+    tsum: Record<string, TargetSummary>,
     signal?: AbortSignal,
-  ): Promise<void> {
-    const { store, config, logger } = this.deps;
+  ): Promise<DetectionSummary> {
+    const feed = new OutboxFeed();
+    const failed = new AbortController();
+    const stop = signal ? AbortSignal.any([signal, failed.signal]) : failed.signal;
+    const scanning = (scan ? scan(feed, stop) : Promise.resolve(emptyDetection())).finally(() => feed.end());
+    const workers = targets.map((t) =>
+      this.deliverTarget(t, feed, tsum[t.name]!, stop).catch((err: unknown) => {
+        failed.abort();
+        throw err;
+      }),
+    );
+    const [scanned, ...delivered] = await Promise.allSettled([scanning, ...workers]);
+    for (const r of [scanned!, ...delivered]) if (r.status === 'rejected') throw r.reason;
+    return (scanned as PromiseFulfilledResult<DetectionSummary>).value;
+  }
+
+  /**
+   * Deliver a target's outbox batch by batch, also while a scan commits more to it (see nextBatch). Stops for
+   * the run when the target halts, after the batch in hand once `signal` is aborted, and at once when the
+   * lease is lost.
+   */
+  private async deliverTarget(t: ResolvedTarget, feed: OutboxFeed, summary: TargetSummary, signal?: AbortSignal): Promise<void> {
+    const open = this.openForDelivery(t, summary);
+    if (!open) return;
+    let done = 0;
+    for (;;) {
+      const batch = await this.nextBatch(t.name, open.batchSize, feed, signal);
+      if (!batch) return;
+      const halt = await this.deliverBatch(t.name, open.target, batch, summary, open.log);
+      done += batch.length;
+      this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: done + this.deps.store.countDue(t.name, this.now()) });
+      if (!halt) continue;
+      // a dated stop (daily limit) holds the whole outbox of this target: also what the scan queues after it
+      if (halt.retryAt) await this.holdUntil(t.name, halt.retryAt, feed, signal);
+      return;
+    }
+  }
+
+  /** Once the scan is over, defer every queued row of the target to `retryAt` (rows it queued after the stop too). */
+  private async holdUntil(target: string, retryAt: string, feed: OutboxFeed, signal?: AbortSignal): Promise<void> {
+    while (!feed.ended && !signal?.aborted) await feed.next(signal);
+    this.deps.store.deferQueued(target, new Date(retryAt).toISOString());
+  }
+
+  /**
+   * The next batch of due rows, or null when this run has no more for the target (nothing due and the scan
+   * over, or aborted: the rest stays queued for the rerun). While the scan goes on only a full batch is taken,
+   * waiting for the next committed page otherwise, so that pipelining costs no extra CRM calls.
+   */
+  private async nextBatch(target: string, batchSize: number, feed: OutboxFeed, signal?: AbortSignal): Promise<OptOut[] | null> {
+    const { store } = this.deps;
+    for (;;) {
+      this.assertLease();
+      if (signal?.aborted) return null;
+      const scanning = !feed.ended;
+      const due = store.countDue(target, this.now(), batchSize);
+      if (due >= batchSize || (due > 0 && !scanning)) return store.dueOutbox(target, this.now(), batchSize).map((r) => r.optOut);
+      if (!scanning) return null;
+      await feed.next(signal);
+    }
+  }
+
+  /** The target, its batch size and logger; null (and the summary says why) when it cannot be opened. */
+  private openForDelivery(t: ResolvedTarget, summary: TargetSummary): { target: Target; batchSize: number; log: Logger } | null {
+    const { config, logger, registry } = this.deps;
     const log = logger.child({ target: t.name });
-    let target: Target;
     try {
-      target = this.openTarget(t);
+      const target = this.openTarget(t);
+      const maxBatch = registry.get(t.connector)!.maxBatch ?? config.delivery.batchSize;
+      return { target, batchSize: Math.max(1, Math.min(config.delivery.batchSize, maxBatch)), log };
     } catch (err) {
       summary.halted = redact((err as Error).message);
       log.error('could not open target', { error: summary.halted });
-      return;
+      return null;
     }
-    const connector = this.deps.registry.get(t.connector)!;
-    const batchSize = Math.max(1, Math.min(config.delivery.batchSize, connector.maxBatch ?? config.delivery.batchSize));
-    const policy = config.delivery;
-    const count = (o: Outcome): void => {
-      summary.outcomes[o.kind] = (summary.outcomes[o.kind] ?? 0) + 1;
-      if (o.kind === 'failed-permanent') {
-        const named = (summary.parkedRecords ??= []);
-        if (named.length < PARKED_SHOWN) named.push({ email: o.email, message: o.message ?? 'no reason given' });
-      }
-    };
+  }
 
-    if (dryRun) {
-      // Plan: every queued row (due or not) plus what detection would add; nothing is written anywhere.
-      const batches: OptOut[][] = [];
-      let offset = 0;
-      for (;;) {
-        const rows = store.queuedOutbox(t.name, batchSize, offset);
-        if (rows.length === 0) break;
-        batches.push(rows.map((r) => r.optOut));
-        offset += rows.length;
-      }
-      const queuedEmails = new Set(batches.flat().map((o) => o.email));
-      const fresh = extra.filter((o) => !queuedEmails.has(o.email));
-      for (let i = 0; i < fresh.length; i += batchSize) batches.push(fresh.slice(i, i + batchSize));
-      const total = batches.reduce((n, b) => n + b.length, 0);
-      let done = 0;
-      for (const batch of batches) {
-        if (signal?.aborted) break;
-        const { result: r, calls } = await this.deliverIsolating(target, batch, 'plan', log);
-        if (E.isLeft(r)) {
-          summary.halted = r.left.message;
-          break;
-        }
-        summary.batches += calls;
-        for (const o of r.right.outcomes) {
-          count(o);
-          plan.push({ target: t.name, email: o.email, kind: o.kind, recordIds: o.recordIds, action: o.action, message: o.message });
-        }
-        done += batch.length;
-        this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total });
-        if (r.right.halt) {
-          summary.halted = r.right.halt.message;
-          break;
-        }
-      }
-      return;
-    }
+  /** Deliver one batch and record one outcome per email; the halt when the target stopped for the run. */
+  private async deliverBatch(name: string, target: Target, batch: readonly OptOut[], summary: TargetSummary, log: Logger): Promise<TargetError | undefined> {
+    const { result: r, calls } = await this.deliverIsolating(target, batch, 'apply', log);
+    summary.batches += calls;
+    // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
+    const outcomes = E.isLeft(r)
+      ? batch.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${r.left.kind}: ${r.left.message}` }))
+      : this.completeOutcomes(batch, r.right.outcomes, log);
+    const halt = E.isLeft(r) ? r.left : r.right.halt;
+    const deferUntil = halt ? (halt.retryAt ? new Date(halt.retryAt) : new Date(this.now().getTime() + this.deps.config.delivery.backoffBaseSeconds * 1000)) : undefined;
+    this.deps.store.recordOutcomes({ runId: this.runId!, target: name, outcomes, now: this.now(), policy: this.deps.config.delivery, deferUntil, random: this.deps.random });
+    for (const o of outcomes) countOutcome(summary, o);
+    if (!halt) return undefined;
+    summary.halted = `${halt.kind}: ${halt.message}`;
+    if (halt.retryAt) summary.retryAt = new Date(halt.retryAt).toISOString();
+    // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
+    if (halt.retryAt) this.deps.store.deferQueued(name, new Date(halt.retryAt).toISOString());
+    log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: halt.retryAt });
+    return halt;
+  }
 
-    const total = store.targetStatus([t.name], this.now())[0]?.due ?? 0;
+  /** Dry run: plan every queued row (due or not) plus `extra` (what detection would add); nothing is written. */
+  private async planTarget(t: ResolvedTarget, extra: readonly OptOut[], summary: TargetSummary, plan: PlanEntry[], signal?: AbortSignal): Promise<void> {
+    const open = this.openForDelivery(t, summary);
+    if (!open) return;
+    const batches = this.planBatches(t.name, extra, open.batchSize);
+    const total = batches.reduce((n, b) => n + b.length, 0);
     let done = 0;
-    for (;;) {
-      this.assertLease();
-      // stop after the batch in hand: its outcomes are recorded, the rest stays queued for the rerun
+    for (const batch of batches) {
       if (signal?.aborted) break;
-      const rows = store.dueOutbox(t.name, this.now(), batchSize);
-      if (rows.length === 0) break;
-      const batch = rows.map((r) => r.optOut);
-      const { result: r, calls } = await this.deliverIsolating(target, batch, 'apply', log);
-      summary.batches += calls;
+      const { result: r, calls } = await this.deliverIsolating(open.target, batch, 'plan', open.log);
       if (E.isLeft(r)) {
-        // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
-        const err = r.left;
-        const deferUntil = err.retryAt ? new Date(err.retryAt) : new Date(this.now().getTime() + policy.backoffBaseSeconds * 1000);
-        store.recordOutcomes({
-          runId: this.runId!,
-          target: t.name,
-          outcomes: batch.map((o) => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${err.kind}: ${err.message}` })),
-          now: this.now(),
-          policy,
-          deferUntil,
-          random: this.deps.random,
-        });
-        summary.outcomes['failed-retryable'] = (summary.outcomes['failed-retryable'] ?? 0) + batch.length;
-        summary.halted = `${err.kind}: ${err.message}`;
-        if (err.retryAt) summary.retryAt = new Date(err.retryAt).toISOString();
-        // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
-        if (err.retryAt) store.deferQueued(t.name, new Date(err.retryAt).toISOString());
-        log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: err.retryAt });
+        summary.halted = r.left.message;
         break;
       }
-      const report = r.right;
-      const outcomes = this.completeOutcomes(batch, report.outcomes, log);
-      const deferUntil = report.halt ? (report.halt.retryAt ? new Date(report.halt.retryAt) : new Date(this.now().getTime() + policy.backoffBaseSeconds * 1000)) : undefined;
-      store.recordOutcomes({ runId: this.runId!, target: t.name, outcomes, now: this.now(), policy, deferUntil, random: this.deps.random });
-      outcomes.forEach(count);
+      summary.batches += calls;
+      for (const o of r.right.outcomes) {
+        countOutcome(summary, o);
+        plan.push({ target: t.name, email: o.email, kind: o.kind, recordIds: o.recordIds, action: o.action, message: o.message });
+      }
       done += batch.length;
-      this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: Math.max(total, done) });
-      if (report.halt) {
-        summary.halted = `${report.halt.kind}: ${report.halt.message}`;
-        if (report.halt.retryAt) summary.retryAt = new Date(report.halt.retryAt).toISOString();
-        if (report.halt.retryAt) store.deferQueued(t.name, new Date(report.halt.retryAt).toISOString());
-        log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: report.halt.retryAt });
+      this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total });
+      if (r.right.halt) {
+        summary.halted = r.right.halt.message;
         break;
       }
     }
+  }
+
+  /** The queued rows of a target in batches, then the `extra` opt-outs not among them. */
+  private planBatches(target: string, extra: readonly OptOut[], batchSize: number): OptOut[][] {
+    const batches: OptOut[][] = [];
+    for (let offset = 0; ; ) {
+      const rows = this.deps.store.queuedOutbox(target, batchSize, offset);
+      if (rows.length === 0) break;
+      batches.push(rows.map((r) => r.optOut));
+      offset += rows.length;
+    }
+    const queuedEmails = new Set(batches.flat().map((o) => o.email));
+    const fresh = extra.filter((o) => !queuedEmails.has(o.email));
+    for (let i = 0; i < fresh.length; i += batchSize) batches.push(fresh.slice(i, i + batchSize));
+    return batches;
   }
 
   /** One outcome per email of the batch, whatever the connector returned. */
@@ -760,18 +909,18 @@ export class Engine {
     signal?: AbortSignal,
   ): RunSummary {
     const { store } = this.deps;
-    const names = Object.keys(tsum);
-    for (const st of store.targetStatus(names, this.now())) {
-      tsum[st.target]!.queued = st.queued;
-      tsum[st.target]!.parked = st.parked;
-    }
     // a paused target ("enabled": false) delivers nothing: say what waits for it, and that the run is not complete
     const paused = this.deps.config.targets.filter((t) => !t.enabled).map((t) => t.name);
     let waiting = 0;
-    for (const st of paused.length ? store.targetStatus(paused, this.now()) : []) {
-      if (st.queued === 0) continue;
-      waiting += st.queued;
-      messages.push(`target ${st.target} is paused ("enabled": false): ${st.queued} opt-out(s) wait for it until it is enabled again`);
+    for (const st of store.targetStatus([...Object.keys(tsum), ...paused], this.now())) {
+      const delivered = tsum[st.target];
+      if (delivered) {
+        delivered.queued = st.queued;
+        delivered.parked = st.parked;
+      } else if (st.queued > 0) {
+        waiting += st.queued;
+        messages.push(`target ${st.target} is paused ("enabled": false): ${st.queued} opt-out(s) wait for it until it is enabled again`);
+      }
     }
     const incomplete = !detection.complete || waiting > 0 || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
     const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
@@ -815,38 +964,53 @@ export class Engine {
   private async runSync(opts: SyncOptions): Promise<RunSummary> {
     const dryRun = !!opts.dryRun;
     const signal = opts.signal;
-    // validated before the run starts: an unknown target leaves no run row behind
+    // 1. validate the targets (an unknown one leaves no run row behind) and take the run lock
     const deliverTo = this.enabledTargets(opts.targets);
     const { started } = this.begin('sync', dryRun);
+    const mode: ScanMode = this.fullReconcileDue(!!opts.full) ? 'full' : 'window';
     // A disabled target is paused, not forgotten: new opt-outs queue for it and wait until it is enabled again.
     const queueFor = this.deps.config.targets.map((t) => t.name);
-    const detection = emptyDetection();
-    const pending: OptOut[] = [];
-    const messages: string[] = [];
-    const full = this.fullReconcileDue(!!opts.full);
-    this.runVariant = full ? 'reconcile' : 'window';
-    await this.detect(full, dryRun, queueFor, detection, pending, { signal });
-    if (detection.stoppedReason) messages.push(detection.stoppedReason);
-    messages.push(...(detection.warnings ?? []));
-    const recheck = this.deps.config.delivery.recheckNotFoundHours;
-    if (!dryRun && recheck > 0 && !signal?.aborted) {
-      // A person not in a CRM when they opted out may be added to it later (an import, a form): look again.
-      const now = this.now();
-      const n = this.deps.store.requeueNotFound(new Date(now.getTime() - recheck * 3600_000).toISOString(), now.toISOString());
-      if (n > 0) messages.push(`looking up again ${n} opt-outs that no CRM record matched ${recheck} h or more ago`);
-    }
     const tsum = this.emptyTargetSummaries(deliverTo);
     this.runTargets = tsum;
+    this.runVariant = mode === 'full' ? 'reconcile' : 'window';
+    if (dryRun) {
+      // 2. (dry run) detect without committing; 3. plan what is queued plus what detection found
+      const found = await this.detect(mode, { dryRun, targets: queueFor, signal });
+      const plan: PlanEntry[] = [];
+      await Promise.all(deliverTo.map((t) => this.planTarget(t, found.pending, tsum[t.name]!, plan, signal)));
+      return this.finish('sync', dryRun, started, found.summary, tsum, plan, this.detectionMessages(found.summary), !!signal?.aborted, signal);
+    }
+    // 2. detect and deliver at once; 3. once the scan is over (who left the set is known), queue again what no
+    //    CRM record matched a while ago, for the workers still draining
+    let recheck: string[] = [];
+    const scan = async (feed: OutboxFeed, stop: AbortSignal): Promise<DetectionSummary> => {
+      const d = await this.detect(mode, { dryRun, targets: queueFor, signal: stop, feed });
+      recheck = this.requeueNotFound(stop);
+      return d.summary;
+    };
+    const detection = await this.detectAndDeliver(scan, deliverTo, tsum, signal);
     this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
-    const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
-    await Promise.all(deliverTo.map((t) => this.deliverTarget(t, dryRun, pending, tsum[t.name]!, plan ?? [], signal)));
-    return this.finish('sync', dryRun, started, detection, tsum, plan, messages, !!signal?.aborted, signal);
+    const messages = [...this.detectionMessages(detection), ...recheck];
+    return this.finish('sync', dryRun, started, detection, tsum, undefined, messages, !!signal?.aborted, signal);
+  }
+
+  private detectionMessages(d: DetectionSummary): string[] {
+    return [...(d.stoppedReason ? [d.stoppedReason] : []), ...(d.warnings ?? [])];
+  }
+
+  /** A person not in a CRM when they opted out may be added to it later (an import, a form): look again. */
+  private requeueNotFound(signal?: AbortSignal): string[] {
+    const recheck = this.deps.config.delivery.recheckNotFoundHours;
+    if (recheck <= 0 || signal?.aborted) return [];
+    const now = this.now();
+    const n = this.deps.store.requeueNotFound(new Date(now.getTime() - recheck * 3600_000).toISOString(), now.toISOString());
+    return n > 0 ? [`looking up again ${n} opt-outs that no CRM record matched ${recheck} h or more ago`] : [];
   }
 
   /**
-   * Queue every current opt-out (optionally since a date) for the chosen targets and deliver.
-   * Rerunning an interrupted backfill skips the scan when it had completed, and never repeats a delivered
-   * write (delivered rows stay delivered unless `redeliver`).
+   * Queue every current opt-out (optionally since a date) for the chosen targets and deliver, delivery starting
+   * while the scan goes on. Rerunning an interrupted backfill skips the scan when it had completed, and never
+   * repeats a delivered write (delivered rows stay delivered unless `redeliver`).
    */
   backfill(opts: BackfillOptions = {}): Promise<RunSummary> {
     return this.recorded(() => this.runBackfill(opts));
@@ -856,49 +1020,46 @@ export class Engine {
     const dryRun = !!opts.dryRun;
     const signal = opts.signal;
     const only = [...(opts.targets ?? []), ...(opts.target ? [opts.target] : [])];
-    // validated before the run starts: an unknown target leaves no run row behind
+    // 1. validate the targets (an unknown one leaves no run row behind) and take the run lock
     const targets = this.enabledTargets(only.length ? only : null);
     const { runId, started } = this.begin('backfill', dryRun);
     this.runVariant = opts.redeliver ? 'redeliver' : opts.since ? 'since' : null;
     const { store, logger } = this.deps;
     const names = targets.map((t) => t.name);
     const since = opts.since ? new Date(opts.since).toISOString() : null;
-    const detection = emptyDetection();
-    const pending: OptOut[] = [];
-    const messages: string[] = [];
-    const job = dryRun ? null : store.openBackfill(since, names, started.toISOString());
-    if (job && job.scanCompletedAt) {
-      messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
-      detection.mode = 'skipped';
-    } else {
-      await this.detect(true, dryRun, this.deps.config.targets.map((t) => t.name), detection, pending, { signal, since });
-      if (job && detection.complete) store.markBackfillScanned(job.id, this.now().toISOString());
-    }
-    if (detection.stoppedReason) messages.push(detection.stoppedReason);
-    messages.push(...(detection.warnings ?? []));
-    let extra: OptOut[] = [];
-    if (dryRun) {
-      // everything known (plus what the scan found) that is not delivered yet to the chosen targets
-      extra = pending.filter((o) => !since || o.optedOutAt >= since);
-    } else {
-      const n = store.enqueueKnown({ runId, targets: names, since, redeliver: !!opts.redeliver, now: this.now().toISOString() });
-      logger.info('backfill queued opt-outs', { queued: n, targets: names.join(',') });
-    }
+    const mode: ScanMode = since ? 'since' : 'full';
+    const queueFor = this.deps.config.targets.map((t) => t.name);
     const tsum = this.emptyTargetSummaries(targets);
     this.runTargets = tsum;
-    const plan: PlanEntry[] | undefined = dryRun ? [] : undefined;
     if (dryRun) {
+      // 2. (dry run) scan without committing; 3. plan, target by target, what is queued, known or found
+      const found = await this.detect(mode, { dryRun, targets: queueFor, signal, since });
+      const extra = found.pending.filter((o) => !since || o.optedOutAt >= since);
+      const plan: PlanEntry[] = [];
       for (const t of targets) {
-        // what enqueueKnown would add for this target (queued rows are planned by deliverTarget itself)
+        // what enqueueKnown would add for this target (queued rows are planned by planTarget itself)
         const wouldQueue = store.backfillCandidates(t.name, since, !!opts.redeliver);
-        await this.deliverTarget(t, true, [...extra, ...wouldQueue], tsum[t.name]!, plan!, signal);
+        await this.planTarget(t, [...extra, ...wouldQueue], tsum[t.name]!, plan, signal);
       }
-    } else {
-      await Promise.all(targets.map((t) => this.deliverTarget(t, false, [], tsum[t.name]!, [], signal)));
+      return this.finish('backfill', dryRun, started, found.summary, tsum, plan, this.detectionMessages(found.summary), !!signal?.aborted, signal);
     }
+    // 2. the job (a rerun resumes the unfinished one); 3. queue the opt-outs already known, so that delivery starts on them
+    const job = store.openBackfill(since, names, started.toISOString());
+    const messages: string[] = [];
+    if (job.scanCompletedAt) messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
+    const n = store.enqueueKnown({ runId, targets: names, since, redeliver: !!opts.redeliver, now: this.now().toISOString() });
+    logger.info('backfill queued opt-outs', { queued: n, targets: names.join(',') });
+    // 4. scan (new opt-outs are queued page by page) and deliver at once
+    const scan = async (feed: OutboxFeed, stop: AbortSignal): Promise<DetectionSummary> => {
+      const d = await this.detect(mode, { dryRun, targets: queueFor, signal: stop, since, feed });
+      if (d.summary.complete) store.markBackfillScanned(job.id, this.now().toISOString());
+      return d.summary;
+    };
+    const detection = await this.detectAndDeliver(job.scanCompletedAt ? null : scan, targets, tsum, signal);
+    messages.push(...this.detectionMessages(detection));
     const interrupted = !!signal?.aborted;
-    const summary = this.finish('backfill', dryRun, started, detection, tsum, plan, messages, interrupted, signal);
-    if (job && !interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
+    const summary = this.finish('backfill', dryRun, started, detection, tsum, undefined, messages, interrupted, signal);
+    if (!interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
     return summary;
   }
 

@@ -137,6 +137,11 @@ export class Probe {
   deliverMs = 0;
   deliverCalls = 0;
   startedAt = 0;
+  /** When the source's last scan call ended (whatever delivery did meanwhile). */
+  scanEndAt = 0;
+  /** Per target: its first deliver() call, and the time spent inside its deliver() calls. */
+  firstDeliverByTarget = new Map<string, number>();
+  busyMsByTarget = new Map<string, number>();
 
   reset(): void {
     Object.assign(this, new Probe());
@@ -200,6 +205,7 @@ export class Probe {
     const end = <T>(p: Promise<T>): Promise<T> =>
       p.finally(() => {
         probe.mark(performance.now());
+        probe.scanEndAt = performance.now();
       });
     return {
       scanWindow: (after, before, onPage) => end(s.scanWindow(after, before, timed(onPage))),
@@ -227,11 +233,14 @@ export class Probe {
           deliver: async (batch, mode) => {
             probe.onDeliver();
             const t0 = performance.now();
+            if (!probe.firstDeliverByTarget.has(caps.targetName)) probe.firstDeliverByTarget.set(caps.targetName, t0);
             try {
               return await target.deliver(batch, mode);
             } finally {
-              probe.deliverMs += performance.now() - t0;
+              const ms = performance.now() - t0;
+              probe.deliverMs += ms;
               probe.deliverCalls += 1;
+              probe.busyMsByTarget.set(caps.targetName, (probe.busyMsByTarget.get(caps.targetName) ?? 0) + ms);
             }
           },
         };

@@ -31,13 +31,8 @@ export interface ScanStats {
 }
 
 /** A malformed record kept for inspection; the rest of its page goes on. */
-export interface QuarantinedRecord {
-  readonly reason: string;
-  readonly raw: unknown;
-  readonly recordId: string | null;
-  /** The record's normalised email address when one could be read (not stored: it is in `raw`). */
-  readonly email?: string | null;
-}
+import type { QuarantinedRecord } from '../domain';
+export type { QuarantinedRecord };
 
 export interface SourceDeps {
   readonly clock: Clock;

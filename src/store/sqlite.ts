@@ -8,9 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import Database from 'better-sqlite3';
-import { ObservedContact, OptOut, Outcome, isFinal } from '../domain';
-import { KeyValue } from '../plugin';
-import { QuarantinedRecord } from '../source/types';
+import { KeyValue, ObservedContact, OptOut, Outcome, QuarantinedRecord, isFinal } from '../domain';
 import {
   AuditEvent,
   AuditRow,
@@ -160,6 +158,54 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX outcomes_run ON outcomes (run_id);
   CREATE INDEX runs_status ON runs (status);
   `,
+  // 6: what status shows is kept, not counted: outbox rows per (target, state, outcome) and opt-outs per state,
+  //    maintained by triggers in the transaction of every change (so a million rows cost a few row reads); the
+  //    last delivery per target, the oldest queued opt-out and the resubscribe events found through indexes;
+  //    the counts of existing rows are filled in
+  `
+  CREATE TABLE outbox_counts (
+    target TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (target, state, outcome)
+  ) WITHOUT ROWID;
+  INSERT INTO outbox_counts (target, state, outcome, n)
+    SELECT target, state, COALESCE(outcome, ''), COUNT(*) FROM outbox GROUP BY target, state, COALESCE(outcome, '');
+  CREATE TRIGGER outbox_counts_insert AFTER INSERT ON outbox BEGIN
+    INSERT INTO outbox_counts (target, state, outcome, n) VALUES (NEW.target, NEW.state, COALESCE(NEW.outcome, ''), 1)
+      ON CONFLICT (target, state, outcome) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER outbox_counts_update AFTER UPDATE OF target, state, outcome ON outbox
+    WHEN OLD.target IS NOT NEW.target OR OLD.state IS NOT NEW.state OR OLD.outcome IS NOT NEW.outcome BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE target = OLD.target AND state = OLD.state AND outcome = COALESCE(OLD.outcome, '');
+    INSERT INTO outbox_counts (target, state, outcome, n) VALUES (NEW.target, NEW.state, COALESCE(NEW.outcome, ''), 1)
+      ON CONFLICT (target, state, outcome) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE target = OLD.target AND state = OLD.state AND outcome = COALESCE(OLD.outcome, '');
+  END;
+  CREATE TABLE opt_out_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO opt_out_counts (state, n) SELECT state, COUNT(*) FROM opt_outs GROUP BY state;
+  CREATE TRIGGER opt_out_counts_insert AFTER INSERT ON opt_outs BEGIN
+    INSERT INTO opt_out_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER opt_out_counts_update AFTER UPDATE OF state ON opt_outs WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE opt_out_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO opt_out_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+  END;
+  CREATE TRIGGER opt_out_counts_delete AFTER DELETE ON opt_outs BEGIN
+    UPDATE opt_out_counts SET n = n - 1 WHERE state = OLD.state;
+  END;
+  CREATE INDEX outbox_last_done ON outbox (target, completed_at) WHERE state = 'done';
+  -- the oldest queued opt-out per target: the opt-out time is copied onto the outbox row (kept by the writes and
+  -- by the trigger below) so that a partial index over the queued rows answers it, however many are queued
+  ALTER TABLE outbox ADD COLUMN opted_out_at_cached TEXT;
+  UPDATE outbox SET opted_out_at_cached = (SELECT p.opted_out_at FROM opt_outs p WHERE p.email = outbox.email);
+  CREATE INDEX outbox_queued ON outbox (target, opted_out_at_cached) WHERE state = 'queued';
+  CREATE TRIGGER outbox_opted_out_at AFTER UPDATE OF opted_out_at ON opt_outs WHEN OLD.opted_out_at IS NOT NEW.opted_out_at BEGIN
+    UPDATE outbox SET opted_out_at_cached = NEW.opted_out_at
+      WHERE target IN (SELECT target FROM outbox_counts) AND email = NEW.email;
+  END;
+  CREATE INDEX events_kind ON events (kind, id);
+  `,
 ];
 
 /** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
@@ -254,6 +300,18 @@ export class SqliteStateStore implements StateStore {
     }
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** A prepared statement, prepared once per SQL text (every SQL text here is a constant). */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (!st) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
+  }
+
   private migrate(): number {
     return migrateDb(this.db);
   }
@@ -287,12 +345,12 @@ export class SqliteStateStore implements StateStore {
   }
 
   activeOptOutEmails(): Set<string> {
-    const rows = this.db.prepare(`SELECT email FROM opt_outs WHERE state = 'active'`).pluck().all() as string[];
+    const rows = this.sql(`SELECT email FROM opt_outs WHERE state = 'active'`).pluck().all() as string[];
     return new Set(rows);
   }
 
   countOptOuts(): { active: number; left: number } {
-    const rows = this.db.prepare(`SELECT state, COUNT(*) n FROM opt_outs GROUP BY state`).all() as { state: string; n: number }[];
+    const rows = this.sql(`SELECT state, n FROM opt_out_counts`).all() as { state: string; n: number }[];
     return {
       active: rows.find((r) => r.state === 'active')?.n ?? 0,
       left: rows.find((r) => r.state === 'left')?.n ?? 0,
@@ -300,31 +358,31 @@ export class SqliteStateStore implements StateStore {
   }
 
   commitDetection(c: DetectionCommit): void {
-    const upsert = this.db.prepare(`
+    const upsert = this.sql(`
       INSERT INTO opt_outs (email, contact_id, opted_out_at, source, reason, deleted, state, first_seen_at, last_seen_at)
       VALUES (@email, @contactId, @optedOutAt, @source, @reason, @deleted, 'active', @now, @now)
       ON CONFLICT(email) DO UPDATE SET contact_id = excluded.contact_id, opted_out_at = excluded.opted_out_at,
         source = excluded.source, reason = excluded.reason, deleted = excluded.deleted, state = 'active',
         left_at = NULL, last_seen_at = excluded.last_seen_at`);
-    const enqueue = this.db.prepare(`
-      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, origin)
-      VALUES (@target, @email, 'queued', @now, 0, @now,
+    const enqueue = this.sql(`
+      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, opted_out_at_cached, origin)
+      VALUES (@target, @email, 'queued', @now, 0, @now, @optedOutAt,
         -- how the row was queued: by a backfill run's scan, or by a sync
         COALESCE((SELECT CASE kind WHEN 'backfill' THEN 'backfill' ELSE 'sync' END FROM runs WHERE id = @runId), 'sync'))
       ON CONFLICT(target, email) DO UPDATE SET state = 'queued', attempts = 0, next_attempt_at = excluded.next_attempt_at,
         last_error = NULL, enqueued_at = excluded.enqueued_at, origin = excluded.origin
       WHERE outbox.state != 'queued'`);
-    const leave = this.db.prepare(`UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`);
-    const touch = this.db.prepare(`UPDATE opt_outs SET last_seen_at = @now WHERE email = @email`);
-    const event = this.db.prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`);
-    const checkpoint = this.db.prepare(
+    const leave = this.sql(`UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`);
+    const touch = this.sql(`UPDATE opt_outs SET last_seen_at = @now WHERE email = @email`);
+    const event = this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`);
+    const checkpoint = this.sql(
       `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
     );
     this.db.transaction(() => {
       this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
-        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId });
+        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId, optedOutAt: o.optedOutAt });
         event.run(c.runId, 'opt-out-detected', o.email, JSON.stringify({ contactId: o.contactId, optedOutAt: o.optedOutAt, source: o.source }), c.now);
       }
       for (const r of c.resubscribed) {
@@ -344,12 +402,12 @@ export class SqliteStateStore implements StateStore {
 
   enqueueKnown(input: { runId: number; targets: readonly string[]; since: string | null; redeliver: boolean; now: string }): number {
     let n = 0;
-    const insert = this.db.prepare(`
-      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, origin)
-      SELECT @target, email, 'queued', @now, 0, @now, 'backfill' FROM opt_outs
+    const insert = this.sql(`
+      INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, opted_out_at_cached, origin)
+      SELECT @target, email, 'queued', @now, 0, @now, opted_out_at, 'backfill' FROM opt_outs
       WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since)
       ON CONFLICT(target, email) DO NOTHING`);
-    const redo = this.db.prepare(`
+    const redo = this.sql(`
       UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL, origin = 'redeliver'
       WHERE target = @target AND state = 'done'
         AND email IN (SELECT email FROM opt_outs WHERE state = 'active' AND (@since IS NULL OR opted_out_at >= @since))`);
@@ -364,8 +422,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[] {
-    const rows = this.db
-      .prepare(
+    const rows = this.sql(
         `SELECT p.* FROM opt_outs p LEFT JOIN outbox o ON o.email = p.email AND o.target = @target
          WHERE p.state = 'active' AND (@since IS NULL OR p.opted_out_at >= @since)
            AND (o.email IS NULL OR (@redeliver = 1 AND o.state = 'done'))
@@ -393,15 +450,13 @@ export class SqliteStateStore implements StateStore {
   }
 
   dueOutbox(target: string, now: Date, limit: number): OutboxRow[] {
-    const rows = this.db
-      .prepare(this.outboxSelect(`o.target = ? AND o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, p.opted_out_at LIMIT ?`))
+    const rows = this.sql(this.outboxSelect(`o.target = ? AND o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, p.opted_out_at LIMIT ?`))
       .all(target, now.toISOString(), limit) as OutboxDbRow[];
     return rows.map((r) => this.toOutboxRow(r));
   }
 
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[] {
-    const rows = this.db
-      .prepare(this.outboxSelect(`o.target = ? AND o.state = 'queued' ORDER BY p.opted_out_at, p.email LIMIT ? OFFSET ?`))
+    const rows = this.sql(this.outboxSelect(`o.target = ? AND o.state = 'queued' ORDER BY p.opted_out_at, p.email LIMIT ? OFFSET ?`))
       .all(target, limit, offset) as OutboxDbRow[];
     return rows.map((r) => this.toOutboxRow(r));
   }
@@ -410,25 +465,25 @@ export class SqliteStateStore implements StateStore {
     const { target, now, policy } = input;
     const random = input.random ?? Math.random;
     const at = now.toISOString();
-    const history = this.db.prepare(
+    const history = this.sql(
       `INSERT INTO outcomes (run_id, target, email, kind, record_ids, message, at, attempt, origin)
        VALUES (@runId, @target, @email, @kind, @ids, @msg, @at,
          (SELECT COUNT(*) + 1 FROM outcomes WHERE target = @target AND email = @email),
          (SELECT origin FROM outbox WHERE target = @target AND email = @email))`,
     );
-    const done = this.db.prepare(`
+    const done = this.sql(`
       UPDATE outbox SET state = 'done', outcome = @kind, record_ids = @ids, completed_at = @at, last_error = @note,
         attempts = attempts + 1
       WHERE target = @target AND email = @email AND state = 'queued'`);
-    const park = this.db.prepare(`
+    const park = this.sql(`
       UPDATE outbox SET state = 'parked', outcome = 'failed-permanent', record_ids = @ids, last_error = @msg,
         attempts = attempts + 1, completed_at = @at
       WHERE target = @target AND email = @email AND state = 'queued'`);
-    const getAttempts = this.db.prepare(`SELECT attempts FROM outbox WHERE target = ? AND email = ? AND state = 'queued'`).pluck();
-    const retry = this.db.prepare(`
+    const getAttempts = this.sql(`SELECT attempts FROM outbox WHERE target = ? AND email = ? AND state = 'queued'`).pluck();
+    const retry = this.sql(`
       UPDATE outbox SET attempts = @attempts, next_attempt_at = @next, last_error = @msg, outcome = 'failed-retryable'
       WHERE target = @target AND email = @email AND state = 'queued'`);
-    const defer = this.db.prepare(`
+    const defer = this.sql(`
       UPDATE outbox SET next_attempt_at = @next, last_error = @msg WHERE target = @target AND email = @email AND state = 'queued'`);
     this.db.transaction(() => {
       this.checkFence();
@@ -501,8 +556,7 @@ export class SqliteStateStore implements StateStore {
 
   requeueNotFound(closedBefore: string, now: string): number {
     this.checkFence();
-    return this.db
-      .prepare(
+    return this.sql(
         `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
          WHERE state = 'done' AND outcome = 'not-found' AND completed_at < @closedBefore
            AND email IN (SELECT email FROM opt_outs WHERE state = 'active')`,
@@ -512,62 +566,62 @@ export class SqliteStateStore implements StateStore {
 
   deferQueued(target: string, until: string): number {
     this.checkFence();
-    return this.db
-      .prepare(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
+    return this.sql(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
       .run(until, target, until).changes;
   }
 
+  countDue(target: string, now: Date, limit = -1): number {
+    return this.sql(`SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ? LIMIT ?)`)
+      .pluck()
+      .get(target, now.toISOString(), limit) as number;
+  }
+
   targetStatus(targets: readonly string[], now: Date): TargetStatus[] {
+    // the counts kept by migration 6's triggers: one read of a table with a row per (target, state, outcome)
+    const counts = this.sql(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0`).all() as { target: string; state: string; outcome: string; n: number }[];
+    const oldest = this.sql(`SELECT MIN(opted_out_at_cached) FROM outbox WHERE target = ? AND state = 'queued'`).pluck();
+    const last = this.sql(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`).pluck();
+    const oldestEnqueued = this.sql(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`).pluck();
     return targets.map((target) => {
-      const counts = this.db
-        .prepare(`SELECT state, outcome, COUNT(*) n FROM outbox WHERE target = ? GROUP BY state, outcome`)
-        .all(target) as { state: string; outcome: string | null; n: number }[];
-      const due = this.db
-        .prepare(`SELECT COUNT(*) FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ?`)
-        .pluck()
-        .get(target, now.toISOString()) as number;
-      const oldest = this.db
-        .prepare(`SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`)
-        .pluck()
-        .get(target) as string | null;
-      const oldestQueued = this.db
-        .prepare(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`)
-        .pluck()
-        .get(target) as string | null;
-      const last = this.db
-        .prepare(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`)
-        .pluck()
-        .get(target) as string | null;
       const done: Record<string, number> = {};
       let queued = 0;
       let parked = 0;
       for (const c of counts) {
+        if (c.target !== target) continue;
         if (c.state === 'queued') queued += c.n;
         else if (c.state === 'parked') parked += c.n;
         else if (c.outcome) done[c.outcome] = (done[c.outcome] ?? 0) + c.n;
       }
-      return { target, queued, due, parked, done, oldestQueuedOptOutAt: oldest, oldestQueuedAt: oldestQueued, lastDeliveredAt: last };
+      return {
+        target,
+        queued,
+        due: queued === 0 ? 0 : this.countDue(target, now),
+        parked,
+        done,
+        oldestQueuedOptOutAt: queued === 0 ? null : (oldest.get(target) as string | null),
+        oldestQueuedAt: queued === 0 ? null : (oldestEnqueued.get(target) as string | null),
+        lastDeliveredAt: last.get(target) as string | null,
+      };
     });
   }
 
   // ------------------------------------------------------------------------------------ checkpoints, kv
 
   getCheckpoint(key: string): string | null {
-    return (this.db.prepare(`SELECT value FROM checkpoints WHERE key = ?`).pluck().get(key) as string | undefined) ?? null;
+    return (this.sql(`SELECT value FROM checkpoints WHERE key = ?`).pluck().get(key) as string | undefined) ?? null;
   }
 
   setCheckpoint(key: string, value: string, now: string): void {
     this.checkFence();
-    this.db
-      .prepare(
+    this.sql(
         `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
       )
       .run(key, value, now);
   }
 
   kv(namespace: string): KeyValue {
-    const get = this.db.prepare(`SELECT value FROM kv WHERE namespace = ? AND key = ?`).pluck();
-    const set = this.db.prepare(
+    const get = this.sql(`SELECT value FROM kv WHERE namespace = ? AND key = ?`).pluck();
+    const set = this.sql(
       `INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
     );
     return {
@@ -696,8 +750,7 @@ export class SqliteStateStore implements StateStore {
       raw = String(rec.raw);
     }
     // One row per record: seen again, it gets the latest reason, raw record, run and time, and a count.
-    this.db
-      .prepare(
+    this.sql(
         `INSERT INTO quarantine (run_id, source, record_id, reason, raw, at, fingerprint, last_seen_at, seen_count)
          VALUES (@runId, @source, @recordId, @reason, @raw, @now, @fingerprint, @now, 1)
          ON CONFLICT(source, fingerprint) DO UPDATE SET run_id = excluded.run_id, record_id = excluded.record_id,
@@ -707,7 +760,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   quarantined(limit: number): QuarantineRow[] {
-    const rows = this.db.prepare(`SELECT * FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?`).all(limit) as {
+    const rows = this.sql(`SELECT * FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?`).all(limit) as {
       id: number;
       run_id: number | null;
       source: string;
@@ -732,18 +785,25 @@ export class SqliteStateStore implements StateStore {
   }
 
   countQuarantined(): number {
-    return this.db.prepare(`SELECT COUNT(*) FROM quarantine`).pluck().get() as number;
+    return this.sql(`SELECT COUNT(*) FROM quarantine`).pluck().get() as number;
   }
 
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void {
-    this.db.prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`).run(runId, kind, email, detail, now);
+    this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`).run(runId, kind, email, detail, now);
   }
 
   events(since: string | null, kinds?: readonly string[], runId: number | null = null): AuditEvent[] {
-    const rows = this.db
-      .prepare(`SELECT at, kind, email, detail FROM events WHERE (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`)
-      .all({ since, runId }) as AuditEvent[];
-    return kinds ? rows.filter((r) => kinds.includes(r.kind)) : rows;
+    if (!kinds) {
+      return this.sql(`SELECT at, kind, email, detail FROM events WHERE (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`).all({ since, runId }) as AuditEvent[];
+    }
+    // filtered in SQL (index events_kind): the opt-out-detected events of a large store are never read for this
+    const rows: { id: number; at: string; kind: string; email: string | null; detail: string | null }[] = [];
+    const byKind = this.sql(
+      `SELECT id, at, kind, email, detail FROM events WHERE kind = @kind AND (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`,
+    );
+    for (const kind of new Set(kinds)) rows.push(...(byKind.all({ kind, since, runId }) as typeof rows));
+    rows.sort((a, b) => a.id - b.id);
+    return rows.map(({ at, kind, email, detail }) => ({ at, kind, email, detail }));
   }
 
   audit(since: string | null, runId: number | null = null): AuditRow[] {
@@ -751,8 +811,7 @@ export class SqliteStateStore implements StateStore {
     // add to the history and never replace it
     const first = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
     const last = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email ORDER BY h.id DESC LIMIT 1`;
-    const rows = this.db
-      .prepare(
+    const rows = this.sql(
         `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
                 o.outcome, o.attempts, o.last_error,
                 (SELECT h.at ${first}) AS first_applied_at, (SELECT h.record_ids ${first}) AS first_applied_ids,
@@ -817,8 +876,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   deliveryHistory(since: string | null, runId: number | null = null): DeliveryEvent[] {
-    const rows = this.db
-      .prepare(
+    const rows = this.sql(
         `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
                 h.record_ids, h.message
          FROM outcomes h LEFT JOIN runs r ON r.id = h.run_id LEFT JOIN opt_outs p ON p.email = h.email
@@ -872,7 +930,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   runLock(): HeldRunLock | null {
-    const r = this.db.prepare(`SELECT * FROM run_lock WHERE id = 1`).get() as
+    const r = this.sql(`SELECT * FROM run_lock WHERE id = 1`).get() as
       | { owner: string; pid: number; host: string; command: string; acquired_at: string; renewed_at: string | null; expires_at: string | null }
       | undefined;
     if (!r) return null;
@@ -908,8 +966,7 @@ export class SqliteStateStore implements StateStore {
           .run(JSON.stringify({ ...held, reason: deadHere ? 'holder process is gone (same host)' : 'lease expired' }), lock.now);
       }
       const expiresAt = new Date(Date.parse(lock.now) + leaseMs).toISOString();
-      this.db
-        .prepare(
+      this.sql(
           `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at, renewed_at, expires_at)
            VALUES (1, @owner, @pid, @host, @command, @now, @now, @expiresAt)
            ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
@@ -923,7 +980,7 @@ export class SqliteStateStore implements StateStore {
 
   renewRunLock(owner: string, now: string, leaseMs: number = DEFAULT_LEASE_MS): boolean {
     const expiresAt = new Date(Date.parse(now) + leaseMs).toISOString();
-    return this.db.prepare(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(now, expiresAt, owner).changes > 0;
+    return this.sql(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(now, expiresAt, owner).changes > 0;
   }
 
   releaseRunLock(owner: string | null): HeldRunLock | null {
@@ -931,7 +988,7 @@ export class SqliteStateStore implements StateStore {
     return this.db.transaction(() => {
       const held = this.runLock();
       if (!held || (owner !== null && held.owner !== owner)) return null;
-      this.db.prepare(`DELETE FROM run_lock WHERE id = 1`).run();
+      this.sql(`DELETE FROM run_lock WHERE id = 1`).run();
       return held;
     }).immediate();
   }
@@ -941,13 +998,12 @@ export class SqliteStateStore implements StateStore {
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob {
     this.checkFence();
     const key = JSON.stringify([...targets].sort());
-    const existing = this.db
-      .prepare(`SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`)
+    const existing = this.sql(`SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`)
       .get(key, since) as { id: number; since: string | null; targets: string; started_at: string; scan_completed_at: string | null; finished_at: string | null } | undefined;
     const row =
       existing ??
       (() => {
-        const id = Number(this.db.prepare(`INSERT INTO backfills (since, targets, started_at) VALUES (?, ?, ?)`).run(since, key, now).lastInsertRowid);
+        const id = Number(this.sql(`INSERT INTO backfills (since, targets, started_at) VALUES (?, ?, ?)`).run(since, key, now).lastInsertRowid);
         return { id, since, targets: key, started_at: now, scan_completed_at: null, finished_at: null };
       })();
     return {
@@ -962,12 +1018,12 @@ export class SqliteStateStore implements StateStore {
 
   markBackfillScanned(id: number, now: string): void {
     this.checkFence();
-    this.db.prepare(`UPDATE backfills SET scan_completed_at = ? WHERE id = ?`).run(now, id);
+    this.sql(`UPDATE backfills SET scan_completed_at = ? WHERE id = ?`).run(now, id);
   }
 
   finishBackfill(id: number, now: string): void {
     this.checkFence();
-    this.db.prepare(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
+    this.sql(`UPDATE backfills SET finished_at = ? WHERE id = ?`).run(now, id);
   }
 }
 

@@ -2,10 +2,7 @@
  * The StateStore contract. The engine talks to this interface, never to SQLite, so a server-backed
  * store (Postgres, say) can be added later. Every method that changes several tables is atomic.
  */
-import { ObservedContact, OptOut, Outcome, OutcomeKind } from '../domain';
-import { KeyValue } from '../plugin';
-import { QuarantinedRecord } from '../source/types';
-import { ConfigError } from '../config';
+import { ConfigError, KeyValue, ObservedContact, OptOut, Outcome, OutcomeKind, QuarantinedRecord } from '../domain';
 
 export interface KnownOptOut extends OptOut {
   /** `active` while the contact is in CC's unsubscribed set; `left` once it was seen leaving it. */
@@ -297,6 +294,8 @@ export interface StateStore {
   /** A target-wide limit until `until` (e.g. a CRM's daily limit): every queued row of the target waits. */
   deferQueued(target: string, until: string): number;
   targetStatus(targets: readonly string[], now: Date): TargetStatus[];
+  /** Queued rows of `target` due at `now` (at most `limit`, when given: a cheap "is a full batch there?"). */
+  countDue(target: string, now: Date, limit?: number): number;
 
   // checkpoints and key/value
   getCheckpoint(key: string): string | null;
