@@ -372,7 +372,9 @@ export class Engine {
           logger.debug('could not read /contacts/counts', { error: (err as Error).message });
         }
         summary.unsubscribedCount = scanTotal;
-        await source.scanUnsubscribed(onPage);
+        const lastFull = this.checkpointTime(CHECKPOINT_LAST_FULL);
+        const deletedSince = lastFull === null ? null : new Date(lastFull - config.source.detection.overlapMinutes * MINUTE);
+        await source.scanUnsubscribed(onPage, { knownActive, deletedSince });
         // Only a well-formed record (or, here, the absence of one) may say a known opt-out left the set: a
         // quarantined record of that person says nothing either way.
         let missing = missingFromFullScan(knownActive, seen).filter((e) => !quarantinedEmails.has(e) && !alreadyLeft.has(e));

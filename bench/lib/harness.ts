@@ -204,7 +204,7 @@ export class Probe {
       });
     return {
       scanWindow: (after, before, onPage) => end(s.scanWindow(after, before, timed(onPage))),
-      scanUnsubscribed: (onPage) => end(s.scanUnsubscribed(timed(onPage))),
+      scanUnsubscribed: (onPage, plan) => end(s.scanUnsubscribed(timed(onPage), plan)),
       unsubscribedCount: () => end(s.unsubscribedCount()),
       check: () => s.check(),
     };
