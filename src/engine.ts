@@ -343,6 +343,7 @@ export class Engine {
           added: delta.added,
           resubscribed: delta.resubscribed,
           seen: delta.unchanged,
+          seenDeleted: optedOut.filter((c) => c.deleted && known.get(c.email)?.deleted === false).map((c) => c.email),
           targets,
           now: nowIso,
         });
@@ -374,10 +375,17 @@ export class Engine {
         summary.unsubscribedCount = scanTotal;
         const lastFull = this.checkpointTime(CHECKPOINT_LAST_FULL);
         const deletedSince = lastFull === null ? null : new Date(lastFull - config.source.detection.overlapMinutes * MINUTE);
-        await source.scanUnsubscribed(onPage, { knownActive, deletedSince });
+        const knownDeleted = (emails: readonly string[]): Set<string> =>
+          new Set([...store.knownOptOuts(emails)].filter(([, k]) => k.deleted && k.state === 'active').map(([e]) => e));
+        await source.scanUnsubscribed(onPage, { knownActive, deletedSince, knownDeleted });
         // Only a well-formed record (or, here, the absence of one) may say a known opt-out left the set: a
         // quarantined record of that person says nothing either way.
         let missing = missingFromFullScan(knownActive, seen).filter((e) => !quarantinedEmails.has(e) && !alreadyLeft.has(e));
+        // opted out, then deleted, when last seen: deleted contacts are not read again (the source's ReconcilePlan)
+        if (missing.length > 0) {
+          const stillDeleted = knownDeleted(missing);
+          missing = missing.filter((e) => !stillDeleted.has(e));
+        }
         if (quarantinedUnidentified > 0 && missing.length > 0) {
           const note =
             `${missing.length} known opt-out(s) were not in the unsubscribed set, but ${quarantinedUnidentified} quarantined record(s) ` +

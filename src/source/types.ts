@@ -59,6 +59,11 @@ export interface ReconcilePlan {
    * only from here on; earlier ones are in the store already.
    */
   readonly deletedSince: Date | null;
+  /**
+   * Which of `emails` the store last saw as deleted contacts (opted out, then deleted). Deleted contacts do not
+   * change, so these count as accounted for without being read again.
+   */
+  readonly knownDeleted: (emails: readonly string[]) => ReadonlySet<string>;
 }
 
 export interface OptOutSource {

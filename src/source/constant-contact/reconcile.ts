@@ -8,7 +8,8 @@
  *    are read: `status=deleted&optout_after=...`, usually one page. With no earlier reconcile:
  *    `status=deleted&optout_before=<now>`, which is every deleted contact at worst (when deletion itself shows as an
  *    opt-out date) and only the opted-out ones at best.
- * 3. Self-healing: every email the store holds as an active opt-out must have been seen in 1 or 2 (or quarantined).
+ * 3. Self-healing: every email the store holds as an active opt-out must have been seen in 1 or 2 (or quarantined),
+ *    or be one the store last saw deleted (`plan.knownDeleted`: a deleted contact does not change).
  *    Those that were not (deleted since the last reconcile, resubscribed, or missed by the narrower read) are looked
  *    up one by one (`email=...&status=all`) when there are at most RECHECK_MAX of them, else by reading every
  *    deleted contact (`status=deleted`, the old full read). So a known opt-out is never taken to have left the set
@@ -46,7 +47,9 @@ export async function reconcileWithPlan(io: ReconcileIo, plan: ReconcilePlan, on
     : { status: 'deleted', optout_before: io.now().toISOString(), limit: io.limit };
   stats = addStats(stats, await io.scan(deletedQuery, track));
 
-  const unaccounted = [...plan.knownActive].filter((e) => !accounted.has(e)).sort();
+  const notSeen = [...plan.knownActive].filter((e) => !accounted.has(e));
+  const deletedBefore = notSeen.length > 0 ? plan.knownDeleted(notSeen) : new Set<string>();
+  const unaccounted = notSeen.filter((e) => !deletedBefore.has(e)).sort();
   if (unaccounted.length === 0) return stats;
   if (unaccounted.length <= RECHECK_MAX) {
     io.logger.info('constant-contact: looking up known opt-outs the reconcile did not return', { count: unaccounted.length });
