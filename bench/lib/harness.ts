@@ -26,6 +26,7 @@ import { Connector, Registry, createRegistry } from '../../src/plugin';
 import { OptOutSource, SourcePage } from '../../src/source/types';
 import { StateStore } from '../../src/store/types';
 import { openApp } from '../../src/app';
+import type { ConstantContactSourceOptions } from '../../src/source/constant-contact';
 import type { HostCommand, HostConnection } from './emulator-host';
 
 // ------------------------------------------------------------------------------------------ emulators
@@ -326,7 +327,7 @@ export interface BenchEngine {
   close(): Promise<void>;
 }
 
-export function openBenchEngine(cfg: BenchConfig): BenchEngine {
+export function openBenchEngine(cfg: BenchConfig, sourceOptions?: ConstantContactSourceOptions): BenchEngine {
   const probe = new Probe();
   const warnings: string[] = [];
   let raw: StateStore | null = null;
@@ -340,6 +341,7 @@ export function openBenchEngine(cfg: BenchConfig): BenchEngine {
       return probe.store(s);
     },
     wrapSource: (s: OptOutSource) => probe.source(s),
+    sourceOptions,
   });
   return { engine: app.engine, store: raw!, probe, warnings, close: app.close };
 }
