@@ -10,6 +10,7 @@ import { KV_DAILY_USAGE, USAGE_FLUSH_EVERY } from '../../src/source/constant-con
 import { parseExportCsv } from '../../src/source/constant-contact/export';
 import { RECHECK_MAX } from '../../src/source/constant-contact/reconcile';
 import { QuotaExceeded, ReconcilePlan } from '../../src/source/types';
+import { testConfig, testRegistry } from '../helpers';
 import { API, kvWithAccessToken, makeConfig, makeDeps, unsubscribed } from '../fixtures/cc/helpers';
 
 const TOKEN = 'access-token-A0-valid';
@@ -149,6 +150,15 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
       assert.deepStrictEqual(r.quarantine.map((q) => q.reason.replace(/: .*/, '')), ['export line 3', 'export line 4']);
       assert.match(r.quarantine[0]!.reason, /a date in the future/);
       assert.match(r.quarantine[1]!.reason, /1 columns, the header has 2/);
+    });
+  });
+
+  describe('item 4: source.detection.reconcileVia in the config', () => {
+    it('defaults to auto; another value is a config error naming the field', () => {
+      const targets = [{ name: 'crm', crm: 'cc-perf-config' }];
+      assert.strictEqual(testConfig(testRegistry(), targets).source.detection.reconcileVia, 'auto');
+      assert.strictEqual(testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'export' } } }).source.detection.reconcileVia, 'export');
+      assert.throws(() => testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'csv' } } }), /source\.detection\.reconcileVia/);
     });
   });
 
