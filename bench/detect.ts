@@ -8,7 +8,9 @@
  * and stop at the first delivery call: this measures detect -> outbox only (bench/deliver.ts measures delivery).
  *
  * 1. At Constant Contact's real limit (4 requests/s, enforced by the emulator): a full reconcile
- *    (`sync --full`: `status=unsubscribed,deleted`, 500 per page), then N new opt-outs and an incremental
+ *    (`sync --full`: `status=unsubscribed`, then deleted contacts (all of them on a cold store, only those
+ *    deleted since the last reconcile on a warm one), 500 per page; `reconcileVia: "pages"`:
+ *    bench/cc.ts compares pages and export), then N new opt-outs and an incremental
  *    window (`sync`: `status=all&optout_after&optout_before`).
  * 2. The same with the emulator's `perSecondLimit` and our `rateLimit.perSecond` at 1000: the connector's own
  *    processing cost, plus a second ("warm", daily) full reconcile where every opt-out is already known.
@@ -129,7 +131,7 @@ async function scenario(limit: number, warm: boolean): Promise<{ rows: DetectRow
   const emu = await EmulatorProcess.start({ contacts: CONTACTS, seed: SEED, cc: { knobs: { perSecondLimit: limit } } });
   const dir = tmpDir(`detect-${limit}`);
   try {
-    const cfg = writeBenchConfig(emu.connection, { dir, nullTargets: true, ccPerSecond: limit });
+    const cfg = writeBenchConfig(emu.connection, { dir, nullTargets: true, ccPerSecond: limit, detection: { reconcileVia: 'pages' } });
     const open = openBenchEngine(cfg);
     const rows: DetectRow[] = [];
     try {
@@ -332,9 +334,11 @@ export async function runDetect(): Promise<void> {
   const fullReal = real.rows[0]!;
   const extraPages = fullReal.listCalls - fullReal.minCalls;
   process.stdout.write(
-    `\nwhy a full reconcile costs ${fullReal.ccCalls} calls, not ${fullReal.minCalls}: it reads status=unsubscribed,deleted (${int(fullReal.contacts)} contacts, ${fullReal.listCalls} pages) ` +
-      `because unsubscribed-then-deleted contacts are still opt-outs and only status=deleted returns them; the ${int(fullReal.contacts - fullReal.optOuts)} ` +
-      `deleted-but-not-unsubscribed contacts cost ${extraPages} extra page(s); plus ${fullReal.countCalls} GET /contacts/counts sanity check.\n`,
+    `\nwhy a cold full reconcile costs ${fullReal.ccCalls} calls, not ${fullReal.minCalls}: besides the live set (status=unsubscribed) it reads ` +
+      `deleted contacts (status=deleted&optout_before=now: unsubscribed-then-deleted contacts are still opt-outs, and a deleted contact shows ` +
+      `its deletion as an opt-out date, so every deleted one comes back): ${int(fullReal.contacts)} contacts in ${fullReal.listCalls} pages, ` +
+      `${int(fullReal.contacts - fullReal.optOuts)} of them not opted out (${extraPages} extra page(s)); plus ${fullReal.countCalls} GET /contacts/counts. ` +
+      `A warm reconcile reads only contacts deleted since the last one (bench/cc.ts).\n`,
   );
   const warn = rows.filter((r) => r.warnings.length > 0);
   for (const r of warn) process.stdout.write(`warnings during "${r.run}" @${r.limit}/s: ${r.warnings.length} (first: ${r.warnings[0]!.slice(0, 200)})\n`);

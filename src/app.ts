@@ -12,7 +12,7 @@ import { openStore } from './store/sqlite';
 import { StateStore, StoreOpenError } from './store/types';
 import { Clock, systemClock } from './http/clock';
 import { OptOutSource } from './source/types';
-import { createConstantContactSource } from './source/constant-contact';
+import { ConstantContactSourceOptions, createConstantContactSource } from './source/constant-contact';
 
 export interface AppOptions {
   configFile: string;
@@ -25,6 +25,8 @@ export interface AppOptions {
   /** Wrap the store or the source (benchmarks measure them); identity by default. */
   wrapStore?: (s: StateStore) => StateStore;
   wrapSource?: (s: OptOutSource) => OptOutSource;
+  /** Options of the Constant Contact source (benchmarks: e.g. `usageFlushEvery`). */
+  sourceOptions?: ConstantContactSourceOptions;
   /**
    * false for commands that only read or fix the store (`status`, `audit`, ...): unset `${ENV}` secret
    * references are then not errors (the config's structure is still validated). Default true.
@@ -79,7 +81,7 @@ export function openApp(o: AppOptions): App {
     logger: o.logger,
     onProgress: o.onProgress,
     leaseRenewMs: o.leaseRenewMs,
-    source: (deps) => wrapSource(createConstantContactSource(config.source, deps)),
+    source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
   });
   return {
     config,

@@ -51,6 +51,8 @@ export const DetectionConfig = strictObject(
     pageSize: intRange(1, 500),
     /** Most pages one scan may read (endless cursors would spend the per-application daily budget). */
     maxPages: intRange(1, 100_000),
+    /** How a full reconcile reads the unsubscribed set: pages, a bulk CSV export, or chosen by size (default). */
+    reconcileVia: t.union([t.literal('pages'), t.literal('export'), t.literal('auto')]),
   },
 );
 
@@ -207,6 +209,8 @@ export interface ResolvedDetection {
   pageSize: number;
   /** Page cap per scan; absent = the source's default (src/source/constant-contact, DEFAULT_MAX_PAGES). */
   maxPages?: number;
+  /** `pages` | `export` | `auto` (default): see src/source/constant-contact/export.ts. */
+  reconcileVia: 'pages' | 'export' | 'auto';
 }
 
 export interface ResolvedSource {
@@ -327,6 +331,7 @@ export function resolveSource(s: ConstantContactConfig): ResolvedSource {
       reconcileEveryHours: s.detection?.reconcileEveryHours ?? 24,
       pageSize: s.detection?.pageSize ?? 500,
       ...(s.detection?.maxPages !== undefined ? { maxPages: s.detection.maxPages } : {}),
+      reconcileVia: s.detection?.reconcileVia ?? 'auto',
     },
     redirectPort: s.redirectPort ?? 0,
   };

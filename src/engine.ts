@@ -499,7 +499,8 @@ export class Engine {
     for (const e of page.quarantinedEmails ?? []) scan.quarantinedEmails.add(e);
     scan.quarantinedUnidentified += page.quarantinedUnidentified ?? 0;
     const nowIso = this.now().toISOString();
-    const delta = computeDelta(this.deps.store.knownOptOuts(page.contacts.map((c) => c.email)), page.contacts, nowIso);
+    const known = this.deps.store.knownOptOuts(page.contacts.map((c) => c.email));
+    const delta = computeDelta(known, page.contacts, nowIso);
     const optedOut = page.contacts.filter(isOptedOut);
     summary.optOutsSeen += optedOut.length;
     for (const c of optedOut) scan.seen.add(c.email);
@@ -514,7 +515,9 @@ export class Engine {
       }
       summary.newOptOuts = scan.pending.length;
     } else {
-      this.deps.store.commitDetection({ runId: scan.runId, added: delta.added, resubscribed: delta.resubscribed, seen: delta.unchanged, targets: scan.targets, now: nowIso });
+      // opted out, then deleted: flagged, so the next reconcile need not read deleted contacts again
+      const seenDeleted = optedOut.filter((c) => c.deleted && known.get(c.email)?.deleted === false).map((c) => c.email);
+      this.deps.store.commitDetection({ runId: scan.runId, added: delta.added, resubscribed: delta.resubscribed, seen: delta.unchanged, seenDeleted, targets: scan.targets, now: nowIso });
       summary.newOptOuts += delta.added.length;
       // the page is durably queued: the delivery workers may take it
       scan.feed?.committed();
@@ -541,8 +544,13 @@ export class Engine {
     const knownActive = store.activeOptOutEmails();
     scan.total = await this.unsubscribedCount(scan);
     scan.summary.unsubscribedCount = scan.total;
-    await scan.source.scanUnsubscribed(onPage);
-    const missing = this.leftTheSet(scan, knownActive);
+    // deleted contacts only since the last reconcile (minus the overlap): the source's ReconcilePlan
+    const lastFull = this.checkpointTime(CHECKPOINT_LAST_FULL);
+    const deletedSince = lastFull === null ? null : new Date(lastFull - this.deps.config.source.detection.overlapMinutes * MINUTE);
+    const knownDeleted = (emails: readonly string[]): Set<string> =>
+      new Set([...store.knownOptOuts(emails)].filter(([, k]) => k.deleted && k.state === 'active').map(([e]) => e));
+    await scan.source.scanUnsubscribed(onPage, { knownActive, deletedSince, knownDeleted });
+    const missing = this.leftTheSet(scan, knownActive, knownDeleted);
     scan.summary.resubscribed += missing.length;
     if (!scan.dryRun) {
       store.commitDetection({
@@ -575,8 +583,13 @@ export class Engine {
    * known opt-out left the set: a quarantined record of that person says nothing either way, and quarantined
    * records with an unreadable address may belong to anyone, so then nobody is concluded to have left.
    */
-  private leftTheSet(scan: ScanState, knownActive: ReadonlySet<string>): string[] {
-    const missing = missingFromFullScan(knownActive, scan.seen).filter((e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e));
+  private leftTheSet(scan: ScanState, knownActive: ReadonlySet<string>, knownDeleted: (emails: readonly string[]) => Set<string>): string[] {
+    let missing = missingFromFullScan(knownActive, scan.seen).filter((e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e));
+    // opted out, then deleted, when last seen: deleted contacts are not read again, so their absence says nothing
+    if (missing.length > 0) {
+      const stillDeleted = knownDeleted(missing);
+      missing = missing.filter((e) => !stillDeleted.has(e));
+    }
     if (scan.quarantinedUnidentified === 0 || missing.length === 0) return missing;
     const note =
       `${missing.length} known opt-out(s) were not in the unsubscribed set, but ${scan.quarantinedUnidentified} quarantined record(s) ` +

@@ -25,6 +25,7 @@ import { Connector, TargetHalt } from '../../src/sdk';
 import { OptOutSource, SourcePage } from '../../src/source/types';
 import { StateStore } from '../../src/store/types';
 import { openApp } from '../../src/app';
+import type { ConstantContactSourceOptions } from '../../src/source/constant-contact';
 import type { HostCommand, HostConnection } from './emulator-host';
 
 // ------------------------------------------------------------------------------------------ emulators
@@ -209,7 +210,7 @@ export class Probe {
       });
     return {
       scanWindow: (after, before, onPage) => end(s.scanWindow(after, before, timed(onPage))),
-      scanUnsubscribed: (onPage) => end(s.scanUnsubscribed(timed(onPage))),
+      scanUnsubscribed: (onPage, plan) => end(s.scanUnsubscribed(timed(onPage), plan)),
       unsubscribedCount: () => end(s.unsubscribedCount()),
       check: () => s.check(),
     };
@@ -332,7 +333,7 @@ export interface BenchEngine {
   close(): Promise<void>;
 }
 
-export function openBenchEngine(cfg: BenchConfig): BenchEngine {
+export function openBenchEngine(cfg: BenchConfig, sourceOptions?: ConstantContactSourceOptions): BenchEngine {
   const probe = new Probe();
   const warnings: string[] = [];
   let raw: StateStore | null = null;
@@ -346,6 +347,7 @@ export function openBenchEngine(cfg: BenchConfig): BenchEngine {
       return probe.store(s);
     },
     wrapSource: (s: OptOutSource) => probe.source(s),
+    sourceOptions,
   });
   return { engine: app.engine, store: raw!, probe, warnings, close: app.close };
 }

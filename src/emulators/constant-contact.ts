@@ -46,6 +46,14 @@ export interface CcKnobs extends CommonKnobs {
   tokenRatePerSecond: number;
   /** Device flow: polls answered authorization_pending before the (auto) approval. */
   deviceApprovalPolls: number;
+  /** Contact export: `GET /activities/{id}` polls answered `processing` before the final state. */
+  exportPollsToComplete: number;
+  /** Contact export: the state the activity ends in (`never`: stays `processing`). */
+  exportOutcome: 'completed' | 'failed' | 'cancelled' | 'timed_out' | 'never';
+  /** Contact export: rows of the file garbled (an email that is not an address). */
+  exportCorruptRows: number;
+  /** Contact export: rows left out of the file (its total then disagrees with /contacts/counts). */
+  exportDropRows: number;
 }
 
 export const CC_DEFAULTS: Omit<CcKnobs, keyof CommonKnobs> = {
@@ -58,7 +66,27 @@ export const CC_DEFAULTS: Omit<CcKnobs, keyof CommonKnobs> = {
   throttleBodyShape: 'array',
   tokenRatePerSecond: 1,
   deviceApprovalPolls: 1,
+  exportPollsToComplete: 0,
+  exportOutcome: 'completed',
+  exportCorruptRows: 0,
+  exportDropRows: 0,
 };
+
+/** Columns a contact export can hold (swagger ContactsExport.fields names; the CSV header uses them as given). */
+export const EXPORT_FIELD_NAMES = [
+  'contact_id', 'email_address', 'first_name', 'last_name', 'job_title', 'company_name', 'created_at', 'updated_at',
+  'email_optin_source', 'email_optin_date', 'email_optout_source', 'email_optout_date', 'email_optout_reason',
+] as const;
+const EXPORT_NEEDS_EMAIL = ['email_optin_source', 'email_optin_date', 'email_optout_source', 'email_optout_date', 'email_optout_reason'];
+
+interface ExportActivity {
+  id: string;
+  fileId: string;
+  createdMs: number;
+  polls: number;
+  csv: string;
+  rows: number;
+}
 
 export interface CcConnection {
   origin: string;
@@ -80,6 +108,10 @@ const STATUSES = ['all', 'active', 'deleted', 'not_set', 'pending_confirmation',
 const INCLUDES = ['custom_fields', 'list_memberships', 'phone_numbers', 'street_addresses', 'taggings', 'notes'] as const;
 const AUTH = '/oauth2/default/v1';
 
+const randomUuid = (): string => {
+  const h = randomBytes(16).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+};
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const b64url = (b: Buffer): string => b.toString('base64').replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 
@@ -134,6 +166,8 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
   private countCache: { key: string; version: number; count: number } | null = null;
   /** Refresh tokens issued and invalidated so far (for tests of rotation). */
   readonly rotations: string[] = [];
+  /** Contact export activities, by activity id. */
+  readonly exports = new Map<string, ExportActivity>();
 
   constructor(world: World, opts: CcServerOptions = {}) {
     super('constant-contact', world, { ...COMMON_DEFAULTS, ...CC_DEFAULTS, ...(opts.knobs ?? {}) }, opts);
@@ -147,6 +181,9 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     r.add('GET', '/v3/contacts', (req) => this.listContacts(req));
     r.add('GET', '/v3/contacts/counts', (req) => this.counts_(req));
     r.add('GET', '/v3/contacts/:contact_id', (req) => this.getContact(req), 'api', 'GET /v3/contacts/{contact_id}');
+    r.add('POST', '/v3/activities/contact_exports', (req) => this.createExport(req));
+    r.add('GET', '/v3/activities/:activity_id', (req) => this.getActivity(req), 'api', 'GET /v3/activities/{activity_id}');
+    r.add('GET', '/v3/contact_exports/:file_export_id', (req) => this.getExportFile(req), 'api', 'GET /v3/contact_exports/{file_export_id}');
     r.add('GET', '/v3/account/summary', () =>
       json(200, {
         encoded_account_id: 'a07e1emu0001',
@@ -173,6 +210,9 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
   override setKnobs(patch: Record<string, unknown>): string[] {
     if (patch.throttleBodyShape !== undefined && patch.throttleBodyShape !== 'array' && patch.throttleBodyShape !== 'object') {
       return ['knob "throttleBodyShape" must be "array" or "object"'];
+    }
+    if (patch.exportOutcome !== undefined && !['completed', 'failed', 'cancelled', 'timed_out', 'never'].includes(String(patch.exportOutcome))) {
+      return ['knob "exportOutcome" must be "completed", "failed", "cancelled", "timed_out" or "never"'];
     }
     if (patch.fail5xxMode !== undefined && patch.fail5xxMode !== 'before' && patch.fail5xxMode !== 'after') {
       return ['knob "fail5xxMode" must be "before" or "after"'];
@@ -488,6 +528,95 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     for (const c of this.world.data.cc) if (this.matches(c, q)) n++;
     this.countCache = { key, version: this.world.version, count: n };
     return n;
+  }
+
+  // ------------------------------------------------------------------------------------------ bulk export
+
+  /** `POST /activities/contact_exports` (swagger ContactsExport: `status` and `fields` are emulated; the file is taken now). */
+  private createExport(req: EmuRequest): EmuResponse {
+    const b = parseJson(req) as Record<string, unknown>;
+    if (!b || typeof b !== 'object' || Array.isArray(b)) return this.errs(400, 'malformed_request', 'The body must be a ContactsExport object.');
+    const other = Object.keys(b).filter((k) => k !== 'status' && k !== 'fields');
+    if (other.length) return this.errs(400, 'malformed_request', `ContactsExport properties not emulated: ${other.join(', ')}`);
+    let status: string | null = null;
+    if (b.status !== undefined) {
+      if (typeof b.status !== 'string' || !(STATUSES as readonly string[]).includes(b.status)) return this.errs(400, 'malformed_request', `status "${String(b.status)}" is not valid`);
+      status = b.status;
+    }
+    let fields: string[] = [...EXPORT_FIELD_NAMES];
+    if (b.fields !== undefined) {
+      if (!Array.isArray(b.fields) || b.fields.some((f) => typeof f !== 'string')) return this.errs(400, 'malformed_request', 'fields must be an array of strings');
+      const bad = (b.fields as string[]).filter((f) => !(EXPORT_FIELD_NAMES as readonly string[]).includes(f));
+      if (bad.length) return this.errs(400, 'malformed_request', `unknown export field(s): ${bad.join(', ')}`);
+      fields = b.fields as string[];
+      if (fields.some((f) => EXPORT_NEEDS_EMAIL.includes(f)) && !fields.includes('email_address')) {
+        return this.errs(400, 'malformed_request', 'email_address must be exported to export the email opt-in/opt-out fields');
+      }
+    }
+    const q: ContactQuery = { statuses: status === null ? null : [status], email: null, updatedAfter: null, updatedBefore: null, createdAfter: null, createdBefore: null, optoutAfter: null, optoutBefore: null, lists: null, include: [], includeCount: false, limit: 500 };
+    const rows: string[][] = [];
+    for (const c of this.world.data.cc) if (this.matches(c, q)) rows.push(fields.map((f) => this.exportCell(c, f)));
+    rows.splice(Math.max(0, rows.length - this.knobs.exportDropRows), this.knobs.exportDropRows);
+    const ie = fields.indexOf('email_address');
+    for (let i = 0; i < Math.min(this.knobs.exportCorruptRows, rows.length); i++) if (ie >= 0) rows[i]![ie] = `not-an-address-${i}`;
+    const esc = (v: string): string => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+    const csv = [fields, ...rows].map((r) => r.map(esc).join(',')).join('\r\n') + '\r\n';
+    const a: ExportActivity = { id: randomUuid(), fileId: randomUuid(), createdMs: this.world.now(), polls: 0, csv, rows: rows.length };
+    this.exports.set(a.id, a);
+    return json(201, this.activityJson(a, 'initialized'));
+  }
+
+  private exportCell(c: CcContact, f: string): string {
+    const e = c.email;
+    const out = this.visibleOptOut(c);
+    switch (f) {
+      case 'contact_id': return c.id;
+      case 'email_address': return e ? e.raw : '';
+      case 'first_name': return c.firstName;
+      case 'last_name': return c.lastName;
+      case 'job_title': return c.jobTitle ?? '';
+      case 'company_name': return c.companyName ?? '';
+      case 'created_at': return iso(c.createdMs);
+      case 'updated_at': return iso(c.updatedMs);
+      case 'email_optin_source': return e ? e.optInSource : '';
+      case 'email_optin_date': return e && e.optInMs !== null ? iso(e.optInMs) : '';
+      case 'email_optout_source': return e && out !== null ? e.optOutSource ?? 'Account' : '';
+      case 'email_optout_date': return out !== null ? iso(out) : '';
+      case 'email_optout_reason': return e && out !== null ? e.optOutReason ?? '' : '';
+      default: return '';
+    }
+  }
+
+  private activityJson(a: ExportActivity, state: string): Record<string, unknown> {
+    const done = state === 'completed';
+    const body: Record<string, unknown> = {
+      activity_id: a.id,
+      state,
+      created_at: iso(a.createdMs),
+      updated_at: iso(this.world.now()),
+      percent_done: done ? 100 : state === 'initialized' ? 0 : 50,
+      activity_errors: state === 'failed' ? ['Export failed (emulated).'] : [],
+      status: { items_total_count: a.rows, items_completed_count: done ? a.rows : 0 },
+      _links: { self: { href: `/v3/activities/${a.id}` }, ...(done ? { results: { href: `/v3/contact_exports/${a.fileId}` } } : {}) },
+    };
+    if (state !== 'initialized') body.started_at = iso(a.createdMs);
+    if (done) body.completed_at = iso(this.world.now());
+    return body;
+  }
+
+  /** `GET /activities/{id}`: `processing` for exportPollsToComplete polls, then exportOutcome. */
+  private getActivity(req: EmuRequest): EmuResponse {
+    const a = this.exports.get(req.params.activity_id);
+    if (!a) return this.errs(404, 'not_found', `Activity ${req.params.activity_id} not found.`);
+    a.polls += 1;
+    const outcome = this.knobs.exportOutcome;
+    const state = a.polls <= this.knobs.exportPollsToComplete || outcome === 'never' ? 'processing' : outcome;
+    return json(200, this.activityJson(a, state));
+  }
+
+  private getExportFile(req: EmuRequest): EmuResponse {
+    for (const a of this.exports.values()) if (a.fileId === req.params.file_export_id) return text(200, a.csv, 'text/csv');
+    return this.errs(404, 'not_found', `Export file ${req.params.file_export_id} not found.`);
   }
 
   private getContact(req: EmuRequest): EmuResponse {

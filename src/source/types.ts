@@ -45,14 +45,34 @@ export interface SourceDeps {
   readonly random?: () => number;
 }
 
+/** What the engine knows when it asks for a full reconcile (src/source/constant-contact/reconcile.ts). */
+export interface ReconcilePlan {
+  /** Emails the store holds as active opt-outs: each must be accounted for (seen, or looked up) by the scan. */
+  readonly knownActive: ReadonlySet<string>;
+  /**
+   * Start of the last completed full reconcile minus the overlap (null: none yet). Deleted contacts are read
+   * only from here on; earlier ones are in the store already.
+   */
+  readonly deletedSince: Date | null;
+  /**
+   * Which of `emails` the store last saw as deleted contacts (opted out, then deleted). Deleted contacts do not
+   * change, so these count as accounted for without being read again.
+   */
+  readonly knownDeleted: (emails: readonly string[]) => ReadonlySet<string>;
+}
+
 export interface OptOutSource {
   /**
    * Contacts whose opt-out falls in [after, before]: `status=all&optout_after&optout_before`.
    * `onPage` is awaited before the next page is requested (the engine commits each page).
    */
   scanWindow(after: Date, before: Date, onPage: (page: SourcePage) => Promise<void> | void): Promise<ScanStats>;
-  /** Every contact in the unsubscribed set: `status=unsubscribed`. */
-  scanUnsubscribed(onPage: (page: SourcePage) => Promise<void> | void): Promise<ScanStats>;
+  /**
+   * Every contact in the unsubscribed set, unsubscribed-then-deleted ones included. Without `plan`: one plain
+   * scan of the whole set (deleted contacts included). With `plan` (the engine's full reconcile): the source
+   * may read less where the store already knows the rest (see ReconcilePlan), or read by bulk export.
+   */
+  scanUnsubscribed(onPage: (page: SourcePage) => Promise<void> | void, plan?: ReconcilePlan): Promise<ScanStats>;
   /** `GET /contacts/counts`: the unsubscribed total, to sanity-check a full scan. Null when unavailable. */
   unsubscribedCount(): Promise<number | null>;
   /** Credentials and connectivity, with precise messages. */

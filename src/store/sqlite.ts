@@ -374,6 +374,7 @@ export class SqliteStateStore implements StateStore {
       WHERE outbox.state != 'queued'`);
     const leave = this.sql(`UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`);
     const touch = this.sql(`UPDATE opt_outs SET last_seen_at = @now WHERE email = @email`);
+    const markDeleted = this.sql(`UPDATE opt_outs SET deleted = 1 WHERE email = @email AND state = 'active'`);
     const event = this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`);
     const checkpoint = this.sql(
       `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
@@ -394,6 +395,7 @@ export class SqliteStateStore implements StateStore {
         }
       }
       for (const email of c.seen ?? []) touch.run({ email, now: c.now });
+      for (const email of c.seenDeleted ?? []) markDeleted.run({ email });
       for (const [k, v] of Object.entries(c.checkpoints ?? {})) checkpoint.run(k, v, c.now);
     })();
   }

@@ -30,6 +30,8 @@ export interface DetectionCommit {
   readonly resubscribed: readonly ObservedContact[] | readonly string[];
   /** Emails seen again (last_seen_at refresh). */
   readonly seen?: readonly string[];
+  /** Known opt-outs now seen deleted (their `deleted` flag is set: a later reconcile need not read them again). */
+  readonly seenDeleted?: readonly string[];
   readonly targets: readonly string[];
   /** Checkpoints advanced in the same transaction (only after the work before them is queued). */
   readonly checkpoints?: Readonly<Record<string, string>>;

@@ -23,6 +23,8 @@ import { AuditRow } from '../../src/store/types';
 
 interface KillPoint {
   hsWrites: Map<string, number>;
+  /** Address-level writes to addresses a HubSpot contact holds only as a secondary address (hs_additional_emails). */
+  hsSecondaryWrites: Map<string, number>;
   sfWrites: Map<string, number>;
   notSuppressed: { hubspot: number; salesforce: number };
 }
@@ -31,6 +33,7 @@ function snapshot(emu: Emulators): KillPoint {
   const v = emu.verify();
   return {
     hsWrites: new Map(emu.world.hsWrites),
+    hsSecondaryWrites: new Map(emu.world.hsSecondaryStatusWrites),
     sfWrites: new Map(emu.world.sfWrites),
     notSuppressed: { hubspot: v.hubspot.notSuppressed.length, salesforce: v.salesforce.notSuppressed.length },
   };
@@ -83,7 +86,7 @@ async function rerunAndCheck(h: Harness, kill: KillPoint, command: 'backfill' | 
       if (row.outcome === want) continue;
       const writtenBeforeKill =
         target === 'hubspot'
-          ? (kill.hsWrites.get(h.emu.world.hsByNorm.get(row.email)?.id ?? '') ?? 0) > 0
+          ? (kill.hsWrites.get(h.emu.world.hsByNorm.get(row.email)?.id ?? '') ?? 0) > 0 || (kill.hsSecondaryWrites.get(row.email) ?? 0) > 0
           : (h.emu.world.sfByNorm.get(row.email) ?? []).some((x) => (kill.sfWrites.get(x.Id) ?? 0) > 0);
       assert.ok(want === 'applied' && row.outcome === 'already-suppressed' && writtenBeforeKill, `${target} ${row.email}: ${row.outcome}, expected ${want}`);
     }

@@ -116,7 +116,9 @@ describe('cc hardening', () => {
 
   describe('#5 a quarantined record is not a resubscribe', () => {
     async function fullSync(env: ReturnType<typeof ccEngine>, contacts: unknown[]) {
-      nock(API).get('/v3/contacts').query(true).reply(200, page(contacts));
+      nock(API).get('/v3/contacts').query((q) => q['status'] === 'unsubscribed').reply(200, page(contacts));
+      // the reconcile's deleted read and look-ups of known opt-outs it did not return: nobody
+      nock(API).get('/v3/contacts').query((q) => q['status'] !== 'unsubscribed').times(5).reply(200, page([]));
       nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: contacts.length });
       const r = await env.engine.sync({ full: true });
       env.clock.advance(60 * 60_000);
@@ -233,7 +235,8 @@ describe('cc hardening', () => {
       (broken['email_address'] as Record<string, unknown>)['opt_out_date'] = 12345;
       const noId = { email_address: { address: 'x@example.com' } };
       for (let run = 0; run < 3; run++) {
-        nock(API).get('/v3/contacts').query(true).reply(200, page([broken, noId, unsubscribed('b@example.com')]));
+        nock(API).get('/v3/contacts').query((q) => q['status'] === 'unsubscribed').reply(200, page([broken, noId, unsubscribed('b@example.com')]));
+        nock(API).get('/v3/contacts').query((q) => q['status'] !== 'unsubscribed').times(5).reply(200, page([])); // the reconcile's deleted read
         nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: 1 });
         const r = await env.engine.sync({ full: true });
         assert.strictEqual(r.detection.quarantined, 2, 'each scan still reports what it quarantined');

@@ -27,7 +27,7 @@ describe('config', () => {
     assert.strictEqual(c.source.apiBaseUrl, 'https://api.cc.email/v3');
     assert.strictEqual(c.source.authBaseUrl, 'https://authz.constantcontact.com/oauth2/default/v1');
     assert.deepStrictEqual(c.source.rateLimit, { perSecond: 4, dailyBudget: 10000 });
-    assert.deepStrictEqual(c.source.detection, { mode: 'window', overlapMinutes: 10, lagMinutes: 2, reconcileEveryHours: 24, pageSize: 500 });
+    assert.deepStrictEqual(c.source.detection, { mode: 'window', overlapMinutes: 10, lagMinutes: 2, reconcileEveryHours: 24, pageSize: 500, reconcileVia: 'auto' });
     assert.strictEqual(c.storePath, './.cc-optout/state.db');
     // the resolved secret is now masked wherever it would be printed
     assert.strictEqual(redact('token super-secret-value here'), 'token [redacted] here');

@@ -5,6 +5,10 @@
  *   `rateLimit.perSecond` per 1000 ms plus the daily budget `rateLimit.dailyBudget`. The budget is per
  *   APPLICATION, so the day's count is persisted in the key/value store (`daily_usage` = {day, used}) and
  *   restored on start: it survives across runs. Each request is also counted with `calls.record`.
+ *   The count is written in batches, not per request (each write is a committed, fsync'd SQLite transaction):
+ *   every USAGE_FLUSH_EVERY requests or USAGE_FLUSH_MS of time, before a QuotaExceeded is thrown, and by
+ *   `flushUsage()`, which the source calls when each of its operations ends (so before a run ends). A crash
+ *   loses at most the requests of one batch (USAGE_FLUSH_EVERY - 1) from the count.
  * - Retries (src/http/retry.ts): 5xx, network failures and 429 `throttled` (at least 1 s apart: the limit
  *   is per second and no Retry-After is documented). 429 `quota_exceeded` is final: QuotaExceeded with
  *   `resetAt` = next 00:00 UTC, and so is our own budget running out (BudgetExhausted).
@@ -27,11 +31,17 @@ import { classifyFailure, networkError, sourceError } from './errors';
 
 export const CALLS_VENDOR = 'constant-contact';
 export const KV_DAILY_USAGE = 'daily_usage';
+/** The daily count is persisted after this many requests at the latest ... */
+export const USAGE_FLUSH_EVERY = 25;
+/** ... or once this much time passed since the last write (whichever comes first). */
+export const USAGE_FLUSH_MS = 5_000;
 
 export interface ClientOptions {
   /** axios instance (tests may inject one); defaults to a fresh instance on the Node http adapter. */
   readonly http?: AxiosInstance;
   readonly retry?: RetryPolicy;
+  /** Persist the daily count after this many requests (default USAGE_FLUSH_EVERY; 1 = every request). */
+  readonly usageFlushEvery?: number;
 }
 
 export type QueryParams = Record<string, string | number | boolean>;
@@ -99,9 +109,17 @@ function readDailyUsage(deps: SourceDeps, logger: Logger): DailyUsage | undefine
   return undefined;
 }
 
-function describeRequest(url: string): string {
+function describeRequest(method: string, url: string): string {
   const u = new URL(url);
-  return `GET ${u.pathname}${u.search}`;
+  return `${method} ${u.pathname}${u.search}`;
+}
+
+interface Req {
+  readonly method: 'GET' | 'POST';
+  readonly url: string;
+  readonly params?: QueryParams;
+  readonly body?: unknown;
+  readonly accept: 'json' | 'text';
 }
 
 export interface BudgetState {
@@ -116,6 +134,9 @@ export class ConstantContactClient {
   private readonly retry: RetryPolicy;
   private readonly limiter: RateLimiter;
   private readonly logger: Logger;
+  private readonly flushEvery: number;
+  /** The count as last written to the store, and when. */
+  private persisted: { day: string; used: number; at: number } | null = null;
 
   constructor(
     private readonly config: ResolvedSource,
@@ -126,16 +147,38 @@ export class ConstantContactClient {
     this.http = options.http ?? createHttp();
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.logger = deps.logger.child({ source: 'constant-contact' });
+    this.flushEvery = Math.max(1, Math.floor(options.usageFlushEvery ?? USAGE_FLUSH_EVERY));
+    const stored = readDailyUsage(deps, this.logger);
+    if (stored) this.persisted = { ...stored, at: deps.clock.now().getTime() };
     this.limiter = new RateLimiter({
       perWindow: config.rateLimit.perSecond,
       // 1 s plus a safety margin: the server times arrivals, we time departures, and latency jitter between
       // the two turned a 4th-per-second request into a `throttled` 429 against the emulator.
       windowMs: 1100,
       dailyBudget: config.rateLimit.dailyBudget,
-      usedToday: readDailyUsage(deps, this.logger),
-      onUse: (day, used) => deps.kv.set(KV_DAILY_USAGE, JSON.stringify({ day, used })),
+      usedToday: stored,
+      onUse: (day, used) => this.noteUsage(day, used),
       clock: deps.clock,
     });
+  }
+
+  /** Batch the daily-count writes: persist every `flushEvery` requests or USAGE_FLUSH_MS, whichever first. */
+  private noteUsage(day: string, used: number): void {
+    const p = this.persisted;
+    const now = this.deps.clock.now().getTime();
+    if (p === null || p.day !== day || used - p.used >= this.flushEvery || now - p.at >= USAGE_FLUSH_MS) this.writeUsage(day, used);
+  }
+
+  private writeUsage(day: string, used: number): void {
+    this.deps.kv.set(KV_DAILY_USAGE, JSON.stringify({ day, used }));
+    this.persisted = { day, used, at: this.deps.clock.now().getTime() };
+  }
+
+  /** Write the day's count now if the store is behind (at the end of every source operation). */
+  flushUsage(): void {
+    const used = this.limiter.usedToday();
+    const day = this.deps.clock.now().toISOString().slice(0, 10);
+    if (this.persisted === null ? used > 0 : this.persisted.day !== day || this.persisted.used !== used) this.writeUsage(day, used);
   }
 
   /** The absolute URL of an API path (`/contacts`) under `apiBaseUrl`. */
@@ -159,15 +202,30 @@ export class ConstantContactClient {
    * GET `url` (absolute; use `url()` / `nextUrl()`) with optional query params and return the parsed JSON
    * body. Throws QuotaExceeded, ReauthorizationRequired or SourceError.
    */
-  async getJson(url: string, params?: QueryParams): Promise<unknown> {
-    const what = describeRequest(url);
+  getJson(url: string, params?: QueryParams): Promise<unknown> {
+    return this.request({ method: 'GET', url, params, accept: 'json' });
+  }
+
+  /** POST a JSON body (bulk activities), same limiter, retries and errors as `getJson`. */
+  postJson(url: string, body: unknown): Promise<unknown> {
+    return this.request({ method: 'POST', url, body, accept: 'json' });
+  }
+
+  /** GET a text body (the CSV of a contact export), same limiter, retries and errors as `getJson`. */
+  async getText(url: string): Promise<string> {
+    const data = await this.request({ method: 'GET', url, accept: 'text' });
+    return typeof data === 'string' ? data : Buffer.isBuffer(data) ? data.toString('utf8') : String(data ?? '');
+  }
+
+  private async request(req: Req): Promise<unknown> {
+    const what = describeRequest(req.method, req.url);
     let attemptNo = 0;
     const state = { refreshed: false };
     try {
       return await withRetry(
         async (attempt) => {
           attemptNo = attempt;
-          return this.attempt(url, params, what, state);
+          return this.attempt(req, what, state);
         },
         (err) => {
           const decision = classifyFailure(err, Math.max(1000, backoffDelay(attemptNo, this.retry, this.deps.random)));
@@ -193,13 +251,13 @@ export class ConstantContactClient {
   }
 
   /** One attempt: a request, and on 401 (once per logical request) a token refresh and one replay. */
-  private async attempt(url: string, params: QueryParams | undefined, what: string, state: { refreshed: boolean }): Promise<unknown> {
-    let res = await this.send(url, params, what, () => this.tokens.accessToken());
+  private async attempt(req: Req, what: string, state: { refreshed: boolean }): Promise<unknown> {
+    let res = await this.send(req, what, () => this.tokens.accessToken());
     if (res.status === 401 && !state.refreshed) {
       state.refreshed = true;
       this.logger.info('constant-contact: access token rejected (401); refreshing once');
       const rejected = res.token;
-      res = await this.send(url, params, what, () => this.tokens.refreshAfterUnauthorized(rejected));
+      res = await this.send(req, what, () => this.tokens.refreshAfterUnauthorized(rejected));
     }
     if (res.status >= 200 && res.status < 300) return res.data;
     throw this.failure(res.status, res.data, what, state.refreshed);
@@ -209,16 +267,12 @@ export class ConstantContactClient {
    * One HTTP request: a slot from the shared limiter first (so a spent budget costs no token refresh),
    * then the token, then the request, counted.
    */
-  private async send(
-    url: string,
-    params: QueryParams | undefined,
-    what: string,
-    token: () => Promise<string>,
-  ): Promise<{ status: number; data: unknown; token: string }> {
+  private async send(req: Req, what: string, token: () => Promise<string>): Promise<{ status: number; data: unknown; token: string }> {
     try {
       await this.limiter.acquire();
     } catch (err) {
       if (err instanceof BudgetExhausted) {
+        this.flushUsage();
         throw new QuotaExceeded(
           err.resetAt,
           `The daily Constant Contact request budget (${err.budget} requests, shared by every account this application ` +
@@ -230,12 +284,29 @@ export class ConstantContactClient {
     const bearer = await token();
     this.deps.calls.record(CALLS_VENDOR);
     try {
-      const res = await this.http.get(url, {
-        params,
-        headers: { Authorization: `Bearer ${bearer}`, Accept: 'application/json' },
+      const res = await this.http.request({
+        method: req.method,
+        url: req.url,
+        params: req.params,
+        data: req.body,
+        headers: {
+          Authorization: `Bearer ${bearer}`,
+          Accept: req.accept === 'text' ? 'text/csv, text/plain, */*' : 'application/json',
+          ...(req.body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+        },
+        // a CSV stays text (axios would otherwise try JSON.parse on it); error bodies are parsed below
+        ...(req.accept === 'text' ? { responseType: 'text' as const, transformResponse: [(d: unknown) => d] } : {}),
         validateStatus: () => true,
       });
-      return { status: res.status, data: res.data as unknown, token: bearer };
+      let data = res.data as unknown;
+      if (req.accept === 'text' && (res.status < 200 || res.status >= 300) && typeof data === 'string') {
+        try {
+          data = JSON.parse(data);
+        } catch {
+          // not JSON: parseApiError reads text
+        }
+      }
+      return { status: res.status, data, token: bearer };
     } catch (err) {
       throw networkError(`Constant Contact ${what}`, err);
     }
@@ -277,6 +348,6 @@ export class ConstantContactClient {
     this.limiter.exhaust();
     const day = this.deps.clock.now().toISOString().slice(0, 10);
     const used = Math.max(this.limiter.usedToday(), this.config.rateLimit.dailyBudget);
-    this.deps.kv.set(KV_DAILY_USAGE, JSON.stringify({ day, used }));
+    this.writeUsage(day, used);
   }
 }
