@@ -3,7 +3,7 @@
  * resolution of defaults into a plain `ResolvedConfig` the rest of the connector reads.
  *
  * The JSON Schema in `manifest-entry.json` must accept exactly what this codec accepts
- * (test/fixtures/salesforce/configs.json holds the cases both are checked against).
+ * (connectors/salesforce/test/fixtures/configs.json holds the cases both are checked against).
  */
 import * as t from 'io-ts';
 import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';

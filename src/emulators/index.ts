@@ -18,8 +18,8 @@
 import { CC_DEFAULTS, CcConnection, CcKnobs, CcServerOptions, ConstantContactEmulator } from './constant-contact';
 import { DatasetOptions } from './dataset';
 import { CommonKnobs, EndpointCount } from './http';
-import { HUBSPOT_DEFAULTS, HubSpotConnection, HubSpotEmulator, HubSpotKnobs, HubSpotServerOptions } from './hubspot';
-import { SALESFORCE_DEFAULTS, SalesforceConnection, SalesforceEmulator, SalesforceKnobs, SalesforceServerOptions } from './salesforce';
+import { HUBSPOT_DEFAULTS, HubSpotConnection, HubSpotEmulator, HubSpotKnobs, HubSpotServerOptions } from '../../connectors/hubspot/emulator';
+import { SALESFORCE_DEFAULTS, SalesforceConnection, SalesforceEmulator, SalesforceKnobs, SalesforceServerOptions } from '../../connectors/salesforce/emulator';
 import { AddOptOutSpec, AddedOptOut, GroundTruth, Verification, World } from './world';
 
 export { World } from './world';
@@ -29,13 +29,13 @@ export type { DatasetOptions, Dataset, CcContact, HsContact, HsAdditionalEmail, 
 export { splitAdditionalEmails } from './dataset';
 export { ConstantContactEmulator, CC_DEFAULTS } from './constant-contact';
 export type { CcKnobs, CcConnection, CcServerOptions } from './constant-contact';
-export { HubSpotEmulator, HUBSPOT_DEFAULTS, HUBSPOT_DEFAULT_SCOPES, HUBSPOT_DEFAULT_CUSTOM_PROPERTIES, HUBSPOT_API_VERSIONS, HUBSPOT_LEGACY_PATH } from './hubspot';
-export type { HubSpotKnobs, HubSpotConnection, HubSpotServerOptions } from './hubspot';
-export { SalesforceEmulator, SALESFORCE_DEFAULTS, SALESFORCE_API_VERSION, MAX_URI_BYTES } from './salesforce';
-export type { SalesforceKnobs, SalesforceConnection, SalesforceServerOptions } from './salesforce';
+export { HubSpotEmulator, HUBSPOT_DEFAULTS, HUBSPOT_DEFAULT_SCOPES, HUBSPOT_DEFAULT_CUSTOM_PROPERTIES, HUBSPOT_API_VERSIONS, HUBSPOT_LEGACY_PATH } from '../../connectors/hubspot/emulator';
+export type { HubSpotKnobs, HubSpotConnection, HubSpotServerOptions } from '../../connectors/hubspot/emulator';
+export { SalesforceEmulator, SALESFORCE_DEFAULTS, SALESFORCE_API_VERSION, MAX_URI_BYTES } from '../../connectors/salesforce/emulator';
+export type { SalesforceKnobs, SalesforceConnection, SalesforceServerOptions } from '../../connectors/salesforce/emulator';
 export { COMMON_DEFAULTS } from './http';
 export type { CommonKnobs, EndpointCount } from './http';
-export { escapeSoql, parseSoql } from './soql';
+export { escapeSoql, parseSoql } from '../../connectors/salesforce/emulator/soql';
 
 type Knobless<T> = Omit<T, 'port' | 'host' | 'seed'>;
 

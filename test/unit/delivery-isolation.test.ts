@@ -22,7 +22,7 @@ import { startSalesforce } from '../../src/emulators';
 import type { SalesforceEmulator } from '../../src/emulators';
 import * as E from 'fp-ts/Either';
 import { connector as sfConnector, openSalesforce } from '../../connectors/salesforce';
-import { FakeOrg, INSTANCE, testCaps, optOut as sfOptOut } from '../fixtures/salesforce/fake-org';
+import { FakeOrg, INSTANCE, testCaps, optOut as sfOptOut } from '../../connectors/salesforce/test/fixtures/fake-org';
 
 const T0 = new Date('2026-06-01T12:00:00Z');
 const ODD = 'odd\u0001name@example.com';

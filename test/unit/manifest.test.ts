@@ -16,7 +16,7 @@ interface Examples {
   invalid: { config: unknown; why: string }[];
 }
 function examples(file: string): Examples {
-  return JSON.parse(fs.readFileSync(path.join(root, 'test', 'fixtures', file), 'utf8')) as Examples;
+  return JSON.parse(fs.readFileSync(path.join(root, file), 'utf8')) as Examples;
 }
 
 describe('manifest and registry', () => {
@@ -48,7 +48,7 @@ describe('manifest and registry', () => {
 
     it('on the config file (manifest.configSchema vs the core codec)', () => {
       const validate = ajv.compile(manifest.configSchema as object);
-      const ex = examples('core/configs.json');
+      const ex = examples('test/fixtures/core/configs.json');
       const decodes = (c: unknown): boolean => {
         try {
           decodeConfig(c, {}, testRegistry());
@@ -70,7 +70,7 @@ describe('manifest and registry', () => {
 
     it('on the source config (manifest.source.configSchema vs ConstantContactConfig)', () => {
       const validate = ajv.compile(manifest.source.configSchema);
-      const ex = examples('core/configs.json');
+      const ex = examples('test/fixtures/core/configs.json');
       const sources = ex.valid.map((v) => (v as { source: unknown }).source);
       for (const s of sources) {
         assert.ok(validate(s), ajv.errorsText(validate.errors));
@@ -88,7 +88,7 @@ describe('manifest and registry', () => {
         const reg = entry.id === 'memory-crm' ? testRegistry() : createRegistry(manifest);
         const codec = reg.get(entry.id)!.config;
         const validate = ajv.compile(entry.configSchema);
-        const file = entry.id === 'memory-crm' ? null : `${entry.id}/configs.json`;
+        const file = entry.id === 'memory-crm' ? null : `connectors/${entry.id}/test/fixtures/configs.json`;
         const ex: Examples = file ? examples(file) : { valid: [{ crm: 'a' }, { crm: 'a', apiKey: 'k' }], invalid: [{ config: {}, why: 'crm missing' }, { config: { crm: 'a', other: 1 }, why: 'unknown key' }] };
         assert.ok(ex.valid.length >= 2 && ex.invalid.length >= 2, 'enough examples');
         for (const v of ex.valid) {

@@ -1,9 +1,9 @@
 import { strict as assert } from 'assert';
 import * as E from 'fp-ts/Either';
-import { soqlLiteral, lookupSoql, planLookupChunks, queryUrl, MAX_QUERY_URL_BYTES } from '../../connectors/salesforce/soql';
-import { toCsv, parseCsv } from '../../connectors/salesforce/csv';
-import { resolveConfig, SalesforceConfig } from '../../connectors/salesforce/config';
-import { parseLookupSoql } from '../fixtures/salesforce/fake-org';
+import { soqlLiteral, lookupSoql, planLookupChunks, queryUrl, MAX_QUERY_URL_BYTES } from '../soql';
+import { toCsv, parseCsv } from '../csv';
+import { resolveConfig, SalesforceConfig } from '../config';
+import { parseLookupSoql } from './fixtures/fake-org';
 
 function objects(raw: Record<string, unknown> = {}) {
   const d = SalesforceConfig.decode({ auth: { type: 'refresh-token', clientId: 'c', refreshToken: 'r' }, ...raw });

@@ -10,8 +10,8 @@
  */
 import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, verify as cryptoVerify, KeyObject } from 'crypto';
 import * as http from 'http';
-import { parseCsv, toCsv } from './csv';
-import { SfRecord, SfType } from './dataset';
+import { parseCsv, toCsv } from '../../../src/emulators/csv';
+import { SfRecord, SfType } from '../../../src/emulators/dataset';
 import {
   COMMON_DEFAULTS,
   CommonKnobs,
@@ -28,11 +28,11 @@ import {
   parseForm,
   parseJson,
   text,
-} from './http';
-import { createRng, deriveSeed, Rng } from './prng';
+} from '../../../src/emulators/http';
+import { createRng, deriveSeed, Rng } from '../../../src/emulators/prng';
 import { Cond, FieldDef, Literal, Row, SoqlError, SoqlQuery, evaluate, parseSoql, resolveField, validateQuery } from './soql';
-import { KEY_PREFIX, makeSfId, to18 } from './sfid';
-import { World } from './world';
+import { KEY_PREFIX, makeSfId, to18 } from '../../../src/emulators/sfid';
+import { World } from '../../../src/emulators/world';
 
 export interface SalesforceKnobs extends CommonKnobs {
   /** Daily API request allocation (api-usage=N/M). */

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
-import { parseCsv, toCsv } from '../../src/emulators/csv';
-import { makeSfId, to18 } from '../../src/emulators/sfid';
-import { FieldDef, SoqlError, escapeSoql, evaluate, parseSoql, validateQuery } from '../../src/emulators/soql';
+import { parseCsv, toCsv } from '../../../src/emulators/csv';
+import { makeSfId, to18 } from '../../../src/emulators/sfid';
+import { FieldDef, SoqlError, escapeSoql, evaluate, parseSoql, validateQuery } from '../emulator/soql';
 
 const FIELDS: FieldDef[] = [
   { name: 'Id', type: 'id', updateable: false },

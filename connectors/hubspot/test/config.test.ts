@@ -8,15 +8,16 @@ import * as path from 'path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import { isLeft, isRight } from 'fp-ts/Either';
-import { formatErrors } from '../../src/codec';
-import { connector } from '../../connectors/hubspot';
-import { HubSpotConfigCodec, resolveConfig } from '../../connectors/hubspot/config';
-import { BATCH_KV_PREFIX } from '../../connectors/hubspot/target';
+import { formatErrors } from '../../../src/codec';
+import { connector } from '..';
+import { HubSpotConfigCodec, resolveConfig } from '../config';
+import { BATCH_KV_PREFIX } from '../target';
 
 // dist/test/unit -> package root
-const ROOT = path.resolve(__dirname, '..', '..', '..');
+/** The package root (holds package.json), from either connectors/hubspot/test or dist/connectors/hubspot/test. */
+const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
 const entry = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'manifest-entry.json'), 'utf8'));
-const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'hubspot', 'configs.json'), 'utf8')) as {
+const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'test', 'fixtures', 'configs.json'), 'utf8')) as {
   valid: Record<string, unknown>[];
   invalid: { config: Record<string, unknown>; why: string }[];
 };

@@ -4,9 +4,9 @@
  */
 import * as assert from 'assert';
 import nock from 'nock';
-import { clearSecrets } from '../../src/log';
-import { BASE, TOKEN, FakeHubSpot, P, byEmail, deliver, isPath, kinds, open, optOut, privateApp, makeCaps } from '../fixtures/hubspot/harness';
-import { BATCH_KV_PREFIX } from '../../connectors/hubspot/target';
+import { clearSecrets } from '../../../src/log';
+import { BASE, TOKEN, FakeHubSpot, P, byEmail, deliver, isPath, kinds, open, optOut, privateApp, makeCaps } from './fixtures/harness';
+import { BATCH_KV_PREFIX } from '../target';
 
 describe('hubspot connector: deliver', () => {
   afterEach(() => {

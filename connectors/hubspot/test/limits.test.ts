@@ -4,8 +4,8 @@
  */
 import * as assert from 'assert';
 import nock from 'nock';
-import { clearSecrets } from '../../src/log';
-import { TOKEN, FakeHubSpot, P, byEmail, deliver, deliverLeft, isPath, kinds, open, optOut, privateApp, rateLimit429 } from '../fixtures/hubspot/harness';
+import { clearSecrets } from '../../../src/log';
+import { TOKEN, FakeHubSpot, P, byEmail, deliver, deliverLeft, isPath, kinds, open, optOut, privateApp, rateLimit429 } from './fixtures/harness';
 
 describe('hubspot connector: limits and failures', () => {
   afterEach(() => {

@@ -5,9 +5,9 @@
 import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
-import { clearSecrets } from '../../src/log';
-import { CheckReport, Target } from '../../src/plugin';
-import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from '../fixtures/hubspot/harness';
+import { clearSecrets } from '../../../src/log';
+import { CheckReport, Target } from '../../../src/plugin';
+import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from './fixtures/harness';
 
 async function check(target: Target): Promise<CheckReport> {
   const r = await target.check()();

@@ -4,11 +4,11 @@
 import { strict as assert } from 'assert';
 import nock from 'nock';
 import * as E from 'fp-ts/Either';
-import { connector, openSalesforce } from '../../connectors/salesforce';
-import { DeliveryMode, DeliveryReport, TargetError } from '../../src/plugin';
-import { OptOut } from '../../src/domain';
-import { clearSecrets } from '../../src/log';
-import { FakeOrg, INSTANCE, API, contact, lead, personAccount, testCaps, optOut, parseLookupSoql } from '../fixtures/salesforce/fake-org';
+import { connector, openSalesforce } from '..';
+import { DeliveryMode, DeliveryReport, TargetError } from '../../../src/plugin';
+import { OptOut } from '../../../src/domain';
+import { clearSecrets } from '../../../src/log';
+import { FakeOrg, INSTANCE, API, contact, lead, personAccount, testCaps, optOut, parseLookupSoql } from './fixtures/fake-org';
 
 const FAST = { retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 100 } };
 

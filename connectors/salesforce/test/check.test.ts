@@ -4,10 +4,10 @@
 import { strict as assert } from 'assert';
 import nock from 'nock';
 import * as E from 'fp-ts/Either';
-import { connector, openSalesforce } from '../../connectors/salesforce';
-import { CheckReport } from '../../src/plugin';
-import { clearSecrets } from '../../src/log';
-import { FakeOrg, INSTANCE, API, testCaps } from '../fixtures/salesforce/fake-org';
+import { connector, openSalesforce } from '..';
+import { CheckReport } from '../../../src/plugin';
+import { clearSecrets } from '../../../src/log';
+import { FakeOrg, INSTANCE, API, testCaps } from './fixtures/fake-org';
 
 function open(overrides: Record<string, unknown> = {}) {
   const raw = { instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' }, ...overrides };

@@ -6,10 +6,10 @@
 import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
-import { clearSecrets, registerSecret } from '../../src/log';
-import { parseApiError } from '../../src/source/constant-contact/codecs';
-import { additionalEmails } from '../../connectors/hubspot/target';
-import { BASE, SERVICE_KEY, P, byEmail, deliver, kinds, open, optOut, rateLimit429, serviceKey } from '../fixtures/hubspot/harness';
+import { clearSecrets, registerSecret } from '../../../src/log';
+import { parseApiError } from '../../../src/source/constant-contact/codecs';
+import { additionalEmails } from '../target';
+import { BASE, SERVICE_KEY, P, byEmail, deliver, kinds, open, optOut, rateLimit429, serviceKey } from './fixtures/harness';
 
 type Body = { inputs?: Array<{ id: string } | string>; filterGroups?: Array<{ filters: Array<{ values?: string[] }> }>; after?: string };
 

@@ -6,11 +6,11 @@ import { strict as assert } from 'assert';
 import * as crypto from 'crypto';
 import nock from 'nock';
 import * as E from 'fp-ts/Either';
-import { connector, openSalesforce } from '../../connectors/salesforce';
-import { JWT_BEARER_GRANT } from '../../connectors/salesforce/auth';
-import { DeliveryReport, TargetError } from '../../src/plugin';
-import { clearSecrets } from '../../src/log';
-import { FakeOrg, INSTANCE, LOGIN, API, contact, testCaps, optOut, rsaKeyPair } from '../fixtures/salesforce/fake-org';
+import { connector, openSalesforce } from '..';
+import { JWT_BEARER_GRANT } from '../auth';
+import { DeliveryReport, TargetError } from '../../../src/plugin';
+import { clearSecrets } from '../../../src/log';
+import { FakeOrg, INSTANCE, LOGIN, API, contact, testCaps, optOut, rsaKeyPair } from './fixtures/fake-org';
 
 const FAST = { retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 100 } };
 const KEY_PATH = '/secrets/salesforce.key';

@@ -7,11 +7,11 @@
 import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
-import { clearSecrets, redact } from '../../src/log';
-import { formatErrors, isSecretKey } from '../../src/codec';
-import { connector } from '../../connectors/hubspot';
-import { CheckReport, Target } from '../../src/plugin';
-import { SqliteStateStore } from '../../src/store/sqlite';
+import { clearSecrets, redact } from '../../../src/log';
+import { formatErrors, isSecretKey } from '../../../src/codec';
+import { connector } from '..';
+import { CheckReport, Target } from '../../../src/plugin';
+import { SqliteStateStore } from '../../../src/store/sqlite';
 import {
   BASE,
   FakeHubSpot,
@@ -30,7 +30,7 @@ import {
   rateLimit429,
   serviceKey,
   vpaths,
-} from '../fixtures/hubspot/harness';
+} from './fixtures/harness';
 
 async function check(target: Target): Promise<CheckReport> {
   const r = await target.check()();

@@ -4,9 +4,9 @@
  */
 import * as assert from 'assert';
 import nock from 'nock';
-import { clearSecrets } from '../../src/log';
-import { OAUTH_KV_KEY } from '../../connectors/hubspot/api';
-import { FakeHubSpot, P, deliver, deliverLeft, isPath, kinds, makeCaps, open, optOut } from '../fixtures/hubspot/harness';
+import { clearSecrets } from '../../../src/log';
+import { OAUTH_KV_KEY } from '../api';
+import { FakeHubSpot, P, deliver, deliverLeft, isPath, kinds, makeCaps, open, optOut } from './fixtures/harness';
 
 const CLIENT_SECRET = 'client-secret-value-9876';
 const REFRESH = 'initial-refresh-token-value-1234';

@@ -3,14 +3,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import Ajv from 'ajv';
 import { isRight } from 'fp-ts/Either';
-import { connector } from '../../connectors/salesforce';
-import { resolveConfig, SalesforceConfig } from '../../connectors/salesforce/config';
-import { KV_API_USAGE } from '../../connectors/salesforce/client';
-import { formatErrors } from '../../src/codec';
+import { connector } from '..';
+import { resolveConfig, SalesforceConfig } from '../config';
+import { KV_API_USAGE } from '../client';
+import { formatErrors } from '../../../src/codec';
 
 // Compiled tests run from dist/test/unit; fixtures and the manifest entry are read from the source tree.
-const ROOT = path.resolve(__dirname, '..', '..', fs.existsSync(path.resolve(__dirname, '..', '..', 'package.json')) ? '' : '..');
-const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'test/fixtures/salesforce/configs.json'), 'utf8')) as {
+/** The package root (holds package.json), from either connectors/salesforce/test or dist/connectors/salesforce/test. */
+const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
+const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/test/fixtures/configs.json'), 'utf8')) as {
   valid: unknown[];
   invalid: Array<{ config: unknown; why: string }>;
 };

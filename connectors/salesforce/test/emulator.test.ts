@@ -3,8 +3,8 @@ import { generateKeyPairSync, sign } from 'crypto';
 import * as net from 'net';
 import axios, { AxiosResponse } from 'axios';
 import { Connection } from 'jsforce';
-import { GroundTruth, SalesforceEmulator, World, escapeSoql, startSalesforce } from '../../src/emulators';
-import { parseCsv } from '../../src/emulators/csv';
+import { GroundTruth, SalesforceEmulator, World, escapeSoql, startSalesforce } from '../../../src/emulators';
+import { parseCsv } from '../../../src/emulators/csv';
 
 const ANCHOR = '2025-06-01T12:00:00Z';
 const any = { validateStatus: () => true } as const;

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import axios, { AxiosResponse } from 'axios';
 import { Client } from '@hubspot/api-client';
-import { GroundTruth, HubSpotEmulator, World, startHubSpot } from '../../src/emulators';
+import { GroundTruth, HubSpotEmulator, World, startHubSpot } from '../../../src/emulators';
 
 const ANCHOR = '2025-06-01T12:00:00Z';
 const any = { validateStatus: () => true } as const;

@@ -9,8 +9,8 @@
  */
 import * as assert from 'assert';
 import nock from 'nock';
-import { clearSecrets } from '../../src/log';
-import { FakeHubSpot, P, byEmail, deliver, isPath, kinds, open, optOut, serviceKey, vpaths } from '../fixtures/hubspot/harness';
+import { clearSecrets } from '../../../src/log';
+import { FakeHubSpot, P, byEmail, deliver, isPath, kinds, open, optOut, serviceKey, vpaths } from './fixtures/harness';
 
 const readsOf = (hs: FakeHubSpot, path: string = P.batchAllRead) => hs.requests.filter(isPath(path));
 
