@@ -79,6 +79,8 @@ export interface DataverseEmulatorOptions {
   knobs?: Partial<DataverseKnobs>;
   /** Fixed ports (0 = ephemeral). */
   ports?: { dataverse?: number; entra?: number };
+  /** Who is opted out NOW (e.g. the shared world's ground truth), read by truth() and verify(). */
+  optedOutNow?: () => Iterable<string>;
 }
 
 export interface DataverseConnection {
@@ -299,6 +301,7 @@ export class DataverseEmulator {
   }
 
   truth(opts: VerifyOptions = {}): DataverseTruth {
+    if (this.opts.optedOutNow) for (const e of this.opts.optedOutNow()) this.optedOut.add(e.trim().toLowerCase());
     const fields = opts.emailFields ?? ['emailaddress1', 'emailaddress2', 'emailaddress3'];
     const t: DataverseTruth = { optedOut: [...this.optedOut].sort(), toSuppress: [], alreadySuppressed: [], closedLeads: [], missing: [] };
     const covered = new Set<string>();
