@@ -214,17 +214,19 @@ export class Delivery {
         }
         throw e;
       }
-      answer.forEach((r, k) => settle(pack[k].emails, this.judge(r, pack[k].records)));
+      answer.forEach((r, k) => settle(pack[k].emails, this.judge(r, pack[k].records, built.changeSets[k])));
     }
     return { outcomes: finish() };
   }
 
-  private judge(r: ChangeSetResult, records: FoundRecord[]): { ok: boolean; retryable: boolean; message?: string } {
+  /** `contentIds[i]` is the Content-ID of the request that wrote `records[i]`. */
+  private judge(r: ChangeSetResult, records: FoundRecord[], contentIds: readonly number[]): { ok: boolean; retryable: boolean; message?: string } {
     if (r.ok) return { ok: true, retryable: false };
     if (!r.failure) return { ok: false, retryable: true, message: 'not attempted: Dataverse stopped the $batch before this change set' };
     const f = r.failure;
     const err = odataErrorOf(f.body);
-    const which = f.contentId !== null && records[f.contentId - 1] ? ` (${records[f.contentId - 1].entity} ${records[f.contentId - 1].id})` : '';
+    const at = f.contentId === null ? -1 : contentIds.indexOf(f.contentId);
+    const which = at >= 0 && records[at] ? ` (${records[at].entity} ${records[at].id})` : '';
     const text = this.caps.secrets.redact(`HTTP ${f.status}${which}${err.code ? ` ${err.code}` : ''}${err.message ? `: ${err.message}` : ''}`).slice(0, 300);
     if (f.status === 404) return { ok: false, retryable: true, message: `a record was deleted since the lookup; looked up again next time: ${text}` };
     if (f.status === 412 || f.status === 429 || f.status >= 500) return { ok: false, retryable: true, message: text };

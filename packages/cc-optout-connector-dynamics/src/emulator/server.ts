@@ -191,7 +191,8 @@ export class DataverseEmulator {
   async start(): Promise<this> {
     const host = this.opts.host ?? '127.0.0.1';
     this.tls = await makeLoopbackCert(host);
-    this.dvServer = http.createServer((req, res) => void this.serve(req, res, 'dataverse'));
+    // room for URLs up to (and past) Dataverse's 32,768 characters, so the 414 is ours, not Node's 431
+    this.dvServer = http.createServer({ maxHeaderSize: 96 * 1024 }, (req, res) => void this.serve(req, res, 'dataverse'));
     this.entraServer = https.createServer({ key: this.tls.key, cert: this.tls.cert }, (req, res) => void this.serve(req, res, 'entra'));
     const listen = (s: http.Server, port: number): Promise<number> =>
       new Promise((resolve, reject) => {
