@@ -21,7 +21,7 @@ import {
   UnknownTarget,
   outcomeColumns,
 } from './engine';
-import { packageRoot } from './plugin';
+import { packageRoot } from './registry';
 import { createLogger, LogLevel, redact } from './log';
 import { RunLocked } from './store/types';
 import { pidAlive } from './store/sqlite';

@@ -19,12 +19,14 @@
  * The emulator kit for connector emulators (HTTP router, knobs, the shared World) is `cc-optout-connector/sdk/emulator`.
  */
 import type { Either } from 'fp-ts/Either';
+import type { Errors } from 'io-ts';
 import type { OptOut, Outcome } from '../domain';
 import type { Clock } from '../http/clock';
 import type { RateLimiterOptions } from '../http/limiter';
 import type { RetryDecision, RetryHooks, RetryPolicy } from '../http/retry';
 import type { Logger } from '../log';
 import type { World } from '../emulators/world';
+import type { EndpointCount } from '../emulators/http';
 
 // ------------------------------------------------------------------------------------------ domain values
 export { OUTCOME_KINDS, OPT_OUT_VALUE_KEYS, isFinal, mappedValue, normaliseEmail } from '../domain';
@@ -54,7 +56,14 @@ export {
 export { DEFAULT_RETRY, backoffDelay, isTransientNetworkError } from '../http/retry';
 export type { RetryDecision, RetryHooks, RetryPolicy } from '../http/retry';
 export type { RateLimiterOptions } from '../http/limiter';
+export { nextUtcMidnight } from '../http/clock';
 export type { Clock } from '../http/clock';
+/**
+ * Mask every registered secret (and token-looking values) in `text`: the same process-wide registry as
+ * `caps.secrets.redact` (kept under a Symbol.for key, so every copy of this package shares it). Register
+ * secrets with `caps.secrets.register`.
+ */
+export { redact } from '../log';
 export type { Logger, LogLevel } from '../log';
 
 /**
@@ -109,7 +118,8 @@ export class TargetHalt extends Error implements HaltInfo {
   constructor(info: HaltInfo & HaltOptions);
   constructor(kind: HaltKind, message: string, opts?: HaltOptions);
   constructor(a: HaltKind | (HaltInfo & HaltOptions), message?: string, opts: HaltOptions = {}) {
-    const info: HaltInfo & HaltOptions = typeof a === 'string' ? { kind: a, message: message ?? a, ...opts } : a;
+    // (an Error's `message` is not enumerable: read the fields, never spread a halt)
+    const info: HaltInfo & HaltOptions = typeof a === 'string' ? { kind: a, message: message ?? a, retryAt: opts.retryAt, outcomes: opts.outcomes } : a;
     super(info.message);
     this.name = 'TargetHalt';
     this.kind = info.kind;
@@ -227,10 +237,13 @@ export interface Target {
   close?(): Promise<void>;
 }
 
-/** The codec shape the core relies on (io-ts's `Type` has it): checked structurally, any io-ts copy works. */
+/**
+ * The codec shape the core relies on (io-ts's `Type` has it): a connector is checked structurally at load
+ * (`decode` is a function), so a plugin's own copy of io-ts works; its errors have io-ts's shape.
+ */
 export interface ConfigCodec<C> {
   readonly name?: string;
-  decode(u: unknown): Either<ReadonlyArray<{ readonly message?: string; readonly context: ReadonlyArray<{ readonly key: string }> }>, C>;
+  decode(u: unknown): Either<Errors, C>;
 }
 
 export interface ConnectorCapabilities {
@@ -241,6 +254,8 @@ export interface ConnectorCapabilities {
   readonly suppressionModes: readonly string[];
   /** Keys of the target's key/value store that `status` shows (API usage, batch decisions). */
   readonly statusKeys?: readonly string[];
+  /** Anything else worth listing (`cc-optout connectors`), e.g. Salesforce's objects. */
+  readonly [extra: string]: unknown;
 }
 
 /** A running emulator of a connector's vendor API (127.0.0.1), over the shared World. */
@@ -250,7 +265,7 @@ export interface RunningEmulator {
   /** The `targets[]` entry that points this connector at the emulator, with its secrets as ${ENV} references. */
   targetConfig(): { config: unknown; env: Record<string, string> };
   /** Requests per endpoint label (for the demo's and benchmarks' call counts). */
-  requestCounts?(): Record<string, { requests: number }>;
+  requestCounts?(): Record<string, EndpointCount>;
   stop(): Promise<void>;
 }
 
