@@ -60,7 +60,7 @@ export function dataverseEmulatorFactory(extra: Partial<DataverseEmulatorOptions
           },
           env: { [SECRET_ENV]: c.clientSecret },
         }),
-        requestCounts: () => Object.fromEntries(Object.entries(emu.requestCounts()).map(([k, v]) => [k, { requests: v.total }])),
+        requestCounts: () => emu.requestCounts(),
         verify: (v) => emu.verify(v),
         stop: () => emu.stop(),
       };
