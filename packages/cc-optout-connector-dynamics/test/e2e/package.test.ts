@@ -83,4 +83,20 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
     assert.equal(r.verify, true);
     assert.equal(r.where, path.join(fs.realpathSync(ROOT), 'dist', 'src', 'sdk', 'index.js'), 'the SDK resolved through the installed core');
   });
+
+  it('the installed core\'s CLI lists the plugin by package name (`connectors --json`) and prints its `spec`', () => {
+    assert.ok(tmp, 'runs after the layout test');
+    const cfg = path.join(tmp, 'cc-optout.config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ plugins: ['cc-optout-connector-dynamics'] }));
+    const cli = path.join(tmp, 'node_modules', 'cc-optout-connector', 'dist', 'src', 'cli.js');
+    const list = JSON.parse(execFileSync(process.execPath, [cli, '--config', cfg, '--json', 'connectors'], { cwd: tmp, encoding: 'utf8' })) as Array<{ id: string; version?: string; package: string; capabilities: { dryRun: boolean } }>;
+    const dyn = list.find((c) => c.id === 'dynamics');
+    assert.ok(dyn, JSON.stringify(list));
+    assert.equal(dyn.version, JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')).version);
+    assert.equal(dyn.capabilities.dryRun, true);
+    assert.ok(list.some((c) => c.id === 'hubspot') && list.some((c) => c.id === 'salesforce'), 'the built-in connectors too');
+    const spec = JSON.parse(execFileSync(process.execPath, [cli, '--config', cfg, 'spec', 'dynamics'], { cwd: tmp, encoding: 'utf8' })) as { required: string[]; properties: Record<string, unknown> };
+    assert.deepEqual(spec.required, ['url', 'auth']);
+    assert.ok('emailFields' in spec.properties);
+  });
 });
