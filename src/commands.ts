@@ -77,30 +77,25 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
 export function registerEmulation(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
   program
     .command('emulate')
-    .description('start local emulators of the Constant Contact, HubSpot and Salesforce APIs and write a config for them')
+    .description("start local emulators of the Constant Contact API and of each connector's CRM (those with an emulator) and write a config for them")
     .addOption(intOption('--contacts <n>', 'generated contacts', MIN_CONTACTS, 1_000_000, 20000))
     .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .option('--dir <path>', 'where to write the config, key and state', '.cc-optout-emulator')
-    .addOption(intOption('--port <n>', 'first port (Constant Contact; HubSpot +1, Salesforce +2); 0 = ephemeral', 0, 65533, 0))
+    .addOption(intOption('--port <n>', 'first port (Constant Contact; then +1, +2, ... per connector in id order: HubSpot, Salesforce); 0 = ephemeral', 0, 65533, 0))
     .action(async (o: { contacts: number; seed: number; dir: string; port: number }) => {
-      const { startEmulators } = await import('./emulators');
-      const { writeEmulatorConfig } = await import('./demo');
-      const base = o.port;
-      const emu = await startEmulators({
-        contacts: o.contacts,
-        seed: o.seed,
-        ports: base ? { cc: base, hubspot: base + 1, salesforce: base + 2 } : undefined,
-      });
-      const cfg = writeEmulatorConfig(emu, { dir: o.dir });
+      // the Constant Contact emulator, and each connector's own (connector.emulator()), over one dataset
+      const { startConnectorEmulators } = await import('./emulate');
+      const { createRegistry } = await import('./registry');
+      const emu = await startConnectorEmulators(createRegistry(), { contacts: o.contacts, seed: o.seed, dir: o.dir, port: o.port });
+      const cfg = { file: emu.file, env: emu.env };
       const env = Object.entries(cfg.env)
         .map(([k, v]) => `${k}=${v}`)
         .join(' ');
       if (g().json) {
-        h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, hubspot: emu.hubspot.baseUrl, salesforce: emu.salesforce.instanceUrl, config: cfg.file }));
+        h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, ...Object.fromEntries(emu.targets.map((t) => [t.id, t.url])), config: cfg.file }));
       } else {
-        h.out(`Constant Contact ${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`);
-        h.out(`HubSpot          ${emu.hubspot.baseUrl}`);
-        h.out(`Salesforce       ${emu.salesforce.instanceUrl}`);
+        h.out(`${'Constant Contact'.padEnd(17)}${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`);
+        for (const t of emu.targets) h.out(`${t.id.padEnd(17)}${t.url}`);
         h.out(`config: ${cfg.file}; its secrets are emulator-only values in ${o.dir}/emulator.env`);
         h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
         h.out('Ctrl-C stops the emulators.');

@@ -7,7 +7,7 @@
  *  - `connectors` and `spec` outputs; lazy loading (only the targets' connectors are required).
  */
 import assert from 'assert';
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -19,7 +19,8 @@ import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
 import { HALT_BRAND, TargetHalt, isTargetHalt } from '../../src/sdk';
 import { readTargetFailure } from '../../src/engine';
-import { FakeSource, contact, runCliSync } from '../helpers';
+import { FakeSource, MEMORY_PLUGIN, contact, runCliSync } from '../helpers';
+import { exampleConfig } from '../../src/init';
 
 const ROOT = packageRoot();
 const ACME = path.join(ROOT, 'test', 'fixtures', 'plugins', 'acme');
@@ -268,6 +269,46 @@ describe('connector SDK (issue 10)', () => {
       const r = loadedAfter(dir, `const { loadConfig } = require(${dist} + '/config'); const { createRegistry } = require(${dist} + '/registry'); loadConfig(${JSON.stringify(file)}, {}, createRegistry());`);
       assert.deepStrictEqual(r, { builtins: [], acmeLoads: 1 });
     });
+  });
+
+  it('init asks each loaded connector for its example target (the core names no CRM)', () => {
+    const withPlugin = createRegistry();
+    withPlugin.usePlugins([MEMORY_PLUGIN], ROOT);
+    const targets = (exampleConfig(withPlugin) as { targets: Array<{ name: string; connector: string; config: unknown; '//'?: string }> }).targets;
+    assert.deepStrictEqual(targets.map((t) => t.connector), ['hubspot', 'memory-crm', 'salesforce']);
+    assert.deepStrictEqual(targets.find((t) => t.connector === 'memory-crm')!.config, { crm: 'main' });
+    const hs = targets.find((t) => t.connector === 'hubspot')!;
+    assert.deepStrictEqual(hs.config, (({ ['//']: _c, ...rest }) => rest)(createRegistry().get('hubspot')!.example!() as Record<string, unknown>));
+    assert.match(hs['//'] ?? '', /Service Key/);
+    // only connectors: no target for a registry without any
+    assert.deepStrictEqual((exampleConfig(createRegistry({ connectorsDir: null })) as { targets: unknown[] }).targets, []);
+  });
+
+  it('emulate starts each connector\'s own emulator (connector.emulator()) and writes a config a backfill runs against', async function () {
+    this.timeout(60_000);
+    const dir = tmpDir();
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli.js'), '--json', 'emulate', '--contacts', '120', '--dir', dir], { env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir() } });
+    try {
+      const first = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        child.stdout.on('data', (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
+        });
+        child.on('exit', (code) => reject(new Error(`emulate exited ${code}`)));
+      });
+      const urls = JSON.parse(first) as Record<string, string>;
+      assert.deepStrictEqual(Object.keys(urls).sort(), ['cc', 'config', 'hubspot', 'salesforce']);
+      const env = Object.fromEntries(fs.readFileSync(path.join(dir, 'emulator.env'), 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const r = runCliSync(['--config', urls.config!, '--json', 'backfill'], env);
+      assert.strictEqual(r.code, 0, r.stderr);
+      const summary = JSON.parse(r.stdout) as { targets: Record<string, { queued: number; parked: number }> };
+      assert.deepStrictEqual(Object.keys(summary.targets).sort(), ['hubspot', 'salesforce']);
+      for (const t of Object.values(summary.targets)) assert.deepStrictEqual([t.queued, t.parked], [0, 0]);
+    } finally {
+      child.kill('SIGINT');
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('PluginError names the plugin', () => {

@@ -10,7 +10,7 @@ import { isLeft } from 'fp-ts/Either';
 import { clearSecrets, redact } from '../../../src/log';
 import { formatErrors, isSecretKey } from '../../../src/codec';
 import { connector } from '..';
-import { CheckReport, Target } from '../../../src/plugin';
+import { CheckReport, Target } from '../../../src/sdk';
 import { SqliteStateStore } from '../../../src/store/sqlite';
 import {
   BASE,

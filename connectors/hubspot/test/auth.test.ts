@@ -121,7 +121,7 @@ describe('hubspot connector: OAuth', () => {
     assert.strictEqual(tokenCalls(hs), 2);
   });
 
-  it('a 401 that persists after a refresh is TargetError auth (no refresh loop)', async () => {
+  it('a 401 that persists after a refresh is a TargetHalt auth (no refresh loop)', async () => {
     const hs = oauthFake();
     hs.addContact('a@example.com');
     hs.script({ match: isPath(P.read), status: 401, body: { status: 'error', message: 'Authentication credentials not found.', category: 'INVALID_AUTHENTICATION' }, times: 10 });
@@ -132,7 +132,7 @@ describe('hubspot connector: OAuth', () => {
     assert.strictEqual(hs.count(isPath(P.read)), 2);
   });
 
-  it('a refused refresh token (400 BAD_REFRESH_TOKEN) is TargetError auth asking to re-authorise; no secret leaks', async () => {
+  it('a refused refresh token (400 BAD_REFRESH_TOKEN) is a TargetHalt auth asking to re-authorise; no secret leaks', async () => {
     const hs = oauthFake();
     hs.oauth!.refreshToken = 'something-else-entirely';
     const h = open(oauthConfig());

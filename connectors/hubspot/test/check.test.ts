@@ -6,7 +6,7 @@ import * as assert from 'assert';
 import nock from 'nock';
 import { isLeft } from 'fp-ts/Either';
 import { clearSecrets } from '../../../src/log';
-import { CheckReport, Target } from '../../../src/plugin';
+import { CheckReport, Target } from '../../../src/sdk';
 import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from './fixtures/harness';
 import { checkEither } from '../../../test/contract';
 

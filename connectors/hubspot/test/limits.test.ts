@@ -163,7 +163,7 @@ describe('hubspot connector: limits and failures', () => {
     assert.strictEqual(h.clock.slept.filter((ms) => ms > 0).length, 5, 'backoff between attempts');
   });
 
-  it('401 with a private app token: TargetError auth, token absent from the message and the logs', async () => {
+  it('401 with a private app token: TargetHalt auth, token absent from the message and the logs', async () => {
     const hs = new FakeHubSpot().install();
     hs.validTokens.add('some-other-token');
     const h = open(privateApp());

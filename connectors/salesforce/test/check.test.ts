@@ -5,7 +5,7 @@ import { strict as assert } from 'assert';
 import nock from 'nock';
 import * as E from 'fp-ts/Either';
 import { connector, openSalesforce } from '..';
-import { CheckReport } from '../../../src/plugin';
+import { CheckReport } from '../../../src/sdk';
 import { clearSecrets } from '../../../src/log';
 import { FakeOrg, INSTANCE, API, testCaps } from './fixtures/fake-org';
 import { checkEither } from '../../../test/contract';
