@@ -91,6 +91,9 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
       const env = Object.entries(cfg.env)
         .map(([k, v]) => `${k}=${v}`)
         .join(' ');
+      // throw-away emulator credentials, for the person trying the CLI against the emulators (0600, never printed);
+      // written before anything is printed, so whoever reads the printed config finds the file
+      fs.writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
       if (g().json) {
         h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, ...Object.fromEntries(emu.targets.map((t) => [t.id, t.url])), config: cfg.file }));
       } else {
@@ -100,8 +103,6 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
         h.out('Ctrl-C stops the emulators.');
       }
-      // throw-away emulator credentials, for the person trying the CLI against the emulators (0600, never printed)
-      fs.writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
