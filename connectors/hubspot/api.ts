@@ -418,8 +418,10 @@ export class HubSpotApi {
         async (attempt) => {
           if (this.holdUntil > this.caps.clock.now().getTime()) throw this.holdHalt();
           if (auth) this.token = await this.tokens.current();
+          let slot: { done(): void };
           try {
-            await limiter.acquire();
+            // the slot is held until the answer is in: the rolling window stays saturated, never above the limit
+            slot = await limiter.acquireHeld();
           } catch (e) {
             if (e instanceof BudgetExhausted) throw this.dailyHalt();
             throw e;
@@ -432,12 +434,15 @@ export class HubSpotApi {
             if (e instanceof HubSpotHttpError) {
               if (e.status === 429) this.on429(e, limiter);
               if (e.status === 401 && auth && this.tokens.refreshable && !refreshed) {
+                slot.done();
                 refreshed = true;
                 this.token = await this.tokens.refresh();
                 throw new RetryNow(e);
               }
             }
             throw e;
+          } finally {
+            slot.done();
           }
         },
         (err) => this.classify(err),
@@ -555,8 +560,11 @@ export class HubSpotApi {
     this.lastRate = obs;
     if (obs.remaining !== undefined && obs.remaining <= 0) {
       const why = `HubSpot's rate-limit window is spent (X-HubSpot-RateLimit-Remaining: 0, interval ${obs.intervalMs} ms)`;
-      if (search) this.pauseOrHold(this.searchLimiter, obs.intervalMs ?? 1_000, why);
-      else this.pauseOrHold(this.limiter, obs.intervalMs ?? 10_000, why);
+      const limiter = search ? this.searchLimiter : this.limiter;
+      // Our own window full as well: HubSpot counts what we count, and the next slot opens when our oldest
+      // one expires (pausing a whole interval here idled the limiter after every window: 15 % slower at 100k).
+      // Fewer of ours in the window: someone else shares the app's limit, or it is lower than configured: wait.
+      if (limiter.inWindow() < limiter.perWindow) this.pauseOrHold(limiter, obs.intervalMs ?? (search ? 1_000 : 10_000), why);
     }
     if (obs.dailyRemaining !== undefined && obs.dailyRemaining <= 0) {
       this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');
