@@ -561,10 +561,19 @@ export class HubSpotApi {
     if (obs.remaining !== undefined && obs.remaining <= 0) {
       const why = `HubSpot's rate-limit window is spent (X-HubSpot-RateLimit-Remaining: 0, interval ${obs.intervalMs} ms)`;
       const limiter = search ? this.searchLimiter : this.limiter;
-      // Our own window full as well: HubSpot counts what we count, and the next slot opens when our oldest
-      // one expires (pausing a whole interval here idled the limiter after every window: 15 % slower at 100k).
-      // Fewer of ours in the window: someone else shares the app's limit, or it is lower than configured: wait.
-      if (limiter.inWindow() < limiter.perWindow) this.pauseOrHold(limiter, obs.intervalMs ?? (search ? 1_000 : 10_000), why);
+      // HubSpot's window is full. When ours is too, HubSpot counts what we count and the next slot opens as
+      // our oldest one expires. When ours holds fewer (another client of the same app, a lower limit than
+      // configured), the difference is taken as used now: those slots reopen a window later, the others on
+      // time. (Pausing a whole interval here idled the limiter for 10 s: 15 % slower at 100k per-address.)
+      const interval = obs.intervalMs ?? limiter.windowMs;
+      const missing = limiter.perWindow - limiter.inWindow();
+      if (interval !== limiter.windowMs) {
+        // not the window we keep (a changed policy): wait out the interval HubSpot names
+        this.pauseOrHold(limiter, interval, why);
+      } else if (missing > 0) {
+        this.logger.debug('hubspot rate-limit window spent before ours', { why, search, missing });
+        limiter.occupy(missing);
+      }
     }
     if (obs.dailyRemaining !== undefined && obs.dailyRemaining <= 0) {
       this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');

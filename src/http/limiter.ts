@@ -90,6 +90,16 @@ export class RateLimiter {
     return this.stamps.filter((t) => t > now - this.opts.windowMs).length;
   }
 
+  /** Count `n` slots as used now (the vendor says its window is fuller than ours). */
+  occupy(n: number): void {
+    const now = this.opts.clock.now().getTime();
+    for (let i = 0; i < n; i++) this.stamps.push(now);
+  }
+
+  get windowMs(): number {
+    return this.opts.windowMs;
+  }
+
   /** Requests allowed per window (as configured). */
   get perWindow(): number {
     return this.opts.perWindow;
