@@ -7,7 +7,7 @@ import * as path from 'path';
 import { Config, loadConfig } from './config';
 import { Engine, ProgressEvent } from './engine';
 import { Logger } from './log';
-import { createRegistry, Registry } from './plugin';
+import { createRegistry, Registry } from './registry';
 import { openStore } from './store/sqlite';
 import { StateStore, StoreOpenError } from './store/types';
 import { Clock, systemClock } from './http/clock';

@@ -21,37 +21,20 @@ import {
   UnknownTarget,
   outcomeColumns,
 } from './engine';
-import { packageRoot } from './plugin';
-import { createLogger, LogLevel, redact } from './log';
+import { packageRoot } from './registry';
+import { createLogger, redact } from './log';
 import { RunLocked } from './store/types';
 import { pidAlive } from './store/sqlite';
 import { ReauthorizationRequired } from './source/types';
 import { intOption, register as registerCommands } from './commands';
+import { registerConnectorCommands } from './connector-commands';
+import { CommandHelpers, EXIT, ExitError, GlobalOpts, out } from './cli-output';
 import { exampleConfig } from './init';
+import { createRegistry } from './registry';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
 
-export const EXIT = { ok: 0, fatal: 1, config: 2, incomplete: 3 } as const;
-
-interface GlobalOpts {
-  config: string;
-  json?: boolean;
-  logFormat: 'text' | 'json';
-  logLevel: LogLevel;
-  progress: boolean;
-}
-
-/** Output that never carries a secret. */
-function out(text: string): void {
-  process.stdout.write(redact(text) + (text.endsWith('\n') ? '' : '\n'));
-}
-
-class ExitError extends Error {
-  /** `summaryPrinted`: the command already wrote its result (a run summary) to stdout. */
-  constructor(readonly code: number, message: string, readonly summaryPrinted = false) {
-    super(message);
-  }
-}
+export { EXIT };
 
 export type Context = App;
 
@@ -378,6 +361,7 @@ function packageVersion(): string {
   }
 }
 
+/** The command line: global options, then each group of commands (one registration call each). */
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -395,6 +379,22 @@ export function buildProgram(): Command {
 
   const g = (): GlobalOpts => program.opts<GlobalOpts>();
 
+  registerInit(program, g);
+  registerCheck(program, g);
+  registerRuns(program, g);
+  registerStatus(program, g);
+  registerAudit(program, g);
+  registerStoreFixes(program, g);
+  registerConnectorCommands(program, g);
+
+  // commands that live in their own module (auth, emulate, demo)
+  registerCommands(program, g, { out, ExitError, progressBar, interruptible });
+  return program;
+}
+
+
+/** `init`: write the example config (each connector gives its own example target). */
+function registerInit(program: Command, g: () => GlobalOpts): void {
   program
     .command('init')
     .description('write a commented example config')
@@ -403,11 +403,14 @@ export function buildProgram(): Command {
       const file = g().config;
       checkConfigOption(file);
       if (fs.existsSync(file) && !o.force) throw new ExitError(EXIT.config, `${file} exists; pass --force to overwrite`);
-      fs.writeFileSync(file, JSON.stringify(exampleConfig(), null, 2) + '\n', { mode: 0o600 });
+      fs.writeFileSync(file, JSON.stringify(exampleConfig(createRegistry()), null, 2) + '\n', { mode: 0o600 });
       if (g().json) out(JSON.stringify({ wrote: file }));
       else out(`wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``);
     });
+}
 
+/** `check`: config, credentials, connectivity, every target (nothing written). */
+function registerCheck(program: Command, g: () => GlobalOpts): void {
   program
     .command('check')
     .description('check config, credentials, connectivity and each target (nothing is written)')
@@ -423,7 +426,10 @@ export function buildProgram(): Command {
         throw new ExitError(r.ok ? EXIT.ok : EXIT.fatal, '');
       }),
     );
+}
 
+/** `sync` and `backfill`: the delivery runs. */
+function registerRuns(program: Command, g: () => GlobalOpts): void {
   const sync = program
     .command('sync')
     .description('detect new opt-outs, then deliver every target\'s outbox')
@@ -445,7 +451,10 @@ export function buildProgram(): Command {
     const since = o.since ? parseDate(o.since, '--since') : null;
     await runCommand(g(), o, (ctx, signal) => ctx.engine.backfill({ since, targets: o.target, dryRun: o.dryRun, redeliver: o.redeliver, signal }), o.target);
   });
+}
 
+/** `status`: the outbox, checkpoints, last runs, API usage. */
+function registerStatus(program: Command, g: () => GlobalOpts): void {
   program
     .command('status')
     .description('outbox per target, checkpoints, last runs, resubscribes, quarantine, API usage')
@@ -495,7 +504,10 @@ export function buildProgram(): Command {
         throw new ExitError(pending ? EXIT.incomplete : EXIT.ok, '');
       }),
     );
+}
 
+/** `audit`: per record and target, or every delivery (--history). */
+function registerAudit(program: Command, g: () => GlobalOpts): void {
   program
     .command('audit')
     .description('per record and target: opted out at, first written at, lag, CRM record ids, outcome (--history: every delivery)')
@@ -542,7 +554,10 @@ export function buildProgram(): Command {
         } else out(text);
       }),
     );
+}
 
+/** `requeue`, `unlock`, `quarantine`: read or fix the store. */
+function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
   program
     .command('requeue')
     .description('queue parked (failed-permanent) records again, e.g. after fixing a mapping')
@@ -592,19 +607,9 @@ export function buildProgram(): Command {
         if (rows.length === 0 && !g().json) out('no quarantined records');
       }),
     );
-
-  // commands that live in their own module (auth, emulate, demo)
-  registerCommands(program, g, { out, ExitError, progressBar, interruptible });
-  return program;
 }
 
-export interface CommandHelpers {
-  out: typeof out;
-  ExitError: typeof ExitError;
-  progressBar: typeof progressBar;
-  interruptible?: typeof interruptible;
-}
-
+export type { CommandHelpers };
 export { ExitError };
 
 export async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as os from 'os';
-import type { CommandHelpers } from './cli';
+import type { CommandHelpers } from './cli-output';
 import { storePathFor } from './app';
 import { loadSourceConfig } from './config';
 import { createLogger } from './log';

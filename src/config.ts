@@ -10,7 +10,7 @@ import * as t from 'io-ts';
 import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey } from './codec';
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
-import { Registry } from './plugin';
+import { PluginError, Registry } from './registry';
 
 export const DEFAULT_CONFIG_PATH = './cc-optout.config.json';
 export const DEFAULT_STORE_PATH = './.cc-optout/state.db';
@@ -119,6 +119,8 @@ export const FileConfig = strictObject(
     $comment: t.unknown,
     store: strictObject('StoreConfig', {}, { path: NonEmptyString }),
     delivery: DeliveryConfig,
+    /** Installed connectors: package names (resolved from the config's folder, the cwd, then this package) or paths. */
+    plugins: t.array(NonEmptyString),
   },
 );
 export type FileConfig = t.TypeOf<typeof FileConfig>;
@@ -406,6 +408,19 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
   const requireEnv = opts.requireEnv !== false;
   const decoded = decodeTolerant(FileConfig, resolved, '', requireEnv);
   if (!decoded.ok) problems.push(...decoded.errors);
+  // Plugins first: the targets may name their connectors. A broken plugin is a config error naming it.
+  const rawPlugins = (resolved as { plugins?: unknown } | null)?.plugins;
+  if (Array.isArray(rawPlugins)) {
+    rawPlugins.forEach((spec: unknown, i) => {
+      if (typeof spec !== 'string' || spec.trim() === '') return; // reported by FileConfig
+      try {
+        registry.usePlugins([spec], baseDir ?? process.cwd());
+      } catch (err) {
+        if (!(err instanceof PluginError)) throw err;
+        problems.push(`plugins[${i}]: ${err.message}`);
+      }
+    });
+  }
   // Decode every target's connector config even when the rest failed, so one run reports every problem.
   const rawTargets = (resolved as { targets?: unknown } | null)?.targets;
   const names = new Set<string>();
@@ -420,12 +435,20 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
     if (name && !/^[A-Za-z0-9_.-]+$/.test(name)) {
       problems.push(`${at}.name: got ${JSON.stringify(name)}, expected letters, digits, ".", "_" or "-"`);
     }
-    const connector = registry.get(e.connector);
+    let connector;
+    try {
+      connector = registry.get(e.connector);
+    } catch (err) {
+      if (!(err instanceof PluginError)) throw err;
+      problems.push(`${at}.connector: ${err.message}`);
+      return;
+    }
     if (!connector) {
       problems.push(`${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
       return;
     }
-    const r = decodeTolerant(connector.config, e.config, `${at}.config`, requireEnv);
+    // the codec is checked structurally (decode), so a connector's own io-ts copy works: its errors have io-ts's shape
+    const r = decodeTolerant(connector.config as unknown as t.Decoder<unknown, unknown>, e.config, `${at}.config`, requireEnv);
     if (!r.ok) {
       problems.push(...r.errors);
       return;

@@ -15,7 +15,9 @@ import { computeDelta, missingFromFullScan } from './delta';
 import { OUTCOME_KINDS, OptOut, Outcome, OutcomeKind, isOptedOut } from './domain';
 import { Clock } from './http/clock';
 import { Logger, redact } from './log';
-import { CallCounter, Capabilities, CheckReport, DeliveryReport, Registry, Target, TargetError } from './plugin';
+import { CallCounter, Capabilities, CheckReport, HaltInfo, Target, isTargetHalt } from './sdk';
+import { Registry } from './registry';
+import { coreHttp, coreSecrets } from './capabilities';
 import { OptOutSource, QuotaExceeded, SourceDeps, SourcePage } from './source/types';
 import { LeaseLost, StateStore } from './store/types';
 import { Lease, holdRunLock } from './store/lease';
@@ -30,6 +32,26 @@ export class UnknownTarget extends Error {
     super(`unknown target "${target}" (configured: ${configured.join(', ')})`);
     this.name = 'UnknownTarget';
   }
+}
+
+/** A target's stop as the engine handles it (from a TargetHalt the connector threw, or the engine's own). */
+type TargetError = HaltInfo;
+
+/** One deliver call's result inside the engine: the outcomes, and the halt that stopped the batch (if any). */
+interface DeliveryReport {
+  readonly outcomes: readonly Outcome[];
+  readonly halt?: TargetError;
+}
+
+/**
+ * THE one place a connector's failure is read: a TargetHalt (from any copy of the SDK: recognised by its
+ * brand, never by instanceof) says why the target stopped and what the batch settled before it; anything
+ * else a connector throws becomes a fatal halt with the (redacted) message (`halted: false`).
+ */
+export function readTargetFailure(err: unknown): { halt: TargetError; outcomes: readonly Outcome[]; halted: boolean } {
+  if (!isTargetHalt(err)) return { halt: { kind: 'fatal', message: redact(`connector threw: ${(err as Error)?.message ?? String(err)}`) }, outcomes: [], halted: false };
+  const halt: TargetError = { kind: err.kind, message: redact(err.message), ...(err.retryAt ? { retryAt: err.retryAt } : {}) };
+  return { halt, outcomes: Array.isArray(err.outcomes) ? err.outcomes : [], halted: true };
 }
 
 export class CallCounts implements CallCounter {
@@ -205,6 +227,8 @@ export class Engine {
       calls: this.callSink,
       targetName: t.name,
       readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
+      secrets: coreSecrets,
+      http: coreHttp(this.deps.clock),
     };
     const target = connector.open(t.config, caps);
     this.targets.set(t.name, target);
@@ -651,7 +675,6 @@ export class Engine {
         calls,
         result: E.left({
           kind: 'config',
-          halt: true,
           message: `the CRM refused every one of ${batch.length} addresses on its own as a bad request, so the request itself is wrong, not the addresses (check this target's config): ${firstRejection}`,
         }),
       };
@@ -670,9 +693,11 @@ export class Engine {
 
   private async callDeliver(target: Target, batch: readonly OptOut[], mode: 'apply' | 'plan'): Promise<E.Either<TargetError, DeliveryReport>> {
     try {
-      return await target.deliver(batch, mode)();
+      return E.right(await target.deliver(batch, mode));
     } catch (err) {
-      return E.left({ kind: 'fatal', halt: true, message: redact(`connector threw: ${(err as Error).message}`) });
+      // a halt with no outcomes: nothing in the batch was done (a Left); with outcomes: the rest is deferred
+      const { halt, outcomes } = readTargetFailure(err);
+      return outcomes.length > 0 ? E.right({ outcomes, halt }) : E.left(halt);
     }
   }
 
@@ -824,10 +849,10 @@ export class Engine {
     const targets: Record<string, CheckReport> = {};
     for (const t of this.enabledTargets()) {
       try {
-        const r = await this.openTarget(t).check()();
-        targets[t.name] = E.isRight(r) ? r.right : { ok: false, items: [{ name: r.left.kind, ok: false, detail: r.left.message }] };
+        targets[t.name] = await this.openTarget(t).check();
       } catch (err) {
-        targets[t.name] = { ok: false, items: [{ name: 'open', ok: false, detail: redact((err as Error).message) }] };
+        const { halt, halted } = readTargetFailure(err);
+        targets[t.name] = { ok: false, items: [{ name: halted ? halt.kind : 'open', ok: false, detail: halted ? halt.message : redact((err as Error).message) }] };
       }
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);

@@ -7,27 +7,16 @@
  *   const summary = await app.engine.sync();
  *   await app.close();
  *
- * A connector implements `Connector<C>` (see src/plugin.ts and connectors/<id>/README.md) and uses the shared
- * HTTP helpers (rate limiter, retry with an injectable clock) exported here.
+ * A connector imports only the SDK, `cc-optout-connector/sdk` (src/sdk: the contract, TargetHalt, Capabilities,
+ * codec helpers); see README "Writing a connector". The types are re-exported here for embedding programs.
  */
 
-// The plugin contract and the connector registry
-export { createRegistry, loadManifest, packageRoot } from './plugin';
-export type {
-  CallCounter,
-  Capabilities,
-  CheckItem,
-  CheckReport,
-  Connector,
-  DeliveryMode,
-  DeliveryReport,
-  KeyValue,
-  Manifest,
-  ManifestConnector,
-  Registry,
-  Target,
-  TargetError,
-} from './plugin';
+// The connector contract (the SDK) and the connector registry (built-in folders, plugins)
+export { createRegistry, packageRoot, PluginError } from './registry';
+export type { ConnectorInfo, Registry, RegistryOptions } from './registry';
+export { TargetHalt, isTargetHalt } from './sdk';
+export type { CallCounter, Capabilities, CheckItem, CheckReport, Connector, DeliveryMode, DeliveryReport, HaltInfo, HaltKind, KeyValue, Target } from './sdk';
+export { makeCapabilities } from './capabilities';
 
 // Domain values
 export { OUTCOME_KINDS, OPT_OUT_VALUE_KEYS, isFinal, isOptedOut, mappedValue, normaliseEmail } from './domain';

@@ -1,8 +1,11 @@
 /**
- * The example config `cc-optout init` writes. JSON has no comments, so keys starting with "//" are
- * comments: the config decoder ignores them at any level.
+ * The example config `cc-optout init` writes: the core's sections, and one target per connector from its
+ * `example()`. JSON has no comments, so keys starting with "//" are comments: the config decoder ignores them
+ * at any level (an example's top-level "//" becomes the target entry's comment).
  */
-export function exampleConfig(): Record<string, unknown> {
+import type { Registry } from './registry';
+
+export function exampleConfig(registry: Registry): Record<string, unknown> {
   return {
     '//': 'cc-optout config. Secrets are ${ENV_VAR} references resolved from the environment; never paste them here.',
     store: { '//': 'SQLite state: opt-outs, outbox, checkpoints, tokens (0600). Relative to this file.', path: './.cc-optout/state.db' },
@@ -24,27 +27,14 @@ export function exampleConfig(): Record<string, unknown> {
       },
     },
     delivery: { '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)', batchSize: 1000, maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600, recheckNotFoundHours: 24 },
-    targets: [
-      {
-        '//': 'HubSpot: opt-outs land in the subscription status (Communication Preferences API, API version 2026-09). Auth: a Service Key (Development > Keys > Service keys); private-app tokens and OAuth work too. See connectors/hubspot/README.md.',
-        name: 'hubspot',
-        connector: 'hubspot',
-        config: {
-          auth: { type: 'service-key', serviceKey: '${HUBSPOT_SERVICE_KEY}' },
-          suppression: { type: 'unsubscribe-all', batch: 'auto' },
-          onlyExistingContacts: true,
-        },
-      },
-      {
-        '//': 'Salesforce: HasOptedOutOfEmail on Contacts and unconverted Leads. See connectors/salesforce/README.md.',
-        name: 'salesforce',
-        connector: 'salesforce',
-        config: {
-          loginUrl: 'https://login.salesforce.com',
-          auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: '${SF_PRIVATE_KEY_PATH}' },
-          objects: { Contact: { enabled: true }, Lead: { enabled: true } },
-        },
-      },
-    ],
+    // each connector gives its own example target config (`example()`): the core names no CRM
+    targets: registry
+      .ids()
+      .map((id) => ({ id, connector: registry.get(id) }))
+      .filter((x) => typeof x.connector?.example === 'function')
+      .map(({ id, connector }) => {
+        const { ['//']: comment, ...config } = connector!.example!() as Record<string, unknown>;
+        return { ...(comment !== undefined ? { '//': comment } : {}), name: id, connector: id, config };
+      }),
   };
 }

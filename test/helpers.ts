@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
 import { ObservedContact } from '../src/domain';
-import { createRegistry, loadManifest, compiledRoot, packageRoot, Registry } from '../src/plugin';
+import { createRegistry, compiledRoot, packageRoot, Registry } from '../src/registry';
 import { decodeConfig, Config } from '../src/config';
 import { SqliteStateStore } from '../src/store/sqlite';
 import { Engine } from '../src/engine';
@@ -11,9 +11,14 @@ import { fakeClock } from '../src/http/clock';
 import { memoryLogger } from '../src/log';
 import { OptOutSource, ScanStats, SourcePage, QuotaExceeded } from '../src/source/types';
 
+/** The compiled test plugin folder (test/fixtures/memory-connector). */
+export const MEMORY_PLUGIN = path.join(compiledRoot(), 'test', 'fixtures', 'memory-connector');
+
+/** A registry with only the test connector, loaded as a plugin from its folder (no built-in connectors). */
 export function testRegistry(): Registry {
-  const root = compiledRoot();
-  return createRegistry(loadManifest(path.join(root, '..', 'test', 'fixtures', 'test-manifest.json')), root);
+  const r = createRegistry({ connectorsDir: null });
+  r.usePlugins([MEMORY_PLUGIN], process.cwd());
+  return r;
 }
 
 export function contact(email: string, permission: string, optedOutAt: string | null, extra: Partial<ObservedContact> = {}): ObservedContact {

@@ -14,15 +14,14 @@ import { performance } from 'perf_hooks';
 import * as v8 from 'v8';
 import * as vm from 'vm';
 import * as t from 'io-ts';
-import * as E from 'fp-ts/Either';
-import * as TE from 'fp-ts/TaskEither';
 import { writeEmulatorConfig } from '../../src/demo';
 import { EmulatorOptions, Emulators } from '../../src/emulators';
 import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, Engine } from '../../src/engine';
 import type { GroundTruth } from '../../src/emulators/world';
 import type { OptOut } from '../../src/domain';
 import { createLogger } from '../../src/log';
-import { Connector, Registry, createRegistry } from '../../src/plugin';
+import { Registry, createRegistry } from '../../src/registry';
+import { Connector, TargetHalt } from '../../src/sdk';
 import { OptOutSource, SourcePage } from '../../src/source/types';
 import { StateStore } from '../../src/store/types';
 import { openApp } from '../../src/app';
@@ -225,11 +224,11 @@ export class Probe {
           ...target,
           check: () => target.check(),
           close: target.close ? () => target.close!() : undefined,
-          deliver: (batch, mode) => async () => {
+          deliver: async (batch, mode) => {
             probe.onDeliver();
             const t0 = performance.now();
             try {
-              return await target.deliver(batch, mode)();
+              return await target.deliver(batch, mode);
             } finally {
               probe.deliverMs += performance.now() - t0;
               probe.deliverCalls += 1;
@@ -246,13 +245,15 @@ export function nullConnector(probe: Probe): Connector<Record<string, unknown>> 
   return {
     id: 'bench-null',
     config: t.UnknownRecord,
+    schema: { type: 'object' },
+    capabilities: { dryRun: true, backfill: true, suppressionModes: [] },
     maxBatch: 1000,
     open: () => ({
-      check: () => TE.right({ ok: true, items: [] }),
-      deliver: () => async () => {
+      check: async () => ({ ok: true, items: [] }),
+      deliver: async () => {
         probe.onDeliver();
         // Target-wide stop with a retry time in the past: the rows stay queued and due, nothing is written.
-        return E.left({ kind: 'unavailable' as const, halt: true, message: 'bench: detection only', retryAt: new Date(0).toISOString() });
+        throw new TargetHalt('unavailable', 'bench: detection only', { retryAt: new Date(0).toISOString() });
       },
     }),
   };
@@ -264,11 +265,7 @@ function registryWith(probe: Probe, extra: Connector<unknown>[]): Registry {
   const all = new Map<string, Connector<unknown>>();
   for (const id of base.ids()) all.set(id, probe.connector(base.get(id)!));
   for (const c of extra) all.set(c.id, c);
-  return {
-    ids: () => [...all.keys()],
-    get: (id) => all.get(id),
-    entry: (id) => base.entry(id),
-  };
+  return createRegistry({ connectorsDir: null, connectors: [...all.values()] });
 }
 
 // ------------------------------------------------------------------------------------------ engine

@@ -1,6 +1,6 @@
 /**
  * Every HTTP request the HubSpot target makes goes through `HubSpotApi.run`: one per-target rate limiter,
- * one retry policy (the shared `withRetry`), one call counter, one error type.
+ * one retry policy (the engine's `caps.http.retry`), one call counter, one error type.
  *
  * - `client.apiRequest` carries every request the target makes (`call`): the SDK's generated methods wrap only
  *   the numeric versions, and apiRequest never throws on a status, 429 and 5xx included, so `call` checks
@@ -17,20 +17,26 @@ import { Client } from '@hubspot/api-client';
 import { Request as SdkRequest } from '@hubspot/api-client/lib/src/services/http/Request';
 import type nodeFetch from 'node-fetch';
 import {
-  RateLimiter,
-  BudgetExhausted,
-  withRetry,
+  Capabilities,
   DEFAULT_RETRY,
-  RetryPolicy,
+  KeyValue,
+  Limiter,
+  Logger,
   RetryDecision,
+  RetryPolicy,
+  Secrets,
+  TargetHalt,
+  isBudgetExhausted,
+  isTargetHalt,
   isTransientNetworkError,
   nextUtcMidnight,
-} from '../../src/http';
-import { Capabilities, TargetError, KeyValue } from '../../src/plugin';
-import { Logger, redact, registerSecret } from '../../src/log';
+  redact,
+} from '../../src/sdk';
 import { ResolvedHubSpotConfig } from './config';
 import { Paths, pathsFor } from './paths';
-import { singleFlight } from '../../src/http/single-flight';
+
+/** The contact property holding a contact's secondary addresses (";"-separated). */
+export const ADDITIONAL_EMAILS = 'hs_additional_emails';
 
 /** A HubSpot response with status >= 400 (after our retries, when it reaches a caller). */
 export class HubSpotHttpError extends Error {
@@ -87,14 +93,6 @@ export class HubSpotHttpError extends Error {
   /** Every text in the body, for pattern tests (legal basis, "already unsubscribed"). */
   bodyText(): string {
     return typeof this.body === 'string' ? this.body : JSON.stringify(this.body ?? '');
-  }
-}
-
-/** Stop delivering to this target for the run (daily limit, auth refused, misconfiguration, outage). */
-export class Halt extends Error {
-  constructor(readonly error: TargetError) {
-    super(error.message);
-    this.name = 'Halt';
   }
 }
 
@@ -193,7 +191,7 @@ interface StoredTokens {
 class OAuthTokens implements Tokens {
   readonly refreshable = true;
   private state: StoredTokens;
-  private readonly refresher = singleFlight(() => this.doRefresh());
+  private readonly refresher: { run(): Promise<string> };
 
   constructor(
     private readonly auth: { clientId: string; clientSecret: string; refreshToken: string },
@@ -201,9 +199,12 @@ class OAuthTokens implements Tokens {
     private readonly now: () => number,
     private readonly post: (form: Record<string, string>) => Promise<RawResponse>,
     private readonly logger: Logger,
+    private readonly secrets: Secrets,
+    singleFlight: Capabilities['http']['singleFlight'],
   ) {
-    registerSecret(auth.clientSecret);
-    registerSecret(auth.refreshToken);
+    this.refresher = singleFlight(() => this.doRefresh());
+    this.secrets.register(auth.clientSecret);
+    this.secrets.register(auth.refreshToken);
     const seed = hash(`${auth.clientId}\n${auth.refreshToken}`);
     let stored: StoredTokens | null = null;
     try {
@@ -214,8 +215,8 @@ class OAuthTokens implements Tokens {
     }
     if (stored && stored.seed === seed && typeof stored.refreshToken === 'string') {
       this.state = stored;
-      registerSecret(stored.refreshToken);
-      registerSecret(stored.accessToken);
+      this.secrets.register(stored.refreshToken);
+      this.secrets.register(stored.accessToken);
     } else {
       this.state = { accessToken: null, expiresAt: 0, refreshToken: auth.refreshToken, seed };
     }
@@ -241,27 +242,26 @@ class OAuthTokens implements Tokens {
         refresh_token: this.state.refreshToken,
       });
     } catch (e) {
-      if (e instanceof Halt) throw e;
+      if (isTargetHalt(e)) throw e;
       if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500) {
-        throw new Halt({
+        throw new TargetHalt({
           kind: 'auth',
-          halt: true,
           message: redact(
             `HubSpot refused the OAuth refresh token (HTTP ${e.status}${e.hubspotMessage() ? `: ${e.hubspotMessage()}` : ''}); ` +
               're-authorise the app and put the new refresh token in auth.refreshToken',
           ),
         });
       }
-      throw new Halt({ kind: 'unavailable', halt: true, message: redact(`could not refresh the HubSpot OAuth token: ${(e as Error).message}`) });
+      throw new TargetHalt({ kind: 'unavailable', message: redact(`could not refresh the HubSpot OAuth token: ${(e as Error).message}`) });
     }
     const b = (res.body ?? {}) as { access_token?: unknown; refresh_token?: unknown; expires_in?: unknown };
     if (typeof b.access_token !== 'string' || b.access_token === '') {
-      throw new Halt({ kind: 'auth', halt: true, message: 'HubSpot token endpoint answered without an access_token' });
+      throw new TargetHalt({ kind: 'auth', message: 'HubSpot token endpoint answered without an access_token' });
     }
     const accessToken = b.access_token;
     const refreshToken = typeof b.refresh_token === 'string' && b.refresh_token !== '' ? b.refresh_token : this.state.refreshToken;
-    registerSecret(accessToken);
-    registerSecret(refreshToken);
+    this.secrets.register(accessToken);
+    this.secrets.register(refreshToken);
     const lifetimeMs = (typeof b.expires_in === 'number' && b.expires_in > 0 ? b.expires_in : 1800) * 1000;
     // Refresh before expiry: 5 minutes early, or half the lifetime for short-lived tokens.
     const margin = Math.min(5 * 60_000, lifetimeMs / 2);
@@ -291,8 +291,8 @@ export interface RateObservation {
 export class HubSpotApi {
   readonly client: Client;
   readonly tokens: Tokens;
-  private readonly limiter: RateLimiter;
-  private readonly searchLimiter: RateLimiter;
+  private readonly limiter: Limiter;
+  private readonly searchLimiter: Limiter;
   /** Every path, for the configured API version. */
   readonly paths: Paths;
   private readonly logger: Logger;
@@ -309,8 +309,8 @@ export class HubSpotApi {
     private readonly retry: RetryPolicy = DEFAULT_RETRY,
   ) {
     this.logger = caps.logger.child({ target: caps.targetName, connector: 'hubspot' });
-    this.limiter = new RateLimiter({ perWindow: cfg.per10Seconds, windowMs: 10_000, clock: caps.clock });
-    this.searchLimiter = new RateLimiter({ perWindow: cfg.searchPerSecond, windowMs: 1_000, clock: caps.clock });
+    this.limiter = caps.http.limiter({ perWindow: cfg.per10Seconds, windowMs: 10_000 });
+    this.searchLimiter = caps.http.limiter({ perWindow: cfg.searchPerSecond, windowMs: 1_000 });
     this.paths = pathsFor(cfg.apiVersion);
     this.client = new Client({ basePath: cfg.baseUrl, numberOfApiCallRetries: 0 });
     // SDK 13.5 applies only call-time middleware to generated API methods (`config.middleware` is ignored
@@ -338,14 +338,14 @@ export class HubSpotApi {
     // Bind the SDK API objects now, while the (process-wide) decorator list is ours: no retry, no limiter.
     void this.client.crm.contacts.batchApi;
     if (cfg.auth.type === 'private-app') {
-      registerSecret(cfg.auth.accessToken);
+      caps.secrets.register(cfg.auth.accessToken);
       this.tokens = new PrivateAppTokens(cfg.auth.accessToken);
     } else if (cfg.auth.type === 'service-key') {
-      registerSecret(cfg.auth.serviceKey);
+      caps.secrets.register(cfg.auth.serviceKey);
       this.tokens = new PrivateAppTokens(cfg.auth.serviceKey);
     } else {
       const tokenPath = this.paths.oauthToken;
-      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call(`POST ${tokenPath}`, { method: 'POST', path: tokenPath, form, auth: false }), this.logger);
+      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call(`POST ${tokenPath}`, { method: 'POST', path: tokenPath, form, auth: false }), this.logger, caps.secrets, caps.http.singleFlight);
     }
   }
 
@@ -373,9 +373,8 @@ export class HubSpotApi {
         } catch {
           where = ' (unreadable Location)';
         }
-        throw new Halt({
+        throw new TargetHalt({
           kind: 'config',
-          halt: true,
           message: redact(`HubSpot answered ${label} with HTTP ${res.status} (redirect${where}); redirects are never followed: check baseUrl`),
         });
       }
@@ -414,16 +413,20 @@ export class HubSpotApi {
     let refreshed = false;
     const limiter = search ? this.searchLimiter : this.limiter;
     try {
-      return await withRetry(
+      return await this.caps.http.retry(
         async (attempt) => {
           if (this.holdUntil > this.caps.clock.now().getTime()) throw this.holdHalt();
           if (auth) this.token = await this.tokens.current();
           let slot: { done(): void };
           try {
             // the slot is held until the answer is in: the rolling window stays saturated, never above the limit
-            slot = await limiter.acquireHeld();
+            if (limiter.acquireHeld) slot = await limiter.acquireHeld();
+            else {
+              await limiter.acquire();
+              slot = { done: () => undefined };
+            }
           } catch (e) {
-            if (e instanceof BudgetExhausted) throw this.dailyHalt();
+            if (isBudgetExhausted(e)) throw this.dailyHalt();
             throw e;
           }
           this.caps.calls.record('hubspot');
@@ -458,9 +461,8 @@ export class HubSpotApi {
         const type = this.cfg.auth.type;
         const what = type === 'oauth' ? 'OAuth access token (after a refresh)' : type === 'service-key' ? 'Service Key' : 'private app access token';
         const field = type === 'oauth' ? 'refreshToken / clientId / clientSecret' : type === 'service-key' ? 'serviceKey' : 'accessToken';
-        throw new Halt({
+        throw new TargetHalt({
           kind: 'auth',
-          halt: true,
           message: redact(`HubSpot rejected the ${what} (401 on ${label}); check auth.${field}`),
         });
       }
@@ -469,7 +471,7 @@ export class HubSpotApi {
   }
 
   private classify(err: unknown): RetryDecision {
-    if (err instanceof Halt) return { retry: false };
+    if (isTargetHalt(err)) return { retry: false };
     if (err instanceof RetryNow) return { retry: true, delayMs: 0, reason: 'OAuth access token refreshed after 401' };
     if (err instanceof HubSpotHttpError) {
       // The limiter was paused in on429; the next acquire waits for it.
@@ -483,7 +485,7 @@ export class HubSpotApi {
     return { retry: false };
   }
 
-  private on429(e: HubSpotHttpError, limiter: RateLimiter): void {
+  private on429(e: HubSpotHttpError, limiter: Limiter): void {
     const policy = e.policyName();
     if (policy === 'DAILY') {
       this.limiter.exhaust();
@@ -509,7 +511,7 @@ export class HubSpotApi {
   }
 
   /** Pause `limiter` for `ms`, or, past MAX_RATE_WAIT_MS, hold the target (the next request halts with retryAt). */
-  private pauseOrHold(limiter: RateLimiter, ms: number, why: string): void {
+  private pauseOrHold(limiter: Limiter, ms: number, why: string): void {
     if (ms > MAX_RATE_WAIT_MS) this.hold(ms, why);
     else limiter.pause(ms);
   }
@@ -523,21 +525,19 @@ export class HubSpotApi {
     this.logger.warn('hubspot rate limit wait too long; deferring the target', { waitMs: ms, maxWaitMs: MAX_RATE_WAIT_MS });
   }
 
-  private holdHalt(): Halt {
+  private holdHalt(): TargetHalt {
     const retryAt = new Date(this.holdUntil).toISOString();
-    return new Halt({
+    return new TargetHalt({
       kind: 'rate-limit',
-      halt: true,
       retryAt,
       message: `${this.holdWhy}, more than the ${MAX_RATE_WAIT_MS / 1000} s this connector waits; deliveries to this target are deferred until ${retryAt}`,
     });
   }
 
-  private dailyHalt(): Halt {
+  private dailyHalt(): TargetHalt {
     const retryAt = nextUtcMidnight(this.caps.clock.now()).toISOString();
-    return new Halt({
+    return new TargetHalt({
       kind: 'quota',
-      halt: true,
       retryAt,
       message: `HubSpot daily API limit reached (429 DAILY); deliveries to this target stop until the limit resets (retry after ${retryAt})`,
     });
@@ -565,9 +565,9 @@ export class HubSpotApi {
       // our oldest one expires. When ours holds fewer (another client of the same app, a lower limit than
       // configured), the difference is taken as used now: those slots reopen a window later, the others on
       // time. (Pausing a whole interval here idled the limiter for 10 s: 15 % slower at 100k per-address.)
-      const interval = obs.intervalMs ?? limiter.windowMs;
-      const missing = limiter.perWindow - limiter.inWindow();
-      if (interval !== limiter.windowMs) {
+      const interval = obs.intervalMs ?? limiter.windowMs ?? (search ? 1_000 : 10_000);
+      const missing = limiter.perWindow !== undefined && limiter.inWindow ? limiter.perWindow - limiter.inWindow() : Infinity;
+      if (interval !== limiter.windowMs || !limiter.occupy || !Number.isFinite(missing)) {
         // not the window we keep (a changed policy): wait out the interval HubSpot names
         this.pauseOrHold(limiter, interval, why);
       } else if (missing > 0) {
@@ -579,4 +579,24 @@ export class HubSpotApi {
       this.logger.warn('hubspot daily API allowance is spent (X-HubSpot-RateLimit-Daily-Remaining: 0)');
     }
   }
+}
+
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (typeof v === 'number') return [String(v)];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  return [];
+}
+
+/** The scopes a 403 names as missing (`context.missingScopes`, top level or per error), or null. */
+export function missingScopesOf(e: HubSpotHttpError): string | null {
+  const b = (e.body && typeof e.body === 'object' ? e.body : {}) as { context?: unknown; errors?: unknown };
+  const out = new Set<string>();
+  const take = (ctx: unknown): void => {
+    const m = (ctx as { missingScopes?: unknown } | null)?.missingScopes;
+    for (const s of strings(m)) if (s.trim() !== '') out.add(s.trim());
+  };
+  take(b.context);
+  if (Array.isArray(b.errors)) for (const d of b.errors as unknown[]) take((d as { context?: unknown } | null)?.context);
+  return out.size > 0 ? [...out].join(', ') : null;
 }

@@ -1,10 +1,10 @@
 /**
  * The HubSpot target's config: an io-ts codec (strict objects, so typos are named) and the defaults.
- * `manifest-entry.json` holds the equivalent JSON Schema; test/unit/hubspot-config.test.ts keeps the two in step.
+ * `spec.json` holds the equivalent JSON Schema (what `cc-optout spec hubspot` prints); test/config.test.ts and
+ * test/unit/manifest.test.ts keep the two in step on test/fixtures/configs.json.
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';
-import { MappedValue } from '../../src/domain';
+import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping, MappedValue } from '../../src/sdk';
 import { API_VERSIONS, ApiVersion, DEFAULT_API_VERSION } from './paths';
 
 export const DEFAULT_BASE_URL = 'https://api.hubapi.com';

@@ -35,7 +35,6 @@
  *   as in v3/v4 unless `datedMultiStatus: false` (then 200 with the same body): read `errors` either way.
  */
 import { randomBytes, randomUUID } from 'crypto';
-import { HsContact, splitAdditionalEmails } from '../../src/emulators/dataset';
 import {
   COMMON_DEFAULTS,
   CommonKnobs,
@@ -50,8 +49,10 @@ import {
   json,
   parseForm,
   parseJson,
-} from '../../src/emulators/http';
-import { World } from '../../src/emulators/world';
+  HsContact,
+  splitAdditionalEmails,
+  World,
+} from '../../src/sdk/emulator';
 
 export interface HubSpotKnobs extends CommonKnobs {
   /** Private app requests per rolling 10 s (100 Free/Starter, 190 Pro/Enterprise). */

@@ -3,17 +3,30 @@
  * -> decide per email -> write suppression of the address through Communication Preferences -> optional
  * audit properties. One outcome per email.
  */
-import * as E from 'fp-ts/Either';
-import * as TE from 'fp-ts/TaskEither';
-import { Capabilities, CheckReport, DeliveryMode, DeliveryReport, Target, TargetError } from '../../src/plugin';
-import { OptOut, Outcome, OutcomeKind, normaliseEmail, mappedValue } from '../../src/domain';
-import { Logger, redact } from '../../src/log';
-import { HubSpotApi, HubSpotHttpError, Halt } from './api';
+import {
+  Capabilities,
+  CheckReport,
+  DeliveryMode,
+  DeliveryReport,
+  HaltInfo,
+  Logger,
+  OptOut,
+  Outcome,
+  OutcomeKind,
+  Target,
+  TargetHalt,
+  isTargetHalt,
+  mappedValue,
+  normaliseEmail,
+  redact,
+} from '../../src/sdk';
+import { ADDITIONAL_EMAILS, HubSpotApi, HubSpotHttpError, missingScopesOf } from './api';
 import { ResolvedHubSpotConfig, LEGAL_BASIS_VALUES } from './config';
 import { runCheck } from './check';
 import { Paths } from './paths';
 
 export { PATHS, encodeEmail, pathsFor } from './paths';
+export { ADDITIONAL_EMAILS, missingScopesOf } from './api';
 
 /** Inputs per batch read, batch write and batch update (HubSpot's documented max for CRM batch; v4 undocumented). */
 export const CHUNK = 100;
@@ -25,7 +38,6 @@ export const SEARCH_VALUE_CHARS = 3000;
 export const SEARCH_PAGE = 200;
 /** Search returns at most 10,000 results per query: 50 pages of 200. */
 const SEARCH_MAX_PAGES = 50;
-export const ADDITIONAL_EMAILS = 'hs_additional_emails';
 /** Per-email writes in flight at once (the limiter still paces them). */
 const PER_EMAIL_CONCURRENCY = 4;
 /** A remembered batch refusal is re-tested after this long (a portal may be upgraded). */
@@ -205,15 +217,17 @@ export class HubSpotTarget implements Target {
     }
   }
 
-  check(): TE.TaskEither<TargetError, CheckReport> {
-    return TE.tryCatch(
-      () => runCheck(this),
-      (e) => ({ kind: 'fatal', halt: false, message: redact(`check failed unexpectedly: ${(e as Error).message}`) }),
-    );
+  async check(): Promise<CheckReport> {
+    try {
+      return await runCheck(this);
+    } catch (e) {
+      if (isTargetHalt(e)) throw e;
+      throw new TargetHalt('fatal', redact(`check failed unexpectedly: ${(e as Error).message}`));
+    }
   }
 
-  deliver(batch: readonly OptOut[], mode: DeliveryMode): TE.TaskEither<TargetError, DeliveryReport> {
-    return () => this.deliverNow(batch, mode);
+  deliver(batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> {
+    return this.deliverNow(batch, mode);
   }
 
   async close(): Promise<void> {
@@ -265,7 +279,7 @@ export class HubSpotTarget implements Target {
   // -------------------------------------------------------------------------------------------
   // Deliver
 
-  private async deliverNow(batch: readonly OptOut[], mode: DeliveryMode): Promise<E.Either<TargetError, DeliveryReport>> {
+  private async deliverNow(batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> {
     const optOuts = new Map<string, OptOut>();
     for (const o of batch) {
       const key = normaliseEmail(o.email);
@@ -283,7 +297,7 @@ export class HubSpotTarget implements Target {
         ...(extra.action ? { action: extra.action } : {}),
       });
     };
-    let halt: TargetError | undefined;
+    let halt: HaltInfo | undefined;
     for (const email of emails) {
       if (!plausibleEmail(email)) set(email, 'failed-permanent', [], { message: 'not an email address (needs a local part, "@" and a domain); nothing sent to HubSpot' });
     }
@@ -363,11 +377,11 @@ export class HubSpotTarget implements Target {
         }
       }
     } catch (e) {
-      if (e instanceof Halt) {
-        halt = e.error;
+      if (isTargetHalt(e)) {
+        halt = e;
       } else {
         this.logger.error('hubspot delivery failed unexpectedly', { error: redact((e as Error)?.message ?? String(e)) });
-        halt = { kind: 'fatal', halt: true, message: redact(`unexpected error delivering to HubSpot: ${(e as Error)?.message ?? String(e)}`) };
+        halt = { kind: 'fatal', message: redact(`unexpected error delivering to HubSpot: ${(e as Error)?.message ?? String(e)}`) };
       }
     }
 
@@ -377,14 +391,15 @@ export class HubSpotTarget implements Target {
     }
     if (halt) {
       this.logger.warn('hubspot target halted', { kind: halt.kind, message: halt.message, delivered: handled, of: emails.length });
-      // Nothing handled and not a daily stop: a target-wide failure (the contract's Left).
-      if (handled === 0 && halt.kind !== 'quota') return E.left(halt);
+      // Nothing handled and not a daily stop: a target-wide failure (nothing in the batch was done).
+      if (handled === 0 && halt.kind !== 'quota') throw new TargetHalt(halt);
     }
     const list: Outcome[] = batch.map((o) => {
       const out = outcomes.get(normaliseEmail(o.email))!;
       return out.email === o.email ? out : { ...out, email: o.email };
     });
-    return E.right(halt ? { outcomes: list, halt } : { outcomes: list });
+    if (halt) throw new TargetHalt(halt.kind, halt.message, { retryAt: halt.retryAt, outcomes: list });
+    return { outcomes: list };
   }
 
   private get paths(): Paths {
@@ -461,22 +476,21 @@ export class HubSpotTarget implements Target {
       }
       return { contacts, failed };
     } catch (e) {
-      if (e instanceof Halt) throw e;
+      if (isTargetHalt(e)) throw e;
       if (e instanceof HubSpotHttpError && e.status === 403) {
         throw contactsScopeHalt('lookup', e);
       }
       if (e instanceof HubSpotHttpError && e.status === 400) {
         // Refused for what this chunk holds (e.g. one malformed address); nothing is written yet: the engine
         // splits the batch until the address(es) at fault stand alone.
-        throw new Halt({ kind: 'bad-request', halt: false, message: redact(`HubSpot refused the contact lookup as a bad request: ${e.message}`) });
+        throw new TargetHalt({ kind: 'bad-request', message: redact(`HubSpot refused the contact lookup as a bad request: ${e.message}`) });
       }
       if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
         for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup refused: ${e.message}` });
         return { contacts, failed };
       }
-      throw new Halt({
+      throw new TargetHalt({
         kind: e instanceof HubSpotHttpError && e.status === 429 ? 'rate-limit' : 'unavailable',
-        halt: true,
         message: redact(`HubSpot contact lookup failed after retries: ${(e as Error).message}`),
       });
     }
@@ -546,7 +560,7 @@ export class HubSpotTarget implements Target {
           after = String(next);
         }
       } catch (e) {
-        if (e instanceof Halt) throw e;
+        if (isTargetHalt(e)) throw e;
         if (e instanceof HubSpotHttpError && e.status === 403) {
           throw contactsScopeHalt('search', e);
         }
@@ -615,7 +629,7 @@ export class HubSpotTarget implements Target {
         });
         body = res.body;
       } catch (e) {
-        if (e instanceof Halt) throw e;
+        if (isTargetHalt(e)) throw e;
         if (e instanceof HubSpotHttpError && e.status === 403) {
           this.batchReadRefusal = { decision: 'refused', at: this.caps.clock.now().toISOString(), detail: e.hubspotMessage() || e.message };
           this.caps.kv.set(this.batchReadKey(), JSON.stringify(this.batchReadRefusal));
@@ -676,10 +690,9 @@ export class HubSpotTarget implements Target {
     return { kind: 'failed-retryable', message: `HubSpot: ${text}` };
   }
 
-  private scopeHalt(e: HubSpotHttpError, what: string, scopes: string): Halt {
-    return new Halt({
+  private scopeHalt(e: HubSpotHttpError, what: string, scopes: string): TargetHalt {
+    return new TargetHalt({
       kind: 'auth',
-      halt: true,
       message: redact(`HubSpot refused ${what} (403): the token needs scope ${scopes} (${e.hubspotMessage()})`),
     });
   }
@@ -743,15 +756,14 @@ export class HubSpotTarget implements Target {
       this.mapBatchResult(res.body, chunk, emails, ledger);
       return [];
     } catch (e) {
-      if (e instanceof Halt) throw e;
+      if (isTargetHalt(e)) throw e;
       if (e instanceof HubSpotHttpError && e.status === 403) {
         if (cfg.suppression.batch === 'auto') {
           this.noteBatch('refused', e.hubspotMessage() || e.message);
           return [...chunk];
         }
-        throw new Halt({
+        throw new TargetHalt({
           kind: 'config',
-          halt: true,
           message: redact(
             `HubSpot refused batch suppression (403: needs Marketing Hub Enterprise and scope communication_preferences.statuses.batch.write; ${e.hubspotMessage()}); ` +
               'set suppression.batch to "auto" (fall back to per-email) or "never"',
@@ -852,7 +864,7 @@ export class HubSpotTarget implements Target {
           }
           ledger.ok(u);
         } catch (e) {
-          if (e instanceof Halt) throw e;
+          if (isTargetHalt(e)) throw e;
           if (e instanceof HubSpotHttpError && e.status === 403) {
             throw this.scopeHalt(e, 'the subscription status write', 'communication_preferences.write (or communication_preferences.read_write)');
           }
@@ -906,7 +918,7 @@ export class HubSpotTarget implements Target {
           for (const email of targets) notes.set(email, `audit properties not written: ${itemMessage(err)}`);
         }
       } catch (e) {
-        if (e instanceof Halt) throw e;
+        if (isTargetHalt(e)) throw e;
         this.logger.warn('hubspot audit property update failed', { error: (e as Error).message });
         for (const x of chunk) notes.set(x.a.email, `audit properties not written: ${(e as Error).message}`);
       }
@@ -953,10 +965,9 @@ function unreadableWriteAnswer(body: unknown, all: boolean): string | null {
 }
 
 /** A 403 on a contact read: the target stops, naming the scope HubSpot says is missing. */
-function contactsScopeHalt(what: 'lookup' | 'search', e: HubSpotHttpError): Halt {
-  return new Halt({
+function contactsScopeHalt(what: 'lookup' | 'search', e: HubSpotHttpError): TargetHalt {
+  return new TargetHalt({
     kind: 'auth',
-    halt: true,
     message: redact(`HubSpot refused the contact ${what} (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
   });
 }
@@ -971,19 +982,6 @@ function matchOf(item: WriteItem): { matchedBy?: MatchedBy } {
 
 function matchNote(ids: readonly string[]): string {
   return `secondary address (hs_additional_emails) of contact${ids.length > 1 ? 's' : ''} ${ids.join(', ')}`;
-}
-
-/** Scope names HubSpot lists as missing in a 403 (`context.missingScopes`, also in `errors[].context`). */
-export function missingScopesOf(e: HubSpotHttpError): string | null {
-  const b = (e.body && typeof e.body === 'object' ? e.body : {}) as { context?: unknown; errors?: unknown };
-  const out = new Set<string>();
-  const take = (ctx: unknown): void => {
-    const m = (ctx as { missingScopes?: unknown } | null)?.missingScopes;
-    for (const s of strings(m)) if (s.trim() !== '') out.add(s.trim());
-  };
-  take(b.context);
-  if (Array.isArray(b.errors)) for (const d of b.errors as unknown[]) take((d as { context?: unknown } | null)?.context);
-  return out.size > 0 ? [...out].join(', ') : null;
 }
 
 interface LedgerEntry {

@@ -6,8 +6,7 @@
 import * as crypto from 'crypto';
 import { OAuth2 } from 'jsforce';
 import type Transport from 'jsforce/lib/transport';
-import { Capabilities } from '../../src/plugin';
-import { registerSecret } from '../../src/log';
+import { Capabilities, Secrets } from '../../src/sdk';
 import { ResolvedConfig, SalesforceAuth } from './config';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -46,7 +45,8 @@ export function jwtAssertion(opts: { clientId: string; username: string; audienc
 }
 
 /** A PEM from a file or an environment variable (where newlines often arrive as literal `\n`). */
-export function loadPrivateKey(auth: Extract<SalesforceAuth, { type: 'jwt' }>, readFile: (p: string) => string): crypto.KeyObject {
+/** `register` masks the key's text in logs (the engine's `caps.secrets.register`). */
+export function loadPrivateKey(auth: Extract<SalesforceAuth, { type: 'jwt' }>, readFile: (p: string) => string, register: Secrets['register'] = () => undefined): crypto.KeyObject {
   let pem: string;
   if (auth.privateKeyPath !== undefined) {
     try {
@@ -58,7 +58,7 @@ export function loadPrivateKey(auth: Extract<SalesforceAuth, { type: 'jwt' }>, r
     pem = auth.privateKey ?? '';
     if (!pem.includes('\n') && pem.includes('\\n')) pem = pem.replace(/\\n/g, '\n');
   }
-  registerSecret(pem);
+  register(pem);
   try {
     const key = crypto.createPrivateKey(pem);
     if (key.asymmetricKeyType !== 'rsa') throw new Error(`expected an RSA key, got ${key.asymmetricKeyType ?? 'unknown'}`);
@@ -92,7 +92,7 @@ export class Authenticator {
     private readonly caps: Capabilities,
     private readonly transport: Transport,
   ) {
-    registerAuthSecrets(cfg.auth);
+    registerAuthSecrets(cfg.auth, caps.secrets);
   }
 
   /** True when a new token can be obtained without the user (everything except a bare access token). */
@@ -122,7 +122,7 @@ export class Authenticator {
     const origin = tokenUrl.replace(/\/services\/oauth2\/token$/, '');
     let res: TokenResponseLike;
     if (auth.type === 'jwt') {
-      if (!this.key) this.key = loadPrivateKey(auth, this.caps.readFile);
+      if (!this.key) this.key = loadPrivateKey(auth, this.caps.readFile, this.caps.secrets.register);
       const assertion = jwtAssertion({
         clientId: auth.clientId,
         username: auth.username,
@@ -138,14 +138,14 @@ export class Authenticator {
       res = await this.oauth2(origin, auth.clientId, auth.clientSecret).refreshToken(current);
       if (typeof res.refresh_token === 'string' && res.refresh_token !== current) {
         // Rotated: persist durably before the new access token is used.
-        registerSecret(res.refresh_token);
+        this.caps.secrets.register(res.refresh_token);
         this.caps.kv.set(KV_REFRESH_TOKEN, JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token }));
       }
     }
     if (typeof res.access_token !== 'string' || res.access_token === '') {
       throw new Error('the token endpoint answered without an access_token');
     }
-    registerSecret(res.access_token);
+    this.caps.secrets.register(res.access_token);
     // A configured instanceUrl overrides the one the token endpoint hands out (proxies, emulators).
     const instanceUrl = this.cfg.instanceUrl ?? (typeof res.instance_url === 'string' ? res.instance_url.replace(/\/+$/, '') : '');
     if (!instanceUrl) throw new Error('the token endpoint answered without an instance_url and no instanceUrl is configured');
@@ -159,7 +159,7 @@ export class Authenticator {
       try {
         const stored = JSON.parse(raw) as { seed?: string; token?: string };
         if (stored.seed === sha256(seed) && typeof stored.token === 'string') {
-          registerSecret(stored.token);
+          this.caps.secrets.register(stored.token);
           return stored.token;
         }
       } catch {
@@ -186,7 +186,8 @@ export class Authenticator {
   }
 }
 
-export function registerAuthSecrets(auth: SalesforceAuth): void {
+export function registerAuthSecrets(auth: SalesforceAuth, secrets: Secrets): void {
+  const registerSecret = (v: string | undefined): void => secrets.register(v);
   switch (auth.type) {
     case 'jwt':
       registerSecret(auth.privateKey);

@@ -2,10 +2,9 @@
  * check(): credentials, each mapped object and field (describe), API usage headroom, Person Accounts.
  * Every finding is a CheckItem that names exactly what is wrong; only read requests are sent.
  */
-import { Capabilities, CheckItem, CheckReport } from '../../src/plugin';
-import { MappedValue } from '../../src/domain';
+import { Capabilities, CheckItem, CheckReport, MappedValue, isTargetHalt } from '../../src/sdk';
 import { ResolvedConfig, ResolvedObject } from './config';
-import { SalesforceClient, SfApiError, SfHalt, KV_API_USAGE, safeMessage } from './client';
+import { SalesforceClient, SfApiError, KV_API_USAGE, safeMessage } from './client';
 
 interface DescribeField {
   name: string;
@@ -53,7 +52,7 @@ export function compatibleTypes(v: MappedValue): string[] {
 }
 
 function failText(e: unknown): string {
-  if (e instanceof SfHalt) return `${e.error.kind}: ${e.error.message}`;
+  if (isTargetHalt(e)) return `${e.kind}: ${e.message}`;
   if (e instanceof SfApiError) return `${e.errorCode}: ${e.message}`;
   return safeMessage(e instanceof Error ? e.message : String(e));
 }
@@ -71,7 +70,7 @@ export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, ca
       try {
         limits = await client.request<LimitsResult>('limits', { method: 'GET', url: '/limits' });
       } catch (e) {
-        if (e instanceof SfHalt && e.error.kind !== 'quota') throw e;
+        if (isTargetHalt(e) && e.kind !== 'quota') throw e;
         // an API error here (e.g. no permission to read limits) is an api-usage finding, not a credential one
         add('api usage', false, `cannot read /limits: ${failText(e)}`);
       }
@@ -108,7 +107,7 @@ export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, ca
           const d = await client.request<DescribeResult>(`describe ${sobject}`, { method: 'GET', url: `/sobjects/${sobject}/describe` });
           describes.set(sobject, d);
         } catch (e) {
-          if (e instanceof SfHalt) throw e;
+          if (isTargetHalt(e)) throw e;
           add(`object ${sobject}`, false, `cannot describe ${sobject}: ${failText(e)} (does the integration user have access to it?)`);
           describes.set(sobject, null);
         }

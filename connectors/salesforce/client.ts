@@ -1,8 +1,8 @@
 /**
  * One jsforce Connection per target, wrapped so that every HTTP request
- *  - goes through the shared RateLimiter and retry policy (src/http), with the injected clock;
+ *  - goes through the engine's rate limiter and retry (caps.http), with the injected clock;
  *  - is counted (`caps.calls.record('salesforce')`) and its `Sforce-Limit-Info` read;
- *  - fails as a value the connector can act on: `Transient` (retried here), `SfHalt` (stop this target:
+ *  - fails as a value the connector can act on: `Transient` (retried here), `TargetHalt` (stop this target:
  *    auth, quota, outage, config) or `SfApiError` (this call failed; the caller decides).
  *
  * jsforce behaviours handled here (see ../../../shared/API-NOTES.md, jsforce traps):
@@ -16,9 +16,7 @@ import { Connection, HttpRequest, QueryResult, Record as SfRecord } from 'jsforc
 import Transport from 'jsforce/lib/transport';
 import type { HttpRequestOptions, HttpResponse } from 'jsforce/lib/types';
 import type { StreamPromise } from 'jsforce/lib/util/promise';
-import { Capabilities, TargetError } from '../../src/plugin';
-import { RateLimiter, RetryPolicy, withRetry, isTransientNetworkError } from '../../src/http';
-import { redact } from '../../src/log';
+import { Capabilities, HaltInfo, Limiter, RetryPolicy, TargetHalt, isTargetHalt, isTransientNetworkError, redact } from '../../src/sdk';
 import { Authenticator, AuthConfigError } from './auth';
 import { ResolvedConfig } from './config';
 
@@ -36,14 +34,6 @@ export interface ApiUsage {
   readonly used: number;
   readonly max: number;
   readonly at: string;
-}
-
-/** Stop delivering to this target (auth refused, daily request limit, outage, broken mapping). */
-export class SfHalt extends Error {
-  constructor(readonly error: TargetError) {
-    super(error.message);
-    this.name = 'SfHalt';
-  }
 }
 
 /** This one call failed for a reason specific to it (400 INVALID_FIELD, 404 NOT_FOUND, ...). */
@@ -115,13 +105,13 @@ export interface ClientOptions {
 export class SalesforceClient {
   readonly auth: Authenticator;
   private readonly transport: ObservedTransport;
-  private readonly limiter: RateLimiter;
+  private readonly limiter: Limiter;
   private readonly retry: RetryPolicy;
   private conn: Connection | null = null;
   private lastStatus: number | undefined;
   private lastRetryAfter: string | undefined;
   private refreshesSinceSuccess = 0;
-  private refreshFailure: TargetError | null = null;
+  private refreshFailure: HaltInfo | null = null;
   private usage: ApiUsage | null = null;
   private usageDirty = false;
 
@@ -131,7 +121,7 @@ export class SalesforceClient {
     opts: ClientOptions = {},
   ) {
     this.retry = opts.retry ?? DEFAULT_API_RETRY;
-    this.limiter = new RateLimiter({ perWindow: REQUESTS_PER_SECOND, windowMs: 1_000, clock: caps.clock });
+    this.limiter = caps.http.limiter({ perWindow: REQUESTS_PER_SECOND, windowMs: 1_000 });
     this.transport = new ObservedTransport({
       onRequest: (req) => {
         this.lastStatus = undefined;
@@ -191,7 +181,6 @@ export class SalesforceClient {
     if (this.refreshesSinceSuccess >= MAX_REFRESHES_WITHOUT_SUCCESS) {
       this.refreshFailure = {
         kind: 'auth',
-        halt: true,
         message:
           'Salesforce refused a freshly refreshed access token (401 again after a successful refresh); ' +
           'check the connected app policies, the integration user, IP restrictions and the API version',
@@ -208,7 +197,7 @@ export class SalesforceClient {
       },
       (err: unknown) => {
         const e = this.classify(err, 'token refresh');
-        this.refreshFailure = e instanceof SfHalt ? e.error : { kind: e instanceof Transient ? 'unavailable' : 'auth', halt: true, message: e.message };
+        this.refreshFailure = isTargetHalt(e) ? e : { kind: e instanceof Transient ? 'unavailable' : 'auth', message: e.message };
         cb(err instanceof Error ? err : new Error(String(err)));
       },
     );
@@ -216,11 +205,11 @@ export class SalesforceClient {
 
   /**
    * Run one API operation (one HTTP request, or jsforce's request + one refresh + re-send) under the limiter
-   * and retry policy. Throws SfHalt or SfApiError.
+   * and retry policy. Throws TargetHalt or SfApiError.
    */
   async call<T>(label: string, fn: () => Promise<T>, policy: RetryPolicy = this.retry): Promise<T> {
     try {
-      return await withRetry(
+      return await this.caps.http.retry(
         async () => {
           await this.limiter.acquire();
           this.refreshFailure = null;
@@ -240,17 +229,17 @@ export class SalesforceClient {
       );
     } catch (err) {
       if (err instanceof Transient) {
-        throw new SfHalt({ kind: 'unavailable', halt: true, message: `Salesforce ${label} kept failing after ${policy.maxAttempts} attempts: ${err.message}` });
+        throw new TargetHalt({ kind: 'unavailable', message: `Salesforce ${label} kept failing after ${policy.maxAttempts} attempts: ${err.message}` });
       }
       throw err;
     }
   }
 
-  /** Map a jsforce / fetch / OAuth error to Transient, SfHalt or SfApiError. */
+  /** Map a jsforce / fetch / OAuth error to Transient, TargetHalt or SfApiError. */
   private classify(err: unknown, label: string): Error {
-    if (err instanceof SfHalt || err instanceof SfApiError || err instanceof Transient) return err;
-    if (err instanceof AuthConfigError) return new SfHalt({ kind: 'config', halt: true, message: safeMessage(err.message) });
-    if (this.refreshFailure) return new SfHalt(this.refreshFailure);
+    if (isTargetHalt(err) || err instanceof SfApiError || err instanceof Transient) return err as Error;
+    if (err instanceof AuthConfigError) return new TargetHalt({ kind: 'config', message: safeMessage(err.message) });
+    if (this.refreshFailure) return new TargetHalt(this.refreshFailure);
     const e = (err ?? {}) as { errorCode?: unknown; name?: unknown; message?: unknown; code?: unknown; type?: unknown };
     const status = this.lastStatus;
     const errorCode = typeof e.errorCode === 'string' ? e.errorCode : typeof e.name === 'string' ? e.name : 'ERROR';
@@ -259,24 +248,23 @@ export class SalesforceClient {
 
     if (errorCode === 'REQUEST_LIMIT_EXCEEDED') {
       const u = this.usage;
-      return new SfHalt({
+      return new TargetHalt({
         kind: 'quota',
-        halt: true,
         message: `Salesforce API request limit exceeded (${what})${u ? `; last api-usage ${u.used}/${u.max}` : ''}`,
       });
     }
     if (status === undefined) {
       // No response: network failure (FetchError) or a client-side error.
       if (isTransientNetworkError(err) || e.type === 'request-timeout') return new Transient(what);
-      if (e.name === 'FetchError') return new SfHalt({ kind: 'unavailable', halt: true, message: `cannot reach Salesforce (${what})` });
-      return new SfHalt({ kind: 'fatal', halt: true, message: `Salesforce ${what}` });
+      if (e.name === 'FetchError') return new TargetHalt({ kind: 'unavailable', message: `cannot reach Salesforce (${what})` });
+      return new TargetHalt({ kind: 'fatal', message: `Salesforce ${what}` });
     }
     if (status === 401) {
-      return new SfHalt({ kind: 'auth', halt: true, message: `Salesforce refused the credentials (${what})` });
+      return new TargetHalt({ kind: 'auth', message: `Salesforce refused the credentials (${what})` });
     }
     if (label === 'token' || label === 'token refresh') {
       if (status === 429 || status >= 500) return new Transient(what, this.retryAfterMs());
-      return new SfHalt({ kind: 'auth', halt: true, message: `Salesforce token request failed (${what})` });
+      return new TargetHalt({ kind: 'auth', message: `Salesforce token request failed (${what})` });
     }
     if (status === 429 || status === 420 || status >= 500) return new Transient(what, this.retryAfterMs());
     return new SfApiError(status, errorCode, message);

@@ -59,7 +59,7 @@ export function querySubUrl(apiVersion: string, soql: string): string {
 /**
  * One composite call with `subs` (at most COMPOSITE_MAX_HEAVY queries/Collections, which is all this
  * connector sends). Returns a result per referenceId; a subrequest Salesforce did not answer gets status 0.
- * Throws what SalesforceClient.request throws when the call itself fails (SfHalt / SfApiError).
+ * Throws what SalesforceClient.request throws when the call itself fails (TargetHalt / SfApiError).
  */
 export async function runComposite(client: SalesforceClient, subs: readonly Subrequest[]): Promise<Map<string, SubResult>> {
   if (subs.length === 0) return new Map();

@@ -2,12 +2,11 @@
  * The Salesforce connector's config: an io-ts codec (strict objects, so typos are named) and the
  * resolution of defaults into a plain `ResolvedConfig` the rest of the connector reads.
  *
- * The JSON Schema in `manifest-entry.json` must accept exactly what this codec accepts
+ * The JSON Schema in `spec.json` (what `cc-optout spec salesforce` prints) must accept exactly what this codec accepts
  * (connectors/salesforce/test/fixtures/configs.json holds the cases both are checked against).
  */
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping } from '../../src/codec';
-import { MappedValue } from '../../src/domain';
+import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping, MappedValue } from '../../src/sdk';
 
 export const DEFAULT_LOGIN_URL = 'https://login.salesforce.com';
 export const DEFAULT_API_VERSION = '62.0';

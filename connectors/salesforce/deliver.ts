@@ -3,12 +3,9 @@
  * (sObject Collections, or Bulk API 2.0 above the threshold), and fold per-record results into one
  * outcome per email.
  */
-import * as E from 'fp-ts/Either';
-import { Capabilities, DeliveryMode, DeliveryReport, TargetError } from '../../src/plugin';
-import { OptOut, Outcome, mappedValue, normaliseEmail } from '../../src/domain';
-import { withRetry, RetryPolicy } from '../../src/http';
+import { Capabilities, DeliveryMode, DeliveryReport, HaltInfo, OptOut, Outcome, RetryPolicy, TargetHalt, isTargetHalt, mappedValue, normaliseEmail } from '../../src/sdk';
 import { ResolvedConfig, ResolvedObject, ObjectKey } from './config';
-import { SalesforceClient, SfApiError, SfHalt, safeMessage } from './client';
+import { SalesforceClient, SfApiError, safeMessage } from './client';
 import { LookupChunk, lookupSoql, planLookupChunks } from './soql';
 import { SubError, SubResult, Subrequest, groupsOf, querySubUrl, runComposite, subError, transientSub } from './composite';
 import type { QueryResult, Record as SfRecord } from 'jsforce';
@@ -138,18 +135,17 @@ export class Delivery {
   }
 
   /** What a refused lookup of `obj` means: a literal at fault (bad-request: the engine splits the batch), or the mapping. */
-  private async lookupRefusal(obj: ResolvedObject, e: SfApiError): Promise<SfHalt> {
+  private async lookupRefusal(obj: ResolvedObject, e: SfApiError): Promise<TargetHalt> {
     if (e.errorCode === 'MALFORMED_QUERY' && (await this.queryShapeWorks(obj))) {
       // The same query with a plain address works: a literal of this chunk is at fault, not the mapping.
       // Nothing is written yet; the engine splits the batch until the address(es) at fault stand alone.
-      return new SfHalt({ kind: 'bad-request', halt: false, message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
+      return new TargetHalt({ kind: 'bad-request', message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
     }
     if (e.errorCode === 'REQUEST_LIMIT_EXCEEDED') {
-      return new SfHalt({ kind: 'quota', halt: true, message: `Salesforce API request limit exceeded (${obj.key} lookup: ${e.errorCode}: ${e.message})` });
+      return new TargetHalt({ kind: 'quota', message: `Salesforce API request limit exceeded (${obj.key} lookup: ${e.errorCode}: ${e.message})` });
     }
-    return new SfHalt({
+    return new TargetHalt({
       kind: 'config',
-      halt: true,
       message: `Salesforce lookup on ${obj.key} failed (${e.errorCode}: ${e.message}); check objects.${obj.key} (field "${obj.field}") and the integration user's access`,
     });
   }
@@ -222,7 +218,8 @@ export class Delivery {
     return calls;
   }
 
-  async run(batch: readonly OptOut[], mode: DeliveryMode): Promise<E.Either<TargetError, DeliveryReport>> {
+  /** One outcome per email; a stop is a TargetHalt carrying the outcomes settled before it (none: nothing done). */
+  async run(batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> {
     // one outcome per distinct email; the first opt-out for an email wins
     const byEmail = new Map<string, OptOut>();
     for (const o of batch) {
@@ -234,12 +231,12 @@ export class Delivery {
       .filter((o) => normaliseEmail(o.email) === '')
       .slice(0, 1)
       .map((o) => ({ email: o.email, kind: 'failed-permanent', recordIds: [], message: 'empty email address' }));
-    if (emails.length === 0) return E.right({ outcomes: blank });
+    if (emails.length === 0) return { outcomes: blank };
     if (this.cfg.objects.length === 0) {
-      return E.left({ kind: 'config', halt: true, message: 'no Salesforce object is enabled in objects (Contact, Lead, PersonAccount)' });
+      throw new TargetHalt('config', 'no Salesforce object is enabled in objects (Contact, Lead, PersonAccount)');
     }
 
-    let halt: TargetError | undefined;
+    let halt: HaltInfo | undefined;
     const matches = new Map<string, MatchedRecord[]>();
     const lookedUp = new Map<ObjectKey, Set<string>>();
     const tooLong = new Set<string>();
@@ -313,8 +310,8 @@ export class Delivery {
         }
       }
     } catch (e) {
-      if (e instanceof SfHalt) halt = e.error;
-      else halt = { kind: 'fatal', halt: true, message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}` };
+      if (isTargetHalt(e)) halt = e;
+      else halt = { kind: 'fatal', message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}` };
       this.caps.logger.warn('salesforce delivery stopped', { target: this.caps.targetName, kind: halt.kind, reason: halt.message });
     } finally {
       this.client.flushUsage();
@@ -330,8 +327,9 @@ export class Delivery {
       writeCalls,
       ...countKinds(outcomes),
     });
-    if (halt && outcomes.every((o) => o.kind === 'failed-retryable')) return E.left(halt);
-    return E.right(halt ? { outcomes, halt } : { outcomes });
+    if (halt && outcomes.every((o) => o.kind === 'failed-retryable')) throw new TargetHalt(halt);
+    if (halt) throw new TargetHalt(halt.kind, halt.message, { retryAt: halt.retryAt, outcomes });
+    return { outcomes };
   }
 
   private outcome(
@@ -341,7 +339,7 @@ export class Delivery {
     lookedUp: Map<ObjectKey, Set<string>>,
     tooLong: Set<string>,
     results: Map<string, WriteResult>,
-    halt: TargetError | undefined,
+    halt: HaltInfo | undefined,
     lookupErrors: ReadonlyMap<string, string> = new Map(),
   ): Outcome {
     const email = optOut.email;
@@ -402,7 +400,7 @@ export class Delivery {
     let calls = 0;
     let pending = [...items].sort((a, b) => (a.obj.sobject === b.obj.sobject ? 0 : a.obj.sobject < b.obj.sobject ? -1 : 1));
     try {
-      await withRetry(
+      await this.caps.http.retry(
         async () => {
           const locked: WriteItem[] = [];
           const chunks = chunksOf(pending, COLLECTION_LIMIT);

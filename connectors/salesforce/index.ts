@@ -4,19 +4,21 @@
  *
  * Built on jsforce 3.10.16 (see README.md for config, API-NOTES for the jsforce traps handled in client.ts).
  */
-import * as E from 'fp-ts/Either';
-import * as TE from 'fp-ts/TaskEither';
-import { Capabilities, CheckReport, Connector, DeliveryMode, DeliveryReport, Target, TargetError } from '../../src/plugin';
-import { OptOut } from '../../src/domain';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Capabilities, CheckReport, Connector, DeliveryMode, DeliveryReport, EmulatorFactory, OptOut, Target, TargetHalt, isTargetHalt } from '../../src/sdk';
 import { SalesforceConfig, resolveConfig } from './config';
-import { SalesforceClient, ClientOptions, safeMessage } from './client';
+import { SalesforceClient, ClientOptions, KV_API_USAGE, safeMessage } from './client';
 import { Delivery } from './deliver';
 import { runCheck } from './check';
+import spec from './spec.json';
 
 export { SalesforceConfig } from './config';
 
-function unexpected(e: unknown): TargetError {
-  return { kind: 'fatal', halt: true, message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}` };
+/** A halt passes through; anything else thrown is a bug, reported as a fatal halt with a safe message. */
+function asHalt(e: unknown): never {
+  if (isTargetHalt(e)) throw e;
+  throw new TargetHalt('fatal', `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}`);
 }
 
 /** `open` with client options (tests shorten retry policies through this). */
@@ -32,13 +34,8 @@ export function openSalesforce(config: SalesforceConfig, caps: Capabilities, opt
     return next;
   };
   return {
-    check: (): TE.TaskEither<TargetError, CheckReport> => () =>
-      serial(() => runCheck(client, cfg, caps)).then(
-        (r) => E.right(r),
-        (e) => E.left(unexpected(e)),
-      ),
-    deliver: (batch: readonly OptOut[], mode: DeliveryMode): TE.TaskEither<TargetError, DeliveryReport> => () =>
-      serial(() => delivery.run(batch, mode)).catch((e) => E.left(unexpected(e))),
+    check: (): Promise<CheckReport> => serial(() => runCheck(client, cfg, caps)).catch(asHalt),
+    deliver: (batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> => serial(() => delivery.run(batch, mode)).catch(asHalt),
     close: async () => {
       client.flushUsage();
     },
@@ -47,10 +44,45 @@ export function openSalesforce(config: SalesforceConfig, caps: Capabilities, opt
 
 export const connector: Connector<SalesforceConfig> = {
   id: 'salesforce',
+  description: spec.description,
   config: SalesforceConfig,
+  schema: spec,
+  capabilities: { dryRun: true, backfill: true, suppressionModes: ['email-opt-out-field'], objects: ['Contact', 'Lead', 'PersonAccount'], statusKeys: [KV_API_USAGE] },
   // deliver() chunks lookups (~100 emails) and writes (200, or Bulk 2.0 above bulkThreshold) itself
   maxBatch: 5000,
   open: (config, caps) => openSalesforce(config, caps),
+  example: () => ({
+    '//': 'Salesforce: HasOptedOutOfEmail on Contacts and unconverted Leads. See connectors/salesforce/README.md.',
+    loginUrl: 'https://login.salesforce.com',
+    auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: '${SF_PRIVATE_KEY_PATH}' },
+    objects: { Contact: { enabled: true }, Lead: { enabled: true } },
+  }),
+  emulator: (): EmulatorFactory => ({
+    async start(world, opts) {
+      const { SalesforceEmulator } = await import('./emulator');
+      const server = await new SalesforceEmulator(world, { port: opts.port, host: opts.host }).start();
+      const c = server.connection();
+      // the JWT key the target config names, beside the config file (0600)
+      fs.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+      const keyFile = path.join(opts.dir, 'salesforce-jwt.key');
+      fs.writeFileSync(keyFile, c.privateKeyPem, { mode: 0o600 });
+      return {
+        url: c.instanceUrl,
+        targetConfig: () => ({
+          config: {
+            loginUrl: c.loginUrl,
+            apiVersion: c.apiVersion,
+            // relative to the config file, written into the same folder
+            auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: `./${path.basename(keyFile)}` },
+            objects: { Contact: { enabled: true }, Lead: { enabled: true } },
+          },
+          env: { SF_CLIENT_ID: c.clientId, SF_USERNAME: c.username },
+        }),
+        requestCounts: () => Object.fromEntries(server.counts),
+        stop: () => server.stop(),
+      };
+    },
+  }),
 };
 
 export default connector;

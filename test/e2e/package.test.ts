@@ -58,14 +58,14 @@ describe('the npm package (issue 8 #23)', function () {
       assert.ok(files.has(strip(f!)), `${f} is in the tarball`);
       assert.ok(fs.existsSync(path.join(ROOT, f!)), `${f} exists after the build`);
     }
-    for (const f of ['LICENSE', 'README.md', 'manifest.json', 'connectors/hubspot/README.md', 'connectors/salesforce/README.md']) {
+    for (const f of ['LICENSE', 'README.md', 'connectors/hubspot/README.md', 'connectors/salesforce/README.md', 'dist/src/config.schema.json']) {
       assert.ok(files.has(f), `${f} is in the tarball`);
     }
-    // every connector the manifest lists is shipped compiled, with its README
-    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'manifest.json'), 'utf8')) as { connectors: Array<{ module: string }> };
-    for (const c of manifest.connectors) {
-      assert.ok(files.has(`dist/${c.module}/index.js`), `dist/${c.module}/index.js is in the tarball`);
-      assert.ok(files.has(`${c.module}/README.md`), `${c.module}/README.md is in the tarball`);
+    // the SDK a connector imports, with its declarations
+    for (const f of ['dist/src/sdk/index.js', 'dist/src/sdk/index.d.ts', 'dist/src/sdk/emulator.js', 'dist/src/sdk/emulator.d.ts']) assert.ok(files.has(f), `${f} is in the tarball`);
+    // every connector folder is shipped compiled, with its spec and README
+    for (const id of fs.readdirSync(path.join(ROOT, 'connectors'))) {
+      for (const f of [`dist/connectors/${id}/index.js`, `dist/connectors/${id}/spec.json`, `connectors/${id}/README.md`]) assert.ok(files.has(f), `${f} is in the tarball`);
     }
     // and nothing of the tests or the TypeScript sources
     const stray = [...files].filter((f) => f.startsWith('dist/test/') || f.startsWith('test/') || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)));
@@ -84,7 +84,7 @@ describe('the npm package (issue 8 #23)', function () {
       const m = require(${JSON.stringify(pkg.name)});
       const fs = require('fs'), path = require('path');
       const out = { version: require(${JSON.stringify(pkg.name + '/package.json')}).version, resolved: require.resolve(${JSON.stringify(pkg.name)}) };
-      out.functions = ['Engine', 'openApp', 'loadConfig', 'decodeConfig', 'createRegistry', 'loadManifest', 'openStore', 'createConstantContactSource', 'createLogger', 'RateLimiter', 'withRetry', 'redact']
+      out.functions = ['Engine', 'openApp', 'loadConfig', 'decodeConfig', 'createRegistry', 'openStore', 'createConstantContactSource', 'createLogger', 'RateLimiter', 'withRetry', 'redact']
         .filter((k) => typeof m[k] !== 'function');
       out.connectors = m.createRegistry().ids();
       const store = m.openStore(path.join(process.cwd(), 'state.db'));
@@ -107,7 +107,10 @@ describe('the npm package (issue 8 #23)', function () {
     fs.writeFileSync(
       path.join(tmp, 'consumer.ts'),
       `import { openApp, memoryLogger, createLogger, openStore, createRegistry, Engine } from ${JSON.stringify(pkg.name)};
-import type { Connector, Target, TargetError, DeliveryReport, RunSummary, StateStore, Outcome, OptOut } from ${JSON.stringify(pkg.name)};
+import type { Connector, Target, HaltInfo, DeliveryReport, RunSummary, StateStore, Outcome, OptOut } from ${JSON.stringify(pkg.name)};
+import { TargetHalt, isTargetHalt, defineConnector, strictObject, NonEmptyString } from ${JSON.stringify(pkg.name + '/sdk')};
+import type { Capabilities } from ${JSON.stringify(pkg.name + '/sdk')};
+import { json, World } from ${JSON.stringify(pkg.name + '/sdk/emulator')};
 
 export async function syncOnce(configFile: string): Promise<RunSummary> {
   const app = openApp({ configFile, env: process.env, logger: memoryLogger() });
@@ -122,7 +125,21 @@ export const store: StateStore = openStore(':memory:');
 export const readmeApp = () => openApp({ configFile: './cc-optout.config.json', env: process.env, logger: createLogger({ format: 'text', level: 'info' }) });
 export const ids: string[] = createRegistry().ids();
 export const isEngine = (x: unknown): x is Engine => x instanceof Engine;
-export const refused: TargetError = { kind: 'bad-request', halt: false, message: 'one odd address' };
+export const refused: HaltInfo = { kind: 'bad-request', message: 'one odd address' };
+export const halt = new TargetHalt('quota', 'daily limit', { retryAt: '2030-01-01T00:00:00Z' });
+export const halted: boolean = isTargetHalt(halt);
+export const plugin = defineConnector({
+  id: 'acme',
+  config: strictObject('Acme', { crm: NonEmptyString }, {}),
+  schema: { type: 'object' },
+  capabilities: { dryRun: false, backfill: true, suppressionModes: [] },
+  open: (_config, caps: Capabilities) => ({
+    check: async () => ({ ok: true, items: [{ name: 'crm', ok: true, detail: caps.targetName }] }),
+    deliver: async (batch) => ({ outcomes: batch.map((o): Outcome => ({ email: o.email, kind: 'not-found', recordIds: [] })) }),
+  }),
+});
+export const answer = json(200, { ok: true });
+export type AnyWorld = World;
 export function report(batch: readonly OptOut[]): DeliveryReport {
   const outcomes: Outcome[] = batch.map((o) => ({ email: o.email, kind: 'not-found', recordIds: [] }));
   return { outcomes };
@@ -176,6 +193,8 @@ export type AnyTarget = Target;
       }
     };
     walk(path.join(ROOT, pkg.types!));
+    walk(path.join(ROOT, 'dist/src/sdk/index.d.ts'));
+    walk(path.join(ROOT, 'dist/src/sdk/emulator.d.ts'));
     assert.ok(seen.size > 5, `${seen.size} declaration files reached`);
     for (const [spec, from] of bare) {
       const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!;

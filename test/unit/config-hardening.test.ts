@@ -1,7 +1,7 @@
 /**
  * Issue 8, config side: #3 plain http:// only for loopback, #10 bounded numbers, #13 prototype and duplicate keys,
  * #15 init's config decodes, #18 paths resolved from the config file, #19 read-only commands need no secret.
- * Codecs and the JSON Schemas (manifest.json, connectors/*\/manifest-entry.json) are checked on the same cases.
+ * Codecs and the JSON Schemas (src/config.schema.json, connectors/*\/spec.json) are checked on the same cases.
  */
 import assert from 'assert';
 import * as crypto from 'crypto';
@@ -14,21 +14,21 @@ import * as codec from '../../src/codec';
 import { ConfigError, decodeConfig, loadConfig, parseJsonText } from '../../src/config';
 import { openApp } from '../../src/app';
 import { createLogger, clearSecrets } from '../../src/log';
-import { createRegistry, loadManifest, packageRoot, Registry } from '../../src/plugin';
+import { createRegistry, packageRoot, Registry } from '../../src/registry';
+import { CONFIG_SCHEMA, SOURCE_SCHEMA } from '../../src/spec';
 import { loadPrivateKey } from '../../connectors/salesforce/auth';
 import { runCliSync, testRegistry } from '../helpers';
 import { SqliteStateStore } from '../../src/store/sqlite';
 
 const ROOT = packageRoot();
-const manifest = loadManifest();
 const ajv = new Ajv({ allErrors: true, strict: false });
-const fullSchema = ajv.compile(manifest.configSchema as object);
-const sourceSchema = ajv.compile(manifest.source.configSchema);
-const entrySchema = (id: string) =>
-  ajv.compile((JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', id, 'manifest-entry.json'), 'utf8')) as { configSchema: object }).configSchema);
+const fullSchema = ajv.compile(CONFIG_SCHEMA);
+const sourceSchema = ajv.compile(SOURCE_SCHEMA);
+// each connector's one schema: connectors/<id>/spec.json (what `cc-optout spec <id>` prints)
+const entrySchema = (id: string) => ajv.compile(JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', id, 'spec.json'), 'utf8')) as object);
 const hubspotSchema = entrySchema('hubspot');
 const salesforceSchema = entrySchema('salesforce');
-const manifestConnectorSchema = (id: string) => ajv.compile(manifest.connectors.find((c) => c.id === id)!.configSchema);
+const manifestConnectorSchema = (id: string) => ajv.compile(createRegistry().get(id)!.schema);
 
 let registry: Registry;
 before(() => {

@@ -9,9 +9,10 @@
 import { strict as assert } from 'assert';
 import nock from 'nock';
 import * as t from 'io-ts';
-import * as TE from 'fp-ts/TaskEither';
 import { FakeSource, contact } from '../helpers';
-import { createRegistry, Connector, Registry, ManifestConnector, TargetError } from '../../src/plugin';
+import { createRegistry, Registry } from '../../src/registry';
+import { Connector, TargetHalt } from '../../src/sdk';
+import { deliverEither } from '../contract';
 import { decodeConfig } from '../../src/config';
 import { Engine } from '../../src/engine';
 import { SqliteStateStore } from '../../src/store/sqlite';
@@ -157,7 +158,7 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
     it('refused for a literal (a plain address works): bad-request, so the engine isolates it', async () => {
       const org = new FakeOrg();
       org.fault = (req) => (req.method === 'GET' && /odd/.test(decodeURIComponent(req.url)) ? malformed() : undefined);
-      const r = await open(org).deliver([sfOptOut('odd@example.com', 1), sfOptOut('fine@example.com', 2)], 'apply')();
+      const r = await deliverEither(open(org), [sfOptOut('odd@example.com', 1), sfOptOut('fine@example.com', 2)], 'apply');
       assert.ok(E.isLeft(r));
       assert.equal(r.left.kind, 'bad-request');
       assert.match(r.left.message, /MALFORMED_QUERY/);
@@ -166,7 +167,7 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
     it('refused whatever the addresses (the probe with a plain address is refused too): a config stop, not a bad request', async () => {
       const org = new FakeOrg();
       org.fault = (req) => (req.method === 'GET' ? malformed() : undefined);
-      const r = await open(org).deliver([sfOptOut('a@example.com', 1), sfOptOut('b@example.com', 2)], 'apply')();
+      const r = await deliverEither(open(org), [sfOptOut('a@example.com', 1), sfOptOut('b@example.com', 2)], 'apply');
       assert.ok(E.isLeft(r));
       assert.equal(r.left.kind, 'config');
       assert.equal(org.requests.filter((q) => q.method === 'GET').length, 2, 'the lookup and one probe');
@@ -216,25 +217,24 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       const connector: Connector<{ x?: string }> = {
         id: 'scripted',
         config: t.partial({ x: t.string }) as unknown as t.Type<{ x?: string }, unknown, unknown>,
+        schema: { type: 'object' },
+        capabilities: { dryRun: true, backfill: true, suppressionModes: [] },
         open: () => ({
-          check: () => TE.right({ ok: true, items: [] }),
-          deliver: (batch) => async () => {
+          check: async () => ({ ok: true, items: [] }),
+          deliver: async (batch) => {
             calls.push(batch.map((o) => o.email));
             if (opts.haltAfterCalls !== undefined && calls.length > opts.haltAfterCalls) {
-              const e: TargetError = { kind: 'quota', halt: true, message: 'daily limit reached', retryAt: '2999-01-01T00:00:00.000Z' };
-              return { _tag: 'Left', left: e } as const;
+              throw new TargetHalt('quota', 'daily limit reached', { retryAt: '2999-01-01T00:00:00.000Z' });
             }
             if (opts.all || batch.some((o) => opts.bad.has(o.email))) {
-              const e: TargetError = { kind: 'bad-request', halt: false, message: 'HTTP 400 INVALID_INPUT: cannot read that' };
-              return { _tag: 'Left', left: e } as const;
+              throw new TargetHalt('bad-request', 'HTTP 400 INVALID_INPUT: cannot read that');
             }
             const outcomes: Outcome[] = batch.map((o) => ({ email: o.email, kind: 'applied', recordIds: [`id-${o.email}`] }));
-            return { _tag: 'Right', right: { outcomes } } as const;
+            return { outcomes };
           },
         }),
       };
-      const entry: ManifestConnector = { id: 'scripted', module: 'none', configSchema: {}, capabilities: { dryRun: true, backfill: true, suppressionModes: [] } };
-      const registry: Registry = { ids: () => ['scripted'], get: (id) => (id === 'scripted' ? (connector as Connector<unknown>) : undefined), entry: (id) => (id === 'scripted' ? entry : undefined) };
+      const registry: Registry = createRegistry({ connectorsDir: null, connectors: [connector as Connector<unknown>] });
       return { registry, calls };
     }
     const emails = (n: number) => Array.from({ length: n }, (_, i) => `p${String(i).padStart(2, '0')}@example.com`);

@@ -101,7 +101,7 @@ describe('engine: detect -> outbox -> deliver', () => {
     seed(src);
     memoryCrm('up', ['a@x.com']);
     const down = memoryCrm('down', ['a@x.com']);
-    down.outage = { kind: 'unavailable', halt: true, message: 'HTTP 503' };
+    down.outage = { kind: 'unavailable', message: 'HTTP 503' };
     const { engine, clock } = testEngine({ targets: [{ name: 'up', crm: 'up' }, { name: 'down', crm: 'down' }], source: src, start: T0 });
     const r = await engine.sync();
     assert.deepStrictEqual(r.targets.up!.outcomes, { applied: 1, 'not-found': 2 });
@@ -184,7 +184,7 @@ describe('engine: detect -> outbox -> deliver', () => {
     const src = new FakeSource();
     seed(src);
     const crm = memoryCrm('crash', ['a@x.com', 'b@x.com']);
-    crm.outage = { kind: 'fatal', halt: true, message: 'process killed (simulated: nothing delivered)' };
+    crm.outage = { kind: 'fatal', message: 'process killed (simulated: nothing delivered)' };
     const first = testEngine({ targets: [{ name: 'crm', crm: 'crash' }], source: src, start: T0, storePath: file });
     await first.engine.sync();
     first.store.close(); // the "process" is gone; only the file remains

@@ -1,15 +1,20 @@
+/**
+ * One spec per connector, beside its code (connectors/<id>/spec.json, served as `connector.schema`), and one
+ * schema of the config file (src/config.schema.json): the io-ts codecs are the source of truth, and each JSON
+ * Schema must accept exactly what its codec accepts on the fixture cases (connectors/<id>/test/fixtures/configs.json,
+ * test/fixtures/core/configs.json).
+ */
 import assert from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import Ajv from 'ajv';
 import { isLeft } from 'fp-ts/Either';
-import { createRegistry, loadManifest, packageRoot, compiledRoot, Manifest } from '../../src/plugin';
+import { createRegistry, packageRoot } from '../../src/registry';
+import { CONFIG_SCHEMA, SOURCE_SCHEMA } from '../../src/spec';
 import { decodeConfig, ConstantContactConfig, ConfigError } from '../../src/config';
 import { testRegistry } from '../helpers';
 
 const root = packageRoot();
-const manifest = loadManifest();
-const testManifest = loadManifest(path.join(root, 'test', 'fixtures', 'test-manifest.json'));
 
 interface Examples {
   valid: unknown[];
@@ -19,35 +24,38 @@ function examples(file: string): Examples {
   return JSON.parse(fs.readFileSync(path.join(root, file), 'utf8')) as Examples;
 }
 
-describe('manifest and registry', () => {
-  it('lists the source and every connector with schema and capabilities, and every module loads', () => {
-    assert.strictEqual(manifest.source.id, 'constant-contact');
-    const reg = createRegistry(manifest);
-    assert.deepStrictEqual(reg.ids().sort(), manifest.connectors.map((c) => c.id).sort());
-    for (const c of manifest.connectors) {
-      assert.strictEqual(typeof c.configSchema, 'object', `${c.id} configSchema`);
-      assert.strictEqual(typeof c.capabilities.dryRun, 'boolean', `${c.id} capabilities.dryRun`);
-      assert.ok(Array.isArray(c.capabilities.suppressionModes) && c.capabilities.suppressionModes.length > 0, `${c.id} suppressionModes`);
+describe('connector specs and the config schema', () => {
+  it('every built-in connector folder loads, with its schema and capabilities', () => {
+    const reg = createRegistry();
+    assert.deepStrictEqual(reg.ids(), ['hubspot', 'salesforce']);
+    for (const info of reg.list()) {
+      const c = reg.get(info.id)!;
+      assert.strictEqual(typeof c.schema, 'object', `${info.id} schema`);
+      assert.deepStrictEqual(c.schema, JSON.parse(fs.readFileSync(path.join(root, 'connectors', info.id, 'spec.json'), 'utf8')), `${info.id}: the schema is spec.json`);
+      assert.strictEqual(typeof info.capabilities.dryRun, 'boolean', `${info.id} capabilities.dryRun`);
+      assert.ok(info.capabilities.suppressionModes.length > 0, `${info.id} suppressionModes`);
     }
-    assert.ok(reg.ids().includes('hubspot') && reg.ids().includes('salesforce'), 'both CRM connectors are registered');
   });
 
-  it('a connector added under test/ loads through a manifest entry alone, with no change to src/', () => {
+  it('no manifest copy of a schema is left: one spec.json per connector, no manifest-entry.json, no manifest.json', () => {
+    assert.ok(!fs.existsSync(path.join(root, 'manifest.json')));
+    for (const id of ['hubspot', 'salesforce']) {
+      assert.ok(fs.existsSync(path.join(root, 'connectors', id, 'spec.json')), `${id}/spec.json`);
+      assert.ok(!fs.existsSync(path.join(root, 'connectors', id, 'manifest-entry.json')), `${id}/manifest-entry.json`);
+    }
+  });
+
+  it('a connector added under test/ loads as a plugin alone, with no change to src/', () => {
     const reg = testRegistry();
     assert.deepStrictEqual(reg.ids(), ['memory-crm']);
     assert.strictEqual(reg.get('memory-crm')!.maxBatch, 50);
   });
 
-  it('names the manifest entry whose module is not a connector', () => {
-    const broken: Manifest = { ...testManifest, connectors: [{ ...testManifest.connectors[0]!, id: 'x', module: 'test/fixtures/memory-connector' }] };
-    assert.throws(() => createRegistry(broken, compiledRoot()), /manifest connector "x": module exports connector id "memory-crm"/);
-  });
-
   describe('JSON Schemas and io-ts codecs agree', () => {
     const ajv = new Ajv({ allErrors: true, strict: false });
 
-    it('on the config file (manifest.configSchema vs the core codec)', () => {
-      const validate = ajv.compile(manifest.configSchema as object);
+    it('on the config file (src/config.schema.json vs the core codec)', () => {
+      const validate = ajv.compile(CONFIG_SCHEMA);
       const ex = examples('test/fixtures/core/configs.json');
       const decodes = (c: unknown): boolean => {
         try {
@@ -68,8 +76,8 @@ describe('manifest and registry', () => {
       }
     });
 
-    it('on the source config (manifest.source.configSchema vs ConstantContactConfig)', () => {
-      const validate = ajv.compile(manifest.source.configSchema);
+    it('on the source config (definitions.source vs ConstantContactConfig)', () => {
+      const validate = ajv.compile(SOURCE_SCHEMA);
       const ex = examples('test/fixtures/core/configs.json');
       const sources = ex.valid.map((v) => (v as { source: unknown }).source);
       for (const s of sources) {
@@ -83,22 +91,26 @@ describe('manifest and registry', () => {
       }
     });
 
-    for (const entry of [...manifest.connectors, ...testManifest.connectors]) {
-      it(`on connector "${entry.id}"`, () => {
-        const reg = entry.id === 'memory-crm' ? testRegistry() : createRegistry(manifest);
-        const codec = reg.get(entry.id)!.config;
-        const validate = ajv.compile(entry.configSchema);
-        const file = entry.id === 'memory-crm' ? null : `connectors/${entry.id}/test/fixtures/configs.json`;
-        const ex: Examples = file ? examples(file) : { valid: [{ crm: 'a' }, { crm: 'a', apiKey: 'k' }], invalid: [{ config: {}, why: 'crm missing' }, { config: { crm: 'a', other: 1 }, why: 'unknown key' }] };
+    const cases: Array<{ id: string; reg: () => ReturnType<typeof createRegistry>; file: string | null }> = [
+      { id: 'hubspot', reg: () => createRegistry(), file: 'connectors/hubspot/test/fixtures/configs.json' },
+      { id: 'salesforce', reg: () => createRegistry(), file: 'connectors/salesforce/test/fixtures/configs.json' },
+      { id: 'memory-crm', reg: testRegistry, file: null },
+    ];
+    for (const { id, reg, file } of cases) {
+      it(`on connector "${id}" (its schema vs its codec)`, () => {
+        const c = reg().get(id)!;
+        const validate = ajv.compile(c.schema);
+        const ex: Examples = file
+          ? examples(file)
+          : { valid: [{ crm: 'a' }, { crm: 'a', apiKey: 'k' }, { '//': 'c', crm: 'a' }], invalid: [{ config: {}, why: 'crm missing' }, { config: { crm: 'a', other: 1 }, why: 'unknown key' }] };
         assert.ok(ex.valid.length >= 2 && ex.invalid.length >= 2, 'enough examples');
         for (const v of ex.valid) {
-          assert.ok(validate(v), `schema rejects a valid ${entry.id} example: ${ajv.errorsText(validate.errors)} ${JSON.stringify(v)}`);
-          const r = codec.decode(v);
-          assert.ok(!isLeft(r), `codec rejects a valid ${entry.id} example ${JSON.stringify(v)}`);
+          assert.ok(validate(v), `schema rejects a valid ${id} example: ${ajv.errorsText(validate.errors)} ${JSON.stringify(v)}`);
+          assert.ok(!isLeft(c.config.decode(v)), `codec rejects a valid ${id} example ${JSON.stringify(v)}`);
         }
         for (const { config, why } of ex.invalid) {
-          assert.strictEqual(validate(config), false, `schema accepts an invalid ${entry.id} example (${why})`);
-          assert.ok(isLeft(codec.decode(config)), `codec accepts an invalid ${entry.id} example (${why})`);
+          assert.strictEqual(validate(config), false, `schema accepts an invalid ${id} example (${why})`);
+          assert.ok(isLeft(c.config.decode(config)), `codec accepts an invalid ${id} example (${why})`);
         }
       });
     }

@@ -31,9 +31,10 @@ import {
   serviceKey,
   vpaths,
 } from './fixtures/harness';
+import { deliverEither, checkEither } from '../../../test/contract';
 
 async function check(target: Target): Promise<CheckReport> {
-  const r = await target.check()();
+  const r = await checkEither(target);
   if (isLeft(r)) throw new Error(`check returned Left: ${r.left.message}`);
   return r.right;
 }
@@ -134,7 +135,7 @@ describe('hubspot connector: 2026 platform', () => {
       const report = await check(h.target);
       assert.strictEqual(report.ok, false);
       assert.match(item(report, 'token').detail, /rejected the Service Key \(401.*auth\.serviceKey/);
-      const r = await h.target.deliver([optOut('a@example.com')], 'apply')();
+      const r = await deliverEither(h.target, [optOut('a@example.com')], 'apply');
       assert.ok(isLeft(r) && r.left.kind === 'auth' && /auth\.serviceKey/.test(r.left.message));
       assert.ok(!JSON.stringify(report).includes(SERVICE_KEY));
       assert.ok(!h.logger.lines.some((l) => l.includes(SERVICE_KEY)), "key not in the log");
@@ -272,7 +273,7 @@ describe('hubspot connector: 2026 platform', () => {
       const hs = new FakeHubSpot().install();
       hs.script({ match: isPath(P.search), status: 403, body: { status: 'error', message: 'missing scopes', category: 'MISSING_SCOPES', correlationId: 'x', context: { missingScopes: ['crm.objects.contacts.read'] } } });
       const { target } = open(serviceKey());
-      const r = await target.deliver([optOut('s@example.com')], 'apply')();
+      const r = await deliverEither(target, [optOut('s@example.com')], 'apply');
       assert.ok(isLeft(r));
       if (isLeft(r)) assert.match(r.left.message, /contact search \(403\): the token needs scope crm\.objects\.contacts\.read/);
     });

@@ -8,9 +8,10 @@ import { isLeft } from 'fp-ts/Either';
 import { clearSecrets } from '../../../src/log';
 import { CheckReport, Target } from '../../../src/plugin';
 import { FakeHubSpot, P, TOKEN, deliver, isPath, open, optOut, privateApp } from './fixtures/harness';
+import { checkEither } from '../../../test/contract';
 
 async function check(target: Target): Promise<CheckReport> {
-  const r = await target.check()();
+  const r = await checkEither(target);
   if (isLeft(r)) throw new Error(`check returned Left: ${r.left.message}`);
   return r.right;
 }

@@ -1,5 +1,5 @@
 /**
- * HubSpot config: the io-ts codec and the manifest entry's JSON Schema agree on the fixtures;
+ * HubSpot config: the io-ts codec and spec.json (the config's JSON Schema, `connector.schema`) agree on the fixtures;
  * errors are readable paths; defaults apply; the connector exports what the registry expects.
  */
 import * as assert from 'assert';
@@ -8,7 +8,7 @@ import * as path from 'path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import { isLeft, isRight } from 'fp-ts/Either';
-import { formatErrors } from '../../../src/codec';
+import { formatErrors } from '../../../src/sdk';
 import { connector } from '..';
 import { HubSpotConfigCodec, resolveConfig } from '../config';
 import { BATCH_KV_PREFIX } from '../target';
@@ -16,7 +16,7 @@ import { BATCH_KV_PREFIX } from '../target';
 // dist/test/unit -> package root
 /** The package root (holds package.json), from either connectors/hubspot/test or dist/connectors/hubspot/test. */
 const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
-const entry = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'manifest-entry.json'), 'utf8'));
+const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'spec.json'), 'utf8')) as Record<string, unknown>;
 const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'test', 'fixtures', 'configs.json'), 'utf8')) as {
   valid: Record<string, unknown>[];
   invalid: { config: Record<string, unknown>; why: string }[];
@@ -25,20 +25,19 @@ const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubsp
 describe('hubspot connector: config', () => {
   const ajv = new Ajv({ allErrors: true, strict: true });
   addFormats(ajv);
-  const validate = ajv.compile(entry.configSchema);
+  const validate = ajv.compile(spec);
 
-  it('manifest entry: id, module, capabilities, a draft-07 schema', () => {
-    assert.strictEqual(entry.id, 'hubspot');
-    assert.strictEqual(entry.module, 'connectors/hubspot');
-    assert.deepStrictEqual(entry.capabilities, {
+  it('spec and capabilities: the connector serves spec.json as its schema, a draft-07 schema', () => {
+    assert.deepStrictEqual(connector.schema, spec);
+    assert.deepStrictEqual(connector.capabilities, {
       dryRun: true,
       backfill: true,
       suppressionModes: ['unsubscribe-all', 'subscriptions'],
       // `status` shows the batch decision the connector stores under these keys
       statusKeys: ['unsubscribe-all', 'subscriptions'].map((m) => BATCH_KV_PREFIX + m),
     });
-    assert.strictEqual(entry.configSchema.$schema, 'http://json-schema.org/draft-07/schema#');
-    assert.strictEqual(entry.configSchema.additionalProperties, false);
+    assert.strictEqual(spec.$schema, 'http://json-schema.org/draft-07/schema#');
+    assert.strictEqual(spec.additionalProperties, false);
   });
 
   it('connector: id, maxBatch, codec', () => {

@@ -7,6 +7,7 @@ import nock from 'nock';
 import { clearSecrets } from '../../../src/log';
 import { BASE, TOKEN, FakeHubSpot, P, byEmail, deliver, isPath, kinds, open, optOut, privateApp, makeCaps } from './fixtures/harness';
 import { BATCH_KV_PREFIX } from '../target';
+import { deliverEither } from '../../../test/contract';
 
 describe('hubspot connector: deliver', () => {
   afterEach(() => {
@@ -143,7 +144,7 @@ describe('hubspot connector: deliver', () => {
       hs.batchRefused = true;
       hs.addContact('a@example.com');
       const { target } = open(privateApp({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
-      const r = await target.deliver([optOut('a@example.com')], 'apply')();
+      const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
       assert.strictEqual(r._tag, 'Left');
       if (r._tag === 'Left') {
         assert.strictEqual(r.left.kind, 'config');

@@ -10,6 +10,7 @@ import { clearSecrets, registerSecret } from '../../../src/log';
 import { parseApiError } from '../../../src/source/constant-contact/codecs';
 import { additionalEmails } from '../target';
 import { BASE, SERVICE_KEY, P, byEmail, deliver, kinds, open, optOut, rateLimit429, serviceKey } from './fixtures/harness';
+import { deliverEither } from '../../../test/contract';
 
 type Body = { inputs?: Array<{ id: string } | string>; filterGroups?: Array<{ filters: Array<{ values?: string[] }> }>; after?: string };
 
@@ -201,7 +202,7 @@ describe('hubspot connector: hostile answers', () => {
         });
       nock(BASE).persist().post(P.read).query(true).reply(307, '', { Location: `http://127.0.0.1:9${P.read}` });
       const { target } = open(serviceKey());
-      const r = await target.deliver([optOut('a@x.com')], 'apply')();
+      const r = await deliverEither(target, [optOut('a@x.com')], 'apply');
       assert.strictEqual(stolen, undefined, 'nothing reached the redirect target');
       assert.ok(!evil.isDone());
       assert.ok(isLeft(r));
@@ -214,7 +215,7 @@ describe('hubspot connector: hostile answers', () => {
     it('Retry-After: 86400 is not slept through: the target halts with retryAt (rate-limit)', async () => {
       nock(BASE).post(P.read).query(true).reply(429, rateLimit429('TEN_SECONDLY_ROLLING'), { 'Retry-After': '86400' });
       const h = open(serviceKey());
-      const r = await h.target.deliver([optOut('a@x.com')], 'apply')();
+      const r = await deliverEither(h.target, [optOut('a@x.com')], 'apply');
       assert.ok(h.clock.slept.every((ms) => ms <= 300_000), `slept ${JSON.stringify(h.clock.slept)}`);
       assert.ok(isLeft(r));
       if (isLeft(r)) {
@@ -233,7 +234,7 @@ describe('hubspot connector: hostile answers', () => {
           'x-hubspot-ratelimit-interval-milliseconds': '3600000',
         });
       const h = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
-      const r = await h.target.deliver([optOut('a@x.com')], 'apply')();
+      const r = await deliverEither(h.target, [optOut('a@x.com')], 'apply');
       assert.ok(h.clock.slept.every((ms) => ms <= 300_000), `slept ${JSON.stringify(h.clock.slept)}`);
       assert.ok(isLeft(r));
       if (isLeft(r)) {

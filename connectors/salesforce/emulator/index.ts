@@ -10,8 +10,6 @@
  */
 import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, verify as cryptoVerify, KeyObject } from 'crypto';
 import * as http from 'http';
-import { parseCsv, toCsv } from '../../../src/emulators/csv';
-import { SfRecord, SfType } from '../../../src/emulators/dataset';
 import {
   COMMON_DEFAULTS,
   CommonKnobs,
@@ -28,11 +26,19 @@ import {
   parseForm,
   parseJson,
   text,
-} from '../../../src/emulators/http';
-import { createRng, deriveSeed, Rng } from '../../../src/emulators/prng';
+  parseCsv,
+  toCsv,
+  SfRecord,
+  SfType,
+  createRng,
+  deriveSeed,
+  Rng,
+  KEY_PREFIX,
+  makeSfId,
+  to18,
+  World,
+} from '../../../src/sdk/emulator';
 import { Cond, FieldDef, Literal, Row, SoqlError, SoqlQuery, evaluate, parseSoql, resolveField, validateQuery } from './soql';
-import { KEY_PREFIX, makeSfId, to18 } from '../../../src/emulators/sfid';
-import { World } from '../../../src/emulators/world';
 
 export interface SalesforceKnobs extends CommonKnobs {
   /** Daily API request allocation (api-usage=N/M). */

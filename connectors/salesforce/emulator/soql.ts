@@ -11,7 +11,7 @@
  * Text comparisons (=, IN, LIKE) are case-insensitive like Salesforce's; Ids compare by their 15-character
  * case-sensitive form, so 15- and 18-character ids match.
  */
-import { to18 } from '../../../src/emulators/sfid';
+import { to18 } from '../../../src/sdk/emulator';
 
 export type Literal =
   | { kind: 'string'; value: string }

@@ -8,9 +8,11 @@ import nock from 'nock';
 import * as E from 'fp-ts/Either';
 import { connector, openSalesforce } from '..';
 import { JWT_BEARER_GRANT } from '../auth';
-import { DeliveryReport, TargetError } from '../../../src/plugin';
+import { HaltInfo } from '../../../src/sdk';
+import { DeliveryResult as DeliveryReport } from '../../../test/contract';
 import { clearSecrets } from '../../../src/log';
 import { FakeOrg, INSTANCE, LOGIN, API, contact, testCaps, optOut, rsaKeyPair } from './fixtures/fake-org';
+import { deliverEither } from '../../../test/contract';
 
 const FAST = { retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 100 } };
 const KEY_PATH = '/secrets/salesforce.key';
@@ -48,7 +50,7 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('JWT bearer: an RS256 assertion (iss, sub, aud, exp) that verifies with the public key, posted to the login host', async () => {
     const { target, clock } = open(jwtConfig(), { [KEY_PATH]: keys.privatePem });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     assert.equal(r.right.outcomes[0]!.kind, 'applied');
     const tokenReq = org.requests.find((q) => q.path === '/services/oauth2/token')!;
@@ -76,7 +78,7 @@ describe('salesforce auth (jsforce + nock)', () => {
   it('JWT with an inline key (newlines escaped as \\n, as environment variables often carry them) and a sandbox login host', async () => {
     const escaped = keys.privatePem.replace(/\n/g, '\\n');
     const { target } = open({ loginUrl: 'https://test.salesforce.com', auth: { type: 'jwt', clientId: 'cid-123', username: 'u@acme.com.uat', privateKey: escaped } });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     const tokenReq = org.requests.find((q) => q.path === '/services/oauth2/token')!;
     assert.equal(tokenReq.url, 'https://test.salesforce.com/services/oauth2/token');
@@ -86,7 +88,7 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('an unreadable private key is a config error before any request', async () => {
     const { target } = open(jwtConfig(), {});
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'config');
     assert.match(r.left.message, /auth\.privateKeyPath: cannot read \/secrets\/salesforce\.key/);
@@ -97,10 +99,9 @@ describe('salesforce auth (jsforce + nock)', () => {
     this.timeout(5000);
     org.acceptIssuedTokens = false;
     const { target, counts } = open(jwtConfig(), { [KEY_PATH]: keys.privatePem });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r), 'Left');
     assert.equal(r.left.kind, 'auth');
-    assert.equal(r.left.halt, true);
     assert.match(r.left.message, /401 again after a successful refresh/);
     assert.equal(org.tokensIssued, 2, 'initial token + one refresh');
     assert.equal(org.apiRequests().length, 2, 'the query and its single retry');
@@ -118,7 +119,7 @@ describe('salesforce auth (jsforce + nock)', () => {
       return undefined;
     };
     const { target } = open(jwtConfig(), { [KEY_PATH]: keys.privatePem });
-    const r1 = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r1 = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r1));
     assert.equal(r1.right.outcomes[0]!.kind, 'applied');
     assert.equal(org.tokensIssued, 2);
@@ -126,7 +127,7 @@ describe('salesforce auth (jsforce + nock)', () => {
     // expire again in a later run: the cap counts refreshes since the last success, so this refresh is allowed
     org.add(contact('003A2', 'b@example.com'));
     expireOnPatch = true;
-    const r2 = await target.deliver([optOut('b@example.com')], 'apply')();
+    const r2 = await deliverEither(target, [optOut('b@example.com')], 'apply');
     assert.ok(E.isRight(r2));
     assert.equal(r2.right.outcomes[0]!.kind, 'applied');
     assert.equal(org.tokensIssued, 3);
@@ -134,7 +135,7 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('a refused access token (no way to refresh) is an auth error after one request', async () => {
     const { target } = open({ instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'revoked-access-token-000' } });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'auth');
     assert.match(r.left.message, /INVALID_SESSION_ID/);
@@ -143,7 +144,7 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('client credentials: token from the My Domain (instanceUrl) endpoint', async () => {
     const { target } = open({ instanceUrl: INSTANCE, auth: { type: 'client-credentials', clientId: 'cc-client-id', clientSecret: 'cc-client-secret-value' } });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     const tokenReq = org.requests.find((q) => q.path === '/services/oauth2/token')!;
     assert.equal(tokenReq.url, `${INSTANCE}/services/oauth2/token`);
@@ -160,21 +161,21 @@ describe('salesforce auth (jsforce + nock)', () => {
     };
     const raw = { auth: { type: 'refresh-token', clientId: 'rt-client', clientSecret: 'rt-secret-value', refreshToken: 'configured-refresh-token' } };
     const first = open(raw);
-    assert.ok(E.isRight(await first.target.deliver([optOut('a@example.com')], 'apply')()));
+    assert.ok(E.isRight(await deliverEither(first.target, [optOut('a@example.com')], 'apply')));
     assert.equal(org.tokenBodies[0]!.get('grant_type'), 'refresh_token');
     assert.equal(org.tokenBodies[0]!.get('refresh_token'), 'configured-refresh-token');
     assert.equal(org.tokenBodies[0]!.get('client_secret'), 'rt-secret-value');
     assert.match(first.kvMap.get('refresh_token')!, /rotated-refresh-token-1/);
     // a new process, same store
     const second = open(raw, {}, first);
-    assert.ok(E.isRight(await second.target.deliver([optOut('a@example.com')], 'plan')()));
+    assert.ok(E.isRight(await deliverEither(second.target, [optOut('a@example.com')], 'plan')));
     assert.equal(org.tokenBodies[1]!.get('refresh_token'), 'rotated-refresh-token-1');
   });
 
   it('a token endpoint refusal (invalid_grant) is an auth error that never shows the secret', async () => {
     org.tokenReply = (body) => [400, { error: 'invalid_grant', error_description: `expired access/refresh token ${body.get('refresh_token')}` }, { 'Content-Type': 'application/json' }];
     const { target, logger } = open({ auth: { type: 'refresh-token', clientId: 'rt-client', refreshToken: 'super-secret-refresh-token' } });
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'auth');
     assert.match(r.left.message, /invalid_grant/);
@@ -193,15 +194,15 @@ describe('salesforce auth (jsforce + nock)', () => {
       { auth: { type: 'jwt', clientId: '3MVG9-consumer-key', username: 'integration@acme.com', privateKeyPath: KEY_PATH } },
       { [KEY_PATH]: keys.privatePem },
     );
-    const r = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     const report: DeliveryReport = r.right;
     assert.equal(report.outcomes[0]!.kind, 'failed-permanent');
     org.acceptIssuedTokens = false;
     org.validTokens.clear();
-    const r2 = await target.deliver([optOut('a@example.com')], 'apply')();
+    const r2 = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r2));
-    const left: TargetError = r2.left;
+    const left: HaltInfo = r2.left;
 
     const printed = [logger.lines.join('\n'), JSON.stringify(report), left.message].join('\n');
     const pemBody = keys.privatePem.split('\n')[1]!;

@@ -8,6 +8,7 @@ import { connector, openSalesforce } from '..';
 import { CheckReport } from '../../../src/plugin';
 import { clearSecrets } from '../../../src/log';
 import { FakeOrg, INSTANCE, API, testCaps } from './fixtures/fake-org';
+import { checkEither } from '../../../test/contract';
 
 function open(overrides: Record<string, unknown> = {}) {
   const raw = { instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' }, ...overrides };
@@ -18,7 +19,7 @@ function open(overrides: Record<string, unknown> = {}) {
 }
 
 async function check(target: ReturnType<typeof open>['target']): Promise<CheckReport> {
-  const r = await target.check()();
+  const r = await checkEither(target);
   if (E.isLeft(r)) throw new Error(`check returned Left: ${r.left.message}`);
   return r.right;
 }

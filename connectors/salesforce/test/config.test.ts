@@ -6,25 +6,20 @@ import { isRight } from 'fp-ts/Either';
 import { connector } from '..';
 import { resolveConfig, SalesforceConfig } from '../config';
 import { KV_API_USAGE } from '../client';
-import { formatErrors } from '../../../src/codec';
+import { formatErrors } from '../../../src/sdk';
 
-// Compiled tests run from dist/test/unit; fixtures and the manifest entry are read from the source tree.
+// Compiled tests run from dist/; fixtures and spec.json are read from the source tree.
 /** The package root (holds package.json), from either connectors/salesforce/test or dist/connectors/salesforce/test. */
 const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
 const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/test/fixtures/configs.json'), 'utf8')) as {
   valid: unknown[];
   invalid: Array<{ config: unknown; why: string }>;
 };
-const entry = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/manifest-entry.json'), 'utf8')) as {
-  id: string;
-  module: string;
-  configSchema: Record<string, unknown>;
-  capabilities: Record<string, unknown>;
-};
+const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/spec.json'), 'utf8')) as Record<string, unknown>;
 
 describe('salesforce config', () => {
   const ajv = new Ajv({ allErrors: true, strict: true });
-  const validate = ajv.compile(entry.configSchema);
+  const validate = ajv.compile(spec);
 
   it('has enough fixtures', () => {
     assert.ok(fixtures.valid.length >= 4);
@@ -89,10 +84,9 @@ describe('salesforce config', () => {
     assert.deepEqual(cfg.objects.find((o) => o.key === 'Contact')!.conditions, ['IsPersonAccount = false']);
   });
 
-  it('manifest entry matches the connector', () => {
-    assert.equal(entry.id, connector.id);
-    assert.equal(entry.module, 'connectors/salesforce');
-    assert.deepEqual(entry.capabilities, {
+  it('the connector serves spec.json as its schema, and says what it can do', () => {
+    assert.deepEqual(connector.schema, spec);
+    assert.deepEqual(connector.capabilities, {
       dryRun: true,
       backfill: true,
       suppressionModes: ['email-opt-out-field'],

@@ -5,8 +5,8 @@ import { strict as assert } from 'assert';
 import nock from 'nock';
 import * as E from 'fp-ts/Either';
 import { connector, openSalesforce } from '..';
-import { DeliveryMode, DeliveryReport, TargetError } from '../../../src/plugin';
-import { OptOut } from '../../../src/domain';
+import { DeliveryMode, HaltInfo, OptOut } from '../../../src/sdk';
+import { DeliveryResult as DeliveryReport, deliverEither } from '../../../test/contract';
 import { clearSecrets } from '../../../src/log';
 import { FakeOrg, INSTANCE, API, contact, lead, personAccount, testCaps, optOut, parseLookupSoql } from './fixtures/fake-org';
 
@@ -18,7 +18,7 @@ function setup(org: FakeOrg, overrides: Record<string, unknown> = {}) {
   if (E.isLeft(decoded)) throw new Error('bad test config');
   const t = testCaps();
   const target = openSalesforce(decoded.right, t.caps, FAST);
-  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<TargetError, DeliveryReport>> => target.deliver(batch, mode)();
+  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryReport>> => deliverEither(target, batch, mode);
   const report = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<DeliveryReport> => {
     const r = await deliver(batch, mode);
     if (E.isLeft(r)) throw new Error(`unexpected Left: ${r.left.kind}: ${r.left.message}`);
@@ -238,7 +238,6 @@ describe('salesforce deliver (jsforce + nock)', () => {
     const r = await report(emails.map((e, i) => optOut(e, i)));
     assert.ok(r.halt);
     assert.equal(r.halt.kind, 'quota');
-    assert.equal(r.halt.halt, true);
     assert.match(r.halt.message, /REQUEST_LIMIT_EXCEEDED/);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 1000);
     assert.equal(r.outcomes.filter((o) => o.kind === 'failed-retryable').length, 200);
@@ -247,13 +246,12 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.equal(org.collectionUpdates().length, 5);
   });
 
-  it('REQUEST_LIMIT_EXCEEDED before anything is decided: a quota TargetError', async () => {
+  it('REQUEST_LIMIT_EXCEEDED before anything is decided: a quota HaltInfo', async () => {
     org.limitExceeded = () => true;
     const { deliver } = setup(org);
     const r = await deliver([optOut('a@example.com')]);
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'quota');
-    assert.equal(r.left.halt, true);
     assert.equal(org.requests.length, 1);
   });
 
@@ -336,7 +334,7 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.equal(org.get('003T1')!['HasOptedOutOfEmail'], true);
   });
 
-  it('a lookup the org refuses (INVALID_FIELD) is a config TargetError, not a per-email failure', async () => {
+  it('a lookup the org refuses (INVALID_FIELD) is a config HaltInfo, not a per-email failure', async () => {
     org.fault = (req) =>
       req.path === `${API}/query` ? [400, JSON.stringify([{ errorCode: 'INVALID_FIELD', message: "No such column 'Custom__c' on entity 'Contact'" }]), { 'Content-Type': 'application/json' }] : undefined;
     const { deliver } = setup(org, { objects: { Contact: { field: 'Custom__c' } } });
