@@ -207,7 +207,7 @@ export async function runHubSpot(): Promise<void> {
       'calls used = counted by the engine, token/other calls apart; reads/searches/writes = as the emulator counted them.',
       `floor @${REAL_LIMIT}/10 s (runs marked "at ${REAL_LIMIT}/10 s": emulator and config at HubSpot's real limit) = (ceil(C/${REAL_LIMIT}) - 1) x 10 s for the C calls under the`,
       '  ten-secondly window (reads + status reads + writes; searches have their own 5/s limit); wall includes detection and commits.',
-      '  1,000,000 contacts per-address are not run: ~66,000 writes need ~110 min at 100/10 s whatever the connector does.',
+      '  1,000,000 contacts per-address are not run: ~90,000 writes need ~150 min at 100/10 s whatever the connector does.',
       ...(a && b ? [`ground truth after the batch runs: ${a.verify}; after the per-address runs: ${b.verify}`] : []),
       ...real.map((x, i) => `ground truth after the per-address run at the real limit (${int(REAL_SIZES[i]!)} contacts): ${x.verify}`),
     ].join('\n') + '\n',
