@@ -55,7 +55,15 @@ const CONTACTS = arg('contacts', 40_700); // seed 7: M = 4,995 opt-outs (one Bul
 const SEED = arg('seed', 7);
 const RAISED = 100_000;
 const HS_CHUNK = 100;
-const SF_QUERY_CHUNK = 100;
+/** The naive minimum: one query per 200 addresses (what a lookup URL permits) per object, one Collections call per 200 records. */
+const SF_QUERY_CHUNK = 200;
+/** Salesforce backfills measured on their own (contacts): `--sf-sizes 20000,100000,1000000`. */
+const SF_SIZES = (() => {
+  const i = process.argv.indexOf('--sf-sizes');
+  const v = i > 0 ? process.argv[i + 1] ?? '' : '20000,100000';
+  return v.split(',').map(Number).filter((n) => Number.isFinite(n) && n > 0);
+})();
+const ONLY_SF = process.argv.includes('--only-salesforce');
 const SF_COLLECTION = 200;
 const SF_BULK_THRESHOLD = 2000;
 const BULK_JOB_MIN = 5;
@@ -74,6 +82,7 @@ interface Row {
   lookups: number;
   writes: number;
   bulk: number;
+  composite: number;
   refused: number;
   throttled: number;
   ccCalls: number;
@@ -95,14 +104,17 @@ interface Classified {
   token: number;
   refused: number;
   throttled: number;
+  /** POST /composite calls (each one API call carrying up to 5 queries or Collections updates). */
+  composite: number;
 }
 
 /** Sort the emulator's per-endpoint counts into lookups, writes, Bulk API, token; 403s = refused batch calls. */
 function classify(counts: ReturnType<typeof countsDelta>): Classified {
-  const c: Classified = { lookups: 0, writes: 0, bulk: 0, token: 0, refused: 0, throttled: 0 };
+  const c: Classified = { lookups: 0, writes: 0, bulk: 0, token: 0, refused: 0, throttled: 0, composite: 0 };
   for (const [label, n] of Object.entries(counts)) {
     c.throttled += n.byStatus['429'] ?? 0;
     if (/token/.test(label)) c.token += n.total;
+    else if (/\/composite$/.test(label)) c.composite += n.total;
     else if (/batch\/read|\/query|\/search/.test(label)) c.lookups += n.total; // CRM search on hs_additional_emails is a lookup
     else if (/jobs\/ingest/.test(label)) c.bulk += n.total;
     else {
@@ -155,6 +167,7 @@ async function deliverRun(
       lookups: c.lookups,
       writes: c.writes,
       bulk: c.bulk,
+      composite: c.composite,
       refused: c.refused,
       throttled: c.throttled,
       ccCalls: s.apiCalls['constant-contact'] ?? 0,
@@ -171,6 +184,11 @@ async function deliverRun(
     await open.close();
   }
 }
+
+const SF_MINIMUM_NOTE =
+  'Salesforce min (naive) = 2 x ceil(M/200) queries (Contact, Lead; 200 addresses per SOQL IN list, what the URL permits) + ceil(K/200)\n' +
+  '  Collections calls (+ 5 per Bulk job): one API call per query or update. The connector sends them five to a Composite call\n' +
+  '  (one API call toward the org limit), so used/min can fall to ~0.2x; the target is <= 0.3x.';
 
 /** n requests under a rolling limit of `per` per `windowMs`. */
 const floorAt = (per: number, windowMs: number) => (n: number) => Math.max(0, Math.ceil(n / per) - 1) * windowMs;
@@ -266,9 +284,32 @@ async function scenarioB(): Promise<Scenario> {
   }
 }
 
+/** A Salesforce backfill of `contacts` on its own (engine batches of 1000, the default), then a rerun. */
+async function scenarioSf(contacts: number): Promise<Scenario> {
+  const emu = await EmulatorProcess.start({ contacts, seed: SEED, salesforce: { knobs: { dailyApiLimit: 10_000_000 } } });
+  const dir = tmpDir('deliver-sf');
+  try {
+    const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
+    const cfg = writeBenchConfig(emu.connection, { dir, targets: ['salesforce'] });
+    const seeding = openBenchEngine(cfg);
+    const m = seedOutbox(seeding.store, truth, ['salesforce']).length;
+    await seeding.close();
+    const kSf = truth.salesforce.toSuppress.length;
+    const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
+    const rows: Row[] = [];
+    rows.push(await deliverRun(emu, cfg, 'salesforce', `backfill, ${int(contacts)} contacts (Composite)`, kSf, lookupsSf + Math.ceil(kSf / SF_COLLECTION), SF_FLOOR, false));
+    rows.push(await deliverRun(emu, cfg, 'salesforce', `rerun (redeliver), ${int(contacts)} contacts`, 0, lookupsSf, SF_FLOOR, true));
+    const v = await emu.call<Verification>({ cmd: 'verify' });
+    return { rows, verify: [`${int(contacts)} contacts: ${verifyText(v, 'salesforce')}`], m };
+  } finally {
+    await emu.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function deliverTable(rows: Row[]): string {
   return table(
-    ['target', 'run', 'M', 'K', 'appl/already/nf/fail', 'calls used/min', 'lookups', 'writes', 'bulk', '403', 'token', 'deliver wall', 'in connector', 'batches', 'CPU', 'floor @real limit', 'peak RSS'],
+    ['target', 'run', 'M', 'K', 'appl/already/nf/fail', 'calls used/min', 'used/min', 'lookups', 'writes', 'composite', 'bulk', '403', 'token', 'deliver wall', 'in connector', 'batches', 'CPU', 'floor @real limit', 'peak RSS'],
     rows.map((r) => [
       r.target,
       r.run,
@@ -276,8 +317,10 @@ function deliverTable(rows: Row[]): string {
       r.k,
       r.outcomes,
       `${r.used - r.token} / ${r.min}${r.throttled ? ` (${r.throttled} x 429)` : ''}`,
+      r.min > 0 ? `${((r.used - r.token) / r.min).toFixed(2)}x` : '-',
       r.lookups,
       r.writes,
+      r.composite,
       r.bulk,
       r.refused,
       r.token,
@@ -293,8 +336,15 @@ function deliverTable(rows: Row[]): string {
 
 export async function runDeliver(): Promise<void> {
   const t0 = performance.now();
-  header(`cc-optout delivery benchmark: HubSpot and Salesforce emulators (${int(CONTACTS)} contacts, seed ${SEED})`);
+  header(ONLY_SF ? `cc-optout delivery benchmark: Salesforce backfills (${SF_SIZES.map(int).join(", ")} contacts, seed ${SEED})` : `cc-optout delivery benchmark: HubSpot and Salesforce emulators (${int(CONTACTS)} contacts, seed ${SEED}; Salesforce backfills of ${SF_SIZES.map(int).join(", ")})`);
   process.stdout.write(`${machine()}; emulators in a child process on 127.0.0.1\n`);
+  const sf: Scenario[] = [];
+  for (const n of SF_SIZES) sf.push(await scenarioSf(n));
+  if (ONLY_SF) {
+    process.stdout.write(deliverTable(sf.flatMap((x) => x.rows)) + '\n');
+    process.stdout.write(`\n${SF_MINIMUM_NOTE}\n${sf.flatMap((x) => x.verify).join('\n')}\n`);
+    return;
+  }
   const a = await scenarioA();
   process.stdout.write(`HubSpot: ${a.note}\n`);
   const b = await scenarioB();
@@ -305,7 +355,7 @@ export async function runDeliver(): Promise<void> {
       `records to write (${int(t.salesforce.toSuppress.filter((id) => id.startsWith('003')).length)} Contacts, ${int(t.salesforce.toSuppress.filter((id) => id.startsWith('00Q')).length)} Leads), ` +
       `${int(t.salesforce.alreadySuppressed.length)} already opted out, ${int(t.salesforce.convertedLeads.length)} converted Leads (not written), ${int(t.salesforce.missingEmails.length)} emails without a record.\n\n`,
   );
-  const rows = [...a.rows, ...b.rows];
+  const rows = [...a.rows, ...b.rows, ...sf.flatMap((x) => x.rows)];
   process.stdout.write(deliverTable(rows) + '\n');
   process.stdout.write(
     [
@@ -318,6 +368,8 @@ export async function runDeliver(): Promise<void> {
       "floor @real limit: what the same calls need at the vendor's rate limit alone: HubSpot 100 per 10 s (runs marked 'raised' went",
       '  faster because both the emulator and the config limit were raised); Salesforce has no per-second API limit, the floor is the',
       "  connector's own 20 requests/s. Each run also made 1 Constant Contact call (an empty opt-out window): not in these numbers.",
+      SF_MINIMUM_NOTE,
+      ...sf.flatMap((x) => x.verify).map((v) => `ground truth after the Salesforce backfill of ${v}`),
       '',
       `ground truth after scenario A (batch / Collections): ${a.verify.join('; ')}`,
       `ground truth after scenario B (per-email / Bulk):    ${b.verify.join('; ')}`,

@@ -340,7 +340,17 @@ export function openBenchEngine(cfg: BenchConfig, sourceOptions?: ConstantContac
   const app = openApp({
     configFile: cfg.file,
     env: { ...process.env, ...cfg.env },
-    logger: createLogger({ format: 'text', level: 'warn', write: (line) => warnings.push(line) }),
+    // BENCH_TRACE=<file>: every log line (debug: one per request) with its time, for finding where time goes
+    logger: process.env.BENCH_TRACE
+      ? createLogger({
+          format: 'text',
+          level: 'debug',
+          write: (line) => {
+            fs.appendFileSync(process.env.BENCH_TRACE!, `${Date.now()} ${line}\n`);
+            if (/\b(WARN|ERROR|warn|error)\b/.test(line.slice(0, 40))) warnings.push(line);
+          },
+        })
+      : createLogger({ format: 'text', level: 'warn', write: (line) => warnings.push(line) }),
     registry: registryWith(probe, [nullConnector(probe) as Connector<unknown>]),
     wrapStore: (s: StateStore) => {
       raw = s;

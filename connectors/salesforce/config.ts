@@ -11,7 +11,7 @@ import { strictObject, NonEmptyString, SecureUrl, intRange, fieldMapping, Mapped
 export const DEFAULT_LOGIN_URL = 'https://login.salesforce.com';
 export const DEFAULT_API_VERSION = '62.0';
 export const DEFAULT_BULK_THRESHOLD = 2000;
-export const DEFAULT_QUERY_CHUNK_SIZE = 100;
+export const DEFAULT_QUERY_CHUNK_SIZE = 200;
 /** Bulk API 2.0 ingests at most 150,000,000 records per 24 h; a larger threshold cannot be meant. */
 export const MAX_BULK_THRESHOLD = 150_000_000;
 

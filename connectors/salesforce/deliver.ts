@@ -6,7 +6,9 @@
 import { Capabilities, DeliveryMode, DeliveryReport, HaltInfo, OptOut, Outcome, RetryPolicy, TargetHalt, isTargetHalt, mappedValue, normaliseEmail } from '../../src/sdk';
 import { ResolvedConfig, ResolvedObject, ObjectKey } from './config';
 import { SalesforceClient, SfApiError, safeMessage } from './client';
-import { lookupSoql, planLookupChunks } from './soql';
+import { LookupChunk, lookupSoql, planLookupChunks } from './soql';
+import { SubError, SubResult, Subrequest, groupsOf, querySubUrl, runComposite, subError, transientSub } from './composite';
+import type { QueryResult, Record as SfRecord } from 'jsforce';
 import { toCsv, parseCsv } from './csv';
 
 /** A well-formed address no record has (RFC 2606 `.invalid`), for checking a lookup query's shape. */
@@ -30,6 +32,14 @@ const RETRYABLE_RECORD_CODES = new Set([
   'NO_RESULT',
   'NOT_ATTEMPTED',
 ]);
+
+/** A lookup subrequest that failed transiently is sent this many times in all within one deliver(). */
+const LOOKUP_SUBREQUEST_ATTEMPTS = 2;
+
+interface LookupTask {
+  readonly obj: ResolvedObject;
+  readonly chunk: LookupChunk;
+}
 
 interface MatchedRecord {
   readonly obj: ResolvedObject;
@@ -124,6 +134,90 @@ export class Delivery {
     return true;
   }
 
+  /** What a refused lookup of `obj` means: a literal at fault (bad-request: the engine splits the batch), or the mapping. */
+  private async lookupRefusal(obj: ResolvedObject, e: SfApiError): Promise<TargetHalt> {
+    if (e.errorCode === 'MALFORMED_QUERY' && (await this.queryShapeWorks(obj))) {
+      // The same query with a plain address works: a literal of this chunk is at fault, not the mapping.
+      // Nothing is written yet; the engine splits the batch until the address(es) at fault stand alone.
+      return new TargetHalt({ kind: 'bad-request', message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
+    }
+    if (e.errorCode === 'REQUEST_LIMIT_EXCEEDED') {
+      return new TargetHalt({ kind: 'quota', message: `Salesforce API request limit exceeded (${obj.key} lookup: ${e.errorCode}: ${e.message})` });
+    }
+    return new TargetHalt({
+      kind: 'config',
+      message: `Salesforce lookup on ${obj.key} failed (${e.errorCode}: ${e.message}); check objects.${obj.key} (field "${obj.field}") and the integration user's access`,
+    });
+  }
+
+  /** Every page after the first of a query answered inside a composite call (Query More, one call each). */
+  private async queryRest(nextRecordsUrl: string): Promise<Array<Record<string, unknown>>> {
+    const conn = await this.client.connection();
+    const out: Array<Record<string, unknown>> = [];
+    let next: string | undefined = nextRecordsUrl;
+    while (next) {
+      const locator: string = next;
+      const page: QueryResult<SfRecord> = await this.client.call('queryMore', async () => await conn.queryMore<SfRecord>(locator));
+      out.push(...(page.records as Array<Record<string, unknown>>));
+      next = page.done === false ? page.nextRecordsUrl : undefined;
+    }
+    return out;
+  }
+
+  /**
+   * Lookups five queries to a Composite call. A subrequest refused as a bad request stops the batch like a
+   * refused query (MALFORMED_QUERY -> bad-request isolation; else config); a throttled / failed / unanswered
+   * subrequest is sent once more in a later call, then its emails stay queued with the reason in
+   * `lookupErrors`. Returns the number of composite calls.
+   */
+  private async lookupComposite(
+    tasks: readonly LookupTask[],
+    record: (task: LookupTask, records: ReadonlyArray<Record<string, unknown>>) => void,
+    lookupErrors: Map<string, string>,
+  ): Promise<number> {
+    let calls = 0;
+    let pending = [...tasks];
+    const lastError = new Map<LookupTask, SubError>();
+    for (let round = 0; round < LOOKUP_SUBREQUEST_ATTEMPTS && pending.length > 0; round++) {
+      const again: LookupTask[] = [];
+      for (const group of groupsOf(pending)) {
+        const subs = group.map((t, i) => ({ method: 'GET' as const, url: querySubUrl(this.cfg.apiVersion, t.chunk.soql), referenceId: `lookup${i}` }));
+        let results: Map<string, SubResult>;
+        try {
+          calls += 1;
+          results = await runComposite(this.client, subs);
+        } catch (e) {
+          if (e instanceof SfApiError) throw await this.lookupRefusal(group[0]!.obj, e);
+          throw e;
+        }
+        for (const [i, task] of group.entries()) {
+          const r = results.get(`lookup${i}`)!;
+          if (r.httpStatusCode >= 200 && r.httpStatusCode < 300) {
+            const body = (r.body ?? {}) as { records?: unknown; done?: unknown; nextRecordsUrl?: unknown };
+            let records = Array.isArray(body.records) ? (body.records as Array<Record<string, unknown>>) : [];
+            if (body.done === false && typeof body.nextRecordsUrl === 'string') records = records.concat(await this.queryRest(body.nextRecordsUrl));
+            record(task, records);
+            continue;
+          }
+          const err = subError(r);
+          if (transientSub(err)) {
+            lastError.set(task, err);
+            again.push(task);
+            continue;
+          }
+          throw await this.lookupRefusal(task.obj, new SfApiError(err.status, err.errorCode, safeMessage(err.message)));
+        }
+      }
+      pending = again;
+    }
+    for (const task of pending) {
+      const err = lastError.get(task);
+      const why = `the ${task.obj.key} lookup subrequest failed ${LOOKUP_SUBREQUEST_ATTEMPTS} times (${err ? `HTTP ${err.status} ${err.errorCode}: ${safeMessage(err.message)}` : 'no result'}); looked up again later`;
+      task.chunk.emails.forEach((e) => lookupErrors.set(e, why));
+    }
+    return calls;
+  }
+
   /** One outcome per email; a stop is a TargetHalt carrying the outcomes settled before it (none: nothing done). */
   async run(batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> {
     // one outcome per distinct email; the first opt-out for an email wins
@@ -148,49 +242,52 @@ export class Delivery {
     const tooLong = new Set<string>();
     const results = new Map<string, WriteResult>();
     let queries = 0;
+    let lookupCalls = 0;
     let writeCalls = 0;
+    /** Emails whose lookup subrequest failed transiently (they stay queued): why. */
+    const lookupErrors = new Map<string, string>();
 
     try {
-      // 1. Lookups
+      // 1. Lookups: every object's chunks (up to queryChunkSize emails, bounded by URL bytes); one chunk is a
+      // plain query, more go 5 to a Composite call (one API call for five queries).
+      const tasks: LookupTask[] = [];
+      const conn = await this.client.connection();
       for (const obj of this.cfg.objects) {
-        const done = new Set<string>();
-        lookedUp.set(obj.key, done);
-        const conn = await this.client.connection();
+        lookedUp.set(obj.key, new Set<string>());
         const plan = planLookupChunks(obj, emails, { instanceUrl: conn.instanceUrl, apiVersion: this.cfg.apiVersion, maxPerChunk: this.cfg.queryChunkSize });
         plan.tooLong.forEach((e) => tooLong.add(e));
-        for (const chunk of plan.chunks) {
-          let records: Array<Record<string, unknown>>;
-          try {
-            records = await this.client.queryAll<Record<string, unknown> & { Id: string }>(chunk.soql);
-          } catch (e) {
-            if (e instanceof SfApiError && e.errorCode === 'MALFORMED_QUERY' && (await this.queryShapeWorks(obj))) {
-              // The same query with a plain address works: a literal of this chunk is at fault, not the mapping.
-              // Nothing is written yet; the engine splits the batch until the address(es) at fault stand alone.
-              throw new TargetHalt({ kind: 'bad-request', message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
-            }
-            if (e instanceof SfApiError) {
-              throw new TargetHalt({
-                kind: 'config',
-                message: `Salesforce lookup on ${obj.key} failed (${e.errorCode}: ${e.message}); check objects.${obj.key} (field "${obj.field}") and the integration user's access`,
-              });
-            }
-            throw e;
-          }
-          queries += 1;
-          this.workingQueries.add(obj.key);
-          const wanted = new Set(chunk.emails);
-          for (const r of records) {
-            const raw = r[obj.emailField];
-            const id = r['Id'];
-            if (typeof raw !== 'string' || typeof id !== 'string') continue;
-            const email = normaliseEmail(raw);
-            if (!wanted.has(email)) continue;
-            const list = matches.get(email) ?? [];
-            if (!list.some((m) => m.id === id)) list.push({ obj, id, suppressed: r[obj.field] === true });
-            matches.set(email, list);
-          }
-          chunk.emails.forEach((e) => done.add(e));
+        for (const chunk of plan.chunks) tasks.push({ obj, chunk });
+      }
+      const record = (task: LookupTask, records: ReadonlyArray<Record<string, unknown>>): void => {
+        const { obj, chunk } = task;
+        queries += 1;
+        this.workingQueries.add(obj.key);
+        const wanted = new Set(chunk.emails);
+        for (const r of records) {
+          const raw = r[obj.emailField];
+          const id = r['Id'];
+          if (typeof raw !== 'string' || typeof id !== 'string') continue;
+          const email = normaliseEmail(raw);
+          if (!wanted.has(email)) continue;
+          const list = matches.get(email) ?? [];
+          if (!list.some((m) => m.id === id)) list.push({ obj, id, suppressed: r[obj.field] === true });
+          matches.set(email, list);
         }
+        const done = lookedUp.get(obj.key)!;
+        chunk.emails.forEach((e) => done.add(e));
+      };
+      if (tasks.length === 1) {
+        const task = tasks[0]!;
+        let records: Array<Record<string, unknown>>;
+        try {
+          records = await this.client.queryAll<Record<string, unknown> & { Id: string }>(task.chunk.soql);
+        } catch (e) {
+          if (e instanceof SfApiError) throw await this.lookupRefusal(task.obj, e);
+          throw e;
+        }
+        record(task, records);
+      } else {
+        lookupCalls += await this.lookupComposite(tasks, record, lookupErrors);
       }
 
       // 2. Writes
@@ -220,13 +317,14 @@ export class Delivery {
       this.client.flushUsage();
     }
 
-    const outcomes = [...emails.map((email) => this.outcome(byEmail.get(email)!, mode, matches, lookedUp, tooLong, results, halt)), ...blank];
+    const outcomes = [...emails.map((email) => this.outcome(byEmail.get(email)!, mode, matches, lookedUp, tooLong, results, halt, lookupErrors)), ...blank];
     this.caps.logger.info('salesforce delivery', {
       target: this.caps.targetName,
       mode,
       emails: emails.length,
       queries,
-      collectionCalls: writeCalls,
+      compositeLookupCalls: lookupCalls,
+      writeCalls,
       ...countKinds(outcomes),
     });
     if (halt && outcomes.every((o) => o.kind === 'failed-retryable')) throw new TargetHalt(halt);
@@ -242,6 +340,7 @@ export class Delivery {
     tooLong: Set<string>,
     results: Map<string, WriteResult>,
     halt: HaltInfo | undefined,
+    lookupErrors: ReadonlyMap<string, string> = new Map(),
   ): Outcome {
     const email = optOut.email;
     if (tooLong.has(email)) {
@@ -250,7 +349,7 @@ export class Delivery {
     const complete = this.cfg.objects.every((obj) => lookedUp.get(obj.key)?.has(email) ?? false);
     const recs = matches.get(email) ?? [];
     if (!complete) {
-      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: `not looked up: ${halt?.message ?? 'lookup incomplete'}` };
+      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: `not looked up: ${lookupErrors.get(email) ?? halt?.message ?? 'lookup incomplete'}` };
     }
     if (recs.length === 0) return { email, kind: 'not-found', recordIds: [], message: `no ${this.cfg.objects.map((o) => o.key).join('/')} with this email` };
     const needs = recs.filter((r) => !r.suppressed);
@@ -304,41 +403,60 @@ export class Delivery {
       await this.caps.http.retry(
         async () => {
           const locked: WriteItem[] = [];
-          for (const chunk of chunksOf(pending, COLLECTION_LIMIT)) {
-            const body = {
-              allOrNone: false,
-              records: chunk.map((i) => ({ attributes: { type: i.obj.sobject }, id: i.id, ...i.values })),
-            };
+          const chunks = chunksOf(pending, COLLECTION_LIMIT);
+          const body = (chunk: readonly WriteItem[]) => ({
+            allOrNone: false,
+            records: chunk.map((i) => ({ attributes: { type: i.obj.sobject }, id: i.id, ...i.values })),
+          });
+          if (chunks.length === 1) {
+            // one Collections request: sent as it is (the same one API call as a composite of one)
+            const chunk = chunks[0]!;
             let saved: SaveResult[];
             try {
               calls += 1;
               saved = await this.client.request<SaveResult[]>('update', {
                 method: 'PATCH',
                 url: '/composite/sobjects',
-                body: JSON.stringify(body),
+                body: JSON.stringify(body(chunk)),
                 headers: { 'content-type': 'application/json' },
               });
             } catch (e) {
               if (!(e instanceof SfApiError)) throw e;
               // the whole request was refused (400 JSON_PARSER_ERROR, INVALID_FIELD, ...): every record in it failed
               chunk.forEach((i) => results.set(i.id, failure(e.errorCode, e.message)));
-              continue;
+              return;
             }
-            if (!Array.isArray(saved)) saved = [];
-            chunk.forEach((item, idx) => {
-              const r = saved[idx];
-              if (!r) {
-                results.set(item.id, failure('NO_RESULT', 'Salesforce returned no result for this record'));
-              } else if (r.success) {
-                results.set(item.id, { ok: true });
-              } else {
-                const err = r.errors?.[0];
-                const code = err?.statusCode ?? err?.errorCode ?? 'UNKNOWN_ERROR';
-                const fields = err?.fields && err.fields.length > 0 ? ` (fields: ${err.fields.join(', ')})` : '';
-                results.set(item.id, failure(code, `${err?.message ?? 'no message'}${fields}`));
-                if (code === 'UNABLE_TO_LOCK_ROW') locked.push(item);
+            this.readSaved(chunk, saved, results, locked);
+          } else {
+            // up to five Collections updates (200 records each) per Composite call: one API call for 1,000 records
+            for (const group of groupsOf(chunks)) {
+              const subs: Subrequest[] = group.map((chunk, i) => ({
+                method: 'PATCH',
+                url: `/services/data/v${this.cfg.apiVersion}/composite/sobjects`,
+                referenceId: `update${i}`,
+                body: body(chunk),
+              }));
+              let res: Map<string, SubResult>;
+              try {
+                calls += 1;
+                res = await runComposite(this.client, subs);
+              } catch (e) {
+                if (!(e instanceof SfApiError)) throw e;
+                // the composite call itself was refused: every record in it failed, with Salesforce's reason
+                for (const chunk of group) chunk.forEach((i) => results.set(i.id, failure(e.errorCode, e.message)));
+                continue;
               }
-            });
+              group.forEach((chunk, i) => {
+                const r = res.get(`update${i}`)!;
+                if (r.httpStatusCode >= 200 && r.httpStatusCode < 300) {
+                  this.readSaved(chunk, Array.isArray(r.body) ? (r.body as SaveResult[]) : [], results, locked);
+                  return;
+                }
+                // this subrequest failed as a whole: its records (and only its records) fail with its error
+                const err = subError(r);
+                chunk.forEach((item) => results.set(item.id, failure(err.errorCode, err.message, transientSub(err) || RETRYABLE_RECORD_CODES.has(err.errorCode))));
+              });
+            }
           }
           if (locked.length > 0) {
             pending = locked;
@@ -358,6 +476,24 @@ export class Delivery {
       // still locked after the last attempt: already recorded as failed-retryable
     }
     return calls;
+  }
+
+  /** Per-record results of one Collections update, read by position; locked records are collected for a retry. */
+  private readSaved(chunk: readonly WriteItem[], saved: readonly SaveResult[], results: Map<string, WriteResult>, locked: WriteItem[]): void {
+    chunk.forEach((item, idx) => {
+      const r = saved[idx];
+      if (!r) {
+        results.set(item.id, failure('NO_RESULT', 'Salesforce returned no result for this record'));
+      } else if (r.success) {
+        results.set(item.id, { ok: true });
+      } else {
+        const err = r.errors?.[0];
+        const code = err?.statusCode ?? err?.errorCode ?? 'UNKNOWN_ERROR';
+        const fields = err?.fields && err.fields.length > 0 ? ` (fields: ${err.fields.join(', ')})` : '';
+        results.set(item.id, failure(code, `${err?.message ?? 'no message'}${fields}`));
+        if (code === 'UNABLE_TO_LOCK_ROW') locked.push(item);
+      }
+    });
   }
 
   // -------------------------------------------------------------------------------------------

@@ -46,10 +46,63 @@ export class RateLimiter {
 
   /** Wait for a slot. Throws BudgetExhausted when the daily budget is spent. */
   acquire(): Promise<void> {
+    return this.enqueue().then(() => undefined);
+  }
+
+  /** Wait for a slot; resolves with the slot's stamp. */
+  private enqueue(): Promise<number> {
     const next = this.queue.then(() => this.take());
     // keep the chain alive even when one acquisition fails
-    this.queue = next.catch(() => undefined);
+    this.queue = next.then(
+      () => undefined,
+      () => undefined,
+    );
     return next;
+  }
+
+  /**
+   * Like `acquire`, but the slot is held until `done()` is called and its window starts then: a request
+   * counts from its start until its response plus the window, so however long it travelled, the vendor
+   * (which counts it on arrival) never sees more than `perWindow` in any window. Keeps a saturated rolling
+   * window saturated without the bursts-and-idling of pausing a whole window.
+   */
+  async acquireHeld(): Promise<{ done(): void }> {
+    const stamp = await this.enqueue();
+    let released = false;
+    return {
+      done: () => {
+        if (released) return;
+        released = true;
+        const i = this.stamps.indexOf(stamp);
+        if (i >= 0) this.stamps.splice(i, 1);
+        const now = this.opts.clock.now().getTime();
+        // keep the stamps sorted: every other stamp was taken at or before now
+        let j = this.stamps.length;
+        while (j > 0 && this.stamps[j - 1]! > now) j--;
+        this.stamps.splice(j, 0, now);
+      },
+    };
+  }
+
+  /** Slots of the current window in use (held or within the window), at most `perWindow`. */
+  inWindow(): number {
+    const now = this.opts.clock.now().getTime();
+    return this.stamps.filter((t) => t > now - this.opts.windowMs).length;
+  }
+
+  /** Count `n` slots as used now (the vendor says its window is fuller than ours). */
+  occupy(n: number): void {
+    const now = this.opts.clock.now().getTime();
+    for (let i = 0; i < n; i++) this.stamps.push(now);
+  }
+
+  get windowMs(): number {
+    return this.opts.windowMs;
+  }
+
+  /** Requests allowed per window (as configured). */
+  get perWindow(): number {
+    return this.opts.perWindow;
   }
 
   /** After a vendor 429, hold every caller for `ms`. */
@@ -76,7 +129,7 @@ export class RateLimiter {
     }
   }
 
-  private async take(): Promise<void> {
+  private async take(): Promise<number> {
     const { clock, perWindow, windowMs, dailyBudget } = this.opts;
     this.rollDay();
     if ((dailyBudget !== undefined && this.used >= dailyBudget) || this.used === Number.MAX_SAFE_INTEGER) {
@@ -93,7 +146,7 @@ export class RateLimiter {
         this.stamps.push(now);
         this.used += 1;
         this.opts.onUse?.(this.day, this.used);
-        return;
+        return now;
       }
       await clock.sleep(this.stamps[0]! + windowMs - now);
     }

@@ -175,6 +175,16 @@ export interface Limiter {
   /** Mark the daily budget as spent (the vendor said so). */
   exhaust(): void;
   usedToday(): number;
+  /**
+   * Optional (the core's limiter has them): a slot held until `done()`, its window counted from then, so a
+   * vendor that counts on arrival never sees more than the limit; the window's state, to reconcile it with
+   * the vendor's rate-limit headers. A connector falls back to `acquire` / `pause` without them.
+   */
+  acquireHeld?(): Promise<{ done(): void }>;
+  inWindow?(): number;
+  occupy?(n: number): void;
+  readonly windowMs?: number;
+  readonly perWindow?: number;
 }
 
 /** One call in flight at a time: concurrent callers share the running promise (token refreshes). */

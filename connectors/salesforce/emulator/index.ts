@@ -63,6 +63,9 @@ export const SALESFORCE_DEFAULTS: Omit<SalesforceKnobs, keyof CommonKnobs> = {
 
 export const SALESFORCE_API_VERSION = '59.0';
 export const MAX_URI_BYTES = 16_384;
+/** Composite: subrequests per call, and of those, queries or sObject Collections operations. */
+export const COMPOSITE_MAX_SUBREQUESTS = 25;
+export const COMPOSITE_MAX_HEAVY = 5;
 
 export interface SalesforceConnection {
   loginUrl: string;
@@ -236,6 +239,7 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     r.add('GET', `${V}/query`, (req) => this.query(req), 'api', 'GET /services/data/vXX.X/query');
     r.add('GET', `${V}/query/:locator`, (req) => this.queryMore(req), 'api', 'GET /services/data/vXX.X/query/{locator}');
     r.add('PATCH', `${V}/composite/sobjects`, (req) => this.collectionsUpdate(req), 'api', 'PATCH /services/data/vXX.X/composite/sobjects');
+    r.add('POST', `${V}/composite`, (req) => this.composite(req), 'api', 'POST /services/data/vXX.X/composite');
     r.add('GET', `${V}/sobjects`, (req) => this.describeGlobal(req), 'api', 'GET /services/data/vXX.X/sobjects');
     r.add('GET', `${V}/sobjects/:type/describe`, (req) => this.describe(req), 'api', 'GET /services/data/vXX.X/sobjects/{type}/describe');
     r.add('GET', `${V}/sobjects/:type/:id`, (req) => this.getRecord(req), 'api', 'GET /services/data/vXX.X/sobjects/{type}/{id}');
@@ -686,6 +690,77 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       this.apply(p);
       return { id: p.rec!.Id, success: true, errors: [] };
     }));
+  }
+
+  /**
+   * Composite (`POST /composite`): up to 25 independent subrequests, at most 5 of them queries (Query, Query
+   * More) or sObject Collections operations; the whole call is ONE unit of the daily API allocation (the gate
+   * counted it; subrequests bypass the gate). Each subrequest is answered as the same request on its own
+   * would be, as `{body, httpHeaders, httpStatusCode, referenceId}`. allOrNone false: a failed subrequest leaves
+   * the others alone. allOrNone true: the emulator refuses it (this connector never sends it; Salesforce would
+   * roll every subrequest back). References between subrequests (`@{ref.field}`) are not supported.
+   * The docs state no URL length limit for a subrequest; the emulator applies none.
+   */
+  private async composite(req: EmuRequest): Promise<EmuResponse> {
+    const b = parseJson(req) as { allOrNone?: unknown; compositeRequest?: unknown } | null;
+    if (!b || !Array.isArray(b.compositeRequest) || b.compositeRequest.length === 0) {
+      return this.errs(400, 'JSON_PARSER_ERROR', 'The request body must have a non-empty "compositeRequest" array');
+    }
+    if (b.allOrNone === true) return this.errs(400, 'INVALID_INPUT', 'emulator: allOrNone true is not supported');
+    const subs = b.compositeRequest as Array<{ method?: unknown; url?: unknown; referenceId?: unknown; body?: unknown }>;
+    if (subs.length > COMPOSITE_MAX_SUBREQUESTS) {
+      return this.errs(400, 'LIMIT_EXCEEDED', `A composite request can contain at most ${COMPOSITE_MAX_SUBREQUESTS} subrequests; got ${subs.length}`);
+    }
+    const heavy = (method: string, path: string): boolean => (method === 'GET' && /\/(query|queryAll)(\/|$)/.test(path)) || /\/composite\/sobjects(\/|$)/.test(path);
+    const seen = new Set<string>();
+    let heavyCount = 0;
+    for (const sub of subs) {
+      if (typeof sub?.method !== 'string' || typeof sub.url !== 'string' || typeof sub.referenceId !== 'string') {
+        return this.errs(400, 'JSON_PARSER_ERROR', 'Each subrequest needs "method", "url" and "referenceId"');
+      }
+      if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(sub.referenceId) || seen.has(sub.referenceId)) {
+        return this.errs(400, 'INVALID_INPUT', `Invalid or duplicate referenceId: ${sub.referenceId}`);
+      }
+      seen.add(sub.referenceId);
+      if (heavy(sub.method.toUpperCase(), sub.url.split('?')[0]!)) heavyCount += 1;
+    }
+    if (heavyCount > COMPOSITE_MAX_HEAVY) {
+      return this.errs(400, 'LIMIT_EXCEEDED', `A composite request can contain at most ${COMPOSITE_MAX_HEAVY} query or sObject Collections subrequests; got ${heavyCount}`);
+    }
+    const compositeResponse: Array<Record<string, unknown>> = [];
+    for (const sub of subs) {
+      const method = (sub.method as string).toUpperCase();
+      const url = sub.url as string;
+      const q = url.indexOf('?');
+      const path = q < 0 ? url : url.slice(0, q);
+      const answer = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
+        compositeResponse.push({ body, httpHeaders: headers, httpStatusCode: status, referenceId: sub.referenceId });
+      };
+      const m = path.startsWith('/services/data/') && !/\/composite\/?$/.test(path) ? this.router.match(method, path) : null;
+      if (!m || !('route' in m) || m.route.kind !== 'api' || /\/jobs\//.test(path)) {
+        answer(404, [{ errorCode: 'NOT_FOUND', message: `The requested resource does not exist (composite subrequest ${method} ${path})` }]);
+        continue;
+      }
+      const subReq: EmuRequest = {
+        method,
+        path,
+        rawUrl: url,
+        query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
+        headers: { ...req.headers, 'content-type': 'application/json' },
+        body: Buffer.from(sub.body === undefined ? '' : JSON.stringify(sub.body)),
+        params: m.params,
+        route: m.route,
+      };
+      const v = m.params.version;
+      if (v !== undefined && !/^v\d{2}\.0$/.test(v)) {
+        answer(404, [{ errorCode: 'NOT_FOUND', message: 'The requested resource does not exist' }]);
+        continue;
+      }
+      const res = await m.route.handler(subReq);
+      const raw = res.raw === undefined ? undefined : Buffer.isBuffer(res.raw) ? res.raw.toString('utf8') : res.raw;
+      answer(res.status, raw !== undefined ? raw : res.body === undefined ? null : res.body);
+    }
+    return json(200, { compositeResponse });
   }
 
   private updateOne(req: EmuRequest): EmuResponse {

@@ -70,7 +70,7 @@ describe('salesforce auth (jsforce + nock)', () => {
     const other = rsaKeyPair();
     assert.ok(!crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), other.publicKey, Buffer.from(s!, 'base64url')));
     // the issued token and the instance_url from the token response are used for the API
-    const q = org.requests.find((x) => x.path === `${API}/query`)!;
+    const q = org.requests.find((x) => x.path === `${API}/query` || x.path === `${API}/composite`)!;
     assert.equal(q.headers['authorization'], 'Bearer issued-access-token-1-xyz');
     assert.ok(q.url.startsWith(INSTANCE));
   });

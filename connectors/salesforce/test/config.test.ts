@@ -63,7 +63,7 @@ describe('salesforce config', () => {
     assert.equal(cfg.loginUrl, 'https://login.salesforce.com');
     assert.equal(cfg.apiVersion, '62.0');
     assert.equal(cfg.bulkThreshold, 2000);
-    assert.equal(cfg.queryChunkSize, 100);
+    assert.equal(cfg.queryChunkSize, 200);
     assert.deepEqual(
       cfg.objects.map((o) => [o.key, o.sobject, o.emailField, o.field, o.conditions.join(' AND ')]),
       [

@@ -41,16 +41,16 @@ describe('salesforce deliver (jsforce + nock)', () => {
     nock.cleanAll();
   });
 
-  it('chunks 1,000 emails into ceil(M/100) queries per object, every URL within 16,384 bytes', async () => {
+  it('chunks 1,000 emails into ceil(M/200) queries per object, five to a Composite call, every query URL within 16,384 bytes', async () => {
     const emails = Array.from({ length: 1000 }, (_, i) => `first.last.number${i}@subdomain.example-company.com`);
     emails.slice(0, 30).forEach((e, i) => org.add(contact(`003C${i}`, e)));
     const { report, counts } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
     const queries = org.queries();
     const perObject = (o: string) => queries.filter((q) => parseLookupSoql(q.soql).object === o);
-    assert.equal(perObject('Contact').length, 10);
-    assert.equal(perObject('Lead').length, 10);
-    for (const q of org.requests) assert.ok(q.url.length <= 16_384, `URL of ${q.url.length} bytes`);
+    assert.equal(perObject('Contact').length, 5);
+    assert.equal(perObject('Lead').length, 5);
+    for (const q of [...org.requests, ...org.queries()]) assert.ok(q.url.length <= 16_384, `URL of ${q.url.length} bytes`);
     // every email looked up exactly once per object
     const seen = perObject('Contact').flatMap((q) => parseLookupSoql(q.soql).emails);
     assert.equal(new Set(seen).size, 1000);
@@ -58,9 +58,10 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.equal(r.outcomes.length, 1000);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 30);
     assert.equal(r.outcomes.filter((o) => o.kind === 'not-found').length, 970);
-    // 20 queries + 1 collection call (30 records); access-token auth needs no token request
+    // 10 queries in 2 composite calls + 1 collection call (30 records); access-token auth needs no token request
+    assert.equal(org.compositeCalls().length, 2);
     assert.equal(org.collectionCalls().length, 1);
-    assert.equal(counts.get('salesforce'), 21);
+    assert.equal(counts.get('salesforce'), 3);
   });
 
   it('cuts chunks further when long addresses would push a URL past the limit', async () => {
@@ -145,16 +146,18 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.equal(org.get('003R1')!['HasOptedOutOfEmail'], true);
   });
 
-  it('writes 450 records in 3 sObject Collections calls of at most 200 (allOrNone false)', async () => {
+  it('writes 450 records in 3 sObject Collections updates of at most 200 (allOrNone false), in one Composite call', async () => {
     const emails = Array.from({ length: 450 }, (_, i) => `p${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003P${i}`, e)));
     const { report, counts } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
-    const calls = org.collectionCalls().map((c) => (JSON.parse(c.body) as { records: unknown[] }).records.length);
-    assert.deepEqual(calls, [200, 200, 50]);
+    const calls = org.collectionUpdates().map((c) => (JSON.parse(c.body) as { allOrNone: boolean; records: unknown[] }));
+    assert.deepEqual(calls.map((c) => c.records.length), [200, 200, 50]);
+    assert.ok(calls.every((c) => c.allOrNone === false));
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 450);
-    assert.equal(org.queries().length, 10); // ceil(450/100) per object, 2 objects
-    assert.equal(counts.get('salesforce'), 13);
+    assert.equal(org.queries().length, 6); // ceil(450/200) per object, 2 objects
+    assert.equal(org.compositeCalls().length, 3); // 5 + 1 queries, then the 3 updates
+    assert.equal(counts.get('salesforce'), 3);
   });
 
   it('uses one Bulk API 2.0 job above bulkThreshold and parses successful, failed and unprocessed results', async () => {
@@ -226,20 +229,21 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('REQUEST_LIMIT_EXCEEDED stops the target: what was written stays applied, the rest failed-retryable with a quota halt', async () => {
-    const emails = Array.from({ length: 250 }, (_, i) => `q${i}@example.com`);
+    // 1,200 records: 6 Collections updates, in two Composite calls (5 + 1); the second is refused
+    const emails = Array.from({ length: 1200 }, (_, i) => `q${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003Q${i}`, e)));
     let patches = 0;
-    org.limitExceeded = (req) => req.method === 'PATCH' && ++patches === 2;
+    org.limitExceeded = (req) => req.method === 'POST' && req.body.includes('"method":"PATCH"') && ++patches === 2;
     const { report } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
     assert.ok(r.halt);
     assert.equal(r.halt.kind, 'quota');
     assert.match(r.halt.message, /REQUEST_LIMIT_EXCEEDED/);
-    assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 200);
-    assert.equal(r.outcomes.filter((o) => o.kind === 'failed-retryable').length, 50);
+    assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 1000);
+    assert.equal(r.outcomes.filter((o) => o.kind === 'failed-retryable').length, 200);
     // nothing was sent after the 403
-    assert.equal(org.requests[org.requests.length - 1]!.method, 'PATCH');
-    assert.equal(org.collectionCalls().length, 2);
+    assert.ok(org.requests[org.requests.length - 1]!.body.includes('"method":"PATCH"'));
+    assert.equal(org.collectionUpdates().length, 5);
   });
 
   it('REQUEST_LIMIT_EXCEEDED before anything is decided: a quota HaltInfo', async () => {
@@ -255,10 +259,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
     org.add(contact('003Y1', 'plan@example.com'), lead('00QY1', 'plan@example.com'), contact('003Y2', 'done@example.com', true));
     const { report } = setup(org, { objects: { Contact: { extraFields: { CC_Opted_Out_At__c: 'optOutDate', Opt_Out_Origin__c: { constant: 'Constant Contact' } } } } });
     const r = await report([optOut('plan@example.com'), optOut('done@example.com'), optOut('none@example.com')], 'plan');
-    assert.deepEqual(
-      org.requests.filter((q) => q.method !== 'GET'),
-      [],
-    );
+    // the two lookups travel in one composite POST; no write of any kind
+    assert.deepEqual(org.requests.filter((q) => q.method !== 'GET').map((q) => q.path), [`${API}/composite`]);
+    assert.deepEqual(org.subrequests.map((q) => q.method), ['GET', 'GET']);
+    assert.equal(org.collectionUpdates().length, 0);
+    assert.equal(org.jobs.size, 0);
     const out = byEmail(r);
     const p = out.get('plan@example.com')!;
     assert.equal(p.kind, 'planned');
@@ -278,8 +283,8 @@ describe('salesforce deliver (jsforce + nock)', () => {
     const r = await report([optOut('sup@example.com')]);
     assert.equal(r.outcomes[0]!.kind, 'already-suppressed');
     assert.deepEqual([...r.outcomes[0]!.recordIds].sort(), ['003S1', '00QS1']);
-    assert.equal(org.writes().length, 0);
-    assert.equal(org.requests.length, 2);
+    assert.equal(org.collectionUpdates().length, 0);
+    assert.equal(org.requests.length, 1); // both lookups in one composite call
   });
 
   it('follows nextRecordsUrl when a lookup has more than one page', async () => {
@@ -319,13 +324,13 @@ describe('salesforce deliver (jsforce + nock)', () => {
     org.fault = () => (++n === 1 ? [503, 'Service Unavailable', { 'Content-Type': 'text/plain' }] : undefined);
     // the very first request meets a reset socket (registered ahead of the fake org's interceptors)
     nock.cleanAll();
-    nock(INSTANCE).get(() => true).replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    nock(INSTANCE).post(() => true).replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
     org.install();
     const { report, clock, counts } = setup(org);
     const r = await report([optOut('t@example.com')]);
     assert.equal(r.outcomes[0]!.kind, 'applied');
     assert.equal((clock.slept as number[]).length, 2);
-    assert.equal(counts.get('salesforce'), 5); // 503 + reset + 2 queries + 1 PATCH
+    assert.equal(counts.get('salesforce'), 4); // reset + 503 + 1 composite (2 queries) + 1 PATCH
     assert.equal(org.get('003T1')!['HasOptedOutOfEmail'], true);
   });
 
@@ -346,11 +351,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
     const { report, kvMap, logger, clock } = setup(org);
     await report([optOut('u@example.com')]);
     const usage = JSON.parse(kvMap.get('api_usage')!) as { used: number; max: number; at: string };
-    assert.deepEqual(usage, { used: 4203, max: 15000, at: clock.now().toISOString() });
-    assert.ok(logger.lines.some((l) => l.includes('salesforce api usage') && l.includes('4203')));
+    assert.deepEqual(usage, { used: 4202, max: 15000, at: clock.now().toISOString() }); // 1 composite (2 queries) + 1 PATCH
+    assert.ok(logger.lines.some((l) => l.includes('salesforce api usage') && l.includes('4202')));
   });
 
-  it('uses ceil(M/100) queries per object and ceil(K/200) collection calls (M=500, R=600, K=550)', async () => {
+  it('uses ceil(M/200) queries per object and ceil(K/200) Collections updates, five to a Composite call (M=500, R=600, K=550)', async () => {
     const emails = Array.from({ length: 500 }, (_, i) => `m${i}@example.com`);
     // 300 Contacts (50 already opted out) and 300 Leads; emails 0..99 have both a Contact and a Lead
     emails.slice(0, 300).forEach((e, i) => org.add(contact(`003M${i}`, e, i >= 250)));
@@ -359,12 +364,13 @@ describe('salesforce deliver (jsforce + nock)', () => {
     const { report, counts, logger } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
     const K = 250 + 300;
-    assert.equal(org.queries().length, 2 * Math.ceil(500 / 100));
-    assert.equal(org.collectionCalls().length, Math.ceil(K / 200));
-    assert.equal(counts.get('salesforce'), 10 + 3);
+    assert.equal(org.queries().length, 2 * Math.ceil(500 / 200));
+    assert.equal(org.collectionUpdates().length, Math.ceil(K / 200));
+    // ceil(6/5) composite calls of queries + ceil(3/5) of updates
+    assert.equal(counts.get('salesforce'), 2 + 1);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 450);
     assert.equal(r.outcomes.filter((o) => o.kind === 'already-suppressed').length, 50);
-    assert.ok(logger.lines.some((l) => l.includes('"queries":10') && l.includes('"collectionCalls":3')));
+    assert.ok(logger.lines.some((l) => l.includes('"queries":6') && l.includes('"compositeLookupCalls":2') && l.includes('"writeCalls":1')));
   });
 
   it('backfill: 5,000 opt-outs, 2,500 Contact writes above the threshold go through one Bulk job', async () => {
@@ -372,12 +378,13 @@ describe('salesforce deliver (jsforce + nock)', () => {
     emails.slice(0, 2500).forEach((e, i) => org.add(contact(`003F${i}`, e)));
     const { report, counts } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
-    assert.equal(org.queries().length, 2 * 50);
+    assert.equal(org.queries().length, 2 * 25);
+    assert.equal(org.compositeCalls().length, 10);
     assert.equal(org.jobs.size, 1);
-    assert.equal(org.collectionCalls().length, 0);
+    assert.equal(org.collectionUpdates().length, 0);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 2500);
     assert.equal(r.outcomes.filter((o) => o.kind === 'not-found').length, 2500);
-    assert.equal(counts.get('salesforce'), 100 + 6); // create, upload, close, 2 polls, successful results (nothing failed: 2 result sets skipped)
+    assert.equal(counts.get('salesforce'), 10 + 6); // 50 queries in 10 composite calls; create, upload, close, 2 polls, successful results (nothing failed: 2 result sets skipped)
   });
 
   it('one outcome per distinct email, whatever the case in the batch', async () => {
