@@ -154,7 +154,7 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     const folder = folders.get(id)!;
     let mod: unknown;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
+       
       mod = require(folder);
     } catch (err) {
       throw new PluginError(`connectors/${id}`, `failed to load: ${(err as Error).message}`);
@@ -172,7 +172,7 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     if (plugins.has(file)) return;
     let mod: unknown;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
+       
       mod = require(file);
     } catch (err) {
       throw new PluginError(spec, `failed to load ${file}: ${(err as Error).message}`);

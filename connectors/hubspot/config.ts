@@ -42,7 +42,7 @@ function enumOf<V extends string>(name: string, values: readonly V[]): t.Type<V,
  * A union tagged by `type`: the tag picks the member, so errors speak about that member only
  * (an io-ts union of strict objects would report every member's complaints at once).
  */
-function tagged<M extends Record<string, t.Type<any, any, unknown>>>(name: string, members: M): t.Type<t.TypeOf<M[keyof M]>, unknown, unknown> {
+function tagged<M extends Record<string, t.Mixed>>(name: string, members: M): t.Type<t.TypeOf<M[keyof M]>, unknown, unknown> {
   const tags = Object.keys(members);
   const expected = tags.map((x) => JSON.stringify(x)).join(' | ');
   return new t.Type<t.TypeOf<M[keyof M]>, unknown, unknown>(

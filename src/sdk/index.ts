@@ -315,6 +315,8 @@ export function defineConnector<C>(c: Connector<C>): Connector<C> {
 }
 
 /** What a plugin module exports: `connector`, or `connectors` (several), or a default export of either. */
+// `any`: a module's connectors each have their own config type, which the loader checks structurally
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type PluginModule = { connector: Connector<any> } | { connectors: readonly Connector<any>[] } | { default: Connector<any> };
 
 /** SDK contract version: a plugin may compare it; the core refuses nothing yet. */

@@ -33,7 +33,7 @@ class FakeTty extends Writable {
   }
 }
 
-// eslint-disable-next-line no-control-regex
+ 
 const strip = (s: string): string => s.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '');
 
 function engineWith(opts: { emails: string[]; crm: string; batchSize?: number; onProgress?: (e: ProgressEvent) => void; source?: FakeSource }) {

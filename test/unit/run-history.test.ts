@@ -188,7 +188,7 @@ describe('run history (issue 11 item 4)', () => {
       assert.equal(t.code, 0, t.stderr);
       assert.match(t.stdout, /^run #2 backfill: failed, exit 1; started 2026-06-01T13:00:00.000Z, ended 2026-06-01T13:00:01.000Z \(1.0 s\)/);
       assert.match(t.stdout, /error: the Constant Contact refresh token was revoked/);
-      assert.match(t.stdout, /run #1 sync \(reconcile\): ok, exit 0.*\n  hubspot: applied 2\n  API calls: hubspot 3, constant-contact 1/);
+      assert.match(t.stdout, /run #1 sync \(reconcile\): ok, exit 0.*\n {2}hubspot: applied 2\n {2}API calls: hubspot 3, constant-contact 1/);
       const j = runCliSync(['--config', cfg, '--json', 'runs', '--limit', '1']);
       assert.equal(j.code, 0, j.stderr);
       const runs = JSON.parse(j.stdout) as { id: number; status: string; error: string; durationSeconds: number }[];

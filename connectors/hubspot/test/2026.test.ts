@@ -385,7 +385,7 @@ describe('hubspot connector: 2026 platform', () => {
         assert.strictEqual(statusReads, batch === 'always' ? Math.ceil(secondary / 100) : 0);
         assert.strictEqual(writes, batch === 'always' ? Math.ceil(K / 100) : K);
         assert.strictEqual(h.count(), minimum, 'calls counted = the minimum');
-        // eslint-disable-next-line no-console
+         
         console.log(`      measured (${batch}): E=${E} F=${F} K=${K} -> reads=${reads} searches=${searches} status reads=${statusReads} writes=${writes}; used/minimum ${h.count()}/${minimum}`);
       });
     }

@@ -407,7 +407,7 @@ describe('hubspot connector: deliver', () => {
       assert.strictEqual(hs.count(isPath(P.search)), Math.ceil(F / 100));
       assert.strictEqual(writes, Math.ceil(K / 100));
       assert.strictEqual(h.count(), Math.ceil(M / 100) + Math.ceil(F / 100) + Math.ceil(K / 100));
-      // eslint-disable-next-line no-console
+       
       console.log(`      measured (batch): M=${M} F=${F} K=${K} -> lookups=${lookups} searches=${hs.count(isPath(P.search))} writes=${writes} calls.record=${h.count()}`);
     });
 
@@ -419,7 +419,7 @@ describe('hubspot connector: deliver', () => {
       assert.strictEqual(report.outcomes.filter((o) => o.kind === 'applied').length, K);
       assert.strictEqual(hs.count(isPath(P.singleAll)), K);
       assert.strictEqual(h.count(), Math.ceil(M / 100) + Math.ceil(M / 5 / 100) + K);
-      // eslint-disable-next-line no-console
+       
       console.log(`      measured (per-email): M=${M} K=${K} -> lookups=${hs.count(isPath(P.read))} writes=${hs.count(isPath(P.singleAll))} calls.record=${h.count()}`);
     });
 

@@ -154,7 +154,7 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('refresh token: a rotated refresh token is stored (kv) and used by the next run', async () => {
     let n = 0;
-    org.tokenReply = (body) => {
+    org.tokenReply = (_body) => {
       n += 1;
       org.validTokens.add(`rt-access-${n}-token`);
       return [200, { access_token: `rt-access-${n}-token`, instance_url: INSTANCE, refresh_token: `rotated-refresh-token-${n}`, id: 'x/y/z', token_type: 'Bearer' }, { 'Content-Type': 'application/json' }];

@@ -16,7 +16,7 @@ export interface TlsMaterial {
 }
 
 export async function makeLoopbackCert(host: string): Promise<TlsMaterial> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+   
   const selfsigned = require('selfsigned') as {
     generate(attrs: unknown, opts: unknown): Promise<{ private: string; cert: string }>;
   };
