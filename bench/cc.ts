@@ -18,7 +18,18 @@ import axios from 'axios';
 import * as fs from 'fs';
 import { GroundTruth } from '../src/emulators';
 import { RunSummary } from '../src/engine';
-import { EmulatorProcess, header, int, machine, measure, openBenchEngine, sec, table, tmpDir, writeBenchConfig } from './lib/harness';
+import {
+  EmulatorProcess,
+  header,
+  int,
+  machine,
+  measure,
+  openBenchEngine,
+  sec,
+  table,
+  tmpDir,
+  writeBenchConfig,
+} from './lib/harness';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -44,10 +55,22 @@ interface Row {
   complete: boolean;
 }
 
-async function runs(emu: EmulatorProcess, size: number, via: 'pages' | 'export', truth: GroundTruth, flushEvery?: number): Promise<Row[]> {
+async function runs(
+  emu: EmulatorProcess,
+  size: number,
+  via: 'pages' | 'export',
+  truth: GroundTruth,
+  flushEvery?: number,
+): Promise<Row[]> {
   const dir = tmpDir(`cc-${via}-${size}`);
   try {
-    const cfg = writeBenchConfig(emu.connection, { dir, nullTargets: true, ccPerSecond: LIFTED, ccDailyBudget: 10_000_000, detection: { reconcileVia: via, lagMinutes: 0 } });
+    const cfg = writeBenchConfig(emu.connection, {
+      dir,
+      nullTargets: true,
+      ccPerSecond: LIFTED,
+      ccDailyBudget: 10_000_000,
+      detection: { reconcileVia: via, lagMinutes: 0 },
+    });
     // a store of its own needs a refresh token of its own (they rotate): ask the emulator for one
     const res = await axios.post(`${emu.connection.cc.origin}/__emulator/refresh-token`, {}, { adapter: 'http' });
     cfg.env.CC_REFRESH_TOKEN = (res.data as { refresh_token: string }).refresh_token;
@@ -82,16 +105,24 @@ async function runs(emu: EmulatorProcess, size: number, via: 'pages' | 'export',
 
 export async function runCc(): Promise<void> {
   header(`cc-optout Constant Contact reconcile benchmark: ${SIZES.map(int).join(', ')} contacts (seed ${SEED})`);
-  process.stdout.write(`${machine()}; emulator in a child process on 127.0.0.1, limits lifted to ${LIFTED}/s on both sides\n`);
+  process.stdout.write(
+    `${machine()}; emulator in a child process on 127.0.0.1, limits lifted to ${LIFTED}/s on both sides\n`,
+  );
   const rows: Row[] = [];
   const before: string[] = [];
   for (const size of SIZES) {
-    const emu = await EmulatorProcess.start({ contacts: size, seed: SEED, cc: { knobs: { perSecondLimit: LIFTED, dailyQuota: 10_000_000, tokenRatePerSecond: 1000 } } });
+    const emu = await EmulatorProcess.start({
+      contacts: size,
+      seed: SEED,
+      cc: { knobs: { perSecondLimit: LIFTED, dailyQuota: 10_000_000, tokenRatePerSecond: 1000 } },
+    });
     try {
       const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
       const c = truth.counts;
       const oldCalls = Math.ceil((c.optedOut - c.optedOutDeleted + c.deleted) / PAGE) + 1;
-      before.push(`${int(size)}: ${int(c.optedOut)} opt-outs (${int(c.optedOutDeleted)} deleted afterwards), ${int(c.deleted - c.optedOutDeleted)} deleted without opting out; before: ${oldCalls} calls by pages (status=unsubscribed,deleted), minimum ${Math.ceil(c.optedOut / PAGE) + 1}`);
+      before.push(
+        `${int(size)}: ${int(c.optedOut)} opt-outs (${int(c.optedOutDeleted)} deleted afterwards), ${int(c.deleted - c.optedOutDeleted)} deleted without opting out; before: ${oldCalls} calls by pages (status=unsubscribed,deleted), minimum ${Math.ceil(c.optedOut / PAGE) + 1}`,
+      );
       rows.push(...(await runs(emu, size, 'pages', truth)));
       rows.push(...(await runs(emu, size, 'export', truth)));
       if (size <= 100_000) {
@@ -105,15 +136,37 @@ export async function runCc(): Promise<void> {
   process.stdout.write(before.join('\n') + '\n\n');
   process.stdout.write(
     table(
-      ['contacts', 'reconcile', 'CC calls', 'min by pages', 'calls/min', 'wall (lifted)', 'CPU', 'floor at 4/s', 'contacts read', 'opt-outs in store'],
-      rows.map((r) => [int(r.size), r.run + (r.complete ? '' : ' (INCOMPLETE)'), r.calls, r.min, (r.calls / r.min).toFixed(2), sec(r.wallMs), sec(r.cpuMs), sec(floorMs(r.calls)), r.contacts, r.found]),
+      [
+        'contacts',
+        'reconcile',
+        'CC calls',
+        'min by pages',
+        'calls/min',
+        'wall (lifted)',
+        'CPU',
+        'floor at 4/s',
+        'contacts read',
+        'opt-outs in store',
+      ],
+      rows.map((r) => [
+        int(r.size),
+        r.run + (r.complete ? '' : ' (INCOMPLETE)'),
+        r.calls,
+        r.min,
+        (r.calls / r.min).toFixed(2),
+        sec(r.wallMs),
+        sec(r.cpuMs),
+        sec(floorMs(r.calls)),
+        r.contacts,
+        r.found,
+      ]),
     ) + '\n',
   );
   process.stdout.write(
     [
       '',
       'CC calls: every Constant Contact API request of the run (GET /contacts pages, /contacts/counts, the export POST, its polls',
-      '  and the download), token refreshes not included; min by pages: ceil(opt-outs/500) + 1; wall: the run\'s detection with',
+      "  and the download), token refreshes not included; min by pages: ceil(opt-outs/500) + 1; wall: the run's detection with",
       '  the limits lifted; floor at 4/s: what the real per-second limit alone costs for that many calls.',
     ].join('\n') + '\n',
   );

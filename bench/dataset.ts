@@ -19,5 +19,7 @@ for (const contacts of [20_000, 100_000]) {
     ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
     if (d.cc.length !== contacts) throw new Error(`dataset has ${d.cc.length} contacts, asked for ${contacts}`);
   }
-  console.log(`dataset: ${contacts.toLocaleString('en-US')} contacts generated in ${median(ms).toFixed(0)} ms (median of 5)`);
+  console.log(
+    `dataset: ${contacts.toLocaleString('en-US')} contacts generated in ${median(ms).toFixed(0)} ms (median of 5)`,
+  );
 }

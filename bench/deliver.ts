@@ -60,8 +60,11 @@ const SF_QUERY_CHUNK = 200;
 /** Salesforce backfills measured on their own (contacts): `--sf-sizes 20000,100000,1000000`. */
 const SF_SIZES = (() => {
   const i = process.argv.indexOf('--sf-sizes');
-  const v = i > 0 ? process.argv[i + 1] ?? '' : '20000,100000';
-  return v.split(',').map(Number).filter((n) => Number.isFinite(n) && n > 0);
+  const v = i > 0 ? (process.argv[i + 1] ?? '') : '20000,100000';
+  return v
+    .split(',')
+    .map(Number)
+    .filter((n) => Number.isFinite(n) && n > 0);
 })();
 const ONLY_SF = process.argv.includes('--only-salesforce');
 const SF_COLLECTION = 200;
@@ -115,7 +118,8 @@ function classify(counts: ReturnType<typeof countsDelta>): Classified {
     c.throttled += n.byStatus['429'] ?? 0;
     if (/token/.test(label)) c.token += n.total;
     else if (/\/composite$/.test(label)) c.composite += n.total;
-    else if (/batch\/read|\/query|\/search/.test(label)) c.lookups += n.total; // CRM search on hs_additional_emails is a lookup
+    else if (/batch\/read|\/query|\/search/.test(label))
+      c.lookups += n.total; // CRM search on hs_additional_emails is a lookup
     else if (/jobs\/ingest/.test(label)) c.bulk += n.total;
     else {
       const refused = n.byStatus['403'] ?? 0;
@@ -132,7 +136,6 @@ function outcomeText(s: RunSummary, target: Vendor): string {
   return `${o.applied ?? 0}/${o['already-suppressed'] ?? 0}/${o['not-found'] ?? 0}/${failed}`;
 }
 
-
 async function deliverRun(
   emu: EmulatorProcess,
   cfg: BenchConfig,
@@ -145,7 +148,14 @@ async function deliverRun(
 ): Promise<Row> {
   const open = openBenchEngine(cfg);
   try {
-    if (redeliver) open.store.enqueueKnown({ runId: open.store.startRun('bench-requeue', false, new Date().toISOString()), targets: [target], since: null, redeliver: true, now: new Date().toISOString() });
+    if (redeliver)
+      open.store.enqueueKnown({
+        runId: open.store.startRun('bench-requeue', false, new Date().toISOString()),
+        targets: [target],
+        since: null,
+        redeliver: true,
+        now: new Date().toISOString(),
+      });
     const m = open.store.targetStatus([target], new Date())[0]!.due;
     const before = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
     open.probe.reset();
@@ -216,19 +226,46 @@ async function scenarioA(): Promise<Scenario & { truth: GroundTruth; note: strin
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
     const platform = await probeHubSpot(emu.connection.hubspot.baseUrl, emu.connection.hubspot.accessToken);
     const real = writeBenchConfig(emu.connection, { dir, name: 'real.json', hubspot: { ...platform.settings } });
-    const fast = writeBenchConfig(emu.connection, { dir, name: 'fast.json', hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } } });
+    const fast = writeBenchConfig(emu.connection, {
+      dir,
+      name: 'fast.json',
+      hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } },
+    });
     const seeding = openBenchEngine(real);
     const m = seedOutbox(seeding.store, truth, ['hubspot', 'salesforce']).length;
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
-    const lookupsHs = Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
+    const lookupsHs =
+      Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
     const rows: Row[] = [];
-    rows.push(await deliverRun(emu, real, 'hubspot', 'batch, at the real limit 100/10 s', kHs, lookupsHs + Math.ceil(kHs / HS_CHUNK), HS_FLOOR, false));
+    rows.push(
+      await deliverRun(
+        emu,
+        real,
+        'hubspot',
+        'batch, at the real limit 100/10 s',
+        kHs,
+        lookupsHs + Math.ceil(kHs / HS_CHUNK),
+        HS_FLOOR,
+        false,
+      ),
+    );
     await emu.call({ cmd: 'faults', arg: { hubspot: { tenSecondLimit: RAISED } } });
     rows.push(await deliverRun(emu, fast, 'hubspot', 'rerun (redeliver)', 0, lookupsHs, HS_FLOOR, true));
-    rows.push(await deliverRun(emu, real, 'salesforce', 'Collections (engine batches of 1000)', kSf, lookupsSf + Math.ceil(kSf / SF_COLLECTION), SF_FLOOR, false));
+    rows.push(
+      await deliverRun(
+        emu,
+        real,
+        'salesforce',
+        'Collections (engine batches of 1000)',
+        kSf,
+        lookupsSf + Math.ceil(kSf / SF_COLLECTION),
+        SF_FLOOR,
+        false,
+      ),
+    );
     rows.push(await deliverRun(emu, real, 'salesforce', 'rerun (redeliver)', 0, lookupsSf, SF_FLOOR, true));
     const v = await emu.call<Verification>({ cmd: 'verify' });
     return { rows, verify: [verifyText(v, 'hubspot'), verifyText(v, 'salesforce')], m, truth, note: platform.note };
@@ -239,7 +276,11 @@ async function scenarioA(): Promise<Scenario & { truth: GroundTruth; note: strin
 }
 
 async function scenarioB(): Promise<Scenario> {
-  const emu = await EmulatorProcess.start({ contacts: CONTACTS, seed: SEED, hubspot: { knobs: { batchAllowed: false, tenSecondLimit: RAISED } } });
+  const emu = await EmulatorProcess.start({
+    contacts: CONTACTS,
+    seed: SEED,
+    hubspot: { knobs: { batchAllowed: false, tenSecondLimit: RAISED } },
+  });
   const dir = tmpDir('deliver-b');
   try {
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
@@ -254,21 +295,41 @@ async function scenarioB(): Promise<Scenario> {
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
-    const byObject = { Contact: truth.salesforce.toSuppress.filter((id) => id.startsWith('003')).length, Lead: truth.salesforce.toSuppress.filter((id) => id.startsWith('00Q')).length };
+    const byObject = {
+      Contact: truth.salesforce.toSuppress.filter((id) => id.startsWith('003')).length,
+      Lead: truth.salesforce.toSuppress.filter((id) => id.startsWith('00Q')).length,
+    };
     // One deliver() call holds every opt-out (batch 5000 >= M): objects above the threshold go through Bulk.
     const bulkJobs = Object.values(byObject).filter((n) => n > SF_BULK_THRESHOLD).length;
-    const viaCollections = Object.values(byObject).filter((n) => n <= SF_BULK_THRESHOLD).reduce((a, b) => a + b, 0);
-    const lookupsHs = Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
+    const viaCollections = Object.values(byObject)
+      .filter((n) => n <= SF_BULK_THRESHOLD)
+      .reduce((a, b) => a + b, 0);
+    const lookupsHs =
+      Math.ceil(m / HS_CHUNK) + (platform.dateVersioned ? Math.ceil(truth.hubspot.missingEmails.length / HS_CHUNK) : 0);
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
     const rows: Row[] = [];
-    rows.push(await deliverRun(emu, cfg, 'hubspot', 'per-email (batchAllowed=false), limit raised', kHs, lookupsHs + kHs, HS_FLOOR, false));
+    rows.push(
+      await deliverRun(
+        emu,
+        cfg,
+        'hubspot',
+        'per-email (batchAllowed=false), limit raised',
+        kHs,
+        lookupsHs + kHs,
+        HS_FLOOR,
+        false,
+      ),
+    );
     rows.push(await deliverRun(emu, cfg, 'hubspot', 'per-email rerun (redeliver)', 0, lookupsHs, HS_FLOOR, true));
     rows.push(
       await deliverRun(
         emu,
         cfg,
         'salesforce',
-        `Bulk 2.0 for ${Object.entries(byObject).filter(([, n]) => n > SF_BULK_THRESHOLD).map(([o, n]) => `${o} (${int(n)})`).join(', ')} (batch 5000)`,
+        `Bulk 2.0 for ${Object.entries(byObject)
+          .filter(([, n]) => n > SF_BULK_THRESHOLD)
+          .map(([o, n]) => `${o} (${int(n)})`)
+          .join(', ')} (batch 5000)`,
         kSf,
         lookupsSf + bulkJobs * BULK_JOB_MIN + Math.ceil(viaCollections / SF_COLLECTION),
         SF_FLOOR,
@@ -286,7 +347,11 @@ async function scenarioB(): Promise<Scenario> {
 
 /** A Salesforce backfill of `contacts` on its own (engine batches of 1000, the default), then a rerun. */
 async function scenarioSf(contacts: number): Promise<Scenario> {
-  const emu = await EmulatorProcess.start({ contacts, seed: SEED, salesforce: { knobs: { dailyApiLimit: 10_000_000 } } });
+  const emu = await EmulatorProcess.start({
+    contacts,
+    seed: SEED,
+    salesforce: { knobs: { dailyApiLimit: 10_000_000 } },
+  });
   const dir = tmpDir('deliver-sf');
   try {
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
@@ -297,8 +362,30 @@ async function scenarioSf(contacts: number): Promise<Scenario> {
     const kSf = truth.salesforce.toSuppress.length;
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);
     const rows: Row[] = [];
-    rows.push(await deliverRun(emu, cfg, 'salesforce', `backfill, ${int(contacts)} contacts (Composite)`, kSf, lookupsSf + Math.ceil(kSf / SF_COLLECTION), SF_FLOOR, false));
-    rows.push(await deliverRun(emu, cfg, 'salesforce', `rerun (redeliver), ${int(contacts)} contacts`, 0, lookupsSf, SF_FLOOR, true));
+    rows.push(
+      await deliverRun(
+        emu,
+        cfg,
+        'salesforce',
+        `backfill, ${int(contacts)} contacts (Composite)`,
+        kSf,
+        lookupsSf + Math.ceil(kSf / SF_COLLECTION),
+        SF_FLOOR,
+        false,
+      ),
+    );
+    rows.push(
+      await deliverRun(
+        emu,
+        cfg,
+        'salesforce',
+        `rerun (redeliver), ${int(contacts)} contacts`,
+        0,
+        lookupsSf,
+        SF_FLOOR,
+        true,
+      ),
+    );
     const v = await emu.call<Verification>({ cmd: 'verify' });
     return { rows, verify: [`${int(contacts)} contacts: ${verifyText(v, 'salesforce')}`], m };
   } finally {
@@ -309,7 +396,27 @@ async function scenarioSf(contacts: number): Promise<Scenario> {
 
 function deliverTable(rows: Row[]): string {
   return table(
-    ['target', 'run', 'M', 'K', 'appl/already/nf/fail', 'calls used/min', 'used/min', 'lookups', 'writes', 'composite', 'bulk', '403', 'token', 'deliver wall', 'in connector', 'batches', 'CPU', 'floor @real limit', 'peak RSS'],
+    [
+      'target',
+      'run',
+      'M',
+      'K',
+      'appl/already/nf/fail',
+      'calls used/min',
+      'used/min',
+      'lookups',
+      'writes',
+      'composite',
+      'bulk',
+      '403',
+      'token',
+      'deliver wall',
+      'in connector',
+      'batches',
+      'CPU',
+      'floor @real limit',
+      'peak RSS',
+    ],
     rows.map((r) => [
       r.target,
       r.run,
@@ -336,7 +443,11 @@ function deliverTable(rows: Row[]): string {
 
 export async function runDeliver(): Promise<void> {
   const t0 = performance.now();
-  header(ONLY_SF ? `cc-optout delivery benchmark: Salesforce backfills (${SF_SIZES.map(int).join(", ")} contacts, seed ${SEED})` : `cc-optout delivery benchmark: HubSpot and Salesforce emulators (${int(CONTACTS)} contacts, seed ${SEED}; Salesforce backfills of ${SF_SIZES.map(int).join(", ")})`);
+  header(
+    ONLY_SF
+      ? `cc-optout delivery benchmark: Salesforce backfills (${SF_SIZES.map(int).join(', ')} contacts, seed ${SEED})`
+      : `cc-optout delivery benchmark: HubSpot and Salesforce emulators (${int(CONTACTS)} contacts, seed ${SEED}; Salesforce backfills of ${SF_SIZES.map(int).join(', ')})`,
+  );
   process.stdout.write(`${machine()}; emulators in a child process on 127.0.0.1\n`);
   const sf: Scenario[] = [];
   for (const n of SF_SIZES) sf.push(await scenarioSf(n));
@@ -376,8 +487,13 @@ export async function runDeliver(): Promise<void> {
     ].join('\n') + '\n',
   );
   const warned = rows.filter((r) => r.warnings.length > 0);
-  for (const r of warned) process.stdout.write(`warnings during ${r.target} "${r.run}": ${r.warnings.length} (first: ${r.warnings[0]!.slice(0, 200)})\n`);
-  process.stdout.write(`\nprocess peak RSS (this process): ${mb(process.resourceUsage().maxRSS * 1024)}; delivery benchmark took ${sec(performance.now() - t0)}\n`);
+  for (const r of warned)
+    process.stdout.write(
+      `warnings during ${r.target} "${r.run}": ${r.warnings.length} (first: ${r.warnings[0]!.slice(0, 200)})\n`,
+    );
+  process.stdout.write(
+    `\nprocess peak RSS (this process): ${mb(process.resourceUsage().maxRSS * 1024)}; delivery benchmark took ${sec(performance.now() - t0)}\n`,
+  );
 }
 
 if (require.main === module) {

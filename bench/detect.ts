@@ -127,27 +127,60 @@ async function detectRun(
 }
 
 /** One emulator + one store: full reconcile, N new opt-outs, window; optionally a second (warm) full reconcile. */
-async function scenario(limit: number, warm: boolean): Promise<{ rows: DetectRow[]; truth: GroundTruth; emuRss: number }> {
+async function scenario(
+  limit: number,
+  warm: boolean,
+): Promise<{ rows: DetectRow[]; truth: GroundTruth; emuRss: number }> {
   const emu = await EmulatorProcess.start({ contacts: CONTACTS, seed: SEED, cc: { knobs: { perSecondLimit: limit } } });
   const dir = tmpDir(`detect-${limit}`);
   try {
-    const cfg = writeBenchConfig(emu.connection, { dir, nullTargets: true, ccPerSecond: limit, detection: { reconcileVia: 'pages' } });
+    const cfg = writeBenchConfig(emu.connection, {
+      dir,
+      nullTargets: true,
+      ccPerSecond: limit,
+      detection: { reconcileVia: 'pages' },
+    });
     const open = openBenchEngine(cfg);
     const rows: DetectRow[] = [];
     try {
       const truth0 = await emu.call<GroundTruth>({ cmd: 'truth' });
       const fullMin = (n: number) => () => Math.max(1, Math.ceil(n / PAGE));
-      rows.push(await detectRun('full reconcile (cold store)', limit, emu, open, () => open.engine.sync({ full: true }), fullMin(truth0.optedOutEmails.length)));
+      rows.push(
+        await detectRun(
+          'full reconcile (cold store)',
+          limit,
+          emu,
+          open,
+          () => open.engine.sync({ full: true }),
+          fullMin(truth0.optedOutEmails.length),
+        ),
+      );
 
       await emu.call({ cmd: 'addOptOuts', arg: NEW_OPT_OUTS });
       await sleep(1100); // opt-out dates are whole seconds: let "now" pass them (as the demo does)
       rows.push(
-        await detectRun(`window after ${NEW_OPT_OUTS} new opt-outs`, limit, emu, open, () => open.engine.sync(), (s) => Math.max(1, Math.ceil(s.detection.contactsSeen / PAGE))),
+        await detectRun(
+          `window after ${NEW_OPT_OUTS} new opt-outs`,
+          limit,
+          emu,
+          open,
+          () => open.engine.sync(),
+          (s) => Math.max(1, Math.ceil(s.detection.contactsSeen / PAGE)),
+        ),
       );
 
       const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
       if (warm) {
-        rows.push(await detectRun('full reconcile (warm: all known)', limit, emu, open, () => open.engine.sync({ full: true }), fullMin(truth.optedOutEmails.length)));
+        rows.push(
+          await detectRun(
+            'full reconcile (warm: all known)',
+            limit,
+            emu,
+            open,
+            () => open.engine.sync({ full: true }),
+            fullMin(truth.optedOutEmails.length),
+          ),
+        );
       }
       const emuRss = (await emu.call<{ maxRss: number }>({ cmd: 'rss' })).maxRss;
       return { rows, truth, emuRss };
@@ -194,7 +227,8 @@ async function pureCosts(): Promise<PureRow[]> {
   // 100k observed (95% unsubscribed) vs 100k known (90% of them overlapping, active; 10% others, 2% 'left')
   const observed = syntheticObserved(N, 0, 0.95);
   const known = new Map<string, KnownState>();
-  for (let i = 10_000; i < 10_000 + N; i++) known.set(`person${i}@example.com`, { state: i % 50 === 0 ? 'left' : 'active' });
+  for (let i = 10_000; i < 10_000 + N; i++)
+    known.set(`person${i}@example.com`, { state: i % 50 === 0 ? 'left' : 'active' });
   const now = new Date().toISOString();
   const runs: number[] = [];
   let delta = computeDelta(known, observed, now);
@@ -219,7 +253,14 @@ async function pureCosts(): Promise<PureRow[]> {
   const knownActive = new Set([...known.entries()].filter(([, v]) => v.state === 'active').map(([k]) => k));
   const seen = new Set(observed.filter((o) => o.permission === 'unsubscribed').map((o) => o.email));
   const mf = await measure(() => missingFromFullScan(knownActive, seen));
-  rows.push({ op: 'missingFromFullScan (pure)', n: `${int(knownActive.size)} known vs ${int(seen.size)} seen`, ms: mf.ms, perItem: `${((mf.ms * 1000) / N).toFixed(2)} us/email`, peakRss: mf.peakRss, note: `${int(mf.value.length)} left the set` });
+  rows.push({
+    op: 'missingFromFullScan (pure)',
+    n: `${int(knownActive.size)} known vs ${int(seen.size)} seen`,
+    ms: mf.ms,
+    perItem: `${((mf.ms * 1000) / N).toFixed(2)} us/email`,
+    peakRss: mf.peakRss,
+    note: `${int(mf.value.length)} left the set`,
+  });
 
   // Store: 100k opt-outs x 2 targets, as ONE transaction and as 200 page-sized transactions (what a scan does).
   const optOuts: OptOut[] = syntheticObserved(N, 0, 1).map((c) => ({
@@ -238,8 +279,11 @@ async function pureCosts(): Promise<PureRow[]> {
       const store = openStore(file);
       const runId = store.startRun('bench', false, now);
       const c = await measure(() => {
-        if (mode === 'one transaction') store.commitDetection({ runId, added: optOuts, resubscribed: [], targets, now });
-        else for (let i = 0; i < N; i += PAGE) store.commitDetection({ runId, added: optOuts.slice(i, i + PAGE), resubscribed: [], targets, now });
+        if (mode === 'one transaction')
+          store.commitDetection({ runId, added: optOuts, resubscribed: [], targets, now });
+        else
+          for (let i = 0; i < N; i += PAGE)
+            store.commitDetection({ runId, added: optOuts.slice(i, i + PAGE), resubscribed: [], targets, now });
       });
       const size = ['', '-wal'].reduce((n, s) => n + (fs.existsSync(file + s) ? fs.statSync(file + s).size : 0), 0);
       rows.push({
@@ -257,13 +301,42 @@ async function pureCosts(): Promise<PureRow[]> {
           for (let i = 0; i < N; i += PAGE) n += store.knownOptOuts(emails.slice(i, i + PAGE)).size;
           return n;
         });
-        rows.push({ op: 'store knownOptOuts, 200 pages of 500', n: '100k emails', ms: k.ms, perItem: `${((k.ms * 1000) / N).toFixed(1)} us/email`, peakRss: k.peakRss, note: `${int(k.value)} found (what a full scan looks up)` });
-        const a = await measure(() => store.activeOptOutEmails().size);
-        rows.push({ op: 'store activeOptOutEmails', n: '100k active', ms: a.ms, perItem: `${((a.ms * 1000) / N).toFixed(2)} us/email`, peakRss: a.peakRss, note: 'read once per full reconcile' });
-        const touch = await measure(() => {
-          for (let i = 0; i < N; i += PAGE) store.commitDetection({ runId, added: [], resubscribed: [], seen: emails.slice(i, i + PAGE), targets, now });
+        rows.push({
+          op: 'store knownOptOuts, 200 pages of 500',
+          n: '100k emails',
+          ms: k.ms,
+          perItem: `${((k.ms * 1000) / N).toFixed(1)} us/email`,
+          peakRss: k.peakRss,
+          note: `${int(k.value)} found (what a full scan looks up)`,
         });
-        rows.push({ op: 'store commit, 200 x 500 "seen" (warm scan)', n: '100k known', ms: touch.ms, perItem: `${((touch.ms * 1000) / N).toFixed(1)} us/opt-out`, peakRss: touch.peakRss, note: 'last_seen_at refresh of unchanged opt-outs' });
+        const a = await measure(() => store.activeOptOutEmails().size);
+        rows.push({
+          op: 'store activeOptOutEmails',
+          n: '100k active',
+          ms: a.ms,
+          perItem: `${((a.ms * 1000) / N).toFixed(2)} us/email`,
+          peakRss: a.peakRss,
+          note: 'read once per full reconcile',
+        });
+        const touch = await measure(() => {
+          for (let i = 0; i < N; i += PAGE)
+            store.commitDetection({
+              runId,
+              added: [],
+              resubscribed: [],
+              seen: emails.slice(i, i + PAGE),
+              targets,
+              now,
+            });
+        });
+        rows.push({
+          op: 'store commit, 200 x 500 "seen" (warm scan)',
+          n: '100k known',
+          ms: touch.ms,
+          perItem: `${((touch.ms * 1000) / N).toFixed(1)} us/opt-out`,
+          peakRss: touch.peakRss,
+          note: 'last_seen_at refresh of unchanged opt-outs',
+        });
       }
       store.close();
     } finally {
@@ -282,7 +355,23 @@ function rateFloorMs(n: number): number {
 
 function detectTable(rows: DetectRow[]): string {
   return table(
-    ['run', 'CC limit', 'detect wall', 'rate floor', 'CPU', 'pages', 'contacts', 'opt-outs', 'new', 'CC calls used/min', 'token', 'fetch+decode', 'per-page work', 'of which commit', 'RSS start/peak'],
+    [
+      'run',
+      'CC limit',
+      'detect wall',
+      'rate floor',
+      'CPU',
+      'pages',
+      'contacts',
+      'opt-outs',
+      'new',
+      'CC calls used/min',
+      'token',
+      'fetch+decode',
+      'per-page work',
+      'of which commit',
+      'RSS start/peak',
+    ],
     rows.map((r) => [
       r.run,
       `${r.limit}/s`,
@@ -341,11 +430,19 @@ export async function runDetect(): Promise<void> {
       `A warm reconcile reads only contacts deleted since the last one (bench/cc.ts).\n`,
   );
   const warn = rows.filter((r) => r.warnings.length > 0);
-  for (const r of warn) process.stdout.write(`warnings during "${r.run}" @${r.limit}/s: ${r.warnings.length} (first: ${r.warnings[0]!.slice(0, 200)})\n`);
+  for (const r of warn)
+    process.stdout.write(
+      `warnings during "${r.run}" @${r.limit}/s: ${r.warnings.length} (first: ${r.warnings[0]!.slice(0, 200)})\n`,
+    );
 
   header('pure costs (no network)');
   const pure = await pureCosts();
-  process.stdout.write(table(['operation', 'size', 'time', 'per item', 'peak RSS', 'notes'], pure.map((p) => [p.op, p.n, sec(p.ms), p.perItem, mb(p.peakRss), p.note])) + '\n');
+  process.stdout.write(
+    table(
+      ['operation', 'size', 'time', 'per item', 'peak RSS', 'notes'],
+      pure.map((p) => [p.op, p.n, sec(p.ms), p.perItem, mb(p.peakRss), p.note]),
+    ) + '\n',
+  );
 
   process.stdout.write(
     `\nprocess peak RSS (whole benchmark, this process): ${mb(process.resourceUsage().maxRSS * 1024)}; emulator child peak RSS: ${mb(Math.max(real.emuRss, raised.emuRss))}; ` +

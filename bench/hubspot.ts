@@ -16,7 +16,21 @@
  */
 import * as fs from 'fs';
 import { GroundTruth, Verification } from '../src/emulators';
-import { EmulatorProcess, RequestCounts, countsDelta, header, int, machine, measure, openBenchEngine, sec, seedOutbox, table, tmpDir, writeBenchConfig } from './lib/harness';
+import {
+  EmulatorProcess,
+  RequestCounts,
+  countsDelta,
+  header,
+  int,
+  machine,
+  measure,
+  openBenchEngine,
+  sec,
+  seedOutbox,
+  table,
+  tmpDir,
+  writeBenchConfig,
+} from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
 function arg(name: string, def: number): number {
@@ -27,8 +41,11 @@ const CONTACTS = arg('contacts', 20_000);
 /** Contact counts for the per-address run at HubSpot's real limit (100 / 10 s): `--real 20000,100000`, `--real 0` skips it. */
 const REAL_SIZES = (() => {
   const i = process.argv.indexOf('--real');
-  const v = i > 0 ? process.argv[i + 1] ?? '' : '20000,100000';
-  return v.split(',').map(Number).filter((n) => Number.isFinite(n) && n > 0);
+  const v = i > 0 ? (process.argv[i + 1] ?? '') : '20000,100000';
+  return v
+    .split(',')
+    .map(Number)
+    .filter((n) => Number.isFinite(n) && n > 0);
 })();
 const ONLY_REAL = process.argv.includes('--only-real');
 /** HubSpot's limit for private apps and Service Keys on Free/Starter: 100 requests per rolling 10 s. */
@@ -38,7 +55,6 @@ const RAISED = 100_000;
 const CHUNK = 100;
 const MAX_BATCH = 1000;
 const NUMERIC = /\/(crm|communication-preferences|oauth)\/(objects\/|properties\/)?v[1-4]\//;
-
 
 interface Counted {
   reads: number;
@@ -80,14 +96,23 @@ interface Row {
 }
 
 /** Per engine batch (in outbox order, which follows opt-out date): the minimum for that batch. */
-function perBatch(emails: string[], notPrimary: Set<string>, toWrite: Set<string>, batchWrites: boolean, secondary: Set<string>): number {
+function perBatch(
+  emails: string[],
+  notPrimary: Set<string>,
+  toWrite: Set<string>,
+  batchWrites: boolean,
+  secondary: Set<string>,
+): number {
   let n = 0;
   for (let i = 0; i < emails.length; i += MAX_BATCH) {
     const b = emails.slice(i, i + MAX_BATCH);
     const f = b.filter((e) => notPrimary.has(e)).length;
     const k = b.filter((e) => toWrite.has(e)).length;
     const s = b.filter((e) => secondary.has(e)).length;
-    n += Math.ceil(b.length / CHUNK) + Math.ceil(f / CHUNK) + (batchWrites ? Math.ceil(s / CHUNK) + Math.ceil(k / CHUNK) : k);
+    n +=
+      Math.ceil(b.length / CHUNK) +
+      Math.ceil(f / CHUNK) +
+      (batchWrites ? Math.ceil(s / CHUNK) + Math.ceil(k / CHUNK) : k);
   }
   return n;
 }
@@ -97,10 +122,17 @@ function floorMs(n: number, per: number): number {
   return Math.max(0, Math.ceil(n / per) - 1) * 10_000;
 }
 
-async function scenario(batchWrites: boolean, opts: { contacts?: number; realLimit?: boolean; rerun?: boolean } = {}): Promise<{ rows: Row[]; verify: string; note: string }> {
+async function scenario(
+  batchWrites: boolean,
+  opts: { contacts?: number; realLimit?: boolean; rerun?: boolean } = {},
+): Promise<{ rows: Row[]; verify: string; note: string }> {
   const contacts = opts.contacts ?? CONTACTS;
   const limit = opts.realLimit ? REAL_LIMIT : RAISED;
-  const emu = await EmulatorProcess.start({ contacts, seed: SEED, hubspot: { knobs: { tenSecondLimit: limit, ...(batchWrites ? {} : { batchAllowed: false }) } } });
+  const emu = await EmulatorProcess.start({
+    contacts,
+    seed: SEED,
+    hubspot: { knobs: { tenSecondLimit: limit, ...(batchWrites ? {} : { batchAllowed: false }) } },
+  });
   const dir = tmpDir('bench-hubspot');
   try {
     const conn = emu.connection;
@@ -109,7 +141,11 @@ async function scenario(batchWrites: boolean, opts: { contacts?: number; realLim
     const cfg = writeBenchConfig(conn, {
       dir,
       targets: ['hubspot'],
-      hubspot: { ...platform.settings, rateLimit: { per10Seconds: opts.realLimit ? REAL_LIMIT : 1000 }, suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' } },
+      hubspot: {
+        ...platform.settings,
+        rateLimit: { per10Seconds: opts.realLimit ? REAL_LIMIT : 1000 },
+        suppression: { type: 'unsubscribe-all', batch: batchWrites ? 'always' : 'never' },
+      },
     });
     const seeding = openBenchEngine(cfg);
     seedOutbox(seeding.store, truth, ['hubspot']);
@@ -118,7 +154,14 @@ async function scenario(batchWrites: boolean, opts: { contacts?: number; realLim
     for (const rerun of opts.rerun === false ? [false] : [false, true]) {
       const open = openBenchEngine(cfg);
       try {
-        if (rerun) open.store.enqueueKnown({ runId: open.store.startRun('bench-requeue', false, new Date().toISOString()), targets: ['hubspot'], since: null, redeliver: true, now: new Date().toISOString() });
+        if (rerun)
+          open.store.enqueueKnown({
+            runId: open.store.startRun('bench-requeue', false, new Date().toISOString()),
+            targets: ['hubspot'],
+            since: null,
+            redeliver: true,
+            now: new Date().toISOString(),
+          });
         const queued = open.store.queuedOutbox('hubspot', 1_000_000, 0).map((r) => r.optOut.email);
         const before = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
         const r = await measure(() => open.engine.sync({ targets: ['hubspot'] }));
@@ -128,15 +171,24 @@ async function scenario(batchWrites: boolean, opts: { contacts?: number; realLim
         // How each address was matched, from the audit (closed rows say "matched by ...").
         const audit = open.store.audit(null).filter((x) => x.target === 'hubspot');
         const primary = new Set(audit.filter((x) => x.message === 'matched by primary').map((x) => x.email));
-        const secondaryEmails = new Set(audit.filter((x) => x.message === 'matched by additional-email').map((x) => x.email));
+        const secondaryEmails = new Set(
+          audit.filter((x) => x.message === 'matched by additional-email').map((x) => x.email),
+        );
         const secondary = secondaryEmails.size;
         const notPrimary = new Set(queued.filter((e) => !primary.has(e)));
         // A rerun needs no write, except (without batch endpoints, so without the status read) every secondary match.
-        const k = rerun ? (batchWrites ? 0 : secondary) : o.applied ?? 0;
-        const applied = new Set(rerun ? (batchWrites ? [] : [...secondaryEmails]) : audit.filter((x) => x.outcome === 'applied').map((x) => x.email));
+        const k = rerun ? (batchWrites ? 0 : secondary) : (o.applied ?? 0);
+        const applied = new Set(
+          rerun
+            ? batchWrites
+              ? []
+              : [...secondaryEmails]
+            : audit.filter((x) => x.outcome === 'applied').map((x) => x.email),
+        );
         const searchTerm = platform.dateVersioned ? Math.ceil(notPrimary.size / CHUNK) : 0;
         const statusReadTerm = batchWrites ? Math.ceil(secondary / CHUNK) : 0;
-        const minimum = Math.ceil(queued.length / CHUNK) + searchTerm + statusReadTerm + (batchWrites ? Math.ceil(k / CHUNK) : k);
+        const minimum =
+          Math.ceil(queued.length / CHUNK) + searchTerm + statusReadTerm + (batchWrites ? Math.ceil(k / CHUNK) : k);
         const perBatchMin = platform.dateVersioned
           ? perBatch(queued, notPrimary, applied, batchWrites, secondaryEmails)
           : perBatch(queued, new Set(), applied, batchWrites, new Set());
@@ -177,7 +229,24 @@ export async function runHubSpot(): Promise<void> {
   const rows = [...(a?.rows ?? []), ...(b?.rows ?? []), ...real.flatMap((x) => x.rows)];
   process.stdout.write(
     table(
-      ['run', 'E', 'F (not primary)', 'K (written)', 'secondary matches', 'calls used / minimum', 'per-batch minimum', 'reads', 'searches', 'status reads', 'writes', 'numeric-version calls', '429', 'wall', 'floor @100/10 s', 'wall / floor'],
+      [
+        'run',
+        'E',
+        'F (not primary)',
+        'K (written)',
+        'secondary matches',
+        'calls used / minimum',
+        'per-batch minimum',
+        'reads',
+        'searches',
+        'status reads',
+        'writes',
+        'numeric-version calls',
+        '429',
+        'wall',
+        'floor @100/10 s',
+        'wall / floor',
+      ],
       rows.map((r) => [
         r.run,
         int(r.e),
@@ -209,7 +278,10 @@ export async function runHubSpot(): Promise<void> {
       '  ten-secondly window (reads + status reads + writes; searches have their own 5/s limit); wall includes detection and commits.',
       '  1,000,000 contacts per-address are not run: ~90,000 writes need ~150 min at 100/10 s whatever the connector does.',
       ...(a && b ? [`ground truth after the batch runs: ${a.verify}; after the per-address runs: ${b.verify}`] : []),
-      ...real.map((x, i) => `ground truth after the per-address run at the real limit (${int(REAL_SIZES[i]!)} contacts): ${x.verify}`),
+      ...real.map(
+        (x, i) =>
+          `ground truth after the per-address run at the real limit (${int(REAL_SIZES[i]!)} contacts): ${x.verify}`,
+      ),
     ].join('\n') + '\n',
   );
 }

@@ -22,7 +22,18 @@
 import * as fs from 'fs';
 import { GroundTruth } from '../src/emulators';
 import { RunSummary } from '../src/engine';
-import { EmulatorProcess, header, int, machine, measure, openBenchEngine, sec, table, tmpDir, writeBenchConfig } from './lib/harness';
+import {
+  EmulatorProcess,
+  header,
+  int,
+  machine,
+  measure,
+  openBenchEngine,
+  sec,
+  table,
+  tmpDir,
+  writeBenchConfig,
+} from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
 function arg(name: string, def: string): string {
@@ -58,7 +69,8 @@ interface Row {
   outcomes: string;
 }
 
-const floorMs = (calls: number, perWindow: number, windowMs: number): number => Math.max(0, Math.ceil(calls / perWindow) - 1) * windowMs;
+const floorMs = (calls: number, perWindow: number, windowMs: number): number =>
+  Math.max(0, Math.ceil(calls / perWindow) - 1) * windowMs;
 
 async function backfillRun(contacts: number, limits: Limits, label: string): Promise<Row> {
   const lifted = limits === LIFTED;
@@ -96,7 +108,12 @@ async function backfillRun(contacts: number, limits: Limits, label: string): Pro
         idleTotal[t] = m.ms - busy[t]!;
       }
       const outcomes = Object.entries(s.targets)
-        .map(([t, x]) => `${t} ${Object.entries(x.outcomes).map(([k, n]) => `${k} ${int(n)}`).join(', ')}${x.halted ? ` (halted: ${x.halted.slice(0, 80)})` : ''}`)
+        .map(
+          ([t, x]) =>
+            `${t} ${Object.entries(x.outcomes)
+              .map(([k, n]) => `${k} ${int(n)}`)
+              .join(', ')}${x.halted ? ` (halted: ${x.halted.slice(0, 80)})` : ''}`,
+        )
         .join('; ');
       return {
         contacts,
@@ -104,7 +121,11 @@ async function backfillRun(contacts: number, limits: Limits, label: string): Pro
         optOuts: truth.optedOutEmails.length,
         wallMs: m.ms,
         scanMs: p.scanEndAt - p.startedAt,
-        floors: { 'constant-contact': floorMs(cc, limits.ccPerSecond, 1000), hubspot: floorMs(hs, limits.hubspotPer10s, 10_000), salesforce: 0 },
+        floors: {
+          'constant-contact': floorMs(cc, limits.ccPerSecond, 1000),
+          hubspot: floorMs(hs, limits.hubspotPer10s, 10_000),
+          salesforce: 0,
+        },
         calls,
         busy,
         idleBefore,
@@ -122,14 +143,31 @@ async function backfillRun(contacts: number, limits: Limits, label: string): Pro
 }
 
 export async function runPipeline(): Promise<void> {
-  header(`cc-optout pipelined backfill benchmark: ${SIZES.map(int).join(' and ')} contacts${MILLION ? ' + 1,000,000 (limits lifted)' : ''} (seed ${SEED})`);
+  header(
+    `cc-optout pipelined backfill benchmark: ${SIZES.map(int).join(' and ')} contacts${MILLION ? ' + 1,000,000 (limits lifted)' : ''} (seed ${SEED})`,
+  );
   process.stdout.write(`${machine()}; emulators in a child process on 127.0.0.1\n`);
   const rows: Row[] = [];
   for (const c of SIZES) rows.push(await backfillRun(c, REAL, 'real (CC 4/s, HubSpot 100/10 s)'));
   if (MILLION) rows.push(await backfillRun(1_000_000, LIFTED, 'lifted (CC 1000/s, HubSpot 100k/10 s)'));
   process.stdout.write(
     table(
-      ['contacts', 'limits', 'opt-outs', 'wall', 'CC scan (rate floor)', 'HubSpot work (rate floor)', 'Salesforce work', 'slowest vendor', 'wall / slowest', 'sequential ~ scan + slowest CRM', 'HubSpot idle before 1st / total', 'Salesforce idle before 1st / total', 'calls CC / HS / SF', 'exit'],
+      [
+        'contacts',
+        'limits',
+        'opt-outs',
+        'wall',
+        'CC scan (rate floor)',
+        'HubSpot work (rate floor)',
+        'Salesforce work',
+        'slowest vendor',
+        'wall / slowest',
+        'sequential ~ scan + slowest CRM',
+        'HubSpot idle before 1st / total',
+        'Salesforce idle before 1st / total',
+        'calls CC / HS / SF',
+        'exit',
+      ],
       rows.map((r) => {
         const cc = Math.max(r.scanMs, r.floors['constant-contact']);
         const hs = Math.max(r.busy.hubspot!, r.floors.hubspot);
@@ -159,10 +197,10 @@ export async function runPipeline(): Promise<void> {
     [
       '',
       'wall: the whole backfill; CC scan: run start to the end of the Constant Contact scan; CRM work: time inside its deliver()',
-      '  calls (requests, latency, its limiter\'s waits); in brackets the rate limit alone for the calls made (CC (ceil(calls/4)-1) s,',
+      "  calls (requests, latency, its limiter's waits); in brackets the rate limit alone for the calls made (CC (ceil(calls/4)-1) s,",
       '  HubSpot (ceil(calls/100)-1) x 10 s; Salesforce unlimited here); slowest vendor: the largest of these, the floor of a',
       '  pipelined run (target wall <= 1.1x); a sequential run costs about scan + slowest CRM;',
-      '  idle before 1st: run start to the CRM\'s first call (sequential: the whole scan); total: wall minus time inside its calls.',
+      "  idle before 1st: run start to the CRM's first call (sequential: the whole scan); total: wall minus time inside its calls.",
     ].join('\n') + '\n',
   );
 }

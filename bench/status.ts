@@ -33,7 +33,14 @@ const TARGETS = ['hubspot', 'salesforce'];
 const POLICY = { maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600 };
 
 function optOut(i: number): OptOut {
-  return { email: `person${i}@example.com`, contactId: `c-${i}`, optedOutAt: new Date(Date.UTC(2020, 0, 1) + i * 1000).toISOString(), source: 'Contact', reason: null, deleted: i % 97 === 0 };
+  return {
+    email: `person${i}@example.com`,
+    contactId: `c-${i}`,
+    optedOutAt: new Date(Date.UTC(2020, 0, 1) + i * 1000).toISOString(),
+    source: 'Contact',
+    reason: null,
+    deleted: i % 97 === 0,
+  };
 }
 
 /** 80% applied, 10% already suppressed, 7% not found, 1% parked, 2% retrying (still queued). */
@@ -59,13 +66,28 @@ function build(file: string): { ms: number; bytes: number } {
     for (const target of TARGETS) {
       // 3% of the salesforce rows are still waiting for their first delivery
       const delivered = target === 'salesforce' ? added.filter((_, j) => (i + j) % 100 >= 3) : added;
-      store.recordOutcomes({ runId, target, outcomes: delivered.map((o, j) => outcomeFor(o.email, i + j)), now: new Date(now), policy: POLICY, random: () => 0.5 });
+      store.recordOutcomes({
+        runId,
+        target,
+        outcomes: delivered.map((o, j) => outcomeFor(o.email, i + j)),
+        now: new Date(now),
+        policy: POLICY,
+        random: () => 0.5,
+      });
     }
-    if ((i / CHUNK) % 10 === 9) process.stdout.write(`  built ${int(i + CHUNK)} opt-outs (${sec(performance.now() - t0)})\n`);
+    if ((i / CHUNK) % 10 === 9)
+      process.stdout.write(`  built ${int(i + CHUNK)} opt-outs (${sec(performance.now() - t0)})\n`);
   }
   // 0.5% left the unsubscribed set (resubscribed or deleted in Constant Contact)
   const leavers = Array.from({ length: Math.floor(N / 200) }, (_, k) => optOut(k * 200 + 7).email);
-  store.commitDetection({ runId, added: [], resubscribed: leavers, targets: TARGETS, now, checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now } });
+  store.commitDetection({
+    runId,
+    added: [],
+    resubscribed: leavers,
+    targets: TARGETS,
+    now,
+    checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now },
+  });
   store.kv(SOURCE_KV).set('daily_usage', JSON.stringify({ day: now.slice(0, 10), used: 28 }));
   store.finishRun(runId, 0, { built: N }, now);
   store.close();
@@ -98,13 +120,25 @@ function countedReads(file: string): unknown {
   try {
     const now = new Date().toISOString();
     const targets = TARGETS.map((t) => ({
-      counts: db.prepare(`SELECT state, outcome, COUNT(*) n FROM outbox WHERE target = ? GROUP BY state, outcome`).all(t),
-      due: db.prepare(`SELECT COUNT(*) FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ?`).pluck().get(t, now),
-      oldest: db.prepare(`SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`).pluck().get(t),
+      counts: db
+        .prepare(`SELECT state, outcome, COUNT(*) n FROM outbox WHERE target = ? GROUP BY state, outcome`)
+        .all(t),
+      due: db
+        .prepare(`SELECT COUNT(*) FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ?`)
+        .pluck()
+        .get(t, now),
+      oldest: db
+        .prepare(
+          `SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`,
+        )
+        .pluck()
+        .get(t),
       last: db.prepare(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`).pluck().get(t),
     }));
     const optOuts = db.prepare(`SELECT state, COUNT(*) n FROM opt_outs GROUP BY state`).all();
-    const events = (db.prepare(`SELECT at, kind, email, detail FROM events ORDER BY id`).all() as { kind: string }[]).filter((e) => e.kind === 'left-unsubscribed-set');
+    const events = (
+      db.prepare(`SELECT at, kind, email, detail FROM events ORDER BY id`).all() as { kind: string }[]
+    ).filter((e) => e.kind === 'left-unsubscribed-set');
     return { targets, optOuts, resubscribed: events.length };
   } finally {
     store.close();
@@ -130,34 +164,68 @@ export async function runStatus(): Promise<void> {
     const file = path.join(dir, 'state.db');
     const built = build(file);
     if (process.env.KEEP_STORE) fs.copyFileSync(file, process.env.KEEP_STORE);
-    process.stdout.write(`store built through the store API in ${sec(built.ms)}: ${int(N)} opt-outs, ${int(N * TARGETS.length)} outbox rows, db+wal ${mb(built.bytes)}\n\n`);
+    process.stdout.write(
+      `store built through the store API in ${sec(built.ms)}: ${int(N)} opt-outs, ${int(N * TARGETS.length)} outbox rows, db+wal ${mb(built.bytes)}\n\n`,
+    );
     statusReads(file); // page cache warm, as for any later status
     const kept = median(() => statusReads(file), RUNS);
     const counted = median(() => countedReads(file), Math.max(3, Math.floor(RUNS / 2)));
     // the whole command: a config naming this store (status needs no secret)
     fs.mkdirSync(path.join(dir, 'cfg'));
-    spawnSync(process.execPath, [path.join(__dirname, '..', 'src', 'cli.js'), 'init'], { cwd: path.join(dir, 'cfg'), encoding: 'utf8' });
+    spawnSync(process.execPath, [path.join(__dirname, '..', 'src', 'cli.js'), 'init'], {
+      cwd: path.join(dir, 'cfg'),
+      encoding: 'utf8',
+    });
     const cfgFile = path.join(dir, 'cfg', 'cc-optout.config.json');
     const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as { store: { path: string } };
     cfg.store.path = file;
     fs.writeFileSync(cfgFile, JSON.stringify(cfg));
     const cli = median(() => {
-      const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'src', 'cli.js'), '--config', cfgFile, '--json', 'status'], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } });
-      if (!r.stdout.includes('"targets"')) throw new Error(`status failed (exit ${r.status}): ${r.stderr.slice(0, 500)}`);
+      const r = spawnSync(
+        process.execPath,
+        [path.join(__dirname, '..', 'src', 'cli.js'), '--config', cfgFile, '--json', 'status'],
+        { encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } },
+      );
+      if (!r.stdout.includes('"targets"'))
+        throw new Error(`status failed (exit ${r.status}): ${r.stderr.slice(0, 500)}`);
     }, 3);
-    const boot = median(() => spawnSync(process.execPath, [path.join(__dirname, '..', 'src', 'cli.js'), '--version'], { encoding: 'utf8' }), 3);
+    const boot = median(
+      () =>
+        spawnSync(process.execPath, [path.join(__dirname, '..', 'src', 'cli.js'), '--version'], { encoding: 'utf8' }),
+      3,
+    );
     process.stdout.write(
       table(
         ['what', 'median', 'min', 'max', 'runs'],
         [
-          ['status reads (kept counts + indexes), store opened each run', sec(kept.med), sec(kept.min), sec(kept.max), RUNS],
-          ['the same answers counted from the rows (before)', sec(counted.med), sec(counted.min), sec(counted.max), Math.max(3, Math.floor(RUNS / 2))],
+          [
+            'status reads (kept counts + indexes), store opened each run',
+            sec(kept.med),
+            sec(kept.min),
+            sec(kept.max),
+            RUNS,
+          ],
+          [
+            'the same answers counted from the rows (before)',
+            sec(counted.med),
+            sec(counted.min),
+            sec(counted.max),
+            Math.max(3, Math.floor(RUNS / 2)),
+          ],
           ['`cc-optout status --json` (child process)', sec(cli.med), sec(cli.min), sec(cli.max), 3],
-          ['`cc-optout --version` (child process: Node start-up and module loading)', sec(boot.med), sec(boot.min), sec(boot.max), 3],
+          [
+            '`cc-optout --version` (child process: Node start-up and module loading)',
+            sec(boot.med),
+            sec(boot.min),
+            sec(boot.max),
+            3,
+          ],
         ],
       ) + '\n',
     );
-    process.stdout.write(`\ntarget: status reads < 200 ms on ${int(N)} opt-outs: ${kept.med < 200 ? 'met' : 'NOT met'} (${sec(kept.med)}); the command's own cost is its wall time minus start-up (${sec(Math.max(0, cli.med - boot.med))})\n`);
+    process.stdout.write(
+      `\ntarget: status reads < 200 ms on ${int(N)} opt-outs: ${kept.med < 200 ? 'met' : 'NOT met'} (${sec(kept.med)}); the command's own cost is its wall time minus start-up (${sec(Math.max(0, cli.med - boot.med))})\n`,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -67,8 +67,16 @@ export function openApp(o: AppOptions): App {
   const config = loadConfig(o.configFile, o.env, registry, { requireEnv: o.requireSecrets !== false });
   const storePath = storePathFor(config);
   // a command that only reads the store never creates one: a missing file is a wrong store.path (or nothing ran yet)
-  if (o.requireSecrets === false && storePath !== ':memory:' && !fs.existsSync(storePath) && !underRegularFile(storePath)) {
-    throw new StoreOpenError(storePath, 'no state store here: nothing has run with this config yet, or store.path is wrong (sync, backfill or check creates it)');
+  if (
+    o.requireSecrets === false &&
+    storePath !== ':memory:' &&
+    !fs.existsSync(storePath) &&
+    !underRegularFile(storePath)
+  ) {
+    throw new StoreOpenError(
+      storePath,
+      'no state store here: nothing has run with this config yet, or store.path is wrong (sync, backfill or check creates it)',
+    );
   }
   const raw = openStore(storePath);
   const store = o.wrapStore ? o.wrapStore(raw) : raw;

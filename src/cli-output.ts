@@ -23,7 +23,11 @@ export function out(text: string): void {
 
 export class ExitError extends Error {
   /** `summaryPrinted`: the command already wrote its result (a run summary) to stdout. */
-  constructor(readonly code: number, message: string, readonly summaryPrinted = false) {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly summaryPrinted = false,
+  ) {
     super(message);
   }
 }
@@ -33,5 +37,8 @@ export interface CommandHelpers {
   out: typeof out;
   ExitError: typeof ExitError;
   progressBar: (enabled: boolean) => { onProgress?: (e: ProgressEvent) => void; stop: () => void };
-  interruptible?: (stderr?: NodeJS.WritableStream, graceful?: boolean) => { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void };
+  interruptible?: (
+    stderr?: NodeJS.WritableStream,
+    graceful?: boolean,
+  ) => { signal: AbortSignal; received: () => NodeJS.Signals | null; dispose: () => void };
 }

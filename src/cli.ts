@@ -48,13 +48,18 @@ export function checkConfigOption(file: string): void {
   } catch {
     return; // missing: the config loader (or init) says so
   }
-  if (st.isDirectory()) throw new ExitError(EXIT.config, `--config ${file}: is a directory; expected the config file (e.g. ${path.join(file, DEFAULT_CONFIG_PATH)})`);
+  if (st.isDirectory())
+    throw new ExitError(
+      EXIT.config,
+      `--config ${file}: is a directory; expected the config file (e.g. ${path.join(file, DEFAULT_CONFIG_PATH)})`,
+    );
 }
 
 /** Every name given with `--target` must be a configured target (exit 2 naming it). */
 export function checkTargets(ctx: Pick<Context, 'config'>, names: readonly string[] | undefined): void {
   const configured = ctx.config.targets.map((t) => t.name);
-  for (const n of names ?? []) if (!configured.includes(n)) throw new ExitError(EXIT.config, new UnknownTarget(n, configured).message);
+  for (const n of names ?? [])
+    if (!configured.includes(n)) throw new ExitError(EXIT.config, new UnknownTarget(n, configured).message);
 }
 
 export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Context {
@@ -75,7 +80,9 @@ export const PLAN_SHOWN = 20;
 
 export function renderSummary(s: RunSummary, planFile?: string): string {
   const lines: string[] = [];
-  lines.push(`${s.command}${s.dryRun ? ' (dry run: nothing written to any CRM)' : ''}, run #${s.runId}, ${(s.durationMs / 1000).toFixed(1)} s, exit ${s.exitCode}`);
+  lines.push(
+    `${s.command}${s.dryRun ? ' (dry run: nothing written to any CRM)' : ''}, run #${s.runId}, ${(s.durationMs / 1000).toFixed(1)} s, exit ${s.exitCode}`,
+  );
   const d = s.detection;
   if (d.mode === 'skipped') lines.push('detection: skipped');
   else {
@@ -85,28 +92,37 @@ export function renderSummary(s: RunSummary, planFile?: string): string {
         `${d.contactsSeen} contacts, ${d.optOutsSeen} opted out, ${d.newOptOuts} new, ${d.resubscribed} left the unsubscribed set ` +
         `(reported only), ${d.skippedNoEmail} without email skipped, ${d.quarantined} quarantined${d.complete ? '' : ' — INCOMPLETE'}`,
     );
-    if (d.unsubscribedCount !== undefined && d.unsubscribedCount !== null) lines.push(`  Constant Contact reports ${d.unsubscribedCount} unsubscribed contacts`);
+    if (d.unsubscribedCount !== undefined && d.unsubscribedCount !== null)
+      lines.push(`  Constant Contact reports ${d.unsubscribedCount} unsubscribed contacts`);
   }
   for (const [name, t] of Object.entries(s.targets)) {
-    lines.push(`target ${name}: ${fmtCounts(t.outcomes)}; still queued ${t.queued}, parked ${t.parked}${t.halted ? `; STOPPED: ${t.halted}` : ''}`);
+    lines.push(
+      `target ${name}: ${fmtCounts(t.outcomes)}; still queued ${t.queued}, parked ${t.parked}${t.halted ? `; STOPPED: ${t.halted}` : ''}`,
+    );
     const named = t.parkedRecords ?? [];
     const parkedNow = t.outcomes['failed-permanent'] ?? named.length;
     if (named.length > 0) {
       lines.push(`  parked by this run (${parkedNow}; fix the cause, then \`cc-optout requeue --target ${name}\`):`);
       for (const r of named) lines.push(`    ${r.email}: ${r.message}`);
-      if (parkedNow > named.length) lines.push(`    ... and ${parkedNow - named.length} more (\`cc-optout audit\` lists every one)`);
+      if (parkedNow > named.length)
+        lines.push(`    ... and ${parkedNow - named.length} more (\`cc-optout audit\` lists every one)`);
     }
   }
   const calls = Object.entries(s.apiCalls).map(([k, v]) => `${k} ${v}`);
   lines.push(`API calls: ${calls.length ? calls.join(', ') : 'none'}`);
-  if (s.quarantined > 0) lines.push(`quarantined records in the store: ${s.quarantined} (see \`cc-optout quarantine\`)`);
+  if (s.quarantined > 0)
+    lines.push(`quarantined records in the store: ${s.quarantined} (see \`cc-optout quarantine\`)`);
   for (const m of s.messages) lines.push(`note: ${m}`);
   if (s.plan && planFile) {
     lines.push(`plan: ${s.plan.length} entries written to ${planFile}`);
   } else if (s.plan) {
-    lines.push(`plan (${s.plan.length} entries${s.plan.length > PLAN_SHOWN ? `, first ${PLAN_SHOWN} shown; --output FILE writes them all` : ''}):`);
+    lines.push(
+      `plan (${s.plan.length} entries${s.plan.length > PLAN_SHOWN ? `, first ${PLAN_SHOWN} shown; --output FILE writes them all` : ''}):`,
+    );
     for (const p of s.plan.slice(0, PLAN_SHOWN)) {
-      lines.push(`  ${p.target}\t${p.email}\t${p.kind}${p.action ? `\t${p.action}` : ''}${p.message ? `\t${p.message}` : ''}`);
+      lines.push(
+        `  ${p.target}\t${p.email}\t${p.kind}${p.action ? `\t${p.action}` : ''}${p.message ? `\t${p.message}` : ''}`,
+      );
     }
   }
   if (s.interrupted) lines.push('stopped early on request: the batch in hand was recorded, the rest stays queued');
@@ -122,7 +138,10 @@ export type BarStream = NodeJS.WritableStream & { isTTY?: boolean; columns?: num
  * a fresh line, so whatever is printed next (the summary) starts on its own line; it is safe to call twice,
  * and a later event starts a new set of bars (the demo runs backfill, then sync).
  */
-export function progressBar(enabled: boolean, stream: BarStream = process.stderr): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
+export function progressBar(
+  enabled: boolean,
+  stream: BarStream = process.stderr,
+): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
   if (!enabled || !stream.isTTY) return { stop: () => undefined };
   let multi: MultiBar | null = null;
   let scanBar: SingleBar | null = null;
@@ -131,7 +150,10 @@ export function progressBar(enabled: boolean, stream: BarStream = process.stderr
   // after a signal the terminal is restored for good: the batch in hand finishing must not draw again
   let disabled = false;
   const open = (): MultiBar =>
-    (multi ??= new MultiBar({ stream, hideCursor: true, clearOnComplete: false, autopadding: true, emptyOnZero: true }, Presets.shades_classic));
+    (multi ??= new MultiBar(
+      { stream, hideCursor: true, clearOnComplete: false, autopadding: true, emptyOnZero: true },
+      Presets.shades_classic,
+    ));
   const stop = (): void => {
     if (!multi) return;
     multi.stop();
@@ -164,7 +186,12 @@ export function progressBar(enabled: boolean, stream: BarStream = process.stderr
       } else {
         let bar = bars.get(e.target);
         if (!bar) {
-          bar = m.create(e.total, 0, {}, { format: `${e.target.padEnd(12).slice(0, 12)} |{bar}| {value}/{total} {percentage}% eta {eta}s` });
+          bar = m.create(
+            e.total,
+            0,
+            {},
+            { format: `${e.target.padEnd(12).slice(0, 12)} |{bar}| {value}/{total} {percentage}% eta {eta}s` },
+          );
           bars.set(e.target, bar);
         }
         bar.setTotal(e.total);
@@ -199,7 +226,9 @@ export function interruptible(
       process.exit(exitCodeForSignal(sig));
     }
     received = sig;
-    stderr.write(`${sig}: stopping after the batch in hand (${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send it again'} to exit at once)\n`);
+    stderr.write(
+      `${sig}: stopping after the batch in hand (${sig === 'SIGINT' ? 'press Ctrl-C again' : 'send it again'} to exit at once)\n`,
+    );
     controller.abort(sig);
   };
   process.on('SIGINT', handler);
@@ -224,7 +253,10 @@ export function writePlan(file: string, plan: readonly PlanEntry[], format?: 'cs
   const text =
     fmt === 'json'
       ? JSON.stringify(plan, null, 2) + '\n'
-      : toCsv([['target', 'email', 'kind', 'crm_record_ids', 'action', 'message'], ...plan.map((p) => [p.target, p.email, p.kind, p.recordIds.join(' '), p.action ?? '', p.message ?? ''])]);
+      : toCsv([
+          ['target', 'email', 'kind', 'crm_record_ids', 'action', 'message'],
+          ...plan.map((p) => [p.target, p.email, p.kind, p.recordIds.join(' '), p.action ?? '', p.message ?? '']),
+        ]);
   try {
     writePrivateFile(file, redact(text));
   } catch (err) {
@@ -243,7 +275,12 @@ function checkOutputFolder(file: string): void {
   }
 }
 
-async function withContext<T>(g: GlobalOpts, fn: (ctx: Context) => Promise<T>, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Promise<T> {
+async function withContext<T>(
+  g: GlobalOpts,
+  fn: (ctx: Context) => Promise<T>,
+  onProgress?: (e: ProgressEvent) => void,
+  requireSecrets = true,
+): Promise<T> {
   const ctx = openContext(g, onProgress, requireSecrets);
   try {
     return await fn(ctx);
@@ -272,15 +309,27 @@ function printRun(g: GlobalOpts, s: RunSummary, o: RunOutput = {}, received: Nod
   // an interrupted run exits with the signal's code: the summary says the same
   const interrupted = received || s.interrupted ? exitCodeForSignal(received ?? 'SIGINT') : null;
   const shown = interrupted === null ? s : { ...s, exitCode: interrupted };
-  if (g.json) out(JSON.stringify(planFile ? { ...shown, plan: undefined, planFile, planEntries: s.plan!.length } : shown, null, 2));
+  if (g.json)
+    out(
+      JSON.stringify(planFile ? { ...shown, plan: undefined, planFile, planEntries: s.plan!.length } : shown, null, 2),
+    );
   else out(renderSummary(shown, planFile));
   if (interrupted !== null) throw new ExitError(interrupted, 'interrupted: rerun to resume', true);
   throw new ExitError(s.exitCode, '', true);
 }
 
 /** A delivery run (sync, backfill): progress bars and signal handling around it. */
-async function runCommand(g: GlobalOpts, o: RunOutput, run: (ctx: Context, signal: AbortSignal) => Promise<RunSummary>, targets?: readonly string[]): Promise<void> {
-  if (o.output && !o.dryRun) throw new ExitError(EXIT.config, `--output ${o.output}: --output writes a dry run's plan; add --dry-run (a real run's record is \`cc-optout audit\`)`);
+async function runCommand(
+  g: GlobalOpts,
+  o: RunOutput,
+  run: (ctx: Context, signal: AbortSignal) => Promise<RunSummary>,
+  targets?: readonly string[],
+): Promise<void> {
+  if (o.output && !o.dryRun)
+    throw new ExitError(
+      EXIT.config,
+      `--output ${o.output}: --output writes a dry run's plan; add --dry-run (a real run's record is \`cc-optout audit\`)`,
+    );
   if (o.output && o.format === undefined && !/\.(csv|json)$/i.test(o.output)) {
     throw new ExitError(EXIT.config, `--output ${o.output}: name a .csv or .json file, or pass --format csv|json`);
   }
@@ -312,7 +361,12 @@ function targetOption(description: string): Option {
 function planOptions(cmd: Command): Command {
   return cmd
     .option('--output <file>', 'dry run: write the plan to this file (.csv or .json) instead of the terminal')
-    .addOption(new Option('--format <format>', 'dry run plan file format (default: from the --output extension)').choices(['csv', 'json']));
+    .addOption(
+      new Option('--format <format>', 'dry run plan file format (default: from the --output extension)').choices([
+        'csv',
+        'json',
+      ]),
+    );
 }
 
 /** A stored connector value for people: `key value, key value`, nested objects in parentheses. */
@@ -320,7 +374,13 @@ export function readable(v: unknown): string {
   if (v === null || v === undefined) return 'none';
   if (Array.isArray(v)) return v.length ? v.map(readable).join(', ') : 'none';
   if (typeof v === 'object') {
-    const parts = Object.entries(v as Record<string, unknown>).map(([k, x]) => `${k.replace(/([a-z])([A-Z])/g, '$1 $2').replace(/_/g, ' ').toLowerCase()} ${x !== null && typeof x === 'object' ? `(${readable(x)})` : readable(x)}`);
+    const parts = Object.entries(v as Record<string, unknown>).map(
+      ([k, x]) =>
+        `${k
+          .replace(/([a-z])([A-Z])/g, '$1 $2')
+          .replace(/_/g, ' ')
+          .toLowerCase()} ${x !== null && typeof x === 'object' ? `(${readable(x)})` : readable(x)}`,
+    );
     return parts.length ? parts.join(', ') : 'none';
   }
   return String(v);
@@ -342,13 +402,17 @@ export function parseDate(v: string, flag: string, now: Date = new Date()): stri
   const bad = (why: string): never => {
     throw new ExitError(EXIT.config, `${flag}: got "${v}", ${why}`);
   };
-  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$/.exec(v.trim());
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$/.exec(
+    v.trim(),
+  );
   if (!m) bad('expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z');
   const [, y, mo, d, h, mi, sec, zone] = m!;
   if (h !== undefined && zone === undefined) bad('expected a time zone (Z or +02:00) on the time');
   const day = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d)));
-  if (day.getUTCFullYear() !== Number(y) || day.getUTCMonth() !== Number(mo) - 1 || day.getUTCDate() !== Number(d)) bad('which is not a date in the calendar');
-  if (h !== undefined && (Number(h) > 23 || Number(mi) > 59 || Number(sec ?? 0) > 59)) bad('which is not a time of day');
+  if (day.getUTCFullYear() !== Number(y) || day.getUTCMonth() !== Number(mo) - 1 || day.getUTCDate() !== Number(d))
+    bad('which is not a date in the calendar');
+  if (h !== undefined && (Number(h) > 23 || Number(mi) > 59 || Number(sec ?? 0) > 59))
+    bad('which is not a time of day');
   const t = Date.parse(h === undefined ? `${y}-${mo}-${d}T00:00:00Z` : v.trim());
   if (Number.isNaN(t)) bad('expected a date such as 2024-06-01 or 2024-06-01T00:00:00Z');
   if (t > now.getTime()) bad('which is in the future');
@@ -357,7 +421,8 @@ export function parseDate(v: string, flag: string, now: Date = new Date()): stri
 
 function packageVersion(): string {
   try {
-    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string })
+      .version;
   } catch {
     return 'unknown';
   }
@@ -371,8 +436,12 @@ export function buildProgram(): Command {
     .description('Propagate Constant Contact unsubscribes to HubSpot and Salesforce, durably.')
     .option('-c, --config <path>', 'config file', DEFAULT_CONFIG_PATH)
     .option('--json', 'print one JSON summary object on stdout')
-    .addOption(new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'))
-    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('warn'))
+    .addOption(
+      new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('warn'),
+    )
     .option('--no-progress', 'no progress bar')
     .version(packageVersion(), '-V, --version', 'print the version')
     .configureHelp({ showGlobalOptions: true })
@@ -396,7 +465,6 @@ export function buildProgram(): Command {
   return program;
 }
 
-
 /** `init`: write the example config (each connector gives its own example target). */
 function registerInit(program: Command, g: () => GlobalOpts): void {
   program
@@ -406,10 +474,14 @@ function registerInit(program: Command, g: () => GlobalOpts): void {
     .action((o: { force?: boolean }) => {
       const file = g().config;
       checkConfigOption(file);
-      if (fs.existsSync(file) && !o.force) throw new ExitError(EXIT.config, `${file} exists; pass --force to overwrite`);
+      if (fs.existsSync(file) && !o.force)
+        throw new ExitError(EXIT.config, `${file} exists; pass --force to overwrite`);
       fs.writeFileSync(file, JSON.stringify(exampleConfig(createRegistry()), null, 2) + '\n', { mode: 0o600 });
       if (g().json) out(JSON.stringify({ wrote: file }));
-      else out(`wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``);
+      else
+        out(
+          `wrote ${file}\nnext: set the environment variables it references, run \`cc-optout auth constant-contact\`, then \`cc-optout check\``,
+        );
     });
 }
 
@@ -425,7 +497,8 @@ function registerCheck(program: Command, g: () => GlobalOpts): void {
         else {
           out(`config ${ctx.config.file}: ok`);
           for (const i of r.source.items) out(`${i.ok ? 'ok  ' : 'FAIL'} constant-contact ${i.name}: ${i.detail}`);
-          for (const [name, rep] of Object.entries(r.targets)) for (const i of rep.items) out(`${i.ok ? 'ok  ' : 'FAIL'} ${name} ${i.name}: ${i.detail}`);
+          for (const [name, rep] of Object.entries(r.targets))
+            for (const i of rep.items) out(`${i.ok ? 'ok  ' : 'FAIL'} ${name} ${i.name}: ${i.detail}`);
         }
         throw new ExitError(r.ok ? EXIT.ok : EXIT.fatal, '');
       }),
@@ -436,12 +509,17 @@ function registerCheck(program: Command, g: () => GlobalOpts): void {
 function registerRuns(program: Command, g: () => GlobalOpts): void {
   const sync = program
     .command('sync')
-    .description('detect new opt-outs, then deliver every target\'s outbox')
+    .description("detect new opt-outs, then deliver every target's outbox")
     .option('--full', 'reconcile the whole unsubscribed set now')
     .option('--dry-run', 'write nothing to any CRM; print the plan')
     .addOption(targetOption('deliver only to this target'));
   planOptions(sync).action(async (o: { full?: boolean; dryRun?: boolean; target?: string[] } & RunOutput) =>
-    runCommand(g(), o, (ctx, signal) => ctx.engine.sync({ full: o.full, dryRun: o.dryRun, targets: o.target, signal }), o.target),
+    runCommand(
+      g(),
+      o,
+      (ctx, signal) => ctx.engine.sync({ full: o.full, dryRun: o.dryRun, targets: o.target, signal }),
+      o.target,
+    ),
   );
 
   const backfill = program
@@ -451,10 +529,18 @@ function registerRuns(program: Command, g: () => GlobalOpts): void {
     .addOption(targetOption('only this target'))
     .option('--dry-run', 'write nothing to any CRM; print the plan')
     .option('--redeliver', 'queue again emails already delivered to the target (after a CRM import)');
-  planOptions(backfill).action(async (o: { since?: string; target?: string[]; dryRun?: boolean; redeliver?: boolean } & RunOutput) => {
-    const since = o.since ? parseDate(o.since, '--since') : null;
-    await runCommand(g(), o, (ctx, signal) => ctx.engine.backfill({ since, targets: o.target, dryRun: o.dryRun, redeliver: o.redeliver, signal }), o.target);
-  });
+  planOptions(backfill).action(
+    async (o: { since?: string; target?: string[]; dryRun?: boolean; redeliver?: boolean } & RunOutput) => {
+      const since = o.since ? parseDate(o.since, '--since') : null;
+      await runCommand(
+        g(),
+        o,
+        (ctx, signal) =>
+          ctx.engine.backfill({ since, targets: o.target, dryRun: o.dryRun, redeliver: o.redeliver, signal }),
+        o.target,
+      );
+    },
+  );
 }
 
 /** `status`: the outbox, checkpoints, last runs, API usage. */
@@ -465,7 +551,10 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
     .action(async () =>
       withStoreContext(g(), async (ctx) => {
         const now = new Date();
-        const targets = ctx.store.targetStatus(ctx.config.targets.map((t) => t.name), now);
+        const targets = ctx.store.targetStatus(
+          ctx.config.targets.map((t) => t.name),
+          now,
+        );
         const usage: Record<string, unknown> = {};
         for (const t of ctx.config.targets) {
           // what each connector asks `status` to show (manifest capabilities.statusKeys): API usage, decisions
@@ -478,20 +567,36 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
         const ccDaily = ctx.store.kv(SOURCE_KV).get('daily_usage');
         const status = {
           optOuts: ctx.store.countOptOuts(),
-          checkpoints: { windowBefore: ctx.store.getCheckpoint(CHECKPOINT_WINDOW), lastFullReconcile: ctx.store.getCheckpoint(CHECKPOINT_LAST_FULL) },
+          checkpoints: {
+            windowBefore: ctx.store.getCheckpoint(CHECKPOINT_WINDOW),
+            lastFullReconcile: ctx.store.getCheckpoint(CHECKPOINT_LAST_FULL),
+          },
           constantContactDailyUsage: ccDaily ? (JSON.parse(ccDaily) as unknown) : null,
           targets,
           apiUsage: usage,
           resubscribed: ctx.store.events(null, ['left-unsubscribed-set']).map((e) => ({ email: e.email, at: e.at })),
           quarantined: ctx.store.countQuarantined(),
-          lastRuns: ctx.store.recentRuns(5).map((r) => ({ id: r.id, kind: r.kind, dryRun: r.dryRun, startedAt: r.startedAt, finishedAt: r.finishedAt, exitCode: r.exitCode, status: r.status })),
+          lastRuns: ctx.store
+            .recentRuns(5)
+            .map((r) => ({
+              id: r.id,
+              kind: r.kind,
+              dryRun: r.dryRun,
+              startedAt: r.startedAt,
+              finishedAt: r.finishedAt,
+              exitCode: r.exitCode,
+              status: r.status,
+            })),
         };
         if (g().json) {
           out(JSON.stringify(status, null, 2));
         } else {
           out(`opt-outs known: ${status.optOuts.active} active, ${status.optOuts.left} left the unsubscribed set`);
-          out(`window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`);
-          if (status.constantContactDailyUsage) out(`Constant Contact requests today (per application): ${readable(status.constantContactDailyUsage)}`);
+          out(
+            `window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`,
+          );
+          if (status.constantContactDailyUsage)
+            out(`Constant Contact requests today (per application): ${readable(status.constantContactDailyUsage)}`);
           for (const t of targets) {
             out(
               `target ${t.target}: queued ${t.queued} (due ${t.due}), parked ${t.parked}, delivered: ${fmtCounts(t.done)}` +
@@ -499,10 +604,15 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
             );
           }
           for (const [k, v] of Object.entries(usage)) out(`${k}: ${readable(v)}`);
-          out(`left the unsubscribed set (resubscribed or deleted in Constant Contact; never propagated): ${status.resubscribed.length}`);
+          out(
+            `left the unsubscribed set (resubscribed or deleted in Constant Contact; never propagated): ${status.resubscribed.length}`,
+          );
           for (const r of status.resubscribed.slice(-10)) out(`  ${r.email} at ${r.at}`);
           out(`quarantined records: ${status.quarantined}`);
-          for (const r of status.lastRuns) out(`run #${r.id} ${r.kind}${r.dryRun ? ' (dry)' : ''} ${r.startedAt} ${r.status}${r.exitCode !== null ? ` exit ${r.exitCode}` : ''}`);
+          for (const r of status.lastRuns)
+            out(
+              `run #${r.id} ${r.kind}${r.dryRun ? ' (dry)' : ''} ${r.startedAt} ${r.status}${r.exitCode !== null ? ` exit ${r.exitCode}` : ''}`,
+            );
         }
         const pending = targets.some((t) => t.queued > 0 || t.parked > 0);
         throw new ExitError(pending ? EXIT.incomplete : EXIT.ok, '');
@@ -514,17 +624,38 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
 function registerAudit(program: Command, g: () => GlobalOpts): void {
   program
     .command('audit')
-    .description('per record and target: opted out at, first written at, lag, CRM record ids, outcome (--history: every delivery)')
-    .addOption(new Option('--format <format>', 'output format (default: json with --json or an --output ending in .json, else csv)').choices(['csv', 'json']))
-    .option('--since <date>', 'rows whose opt-out or CRM write happened on or after this date (--history: deliveries since)')
-    .option('--history', 'every delivery event (append-only): time, run, target, email, attempt, origin, outcome, record ids, message')
+    .description(
+      'per record and target: opted out at, first written at, lag, CRM record ids, outcome (--history: every delivery)',
+    )
+    .addOption(
+      new Option(
+        '--format <format>',
+        'output format (default: json with --json or an --output ending in .json, else csv)',
+      ).choices(['csv', 'json']),
+    )
+    .option(
+      '--since <date>',
+      'rows whose opt-out or CRM write happened on or after this date (--history: deliveries since)',
+    )
+    .option(
+      '--history',
+      'every delivery event (append-only): time, run, target, email, attempt, origin, outcome, record ids, message',
+    )
     .option('--output <file>', 'write to a file (created 0600) instead of stdout')
-    .addOption(intOption('--run <n>', 'only the evidence of run N (`cc-optout runs` lists them): its deliveries, and the records it detected', 1, Number.MAX_SAFE_INTEGER))
+    .addOption(
+      intOption(
+        '--run <n>',
+        'only the evidence of run N (`cc-optout runs` lists them): its deliveries, and the records it detected',
+        1,
+        Number.MAX_SAFE_INTEGER,
+      ),
+    )
     .action(async (o: { format?: 'csv' | 'json'; since?: string; history?: boolean; output?: string; run?: number }) =>
       withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
         const format = o.format ?? (g().json || (o.output && /\.json$/i.test(o.output)) ? 'json' : 'csv');
-        if (o.run !== undefined && !ctx.store.getRun(o.run)) throw new ExitError(EXIT.config, `--run ${o.run}: no such run in this store (\`cc-optout runs\` lists them)`);
+        if (o.run !== undefined && !ctx.store.getRun(o.run))
+          throw new ExitError(EXIT.config, `--run ${o.run}: no such run in this store (\`cc-optout runs\` lists them)`);
         const { text, count } = auditExport(ctx.store, { format, since, history: o.history, runId: o.run ?? null });
         if (o.output) {
           try {
@@ -549,7 +680,9 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
       withStoreContext(g(), async (ctx) => {
         checkTargets(ctx, o.target);
         const now = new Date().toISOString();
-        const n = o.target?.length ? o.target.reduce((sum, t) => sum + ctx.store.requeueParked(t, now), 0) : ctx.store.requeueParked(null, now);
+        const n = o.target?.length
+          ? o.target.reduce((sum, t) => sum + ctx.store.requeueParked(t, now), 0)
+          : ctx.store.requeueParked(null, now);
         if (g().json) out(JSON.stringify({ requeued: n, targets: o.target ?? ctx.config.targets.map((t) => t.name) }));
         else out(`re-queued ${n} parked records; the next sync delivers them`);
       }),
@@ -557,7 +690,9 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
 
   program
     .command('unlock')
-    .description('remove the run lock now (runs take over a lock whose lease was not renewed for 90 s, or whose holder is dead on this host)')
+    .description(
+      'remove the run lock now (runs take over a lock whose lease was not renewed for 90 s, or whose holder is dead on this host)',
+    )
     .option('--force', 'remove it even when its holder is a live process on this host')
     .action(async (o: { force?: boolean }) =>
       withStoreContext(g(), async (ctx) => {
@@ -573,7 +708,9 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
         const held = ctx.store.releaseRunLock(null);
         if (g().json) out(JSON.stringify({ removed: held !== null, lock: held }, null, 2));
         else if (held) {
-          out(`run lock removed: it was held by cc-optout ${held.command} (pid ${held.pid} on ${held.host}) since ${held.acquiredAt}, lease renewed ${held.renewedAt}`);
+          out(
+            `run lock removed: it was held by cc-optout ${held.command} (pid ${held.pid} on ${held.host}) since ${held.acquiredAt}, lease renewed ${held.renewedAt}`,
+          );
         } else out('no run lock was held');
       }),
     );
@@ -586,7 +723,9 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
       withStoreContext(g(), async (ctx) => {
         const rows = ctx.store.quarantined(o.limit);
         if (g().json) out(JSON.stringify(rows, null, 2));
-        else for (const r of rows) out(`#${r.id} ${r.at} ${r.source} ${r.recordId ?? '(no id)'}: ${r.reason}\n  ${JSON.stringify(r.raw)}`);
+        else
+          for (const r of rows)
+            out(`#${r.id} ${r.at} ${r.source} ${r.recordId ?? '(no id)'}: ${r.reason}\n  ${JSON.stringify(r.raw)}`);
         if (rows.length === 0 && !g().json) out('no quarantined records');
       }),
     );
@@ -603,7 +742,8 @@ export async function main(argv: string[]): Promise<number> {
     return stderrWrite(text);
   });
   // --json promises one object on stdout: a command that failed before printing its result says why there too
-  if (code !== EXIT.ok && argv.includes('--json') && lastError) out(JSON.stringify({ error: lastError, exitCode: code }));
+  if (code !== EXIT.ok && argv.includes('--json') && lastError)
+    out(JSON.stringify({ error: lastError, exitCode: code }));
   return code;
 }
 
@@ -624,7 +764,8 @@ async function runMain(argv: string[], writeError: (text: string) => boolean): P
     }
     const e = err as { code?: string; exitCode?: number; message?: string };
     if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT.ok;
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
+        return EXIT.ok;
       return EXIT.config;
     }
     if (err instanceof UnknownTarget) {
@@ -655,7 +796,10 @@ function stderrWriteDirect(message: string): void {
 }
 
 /** `cc-optout status | head -1`: the reader went away; stop quietly (no EPIPE stack). */
-export function exitQuietlyOnEpipe(stream: NodeJS.WritableStream, exit: (code: number) => void = (c) => process.exit(c)): void {
+export function exitQuietlyOnEpipe(
+  stream: NodeJS.WritableStream,
+  exit: (code: number) => void = (c) => process.exit(c),
+): void {
   stream.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') exit(EXIT.ok);
     else throw err;

@@ -21,7 +21,8 @@ export function strictObject<R extends t.Props, O extends t.Props>(
     name,
     (u): u is t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>> => inner.is(u),
     (u, c) => {
-      if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, `${name}: expected an object`);
+      if (typeof u !== 'object' || u === null || Array.isArray(u))
+        return t.failure(u, c, `${name}: expected an object`);
       // keys starting with "//" are comments (JSON has none); everything else must be known
       const unknownKeys = Object.keys(u).filter((k) => !known.has(k) && !k.startsWith('//'));
       if (unknownKeys.length > 0) {
@@ -38,7 +39,8 @@ export function strictObject<R extends t.Props, O extends t.Props>(
       if (isLeft(req) || isLeft(opt)) {
         return t.failures([...(isLeft(req) ? req.left : []), ...(isLeft(opt) ? opt.left : [])]);
       }
-      return t.success({ ...(opt.right as object), ...(req.right as object) } as t.TypeOf<t.TypeC<R>> & t.TypeOf<t.PartialC<O>>);
+      return t.success({ ...(opt.right as object), ...(req.right as object) } as t.TypeOf<t.TypeC<R>> &
+        t.TypeOf<t.PartialC<O>>);
     },
     (a) => a,
   );
@@ -94,9 +96,11 @@ function secureUrlProblem(s: string): string | null {
     return 'not an absolute URL';
   }
   // a user name or password in a URL would be logged with it: credentials belong in the auth settings
-  if (u.username !== '' || u.password !== '') return 'a user name or password in the URL is not allowed (put credentials in the auth settings)';
+  if (u.username !== '' || u.password !== '')
+    return 'a user name or password in the URL is not allowed (put credentials in the auth settings)';
   if (!SECURE_URL_RE.test(s)) {
-    if (u.protocol === 'http:') return 'plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://';
+    if (u.protocol === 'http:')
+      return 'plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://';
     if (u.protocol !== 'https:') return `scheme ${u.protocol} is not https:`;
     return 'not an absolute https:// URL';
   }
@@ -125,7 +129,11 @@ export const SecureUrl = new t.Type<t.Branded<string, SecureUrlBrand>, string, u
     // "got ..." first: an unresolved ${ENV} value's error is dropped as a duplicate of the missing variable;
     // credentials in the URL are never echoed
     const shown = withoutCredentials(u);
-    return t.failure(shown, c, `got ${JSON.stringify(shown.length > 80 ? shown.slice(0, 77) + '...' : shown)}, expected HttpUrl: ${problem}`);
+    return t.failure(
+      shown,
+      c,
+      `got ${JSON.stringify(shown.length > 80 ? shown.slice(0, 77) + '...' : shown)}, expected HttpUrl: ${problem}`,
+    );
   },
   (a) => a,
 );
@@ -218,7 +226,11 @@ export function formatErrors(errors: t.Errors, prefix = ''): string[] {
 }
 
 /** Decode or return readable error lines. */
-export function decodeWith<A>(codec: t.Type<A, unknown, unknown>, value: unknown, prefix = ''): { ok: true; value: A } | { ok: false; errors: string[] } {
+export function decodeWith<A>(
+  codec: t.Type<A, unknown, unknown>,
+  value: unknown,
+  prefix = '',
+): { ok: true; value: A } | { ok: false; errors: string[] } {
   const r = codec.decode(value);
   if (isLeft(r)) return { ok: false, errors: formatErrors(r.left, prefix) };
   return { ok: true, value: r.right };
@@ -235,7 +247,11 @@ export const MappedValueCodec = new t.Type<MappedValue, MappedValue, unknown>(
     if (typeof u === 'string') {
       return VALUE_KEYS.includes(u)
         ? t.success(u as MappedValue)
-        : t.failure(u, c, `got ${JSON.stringify(u)}, expected one of ${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(', ')} or { "constant": ... }`);
+        : t.failure(
+            u,
+            c,
+            `got ${JSON.stringify(u)}, expected one of ${OPT_OUT_VALUE_KEYS.map((k) => JSON.stringify(k)).join(', ')} or { "constant": ... }`,
+          );
     }
     return ConstantValue.validate(u, c);
   },
@@ -246,11 +262,17 @@ export const MappedValueCodec = new t.Type<MappedValue, MappedValue, unknown>(
  * `{ crmFieldName: MappedValue }` for a connector's audit fields. Unlike io-ts `t.record`, a bad key is an error
  * that names it: `checkKey` returns why a key is not acceptable (null when it is).
  */
-export function fieldMapping(name: string, expected: string, checkKey: (key: string) => string | null): t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown> {
+export function fieldMapping(
+  name: string,
+  expected: string,
+  checkKey: (key: string) => string | null,
+): t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown> {
   return new t.Type<Record<string, MappedValue>, Record<string, MappedValue>, unknown>(
     name,
     (u): u is Record<string, MappedValue> =>
-      t.UnknownRecord.is(u) && !Array.isArray(u) && Object.entries(u).every(([k, v]) => checkKey(k) === null && MappedValueCodec.is(v)),
+      t.UnknownRecord.is(u) &&
+      !Array.isArray(u) &&
+      Object.entries(u).every(([k, v]) => checkKey(k) === null && MappedValueCodec.is(v)),
     (u, c) => {
       if (!t.UnknownRecord.is(u) || Array.isArray(u)) return t.failure(u, c, `expected an object ${expected}`);
       const errors: t.Errors = [];

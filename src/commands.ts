@@ -39,9 +39,13 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
   const auth = program.command('auth').description('obtain and store credentials');
   auth
     .command('constant-contact')
-    .description('authorise Constant Contact once (authorization code + PKCE on a loopback redirect, or --device) and store the tokens')
+    .description(
+      'authorise Constant Contact once (authorization code + PKCE on a loopback redirect, or --device) and store the tokens',
+    )
     .option('--device', 'use the device flow (no browser on this machine)')
-    .addOption(intOption('--port <n>', 'loopback redirect port (must match the redirect URI registered for the app)', 0, 65535))
+    .addOption(
+      intOption('--port <n>', 'loopback redirect port (must match the redirect URI registered for the app)', 0, 65535),
+    )
     .action(async (o: { device?: boolean; port?: number }) => {
       // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
       const cfg = loadSourceConfig(g().config, process.env);
@@ -53,17 +57,32 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
       try {
         // the same lock as runs (a lease, renewed while the person authorises): a sync must not refresh with the
         // token this command is replacing
-        lease = holdRunLock(store, { owner, pid: process.pid, host: os.hostname(), command: 'auth' }, { now: () => new Date(), onLost: (m) => logger.error(m) });
+        lease = holdRunLock(
+          store,
+          { owner, pid: process.pid, host: os.hostname(), command: 'auth' },
+          { now: () => new Date(), onLost: (m) => logger.error(m) },
+        );
         const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
         const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
         // with --json the instructions go to stderr and stdout carries one JSON object
         const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };
-        const r = o.device ? await authorizeWithDeviceFlow(source, deps, io) : await authorizeWithPkce(source, deps, io);
-        if (g().json) h.out(JSON.stringify({ authorised: true, store: storePath, accessTokenExpiresAt: r.expiresAt.toISOString(), refreshTokenStored: !!r.refreshToken }));
-        else h.out(
-          `Constant Contact authorised; tokens stored in ${storePath} (access token valid until ${r.expiresAt.toISOString()}` +
-            `${r.refreshToken ? ', refresh token stored' : '; NO refresh token: add the offline_access scope to the app'}).`,
-        );
+        const r = o.device
+          ? await authorizeWithDeviceFlow(source, deps, io)
+          : await authorizeWithPkce(source, deps, io);
+        if (g().json)
+          h.out(
+            JSON.stringify({
+              authorised: true,
+              store: storePath,
+              accessTokenExpiresAt: r.expiresAt.toISOString(),
+              refreshTokenStored: !!r.refreshToken,
+            }),
+          );
+        else
+          h.out(
+            `Constant Contact authorised; tokens stored in ${storePath} (access token valid until ${r.expiresAt.toISOString()}` +
+              `${r.refreshToken ? ', refresh token stored' : '; NO refresh token: add the offline_access scope to the app'}).`,
+          );
         if (!r.refreshToken) throw new h.ExitError(1, '');
       } finally {
         if (lease) lease.release();
@@ -77,16 +96,31 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
 export function registerEmulation(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
   program
     .command('emulate')
-    .description("start local emulators of the Constant Contact API and of each connector's CRM (those with an emulator) and write a config for them")
+    .description(
+      "start local emulators of the Constant Contact API and of each connector's CRM (those with an emulator) and write a config for them",
+    )
     .addOption(intOption('--contacts <n>', 'generated contacts', MIN_CONTACTS, 1_000_000, 20000))
     .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .option('--dir <path>', 'where to write the config, key and state', '.cc-optout-emulator')
-    .addOption(intOption('--port <n>', 'first port (Constant Contact; then +1, +2, ... per connector in id order: HubSpot, Salesforce); 0 = ephemeral', 0, 65533, 0))
+    .addOption(
+      intOption(
+        '--port <n>',
+        'first port (Constant Contact; then +1, +2, ... per connector in id order: HubSpot, Salesforce); 0 = ephemeral',
+        0,
+        65533,
+        0,
+      ),
+    )
     .action(async (o: { contacts: number; seed: number; dir: string; port: number }) => {
       // the Constant Contact emulator, and each connector's own (connector.emulator()), over one dataset
       const { startConnectorEmulators } = await import('./emulate');
       const { createRegistry } = await import('./registry');
-      const emu = await startConnectorEmulators(createRegistry(), { contacts: o.contacts, seed: o.seed, dir: o.dir, port: o.port });
+      const emu = await startConnectorEmulators(createRegistry(), {
+        contacts: o.contacts,
+        seed: o.seed,
+        dir: o.dir,
+        port: o.port,
+      });
       const cfg = { file: emu.file, env: emu.env };
       const env = Object.entries(cfg.env)
         .map(([k, v]) => `${k}=${v}`)
@@ -95,9 +129,17 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
       // written before anything is printed, so whoever reads the printed config finds the file
       fs.writeFileSync(`${o.dir}/emulator.env`, env.split(' ').join('\n') + '\n', { mode: 0o600 });
       if (g().json) {
-        h.out(JSON.stringify({ cc: emu.cc.apiBaseUrl, ...Object.fromEntries(emu.targets.map((t) => [t.id, t.url])), config: cfg.file }));
+        h.out(
+          JSON.stringify({
+            cc: emu.cc.apiBaseUrl,
+            ...Object.fromEntries(emu.targets.map((t) => [t.id, t.url])),
+            config: cfg.file,
+          }),
+        );
       } else {
-        h.out(`${'Constant Contact'.padEnd(17)}${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`);
+        h.out(
+          `${'Constant Contact'.padEnd(17)}${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`,
+        );
         for (const t of emu.targets) h.out(`${t.id.padEnd(17)}${t.url}`);
         h.out(`config: ${cfg.file}; its secrets are emulator-only values in ${o.dir}/emulator.env`);
         h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
@@ -138,7 +180,10 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
           logLevel: g().logLevel,
         });
         if (g().json) h.out(JSON.stringify(r, null, 2));
-        throw new h.ExitError(r.ok ? 0 : 3, r.ok ? '' : 'demo: the CRMs do not match the ground truth (see the report above)');
+        throw new h.ExitError(
+          r.ok ? 0 : 3,
+          r.ok ? '' : 'demo: the CRMs do not match the ground truth (see the report above)',
+        );
       } finally {
         bar.stop();
         control?.dispose();

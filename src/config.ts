@@ -7,7 +7,17 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { visit, stripComments, parse as parseJsonc, printParseErrorCode, JSONPath, ParseError } from 'jsonc-parser';
 import * as t from 'io-ts';
-import { strictObject, NonEmptyString, SecureUrl, intRange, numberRange, formatErrors, contextPath, isSecretKey, isLoopbackHost } from './codec';
+import {
+  strictObject,
+  NonEmptyString,
+  SecureUrl,
+  intRange,
+  numberRange,
+  formatErrors,
+  contextPath,
+  isSecretKey,
+  isLoopbackHost,
+} from './codec';
 import { isLeft } from 'fp-ts/Either';
 import { registerSecret } from './log';
 import { DEFAULT_EVERY, Schedule, cronProblem, parseEvery } from './service/schedule';
@@ -177,7 +187,11 @@ export const ServiceConfig = strictObject(
     listen: ListenCodec,
     token: ServiceToken,
     /** Pause after a failed run: baseSeconds, doubling per consecutive failure, at most maxSeconds. */
-    backoff: strictObject('ServiceBackoffConfig', {}, { baseSeconds: numberRange(1, 86_400, 'seconds'), maxSeconds: numberRange(1, 86_400, 'seconds') }),
+    backoff: strictObject(
+      'ServiceBackoffConfig',
+      {},
+      { baseSeconds: numberRange(1, 86_400, 'seconds'), maxSeconds: numberRange(1, 86_400, 'seconds') },
+    ),
     alerts: AlertsConfig,
   },
 );
@@ -278,15 +292,32 @@ export function scheduleOf(every: string | undefined, cron: string | undefined):
  * Problems the codec cannot see: `every` and `cron` together, a non-loopback listen address without a token
  * (the metrics and the status page would be open to the network), backoff base above its cap.
  */
-export function serviceProblems(s: { every?: string; cron?: string; listen?: string; token?: string; backoff?: { baseSeconds?: number; maxSeconds?: number } }, at = 'service'): string[] {
+export function serviceProblems(
+  s: {
+    every?: string;
+    cron?: string;
+    listen?: string;
+    token?: string;
+    backoff?: { baseSeconds?: number; maxSeconds?: number };
+  },
+  at = 'service',
+): string[] {
   const problems: string[] = [];
   if (s.every !== undefined && s.cron !== undefined) problems.push(`${at}: set either every or cron, not both`);
   const listen = parseListen(s.listen ?? DEFAULT_LISTEN);
   if (listen && !isLoopbackHost(listen.host) && !s.token) {
-    problems.push(`${at}.listen: got ${JSON.stringify(s.listen)}, a non-loopback address; set ${at}.token (a \${ENV} reference) so that /metrics is not open to the network, or listen on 127.0.0.1`);
+    problems.push(
+      `${at}.listen: got ${JSON.stringify(s.listen)}, a non-loopback address; set ${at}.token (a \${ENV} reference) so that /metrics is not open to the network, or listen on 127.0.0.1`,
+    );
   }
-  if (s.backoff?.baseSeconds !== undefined && s.backoff.maxSeconds !== undefined && s.backoff.baseSeconds > s.backoff.maxSeconds) {
-    problems.push(`${at}.backoff.baseSeconds: got ${s.backoff.baseSeconds}, expected at most backoff.maxSeconds (${s.backoff.maxSeconds})`);
+  if (
+    s.backoff?.baseSeconds !== undefined &&
+    s.backoff.maxSeconds !== undefined &&
+    s.backoff.baseSeconds > s.backoff.maxSeconds
+  ) {
+    problems.push(
+      `${at}.backoff.baseSeconds: got ${s.backoff.baseSeconds}, expected at most backoff.maxSeconds (${s.backoff.maxSeconds})`,
+    );
   }
   return problems;
 }
@@ -299,7 +330,11 @@ export function resolveService(s: ServiceConfig | undefined): ResolvedService {
     token: s?.token ?? null,
     backoff: { baseSeconds: s?.backoff?.baseSeconds ?? 30, maxSeconds: s?.backoff?.maxSeconds ?? 1800 },
     alerts: {
-      webhooks: (s?.alerts?.webhooks ?? []).map((w) => ({ url: w.url, format: w.format ?? 'json', timeoutSeconds: w.timeoutSeconds ?? 5 })),
+      webhooks: (s?.alerts?.webhooks ?? []).map((w) => ({
+        url: w.url,
+        format: w.format ?? 'json',
+        timeoutSeconds: w.timeoutSeconds ?? 5,
+      })),
       oldestQueuedMinutes: s?.alerts?.oldestQueuedMinutes ?? 60,
     },
   };
@@ -355,21 +390,32 @@ export function isCommentKey(key: string): boolean {
  * variable's reference is left as it is and the decode errors it causes are dropped). Values that came from the
  * environment under a secret-looking key are registered for redaction. Comment values are copied unresolved.
  */
-export function resolveEnv(raw: unknown, env: NodeJS.ProcessEnv, problems: string[], path = '', requireEnv = true): unknown {
+export function resolveEnv(
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+  path = '',
+  requireEnv = true,
+): unknown {
   if (typeof raw === 'string') {
     let fromEnv = false;
     const out = raw.replace(ENV_REF, (_m, name: string) => {
       const v = env[name];
       if (v === undefined || v === '') {
         // read-only commands need no secret, but they do need the store they read: store.path is always resolved
-        if (requireEnv || path.startsWith('store.')) problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
+        if (requireEnv || path.startsWith('store.'))
+          problems.push(`${path || '(root)'}: environment variable ${name} is not set (referenced as "\${${name}}")`);
         missingEnvPaths.add(path || '(root)');
         return _m;
       }
       fromEnv = true;
       return v;
     });
-    const key = path.split(/[.[\]]/).filter(Boolean).pop() ?? '';
+    const key =
+      path
+        .split(/[.[\]]/)
+        .filter(Boolean)
+        .pop() ?? '';
     if (fromEnv && isSecretKey(key)) registerSecret(out);
     return out;
   }
@@ -422,7 +468,8 @@ export function keyProblems(text: string): string[] {
         if (FORBIDDEN_KEYS.has(property)) problems.push(forbiddenKeyProblem(where, property, at));
         const keys = seen[seen.length - 1];
         // repeated "//" comment lines are harmless: only their text is lost
-        if (keys?.has(property) && !isCommentKey(property)) problems.push(`${where}: duplicate key "${property}"${at}; each key may appear once in an object`);
+        if (keys?.has(property) && !isCommentKey(property))
+          problems.push(`${where}: duplicate key "${property}"${at}; each key may appear once in an object`);
         keys?.add(property);
       },
     },
@@ -449,7 +496,8 @@ function forbiddenKeysIn(raw: unknown, where = '', out: string[] = []): string[]
  * made absolute from the config file's folder, as `store.path` is: the same config works from any directory.
  */
 export function resolveConfigPaths(value: unknown, baseDir: string, key = ''): unknown {
-  if (typeof value === 'string') return /Path$/.test(key) && !path.isAbsolute(value) ? path.resolve(baseDir, value) : value;
+  if (typeof value === 'string')
+    return /Path$/.test(key) && !path.isAbsolute(value) ? path.resolve(baseDir, value) : value;
   if (Array.isArray(value)) return value.map((v) => resolveConfigPaths(v, baseDir));
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
@@ -489,7 +537,12 @@ export function parseJsonText(source: string, file: string): unknown {
       const before = text.slice(0, pos);
       const line = before.split('\n').length;
       const col = pos - before.lastIndexOf('\n');
-      throw new ConfigError([`line ${line}, column ${col}: ${first ? printParseErrorCode(first.error) : (e as Error).message} (${(e as Error).message})`], file);
+      throw new ConfigError(
+        [
+          `line ${line}, column ${col}: ${first ? printParseErrorCode(first.error) : (e as Error).message} (${(e as Error).message})`,
+        ],
+        file,
+      );
     }
     throw new ConfigError([(e as Error).message], file);
   }
@@ -518,7 +571,12 @@ function withoutMissingEnv(value: unknown, at: string, failing: ReadonlySet<stri
  * `requireEnv` (read-only commands) a value whose variable is unset is dropped and the decode retried, so optional
  * fields take their defaults: the structure is still validated, no secret is needed.
  */
-function decodeTolerant<A>(codec: t.Decoder<unknown, A>, value: unknown, at: string, requireEnv: boolean): { ok: true; value: A } | { ok: false; errors: string[] } {
+function decodeTolerant<A>(
+  codec: t.Decoder<unknown, A>,
+  value: unknown,
+  at: string,
+  requireEnv: boolean,
+): { ok: true; value: A } | { ok: false; errors: string[] } {
   const r = codec.decode(value);
   if (!isLeft(r)) return { ok: true, value: r.right };
   const all = formatErrors(r.left, at);
@@ -541,7 +599,13 @@ export interface DecodeOptions {
  * Decode a parsed config object. Throws ConfigError listing every problem (paths, values, expectations).
  * `registry` decodes each target's connector config.
  */
-export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Registry, file: string | null = null, opts: DecodeOptions = {}): Config {
+export function decodeConfig(
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+  registry: Registry,
+  file: string | null = null,
+  opts: DecodeOptions = {},
+): Config {
   const forbidden = forbiddenKeysIn(raw);
   if (forbidden.length > 0) throw new ConfigError(forbidden, file ?? undefined);
   const problems: string[] = [];
@@ -590,11 +654,21 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
       return;
     }
     if (!connector) {
-      problems.push(`${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry.ids().map((x) => JSON.stringify(x)).join(', ')}`);
+      problems.push(
+        `${at}.connector: got ${JSON.stringify(e.connector)}, expected one of ${registry
+          .ids()
+          .map((x) => JSON.stringify(x))
+          .join(', ')}`,
+      );
       return;
     }
     // the codec is checked structurally (decode), so a connector's own io-ts copy works: its errors have io-ts's shape
-    const r = decodeTolerant(connector.config as unknown as t.Decoder<unknown, unknown>, e.config, `${at}.config`, requireEnv);
+    const r = decodeTolerant(
+      connector.config as unknown as t.Decoder<unknown, unknown>,
+      e.config,
+      `${at}.config`,
+      requireEnv,
+    );
     if (!r.ok) {
       problems.push(...r.errors);
       return;
@@ -625,7 +699,10 @@ export function decodeConfig(raw: unknown, env: NodeJS.ProcessEnv, registry: Reg
 
 export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Registry, opts: DecodeOptions = {}): Config {
   if (!fs.existsSync(file)) {
-    throw new ConfigError([`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`], file);
+    throw new ConfigError(
+      [`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`],
+      file,
+    );
   }
   const raw = parseJsonText(fs.readFileSync(file, 'utf8'), file);
   return decodeConfig(raw, env, registry, file, opts);
@@ -635,9 +712,15 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Regis
  * Only the source and the store of a config file: `auth constant-contact` must work before the CRM
  * credentials exist, so their `${ENV}` references are neither resolved nor required here.
  */
-export function loadSourceConfig(file: string, env: NodeJS.ProcessEnv): { file: string; storePath: string; source: ResolvedSource } {
+export function loadSourceConfig(
+  file: string,
+  env: NodeJS.ProcessEnv,
+): { file: string; storePath: string; source: ResolvedSource } {
   if (!fs.existsSync(file)) {
-    throw new ConfigError([`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`], file);
+    throw new ConfigError(
+      [`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`],
+      file,
+    );
   }
   const raw = parseJsonText(fs.readFileSync(file, 'utf8'), file) as { source?: unknown; store?: unknown } | null;
   const problems: string[] = [];

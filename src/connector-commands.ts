@@ -17,7 +17,8 @@ export function registryForConfig(configFile: string, registry: Registry = creat
   const raw = parseJsonText(fs.readFileSync(configFile, 'utf8'), configFile) as { plugins?: unknown } | null;
   const plugins = raw && typeof raw === 'object' ? raw.plugins : undefined;
   if (plugins === undefined) return registry;
-  if (!Array.isArray(plugins) || plugins.some((p) => typeof p !== 'string')) throw new ConfigError(['plugins: expected an array of package names or paths'], configFile);
+  if (!Array.isArray(plugins) || plugins.some((p) => typeof p !== 'string'))
+    throw new ConfigError(['plugins: expected an array of package names or paths'], configFile);
   try {
     registry.usePlugins(plugins as string[], path.dirname(path.resolve(configFile)));
   } catch (err) {
@@ -40,11 +41,25 @@ function listed(registry: Registry): ReturnType<Registry['list']> {
 export function registerConnectorCommands(program: Command, g: () => GlobalOpts): void {
   program
     .command('connectors')
-    .description('list the connectors this installation loads (built-in and the config\'s "plugins"): id, version, package, capabilities')
+    .description(
+      'list the connectors this installation loads (built-in and the config\'s "plugins"): id, version, package, capabilities',
+    )
     .action(() => {
       const infos = listed(registryForConfig(g().config));
       if (g().json) {
-        out(JSON.stringify(infos.map(({ id, version, package: pkg, description, capabilities }) => ({ id, version, package: pkg, description, capabilities })), null, 2));
+        out(
+          JSON.stringify(
+            infos.map(({ id, version, package: pkg, description, capabilities }) => ({
+              id,
+              version,
+              package: pkg,
+              description,
+              capabilities,
+            })),
+            null,
+            2,
+          ),
+        );
         return;
       }
       for (const c of infos) {
@@ -73,7 +88,8 @@ export function registerConnectorCommands(program: Command, g: () => GlobalOpts)
         if (err instanceof PluginError) throw new ExitError(EXIT.config, err.message);
         throw err;
       }
-      if (!c) throw new ExitError(EXIT.config, `spec: unknown connector "${id}" (loaded: ${registry.ids().join(', ')})`);
+      if (!c)
+        throw new ExitError(EXIT.config, `spec: unknown connector "${id}" (loaded: ${registry.ids().join(', ')})`);
       out(JSON.stringify(c.schema ?? {}, null, 2));
     });
 }

@@ -85,7 +85,12 @@ export function writeEmulatorConfig(e: Emulators, opts: EmulatorConfigOptions): 
               config: {
                 loginUrl: e.salesforce.loginUrl,
                 apiVersion: e.salesforce.apiVersion,
-                auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: `./${path.basename(keyFile)}` }, // relative to the config file, which is in the same folder
+                auth: {
+                  type: 'jwt',
+                  clientId: '${SF_CLIENT_ID}',
+                  username: '${SF_USERNAME}',
+                  privateKeyPath: `./${path.basename(keyFile)}`,
+                }, // relative to the config file, which is in the same folder
                 objects: { Contact: { enabled: true }, Lead: { enabled: true } },
                 ...(opts.salesforce ?? {}),
               },
@@ -109,8 +114,18 @@ export interface DemoOptions {
   logLevel?: LogLevel;
 }
 
-function openEngine(file: string, env: Record<string, string>, level: LogLevel, onProgress?: (e: ProgressEvent) => void): App {
-  return openApp({ configFile: file, env: { ...process.env, ...env }, logger: createLogger({ format: 'text', level }), onProgress });
+function openEngine(
+  file: string,
+  env: Record<string, string>,
+  level: LogLevel,
+  onProgress?: (e: ProgressEvent) => void,
+): App {
+  return openApp({
+    configFile: file,
+    env: { ...process.env, ...env },
+    logger: createLogger({ format: 'text', level }),
+    onProgress,
+  });
 }
 
 function pct(n: number, d: number): string {
@@ -127,22 +142,32 @@ export interface DemoResult {
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   fs.rmSync(o.dir, { recursive: true, force: true });
-  o.print(`Starting emulators of Constant Contact, HubSpot and Salesforce with ${o.contacts} contacts (seed ${o.seed}) ...`);
+  o.print(
+    `Starting emulators of Constant Contact, HubSpot and Salesforce with ${o.contacts} contacts (seed ${o.seed}) ...`,
+  );
   const emu = await startEmulators({ contacts: o.contacts, seed: o.seed });
   try {
     const { file, env } = writeEmulatorConfig(emu, { dir: o.dir });
     const truth0 = emu.truth();
-    o.print(`  Constant Contact ${emu.cc.apiBaseUrl}, HubSpot ${emu.hubspot.baseUrl}, Salesforce ${emu.salesforce.instanceUrl}`);
-    o.print(`  ${truth0.optedOutEmails.length} contacts have opted out so far; config written to ${path.relative(process.cwd(), file)}`);
+    o.print(
+      `  Constant Contact ${emu.cc.apiBaseUrl}, HubSpot ${emu.hubspot.baseUrl}, Salesforce ${emu.salesforce.instanceUrl}`,
+    );
+    o.print(
+      `  ${truth0.optedOutEmails.length} contacts have opted out so far; config written to ${path.relative(process.cwd(), file)}`,
+    );
     o.print('');
     o.print('1) backfill: every past opt-out, into both CRMs');
     const a = openEngine(file, env, o.logLevel ?? 'error', o.progress);
     const backfill = await a.engine.backfill();
     const minBackfill = minimumCalls(truth0, { hubspotBatchAllowed: true });
-    o.print(`   found ${backfill.detection.optOutsSeen} opted-out contacts in ${backfill.detection.pages} pages; exit ${backfill.exitCode}`);
+    o.print(
+      `   found ${backfill.detection.optOutsSeen} opted-out contacts in ${backfill.detection.pages} pages; exit ${backfill.exitCode}`,
+    );
 
     o.print('');
-    o.print(`2) ${o.newOptOuts} people opt out now; their personal details (top-level updated_at) do not change, so an updated_after sync would miss every one`);
+    o.print(
+      `2) ${o.newOptOuts} people opt out now; their personal details (top-level updated_at) do not change, so an updated_after sync would miss every one`,
+    );
     const added = emu.addOptOuts(o.newOptOuts);
     await new Promise((r) => setTimeout(r, 1100)); // their opt-out timestamps are whole seconds: let "now" pass them
     const sync = await a.engine.sync();
@@ -157,10 +182,19 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const line = (s = '') => o.print(s);
     line('');
     line('==================================== report ====================================');
-    line(`opt-outs in Constant Contact: ${truth1.optedOutEmails.length} (ground truth); found by backfill ${backfill.detection.newOptOuts}, by sync ${sync.detection.newOptOuts}`);
-    line(`  hard cases caught: ${truth1.hardCases.updatedAfterTrap.length} updated_after-trap contacts, ${truth1.hardCases.unsubscribedThenDeleted.length} unsubscribed-then-deleted;`);
-    line(`  ignored as they should be: ${truth1.hardCases.deletedNotUnsubscribed.length} deleted-not-unsubscribed, ${truth1.hardCases.smsOnly.length} SMS-only (skipped ${backfill.detection.skippedNoEmail})`);
-    for (const [name, s] of [['backfill', backfill], ['sync', sync]] as const) {
+    line(
+      `opt-outs in Constant Contact: ${truth1.optedOutEmails.length} (ground truth); found by backfill ${backfill.detection.newOptOuts}, by sync ${sync.detection.newOptOuts}`,
+    );
+    line(
+      `  hard cases caught: ${truth1.hardCases.updatedAfterTrap.length} updated_after-trap contacts, ${truth1.hardCases.unsubscribedThenDeleted.length} unsubscribed-then-deleted;`,
+    );
+    line(
+      `  ignored as they should be: ${truth1.hardCases.deletedNotUnsubscribed.length} deleted-not-unsubscribed, ${truth1.hardCases.smsOnly.length} SMS-only (skipped ${backfill.detection.skippedNoEmail})`,
+    );
+    for (const [name, s] of [
+      ['backfill', backfill],
+      ['sync', sync],
+    ] as const) {
       for (const [t, ts] of Object.entries(s.targets)) {
         const c = ts.outcomes;
         line(
@@ -171,30 +205,49 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     }
     const hsRows = audit.filter((r) => r.target === 'hubspot' && r.closedAt);
     const secondary = hsRows.filter((r) => r.message === 'matched by additional-email').length;
-    line(`HubSpot matches: ${hsRows.filter((r) => r.message === 'matched by primary').length} by primary address, ${secondary} by secondary address (hs_additional_emails)`);
+    line(
+      `HubSpot matches: ${hsRows.filter((r) => r.message === 'matched by primary').length} by primary address, ${secondary} by secondary address (hs_additional_emails)`,
+    );
     const calls = (s: RunSummary, v: string) => s.apiCalls[v] ?? 0;
     line('API calls (backfill): used / theoretical minimum');
-    line(`  Constant Contact ${calls(backfill, 'constant-contact')} / ${minBackfill.cc} (the full reconcile also reads deleted contacts; + ${calls(backfill, 'constant-contact-auth')} token)`);
+    line(
+      `  Constant Contact ${calls(backfill, 'constant-contact')} / ${minBackfill.cc} (the full reconcile also reads deleted contacts; + ${calls(backfill, 'constant-contact-auth')} token)`,
+    );
     line(`  HubSpot          ${calls(backfill, 'hubspot')} / ${minBackfill.hubspot}`);
     line(`  Salesforce       ${calls(backfill, 'salesforce')} / ${minBackfill.salesforce} (+ token)`);
-    line(`API calls (sync of ${o.newOptOuts} new opt-outs): Constant Contact ${calls(sync, 'constant-contact')}, HubSpot ${calls(sync, 'hubspot')}, Salesforce ${calls(sync, 'salesforce')}`);
+    line(
+      `API calls (sync of ${o.newOptOuts} new opt-outs): Constant Contact ${calls(sync, 'constant-contact')}, HubSpot ${calls(sync, 'hubspot')}, Salesforce ${calls(sync, 'salesforce')}`,
+    );
     if (lags.length > 0) {
       const sorted = [...lags].sort((x, y) => x - y);
-      line(`lag from opt-out to CRM write (sync): median ${sorted[Math.floor(sorted.length / 2)]} s, max ${sorted[sorted.length - 1]} s over ${lags.length} writes`);
+      line(
+        `lag from opt-out to CRM write (sync): median ${sorted[Math.floor(sorted.length / 2)]} s, max ${sorted[sorted.length - 1]} s over ${lags.length} writes`,
+      );
     }
-    line(`check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} primary-address contacts suppressed, ` +
-      `${verify.hubspot.secondary.expected - verify.hubspot.secondary.notUnsubscribed.length}/${verify.hubspot.secondary.expected} secondary addresses unsubscribed, ` +
-      `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes); ` +
-      `Salesforce ${verify.salesforce.ok ? 'OK' : 'FAILED'} (${verify.salesforce.expected - verify.salesforce.notSuppressed.length}/${verify.salesforce.expected}, ` +
-      `${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes)`);
+    line(
+      `check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} primary-address contacts suppressed, ` +
+        `${verify.hubspot.secondary.expected - verify.hubspot.secondary.notUnsubscribed.length}/${verify.hubspot.secondary.expected} secondary addresses unsubscribed, ` +
+        `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes); ` +
+        `Salesforce ${verify.salesforce.ok ? 'OK' : 'FAILED'} (${verify.salesforce.expected - verify.salesforce.notSuppressed.length}/${verify.salesforce.expected}, ` +
+        `${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes)`,
+    );
     const sec = verify.hubspot.secondary;
-    line(`HubSpot secondary-address opt-outs: ${sec.expected} required (opted-out addresses a contact holds only in hs_additional_emails), ` +
-      `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
-      (sec.notUnsubscribed.length ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]` : '') +
-      `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`);
-    const hsDone = verify.hubspot.expected - verify.hubspot.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
-    line(`HubSpot suppressed ${pct(hsDone, verify.hubspot.expected + sec.expected)} (primary and secondary addresses), Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`);
-    line(`state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`);
+    line(
+      `HubSpot secondary-address opt-outs: ${sec.expected} required (opted-out addresses a contact holds only in hs_additional_emails), ` +
+        `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
+        (sec.notUnsubscribed.length
+          ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]`
+          : '') +
+        `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`,
+    );
+    const hsDone =
+      verify.hubspot.expected - verify.hubspot.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
+    line(
+      `HubSpot suppressed ${pct(hsDone, verify.hubspot.expected + sec.expected)} (primary and secondary addresses), Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`,
+    );
+    line(
+      `state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`,
+    );
     line('(the config needs the emulators running: `cc-optout emulate` starts them on their own)');
     return { backfill, sync, ok: verify.ok && backfill.exitCode === 0 && sync.exitCode === 0, seconds };
   } finally {

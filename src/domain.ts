@@ -138,7 +138,10 @@ export interface QuarantinedRecord {
 
 /** A config (or store path) that cannot be used: the CLI exits 2 before any write. Re-exported by config. */
 export class ConfigError extends Error {
-  constructor(readonly problems: string[], readonly file?: string) {
+  constructor(
+    readonly problems: string[],
+    readonly file?: string,
+  ) {
     super(`${file ? `config ${file}` : 'config'} is invalid:\n` + problems.map((p) => `  - ${p}`).join('\n'));
     this.name = 'ConfigError';
   }

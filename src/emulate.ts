@@ -19,7 +19,10 @@ export interface ConnectorEmulators {
 }
 
 /** Start the emulators (ports: `port` for Constant Contact, then +1, +2, ... per connector in id order; 0 = ephemeral). */
-export async function startConnectorEmulators(registry: Registry, o: { contacts: number; seed: number; dir: string; port: number }): Promise<ConnectorEmulators> {
+export async function startConnectorEmulators(
+  registry: Registry,
+  o: { contacts: number; seed: number; dir: string; port: number },
+): Promise<ConnectorEmulators> {
   const world = new World({ seed: o.seed, contacts: o.contacts });
   fs.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const cc = await new ConstantContactEmulator(world, { port: o.port || undefined }).start();
@@ -30,7 +33,10 @@ export async function startConnectorEmulators(registry: Registry, o: { contacts:
   try {
     const ids = registry.ids().filter((id) => typeof registry.get(id)?.emulator === 'function');
     for (const [i, id] of ids.entries()) {
-      const emu = await registry.get(id)!.emulator!().start(world, { port: o.port ? o.port + 1 + i : undefined, dir: o.dir });
+      const emu = await registry.get(id)!.emulator!().start(world, {
+        port: o.port ? o.port + 1 + i : undefined,
+        dir: o.dir,
+      });
       running.push({ id, emu });
     }
   } catch (err) {
@@ -38,7 +44,11 @@ export async function startConnectorEmulators(registry: Registry, o: { contacts:
     throw err;
   }
   const c = cc.connection();
-  const env: Record<string, string> = { CC_CLIENT_ID: c.clientId, CC_CLIENT_SECRET: c.clientSecret, CC_REFRESH_TOKEN: c.refreshToken };
+  const env: Record<string, string> = {
+    CC_CLIENT_ID: c.clientId,
+    CC_CLIENT_SECRET: c.clientSecret,
+    CC_REFRESH_TOKEN: c.refreshToken,
+  };
   const targets = running.map(({ id, emu }) => {
     const t = emu.targetConfig();
     Object.assign(env, t.env);

@@ -29,7 +29,10 @@ export const SOURCE_KV = 'source:constant-contact';
 
 /** A target name that is not in the config (a usage error: exit 2). */
 export class UnknownTarget extends Error {
-  constructor(readonly target: string, readonly configured: readonly string[]) {
+  constructor(
+    readonly target: string,
+    readonly configured: readonly string[],
+  ) {
     super(`unknown target "${target}" (configured: ${configured.join(', ')})`);
     this.name = 'UnknownTarget';
   }
@@ -50,8 +53,17 @@ interface DeliveryReport {
  * else a connector throws becomes a fatal halt with the (redacted) message (`halted: false`).
  */
 export function readTargetFailure(err: unknown): { halt: TargetError; outcomes: readonly Outcome[]; halted: boolean } {
-  if (!isTargetHalt(err)) return { halt: { kind: 'fatal', message: redact(`connector threw: ${(err as Error)?.message ?? String(err)}`) }, outcomes: [], halted: false };
-  const halt: TargetError = { kind: err.kind, message: redact(err.message), ...(err.retryAt ? { retryAt: err.retryAt } : {}) };
+  if (!isTargetHalt(err))
+    return {
+      halt: { kind: 'fatal', message: redact(`connector threw: ${(err as Error)?.message ?? String(err)}`) },
+      outcomes: [],
+      halted: false,
+    };
+  const halt: TargetError = {
+    kind: err.kind,
+    message: redact(err.message),
+    ...(err.retryAt ? { retryAt: err.retryAt } : {}),
+  };
   return { halt, outcomes: Array.isArray(err.outcomes) ? err.outcomes : [], halted: true };
 }
 
@@ -267,7 +279,17 @@ const MINUTE = 60_000;
 const REFUSED_ALONE = 'refused by the CRM as a bad request for this address';
 
 function emptyDetection(): DetectionSummary {
-  return { mode: 'skipped', pages: 0, contactsSeen: 0, optOutsSeen: 0, newOptOuts: 0, resubscribed: 0, skippedNoEmail: 0, quarantined: 0, complete: true };
+  return {
+    mode: 'skipped',
+    pages: 0,
+    contactsSeen: 0,
+    optOutsSeen: 0,
+    newOptOuts: 0,
+    resubscribed: 0,
+    skippedNoEmail: 0,
+    quarantined: 0,
+    complete: true,
+  };
 }
 
 export class Engine {
@@ -290,7 +312,10 @@ export class Engine {
     if (!only || only.length === 0) return all;
     for (const name of only) {
       if (!this.deps.config.targets.some((t) => t.name === name)) {
-        throw new UnknownTarget(name, this.deps.config.targets.map((t) => t.name));
+        throw new UnknownTarget(
+          name,
+          this.deps.config.targets.map((t) => t.name),
+        );
       }
     }
     return all.filter((t) => only.includes(t.name));
@@ -363,7 +388,11 @@ export class Engine {
       { owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind },
       { renewMs: this.deps.leaseRenewMs, now: () => this.now(), onLost: (m) => this.deps.logger.error(m) },
     );
-    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString(), { owner: this.lockOwner, pid: process.pid, host: os.hostname() });
+    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString(), {
+      owner: this.lockOwner,
+      pid: process.pid,
+      host: os.hostname(),
+    });
     this.runOpen = true;
     this.runTargets = null;
     this.runVariant = null;
@@ -395,9 +424,18 @@ export class Engine {
       if (this.runOpen && this.runId !== null) {
         this.runOpen = false;
         try {
-          this.deps.store.failRun(this.runId, 1, redact((err as Error)?.message ?? String(err)), this.now().toISOString(), this.runResult());
+          this.deps.store.failRun(
+            this.runId,
+            1,
+            redact((err as Error)?.message ?? String(err)),
+            this.now().toISOString(),
+            this.runResult(),
+          );
         } catch (e) {
-          this.deps.logger.error('could not record the failed run', { runId: this.runId, error: redact((e as Error).message) });
+          this.deps.logger.error('could not record the failed run', {
+            runId: this.runId,
+            error: redact((e as Error).message),
+          });
         }
         this.releaseLease();
       }
@@ -516,13 +554,29 @@ export class Engine {
       summary.newOptOuts = scan.pending.length;
     } else {
       // opted out, then deleted: flagged, so the next reconcile need not read deleted contacts again
-      const seenDeleted = optedOut.filter((c) => c.deleted && known.get(c.email)?.deleted === false).map((c) => c.email);
-      this.deps.store.commitDetection({ runId: scan.runId, added: delta.added, resubscribed: delta.resubscribed, seen: delta.unchanged, seenDeleted, targets: scan.targets, now: nowIso });
+      const seenDeleted = optedOut
+        .filter((c) => c.deleted && known.get(c.email)?.deleted === false)
+        .map((c) => c.email);
+      this.deps.store.commitDetection({
+        runId: scan.runId,
+        added: delta.added,
+        resubscribed: delta.resubscribed,
+        seen: delta.unchanged,
+        seenDeleted,
+        targets: scan.targets,
+        now: nowIso,
+      });
       summary.newOptOuts += delta.added.length;
       // the page is durably queued: the delivery workers may take it
       scan.feed?.committed();
     }
-    this.deps.onProgress?.({ phase: 'scan', pages: summary.pages, contacts: summary.contactsSeen, optOuts: summary.optOutsSeen, total: scan.total });
+    this.deps.onProgress?.({
+      phase: 'scan',
+      pages: summary.pages,
+      contacts: summary.contactsSeen,
+      optOuts: summary.optOutsSeen,
+      total: scan.total,
+    });
     // this page is committed; stop before the next one is requested
     if (scan.signal?.aborted) throw new RunInterrupted();
   }
@@ -546,7 +600,8 @@ export class Engine {
     scan.summary.unsubscribedCount = scan.total;
     // deleted contacts only since the last reconcile (minus the overlap): the source's ReconcilePlan
     const lastFull = this.checkpointTime(CHECKPOINT_LAST_FULL);
-    const deletedSince = lastFull === null ? null : new Date(lastFull - this.deps.config.source.detection.overlapMinutes * MINUTE);
+    const deletedSince =
+      lastFull === null ? null : new Date(lastFull - this.deps.config.source.detection.overlapMinutes * MINUTE);
     const knownDeleted = (emails: readonly string[]): Set<string> =>
       new Set([...store.knownOptOuts(emails)].filter(([, k]) => k.deleted && k.state === 'active').map(([e]) => e));
     await scan.source.scanUnsubscribed(onPage, { knownActive, deletedSince, knownDeleted });
@@ -559,12 +614,18 @@ export class Engine {
         resubscribed: missing,
         targets: scan.targets,
         now: this.now().toISOString(),
-        checkpoints: { [CHECKPOINT_WINDOW]: this.windowEnd(scan).toISOString(), [CHECKPOINT_LAST_FULL]: scan.started.toISOString() },
+        checkpoints: {
+          [CHECKPOINT_WINDOW]: this.windowEnd(scan).toISOString(),
+          [CHECKPOINT_LAST_FULL]: scan.started.toISOString(),
+        },
       });
     }
     // /contacts/counts counts live (not deleted) contacts; the scan also read unsubscribed-then-deleted ones
     if (scan.total !== null && scan.total !== scan.optedOutNotDeleted) {
-      logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', { scannedNotDeleted: scan.optedOutNotDeleted, counts: scan.total });
+      logger.warn('full scan count differs from /contacts/counts (contacts may have changed during the scan)', {
+        scannedNotDeleted: scan.optedOutNotDeleted,
+        counts: scan.total,
+      });
     }
   }
 
@@ -583,8 +644,14 @@ export class Engine {
    * known opt-out left the set: a quarantined record of that person says nothing either way, and quarantined
    * records with an unreadable address may belong to anyone, so then nobody is concluded to have left.
    */
-  private leftTheSet(scan: ScanState, knownActive: ReadonlySet<string>, knownDeleted: (emails: readonly string[]) => Set<string>): string[] {
-    let missing = missingFromFullScan(knownActive, scan.seen).filter((e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e));
+  private leftTheSet(
+    scan: ScanState,
+    knownActive: ReadonlySet<string>,
+    knownDeleted: (emails: readonly string[]) => Set<string>,
+  ): string[] {
+    let missing = missingFromFullScan(knownActive, scan.seen).filter(
+      (e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e),
+    );
     // opted out, then deleted, when last seen: deleted contacts are not read again, so their absence says nothing
     if (missing.length > 0) {
       const stillDeleted = knownDeleted(missing);
@@ -606,7 +673,9 @@ export class Engine {
     const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
     if (Number.isNaN(Date.parse(checkpoint))) {
       // fullReconcileDue() sends a garbage checkpoint to a full reconcile; never do date arithmetic on one
-      throw new Error(`the stored checkpoint ${CHECKPOINT_WINDOW} is not a date-time (${JSON.stringify(checkpoint.slice(0, 60))}); run \`cc-optout sync --full\` to repair it`);
+      throw new Error(
+        `the stored checkpoint ${CHECKPOINT_WINDOW} is not a date-time (${JSON.stringify(checkpoint.slice(0, 60))}); run \`cc-optout sync --full\` to repair it`,
+      );
     }
     const after = new Date(Date.parse(checkpoint) - config.source.detection.overlapMinutes * MINUTE);
     const before = this.windowEnd(scan);
@@ -618,7 +687,14 @@ export class Engine {
     await scan.source.scanWindow(after, before, onPage);
     // The window's opt-outs are committed (page by page); only now may the checkpoint move.
     if (!scan.dryRun) {
-      store.commitDetection({ runId: scan.runId, added: [], resubscribed: [], targets: scan.targets, now: this.now().toISOString(), checkpoints: { [CHECKPOINT_WINDOW]: before.toISOString() } });
+      store.commitDetection({
+        runId: scan.runId,
+        added: [],
+        resubscribed: [],
+        targets: scan.targets,
+        now: this.now().toISOString(),
+        checkpoints: { [CHECKPOINT_WINDOW]: before.toISOString() },
+      });
     }
   }
 
@@ -675,7 +751,12 @@ export class Engine {
    * the run when the target halts, after the batch in hand once `signal` is aborted, and at once when the
    * lease is lost.
    */
-  private async deliverTarget(t: ResolvedTarget, feed: OutboxFeed, summary: TargetSummary, signal?: AbortSignal): Promise<void> {
+  private async deliverTarget(
+    t: ResolvedTarget,
+    feed: OutboxFeed,
+    summary: TargetSummary,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const open = this.openForDelivery(t, summary);
     if (!open) return;
     let done = 0;
@@ -684,7 +765,12 @@ export class Engine {
       if (!batch) return;
       const halt = await this.deliverBatch(t.name, open.target, batch, summary, open.log);
       done += batch.length;
-      this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total: done + this.deps.store.countDue(t.name, this.now()) });
+      this.deps.onProgress?.({
+        phase: 'deliver',
+        target: t.name,
+        done,
+        total: done + this.deps.store.countDue(t.name, this.now()),
+      });
       if (!halt) continue;
       // a dated stop (daily limit) holds the whole outbox of this target: also what the scan queues after it
       if (halt.retryAt) await this.holdUntil(t.name, halt.retryAt, feed, signal);
@@ -703,21 +789,30 @@ export class Engine {
    * over, or aborted: the rest stays queued for the rerun). While the scan goes on only a full batch is taken,
    * waiting for the next committed page otherwise, so that pipelining costs no extra CRM calls.
    */
-  private async nextBatch(target: string, batchSize: number, feed: OutboxFeed, signal?: AbortSignal): Promise<OptOut[] | null> {
+  private async nextBatch(
+    target: string,
+    batchSize: number,
+    feed: OutboxFeed,
+    signal?: AbortSignal,
+  ): Promise<OptOut[] | null> {
     const { store } = this.deps;
     for (;;) {
       this.assertLease();
       if (signal?.aborted) return null;
       const scanning = !feed.ended;
       const due = store.countDue(target, this.now(), batchSize);
-      if (due >= batchSize || (due > 0 && !scanning)) return store.dueOutbox(target, this.now(), batchSize).map((r) => r.optOut);
+      if (due >= batchSize || (due > 0 && !scanning))
+        return store.dueOutbox(target, this.now(), batchSize).map((r) => r.optOut);
       if (!scanning) return null;
       await feed.next(signal);
     }
   }
 
   /** The target, its batch size and logger; null (and the summary says why) when it cannot be opened. */
-  private openForDelivery(t: ResolvedTarget, summary: TargetSummary): { target: Target; batchSize: number; log: Logger } | null {
+  private openForDelivery(
+    t: ResolvedTarget,
+    summary: TargetSummary,
+  ): { target: Target; batchSize: number; log: Logger } | null {
     const { config, logger, registry } = this.deps;
     const log = logger.child({ target: t.name });
     try {
@@ -732,16 +827,39 @@ export class Engine {
   }
 
   /** Deliver one batch and record one outcome per email; the halt when the target stopped for the run. */
-  private async deliverBatch(name: string, target: Target, batch: readonly OptOut[], summary: TargetSummary, log: Logger): Promise<TargetError | undefined> {
+  private async deliverBatch(
+    name: string,
+    target: Target,
+    batch: readonly OptOut[],
+    summary: TargetSummary,
+    log: Logger,
+  ): Promise<TargetError | undefined> {
     const { result: r, calls } = await this.deliverIsolating(target, batch, 'apply', log);
     summary.batches += calls;
     // Target-wide failure: nothing in the batch was delivered. Keep every row, defer it, stop this target.
     const outcomes = E.isLeft(r)
-      ? batch.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${r.left.kind}: ${r.left.message}` }))
+      ? batch.map((o): Outcome => ({
+          email: o.email,
+          kind: 'failed-retryable',
+          recordIds: [],
+          message: `${r.left.kind}: ${r.left.message}`,
+        }))
       : this.completeOutcomes(batch, r.right.outcomes, log);
     const halt = E.isLeft(r) ? r.left : r.right.halt;
-    const deferUntil = halt ? (halt.retryAt ? new Date(halt.retryAt) : new Date(this.now().getTime() + this.deps.config.delivery.backoffBaseSeconds * 1000)) : undefined;
-    this.deps.store.recordOutcomes({ runId: this.runId!, target: name, outcomes, now: this.now(), policy: this.deps.config.delivery, deferUntil, random: this.deps.random });
+    const deferUntil = halt
+      ? halt.retryAt
+        ? new Date(halt.retryAt)
+        : new Date(this.now().getTime() + this.deps.config.delivery.backoffBaseSeconds * 1000)
+      : undefined;
+    this.deps.store.recordOutcomes({
+      runId: this.runId!,
+      target: name,
+      outcomes,
+      now: this.now(),
+      policy: this.deps.config.delivery,
+      deferUntil,
+      random: this.deps.random,
+    });
     for (const o of outcomes) countOutcome(summary, o);
     if (!halt) return undefined;
     summary.halted = `${halt.kind}: ${halt.message}`;
@@ -753,7 +871,13 @@ export class Engine {
   }
 
   /** Dry run: plan every queued row (due or not) plus `extra` (what detection would add); nothing is written. */
-  private async planTarget(t: ResolvedTarget, extra: readonly OptOut[], summary: TargetSummary, plan: PlanEntry[], signal?: AbortSignal): Promise<void> {
+  private async planTarget(
+    t: ResolvedTarget,
+    extra: readonly OptOut[],
+    summary: TargetSummary,
+    plan: PlanEntry[],
+    signal?: AbortSignal,
+  ): Promise<void> {
     const open = this.openForDelivery(t, summary);
     if (!open) return;
     const batches = this.planBatches(t.name, extra, open.batchSize);
@@ -769,7 +893,14 @@ export class Engine {
       summary.batches += calls;
       for (const o of r.right.outcomes) {
         countOutcome(summary, o);
-        plan.push({ target: t.name, email: o.email, kind: o.kind, recordIds: o.recordIds, action: o.action, message: o.message });
+        plan.push({
+          target: t.name,
+          email: o.email,
+          kind: o.kind,
+          recordIds: o.recordIds,
+          action: o.action,
+          message: o.message,
+        });
       }
       done += batch.length;
       this.deps.onProgress?.({ phase: 'deliver', target: t.name, done, total });
@@ -783,7 +914,7 @@ export class Engine {
   /** The queued rows of a target in batches, then the `extra` opt-outs not among them. */
   private planBatches(target: string, extra: readonly OptOut[], batchSize: number): OptOut[][] {
     const batches: OptOut[][] = [];
-    for (let offset = 0; ; ) {
+    for (let offset = 0; ;) {
       const rows = this.deps.store.queuedOutbox(target, batchSize, offset);
       if (rows.length === 0) break;
       batches.push(rows.map((r) => r.optOut));
@@ -807,7 +938,13 @@ export class Engine {
       byEmail.set(o.email, o);
     }
     return batch.map(
-      (o) => byEmail.get(o.email) ?? { email: o.email, kind: 'failed-retryable', recordIds: [], message: 'connector returned no outcome for this email' },
+      (o) =>
+        byEmail.get(o.email) ?? {
+          email: o.email,
+          kind: 'failed-retryable',
+          recordIds: [],
+          message: 'connector returned no outcome for this email',
+        },
     );
   }
 
@@ -833,42 +970,73 @@ export class Engine {
     let calls = 0;
     let rejected = 0;
     let firstRejection = '';
-    const attempt = async (part: readonly OptOut[], nested: boolean): Promise<E.Either<TargetError, DeliveryReport>> => {
+    const attempt = async (
+      part: readonly OptOut[],
+      nested: boolean,
+    ): Promise<E.Either<TargetError, DeliveryReport>> => {
       calls += 1;
       const r = await this.callDeliver(target, part, mode);
       const refusal = E.isLeft(r) ? r.left : r.right.halt;
       if (E.isRight(r) && refusal?.kind !== 'bad-request') this.acceptingTargets.add(target);
       if (!refusal || refusal.kind !== 'bad-request') {
         // the whole batch as before; a part's outcomes are completed here, as they are merged
-        return E.isRight(r) && nested ? E.right({ ...r.right, outcomes: this.completeOutcomes(part, r.right.outcomes, log) }) : r;
+        return E.isRight(r) && nested
+          ? E.right({ ...r.right, outcomes: this.completeOutcomes(part, r.right.outcomes, log) })
+          : r;
       }
       const message = redact(refusal.message);
       // outcomes the connector did settle stand; the emails it left retryable are the ones refused
-      const settled = E.isRight(r) ? this.completeOutcomes(part, r.right.outcomes, log).filter((o) => o.kind !== 'failed-retryable') : [];
+      const settled = E.isRight(r)
+        ? this.completeOutcomes(part, r.right.outcomes, log).filter((o) => o.kind !== 'failed-retryable')
+        : [];
       if (settled.length > 0) this.acceptingTargets.add(target);
       const settledEmails = new Set(settled.map((o) => o.email));
       const refused = part.filter((o) => !settledEmails.has(o.email));
       if (part.length === 1 && refused.length === 1) {
         rejected += 1;
         firstRejection ||= message;
-        log.warn('the CRM refused a request for one address on its own; parking it', { email: part[0]!.email, error: message });
-        return E.right({ outcomes: [{ email: part[0]!.email, kind: 'failed-permanent', recordIds: [], message: `${REFUSED_ALONE}: ${message}` }] });
+        log.warn('the CRM refused a request for one address on its own; parking it', {
+          email: part[0]!.email,
+          error: message,
+        });
+        return E.right({
+          outcomes: [
+            { email: part[0]!.email, kind: 'failed-permanent', recordIds: [], message: `${REFUSED_ALONE}: ${message}` },
+          ],
+        });
       }
       if (refused.length === 0) return E.right({ outcomes: settled });
-      log.warn('the CRM refused a batch as a bad request; splitting it to isolate the address(es) at fault', { size: refused.length, error: message });
+      log.warn('the CRM refused a batch as a bad request; splitting it to isolate the address(es) at fault', {
+        size: refused.length,
+        error: message,
+      });
       const mid = Math.ceil(refused.length / 2);
       const parts = refused.length < part.length ? [refused] : [refused.slice(0, mid), refused.slice(mid)];
       const outcomes: Outcome[] = [...settled];
       let halt: TargetError | undefined;
       for (const p of parts) {
         if (halt) {
-          outcomes.push(...p.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `not delivered: ${halt!.message}` })));
+          outcomes.push(
+            ...p.map((o): Outcome => ({
+              email: o.email,
+              kind: 'failed-retryable',
+              recordIds: [],
+              message: `not delivered: ${halt!.message}`,
+            })),
+          );
           continue;
         }
         const sub = await attempt(p, true);
         if (E.isLeft(sub)) {
           halt = sub.left;
-          outcomes.push(...p.map((o): Outcome => ({ email: o.email, kind: 'failed-retryable', recordIds: [], message: `${sub.left.kind}: ${sub.left.message}` })));
+          outcomes.push(
+            ...p.map((o): Outcome => ({
+              email: o.email,
+              kind: 'failed-retryable',
+              recordIds: [],
+              message: `${sub.left.kind}: ${sub.left.message}`,
+            })),
+          );
         } else {
           outcomes.push(...sub.right.outcomes);
           halt = sub.right.halt;
@@ -890,7 +1058,11 @@ export class Engine {
       // no request of this target went through yet: the addresses may be fine and the request wrong
       const outcomes = result.right.outcomes.map((o): Outcome =>
         o.kind === 'failed-permanent' && o.message?.startsWith(REFUSED_ALONE)
-          ? { ...o, kind: 'failed-retryable', message: `${o.message} (kept queued: no request to this CRM has gone through in this run, so the request itself may be at fault)` }
+          ? {
+              ...o,
+              kind: 'failed-retryable',
+              message: `${o.message} (kept queued: no request to this CRM has gone through in this run, so the request itself may be at fault)`,
+            }
           : o,
       );
       return { calls, result: E.right({ ...result.right, outcomes }) };
@@ -898,7 +1070,11 @@ export class Engine {
     return { result, calls };
   }
 
-  private async callDeliver(target: Target, batch: readonly OptOut[], mode: 'apply' | 'plan'): Promise<E.Either<TargetError, DeliveryReport>> {
+  private async callDeliver(
+    target: Target,
+    batch: readonly OptOut[],
+    mode: 'apply' | 'plan',
+  ): Promise<E.Either<TargetError, DeliveryReport>> {
     try {
       return E.right(await target.deliver(batch, mode));
     } catch (err) {
@@ -932,14 +1108,29 @@ export class Engine {
         delivered.parked = st.parked;
       } else if (st.queued > 0) {
         waiting += st.queued;
-        messages.push(`target ${st.target} is paused ("enabled": false): ${st.queued} opt-out(s) wait for it until it is enabled again`);
+        messages.push(
+          `target ${st.target} is paused ("enabled": false): ${st.queued} opt-out(s) wait for it until it is enabled again`,
+        );
       }
     }
-    const incomplete = !detection.complete || waiting > 0 || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
+    const incomplete =
+      !detection.complete || waiting > 0 || Object.values(tsum).some((s) => s.queued > 0 || s.parked > 0 || s.halted);
     const planIncomplete = dryRun && Object.values(tsum).some((s) => s.halted);
     // interrupted by a signal (the CLI aborts with its name as the reason): the run row records the signal's exit code
     const reason = signal?.reason;
-    const exitCode = interrupted ? (reason === 'SIGTERM' ? 143 : reason === 'SIGINT' ? 130 : 3) : dryRun ? (planIncomplete || !detection.complete ? 3 : 0) : incomplete ? 3 : 0;
+    const exitCode = interrupted
+      ? reason === 'SIGTERM'
+        ? 143
+        : reason === 'SIGINT'
+          ? 130
+          : 3
+      : dryRun
+        ? planIncomplete || !detection.complete
+          ? 3
+          : 0
+        : incomplete
+          ? 3
+          : 0;
     const summary: RunSummary = {
       command,
       dryRun,
@@ -957,7 +1148,13 @@ export class Engine {
     };
     this.runTargets = tsum;
     if (command === 'sync') this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
-    store.finishRun(this.runId!, exitCode, { ...summary, plan: plan ? `${plan.length} entries` : undefined }, this.now().toISOString(), this.runResult());
+    store.finishRun(
+      this.runId!,
+      exitCode,
+      { ...summary, plan: plan ? `${plan.length} entries` : undefined },
+      this.now().toISOString(),
+      this.runResult(),
+    );
     this.runOpen = false;
     this.releaseLease();
     return summary;
@@ -991,7 +1188,17 @@ export class Engine {
       const found = await this.detect(mode, { dryRun, targets: queueFor, signal });
       const plan: PlanEntry[] = [];
       await Promise.all(deliverTo.map((t) => this.planTarget(t, found.pending, tsum[t.name]!, plan, signal)));
-      return this.finish('sync', dryRun, started, found.summary, tsum, plan, this.detectionMessages(found.summary), !!signal?.aborted, signal);
+      return this.finish(
+        'sync',
+        dryRun,
+        started,
+        found.summary,
+        tsum,
+        plan,
+        this.detectionMessages(found.summary),
+        !!signal?.aborted,
+        signal,
+      );
     }
     // 2. detect and deliver at once; 3. once the scan is over (who left the set is known), queue again what no
     //    CRM record matched a while ago, for the workers still draining
@@ -1016,7 +1223,10 @@ export class Engine {
     const recheck = this.deps.config.delivery.recheckNotFoundHours;
     if (recheck <= 0 || signal?.aborted) return [];
     const now = this.now();
-    const n = this.deps.store.requeueNotFound(new Date(now.getTime() - recheck * 3600_000).toISOString(), now.toISOString());
+    const n = this.deps.store.requeueNotFound(
+      new Date(now.getTime() - recheck * 3600_000).toISOString(),
+      now.toISOString(),
+    );
     return n > 0 ? [`looking up again ${n} opt-outs that no CRM record matched ${recheck} h or more ago`] : [];
   }
 
@@ -1054,13 +1264,32 @@ export class Engine {
         const wouldQueue = store.backfillCandidates(t.name, since, !!opts.redeliver);
         await this.planTarget(t, [...extra, ...wouldQueue], tsum[t.name]!, plan, signal);
       }
-      return this.finish('backfill', dryRun, started, found.summary, tsum, plan, this.detectionMessages(found.summary), !!signal?.aborted, signal);
+      return this.finish(
+        'backfill',
+        dryRun,
+        started,
+        found.summary,
+        tsum,
+        plan,
+        this.detectionMessages(found.summary),
+        !!signal?.aborted,
+        signal,
+      );
     }
     // 2. the job (a rerun resumes the unfinished one); 3. queue the opt-outs already known, so that delivery starts on them
     const job = store.openBackfill(since, names, started.toISOString());
     const messages: string[] = [];
-    if (job.scanCompletedAt) messages.push(`resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`);
-    const n = store.enqueueKnown({ runId, targets: names, since, redeliver: !!opts.redeliver, now: this.now().toISOString() });
+    if (job.scanCompletedAt)
+      messages.push(
+        `resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`,
+      );
+    const n = store.enqueueKnown({
+      runId,
+      targets: names,
+      since,
+      redeliver: !!opts.redeliver,
+      now: this.now().toISOString(),
+    });
     logger.info('backfill queued opt-outs', { queued: n, targets: names.join(',') });
     // 4. scan (new opt-outs are queued page by page) and deliver at once
     const scan = async (feed: OutboxFeed, stop: AbortSignal): Promise<DetectionSummary> => {
@@ -1072,7 +1301,8 @@ export class Engine {
     messages.push(...this.detectionMessages(detection));
     const interrupted = !!signal?.aborted;
     const summary = this.finish('backfill', dryRun, started, detection, tsum, undefined, messages, interrupted, signal);
-    if (!interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted)) store.finishBackfill(job.id, this.now().toISOString());
+    if (!interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted))
+      store.finishBackfill(job.id, this.now().toISOString());
     return summary;
   }
 
@@ -1085,18 +1315,33 @@ export class Engine {
     this.begin('check', true);
     const source = await this.buildSource()
       .check()
-      .catch((err: Error): CheckReport => ({ ok: false, items: [{ name: 'constant-contact', ok: false, detail: redact(err.message) }] }));
+      .catch((err: Error): CheckReport => ({
+        ok: false,
+        items: [{ name: 'constant-contact', ok: false, detail: redact(err.message) }],
+      }));
     const targets: Record<string, CheckReport> = {};
     for (const t of this.enabledTargets()) {
       try {
         targets[t.name] = await this.openTarget(t).check();
       } catch (err) {
         const { halt, halted } = readTargetFailure(err);
-        targets[t.name] = { ok: false, items: [{ name: halted ? halt.kind : 'open', ok: false, detail: halted ? halt.message : redact((err as Error).message) }] };
+        targets[t.name] = {
+          ok: false,
+          items: [
+            {
+              name: halted ? halt.kind : 'open',
+              ok: false,
+              detail: halted ? halt.message : redact((err as Error).message),
+            },
+          ],
+        };
       }
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);
-    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString(), { counts: {}, apiCalls: { ...this.calls.counts } });
+    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString(), {
+      counts: {},
+      apiCalls: { ...this.calls.counts },
+    });
     this.runOpen = false;
     this.releaseLease();
     return { ok, source, targets };
@@ -1107,4 +1352,3 @@ export class Engine {
 export function outcomeColumns(): OutcomeKind[] {
   return [...OUTCOME_KINDS];
 }
-

@@ -30,8 +30,32 @@ export function auditExport(store: StateStore, o: AuditExportOptions): { text: s
     count = history.length;
     if (o.format === 'json') text = JSON.stringify({ history }, null, 2);
     else {
-      const header = ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message'];
-      const body = history.map((e) => [e.at, e.runId ?? '', e.runKind ?? '', e.target, e.email, e.contactId ?? '', e.attempt, e.origin ?? '', e.outcome, e.recordIds.join(' '), e.message ?? '']);
+      const header = [
+        'delivered_at',
+        'run_id',
+        'run_kind',
+        'target',
+        'email',
+        'cc_contact_id',
+        'attempt',
+        'origin',
+        'outcome',
+        'crm_record_ids',
+        'message',
+      ];
+      const body = history.map((e) => [
+        e.at,
+        e.runId ?? '',
+        e.runKind ?? '',
+        e.target,
+        e.email,
+        e.contactId ?? '',
+        e.attempt,
+        e.origin ?? '',
+        e.outcome,
+        e.recordIds.join(' '),
+        e.message ?? '',
+      ]);
       text = toCsv([header, ...body]);
     }
   } else {
@@ -41,9 +65,49 @@ export function auditExport(store: StateStore, o: AuditExportOptions): { text: s
     if (o.format === 'json') {
       text = JSON.stringify({ rows, resubscribed: events }, null, 2);
     } else {
-      const header = ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message'];
-      const body = rows.map((r) => [r.email, r.contactId, r.target, r.optedOutAt, r.detectedAt, r.writtenAt ?? '', r.lagSeconds ?? '', r.closedAt ?? '', r.recordIds.join(' '), r.outcome, r.attempts, r.message ?? '']);
-      for (const e of events) body.push([e.email ?? '', '', '-', '', e.at, '', '', '', '', 'left-unsubscribed-set (not propagated)', 0, e.detail ?? '']);
+      const header = [
+        'email',
+        'cc_contact_id',
+        'target',
+        'opted_out_at',
+        'detected_at',
+        'written_at',
+        'lag_seconds',
+        'closed_at',
+        'crm_record_ids',
+        'outcome',
+        'attempts',
+        'message',
+      ];
+      const body = rows.map((r) => [
+        r.email,
+        r.contactId,
+        r.target,
+        r.optedOutAt,
+        r.detectedAt,
+        r.writtenAt ?? '',
+        r.lagSeconds ?? '',
+        r.closedAt ?? '',
+        r.recordIds.join(' '),
+        r.outcome,
+        r.attempts,
+        r.message ?? '',
+      ]);
+      for (const e of events)
+        body.push([
+          e.email ?? '',
+          '',
+          '-',
+          '',
+          e.at,
+          '',
+          '',
+          '',
+          '',
+          'left-unsubscribed-set (not propagated)',
+          0,
+          e.detail ?? '',
+        ]);
       text = toCsv([header, ...body]);
     }
   }
@@ -52,7 +116,9 @@ export function auditExport(store: StateStore, o: AuditExportOptions): { text: s
 
 /** `sync (reconcile)`, `backfill (redeliver, dry run)`. */
 export function runLabel(r: Pick<RunRecord, 'kind' | 'variant' | 'dryRun'>): string {
-  const tags = [r.variant && r.variant !== r.kind ? r.variant : null, r.dryRun ? 'dry run' : null].filter((t): t is string => !!t);
+  const tags = [r.variant && r.variant !== r.kind ? r.variant : null, r.dryRun ? 'dry run' : null].filter(
+    (t): t is string => !!t,
+  );
   return tags.length ? `${r.kind} (${tags.join(', ')})` : r.kind;
 }
 
@@ -94,13 +160,25 @@ export function registerRunsCommand<G extends GlobalOpts>(
 ): void {
   program
     .command('runs')
-    .description('the run history, newest first: kind, start, end, status, counts per target and outcome, API calls, exit code, error')
+    .description(
+      'the run history, newest first: kind, start, end, status, counts per target and outcome, API calls, exit code, error',
+    )
     .addOption(intOption('--limit <n>', 'how many runs', 1, 100_000, 20))
     .action(async (o: { limit: number }) =>
       withStoreContext(g(), async (ctx) => {
         const runs = ctx.store.recentRuns(o.limit);
         if (g().json) {
-          out(JSON.stringify(runs.map(({ summary: _summary, ...r }) => ({ ...r, label: runLabel(r), durationSeconds: durationSeconds(r) })), null, 2));
+          out(
+            JSON.stringify(
+              runs.map(({ summary: _summary, ...r }) => ({
+                ...r,
+                label: runLabel(r),
+                durationSeconds: durationSeconds(r),
+              })),
+              null,
+              2,
+            ),
+          );
         } else if (runs.length === 0) out('no runs recorded yet');
         else for (const r of runs) out(renderRun(r));
       }),

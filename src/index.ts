@@ -15,7 +15,19 @@
 export { createRegistry, packageRoot, PluginError } from './registry';
 export type { ConnectorInfo, Registry, RegistryOptions } from './registry';
 export { TargetHalt, isTargetHalt } from './sdk';
-export type { CallCounter, Capabilities, CheckItem, CheckReport, Connector, DeliveryMode, DeliveryReport, HaltInfo, HaltKind, KeyValue, Target } from './sdk';
+export type {
+  CallCounter,
+  Capabilities,
+  CheckItem,
+  CheckReport,
+  Connector,
+  DeliveryMode,
+  DeliveryReport,
+  HaltInfo,
+  HaltKind,
+  KeyValue,
+  Target,
+} from './sdk';
 export { makeCapabilities } from './capabilities';
 
 // Domain values
@@ -28,7 +40,16 @@ export type { Config, ResolvedDelivery, ResolvedDetection, ResolvedSource, Resol
 
 // The engine, and the wiring the CLI uses (config file -> store, registry, source, engine)
 export { Engine, outcomeColumns } from './engine';
-export type { BackfillOptions, DetectionSummary, EngineDeps, PlanEntry, ProgressEvent, RunSummary, SyncOptions, TargetSummary } from './engine';
+export type {
+  BackfillOptions,
+  DetectionSummary,
+  EngineDeps,
+  PlanEntry,
+  ProgressEvent,
+  RunSummary,
+  SyncOptions,
+  TargetSummary,
+} from './engine';
 export { openApp, storePathFor } from './app';
 export type { App, AppOptions } from './app';
 

@@ -8,7 +8,10 @@ import type { Registry } from './registry';
 export function exampleConfig(registry: Registry): Record<string, unknown> {
   return {
     '//': 'cc-optout config. Secrets are ${ENV_VAR} references resolved from the environment; never paste them here.',
-    store: { '//': 'SQLite state: opt-outs, outbox, checkpoints, tokens (0600). Relative to this file.', path: './.cc-optout/state.db' },
+    store: {
+      '//': 'SQLite state: opt-outs, outbox, checkpoints, tokens (0600). Relative to this file.',
+      path: './.cc-optout/state.db',
+    },
     source: {
       '//': 'Constant Contact V3. Run `cc-optout auth constant-contact` once to obtain and store the first tokens.',
       type: 'constant-contact',
@@ -16,7 +19,11 @@ export function exampleConfig(registry: Registry): Record<string, unknown> {
       clientSecret: '${CC_CLIENT_SECRET}',
       apiBaseUrl: 'https://api.cc.email/v3',
       authBaseUrl: 'https://authz.constantcontact.com/oauth2/default/v1',
-      rateLimit: { '//': 'Per APPLICATION, shared by every account it serves: 4/s, 10,000/day.', perSecond: 4, dailyBudget: 10000 },
+      rateLimit: {
+        '//': 'Per APPLICATION, shared by every account it serves: 4/s, 10,000/day.',
+        perSecond: 4,
+        dailyBudget: 10000,
+      },
       detection: {
         '//': 'window: optout_after window each run + full reconcile every reconcileEveryHours; full: reconcile every run.',
         mode: 'window',
@@ -26,7 +33,14 @@ export function exampleConfig(registry: Registry): Record<string, unknown> {
         pageSize: 500,
       },
     },
-    delivery: { '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)', batchSize: 1000, maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600, recheckNotFoundHours: 24 },
+    delivery: {
+      '//': 'batchSize: emails per CRM delivery call (connectors chunk it to their API limits)',
+      batchSize: 1000,
+      maxAttempts: 12,
+      backoffBaseSeconds: 60,
+      backoffMaxSeconds: 21600,
+      recheckNotFoundHours: 24,
+    },
     // each connector gives its own example target config (`example()`): the core names no CRM
     targets: registry
       .ids()

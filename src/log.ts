@@ -7,8 +7,9 @@
 // One set per process, whatever copy of this module loaded it (a connector bundling its own copy of the package
 // must still have its secrets masked in the core's logs): kept on globalThis under a registry symbol.
 const SECRETS_KEY = Symbol.for('cc-optout.secrets');
-const secrets: Set<string> = ((globalThis as Record<symbol, unknown>)[SECRETS_KEY] as Set<string> | undefined) ??
-  ((globalThis as Record<symbol, unknown>)[SECRETS_KEY] = new Set<string>()) as Set<string>;
+const secrets: Set<string> =
+  ((globalThis as Record<symbol, unknown>)[SECRETS_KEY] as Set<string> | undefined) ??
+  (((globalThis as Record<symbol, unknown>)[SECRETS_KEY] = new Set<string>()) as Set<string>);
 
 /** Register a secret value so that it is masked wherever it would be printed. Short values are ignored. */
 export function registerSecret(value: string | undefined | null): void {

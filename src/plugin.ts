@@ -5,7 +5,18 @@
  *  - loading connectors (built-in folders, lazily; plugins a config names) is `src/registry.ts`.
  * This file only re-exports both for code that still imports `./plugin`; new code imports the modules above.
  */
-export type { CallCounter, Capabilities, CheckItem, CheckReport, Connector, DeliveryMode, DeliveryReport, HaltInfo, KeyValue, Target } from './sdk';
+export type {
+  CallCounter,
+  Capabilities,
+  CheckItem,
+  CheckReport,
+  Connector,
+  DeliveryMode,
+  DeliveryReport,
+  HaltInfo,
+  KeyValue,
+  Target,
+} from './sdk';
 export { TargetHalt, isTargetHalt } from './sdk';
 export { PluginError, compiledRoot, connectorProblem, createRegistry, packageRoot } from './registry';
 export type { ConnectorInfo, Registry, RegistryOptions } from './registry';

@@ -9,7 +9,10 @@ import * as path from 'path';
 
 export function writePrivateFile(file: string, data: string | Uint8Array): void {
   const abs = path.resolve(file);
-  const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const tmp = path.join(
+    path.dirname(abs),
+    `.${path.basename(abs)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`,
+  );
   const fd = fs.openSync(tmp, 'wx', 0o600);
   try {
     try {

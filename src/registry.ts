@@ -16,7 +16,10 @@ import type { Connector, ConnectorCapabilities } from './sdk';
 
 /** A plugin or built-in connector that cannot be loaded; the message names it. Config decoding reports it (exit 2). */
 export class PluginError extends Error {
-  constructor(readonly plugin: string, message: string) {
+  constructor(
+    readonly plugin: string,
+    message: string,
+  ) {
     super(`plugin "${plugin}": ${message}`);
     this.name = 'PluginError';
   }
@@ -60,7 +63,11 @@ export function packageRoot(): string {
   let dir = __dirname;
   for (let i = 0; i < 4; i++) {
     const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'cc-optout-connector') return dir;
+    if (
+      fs.existsSync(pkg) &&
+      (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'cc-optout-connector'
+    )
+      return dir;
     dir = path.dirname(dir);
   }
   throw new Error(`package.json of cc-optout-connector not found above ${__dirname}`);
@@ -77,10 +84,13 @@ export function compiledRoot(): string {
 export function connectorProblem(x: unknown): string | null {
   const c = x as Partial<Connector<unknown>> | null;
   if (!c || typeof c !== 'object') return 'is not an object';
-  if (typeof c.id !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(c.id)) return `has no valid "id" (lower-case letters, digits, ".", "_", "-"), got ${JSON.stringify(c.id)}`;
+  if (typeof c.id !== 'string' || !/^[a-z0-9][a-z0-9._-]*$/.test(c.id))
+    return `has no valid "id" (lower-case letters, digits, ".", "_", "-"), got ${JSON.stringify(c.id)}`;
   if (typeof c.open !== 'function') return `connector "${c.id}" has no open(config, caps) function`;
-  if (!c.config || typeof (c.config as { decode?: unknown }).decode !== 'function') return `connector "${c.id}" has no config codec with decode()`;
-  if (c.schema !== undefined && (typeof c.schema !== 'object' || c.schema === null)) return `connector "${c.id}": schema must be a JSON Schema object`;
+  if (!c.config || typeof (c.config as { decode?: unknown }).decode !== 'function')
+    return `connector "${c.id}" has no config codec with decode()`;
+  if (c.schema !== undefined && (typeof c.schema !== 'object' || c.schema === null))
+    return `connector "${c.id}": schema must be a JSON Schema object`;
   return null;
 }
 
@@ -100,12 +110,15 @@ function isPathSpec(spec: string): boolean {
 
 /** Resolve a plugin spec to a module file (PluginError naming it when it cannot be found). */
 export function resolvePlugin(spec: string, baseDir: string): string {
-  if (typeof spec !== 'string' || spec.trim() === '') throw new PluginError(String(spec), 'expected a package name or a path');
+  if (typeof spec !== 'string' || spec.trim() === '')
+    throw new PluginError(String(spec), 'expected a package name or a path');
   try {
     if (isPathSpec(spec)) return require.resolve(path.resolve(baseDir, spec));
     return require.resolve(spec, { paths: [baseDir, process.cwd(), packageRoot()] });
   } catch (err) {
-    const where = isPathSpec(spec) ? `no module at ${path.resolve(baseDir, spec)}` : `not installed (looked in node_modules from ${baseDir}, ${process.cwd()} and ${packageRoot()})`;
+    const where = isPathSpec(spec)
+      ? `no module at ${path.resolve(baseDir, spec)}`
+      : `not installed (looked in node_modules from ${baseDir}, ${process.cwd()} and ${packageRoot()})`;
     throw new PluginError(spec, `${where}: ${(err as Error).message.split('\n')[0]}`);
   }
 }
@@ -131,7 +144,8 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
   if (dir && fs.existsSync(dir)) {
     for (const name of fs.readdirSync(dir).sort()) {
       const folder = path.join(dir, name);
-      if (fs.existsSync(path.join(folder, 'index.js')) || fs.existsSync(path.join(folder, 'index.ts'))) folders.set(name, folder);
+      if (fs.existsSync(path.join(folder, 'index.js')) || fs.existsSync(path.join(folder, 'index.ts')))
+        folders.set(name, folder);
     }
   }
   const loaded = new Map<string, { connector: Connector<unknown>; info: ConnectorInfo }>();
@@ -154,7 +168,6 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     const folder = folders.get(id)!;
     let mod: unknown;
     try {
-       
       mod = require(folder);
     } catch (err) {
       throw new PluginError(`connectors/${id}`, `failed to load: ${(err as Error).message}`);
@@ -163,8 +176,20 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     const c = list?.find((x) => (x as { id?: unknown })?.id === id) ?? list?.[0];
     const problem = list ? connectorProblem(c) : 'exports no "connector"';
     if (problem) throw new PluginError(`connectors/${id}`, problem);
-    if ((c as Connector<unknown>).id !== id) throw new PluginError(`connectors/${id}`, `exports connector id "${(c as Connector<unknown>).id}", expected "${id}" (the folder's name)`);
-    loaded.set(id, { connector: c as Connector<unknown>, info: own(c as Connector<unknown>, 'cc-optout-connector (built-in)', `connectors/${id}`, versionOf(packageRoot() + '/package.json')) });
+    if ((c as Connector<unknown>).id !== id)
+      throw new PluginError(
+        `connectors/${id}`,
+        `exports connector id "${(c as Connector<unknown>).id}", expected "${id}" (the folder's name)`,
+      );
+    loaded.set(id, {
+      connector: c as Connector<unknown>,
+      info: own(
+        c as Connector<unknown>,
+        'cc-optout-connector (built-in)',
+        `connectors/${id}`,
+        versionOf(packageRoot() + '/package.json'),
+      ),
+    });
   };
 
   const loadPlugin = (spec: string, baseDir: string): void => {
@@ -172,19 +197,20 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     if (plugins.has(file)) return;
     let mod: unknown;
     try {
-       
       mod = require(file);
     } catch (err) {
       throw new PluginError(spec, `failed to load ${file}: ${(err as Error).message}`);
     }
     const list = exported(mod);
-    if (!list || list.length === 0) throw new PluginError(spec, `${file} exports no "connector" (or "connectors": [...]) object`);
+    if (!list || list.length === 0)
+      throw new PluginError(spec, `${file} exports no "connector" (or "connectors": [...]) object`);
     const version = versionOf(file);
     for (const c of list) {
       const problem = connectorProblem(c);
       if (problem) throw new PluginError(spec, problem);
       const conn = c as Connector<unknown>;
-      const clash = loaded.get(conn.id)?.info.package ?? (folders.has(conn.id) ? 'cc-optout-connector (built-in)' : null);
+      const clash =
+        loaded.get(conn.id)?.info.package ?? (folders.has(conn.id) ? 'cc-optout-connector (built-in)' : null);
       if (clash) throw new PluginError(spec, `connector id "${conn.id}" is already provided by ${clash}`);
       loaded.set(conn.id, { connector: conn, info: own(conn, spec, file, version) });
     }

@@ -16,7 +16,11 @@ export function haltInfo(e: { kind: HaltInfo['kind']; message: string; retryAt?:
 }
 
 /** Deliver; a halt that settled outcomes is returned with them; a halt with nothing done throws (see deliverHalt). */
-export async function deliverResult(target: Target, batch: readonly OptOut[], mode: DeliveryMode = 'apply'): Promise<DeliveryResult> {
+export async function deliverResult(
+  target: Target,
+  batch: readonly OptOut[],
+  mode: DeliveryMode = 'apply',
+): Promise<DeliveryResult> {
   try {
     return await target.deliver(batch, mode);
   } catch (e) {
@@ -27,20 +31,29 @@ export async function deliverResult(target: Target, batch: readonly OptOut[], mo
 }
 
 /** Deliver, expecting a halt with nothing done (the whole batch deferred); returns the halt. */
-export async function deliverHalt(target: Target, batch: readonly OptOut[], mode: DeliveryMode = 'apply'): Promise<HaltInfo> {
+export async function deliverHalt(
+  target: Target,
+  batch: readonly OptOut[],
+  mode: DeliveryMode = 'apply',
+): Promise<HaltInfo> {
   let r: unknown;
   try {
     r = await target.deliver(batch, mode);
   } catch (e) {
     if (isTargetHalt(e) && !(e.outcomes && e.outcomes.length > 0)) return haltInfo(e);
-    if (isTargetHalt(e)) throw new Error(`deliver halted after settling ${e.outcomes!.length} outcomes: ${e.kind}: ${e.message}`);
+    if (isTargetHalt(e))
+      throw new Error(`deliver halted after settling ${e.outcomes!.length} outcomes: ${e.kind}: ${e.message}`);
     throw e;
   }
   throw new Error(`deliver returned a report: ${JSON.stringify(r)}`);
 }
 
 /** Either way a deliver call ended, as an Either: Right a report (with `halt` when stopped part-way), Left a halt with nothing done. */
-export async function deliverEither(target: Target, batch: readonly OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryResult>> {
+export async function deliverEither(
+  target: Target,
+  batch: readonly OptOut[],
+  mode: DeliveryMode = 'apply',
+): Promise<E.Either<HaltInfo, DeliveryResult>> {
   try {
     return E.right(await target.deliver(batch, mode));
   } catch (e) {

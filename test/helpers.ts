@@ -21,7 +21,12 @@ export function testRegistry(): Registry {
   return r;
 }
 
-export function contact(email: string, permission: string, optedOutAt: string | null, extra: Partial<ObservedContact> = {}): ObservedContact {
+export function contact(
+  email: string,
+  permission: string,
+  optedOutAt: string | null,
+  extra: Partial<ObservedContact> = {},
+): ObservedContact {
   return {
     email,
     contactId: `c-${email}`,
@@ -62,13 +67,18 @@ export class FakeSource implements OptOutSource {
     this.windowCalls.push({ after: after.toISOString(), before: before.toISOString() });
     const hits = this.brokenWindow
       ? []
-      : this.contacts.filter((c) => c.optedOutAt && c.optedOutAt >= after.toISOString() && c.optedOutAt <= before.toISOString());
+      : this.contacts.filter(
+          (c) => c.optedOutAt && c.optedOutAt >= after.toISOString() && c.optedOutAt <= before.toISOString(),
+        );
     return this.pages(hits, onPage);
   }
 
   scanUnsubscribed(onPage: (p: SourcePage) => Promise<void> | void): Promise<ScanStats> {
     this.fullScans++;
-    return this.pages(this.contacts.filter((c) => c.permission === 'unsubscribed'), onPage);
+    return this.pages(
+      this.contacts.filter((c) => c.permission === 'unsubscribed'),
+      onPage,
+    );
   }
 
   async unsubscribedCount(): Promise<number | null> {
@@ -80,7 +90,11 @@ export class FakeSource implements OptOutSource {
   }
 }
 
-export function testConfig(registry: Registry, targets: { name: string; crm: string }[], extra: Record<string, unknown> = {}): Config {
+export function testConfig(
+  registry: Registry,
+  targets: { name: string; crm: string }[],
+  extra: Record<string, unknown> = {},
+): Config {
   return decodeConfig(
     {
       source: { type: 'constant-contact', clientId: 'client-1', ...(extra.source as object) },
@@ -93,7 +107,13 @@ export function testConfig(registry: Registry, targets: { name: string; crm: str
   );
 }
 
-export function testEngine(opts: { targets: { name: string; crm: string }[]; source: FakeSource; storePath?: string; start?: Date; config?: Record<string, unknown> }) {
+export function testEngine(opts: {
+  targets: { name: string; crm: string }[];
+  source: FakeSource;
+  storePath?: string;
+  start?: Date;
+  config?: Record<string, unknown>;
+}) {
   const registry = testRegistry();
   const config = testConfig(registry, opts.targets, opts.config ?? {});
   const store = new SqliteStateStore(opts.storePath ?? ':memory:');
@@ -104,7 +124,11 @@ export function testEngine(opts: { targets: { name: string; crm: string }[]; sou
 }
 
 /** Run the built CLI synchronously with only PATH, HOME and `env` in its environment. */
-export function runCliSync(args: string[], env: Record<string, string> = {}, cwd?: string): { code: number | null; stdout: string; stderr: string } {
+export function runCliSync(
+  args: string[],
+  env: Record<string, string> = {},
+  cwd?: string,
+): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [path.join(packageRoot(), 'dist', 'src', 'cli.js'), ...args], {
     cwd,
     env: { PATH: process.env.PATH ?? '', HOME: os.tmpdir(), ...env },

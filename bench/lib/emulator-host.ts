@@ -79,7 +79,10 @@ async function main(): Promise<void> {
   process.on('disconnect', () => {
     void emu.stop().finally(() => process.exit(0));
   });
-  send({ ready: true, connection: { cc: emu.cc, hubspot: emu.hubspot, salesforce: emu.salesforce } satisfies HostConnection });
+  send({
+    ready: true,
+    connection: { cc: emu.cc, hubspot: emu.hubspot, salesforce: emu.salesforce } satisfies HostConnection,
+  });
 }
 
 main().catch((e: Error) => {

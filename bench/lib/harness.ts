@@ -53,7 +53,9 @@ export class EmulatorProcess {
   }
 
   static async start(opts: EmulatorOptions): Promise<EmulatorProcess> {
-    const child = fork(path.join(__dirname, 'emulator-host.js'), [JSON.stringify(opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(path.join(__dirname, 'emulator-host.js'), [JSON.stringify(opts)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     const connection = await new Promise<HostConnection>((resolve, reject) => {
       const onMessage = (raw: unknown): void => {
         const m = raw as { ready?: boolean; connection?: HostConnection };
@@ -100,10 +102,17 @@ export function connectionAsEmulators(c: HostConnection): Emulators {
 }
 
 /** Sum of request counts per vendor and endpoint label (e.g. "GET /v3/contacts"). */
-export type RequestCounts = Record<'cc' | 'hubspot' | 'salesforce', Record<string, { total: number; byStatus: Record<string, number> }>>;
+export type RequestCounts = Record<
+  'cc' | 'hubspot' | 'salesforce',
+  Record<string, { total: number; byStatus: Record<string, number> }>
+>;
 
 /** Per-endpoint difference between two snapshots of one vendor. */
-export function countsDelta(after: RequestCounts, before: RequestCounts, vendor: keyof RequestCounts): Record<string, { total: number; byStatus: Record<string, number> }> {
+export function countsDelta(
+  after: RequestCounts,
+  before: RequestCounts,
+  vendor: keyof RequestCounts,
+): Record<string, { total: number; byStatus: Record<string, number> }> {
   const out: Record<string, { total: number; byStatus: Record<string, number> }> = {};
   for (const [label, a] of Object.entries(after[vendor])) {
     const b = before[vendor][label];
@@ -424,14 +433,25 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 // ------------------------------------------------------------------------------------------ printing
 
 export const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
-export const sec = (ms: number): string => (ms === 0 ? '0 s' : ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 0)} ms`);
+export const sec = (ms: number): string =>
+  ms === 0
+    ? '0 s'
+    : ms >= 10_000
+      ? `${(ms / 1000).toFixed(1)} s`
+      : ms >= 1000
+        ? `${(ms / 1000).toFixed(2)} s`
+        : `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
 export const int = (n: number): string => n.toLocaleString('en-US');
 
 /** A plain text table: first column left-aligned, the others right-aligned. */
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? int(c) : c)))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const line = (r: string[]): string =>
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
 }
 
@@ -456,7 +476,14 @@ export function seedOutbox(store: StateStore, truth: GroundTruth, targets: reado
     reason: o.reason,
     deleted: o.deleted,
   }));
-  store.commitDetection({ runId, added, resubscribed: [], targets, now, checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now } });
+  store.commitDetection({
+    runId,
+    added,
+    resubscribed: [],
+    targets,
+    now,
+    checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now },
+  });
   store.finishRun(runId, 0, { seeded: added.length }, now);
   return added;
 }

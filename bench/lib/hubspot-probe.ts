@@ -17,7 +17,19 @@ export async function probeHubSpot(baseUrl: string, token: string): Promise<HubS
   try {
     const r = await axios.post(
       `${baseUrl.replace(/\/+$/, '')}/crm/objects/2026-09/contacts/search`,
-      { filterGroups: [{ filters: [{ propertyName: 'hs_additional_emails', operator: 'IN', values: ['bench-probe@example.invalid'] }] }], properties: ['email'], sorts: [], limit: 1, after: '0' },
+      {
+        filterGroups: [
+          {
+            filters: [
+              { propertyName: 'hs_additional_emails', operator: 'IN', values: ['bench-probe@example.invalid'] },
+            ],
+          },
+        ],
+        properties: ['email'],
+        sorts: [],
+        limit: 1,
+        after: '0',
+      },
       { headers: { Authorization: `Bearer ${token}` }, validateStatus: () => true, timeout: 10_000 },
     );
     status = r.status;
@@ -26,7 +38,11 @@ export async function probeHubSpot(baseUrl: string, token: string): Promise<HubS
   }
   const dateVersioned = status !== 0 && status !== 404 && status !== 405 && status !== 501;
   return dateVersioned
-    ? { dateVersioned, settings: {}, note: `emulator serves the 2026-09 paths and search (probe: HTTP ${status}); connector defaults (apiVersion 2026-09, matchAdditionalEmails)` }
+    ? {
+        dateVersioned,
+        settings: {},
+        note: `emulator serves the 2026-09 paths and search (probe: HTTP ${status}); connector defaults (apiVersion 2026-09, matchAdditionalEmails)`,
+      }
     : {
         dateVersioned,
         settings: { apiVersion: 'legacy', matchAdditionalEmails: false },

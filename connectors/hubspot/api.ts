@@ -54,11 +54,15 @@ export class HubSpotHttpError extends Error {
   refreshMessage(): void {
     const detail = this.hubspotMessage();
     const category = this.category();
-    this.message = redact(`${this.label}: HTTP ${this.status}${category ? ` ${category}` : ''}${detail ? `: ${detail}` : ''}`);
+    this.message = redact(
+      `${this.label}: HTTP ${this.status}${category ? ` ${category}` : ''}${detail ? `: ${detail}` : ''}`,
+    );
   }
 
   private obj(): Record<string, unknown> {
-    return this.body && typeof this.body === 'object' && !Array.isArray(this.body) ? (this.body as Record<string, unknown>) : {};
+    return this.body && typeof this.body === 'object' && !Array.isArray(this.body)
+      ? (this.body as Record<string, unknown>)
+      : {};
   }
 
   policyName(): string | undefined {
@@ -84,7 +88,8 @@ export class HubSpotHttpError extends Error {
       }
     }
     if (parts.length === 0 && typeof this.body === 'string') parts.push(this.body);
-    if (parts.length === 0 && typeof b.error === 'string') parts.push(String(b.error) + (typeof b.error_description === 'string' ? `: ${b.error_description}` : ''));
+    if (parts.length === 0 && typeof b.error === 'string')
+      parts.push(String(b.error) + (typeof b.error_description === 'string' ? `: ${b.error_description}` : ''));
     // Redact before cutting: a secret split by the cut could no longer be recognised.
     const text = redact(parts.join('; '));
     return text.length > 300 ? text.slice(0, 297) + '...' : text;
@@ -144,7 +149,9 @@ function parseBody(text: string): unknown {
 
 function isFetchSystemError(err: unknown): boolean {
   const e = err as { name?: unknown; type?: unknown } | null;
-  return !!e && e.name === 'FetchError' && (e.type === 'system' || e.type === 'request-timeout' || e.type === 'body-timeout');
+  return (
+    !!e && e.name === 'FetchError' && (e.type === 'system' || e.type === 'request-timeout' || e.type === 'body-timeout')
+  );
 }
 
 const hash = (s: string): string => createHash('sha256').update(s).digest('hex').slice(0, 16);
@@ -252,24 +259,36 @@ class OAuthTokens implements Tokens {
           ),
         });
       }
-      throw new TargetHalt({ kind: 'unavailable', message: redact(`could not refresh the HubSpot OAuth token: ${(e as Error).message}`) });
+      throw new TargetHalt({
+        kind: 'unavailable',
+        message: redact(`could not refresh the HubSpot OAuth token: ${(e as Error).message}`),
+      });
     }
     const b = (res.body ?? {}) as { access_token?: unknown; refresh_token?: unknown; expires_in?: unknown };
     if (typeof b.access_token !== 'string' || b.access_token === '') {
       throw new TargetHalt({ kind: 'auth', message: 'HubSpot token endpoint answered without an access_token' });
     }
     const accessToken = b.access_token;
-    const refreshToken = typeof b.refresh_token === 'string' && b.refresh_token !== '' ? b.refresh_token : this.state.refreshToken;
+    const refreshToken =
+      typeof b.refresh_token === 'string' && b.refresh_token !== '' ? b.refresh_token : this.state.refreshToken;
     this.secrets.register(accessToken);
     this.secrets.register(refreshToken);
     const lifetimeMs = (typeof b.expires_in === 'number' && b.expires_in > 0 ? b.expires_in : 1800) * 1000;
     // Refresh before expiry: 5 minutes early, or half the lifetime for short-lived tokens.
     const margin = Math.min(5 * 60_000, lifetimeMs / 2);
-    const next: StoredTokens = { accessToken, expiresAt: this.now() + lifetimeMs - margin, refreshToken, seed: this.state.seed };
+    const next: StoredTokens = {
+      accessToken,
+      expiresAt: this.now() + lifetimeMs - margin,
+      refreshToken,
+      seed: this.state.seed,
+    };
     // Persist (durably) before use: a rotated refresh token must never be lost.
     this.kv.set(OAUTH_KV_KEY, JSON.stringify(next));
     this.state = next;
-    this.logger.debug('hubspot oauth token refreshed', { rotated: refreshToken !== this.auth.refreshToken, expiresInSeconds: lifetimeMs / 1000 });
+    this.logger.debug('hubspot oauth token refreshed', {
+      rotated: refreshToken !== this.auth.refreshToken,
+      expiresInSeconds: lifetimeMs / 1000,
+    });
     return accessToken;
   }
 }
@@ -320,11 +339,18 @@ export class HubSpotApi {
       middleware: [
         {
           pre: (ctx: unknown) => {
-            (ctx as { setHeaderParam(k: string, v: string): void }).setHeaderParam('Authorization', `Bearer ${this.token}`);
+            (ctx as { setHeaderParam(k: string, v: string): void }).setHeaderParam(
+              'Authorization',
+              `Bearer ${this.token}`,
+            );
             return Promise.resolve(ctx);
           },
           post: async (ctx: unknown) => {
-            const r = ctx as { httpStatusCode: number; headers: Record<string, string>; body: { text(): Promise<string> } };
+            const r = ctx as {
+              httpStatusCode: number;
+              headers: Record<string, string>;
+              body: { text(): Promise<string> };
+            };
             this.observe(r.headers);
             if (r.httpStatusCode >= 400) {
               const text = await r.body.text();
@@ -345,7 +371,15 @@ export class HubSpotApi {
       this.tokens = new PrivateAppTokens(cfg.auth.serviceKey);
     } else {
       const tokenPath = this.paths.oauthToken;
-      this.tokens = new OAuthTokens(cfg.auth, caps.kv, () => caps.clock.now().getTime(), (form) => this.call(`POST ${tokenPath}`, { method: 'POST', path: tokenPath, form, auth: false }), this.logger, caps.secrets, caps.http.singleFlight);
+      this.tokens = new OAuthTokens(
+        cfg.auth,
+        caps.kv,
+        () => caps.clock.now().getTime(),
+        (form) => this.call(`POST ${tokenPath}`, { method: 'POST', path: tokenPath, form, auth: false }),
+        this.logger,
+        caps.secrets,
+        caps.http.singleFlight,
+      );
     }
   }
 
@@ -362,7 +396,14 @@ export class HubSpotApi {
         headers['Content-Type'] = 'application/x-www-form-urlencoded';
         defaultJson = false;
       }
-      const request = new SdkRequest(this.client.config, { method: req.method, path: req.path, qs: req.qs as Record<string, string> | undefined, body, headers, defaultJson });
+      const request = new SdkRequest(this.client.config, {
+        method: req.method,
+        path: req.path,
+        qs: req.qs as Record<string, string> | undefined,
+        body,
+        headers,
+        defaultJson,
+      });
       const res = await sdkFetch(request.getUrl().toString(), { ...request.getSendData(), redirect: 'manual' });
       if (res.status >= 300 && res.status < 400) {
         // Never followed: a redirect would carry the bearer token elsewhere.
@@ -375,7 +416,9 @@ export class HubSpotApi {
         }
         throw new TargetHalt({
           kind: 'config',
-          message: redact(`HubSpot answered ${label} with HTTP ${res.status} (redirect${where}); redirects are never followed: check baseUrl`),
+          message: redact(
+            `HubSpot answered ${label} with HTTP ${res.status} (redirect${where}); redirects are never followed: check baseUrl`,
+          ),
         });
       }
       const h: Record<string, string> = {};
@@ -452,15 +495,26 @@ export class HubSpotApi {
         this.retry,
         this.caps.clock,
         {
-          onRetry: ({ attempt, delayMs, reason }) => this.logger.warn('hubspot request retried', { request: label, attempt, delayMs, reason }),
+          onRetry: ({ attempt, delayMs, reason }) =>
+            this.logger.warn('hubspot request retried', { request: label, attempt, delayMs, reason }),
         },
       );
     } catch (e) {
       const err = e instanceof RetryNow ? e.original : e;
       if (err instanceof HubSpotHttpError && err.status === 401 && auth) {
         const type = this.cfg.auth.type;
-        const what = type === 'oauth' ? 'OAuth access token (after a refresh)' : type === 'service-key' ? 'Service Key' : 'private app access token';
-        const field = type === 'oauth' ? 'refreshToken / clientId / clientSecret' : type === 'service-key' ? 'serviceKey' : 'accessToken';
+        const what =
+          type === 'oauth'
+            ? 'OAuth access token (after a refresh)'
+            : type === 'service-key'
+              ? 'Service Key'
+              : 'private app access token';
+        const field =
+          type === 'oauth'
+            ? 'refreshToken / clientId / clientSecret'
+            : type === 'service-key'
+              ? 'serviceKey'
+              : 'accessToken';
         throw new TargetHalt({
           kind: 'auth',
           message: redact(`HubSpot rejected the ${what} (401 on ${label}); check auth.${field}`),
@@ -522,7 +576,10 @@ export class HubSpotApi {
       this.holdUntil = until;
       this.holdWhy = why;
     }
-    this.logger.warn('hubspot rate limit wait too long; deferring the target', { waitMs: ms, maxWaitMs: MAX_RATE_WAIT_MS });
+    this.logger.warn('hubspot rate limit wait too long; deferring the target', {
+      waitMs: ms,
+      maxWaitMs: MAX_RATE_WAIT_MS,
+    });
   }
 
   private holdHalt(): TargetHalt {
@@ -566,7 +623,8 @@ export class HubSpotApi {
       // configured), the difference is taken as used now: those slots reopen a window later, the others on
       // time. (Pausing a whole interval here idled the limiter for 10 s: 15 % slower at 100k per-address.)
       const interval = obs.intervalMs ?? limiter.windowMs ?? (search ? 1_000 : 10_000);
-      const missing = limiter.perWindow !== undefined && limiter.inWindow ? limiter.perWindow - limiter.inWindow() : Infinity;
+      const missing =
+        limiter.perWindow !== undefined && limiter.inWindow ? limiter.perWindow - limiter.inWindow() : Infinity;
       if (interval !== limiter.windowMs || !limiter.occupy || !Number.isFinite(missing)) {
         // not the window we keep (a changed policy): wait out the interval HubSpot names
         this.pauseOrHold(limiter, interval, why);
@@ -597,6 +655,7 @@ export function missingScopesOf(e: HubSpotHttpError): string | null {
     for (const s of strings(m)) if (s.trim() !== '') out.add(s.trim());
   };
   take(b.context);
-  if (Array.isArray(b.errors)) for (const d of b.errors as unknown[]) take((d as { context?: unknown } | null)?.context);
+  if (Array.isArray(b.errors))
+    for (const d of b.errors as unknown[]) take((d as { context?: unknown } | null)?.context);
   return out.size > 0 ? [...out].join(', ') : null;
 }

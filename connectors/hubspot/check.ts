@@ -11,7 +11,10 @@ import { ResolvedHubSpotConfig } from './config';
 export interface CheckSubject {
   readonly cfg: ResolvedHubSpotConfig;
   readonly api: HubSpotApi;
-  batchState(): { mode: 'auto' | 'always' | 'never'; known: { decision: 'refused' | 'available'; at: string; detail?: string } | null };
+  batchState(): {
+    mode: 'auto' | 'always' | 'never';
+    known: { decision: 'refused' | 'available'; at: string; detail?: string } | null;
+  };
 }
 
 interface ScopeNeed {
@@ -48,7 +51,8 @@ export function requiredScopes(cfg: ResolvedHubSpotConfig): ScopeNeed[] {
   return needs;
 }
 
-const describeNeed = (n: ScopeNeed): string => (n.anyOf.length === 1 ? n.anyOf[0]! : `${n.anyOf[0]} (or ${n.anyOf.slice(1).join(' / ')})`);
+const describeNeed = (n: ScopeNeed): string =>
+  n.anyOf.length === 1 ? n.anyOf[0]! : `${n.anyOf[0]} (or ${n.anyOf.slice(1).join(' / ')})`;
 
 function errMessage(e: unknown): string {
   if (isTargetHalt(e)) return e.message;
@@ -60,10 +64,15 @@ function compatibleTypes(v: MappedValue): { types: string[]; hint: string } {
   if (typeof v === 'object') {
     const c = v.constant;
     if (typeof c === 'number') return { types: ['number', 'string'], hint: 'a number or string property' };
-    if (typeof c === 'boolean') return { types: ['bool', 'enumeration', 'string'], hint: 'a bool (single checkbox) or string property' };
+    if (typeof c === 'boolean')
+      return { types: ['bool', 'enumeration', 'string'], hint: 'a bool (single checkbox) or string property' };
     return { types: ['string', 'enumeration'], hint: 'a string or enumeration property' };
   }
-  if (v === 'optOutDate') return { types: ['datetime', 'string'], hint: 'a datetime or string property (date properties need midnight values)' };
+  if (v === 'optOutDate')
+    return {
+      types: ['datetime', 'string'],
+      hint: 'a datetime or string property (date properties need midnight values)',
+    };
   return { types: ['string'], hint: 'a string (single-line text) property' };
 }
 
@@ -106,7 +115,12 @@ function startRun(target: CheckSubject, items: CheckItem[]): CheckRun {
   return {
     cfg,
     api: target.api,
-    tokenName: authType === 'service-key' ? 'Service Key' : authType === 'private-app' ? 'private app token' : 'OAuth access token',
+    tokenName:
+      authType === 'service-key'
+        ? 'Service Key'
+        : authType === 'private-app'
+          ? 'private app token'
+          : 'OAuth access token',
     add: (name, ok, detail) => {
       items.push({ name, ok, detail: redact(detail) });
     },
@@ -142,11 +156,17 @@ async function checkTokenInfo(run: CheckRun): Promise<TokenInfo> {
 async function privateAppTokenInfo(run: CheckRun, token: string): Promise<Partial<TokenInfo>> {
   const paths = run.api.paths;
   try {
-    const res = await run.api.call(`POST ${paths.privateAppTokenInfo}`, { method: 'POST', path: paths.privateAppTokenInfo, body: { tokenKey: token } });
+    const res = await run.api.call(`POST ${paths.privateAppTokenInfo}`, {
+      method: 'POST',
+      path: paths.privateAppTokenInfo,
+      body: { tokenKey: token },
+    });
     const b = (res.body ?? {}) as { scopes?: unknown; hubId?: unknown; appId?: unknown };
     return {
       scopes: Array.isArray(b.scopes) ? b.scopes.filter((x): x is string => typeof x === 'string') : null,
-      ...(b.hubId !== undefined ? { portal: `portal ${String(b.hubId)}${b.appId !== undefined ? `, app ${String(b.appId)}` : ''}` } : {}),
+      ...(b.hubId !== undefined
+        ? { portal: `portal ${String(b.hubId)}${b.appId !== undefined ? `, app ${String(b.appId)}` : ''}` }
+        : {}),
     };
   } catch (e) {
     return { tokenInfoNote: `; token info unavailable (${errMessage(e)})` };
@@ -167,12 +187,27 @@ async function oauthTokenInfo(run: CheckRun, token: string): Promise<Partial<Tok
             method: 'POST',
             path,
             auth: false,
-            form: { client_id: cfg.auth.clientId, client_secret: cfg.auth.clientSecret, token, token_type_hint: 'access_token' },
+            form: {
+              client_id: cfg.auth.clientId,
+              client_secret: cfg.auth.clientSecret,
+              token,
+              token_type_hint: 'access_token',
+            },
           });
-    const b = (res.body ?? {}) as { scopes?: unknown; scope?: unknown; hub_id?: unknown; hubId?: unknown; active?: unknown };
+    const b = (res.body ?? {}) as {
+      scopes?: unknown;
+      scope?: unknown;
+      hub_id?: unknown;
+      hubId?: unknown;
+      active?: unknown;
+    };
     const hub = b.hub_id ?? b.hubId;
     return {
-      scopes: Array.isArray(b.scopes) ? b.scopes.filter((x): x is string => typeof x === 'string') : typeof b.scope === 'string' ? b.scope.split(/\s+/).filter(Boolean) : null,
+      scopes: Array.isArray(b.scopes)
+        ? b.scopes.filter((x): x is string => typeof x === 'string')
+        : typeof b.scope === 'string'
+          ? b.scope.split(/\s+/).filter(Boolean)
+          : null,
       ...(hub !== undefined ? { portal: `portal ${String(hub)}` } : {}),
       ...(b.active === false ? { tokenInfoNote: '; token introspection says the token is not active' } : {}),
     };
@@ -193,17 +228,34 @@ async function checkContactRead(run: CheckRun, info: TokenInfo): Promise<boolean
       method: 'POST',
       path,
       qs: { archived: 'false' },
-      body: { inputs: [{ id: 'cc-optout-check@example.invalid' }], idProperty: 'email', properties: ['email', 'hs_email_optout'], propertiesWithHistory: [] },
+      body: {
+        inputs: [{ id: 'cc-optout-check@example.invalid' }],
+        idProperty: 'email',
+        properties: ['email', 'hs_email_optout'],
+        propertiesWithHistory: [],
+      },
     });
     tokenOk = true;
-    add('token', true, `${tokenName} is valid (a contact read succeeded; API version ${paths.version})${portal ? ` (${portal})` : ''}${tokenInfoNote}`);
+    add(
+      'token',
+      true,
+      `${tokenName} is valid (a contact read succeeded; API version ${paths.version})${portal ? ` (${portal})` : ''}${tokenInfoNote}`,
+    );
     add('contact-lookup', true, 'batch read of contacts by email works');
   } catch (e) {
     const missing = note403(e);
     if (e instanceof HubSpotHttpError && e.status === 403) {
       tokenOk = true; // authenticated, but not allowed
-      add('token', true, `${tokenName} is valid (HubSpot answered 403, not 401)${portal ? ` (${portal})` : ''}${tokenInfoNote}`);
-      add('contact-lookup', false, `HubSpot refused the contact lookup (403): grant scope ${missing ?? SCOPES.contactsRead}`);
+      add(
+        'token',
+        true,
+        `${tokenName} is valid (HubSpot answered 403, not 401)${portal ? ` (${portal})` : ''}${tokenInfoNote}`,
+      );
+      add(
+        'contact-lookup',
+        false,
+        `HubSpot refused the contact lookup (403): grant scope ${missing ?? SCOPES.contactsRead}`,
+      );
     } else if (isTargetHalt(e) && e.kind === 'auth') {
       add('token', false, errMessage(e));
     } else {
@@ -224,7 +276,11 @@ async function checkSearch(run: CheckRun): Promise<void> {
       path,
       search: true,
       body: {
-        filterGroups: [{ filters: [{ propertyName: ADDITIONAL_EMAILS, operator: 'IN', values: ['cc-optout-check@example.invalid'] }] }],
+        filterGroups: [
+          {
+            filters: [{ propertyName: ADDITIONAL_EMAILS, operator: 'IN', values: ['cc-optout-check@example.invalid'] }],
+          },
+        ],
         properties: ['email', ADDITIONAL_EMAILS],
         sorts: [],
         limit: 1,
@@ -250,8 +306,16 @@ async function checkSubscriptions(run: CheckRun): Promise<void> {
   const paths = api.paths;
   if (cfg.suppression.type !== 'subscriptions') return;
   try {
-    const res = await api.call(`GET ${paths.definitions}`, { method: 'GET', path: paths.definitions, qs: { businessUnitId: String(cfg.businessUnitId) } });
-    const defs = (((res.body ?? {}) as { results?: unknown }).results ?? []) as Array<{ id?: unknown; name?: unknown; isActive?: unknown }>;
+    const res = await api.call(`GET ${paths.definitions}`, {
+      method: 'GET',
+      path: paths.definitions,
+      qs: { businessUnitId: String(cfg.businessUnitId) },
+    });
+    const defs = (((res.body ?? {}) as { results?: unknown }).results ?? []) as Array<{
+      id?: unknown;
+      name?: unknown;
+      isActive?: unknown;
+    }>;
     const byId = new Map(defs.filter((d) => d && d.id !== undefined).map((d) => [String(d.id), d]));
     const problems: string[] = [];
     const found: string[] = [];
@@ -262,14 +326,25 @@ async function checkSubscriptions(run: CheckRun): Promise<void> {
       else found.push(`${id} (${String(d.name)})`);
     }
     if (problems.length > 0) {
-      const available = [...byId.values()].slice(0, 20).map((d) => `${String(d.id)} ${String(d.name)}`).join(', ');
-      add('subscriptions', false, `businessUnitId ${cfg.businessUnitId}: ${problems.join('; ')}. Available: ${available || 'none'}`);
+      const available = [...byId.values()]
+        .slice(0, 20)
+        .map((d) => `${String(d.id)} ${String(d.name)}`)
+        .join(', ');
+      add(
+        'subscriptions',
+        false,
+        `businessUnitId ${cfg.businessUnitId}: ${problems.join('; ')}. Available: ${available || 'none'}`,
+      );
     } else {
       add('subscriptions', true, `businessUnitId ${cfg.businessUnitId}: ${found.join(', ')}`);
     }
   } catch (e) {
     const missing = note403(e);
-    add('subscriptions', false, `could not read subscription definitions: ${missing ? `grant scope ${missing}` : errMessage(e)}`);
+    add(
+      'subscriptions',
+      false,
+      `could not read subscription definitions: ${missing ? `grant scope ${missing}` : errMessage(e)}`,
+    );
   }
 }
 
@@ -281,22 +356,39 @@ async function checkProperties(run: CheckRun): Promise<void> {
     const path = paths.property(name);
     try {
       const res = await api.call(`GET ${path}`, { method: 'GET', path });
-      const p = (res.body ?? {}) as { type?: unknown; fieldType?: unknown; calculated?: unknown; modificationMetadata?: { readOnlyValue?: unknown } };
+      const p = (res.body ?? {}) as {
+        type?: unknown;
+        fieldType?: unknown;
+        calculated?: unknown;
+        modificationMetadata?: { readOnlyValue?: unknown };
+      };
       const { types, hint } = compatibleTypes(value);
       const type = String(p.type);
       if (p.modificationMetadata?.readOnlyValue === true || p.calculated === true) {
         add(`property:${name}`, false, `contact property ${name} is read-only in HubSpot; choose a custom property`);
       } else if (!types.includes(type)) {
-        add(`property:${name}`, false, `contact property ${name} has type ${type}${p.fieldType ? `/${String(p.fieldType)}` : ''}; ${JSON.stringify(value)} needs ${hint}`);
+        add(
+          `property:${name}`,
+          false,
+          `contact property ${name} has type ${type}${p.fieldType ? `/${String(p.fieldType)}` : ''}; ${JSON.stringify(value)} needs ${hint}`,
+        );
       } else {
         add(`property:${name}`, true, `contact property ${name} exists (type ${type})`);
       }
     } catch (e) {
       if (e instanceof HubSpotHttpError && e.status === 404) {
-        add(`property:${name}`, false, `contact property ${name} does not exist in HubSpot; create it (Settings > Properties) or remove it from "properties"`);
+        add(
+          `property:${name}`,
+          false,
+          `contact property ${name} does not exist in HubSpot; create it (Settings > Properties) or remove it from "properties"`,
+        );
       } else {
         const missing = note403(e);
-        add(`property:${name}`, false, `could not read contact property ${name}: ${missing ? `grant scope ${missing}` : errMessage(e)}`);
+        add(
+          `property:${name}`,
+          false,
+          `could not read contact property ${name}: ${missing ? `grant scope ${missing}` : errMessage(e)}`,
+        );
       }
     }
   }
@@ -308,22 +400,36 @@ function checkScopes(run: CheckRun, scopes: string[] | null, tokenOk: boolean): 
   const needs = requiredScopes(cfg);
   if (scopes === null) {
     if (missingFrom403.size > 0) {
-      add('scopes', false, `missing scopes (HubSpot 403 context.missingScopes): ${[...missingFrom403].join(', ')}; needed in all: ${needs.map(describeNeed).join(', ')}`);
+      add(
+        'scopes',
+        false,
+        `missing scopes (HubSpot 403 context.missingScopes): ${[...missingFrom403].join(', ')}; needed in all: ${needs.map(describeNeed).join(', ')}`,
+      );
     } else if (tokenOk) {
-      add('scopes', true, `reads allowed; write scopes not verifiable without a write (no token info for this ${tokenName}); needed: ${needs.map(describeNeed).join(', ')}`);
+      add(
+        'scopes',
+        true,
+        `reads allowed; write scopes not verifiable without a write (no token info for this ${tokenName}); needed: ${needs.map(describeNeed).join(', ')}`,
+      );
     }
   } else {
     const granted = new Set(scopes);
     const missing = needs.filter((n) => !n.optional && !n.anyOf.some((x) => granted.has(x)));
     const missingOptional = needs.filter((n) => n.optional && !n.anyOf.some((x) => granted.has(x)));
-    const extra = missingOptional.length > 0 ? `; optional scope not granted: ${missingOptional.map(describeNeed).join(', ')} (batch suppression unavailable, per-email writes will be used)` : '';
+    const extra =
+      missingOptional.length > 0
+        ? `; optional scope not granted: ${missingOptional.map(describeNeed).join(', ')} (batch suppression unavailable, per-email writes will be used)`
+        : '';
     if (missing.length > 0) {
-      add('scopes', false, `missing scopes: ${missing.map((n) => `${describeNeed(n)} (to ${n.why})`).join(', ')}${extra}`);
+      add(
+        'scopes',
+        false,
+        `missing scopes: ${missing.map((n) => `${describeNeed(n)} (to ${n.why})`).join(', ')}${extra}`,
+      );
     } else {
       add('scopes', true, `all required scopes granted${extra}`);
     }
   }
-
 }
 
 /** 7. Batch suppression: what is known. */
@@ -350,7 +456,10 @@ function checkBatch(run: CheckRun, state: ReturnType<CheckSubject['batchState']>
       `scope ${SCOPES.batchWrite} not granted: ${mode === 'auto' ? 'per-email writes will be used' : 'batch writes will fail; grant it or set suppression.batch to "auto"'}`,
     );
   } else {
-    add('batch-suppression', true, `not yet known (needs Marketing Hub Enterprise${scopes ? '; scope granted' : ''}): the first batch write decides${mode === 'auto' ? ', falling back to per-email on 403' : ''}`);
+    add(
+      'batch-suppression',
+      true,
+      `not yet known (needs Marketing Hub Enterprise${scopes ? '; scope granted' : ''}): the first batch write decides${mode === 'auto' ? ', falling back to per-email on 403' : ''}`,
+    );
   }
-
 }

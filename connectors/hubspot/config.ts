@@ -33,7 +33,10 @@ function enumOf<V extends string>(name: string, values: readonly V[]): t.Type<V,
   return new t.Type<V, V, unknown>(
     expected,
     (u): u is V => typeof u === 'string' && set.has(u),
-    (u, c) => (typeof u === 'string' && set.has(u) ? t.success(u as V) : t.failure(u, c, `${name}: got ${JSON.stringify(u)}, expected one of ${expected}`)),
+    (u, c) =>
+      typeof u === 'string' && set.has(u)
+        ? t.success(u as V)
+        : t.failure(u, c, `${name}: got ${JSON.stringify(u)}, expected one of ${expected}`),
     (a) => a,
   );
 }
@@ -42,14 +45,18 @@ function enumOf<V extends string>(name: string, values: readonly V[]): t.Type<V,
  * A union tagged by `type`: the tag picks the member, so errors speak about that member only
  * (an io-ts union of strict objects would report every member's complaints at once).
  */
-function tagged<M extends Record<string, t.Mixed>>(name: string, members: M): t.Type<t.TypeOf<M[keyof M]>, unknown, unknown> {
+function tagged<M extends Record<string, t.Mixed>>(
+  name: string,
+  members: M,
+): t.Type<t.TypeOf<M[keyof M]>, unknown, unknown> {
   const tags = Object.keys(members);
   const expected = tags.map((x) => JSON.stringify(x)).join(' | ');
   return new t.Type<t.TypeOf<M[keyof M]>, unknown, unknown>(
     name,
     (u): u is t.TypeOf<M[keyof M]> => tags.some((k) => members[k]!.is(u)),
     (u, c) => {
-      if (typeof u !== 'object' || u === null || Array.isArray(u)) return t.failure(u, c, `${name}: expected an object with "type" (${expected})`);
+      if (typeof u !== 'object' || u === null || Array.isArray(u))
+        return t.failure(u, c, `${name}: expected an object with "type" (${expected})`);
       const tag = (u as { type?: unknown }).type;
       if (typeof tag !== 'string' || !Object.prototype.hasOwnProperty.call(members, tag)) {
         return t.failures([
@@ -70,16 +77,29 @@ export const LegalBasisCodec = enumOf('legalBasis', LEGAL_BASIS_VALUES);
 export const BatchModeCodec = enumOf('batch', ['auto', 'always', 'never'] as const);
 export type BatchMode = t.TypeOf<typeof BatchModeCodec>;
 
-export const PrivateAppAuth = strictObject('PrivateAppAuth', { type: t.literal('private-app'), accessToken: NonEmptyString }, {});
+export const PrivateAppAuth = strictObject(
+  'PrivateAppAuth',
+  { type: t.literal('private-app'), accessToken: NonEmptyString },
+  {},
+);
 export const OAuthAuth = strictObject(
   'OAuthAuth',
   { type: t.literal('oauth'), clientId: NonEmptyString, clientSecret: NonEmptyString, refreshToken: NonEmptyString },
   {},
 );
 /** A Service Key (Development > Keys > Service keys): a static bearer token, like a private-app token. */
-export const ServiceKeyAuth = strictObject('ServiceKeyAuth', { type: t.literal('service-key'), serviceKey: NonEmptyString }, {});
-export const AuthCodec = tagged('auth', { 'service-key': ServiceKeyAuth, 'private-app': PrivateAppAuth, oauth: OAuthAuth });
-export type HubSpotAuth = t.TypeOf<typeof ServiceKeyAuth> | t.TypeOf<typeof PrivateAppAuth> | t.TypeOf<typeof OAuthAuth>;
+export const ServiceKeyAuth = strictObject(
+  'ServiceKeyAuth',
+  { type: t.literal('service-key'), serviceKey: NonEmptyString },
+  {},
+);
+export const AuthCodec = tagged('auth', {
+  'service-key': ServiceKeyAuth,
+  'private-app': PrivateAppAuth,
+  oauth: OAuthAuth,
+});
+export type HubSpotAuth =
+  t.TypeOf<typeof ServiceKeyAuth> | t.TypeOf<typeof PrivateAppAuth> | t.TypeOf<typeof OAuthAuth>;
 
 export const ApiVersionCodec = enumOf('apiVersion', API_VERSIONS);
 
@@ -94,42 +114,62 @@ export const SubscriptionIdCodec = new t.Type<string, string, unknown>(
 /** Non-empty, no duplicates. */
 export const SubscriptionIdsCodec = new t.Type<string[], string[], unknown>(
   'non-empty array of distinct subscription ids',
-  (u): u is string[] => Array.isArray(u) && u.length > 0 && u.every((x) => SubscriptionIdCodec.is(x)) && new Set(u).size === u.length,
+  (u): u is string[] =>
+    Array.isArray(u) && u.length > 0 && u.every((x) => SubscriptionIdCodec.is(x)) && new Set(u).size === u.length,
   (u, c) => {
     const r = t.array(SubscriptionIdCodec).validate(u, c);
     if (r._tag === 'Left') return r;
-    if (r.right.length === 0) return t.failure(u, c, 'subscriptionIds: expected at least one subscription id (find them with GET /communication-preferences/2026-09/definitions)');
+    if (r.right.length === 0)
+      return t.failure(
+        u,
+        c,
+        'subscriptionIds: expected at least one subscription id (find them with GET /communication-preferences/2026-09/definitions)',
+      );
     if (new Set(r.right).size !== r.right.length) return t.failure(u, c, 'subscriptionIds: duplicate subscription id');
     return t.success(r.right);
   },
   (a) => a,
 );
 
-export const UnsubscribeAllSuppression = strictObject('UnsubscribeAllSuppression', { type: t.literal('unsubscribe-all') }, { batch: BatchModeCodec });
+export const UnsubscribeAllSuppression = strictObject(
+  'UnsubscribeAllSuppression',
+  { type: t.literal('unsubscribe-all') },
+  { batch: BatchModeCodec },
+);
 export const SubscriptionsSuppression = strictObject(
   'SubscriptionsSuppression',
   { type: t.literal('subscriptions'), subscriptionIds: SubscriptionIdsCodec },
   { batch: BatchModeCodec },
 );
-export const SuppressionCodec = tagged('suppression', { 'unsubscribe-all': UnsubscribeAllSuppression, subscriptions: SubscriptionsSuppression });
+export const SuppressionCodec = tagged('suppression', {
+  'unsubscribe-all': UnsubscribeAllSuppression,
+  subscriptions: SubscriptionsSuppression,
+});
 
 /** HubSpot internal property names: lower-case letter first, then lower-case letters, digits, underscores. */
 export const PROPERTY_NAME = /^[a-z][a-z0-9_]*$/;
 /** Read-only in HubSpot: suppression goes through Communication Preferences, never through this property. */
 export const READ_ONLY_OPTOUT_PROPERTY = 'hs_email_optout';
 
-export const AuditPropertiesCodec = fieldMapping('audit properties { hubspotPropertyName: mapped value }', '{ hubspotPropertyName: value }', (k) =>
-  !PROPERTY_NAME.test(k)
-    ? `"${k}" is not a HubSpot internal property name (lower-case letters, digits, "_", starting with a letter)`
-    : k === READ_ONLY_OPTOUT_PROPERTY
-      ? `${READ_ONLY_OPTOUT_PROPERTY} is read-only in HubSpot; suppression is written through Communication Preferences (see suppression)`
-      : null,
+export const AuditPropertiesCodec = fieldMapping(
+  'audit properties { hubspotPropertyName: mapped value }',
+  '{ hubspotPropertyName: value }',
+  (k) =>
+    !PROPERTY_NAME.test(k)
+      ? `"${k}" is not a HubSpot internal property name (lower-case letters, digits, "_", starting with a letter)`
+      : k === READ_ONLY_OPTOUT_PROPERTY
+        ? `${READ_ONLY_OPTOUT_PROPERTY} is read-only in HubSpot; suppression is written through Communication Preferences (see suppression)`
+        : null,
 );
 
-export const RateLimitCodec = strictObject('HubSpotRateLimit', {}, {
-  per10Seconds: intRange(1, MAX_PER_10_SECONDS),
-  searchPerSecond: intRange(1, MAX_SEARCH_PER_SECOND),
-});
+export const RateLimitCodec = strictObject(
+  'HubSpotRateLimit',
+  {},
+  {
+    per10Seconds: intRange(1, MAX_PER_10_SECONDS),
+    searchPerSecond: intRange(1, MAX_SEARCH_PER_SECOND),
+  },
+);
 
 export const HubSpotConfigCodec = strictObject(
   'HubSpotConfig',
@@ -176,7 +216,11 @@ export function resolveConfig(c: HubSpotConfig): ResolvedHubSpotConfig {
     s === undefined
       ? { type: 'unsubscribe-all', batch: 'auto' }
       : s.type === 'subscriptions'
-        ? { type: 'subscriptions', subscriptionIds: [...(s as { subscriptionIds: string[] }).subscriptionIds], batch: s.batch ?? 'auto' }
+        ? {
+            type: 'subscriptions',
+            subscriptionIds: [...(s as { subscriptionIds: string[] }).subscriptionIds],
+            batch: s.batch ?? 'auto',
+          }
         : { type: 'unsubscribe-all', batch: s.batch ?? 'auto' };
   return {
     baseUrl: (c.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, ''),

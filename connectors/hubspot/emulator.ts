@@ -158,23 +158,106 @@ interface PropertyDef {
 const BUILTIN_PROPERTIES: PropertyDef[] = [
   { name: 'email', label: 'Email', type: 'string', fieldType: 'text', readOnlyValue: false, hubspotDefined: true },
   // Secondary addresses, `;`-separated (multi-value: search matches each value); set through HubSpot's UI/imports, not this API.
-  { name: 'hs_additional_emails', label: 'Additional email addresses', type: 'enumeration', fieldType: 'checkbox', readOnlyValue: true, hubspotDefined: true },
-  { name: 'firstname', label: 'First Name', type: 'string', fieldType: 'text', readOnlyValue: false, hubspotDefined: true },
-  { name: 'lastname', label: 'Last Name', type: 'string', fieldType: 'text', readOnlyValue: false, hubspotDefined: true },
-  { name: 'hs_email_optout', label: 'Unsubscribed from all email', type: 'enumeration', fieldType: 'booleancheckbox', readOnlyValue: true, hubspotDefined: true },
-  { name: 'hs_object_id', label: 'Record ID', type: 'number', fieldType: 'number', readOnlyValue: true, hubspotDefined: true },
-  { name: 'createdate', label: 'Create Date', type: 'datetime', fieldType: 'date', readOnlyValue: true, hubspotDefined: true },
-  { name: 'lastmodifieddate', label: 'Last Modified Date', type: 'datetime', fieldType: 'date', readOnlyValue: true, hubspotDefined: true },
+  {
+    name: 'hs_additional_emails',
+    label: 'Additional email addresses',
+    type: 'enumeration',
+    fieldType: 'checkbox',
+    readOnlyValue: true,
+    hubspotDefined: true,
+  },
+  {
+    name: 'firstname',
+    label: 'First Name',
+    type: 'string',
+    fieldType: 'text',
+    readOnlyValue: false,
+    hubspotDefined: true,
+  },
+  {
+    name: 'lastname',
+    label: 'Last Name',
+    type: 'string',
+    fieldType: 'text',
+    readOnlyValue: false,
+    hubspotDefined: true,
+  },
+  {
+    name: 'hs_email_optout',
+    label: 'Unsubscribed from all email',
+    type: 'enumeration',
+    fieldType: 'booleancheckbox',
+    readOnlyValue: true,
+    hubspotDefined: true,
+  },
+  {
+    name: 'hs_object_id',
+    label: 'Record ID',
+    type: 'number',
+    fieldType: 'number',
+    readOnlyValue: true,
+    hubspotDefined: true,
+  },
+  {
+    name: 'createdate',
+    label: 'Create Date',
+    type: 'datetime',
+    fieldType: 'date',
+    readOnlyValue: true,
+    hubspotDefined: true,
+  },
+  {
+    name: 'lastmodifieddate',
+    label: 'Last Modified Date',
+    type: 'datetime',
+    fieldType: 'date',
+    readOnlyValue: true,
+    hubspotDefined: true,
+  },
 ];
 
-export const HUBSPOT_DEFAULT_CUSTOM_PROPERTIES = ['cc_optout_date', 'cc_optout_source', 'cc_optout_reason', 'cc_contact_id'];
+export const HUBSPOT_DEFAULT_CUSTOM_PROPERTIES = [
+  'cc_optout_date',
+  'cc_optout_source',
+  'cc_optout_reason',
+  'cc_contact_id',
+];
 
 const SUBSCRIPTIONS = [
-  { id: 1001, name: 'Marketing Information', description: 'Marketing offers and updates.', purpose: 'Marketing', isDefault: true, isInternal: false },
-  { id: 1002, name: 'One to One', description: 'One to one emails.', purpose: 'Sales', isDefault: true, isInternal: true },
-  { id: 1003, name: 'Customer Service Communication', description: 'Feedback requests and service updates.', purpose: 'Customer Service', isDefault: false, isInternal: false },
+  {
+    id: 1001,
+    name: 'Marketing Information',
+    description: 'Marketing offers and updates.',
+    purpose: 'Marketing',
+    isDefault: true,
+    isInternal: false,
+  },
+  {
+    id: 1002,
+    name: 'One to One',
+    description: 'One to one emails.',
+    purpose: 'Sales',
+    isDefault: true,
+    isInternal: true,
+  },
+  {
+    id: 1003,
+    name: 'Customer Service Communication',
+    description: 'Feedback requests and service updates.',
+    purpose: 'Customer Service',
+    isDefault: false,
+    isInternal: false,
+  },
 ];
-const LEGAL_BASES = ['CONSENT_WITH_NOTICE', 'LEGITIMATE_INTEREST_CLIENT', 'LEGITIMATE_INTEREST_OTHER', 'LEGITIMATE_INTEREST_PQL', 'NON_GDPR', 'PERFORMANCE_OF_CONTRACT', 'PROCESS_AND_STORE'];
+const LEGAL_BASES = [
+  'CONSENT_WITH_NOTICE',
+  'LEGITIMATE_INTEREST_CLIENT',
+  'LEGITIMATE_INTEREST_OTHER',
+  'LEGITIMATE_INTEREST_PQL',
+  'NON_GDPR',
+  'PERFORMANCE_OF_CONTRACT',
+  'PROCESS_AND_STORE',
+];
 const PORTAL_ID = 4242424;
 const PRIVATE_APP_ID = 100001;
 const OAUTH_APP_ID = 200002;
@@ -194,7 +277,21 @@ interface RouteMeta {
   search?: boolean;
 }
 
-const SEARCH_OPERATORS = ['BETWEEN', 'CONTAINS_TOKEN', 'EQ', 'GT', 'GTE', 'HAS_PROPERTY', 'IN', 'LT', 'LTE', 'NEQ', 'NOT_CONTAINS_TOKEN', 'NOT_HAS_PROPERTY', 'NOT_IN'] as const;
+const SEARCH_OPERATORS = [
+  'BETWEEN',
+  'CONTAINS_TOKEN',
+  'EQ',
+  'GT',
+  'GTE',
+  'HAS_PROPERTY',
+  'IN',
+  'LT',
+  'LTE',
+  'NEQ',
+  'NOT_CONTAINS_TOKEN',
+  'NOT_HAS_PROPERTY',
+  'NOT_IN',
+] as const;
 type SearchOperator = (typeof SEARCH_OPERATORS)[number];
 interface SearchFilter {
   propertyName: string;
@@ -241,7 +338,10 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private readonly legacy = { count: 0, byEndpoint: new Map<string, number>(), paths: new Map<string, number>() };
   readonly daily = new DailyCounter();
   /** Property history written through the API: contact id -> property -> entries (newest first). */
-  private readonly history = new Map<string, Map<string, Array<{ value: string; timestamp: string; sourceType: string }>>>();
+  private readonly history = new Map<
+    string,
+    Map<string, Array<{ value: string; timestamp: string; sourceType: string }>>
+  >();
 
   constructor(world: World, opts: HubSpotServerOptions = {}) {
     super('hubspot', world, { ...COMMON_DEFAULTS, ...HUBSPOT_DEFAULTS, ...(opts.knobs ?? {}) }, opts);
@@ -254,7 +354,14 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     this.serviceKeyScopes = opts.serviceKeyScopes ?? this.scopes;
     for (const p of BUILTIN_PROPERTIES) this.properties.set(p.name, p);
     for (const name of opts.customProperties ?? HUBSPOT_DEFAULT_CUSTOM_PROPERTIES) {
-      this.properties.set(name, { name, label: name, type: name.endsWith('_date') ? 'datetime' : 'string', fieldType: name.endsWith('_date') ? 'date' : 'text', readOnlyValue: false, hubspotDefined: false });
+      this.properties.set(name, {
+        name,
+        label: name,
+        type: name.endsWith('_date') ? 'datetime' : 'string',
+        fieldType: name.endsWith('_date') ? 'date' : 'text',
+        readOnlyValue: false,
+        hubspotDefined: false,
+      });
     }
     this.privateWindow = new RollingWindow(10_000, this.knobs.tenSecondLimit);
     this.oauthWindow = new RollingWindow(10_000, this.knobs.oauthTenSecondLimit);
@@ -268,37 +375,70 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       this.reg('POST', `${base}/search`, (req) => this.search(req), { scopes: CONTACTS_READ, search: true });
     }
     for (const base of ['/crm/v3/properties/contacts', ...dated.map((v) => `/crm/properties/${v}/contacts`)]) {
-      this.reg('GET', base, () => json(200, { results: [...this.properties.values()].map((p) => this.propertyJson(p)) }), { scopes: SCHEMAS_READ });
+      this.reg(
+        'GET',
+        base,
+        () => json(200, { results: [...this.properties.values()].map((p) => this.propertyJson(p)) }),
+        { scopes: SCHEMAS_READ },
+      );
       this.reg('GET', `${base}/:propertyName`, (req) => this.getProperty(req), { scopes: SCHEMAS_READ });
     }
     // Communication Preferences: v4 (legacy) and the date versions (same operations and shapes as v4) ...
     for (const cp of ['/communication-preferences/v4', ...dated.map((v) => `/communication-preferences/${v}`)]) {
       this.reg('GET', `${cp}/definitions`, (req) => this.v4Definitions(req), { scopes: CP_READ });
       // batch routes before the {subscriberIdString} ones
-      this.reg('POST', `${cp}/statuses/batch/unsubscribe-all/read`, (req) => this.v4BatchUnsubAllRead(req), { scopes: CP_BATCH_READ, batch: true });
-      this.reg('POST', `${cp}/statuses/batch/unsubscribe-all`, (req) => this.v4BatchUnsubAll(req), { scopes: CP_BATCH_WRITE, batch: true });
-      this.reg('POST', `${cp}/statuses/batch/read`, (req) => this.v4BatchRead(req), { scopes: CP_BATCH_READ, batch: true });
-      this.reg('POST', `${cp}/statuses/batch/write`, (req) => this.v4BatchWrite(req), { scopes: CP_BATCH_WRITE, batch: true });
-      this.reg('GET', `${cp}/statuses/:subscriberIdString/unsubscribe-all`, (req) => this.v4GetUnsubAll(req), { scopes: CP_READ });
-      this.reg('POST', `${cp}/statuses/:subscriberIdString/unsubscribe-all`, (req) => this.v4UnsubAll(req), { scopes: CP_WRITE });
+      this.reg('POST', `${cp}/statuses/batch/unsubscribe-all/read`, (req) => this.v4BatchUnsubAllRead(req), {
+        scopes: CP_BATCH_READ,
+        batch: true,
+      });
+      this.reg('POST', `${cp}/statuses/batch/unsubscribe-all`, (req) => this.v4BatchUnsubAll(req), {
+        scopes: CP_BATCH_WRITE,
+        batch: true,
+      });
+      this.reg('POST', `${cp}/statuses/batch/read`, (req) => this.v4BatchRead(req), {
+        scopes: CP_BATCH_READ,
+        batch: true,
+      });
+      this.reg('POST', `${cp}/statuses/batch/write`, (req) => this.v4BatchWrite(req), {
+        scopes: CP_BATCH_WRITE,
+        batch: true,
+      });
+      this.reg('GET', `${cp}/statuses/:subscriberIdString/unsubscribe-all`, (req) => this.v4GetUnsubAll(req), {
+        scopes: CP_READ,
+      });
+      this.reg('POST', `${cp}/statuses/:subscriberIdString/unsubscribe-all`, (req) => this.v4UnsubAll(req), {
+        scopes: CP_WRITE,
+      });
       this.reg('GET', `${cp}/statuses/:subscriberIdString`, (req) => this.v4GetStatuses(req), { scopes: CP_READ });
       this.reg('POST', `${cp}/statuses/:subscriberIdString`, (req) => this.v4SetStatus(req), { scopes: CP_WRITE });
     }
     // ... plus v3's single-subscription operations, which the date versions keep (v3 shapes).
-    this.reg('GET', '/communication-preferences/v3/definitions', () => json(200, { subscriptionDefinitions: SUBSCRIPTIONS.map((s) => this.definitionJson(s)) }), { scopes: CP_READ });
+    this.reg(
+      'GET',
+      '/communication-preferences/v3/definitions',
+      () => json(200, { subscriptionDefinitions: SUBSCRIPTIONS.map((s) => this.definitionJson(s)) }),
+      { scopes: CP_READ },
+    );
     for (const cp of ['/communication-preferences/v3', ...dated.map((v) => `/communication-preferences/${v}`)]) {
       this.reg('GET', `${cp}/status/email/:emailAddress`, (req) => this.v3Status(req), { scopes: CP_READ });
       this.reg('POST', `${cp}/unsubscribe`, (req) => this.v3Unsubscribe(req), { scopes: CP_WRITE });
     }
     // OAuth: token (refresh grant) on v1 (legacy) and the date versions; introspection on the date versions.
-    for (const o of ['/oauth/v1', ...dated.map((v) => `/oauth/${v}`)]) this.reg('POST', `${o}/token`, (req) => this.oauthToken(req), {}, 'auth');
+    for (const o of ['/oauth/v1', ...dated.map((v) => `/oauth/${v}`)])
+      this.reg('POST', `${o}/token`, (req) => this.oauthToken(req), {}, 'auth');
     for (const v of dated) this.reg('POST', `/oauth/${v}/token/introspect`, (req) => this.introspect(req), {}, 'auth');
     this.reg('GET', '/oauth/v1/access-tokens/:token', (req) => this.accessTokenInfo(req), {}, 'auth');
     this.reg('POST', '/oauth/v2/private-apps/get/access-token-info', (req) => this.privateTokenInfo(req), {}, 'auth');
   }
 
   /** Register a route; its label is the template with `{param}` placeholders, e.g. "GET /crm/v3/properties/contacts/{propertyName}". */
-  private reg(method: string, template: string, handler: (req: EmuRequest) => EmuResponse, meta: RouteMeta = {}, kind: 'api' | 'auth' = 'api'): void {
+  private reg(
+    method: string,
+    template: string,
+    handler: (req: EmuRequest) => EmuResponse,
+    meta: RouteMeta = {},
+    kind: 'api' | 'auth' = 'api',
+  ): void {
     const name = `${method} ${template.replace(/:(\w+)/g, '{$1}')}`;
     this.router.add(method, template, handler, kind, name);
     this.routeMeta.set(name, meta);
@@ -310,7 +450,11 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   }
 
   legacyCalls(): { count: number; byEndpoint: Record<string, number>; paths: string[] } {
-    return { count: this.legacy.count, byEndpoint: Object.fromEntries(this.legacy.byEndpoint), paths: [...this.legacy.paths.keys()] };
+    return {
+      count: this.legacy.count,
+      byEndpoint: Object.fromEntries(this.legacy.byEndpoint),
+      paths: [...this.legacy.paths.keys()],
+    };
   }
 
   protected override onResetCounts(): void {
@@ -380,7 +524,11 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     return json(status, { status: 'error', message, correlationId: randomUUID(), category, ...extra });
   }
 
-  protected errorResponse(kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm', status: number, message: string): EmuResponse {
+  protected errorResponse(
+    kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm',
+    status: number,
+    message: string,
+  ): EmuResponse {
     switch (kind) {
       case 'not-found':
         return this.err(404, 'OBJECT_NOT_FOUND', message);
@@ -400,7 +548,12 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const who = p?.kind === 'oauth' ? 'oauth-app' : p?.kind === 'service-key' ? 'service-key' : 'private-app';
     return json(429, {
       status: 'error',
-      message: policy === 'DAILY' ? 'You have reached your daily limit.' : policy === 'SECONDLY' ? 'You have reached your secondly limit.' : 'You have reached your ten_secondly_rolling limit.',
+      message:
+        policy === 'DAILY'
+          ? 'You have reached your daily limit.'
+          : policy === 'SECONDLY'
+            ? 'You have reached your secondly limit.'
+            : 'You have reached your ten_secondly_rolling limit.',
       errorType: 'RATE_LIMIT',
       correlationId: randomUUID(),
       policyName: policy,
@@ -453,12 +606,20 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     if (route.kind === 'auth') return undefined;
     const token = bearer(req);
     if (!token) {
-      return this.err(401, 'INVALID_AUTHENTICATION', 'Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview');
+      return this.err(
+        401,
+        'INVALID_AUTHENTICATION',
+        'Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview',
+      );
     }
     const p = this.principal(token);
     if (p === null) return this.err(401, 'INVALID_AUTHENTICATION', 'Authentication credentials not found or invalid.');
     if ('expiredAgoMs' in p) {
-      return this.err(401, 'EXPIRED_AUTHENTICATION', `The OAuth token used to make this call expired ${Math.max(0, Math.round(p.expiredAgoMs / 60_000))} minute(s) ago.`);
+      return this.err(
+        401,
+        'EXPIRED_AUTHENTICATION',
+        `The OAuth token used to make this call expired ${Math.max(0, Math.round(p.expiredAgoMs / 60_000))} minute(s) ago.`,
+      );
     }
     req.principal = p;
     const meta = this.routeMeta.get(route.name) ?? {};
@@ -471,19 +632,41 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     } else if (!this.windowFor(p).tryTake(Date.now())) return this.rateLimited('TEN_SECONDLY_ROLLING', p);
     this.daily.add(now);
     if (meta.batch && !this.knobs.batchAllowed) {
-      return this.err(403, 'MISSING_SCOPES', 'This app hasn\'t been granted all required scopes to make this call. Batch subscription status endpoints require Marketing Hub Enterprise.', {
-        errors: [{ message: 'One or more of the following scopes are required.', context: { requiredGranularScopes: meta.scopes?.[0] ?? ['communication_preferences.statuses.batch.write'] } }],
-        links: { 'scopes-docs': 'https://developers.hubspot.com/scopes' },
-      });
+      return this.err(
+        403,
+        'MISSING_SCOPES',
+        "This app hasn't been granted all required scopes to make this call. Batch subscription status endpoints require Marketing Hub Enterprise.",
+        {
+          errors: [
+            {
+              message: 'One or more of the following scopes are required.',
+              context: {
+                requiredGranularScopes: meta.scopes?.[0] ?? ['communication_preferences.statuses.batch.write'],
+              },
+            },
+          ],
+          links: { 'scopes-docs': 'https://developers.hubspot.com/scopes' },
+        },
+      );
     }
     const needs = meta.scopes;
     const missing = needs ? HubSpotEmulator.missingScopes(needs, p.scopes) : null;
     if (needs && missing) {
-      return this.err(403, 'MISSING_SCOPES', 'This app hasn\'t been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.', {
-        context: { missingScopes: missing },
-        errors: [{ message: 'One or more of the following scopes are required.', context: { missingScopes: missing, requiredGranularScopes: needs[0] } }],
-        links: { 'scopes-docs': 'https://developers.hubspot.com/scopes' },
-      });
+      return this.err(
+        403,
+        'MISSING_SCOPES',
+        "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+        {
+          context: { missingScopes: missing },
+          errors: [
+            {
+              message: 'One or more of the following scopes are required.',
+              context: { missingScopes: missing, requiredGranularScopes: needs[0] },
+            },
+          ],
+          links: { 'scopes-docs': 'https://developers.hubspot.com/scopes' },
+        },
+      );
     }
     return undefined;
   }
@@ -494,7 +677,8 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       this.legacy.count++;
       this.legacy.byEndpoint.set(label, (this.legacy.byEndpoint.get(label) ?? 0) + 1);
       const key = `${req.method} ${req.path}`;
-      if (this.legacy.paths.has(key) || this.legacy.paths.size < 500) this.legacy.paths.set(key, (this.legacy.paths.get(key) ?? 0) + 1);
+      if (this.legacy.paths.has(key) || this.legacy.paths.size < 500)
+        this.legacy.paths.set(key, (this.legacy.paths.get(key) ?? 0) + 1);
     }
     const p = req.principal as Principal | undefined;
     if (!route || route.kind !== 'api') return;
@@ -523,14 +707,24 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       fieldType: p.fieldType,
       description: '',
       groupName: p.hubspotDefined ? 'contactinformation' : 'cc_optout',
-      options: p.name === 'hs_email_optout' ? [{ label: 'Yes', value: 'true', displayOrder: 0, hidden: false }, { label: 'No', value: 'false', displayOrder: 1, hidden: false }] : [],
+      options:
+        p.name === 'hs_email_optout'
+          ? [
+              { label: 'Yes', value: 'true', displayOrder: 0, hidden: false },
+              { label: 'No', value: 'false', displayOrder: 1, hidden: false },
+            ]
+          : [],
       displayOrder: -1,
       calculated: false,
       externalOptions: false,
       hasUniqueValue: false,
       hidden: false,
       hubspotDefined: p.hubspotDefined,
-      modificationMetadata: { archivable: !p.hubspotDefined, readOnlyDefinition: p.hubspotDefined, readOnlyValue: p.readOnlyValue },
+      modificationMetadata: {
+        archivable: !p.hubspotDefined,
+        readOnlyDefinition: p.hubspotDefined,
+        readOnlyValue: p.readOnlyValue,
+      },
       formField: !p.readOnlyValue,
       createdAt: DEFINITIONS_CREATED,
       updatedAt: DEFINITIONS_CREATED,
@@ -540,7 +734,12 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
 
   private getProperty(req: EmuRequest): EmuResponse {
     const p = this.properties.get(req.params.propertyName);
-    if (!p) return this.err(404, 'OBJECT_NOT_FOUND', `Unable to find property ${req.params.propertyName} for object type 0-1`);
+    if (!p)
+      return this.err(
+        404,
+        'OBJECT_NOT_FOUND',
+        `Unable to find property ${req.params.propertyName} for object type 0-1`,
+      );
     return json(200, this.propertyJson(p));
   }
 
@@ -557,14 +756,24 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     for (const name of new Set([...props, 'createdate', 'hs_object_id', 'lastmodifieddate'])) {
       if (this.properties.has(name)) properties[name] = this.propValue(h, name);
     }
-    const o: Record<string, unknown> = { id: h.id, properties, createdAt: isoMs(h.createdMs), updatedAt: isoMs(h.updatedMs), archived: false };
+    const o: Record<string, unknown> = {
+      id: h.id,
+      properties,
+      createdAt: isoMs(h.createdMs),
+      updatedAt: isoMs(h.updatedMs),
+      archived: false,
+    };
     if (withHistory.length) {
       const hist: Record<string, unknown[]> = {};
       for (const name of withHistory) {
         if (!this.properties.has(name)) continue;
         const written = this.history.get(h.id)?.get(name);
         const v = this.propValue(h, name);
-        hist[name] = written ? [...written] : v === null ? [] : [{ value: v, timestamp: isoMs(h.createdMs), sourceType: 'IMPORT' }];
+        hist[name] = written
+          ? [...written]
+          : v === null
+            ? []
+            : [{ value: v, timestamp: isoMs(h.createdMs), sourceType: 'IMPORT' }];
       }
       o.propertiesWithHistory = hist;
     }
@@ -577,7 +786,12 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   }
 
   private batchEnvelope(req: EmuRequest, started: number, results: unknown[], errors: unknown[]): EmuResponse {
-    const body: Record<string, unknown> = { status: 'COMPLETE', results, startedAt: isoMs(started), completedAt: isoMs(this.world.now()) };
+    const body: Record<string, unknown> = {
+      status: 'COMPLETE',
+      results,
+      startedAt: isoMs(started),
+      completedAt: isoMs(this.world.now()),
+    };
     if (errors.length) {
       body.numErrors = errors.length;
       body.errors = errors;
@@ -588,16 +802,30 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private batchRead(req: EmuRequest): EmuResponse {
     const started = this.world.now();
     const b = parseJson(req) as Record<string, unknown>;
-    if (!b || typeof b !== 'object' || Array.isArray(b)) return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: expected an object');
+    if (!b || typeof b !== 'object' || Array.isArray(b))
+      return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: expected an object');
     const missingAttrs = ['inputs', 'properties', 'propertiesWithHistory'].filter((k) => !Array.isArray(b[k]));
     if (missingAttrs.length) {
-      return this.err(400, 'VALIDATION_ERROR', `Invalid input JSON on line 1, column 1: Cannot build BatchReadInputSimplePublicObjectId, some of required attributes are not set [${missingAttrs.join(', ')}]`);
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Invalid input JSON on line 1, column 1: Cannot build BatchReadInputSimplePublicObjectId, some of required attributes are not set [${missingAttrs.join(', ')}]`,
+      );
     }
     const inputs = b.inputs as unknown[];
-    if (inputs.length > 100) return this.err(400, 'VALIDATION_ERROR', `Batch input limit exceeded: ${inputs.length} inputs given, at most 100 allowed.`);
+    if (inputs.length > 100)
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Batch input limit exceeded: ${inputs.length} inputs given, at most 100 allowed.`,
+      );
     const idProperty = typeof b.idProperty === 'string' ? b.idProperty : null;
     if (idProperty !== null && idProperty !== 'email' && idProperty !== 'hs_object_id') {
-      return this.err(400, 'VALIDATION_ERROR', `Property ${idProperty} is not a unique identifier property for object type 0-1`);
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Property ${idProperty} is not a unique identifier property for object type 0-1`,
+      );
     }
     const archived = req.query.get('archived') === 'true';
     const props = (b.properties as unknown[]).filter((x): x is string => typeof x === 'string');
@@ -607,10 +835,17 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const missing: string[] = [];
     for (const inp of inputs) {
       const id = inp && typeof inp === 'object' ? (inp as { id?: unknown }).id : undefined;
-      if (typeof id !== 'string' && typeof id !== 'number') return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: every input needs an "id" string');
+      if (typeof id !== 'string' && typeof id !== 'number')
+        return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: every input needs an "id" string');
       const key = String(id);
       const ek = emailKey(key);
-      const h = archived ? undefined : idProperty === 'email' ? (ek === null ? undefined : this.world.hsByNorm.get(ek)) : this.world.hsById.get(key);
+      const h = archived
+        ? undefined
+        : idProperty === 'email'
+          ? ek === null
+            ? undefined
+            : this.world.hsByNorm.get(ek)
+          : this.world.hsById.get(key);
       if (!h) {
         missing.push(key);
         continue;
@@ -620,7 +855,16 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       results.push(this.objectJson(h, props, hist));
     }
     const errors = missing.length
-      ? [{ status: 'error', category: 'OBJECT_NOT_FOUND', message: 'Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.', context: { ids: missing }, errors: [], links: {} }]
+      ? [
+          {
+            status: 'error',
+            category: 'OBJECT_NOT_FOUND',
+            message: 'Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.',
+            context: { ids: missing },
+            errors: [],
+            links: {},
+          },
+        ]
       : [];
     return this.batchEnvelope(req, started, results, errors);
   }
@@ -628,21 +872,49 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private batchUpdate(req: EmuRequest): EmuResponse {
     const started = this.world.now();
     const b = parseJson(req) as { inputs?: unknown };
-    if (!b || !Array.isArray(b.inputs)) return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: Cannot build BatchInputSimplePublicObjectBatchInput, some of required attributes are not set [inputs]');
+    if (!b || !Array.isArray(b.inputs))
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Invalid input JSON: Cannot build BatchInputSimplePublicObjectBatchInput, some of required attributes are not set [inputs]',
+      );
     const inputs = b.inputs as Array<{ id?: unknown; idProperty?: unknown; properties?: unknown }>;
-    if (inputs.length > 100) return this.err(400, 'VALIDATION_ERROR', `Batch input limit exceeded: ${inputs.length} inputs given, at most 100 allowed.`);
+    if (inputs.length > 100)
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Batch input limit exceeded: ${inputs.length} inputs given, at most 100 allowed.`,
+      );
     // Validate every property first: one bad property rejects the whole batch.
     const invalid: Array<{ isValid: false; message: string; error: string; name: string }> = [];
     const ids: string[] = [];
     for (const inp of inputs) {
-      if (!inp || typeof inp !== 'object' || (typeof inp.id !== 'string' && typeof inp.id !== 'number') || !inp.properties || typeof inp.properties !== 'object') {
+      if (
+        !inp ||
+        typeof inp !== 'object' ||
+        (typeof inp.id !== 'string' && typeof inp.id !== 'number') ||
+        !inp.properties ||
+        typeof inp.properties !== 'object'
+      ) {
         return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: every input needs "id" and "properties"');
       }
       ids.push(String(inp.id));
       for (const name of Object.keys(inp.properties as object)) {
         const def = this.properties.get(name);
-        if (!def) invalid.push({ isValid: false, message: `Property "${name}" does not exist`, error: 'PROPERTY_DOESNT_EXIST', name });
-        else if (def.readOnlyValue) invalid.push({ isValid: false, message: `Property "${name}" is a read only property; its value cannot be set.`, error: 'READ_ONLY_VALUE', name });
+        if (!def)
+          invalid.push({
+            isValid: false,
+            message: `Property "${name}" does not exist`,
+            error: 'PROPERTY_DOESNT_EXIST',
+            name,
+          });
+        else if (def.readOnlyValue)
+          invalid.push({
+            isValid: false,
+            message: `Property "${name}" is a read only property; its value cannot be set.`,
+            error: 'READ_ONLY_VALUE',
+            name,
+          });
       }
     }
     if (invalid.length) {
@@ -651,14 +923,24 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       });
     }
     const dupes = ids.filter((id, i) => ids.indexOf(id) !== i);
-    if (dupes.length) return this.err(400, 'VALIDATION_ERROR', `Duplicate IDs found in batch input: [${[...new Set(dupes)].join(', ')}]. IDs must be unique`);
+    if (dupes.length)
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Duplicate IDs found in batch input: [${[...new Set(dupes)].join(', ')}]. IDs must be unique`,
+      );
     const results: unknown[] = [];
     const missing: string[] = [];
     const now = this.world.now();
     for (const inp of inputs) {
       const key = String(inp.id);
       const ek = emailKey(key);
-      const h = inp.idProperty === 'email' ? (ek === null ? undefined : this.world.hsByNorm.get(ek)) : this.world.hsById.get(key);
+      const h =
+        inp.idProperty === 'email'
+          ? ek === null
+            ? undefined
+            : this.world.hsByNorm.get(ek)
+          : this.world.hsById.get(key);
       if (!h) {
         missing.push(key);
         continue;
@@ -682,7 +964,16 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       results.push(this.objectJson(h, Object.keys(props), []));
     }
     const errors = missing.length
-      ? [{ status: 'error', category: 'OBJECT_NOT_FOUND', message: 'Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.', context: { ids: missing }, errors: [], links: {} }]
+      ? [
+          {
+            status: 'error',
+            category: 'OBJECT_NOT_FOUND',
+            message: 'Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.',
+            context: { ids: missing },
+            errors: [],
+            links: {},
+          },
+        ]
       : [];
     return this.batchEnvelope(req, started, results, errors);
   }
@@ -719,20 +1010,39 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
    */
   private search(req: EmuRequest): EmuResponse {
     const b = parseJson(req) as Record<string, unknown>;
-    if (!b || typeof b !== 'object' || Array.isArray(b)) return this.searchError('Invalid input JSON: expected a PublicObjectSearchRequest object', 'INVALID_JSON', 'body');
+    if (!b || typeof b !== 'object' || Array.isArray(b))
+      return this.searchError(
+        'Invalid input JSON: expected a PublicObjectSearchRequest object',
+        'INVALID_JSON',
+        'body',
+      );
     const k = this.knobs;
     const fgs = b.filterGroups === undefined ? [] : b.filterGroups;
-    if (!Array.isArray(fgs)) return this.searchError('filterGroups must be an array', 'INVALID_FILTER_GROUPS', 'filterGroups');
+    if (!Array.isArray(fgs))
+      return this.searchError('filterGroups must be an array', 'INVALID_FILTER_GROUPS', 'filterGroups');
     if (fgs.length > k.searchMaxFilterGroups) {
-      return this.searchError(`Too many filter groups: ${fgs.length}. At most ${k.searchMaxFilterGroups} filterGroups are allowed`, 'TOO_MANY_FILTER_GROUPS', 'filterGroups');
+      return this.searchError(
+        `Too many filter groups: ${fgs.length}. At most ${k.searchMaxFilterGroups} filterGroups are allowed`,
+        'TOO_MANY_FILTER_GROUPS',
+        'filterGroups',
+      );
     }
     const groups: SearchFilter[][] = [];
     let filterCount = 0;
     for (const [gi, g] of fgs.entries()) {
       const filters = g && typeof g === 'object' ? (g as { filters?: unknown }).filters : undefined;
-      if (!Array.isArray(filters)) return this.searchError(`filterGroups[${gi}].filters must be an array`, 'INVALID_FILTER_GROUPS', `filterGroups[${gi}]`);
+      if (!Array.isArray(filters))
+        return this.searchError(
+          `filterGroups[${gi}].filters must be an array`,
+          'INVALID_FILTER_GROUPS',
+          `filterGroups[${gi}]`,
+        );
       if (filters.length > k.searchMaxFiltersPerGroup) {
-        return this.searchError(`Too many filters in filterGroups[${gi}]: ${filters.length}. At most ${k.searchMaxFiltersPerGroup} filters per group are allowed`, 'TOO_MANY_FILTERS', `filterGroups[${gi}].filters`);
+        return this.searchError(
+          `Too many filters in filterGroups[${gi}]: ${filters.length}. At most ${k.searchMaxFiltersPerGroup} filters per group are allowed`,
+          'TOO_MANY_FILTERS',
+          `filterGroups[${gi}].filters`,
+        );
       }
       filterCount += filters.length;
       const group: SearchFilter[] = [];
@@ -745,29 +1055,52 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       groups.push(group);
     }
     if (filterCount > k.searchMaxFilters) {
-      return this.searchError(`Too many filters: ${filterCount} in all. At most ${k.searchMaxFilters} filters are allowed across all filterGroups`, 'TOO_MANY_FILTERS', 'filterGroups');
+      return this.searchError(
+        `Too many filters: ${filterCount} in all. At most ${k.searchMaxFilters} filters are allowed across all filterGroups`,
+        'TOO_MANY_FILTERS',
+        'filterGroups',
+      );
     }
     const limit = b.limit === undefined ? 10 : b.limit;
     if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > 200) {
-      return this.searchError(`limit must be an integer from 0 to 200 (got ${JSON.stringify(limit)})`, 'INVALID_LIMIT', 'limit');
+      return this.searchError(
+        `limit must be an integer from 0 to 200 (got ${JSON.stringify(limit)})`,
+        'INVALID_LIMIT',
+        'limit',
+      );
     }
     const afterRaw = b.after === undefined || b.after === null || b.after === '' ? '0' : b.after;
     if ((typeof afterRaw !== 'string' && typeof afterRaw !== 'number') || !/^\d+$/.test(String(afterRaw))) {
-      return this.searchError(`after must be a paging cursor from paging.next.after (got ${JSON.stringify(afterRaw)})`, 'INVALID_AFTER', 'after');
+      return this.searchError(
+        `after must be a paging cursor from paging.next.after (got ${JSON.stringify(afterRaw)})`,
+        'INVALID_AFTER',
+        'after',
+      );
     }
     const after = Number(afterRaw);
     if (after >= k.searchResultCap) {
-      return this.searchError(`Search results are limited to ${k.searchResultCap} per query: cannot page past ${k.searchResultCap} (after=${after})`, 'RESULT_LIMIT_EXCEEDED', 'after');
+      return this.searchError(
+        `Search results are limited to ${k.searchResultCap} per query: cannot page past ${k.searchResultCap} (after=${after})`,
+        'RESULT_LIMIT_EXCEEDED',
+        'after',
+      );
     }
-    const props = b.properties === undefined || (Array.isArray(b.properties) && b.properties.length === 0) ? DEFAULT_SEARCH_PROPERTIES : b.properties;
-    if (!Array.isArray(props) || props.some((x) => typeof x !== 'string')) return this.searchError('properties must be an array of property names', 'INVALID_PROPERTIES', 'properties');
+    const props =
+      b.properties === undefined || (Array.isArray(b.properties) && b.properties.length === 0)
+        ? DEFAULT_SEARCH_PROPERTIES
+        : b.properties;
+    if (!Array.isArray(props) || props.some((x) => typeof x !== 'string'))
+      return this.searchError('properties must be an array of property names', 'INVALID_PROPERTIES', 'properties');
     const sorts = this.parseSorts(b.sorts);
     if (!Array.isArray(sorts)) return sorts;
-    if (b.query !== undefined && (typeof b.query !== 'string' || b.query.length > 3000)) return this.searchError('query must be a string of at most 3000 characters', 'INVALID_QUERY', 'query');
+    if (b.query !== undefined && (typeof b.query !== 'string' || b.query.length > 3000))
+      return this.searchError('query must be a string of at most 3000 characters', 'INVALID_QUERY', 'query');
     const query = typeof b.query === 'string' ? b.query.trim().toLowerCase() : '';
 
     const matches = this.world.data.hubspot.filter(
-      (h) => (groups.length === 0 || groups.some((g) => g.every((f) => this.filterMatches(h, f)))) && (query === '' || this.queryMatches(h, query)),
+      (h) =>
+        (groups.length === 0 || groups.some((g) => g.every((f) => this.filterMatches(h, f)))) &&
+        (query === '' || this.queryMatches(h, query)),
     );
     const numId = (h: HsContact): number => Number(h.id);
     matches.sort((x, y) => {
@@ -781,34 +1114,62 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     });
     const end = Math.min(after + limit, matches.length, k.searchResultCap);
     const page = matches.slice(after, Math.max(after, end));
-    const body: Record<string, unknown> = { total: matches.length, results: page.map((h) => this.objectJson(h, props as string[], [])) };
+    const body: Record<string, unknown> = {
+      total: matches.length,
+      results: page.map((h) => this.objectJson(h, props as string[], [])),
+    };
     if (limit > 0 && end < Math.min(matches.length, k.searchResultCap)) body.paging = { next: { after: String(end) } };
     return json(200, body);
   }
 
   private parseFilter(f: unknown, at: string): SearchFilter | EmuResponse {
-    if (!f || typeof f !== 'object' || Array.isArray(f)) return this.searchError(`${at} must be an object`, 'INVALID_FILTER', at);
+    if (!f || typeof f !== 'object' || Array.isArray(f))
+      return this.searchError(`${at} must be an object`, 'INVALID_FILTER', at);
     const o = f as Record<string, unknown>;
-    if (typeof o.propertyName !== 'string' || o.propertyName === '') return this.searchError(`${at}.propertyName is required`, 'INVALID_FILTER', `${at}.propertyName`);
-    if (!this.properties.has(o.propertyName)) return this.searchError(`${at}: property ${o.propertyName} does not exist for object type 0-1`, 'PROPERTY_DOESNT_EXIST', `${at}.propertyName`);
+    if (typeof o.propertyName !== 'string' || o.propertyName === '')
+      return this.searchError(`${at}.propertyName is required`, 'INVALID_FILTER', `${at}.propertyName`);
+    if (!this.properties.has(o.propertyName))
+      return this.searchError(
+        `${at}: property ${o.propertyName} does not exist for object type 0-1`,
+        'PROPERTY_DOESNT_EXIST',
+        `${at}.propertyName`,
+      );
     if (typeof o.operator !== 'string' || !(SEARCH_OPERATORS as readonly string[]).includes(o.operator)) {
-      return this.searchError(`${at}.operator must be one of ${SEARCH_OPERATORS.join(', ')} (got ${JSON.stringify(o.operator)})`, 'INVALID_OPERATOR', `${at}.operator`);
+      return this.searchError(
+        `${at}.operator must be one of ${SEARCH_OPERATORS.join(', ')} (got ${JSON.stringify(o.operator)})`,
+        'INVALID_OPERATOR',
+        `${at}.operator`,
+      );
     }
     const op = o.operator as SearchOperator;
     const out: SearchFilter = { propertyName: o.propertyName, operator: op };
     if (op === 'IN' || op === 'NOT_IN') {
-      if (!Array.isArray(o.values) || o.values.length === 0 || o.values.some((v) => typeof v !== 'string' && typeof v !== 'number')) {
-        return this.searchError(`${at}: operator ${op} needs "values", a non-empty array of strings`, 'INVALID_FILTER', `${at}.values`);
+      if (
+        !Array.isArray(o.values) ||
+        o.values.length === 0 ||
+        o.values.some((v) => typeof v !== 'string' && typeof v !== 'number')
+      ) {
+        return this.searchError(
+          `${at}: operator ${op} needs "values", a non-empty array of strings`,
+          'INVALID_FILTER',
+          `${at}.values`,
+        );
       }
       if (o.values.length > this.knobs.searchMaxInValues) {
-        return this.searchError(`${at}: at most ${this.knobs.searchMaxInValues} values are allowed for ${op} (got ${o.values.length})`, 'TOO_MANY_VALUES', `${at}.values`);
+        return this.searchError(
+          `${at}: at most ${this.knobs.searchMaxInValues} values are allowed for ${op} (got ${o.values.length})`,
+          'TOO_MANY_VALUES',
+          `${at}.values`,
+        );
       }
       out.values = o.values.map((v) => String(v));
     } else if (op !== 'HAS_PROPERTY' && op !== 'NOT_HAS_PROPERTY') {
-      if (typeof o.value !== 'string' && typeof o.value !== 'number') return this.searchError(`${at}: operator ${op} needs "value"`, 'INVALID_FILTER', `${at}.value`);
+      if (typeof o.value !== 'string' && typeof o.value !== 'number')
+        return this.searchError(`${at}: operator ${op} needs "value"`, 'INVALID_FILTER', `${at}.value`);
       out.value = String(o.value);
       if (op === 'BETWEEN') {
-        if (typeof o.highValue !== 'string' && typeof o.highValue !== 'number') return this.searchError(`${at}: operator BETWEEN needs "highValue"`, 'INVALID_FILTER', `${at}.highValue`);
+        if (typeof o.highValue !== 'string' && typeof o.highValue !== 'number')
+          return this.searchError(`${at}: operator BETWEEN needs "highValue"`, 'INVALID_FILTER', `${at}.highValue`);
         out.highValue = String(o.highValue);
       }
     }
@@ -828,10 +1189,20 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
       } else if (s && typeof s === 'object') {
         name = (s as { propertyName?: unknown }).propertyName;
         const d = (s as { direction?: unknown }).direction;
-        if (d !== undefined && d !== 'ASCENDING' && d !== 'DESCENDING') return this.searchError(`sorts[${i}].direction must be ASCENDING or DESCENDING`, 'INVALID_SORTS', `sorts[${i}]`);
+        if (d !== undefined && d !== 'ASCENDING' && d !== 'DESCENDING')
+          return this.searchError(
+            `sorts[${i}].direction must be ASCENDING or DESCENDING`,
+            'INVALID_SORTS',
+            `sorts[${i}]`,
+          );
         desc = d === 'DESCENDING';
       }
-      if (typeof name !== 'string' || !this.properties.has(name)) return this.searchError(`sorts[${i}]: unknown property ${JSON.stringify(name)}`, 'INVALID_SORTS', `sorts[${i}]`);
+      if (typeof name !== 'string' || !this.properties.has(name))
+        return this.searchError(
+          `sorts[${i}]: unknown property ${JSON.stringify(name)}`,
+          'INVALID_SORTS',
+          `sorts[${i}]`,
+        );
       out.push({ propertyName: name, desc });
     }
     return out;
@@ -851,7 +1222,13 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   }
 
   private static tokenMatch(values: readonly string[], pattern: string): boolean {
-    const re = new RegExp(`^${pattern.toLowerCase().split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    const re = new RegExp(
+      `^${pattern
+        .toLowerCase()
+        .split('*')
+        .map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*')}$`,
+    );
     return values.some((v) => re.test(v) || v.split(/[^a-z0-9]+/).some((t) => t !== '' && re.test(t)));
   }
 
@@ -880,7 +1257,15 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
         const lo = HubSpotEmulator.toNumber(f.value!);
         const hi = f.highValue === undefined ? NaN : HubSpotEmulator.toNumber(f.highValue);
         return nums.some((n) =>
-          f.operator === 'GT' ? n > lo : f.operator === 'GTE' ? n >= lo : f.operator === 'LT' ? n < lo : f.operator === 'LTE' ? n <= lo : n >= lo && n <= hi,
+          f.operator === 'GT'
+            ? n > lo
+            : f.operator === 'GTE'
+              ? n >= lo
+              : f.operator === 'LT'
+                ? n < lo
+                : f.operator === 'LTE'
+                  ? n <= lo
+                  : n >= lo && n <= hi,
         );
       }
     }
@@ -888,7 +1273,8 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
 
   private queryMatches(h: HsContact, q: string): boolean {
     for (const name of ['email', 'firstname', 'lastname', 'hs_additional_emails']) {
-      for (const v of this.searchValues(h, name)) if (v.startsWith(q) || v.split(/[^a-z0-9]+/).some((t) => t.startsWith(q))) return true;
+      for (const v of this.searchValues(h, name))
+        if (v.startsWith(q) || v.split(/[^a-z0-9]+/).some((t) => t.startsWith(q))) return true;
     }
     return false;
   }
@@ -932,7 +1318,13 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   }
 
   private action(started: number, results: unknown[], errors: unknown[] = []): EmuResponse {
-    const body: Record<string, unknown> = { status: 'COMPLETE', results, requestedAt: isoMs(started), startedAt: isoMs(started), completedAt: isoMs(this.world.now()) };
+    const body: Record<string, unknown> = {
+      status: 'COMPLETE',
+      results,
+      requestedAt: isoMs(started),
+      startedAt: isoMs(started),
+      completedAt: isoMs(this.world.now()),
+    };
     if (errors.length) {
       body.errors = errors;
       body.numErrors = errors.length;
@@ -942,7 +1334,12 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
 
   private checkChannel(req: EmuRequest): EmuResponse | undefined {
     const ch = req.query.get('channel');
-    if (ch !== 'EMAIL') return this.err(400, 'VALIDATION_ERROR', `Query parameter "channel" is required and must be EMAIL (got ${ch === null ? 'nothing' : `"${ch}"`})`);
+    if (ch !== 'EMAIL')
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Query parameter "channel" is required and must be EMAIL (got ${ch === null ? 'nothing' : `"${ch}"`})`,
+      );
     const bu = req.query.get('businessUnitId');
     if (bu !== null && !/^\d+$/.test(bu)) return this.err(400, 'VALIDATION_ERROR', 'businessUnitId must be an integer');
     return undefined;
@@ -1009,7 +1406,10 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const email = req.params.subscriberIdString;
     if (!looksLikeEmail(email)) return this.err(400, 'VALIDATION_ERROR', `Invalid email address: ${email}`);
     const changed = this.unsubscribeAll(email);
-    return this.action(started, this.statusesFor(email, changed ? 'UNSUBSCRIBE_FROM_ALL_OCCURRED' : 'NO_STATUS_CHANGE'));
+    return this.action(
+      started,
+      this.statusesFor(email, changed ? 'UNSUBSCRIBE_FROM_ALL_OCCURRED' : 'NO_STATUS_CHANGE'),
+    );
   }
 
   private wideStatus(email: string): Record<string, unknown> {
@@ -1043,14 +1443,30 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private batchInputs(req: EmuRequest): string[] | EmuResponse {
     const b = parseJson(req) as { inputs?: unknown };
     if (!b || !Array.isArray(b.inputs) || b.inputs.some((x) => typeof x !== 'string')) {
-      return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: Cannot build BatchInputString, "inputs" must be an array of strings');
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Invalid input JSON: Cannot build BatchInputString, "inputs" must be an array of strings',
+      );
     }
-    if (b.inputs.length > this.knobs.v4BatchMax) return this.err(400, 'VALIDATION_ERROR', `Batch input limit exceeded: at most ${this.knobs.v4BatchMax} inputs allowed`);
+    if (b.inputs.length > this.knobs.v4BatchMax)
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Batch input limit exceeded: at most ${this.knobs.v4BatchMax} inputs allowed`,
+      );
     return b.inputs as string[];
   }
 
   private invalidEmailError(emails: string[]): Record<string, unknown> {
-    return { status: 'error', category: 'VALIDATION_ERROR', message: 'Invalid email addresses', context: { subscriberIdStrings: emails }, errors: [], links: {} };
+    return {
+      status: 'error',
+      category: 'VALIDATION_ERROR',
+      message: 'Invalid email addresses',
+      context: { subscriberIdStrings: emails },
+      errors: [],
+      links: {},
+    };
   }
 
   private v4BatchUnsubAll(req: EmuRequest): EmuResponse {
@@ -1062,7 +1478,10 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const invalid = inputs.filter((e) => !looksLikeEmail(e));
     const results = inputs.filter(looksLikeEmail).map((email) => {
       const changed = this.unsubscribeAll(email);
-      return { subscriberIdString: email, statuses: this.statusesFor(email, changed ? 'UNSUBSCRIBE_FROM_ALL_OCCURRED' : 'NO_STATUS_CHANGE') };
+      return {
+        subscriberIdString: email,
+        statuses: this.statusesFor(email, changed ? 'UNSUBSCRIBE_FROM_ALL_OCCURRED' : 'NO_STATUS_CHANGE'),
+      };
     });
     return this.action(started, results, invalid.length ? [this.invalidEmailError(invalid)] : []);
   }
@@ -1073,7 +1492,10 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const started = this.world.now();
     const inputs = this.batchInputs(req);
     if (!Array.isArray(inputs)) return inputs;
-    return this.action(started, inputs.map((email) => ({ subscriberIdString: email, wideStatuses: [this.wideStatus(email)] })));
+    return this.action(
+      started,
+      inputs.map((email) => ({ subscriberIdString: email, wideStatuses: [this.wideStatus(email)] })),
+    );
   }
 
   private v4BatchRead(req: EmuRequest): EmuResponse {
@@ -1082,26 +1504,44 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const started = this.world.now();
     const inputs = this.batchInputs(req);
     if (!Array.isArray(inputs)) return inputs;
-    return this.action(started, inputs.map((email) => ({ subscriberIdString: email, statuses: this.statusesFor(email) })));
+    return this.action(
+      started,
+      inputs.map((email) => ({ subscriberIdString: email, statuses: this.statusesFor(email) })),
+    );
   }
 
   /** Validate one subscription write; returns an error message or the resolved subscription. */
-  private checkWrite(i: Record<string, unknown>, needEmail: boolean): string | { email: string; subId: number; state: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED' } {
+  private checkWrite(
+    i: Record<string, unknown>,
+    needEmail: boolean,
+  ): string | { email: string; subId: number; state: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED' } {
     const email = typeof i.subscriberIdString === 'string' ? i.subscriberIdString : '';
     if (needEmail && !looksLikeEmail(email)) return `Invalid email address: ${email}`;
     if (i.channel !== 'EMAIL') return 'channel is required and must be EMAIL';
-    const subId = typeof i.subscriptionId === 'number' ? i.subscriptionId : typeof i.subscriptionId === 'string' && /^\d+$/.test(i.subscriptionId) ? Number(i.subscriptionId) : NaN;
+    const subId =
+      typeof i.subscriptionId === 'number'
+        ? i.subscriptionId
+        : typeof i.subscriptionId === 'string' && /^\d+$/.test(i.subscriptionId)
+          ? Number(i.subscriptionId)
+          : NaN;
     if (!SUBSCRIPTIONS.some((s) => s.id === subId)) return `Subscription ${String(i.subscriptionId)} does not exist`;
     const state = i.statusState;
-    if (state !== 'SUBSCRIBED' && state !== 'UNSUBSCRIBED' && state !== 'NOT_SPECIFIED') return 'statusState must be SUBSCRIBED, UNSUBSCRIBED or NOT_SPECIFIED';
-    if (i.legalBasis !== undefined && !LEGAL_BASES.includes(String(i.legalBasis))) return `legalBasis must be one of ${LEGAL_BASES.join(', ')}`;
+    if (state !== 'SUBSCRIBED' && state !== 'UNSUBSCRIBED' && state !== 'NOT_SPECIFIED')
+      return 'statusState must be SUBSCRIBED, UNSUBSCRIBED or NOT_SPECIFIED';
+    if (i.legalBasis !== undefined && !LEGAL_BASES.includes(String(i.legalBasis)))
+      return `legalBasis must be one of ${LEGAL_BASES.join(', ')}`;
     if (this.knobs.requireLegalBasis && (!i.legalBasis || !i.legalBasisExplanation)) {
       return 'Legal basis and legal basis explanation are required because this portal has data privacy settings enabled';
     }
     return { email, subId, state };
   }
 
-  private writeSub(email: string, subId: number, state: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED', i: Record<string, unknown>): void {
+  private writeSub(
+    email: string,
+    subId: number,
+    state: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED',
+    i: Record<string, unknown>,
+  ): void {
     const norm = normEmail(email);
     let st = this.world.hubspotStatuses.get(norm);
     if (!st) {
@@ -1121,17 +1561,38 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private v4BatchWrite(req: EmuRequest): EmuResponse {
     const started = this.world.now();
     const b = parseJson(req) as { inputs?: unknown };
-    if (!b || !Array.isArray(b.inputs)) return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: Cannot build BatchInputPublicStatusRequest, some of required attributes are not set [inputs]');
-    if (b.inputs.length > this.knobs.v4BatchMax) return this.err(400, 'VALIDATION_ERROR', `Batch input limit exceeded: at most ${this.knobs.v4BatchMax} inputs allowed`);
+    if (!b || !Array.isArray(b.inputs))
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Invalid input JSON: Cannot build BatchInputPublicStatusRequest, some of required attributes are not set [inputs]',
+      );
+    if (b.inputs.length > this.knobs.v4BatchMax)
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        `Batch input limit exceeded: at most ${this.knobs.v4BatchMax} inputs allowed`,
+      );
     const checked = (b.inputs as Record<string, unknown>[]).map((i) => ({ i, c: this.checkWrite(i ?? {}, true) }));
     if (this.knobs.requireLegalBasis && checked.some(({ c }) => typeof c === 'string' && c.startsWith('Legal basis'))) {
-      return this.err(400, 'VALIDATION_ERROR', 'Legal basis and legal basis explanation are required because this portal has data privacy settings enabled');
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Legal basis and legal basis explanation are required because this portal has data privacy settings enabled',
+      );
     }
     const results: unknown[] = [];
     const errors: unknown[] = [];
     for (const { i, c } of checked) {
       if (typeof c === 'string') {
-        errors.push({ status: 'error', category: 'VALIDATION_ERROR', message: c, context: { subscriberIdString: [String(i?.subscriberIdString ?? '')] }, errors: [], links: {} });
+        errors.push({
+          status: 'error',
+          category: 'VALIDATION_ERROR',
+          message: c,
+          context: { subscriberIdString: [String(i?.subscriberIdString ?? '')] },
+          errors: [],
+          links: {},
+        });
         continue;
       }
       this.writeSub(c.email, c.subId, c.state, i);
@@ -1151,7 +1612,10 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const c = this.checkWrite({ ...(b ?? {}), subscriberIdString: email }, true);
     if (typeof c === 'string') return this.err(400, 'VALIDATION_ERROR', c);
     this.writeSub(email, c.subId, c.state, b);
-    return this.action(started, this.statusesFor(email, 'REQUESTED_CHANGE_OCCURRED').filter((s) => s.subscriptionId === c.subId));
+    return this.action(
+      started,
+      this.statusesFor(email, 'REQUESTED_CHANGE_OCCURRED').filter((s) => s.subscriptionId === c.subId),
+    );
   }
 
   private v3Status(req: EmuRequest): EmuResponse {
@@ -1180,23 +1644,39 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private v3Unsubscribe(req: EmuRequest): EmuResponse {
     const b = parseJson(req) as Record<string, unknown>;
     if (!b || typeof b.emailAddress !== 'string' || b.subscriptionId === undefined) {
-      return this.err(400, 'VALIDATION_ERROR', 'Invalid input JSON: Cannot build PublicUpdateSubscriptionStatusRequest, some of required attributes are not set [emailAddress, subscriptionId]');
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Invalid input JSON: Cannot build PublicUpdateSubscriptionStatusRequest, some of required attributes are not set [emailAddress, subscriptionId]',
+      );
     }
     const email = b.emailAddress;
     if (!looksLikeEmail(email)) return this.err(400, 'VALIDATION_ERROR', `Invalid email address: ${email}`);
     const subId = Number(b.subscriptionId);
     const sub = SUBSCRIPTIONS.find((s) => s.id === subId);
     if (!sub) return this.err(400, 'VALIDATION_ERROR', `Subscription ${String(b.subscriptionId)} does not exist`);
-    if (b.legalBasis !== undefined && !LEGAL_BASES.includes(String(b.legalBasis))) return this.err(400, 'VALIDATION_ERROR', `legalBasis must be one of ${LEGAL_BASES.join(', ')}`);
+    if (b.legalBasis !== undefined && !LEGAL_BASES.includes(String(b.legalBasis)))
+      return this.err(400, 'VALIDATION_ERROR', `legalBasis must be one of ${LEGAL_BASES.join(', ')}`);
     if (this.knobs.requireLegalBasis && (!b.legalBasis || !b.legalBasisExplanation)) {
-      return this.err(400, 'VALIDATION_ERROR', 'Legal basis and legal basis explanation are required because this portal has data privacy settings enabled');
+      return this.err(
+        400,
+        'VALIDATION_ERROR',
+        'Legal basis and legal basis explanation are required because this portal has data privacy settings enabled',
+      );
     }
     const st = this.world.hubspotStatuses.get(normEmail(email));
     if (st && (st.allUnsubMs !== null || st.subs.get(subId)?.status === 'UNSUBSCRIBED')) {
       return this.err(400, 'VALIDATION_ERROR', `${email} is already unsubscribed from subscription ${subId}`);
     }
     this.writeSub(email, subId, 'UNSUBSCRIBED', b);
-    const o: Record<string, unknown> = { id: String(sub.id), name: sub.name, description: sub.description, status: 'NOT_SUBSCRIBED', sourceOfStatus: 'SUBSCRIPTION_STATUS', brandId: 0 };
+    const o: Record<string, unknown> = {
+      id: String(sub.id),
+      name: sub.name,
+      description: sub.description,
+      status: 'NOT_SUBSCRIBED',
+      sourceOfStatus: 'SUBSCRIPTION_STATUS',
+      brandId: 0,
+    };
     if (b.legalBasis) o.legalBasis = b.legalBasis;
     if (b.legalBasisExplanation) o.legalBasisExplanation = b.legalBasisExplanation;
     return json(200, o);
@@ -1206,11 +1686,15 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
 
   private oauthToken(req: EmuRequest): EmuResponse {
     const form = parseForm(req);
-    const bad = (status: string, message: string): EmuResponse => json(400, { status, message, correlationId: randomUUID() });
-    if (form.get('grant_type') !== 'refresh_token') return bad('BAD_GRANT_TYPE', `grant_type must be refresh_token (got ${form.get('grant_type') ?? 'nothing'})`);
+    const bad = (status: string, message: string): EmuResponse =>
+      json(400, { status, message, correlationId: randomUUID() });
+    if (form.get('grant_type') !== 'refresh_token')
+      return bad('BAD_GRANT_TYPE', `grant_type must be refresh_token (got ${form.get('grant_type') ?? 'nothing'})`);
     if (form.get('client_id') !== this.clientId) return bad('BAD_CLIENT_ID', 'missing or unknown client id');
-    if (form.get('client_secret') !== this.clientSecret) return bad('BAD_CLIENT_SECRET', 'missing or invalid client secret');
-    if (form.get('refresh_token') !== this.refreshToken) return bad('BAD_REFRESH_TOKEN', 'missing or unknown refresh token');
+    if (form.get('client_secret') !== this.clientSecret)
+      return bad('BAD_CLIENT_SECRET', 'missing or invalid client secret');
+    if (form.get('refresh_token') !== this.refreshToken)
+      return bad('BAD_REFRESH_TOKEN', 'missing or unknown refresh token');
     const access = `CO${randomBytes(32).toString('base64url')}`;
     const ttl = this.knobs.accessTokenTtlSec;
     this.oauthTokens.set(access, { expiresMs: this.world.now() + ttl * 1000 });
@@ -1221,7 +1705,8 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
     const token = req.params.token;
     const t = this.oauthTokens.get(token);
     const isPrivate = token === this.privateToken;
-    if (!isPrivate && (!t || t.expiresMs <= this.world.now())) return this.err(404, 'OBJECT_NOT_FOUND', 'Access token not found or expired');
+    if (!isPrivate && (!t || t.expiresMs <= this.world.now()))
+      return this.err(404, 'OBJECT_NOT_FOUND', 'Access token not found or expired');
     return json(200, {
       token,
       user: 'owner@example.com',
@@ -1238,12 +1723,22 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   /** RFC 7662-style introspection of an OAuth token of this app (2026-09 spec: `{active}` required). */
   private introspect(req: EmuRequest): EmuResponse {
     const form = parseForm(req);
-    const bad = (status: string, message: string): EmuResponse => json(400, { status, message, correlationId: randomUUID() });
+    const bad = (status: string, message: string): EmuResponse =>
+      json(400, { status, message, correlationId: randomUUID() });
     if (form.get('client_id') !== this.clientId) return bad('BAD_CLIENT_ID', 'missing or unknown client id');
-    if (form.get('client_secret') !== this.clientSecret) return bad('BAD_CLIENT_SECRET', 'missing or invalid client secret');
+    if (form.get('client_secret') !== this.clientSecret)
+      return bad('BAD_CLIENT_SECRET', 'missing or invalid client secret');
     const token = form.get('token');
     if (!token) return bad('BAD_REQUEST', 'token is required');
-    if (token === this.refreshToken) return json(200, { active: true, token_type: 'refresh_token', client_id: this.clientId, hub_id: PORTAL_ID, app_id: OAUTH_APP_ID, scope: this.scopes.join(' ') });
+    if (token === this.refreshToken)
+      return json(200, {
+        active: true,
+        token_type: 'refresh_token',
+        client_id: this.clientId,
+        hub_id: PORTAL_ID,
+        app_id: OAUTH_APP_ID,
+        scope: this.scopes.join(' '),
+      });
     const t = this.oauthTokens.get(token);
     // Private app tokens and Service Keys are not OAuth tokens of this app: inactive here.
     if (!t || t.expiresMs <= this.world.now()) return json(200, { active: false });
@@ -1265,7 +1760,8 @@ export class HubSpotEmulator extends EmulatorServer<HubSpotKnobs> {
   private privateTokenInfo(req: EmuRequest): EmuResponse {
     const b = parseJson(req) as { tokenKey?: unknown };
     if (!b || typeof b.tokenKey !== 'string') return this.err(400, 'VALIDATION_ERROR', 'tokenKey is required');
-    if (b.tokenKey !== this.privateToken) return this.err(401, 'INVALID_AUTHENTICATION', 'The private app access token is invalid');
+    if (b.tokenKey !== this.privateToken)
+      return this.err(401, 'INVALID_AUTHENTICATION', 'The private app access token is invalid');
     return json(200, { userId: 7, hubId: PORTAL_ID, appId: PRIVATE_APP_ID, scopes: [...this.scopes] });
   }
 }

@@ -45,7 +45,12 @@ export const connector: Connector<HubSpotConfig> = {
       return {
         url: c.baseUrl,
         targetConfig: () => ({
-          config: { baseUrl: c.baseUrl, auth: { type: 'service-key', serviceKey: '${HUBSPOT_SERVICE_KEY}' }, suppression: { type: 'unsubscribe-all', batch: 'auto' }, onlyExistingContacts: true },
+          config: {
+            baseUrl: c.baseUrl,
+            auth: { type: 'service-key', serviceKey: '${HUBSPOT_SERVICE_KEY}' },
+            suppression: { type: 'unsubscribe-all', batch: 'auto' },
+            onlyExistingContacts: true,
+          },
           env: { HUBSPOT_SERVICE_KEY: c.serviceKey },
         }),
         requestCounts: () => Object.fromEntries(server.counts),

@@ -131,7 +131,10 @@ const ALREADY_UNSUBSCRIBED = /already\s+(been\s+)?(unsubscribed|opted[\s-]*out)/
 export function legalBasisFailure(cfg: ResolvedHubSpotConfig, hubspotMessage: string): Failure {
   const hs = hubspotMessage ? ` (HubSpot: ${hubspotMessage})` : '';
   if (cfg.legalBasis === null || cfg.legalBasisExplanation === null) {
-    const missing = [cfg.legalBasis === null ? '"legalBasis"' : null, cfg.legalBasisExplanation === null ? '"legalBasisExplanation"' : null]
+    const missing = [
+      cfg.legalBasis === null ? '"legalBasis"' : null,
+      cfg.legalBasisExplanation === null ? '"legalBasisExplanation"' : null,
+    ]
       .filter(Boolean)
       .join(' and ');
     return {
@@ -144,7 +147,9 @@ export function legalBasisFailure(cfg: ResolvedHubSpotConfig, hubspotMessage: st
   }
   return {
     kind: 'failed-permanent',
-    message: redact(`HubSpot rejected the legal basis${hs}: check "legalBasis" and "legalBasisExplanation" in this target's config`),
+    message: redact(
+      `HubSpot rejected the legal basis${hs}: check "legalBasis" and "legalBasisExplanation" in this target's config`,
+    ),
   };
 }
 
@@ -160,7 +165,11 @@ function escapeRegExp(s: string): string {
 }
 
 /** Which of `candidates` an item error is about: its context values, else an email named in its message. */
-function attribute(err: ItemError, candidates: readonly string[], normalise: (s: string) => string = normaliseEmail): string[] {
+function attribute(
+  err: ItemError,
+  candidates: readonly string[],
+  normalise: (s: string) => string = normaliseEmail,
+): string[] {
   const set = new Set(candidates);
   const hits = new Set<string>();
   if (err.context && typeof err.context === 'object') {
@@ -181,7 +190,10 @@ function attribute(err: ItemError, candidates: readonly string[], normalise: (s:
 }
 
 function itemMessage(err: ItemError): string {
-  const parts = [typeof err.category === 'string' ? err.category : null, typeof err.message === 'string' ? err.message : null].filter(Boolean);
+  const parts = [
+    typeof err.category === 'string' ? err.category : null,
+    typeof err.message === 'string' ? err.message : null,
+  ].filter(Boolean);
   return parts.join(': ') || 'error without a message';
 }
 
@@ -211,7 +223,13 @@ export class HubSpotTarget implements Target {
     try {
       const raw = caps.kv.get(this.batchReadKey());
       const d = raw ? (JSON.parse(raw) as BatchDecision) : null;
-      if (d && d.decision === 'refused' && typeof d.at === 'string' && caps.clock.now().getTime() - Date.parse(d.at) < REFUSAL_TTL_MS) this.batchReadRefusal = d;
+      if (
+        d &&
+        d.decision === 'refused' &&
+        typeof d.at === 'string' &&
+        caps.clock.now().getTime() - Date.parse(d.at) < REFUSAL_TTL_MS
+      )
+        this.batchReadRefusal = d;
     } catch {
       this.batchReadRefusal = null;
     }
@@ -272,7 +290,8 @@ export class HubSpotTarget implements Target {
     if (this.batch?.decision === decision) return;
     this.batch = { decision, at: this.caps.clock.now().toISOString(), ...(detail ? { detail } : {}) };
     this.caps.kv.set(this.batchKey(), JSON.stringify(this.batch));
-    if (decision === 'refused') this.logger.warn('hubspot batch suppression refused (403); falling back to per-email writes', { detail });
+    if (decision === 'refused')
+      this.logger.warn('hubspot batch suppression refused (403); falling back to per-email writes', { detail });
     else this.logger.info('hubspot batch suppression available');
   }
 
@@ -287,7 +306,12 @@ export class HubSpotTarget implements Target {
     }
     const emails = [...optOuts.keys()];
     const outcomes = new Map<string, Outcome>();
-    const set = (email: string, kind: OutcomeKind, recordIds: readonly string[], extra: { message?: string; action?: string; matchedBy?: MatchedBy } = {}): void => {
+    const set = (
+      email: string,
+      kind: OutcomeKind,
+      recordIds: readonly string[],
+      extra: { message?: string; action?: string; matchedBy?: MatchedBy } = {},
+    ): void => {
       outcomes.set(email, {
         email,
         kind,
@@ -299,7 +323,10 @@ export class HubSpotTarget implements Target {
     };
     let halt: HaltInfo | undefined;
     for (const email of emails) {
-      if (!plausibleEmail(email)) set(email, 'failed-permanent', [], { message: 'not an email address (needs a local part, "@" and a domain); nothing sent to HubSpot' });
+      if (!plausibleEmail(email))
+        set(email, 'failed-permanent', [], {
+          message: 'not an email address (needs a local part, "@" and a domain); nothing sent to HubSpot',
+        });
     }
     const lookupEmails = emails.filter((e) => !outcomes.has(e));
 
@@ -329,15 +356,22 @@ export class HubSpotTarget implements Target {
         const c = contacts.get(email);
         const sec = secondary.get(email);
         if (c && c.optedOut) {
-          set(email, 'already-suppressed', [c.id], { matchedBy: 'primary', message: 'hs_email_optout is already true (unsubscribed from all email)' });
+          set(email, 'already-suppressed', [c.id], {
+            matchedBy: 'primary',
+            message: 'hs_email_optout is already true (unsubscribed from all email)',
+          });
         } else if (c) {
           toWrite.push({ email, contactId: c.id, secondaryOf: [] });
         } else if (sec) {
           // hs_email_optout belongs to the contact's primary address: the address's own status is read in 2b.
           toWrite.push({ email, contactId: null, secondaryOf: sec });
         } else if (this.cfg.onlyExistingContacts) {
-          const where = this.cfg.matchAdditionalEmails ? 'as its primary email or in hs_additional_emails' : 'as its primary email (matchAdditionalEmails is false)';
-          set(email, 'not-found', [], { message: `no HubSpot contact has this address ${where} (onlyExistingContacts is true)` });
+          const where = this.cfg.matchAdditionalEmails
+            ? 'as its primary email or in hs_additional_emails'
+            : 'as its primary email (matchAdditionalEmails is false)';
+          set(email, 'not-found', [], {
+            message: `no HubSpot contact has this address ${where} (onlyExistingContacts is true)`,
+          });
         } else {
           toWrite.push({ email, contactId: null, secondaryOf: [] });
         }
@@ -351,7 +385,10 @@ export class HubSpotTarget implements Target {
         for (const w of secondaryItems) {
           const why = suppressed.get(w.email);
           if (why === undefined) continue;
-          set(w.email, 'already-suppressed', [...w.secondaryOf], { matchedBy: 'additional-email', message: `${matchNote(w.secondaryOf)}; ${why}` });
+          set(w.email, 'already-suppressed', [...w.secondaryOf], {
+            matchedBy: 'additional-email',
+            message: `${matchNote(w.secondaryOf)}; ${why}`,
+          });
         }
         if (suppressed.size > 0) toWrite = toWrite.filter((w) => !outcomes.has(w.email));
       }
@@ -360,17 +397,25 @@ export class HubSpotTarget implements Target {
       if (mode === 'plan') {
         const viaBatch = this.useBatch();
         for (const item of toWrite) {
-          set(item.email, 'planned', recordIdsOf(item), { ...matchOf(item), action: this.describe(item, optOuts.get(item.email)!, viaBatch) });
+          set(item.email, 'planned', recordIdsOf(item), {
+            ...matchOf(item),
+            action: this.describe(item, optOuts.get(item.email)!, viaBatch),
+          });
         }
       } else if (toWrite.length > 0) {
         const byEmail = new Map(toWrite.map((w) => [w.email, w]));
         await this.write(toWrite, (email, kind, message) => {
           const item = byEmail.get(email)!;
           const note = item.secondaryOf.length > 0 ? matchNote(item.secondaryOf) : undefined;
-          set(email, kind, recordIdsOf(item), { ...matchOf(item), message: [note, message].filter(Boolean).join('; ') || undefined });
+          set(email, kind, recordIdsOf(item), {
+            ...matchOf(item),
+            message: [note, message].filter(Boolean).join('; ') || undefined,
+          });
         });
         const applied = toWrite.filter((w) => outcomes.get(w.email)?.kind === 'applied' && w.contactId !== null);
-        const notes = await this.audit(applied.map((w) => ({ email: w.email, contactId: w.contactId!, optOut: optOuts.get(w.email)! })));
+        const notes = await this.audit(
+          applied.map((w) => ({ email: w.email, contactId: w.contactId!, optOut: optOuts.get(w.email)! })),
+        );
         for (const [email, note] of notes) {
           const o = outcomes.get(email)!;
           outcomes.set(email, { ...o, message: redact(o.message ? `${o.message}; ${note}` : note) });
@@ -380,17 +425,28 @@ export class HubSpotTarget implements Target {
       if (isTargetHalt(e)) {
         halt = e;
       } else {
-        this.logger.error('hubspot delivery failed unexpectedly', { error: redact((e as Error)?.message ?? String(e)) });
-        halt = { kind: 'fatal', message: redact(`unexpected error delivering to HubSpot: ${(e as Error)?.message ?? String(e)}`) };
+        this.logger.error('hubspot delivery failed unexpectedly', {
+          error: redact((e as Error)?.message ?? String(e)),
+        });
+        halt = {
+          kind: 'fatal',
+          message: redact(`unexpected error delivering to HubSpot: ${(e as Error)?.message ?? String(e)}`),
+        };
       }
     }
 
     const handled = outcomes.size;
     for (const email of emails) {
-      if (!outcomes.has(email)) set(email, 'failed-retryable', [], { message: halt ? `not delivered: ${halt.message}` : 'not delivered' });
+      if (!outcomes.has(email))
+        set(email, 'failed-retryable', [], { message: halt ? `not delivered: ${halt.message}` : 'not delivered' });
     }
     if (halt) {
-      this.logger.warn('hubspot target halted', { kind: halt.kind, message: halt.message, delivered: handled, of: emails.length });
+      this.logger.warn('hubspot target halted', {
+        kind: halt.kind,
+        message: halt.message,
+        delivered: handled,
+        of: emails.length,
+      });
       // Nothing handled and not a daily stop: a target-wide failure (nothing in the batch was done).
       if (handled === 0 && halt.kind !== 'quota') throw new TargetHalt(halt);
     }
@@ -408,12 +464,20 @@ export class HubSpotTarget implements Target {
 
   private describe(item: WriteItem, optOut: OptOut, viaBatch: boolean): string {
     const cfg = this.cfg;
-    const v = this.paths.version === 'legacy' ? { batchAll: 'v4 batch unsubscribe-all', oneAll: 'v4 per-email unsubscribe-all', batchWrite: 'v4 batch/write', one: 'v3 unsubscribe' } : {
-      batchAll: `${this.paths.version} batch unsubscribe-all`,
-      oneAll: `${this.paths.version} per-email unsubscribe-all`,
-      batchWrite: `${this.paths.version} batch/write`,
-      one: `${this.paths.version} unsubscribe`,
-    };
+    const v =
+      this.paths.version === 'legacy'
+        ? {
+            batchAll: 'v4 batch unsubscribe-all',
+            oneAll: 'v4 per-email unsubscribe-all',
+            batchWrite: 'v4 batch/write',
+            one: 'v3 unsubscribe',
+          }
+        : {
+            batchAll: `${this.paths.version} batch unsubscribe-all`,
+            oneAll: `${this.paths.version} per-email unsubscribe-all`,
+            batchWrite: `${this.paths.version} batch/write`,
+            one: `${this.paths.version} unsubscribe`,
+          };
     const who = item.contactId
       ? `contact ${item.contactId} (${item.email})`
       : item.secondaryOf.length > 0
@@ -430,7 +494,9 @@ export class HubSpotTarget implements Target {
     }
     const props = this.auditProperties(optOut);
     if (item.contactId && Object.keys(props).length > 0) {
-      action += `; then set ${Object.entries(props).map(([k, v]) => `${k}=${v}`).join(', ')}`;
+      action += `; then set ${Object.entries(props)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}`;
     }
     return action;
   }
@@ -438,7 +504,9 @@ export class HubSpotTarget implements Target {
   // -------------------------------------------------------------------------------------------
   // Lookup
 
-  private async lookup(emails: readonly string[]): Promise<{ contacts: Map<string, Contact>; failed: Map<string, Failure> }> {
+  private async lookup(
+    emails: readonly string[],
+  ): Promise<{ contacts: Map<string, Contact>; failed: Map<string, Failure> }> {
     const properties = [...new Set(['email', 'hs_email_optout', ...Object.keys(this.cfg.properties)])];
     const contacts = new Map<string, Contact>();
     const failed = new Map<string, Failure>();
@@ -451,7 +519,11 @@ export class HubSpotTarget implements Target {
         body: { inputs: emails.map((id) => ({ id })), idProperty: 'email', properties, propertiesWithHistory: [] },
       });
       if (!raw.body || typeof raw.body !== 'object' || Array.isArray(raw.body)) {
-        for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup answered HTTP ${raw.status} without a readable JSON body; looked up again later` });
+        for (const email of emails)
+          failed.set(email, {
+            kind: 'failed-retryable',
+            message: `HubSpot contact lookup answered HTTP ${raw.status} without a readable JSON body; looked up again later`,
+          });
         return { contacts, failed };
       }
       const res = raw.body as {
@@ -462,16 +534,23 @@ export class HubSpotTarget implements Target {
         const email = r.properties?.email;
         if (typeof email !== 'string' || email === '') continue;
         const key = normaliseEmail(email);
-        const optOut = String(r.properties?.hs_email_optout ?? '').trim().toLowerCase() === 'true';
+        const optOut =
+          String(r.properties?.hs_email_optout ?? '')
+            .trim()
+            .toLowerCase() === 'true';
         const prev = contacts.get(key);
         // Two records for one email (should not happen: email is unique): suppressed only if both are.
-        contacts.set(key, prev ? { id: prev.id, optedOut: prev.optedOut && optOut } : { id: String(r.id), optedOut: optOut });
+        contacts.set(
+          key,
+          prev ? { id: prev.id, optedOut: prev.optedOut && optOut } : { id: String(r.id), optedOut: optOut },
+        );
       }
       const errors = Array.isArray(res.errors) ? res.errors : [];
       for (const err of errors) {
         if (err.category === 'OBJECT_NOT_FOUND') continue; // missing: simply absent from results
         for (const email of attribute(err, emails)) {
-          if (!contacts.has(email)) failed.set(email, { kind: 'failed-retryable', message: `HubSpot lookup error: ${itemMessage(err)}` });
+          if (!contacts.has(email))
+            failed.set(email, { kind: 'failed-retryable', message: `HubSpot lookup error: ${itemMessage(err)}` });
         }
       }
       return { contacts, failed };
@@ -483,10 +562,14 @@ export class HubSpotTarget implements Target {
       if (e instanceof HubSpotHttpError && e.status === 400) {
         // Refused for what this chunk holds (e.g. one malformed address); nothing is written yet: the engine
         // splits the batch until the address(es) at fault stand alone.
-        throw new TargetHalt({ kind: 'bad-request', message: redact(`HubSpot refused the contact lookup as a bad request: ${e.message}`) });
+        throw new TargetHalt({
+          kind: 'bad-request',
+          message: redact(`HubSpot refused the contact lookup as a bad request: ${e.message}`),
+        });
       }
       if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
-        for (const email of emails) failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup refused: ${e.message}` });
+        for (const email of emails)
+          failed.set(email, { kind: 'failed-retryable', message: `HubSpot contact lookup refused: ${e.message}` });
         return { contacts, failed };
       }
       throw new TargetHalt({
@@ -501,7 +584,9 @@ export class HubSpotTarget implements Target {
    * per request (within the filter limits), paced by the search limiter, every page read via `after`. HubSpot's
    * match is not trusted: each result's `;`-separated values are compared exactly (trimmed, lower-cased).
    */
-  private async searchAdditional(emails: readonly string[]): Promise<{ matches: Map<string, string[]>; failed: Map<string, Failure> }> {
+  private async searchAdditional(
+    emails: readonly string[],
+  ): Promise<{ matches: Map<string, string[]>; failed: Map<string, Failure> }> {
     const matches = new Map<string, string[]>();
     const failed = new Map<string, Failure>();
     const path = this.paths.search;
@@ -531,7 +616,9 @@ export class HubSpotTarget implements Target {
           pages += 1;
           anySearchOk = true;
           if (!raw.body || typeof raw.body !== 'object' || Array.isArray(raw.body)) {
-            throw new UnreadableAnswer(`HubSpot search on hs_additional_emails answered HTTP ${raw.status} without a readable JSON body`);
+            throw new UnreadableAnswer(
+              `HubSpot search on hs_additional_emails answered HTTP ${raw.status} without a readable JSON body`,
+            );
           }
           const b = raw.body as {
             results?: Array<{ id?: unknown; properties?: Record<string, unknown> }>;
@@ -549,11 +636,18 @@ export class HubSpotTarget implements Target {
           }
           const next = b.paging?.next?.after;
           if (next === undefined || next === null || String(next) === '') break;
-          if (String(next) === after) throw new UnreadableAnswer(`HubSpot search on hs_additional_emails returned the cursor just sent (${after}) as the next page`);
+          if (String(next) === after)
+            throw new UnreadableAnswer(
+              `HubSpot search on hs_additional_emails returned the cursor just sent (${after}) as the next page`,
+            );
           if (pages >= SEARCH_MAX_PAGES) {
             // Past 10,000 results HubSpot stops paging: the rest of this chunk cannot be told apart from not-found.
             for (const e of chunk) {
-              if (!matches.has(e)) failed.set(e, { kind: 'failed-retryable', message: 'HubSpot search on hs_additional_emails returned more than 10,000 results; not decided' });
+              if (!matches.has(e))
+                failed.set(e, {
+                  kind: 'failed-retryable',
+                  message: 'HubSpot search on hs_additional_emails returned more than 10,000 results; not decided',
+                });
             }
             break;
           }
@@ -565,7 +659,9 @@ export class HubSpotTarget implements Target {
           throw contactsScopeHalt('search', e);
         }
         if (e instanceof UnreadableAnswer) {
-          for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `${e.message}; not decided, looked up again later` });
+          for (const em of chunk)
+            if (!matches.has(em))
+              failed.set(em, { kind: 'failed-retryable', message: `${e.message}; not decided, looked up again later` });
           continue;
         }
         if (e instanceof HubSpotHttpError && e.status === 400 && !LEGAL_BASIS.test(e.bodyText())) {
@@ -580,12 +676,22 @@ export class HubSpotTarget implements Target {
         }
         if (e instanceof HubSpotHttpError && e.status >= 400 && e.status < 500 && e.status !== 429) {
           // Never guess not-found: these stay queued and are looked up again.
-          for (const em of chunk) if (!matches.has(em)) failed.set(em, { kind: 'failed-retryable', message: `HubSpot search on hs_additional_emails refused: ${e.message}` });
+          for (const em of chunk)
+            if (!matches.has(em))
+              failed.set(em, {
+                kind: 'failed-retryable',
+                message: `HubSpot search on hs_additional_emails refused: ${e.message}`,
+              });
           continue;
         }
         // Rate-limit storm or outage: defer only the addresses still needing the search (this chunk and the
         // rest); the addresses matched by primary email are written anyway.
-        const f: Failure = { kind: 'failed-retryable', message: redact(`HubSpot contact search on hs_additional_emails failed after retries: ${(e as Error).message}; looked up again later`) };
+        const f: Failure = {
+          kind: 'failed-retryable',
+          message: redact(
+            `HubSpot contact search on hs_additional_emails failed after retries: ${(e as Error).message}; looked up again later`,
+          ),
+        };
         for (const em of chunk) if (!matches.has(em)) failed.set(em, f);
         for (const rest of queue.splice(0)) for (const em of rest) if (!matches.has(em)) failed.set(em, f);
       }
@@ -596,7 +702,10 @@ export class HubSpotTarget implements Target {
       failed.set(
         email,
         anySearchOk
-          ? { kind: 'failed-permanent', message: `HubSpot refused the search on hs_additional_emails for this address alone (other searches succeeded): ${error.message}` }
+          ? {
+              kind: 'failed-permanent',
+              message: `HubSpot refused the search on hs_additional_emails for this address alone (other searches succeeded): ${error.message}`,
+            }
           : { kind: 'failed-retryable', message: `HubSpot search on hs_additional_emails refused: ${error.message}` },
       );
     }
@@ -631,23 +740,38 @@ export class HubSpotTarget implements Target {
       } catch (e) {
         if (isTargetHalt(e)) throw e;
         if (e instanceof HubSpotHttpError && e.status === 403) {
-          this.batchReadRefusal = { decision: 'refused', at: this.caps.clock.now().toISOString(), detail: e.hubspotMessage() || e.message };
+          this.batchReadRefusal = {
+            decision: 'refused',
+            at: this.caps.clock.now().toISOString(),
+            detail: e.hubspotMessage() || e.message,
+          };
           this.caps.kv.set(this.batchReadKey(), JSON.stringify(this.batchReadRefusal));
-          this.logger.warn('hubspot batch status read refused (403); secondary addresses are written without a status read', { detail: redact(this.batchReadRefusal.detail ?? '') });
+          this.logger.warn(
+            'hubspot batch status read refused (403); secondary addresses are written without a status read',
+            { detail: redact(this.batchReadRefusal.detail ?? '') },
+          );
           break;
         }
-        this.logger.warn('hubspot batch status read failed; writing those secondary addresses without it', { error: redact((e as Error)?.message ?? String(e)) });
+        this.logger.warn('hubspot batch status read failed; writing those secondary addresses without it', {
+          error: redact((e as Error)?.message ?? String(e)),
+        });
         continue;
       }
       const b = (body && typeof body === 'object' ? body : {}) as { results?: unknown };
-      const results = (Array.isArray(b.results) ? b.results : []) as Array<{ subscriberIdString?: unknown; wideStatuses?: unknown; statuses?: unknown }>;
+      const results = (Array.isArray(b.results) ? b.results : []) as Array<{
+        subscriberIdString?: unknown;
+        wideStatuses?: unknown;
+        statuses?: unknown;
+      }>;
       // Per address: all results must agree (a repeated address counts as suppressed only if every answer says so).
       const verdict = new Map<string, boolean>();
       for (const r of results) {
         if (typeof r?.subscriberIdString !== 'string') continue;
         const em = normaliseEmail(r.subscriberIdString);
         if (!wanted.has(em)) continue;
-        const ok = all ? wideUnsubscribed(r.wideStatuses, cfg.businessUnitId) : subscriptionsUnsubscribed(r.statuses, subIds);
+        const ok = all
+          ? wideUnsubscribed(r.wideStatuses, cfg.businessUnitId)
+          : subscriptionsUnsubscribed(r.statuses, subIds);
         verdict.set(em, (verdict.get(em) ?? true) && ok);
       }
       for (const [em, ok] of verdict) {
@@ -670,7 +794,8 @@ export class HubSpotTarget implements Target {
   private failureOf(e: unknown): Failure {
     if (e instanceof HubSpotHttpError) {
       if (e.status === 400 && LEGAL_BASIS.test(e.bodyText())) return legalBasisFailure(this.cfg, e.hubspotMessage());
-      if (e.status === 429 || e.status >= 500) return { kind: 'failed-retryable', message: `${e.message} (after retries)` };
+      if (e.status === 429 || e.status >= 500)
+        return { kind: 'failed-retryable', message: `${e.message} (after retries)` };
       return { kind: 'failed-permanent', message: e.message };
     }
     return { kind: 'failed-retryable', message: redact(`request failed: ${(e as Error)?.message ?? String(e)}`) };
@@ -701,7 +826,10 @@ export class HubSpotTarget implements Target {
    * Write suppression for `items`, reporting one result per email through `done` as soon as it is known,
    * so that a halt part-way keeps what was already written.
    */
-  private async write(items: readonly WriteItem[], done: (email: string, kind: WriteResultKind, message?: string) => void): Promise<void> {
+  private async write(
+    items: readonly WriteItem[],
+    done: (email: string, kind: WriteResultKind, message?: string) => void,
+  ): Promise<void> {
     const cfg = this.cfg;
     const subs = cfg.suppression.type === 'subscriptions' ? cfg.suppression.subscriptionIds : [null];
     const units: Unit[] = items.flatMap((it) => subs.map((s) => ({ email: it.email, subscriptionId: s })));
@@ -732,7 +860,12 @@ export class HubSpotTarget implements Target {
     let req: { method: 'POST'; path: string; qs?: Record<string, string>; body: unknown };
     if (cfg.suppression.type === 'unsubscribe-all') {
       label = `POST ${this.paths.batchUnsubscribeAll}`;
-      req = { method: 'POST', path: this.paths.batchUnsubscribeAll, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) }, body: { inputs: emails } };
+      req = {
+        method: 'POST',
+        path: this.paths.batchUnsubscribeAll,
+        qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) },
+        body: { inputs: emails },
+      };
     } else {
       label = `POST ${this.paths.batchWrite}`;
       req = {
@@ -782,15 +915,28 @@ export class HubSpotTarget implements Target {
   }
 
   private mapBatchResult(body: unknown, chunk: readonly Unit[], emails: readonly string[], ledger: Ledger): void {
-    if (!body || typeof body !== 'object' || Array.isArray(body) || !Array.isArray((body as { results?: unknown }).results)) {
+    if (
+      !body ||
+      typeof body !== 'object' ||
+      Array.isArray(body) ||
+      !Array.isArray((body as { results?: unknown }).results)
+    ) {
       // Not the documented answer (no results[]: an empty body, an HTML page): nothing is known to be written.
       const what = typeof body === 'string' ? 'a non-JSON body' : 'no results list';
-      for (const u of chunk) ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot answered the batch write with ${what}; not known to be written, retried later` });
+      for (const u of chunk)
+        ledger.fail(u, {
+          kind: 'failed-retryable',
+          message: `HubSpot answered the batch write with ${what}; not known to be written, retried later`,
+        });
       return;
     }
     const b = body as { results?: unknown; errors?: unknown };
     const results = Array.isArray(b.results)
-      ? (b.results as Array<{ subscriberIdString?: unknown; subscriptionId?: unknown; setStatusSuccessReason?: unknown }>)
+      ? (b.results as Array<{
+          subscriberIdString?: unknown;
+          subscriptionId?: unknown;
+          setStatusSuccessReason?: unknown;
+        }>)
       : [];
     const errors = Array.isArray(b.errors) ? (b.errors as ItemError[]) : [];
     const okEmails = new Set<string>();
@@ -820,15 +966,28 @@ export class HubSpotTarget implements Target {
       const f = failed.get(u.email);
       if (f) {
         ledger.fail(u, f);
-      } else if (unattributed && !(okPairs.has(`${u.email}|${u.subscriptionId}`) || (u.subscriptionId === null && okEmails.has(u.email)))) {
-        ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot reported an error it did not attribute to an email: ${unattributed.message}` });
+      } else if (
+        unattributed &&
+        !(okPairs.has(`${u.email}|${u.subscriptionId}`) || (u.subscriptionId === null && okEmails.has(u.email)))
+      ) {
+        ledger.fail(u, {
+          kind: 'failed-retryable',
+          message: `HubSpot reported an error it did not attribute to an email: ${unattributed.message}`,
+        });
       } else if (u.subscriptionId !== null && unchangedPairs.has(`${u.email}|${u.subscriptionId}`)) {
         ledger.ok(u, `already unsubscribed from subscription ${u.subscriptionId}`, true);
-      } else if (u.subscriptionId === null ? okEmails.has(u.email) : okPairs.has(`${u.email}|${u.subscriptionId}`) || okWhole.has(u.email)) {
+      } else if (
+        u.subscriptionId === null
+          ? okEmails.has(u.email)
+          : okPairs.has(`${u.email}|${u.subscriptionId}`) || okWhole.has(u.email)
+      ) {
         ledger.ok(u);
       } else {
         // Only an address HubSpot lists in results is written; a silent omission is not.
-        ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot's batch answer did not list this address${u.subscriptionId !== null ? ` for subscription ${u.subscriptionId}` : ''}; not known to be written, retried later` });
+        ledger.fail(u, {
+          kind: 'failed-retryable',
+          message: `HubSpot's batch answer did not list this address${u.subscriptionId !== null ? ` for subscription ${u.subscriptionId}` : ''}; not known to be written, retried later`,
+        });
       }
     }
   }
@@ -844,7 +1003,11 @@ export class HubSpotTarget implements Target {
           let res;
           if (u.subscriptionId === null) {
             const path = this.paths.unsubscribeAll(u.email);
-            res = await this.api.call(`POST ${path}`, { method: 'POST', path, qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) } });
+            res = await this.api.call(`POST ${path}`, {
+              method: 'POST',
+              path,
+              qs: { channel: 'EMAIL', businessUnitId: String(cfg.businessUnitId) },
+            });
           } else {
             res = await this.api.call(`POST ${this.paths.unsubscribe} (${u.email}, subscription ${u.subscriptionId})`, {
               method: 'POST',
@@ -859,16 +1022,28 @@ export class HubSpotTarget implements Target {
           }
           const unreadable = unreadableWriteAnswer(res.body, u.subscriptionId === null);
           if (unreadable) {
-            ledger.fail(u, { kind: 'failed-retryable', message: `HubSpot answered the status write with ${unreadable}; not known to be written, retried later` });
+            ledger.fail(u, {
+              kind: 'failed-retryable',
+              message: `HubSpot answered the status write with ${unreadable}; not known to be written, retried later`,
+            });
             continue;
           }
           ledger.ok(u);
         } catch (e) {
           if (isTargetHalt(e)) throw e;
           if (e instanceof HubSpotHttpError && e.status === 403) {
-            throw this.scopeHalt(e, 'the subscription status write', 'communication_preferences.write (or communication_preferences.read_write)');
+            throw this.scopeHalt(
+              e,
+              'the subscription status write',
+              'communication_preferences.write (or communication_preferences.read_write)',
+            );
           }
-          if (e instanceof HubSpotHttpError && e.status === 400 && u.subscriptionId !== null && ALREADY_UNSUBSCRIBED.test(e.bodyText())) {
+          if (
+            e instanceof HubSpotHttpError &&
+            e.status === 400 &&
+            u.subscriptionId !== null &&
+            ALREADY_UNSUBSCRIBED.test(e.bodyText())
+          ) {
             ledger.ok(u, `already unsubscribed from subscription ${u.subscriptionId}`, true);
             continue;
           }
@@ -894,7 +1069,9 @@ export class HubSpotTarget implements Target {
    * Batch update the audit properties of contacts whose suppression was just applied. Best effort: the
    * suppression stands either way; a failure is noted on the outcome. Returns email -> note.
    */
-  private async audit(applied: readonly { email: string; contactId: string; optOut: OptOut }[]): Promise<Map<string, string>> {
+  private async audit(
+    applied: readonly { email: string; contactId: string; optOut: OptOut }[],
+  ): Promise<Map<string, string>> {
     const notes = new Map<string, string>();
     if (Object.keys(this.cfg.properties).length === 0) return notes;
     const inputs = applied
@@ -936,7 +1113,8 @@ export function wideUnsubscribed(wideStatuses: unknown, businessUnitId: number):
       w.status === 'UNSUBSCRIBED' &&
       (w.channel === undefined || w.channel === 'EMAIL') &&
       (w.wideStatusType === 'PORTAL_WIDE' ||
-        (w.wideStatusType === 'BUSINESS_UNIT_WIDE' && (w.businessUnitId === undefined || Number(w.businessUnitId) === businessUnitId))),
+        (w.wideStatusType === 'BUSINESS_UNIT_WIDE' &&
+          (w.businessUnitId === undefined || Number(w.businessUnitId) === businessUnitId))),
   );
 }
 
@@ -945,7 +1123,13 @@ export function subscriptionsUnsubscribed(statuses: unknown, subscriptionIds: re
   if (!Array.isArray(statuses) || subscriptionIds.length === 0) return false;
   const unsub = new Set(
     (statuses as Array<Record<string, unknown>>)
-      .filter((s) => !!s && s.status === 'UNSUBSCRIBED' && (s.channel === undefined || s.channel === 'EMAIL') && s.subscriptionId !== undefined)
+      .filter(
+        (s) =>
+          !!s &&
+          s.status === 'UNSUBSCRIBED' &&
+          (s.channel === undefined || s.channel === 'EMAIL') &&
+          s.subscriptionId !== undefined,
+      )
       .map((s) => String(s.subscriptionId)),
   );
   return subscriptionIds.every((id) => unsub.has(id));
@@ -968,7 +1152,9 @@ function unreadableWriteAnswer(body: unknown, all: boolean): string | null {
 function contactsScopeHalt(what: 'lookup' | 'search', e: HubSpotHttpError): TargetHalt {
   return new TargetHalt({
     kind: 'auth',
-    message: redact(`HubSpot refused the contact ${what} (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`),
+    message: redact(
+      `HubSpot refused the contact ${what} (403): the token needs scope ${missingScopesOf(e) ?? 'crm.objects.contacts.read'} (${e.hubspotMessage()})`,
+    ),
   });
 }
 
@@ -977,7 +1163,11 @@ function recordIdsOf(item: WriteItem): string[] {
 }
 
 function matchOf(item: WriteItem): { matchedBy?: MatchedBy } {
-  return item.contactId ? { matchedBy: 'primary' } : item.secondaryOf.length > 0 ? { matchedBy: 'additional-email' } : {};
+  return item.contactId
+    ? { matchedBy: 'primary' }
+    : item.secondaryOf.length > 0
+      ? { matchedBy: 'additional-email' }
+      : {};
 }
 
 function matchNote(ids: readonly string[]): string {
@@ -1037,9 +1227,16 @@ class Ledger {
     const permanent = s.failures.some((f) => f.kind === 'failed-permanent');
     // Group identical messages: "subscriptions 111, 222: <message>".
     const groups = new Map<string, string[]>();
-    s.failures.forEach((f, i) => groups.set(f.message, [...(groups.get(f.message) ?? []), ...(s.failedSubs[i] !== undefined ? [s.failedSubs[i]!] : [])]));
+    s.failures.forEach((f, i) =>
+      groups.set(f.message, [
+        ...(groups.get(f.message) ?? []),
+        ...(s.failedSubs[i] !== undefined ? [s.failedSubs[i]!] : []),
+      ]),
+    );
     const message = [...groups]
-      .map(([m, subs]) => (subs.length === 0 ? m : `subscription${subs.length > 1 ? 's' : ''} ${subs.join(', ')}: ${m}`))
+      .map(([m, subs]) =>
+        subs.length === 0 ? m : `subscription${subs.length > 1 ? 's' : ''} ${subs.join(', ')}: ${m}`,
+      )
       .join('; ');
     this.done(email, permanent ? 'failed-permanent' : 'failed-retryable', message);
   }
@@ -1062,4 +1259,3 @@ async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
   if (failure !== null) throw (failure as { error: unknown }).error;
 }
-

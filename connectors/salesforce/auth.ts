@@ -30,7 +30,13 @@ export class AuthConfigError extends Error {
 const b64url = (b: Buffer | string): string => Buffer.from(b).toString('base64url');
 
 /** `header.claims.signature` for the OAuth 2.0 JWT bearer flow (RFC 7523), signed RS256. */
-export function jwtAssertion(opts: { clientId: string; username: string; audience: string; privateKey: crypto.KeyObject | string; now: Date }): string {
+export function jwtAssertion(opts: {
+  clientId: string;
+  username: string;
+  audience: string;
+  privateKey: crypto.KeyObject | string;
+  now: Date;
+}): string {
   const header = b64url(JSON.stringify({ alg: 'RS256', typ: 'JWT' }));
   const claims = b64url(
     JSON.stringify({
@@ -46,7 +52,11 @@ export function jwtAssertion(opts: { clientId: string; username: string; audienc
 
 /** A PEM from a file or an environment variable (where newlines often arrive as literal `\n`). */
 /** `register` masks the key's text in logs (the engine's `caps.secrets.register`). */
-export function loadPrivateKey(auth: Extract<SalesforceAuth, { type: 'jwt' }>, readFile: (p: string) => string, register: Secrets['register'] = () => undefined): crypto.KeyObject {
+export function loadPrivateKey(
+  auth: Extract<SalesforceAuth, { type: 'jwt' }>,
+  readFile: (p: string) => string,
+  register: Secrets['register'] = () => undefined,
+): crypto.KeyObject {
   let pem: string;
   if (auth.privateKeyPath !== undefined) {
     try {
@@ -61,10 +71,12 @@ export function loadPrivateKey(auth: Extract<SalesforceAuth, { type: 'jwt' }>, r
   register(pem);
   try {
     const key = crypto.createPrivateKey(pem);
-    if (key.asymmetricKeyType !== 'rsa') throw new Error(`expected an RSA key, got ${key.asymmetricKeyType ?? 'unknown'}`);
+    if (key.asymmetricKeyType !== 'rsa')
+      throw new Error(`expected an RSA key, got ${key.asymmetricKeyType ?? 'unknown'}`);
     return key;
   } catch (e) {
-    const where = auth.privateKeyPath !== undefined ? `auth.privateKeyPath (${auth.privateKeyPath})` : 'auth.privateKey';
+    const where =
+      auth.privateKeyPath !== undefined ? `auth.privateKeyPath (${auth.privateKeyPath})` : 'auth.privateKey';
     // crypto's messages never echo the key material.
     throw new AuthConfigError(`${where} is not a usable PEM RSA private key: ${(e as Error).message}`);
   }
@@ -132,14 +144,19 @@ export class Authenticator {
       });
       res = await this.oauth2(origin).requestToken({ grant_type: JWT_BEARER_GRANT, assertion });
     } else if (auth.type === 'client-credentials') {
-      res = await this.oauth2(origin, auth.clientId, auth.clientSecret).requestToken({ grant_type: 'client_credentials' });
+      res = await this.oauth2(origin, auth.clientId, auth.clientSecret).requestToken({
+        grant_type: 'client_credentials',
+      });
     } else {
       const current = this.currentRefreshToken(auth.refreshToken);
       res = await this.oauth2(origin, auth.clientId, auth.clientSecret).refreshToken(current);
       if (typeof res.refresh_token === 'string' && res.refresh_token !== current) {
         // Rotated: persist durably before the new access token is used.
         this.caps.secrets.register(res.refresh_token);
-        this.caps.kv.set(KV_REFRESH_TOKEN, JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token }));
+        this.caps.kv.set(
+          KV_REFRESH_TOKEN,
+          JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token }),
+        );
       }
     }
     if (typeof res.access_token !== 'string' || res.access_token === '') {
@@ -147,8 +164,10 @@ export class Authenticator {
     }
     this.caps.secrets.register(res.access_token);
     // A configured instanceUrl overrides the one the token endpoint hands out (proxies, emulators).
-    const instanceUrl = this.cfg.instanceUrl ?? (typeof res.instance_url === 'string' ? res.instance_url.replace(/\/+$/, '') : '');
-    if (!instanceUrl) throw new Error('the token endpoint answered without an instance_url and no instanceUrl is configured');
+    const instanceUrl =
+      this.cfg.instanceUrl ?? (typeof res.instance_url === 'string' ? res.instance_url.replace(/\/+$/, '') : '');
+    if (!instanceUrl)
+      throw new Error('the token endpoint answered without an instance_url and no instanceUrl is configured');
     return { accessToken: res.access_token, instanceUrl };
   }
 
@@ -170,7 +189,8 @@ export class Authenticator {
   }
 
   private requireInstanceUrl(): string {
-    if (!this.cfg.instanceUrl) throw new AuthConfigError(`instanceUrl is required with auth.type "${this.cfg.auth.type}"`);
+    if (!this.cfg.instanceUrl)
+      throw new AuthConfigError(`instanceUrl is required with auth.type "${this.cfg.auth.type}"`);
     return this.cfg.instanceUrl;
   }
 

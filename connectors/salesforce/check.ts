@@ -57,7 +57,11 @@ function failText(e: unknown): string {
   return safeMessage(e instanceof Error ? e.message : String(e));
 }
 
-export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, caps: Capabilities): Promise<CheckReport> {
+export async function runCheck(
+  client: SalesforceClient,
+  cfg: ResolvedConfig,
+  caps: Capabilities,
+): Promise<CheckReport> {
   const items: CheckItem[] = [];
   const add = (name: string, ok: boolean, detail: string): void => {
     items.push({ name, ok, detail });
@@ -93,22 +97,36 @@ export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, ca
           'api usage',
           daily.Remaining >= floor,
           `daily API requests: ${used} of ${daily.Max} used, ${daily.Remaining} remaining` +
-            (daily.Remaining >= floor ? '' : ` (below the ${floor} kept as headroom; deliveries may stop with REQUEST_LIMIT_EXCEEDED)`),
+            (daily.Remaining >= floor
+              ? ''
+              : ` (below the ${floor} kept as headroom; deliveries may stop with REQUEST_LIMIT_EXCEEDED)`),
         );
       }
     }
 
     // 3. Objects and fields
-    if (cfg.objects.length === 0) add('objects', false, 'no object is enabled: enable at least one of objects.Contact, objects.Lead, objects.PersonAccount');
+    if (cfg.objects.length === 0)
+      add(
+        'objects',
+        false,
+        'no object is enabled: enable at least one of objects.Contact, objects.Lead, objects.PersonAccount',
+      );
     const describes = new Map<string, DescribeResult | null>();
     const describe = async (sobject: string): Promise<DescribeResult | null> => {
       if (!describes.has(sobject)) {
         try {
-          const d = await client.request<DescribeResult>(`describe ${sobject}`, { method: 'GET', url: `/sobjects/${sobject}/describe` });
+          const d = await client.request<DescribeResult>(`describe ${sobject}`, {
+            method: 'GET',
+            url: `/sobjects/${sobject}/describe`,
+          });
           describes.set(sobject, d);
         } catch (e) {
           if (isTargetHalt(e)) throw e;
-          add(`object ${sobject}`, false, `cannot describe ${sobject}: ${failText(e)} (does the integration user have access to it?)`);
+          add(
+            `object ${sobject}`,
+            false,
+            `cannot describe ${sobject}: ${failText(e)} (does the integration user have access to it?)`,
+          );
           describes.set(sobject, null);
         }
       }
@@ -124,7 +142,11 @@ export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, ca
     if (pa && contact) {
       const d = await describe('Contact');
       if (d && !d.fields.some((f) => f.name === 'IsPersonAccount')) {
-        add('Contact.IsPersonAccount', false, 'Contact has no IsPersonAccount field, so Person Accounts are not enabled; disable objects.PersonAccount');
+        add(
+          'Contact.IsPersonAccount',
+          false,
+          'Contact has no IsPersonAccount field, so Person Accounts are not enabled; disable objects.PersonAccount',
+        );
       }
     }
   } catch (e) {
@@ -135,7 +157,11 @@ export async function runCheck(client: SalesforceClient, cfg: ResolvedConfig, ca
   return { ok: items.every((i) => i.ok), items };
 }
 
-function checkObject(obj: ResolvedObject, d: DescribeResult, add: (name: string, ok: boolean, detail: string) => void): void {
+function checkObject(
+  obj: ResolvedObject,
+  d: DescribeResult,
+  add: (name: string, ok: boolean, detail: string) => void,
+): void {
   const fields = new Map(d.fields.map((f) => [f.name.toLowerCase(), f]));
   const get = (name: string): DescribeField | undefined => fields.get(name.toLowerCase());
   const where = obj.key === 'PersonAccount' ? 'Account' : obj.sobject;
@@ -145,22 +171,37 @@ function checkObject(obj: ResolvedObject, d: DescribeResult, add: (name: string,
     add(
       'PersonAccount',
       ok,
-      ok ? 'Person Accounts are enabled (Account has IsPersonAccount and PersonEmail)' : 'Person Accounts are not enabled in this org (Account has no IsPersonAccount / PersonEmail); disable objects.PersonAccount',
+      ok
+        ? 'Person Accounts are enabled (Account has IsPersonAccount and PersonEmail)'
+        : 'Person Accounts are not enabled in this org (Account has no IsPersonAccount / PersonEmail); disable objects.PersonAccount',
     );
     if (!ok) return;
   } else {
     add(`object ${obj.key}`, true, `${obj.key} is accessible`);
   }
   const email = get(obj.emailField);
-  if (!email) add(`${where}.${obj.emailField}`, false, `${where} has no ${obj.emailField} field visible to the integration user`);
+  if (!email)
+    add(`${where}.${obj.emailField}`, false, `${where} has no ${obj.emailField} field visible to the integration user`);
 
   const f = get(obj.field);
   if (!f) {
-    add(`${where}.${obj.field}`, false, `${where} has no field "${obj.field}" (check objects.${obj.key}.field and field-level security)`);
+    add(
+      `${where}.${obj.field}`,
+      false,
+      `${where} has no field "${obj.field}" (check objects.${obj.key}.field and field-level security)`,
+    );
   } else if (f.type !== 'boolean') {
-    add(`${where}.${obj.field}`, false, `${where}.${obj.field} is a ${f.type} field; the suppression field must be a checkbox (boolean)`);
+    add(
+      `${where}.${obj.field}`,
+      false,
+      `${where}.${obj.field} is a ${f.type} field; the suppression field must be a checkbox (boolean)`,
+    );
   } else if (!f.updateable) {
-    add(`${where}.${obj.field}`, false, `${where}.${obj.field} is not updateable by the integration user (field-level security)`);
+    add(
+      `${where}.${obj.field}`,
+      false,
+      `${where}.${obj.field} is not updateable by the integration user (field-level security)`,
+    );
   } else {
     add(`${where}.${obj.field}`, true, 'boolean, updateable');
   }
@@ -178,8 +219,15 @@ function checkObject(obj: ResolvedObject, d: DescribeResult, add: (name: string,
     }
     const types = compatibleTypes(source);
     if (!types.includes(x.type)) {
-      const hint = source === 'optOutDate' && x.type === 'date' ? ' (optOutDate is a date-time: use a Date/Time or text field)' : '';
-      add(`${where}.${name}`, false, `${where}.${name} is a ${x.type} field; ${what} needs one of ${types.join(', ')}${hint}`);
+      const hint =
+        source === 'optOutDate' && x.type === 'date'
+          ? ' (optOutDate is a date-time: use a Date/Time or text field)'
+          : '';
+      add(
+        `${where}.${name}`,
+        false,
+        `${where}.${name} is a ${x.type} field; ${what} needs one of ${types.join(', ')}${hint}`,
+      );
       continue;
     }
     add(`${where}.${name}`, true, `${x.type}, updateable, receives ${what}`);

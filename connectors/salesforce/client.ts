@@ -16,7 +16,16 @@ import { Connection, HttpRequest, QueryResult, Record as SfRecord } from 'jsforc
 import Transport from 'jsforce/lib/transport';
 import type { HttpRequestOptions, HttpResponse } from 'jsforce/lib/types';
 import type { StreamPromise } from 'jsforce/lib/util/promise';
-import { Capabilities, HaltInfo, Limiter, RetryPolicy, TargetHalt, isTargetHalt, isTransientNetworkError, redact } from '../../src/sdk';
+import {
+  Capabilities,
+  HaltInfo,
+  Limiter,
+  RetryPolicy,
+  TargetHalt,
+  isTargetHalt,
+  isTransientNetworkError,
+  redact,
+} from '../../src/sdk';
 import { Authenticator, AuthConfigError } from './auth';
 import { ResolvedConfig } from './config';
 
@@ -127,7 +136,11 @@ export class SalesforceClient {
         this.lastStatus = undefined;
         this.lastRetryAfter = undefined;
         this.caps.calls.record(VENDOR);
-        this.caps.logger.debug('salesforce request', { target: caps.targetName, method: req.method, path: pathOf(req.url) });
+        this.caps.logger.debug('salesforce request', {
+          target: caps.targetName,
+          method: req.method,
+          path: pathOf(req.url),
+        });
       },
       onResponse: (req, res) => this.observe(req, res),
     });
@@ -144,7 +157,11 @@ export class SalesforceClient {
     if (!this.usage || !this.usageDirty) return;
     this.usageDirty = false;
     this.caps.kv.set(KV_API_USAGE, JSON.stringify(this.usage));
-    this.caps.logger.info('salesforce api usage', { target: this.caps.targetName, used: this.usage.used, max: this.usage.max });
+    this.caps.logger.info('salesforce api usage', {
+      target: this.caps.targetName,
+      used: this.usage.used,
+      max: this.usage.max,
+    });
   }
 
   private observe(req: HttpRequest, res: HttpResponse): void {
@@ -169,7 +186,12 @@ export class SalesforceClient {
       instanceUrl: session.instanceUrl,
       accessToken: session.accessToken,
       version: this.cfg.apiVersion,
-      ...(this.auth.canRefresh ? { refreshFn: (c: Connection, cb: (err: Error | null | undefined, token?: string) => void) => this.refresh(c, cb) } : {}),
+      ...(this.auth.canRefresh
+        ? {
+            refreshFn: (c: Connection, cb: (err: Error | null | undefined, token?: string) => void) =>
+              this.refresh(c, cb),
+          }
+        : {}),
     });
     conn._transport = this.transport;
     this.conn = conn;
@@ -197,7 +219,9 @@ export class SalesforceClient {
       },
       (err: unknown) => {
         const e = this.classify(err, 'token refresh');
-        this.refreshFailure = isTargetHalt(e) ? e : { kind: e instanceof Transient ? 'unavailable' : 'auth', message: e.message };
+        this.refreshFailure = isTargetHalt(e)
+          ? e
+          : { kind: e instanceof Transient ? 'unavailable' : 'auth', message: e.message };
         cb(err instanceof Error ? err : new Error(String(err)));
       },
     );
@@ -219,17 +243,27 @@ export class SalesforceClient {
             throw this.classify(err, label);
           }
         },
-        (err) => (err instanceof Transient ? { retry: true, delayMs: err.delayMs, reason: err.message } : { retry: false }),
+        (err) =>
+          err instanceof Transient ? { retry: true, delayMs: err.delayMs, reason: err.message } : { retry: false },
         policy,
         this.caps.clock,
         {
           onRetry: ({ attempt, delayMs, reason }) =>
-            this.caps.logger.warn('salesforce request failed; retrying', { target: this.caps.targetName, call: label, attempt, delayMs, reason }),
+            this.caps.logger.warn('salesforce request failed; retrying', {
+              target: this.caps.targetName,
+              call: label,
+              attempt,
+              delayMs,
+              reason,
+            }),
         },
       );
     } catch (err) {
       if (err instanceof Transient) {
-        throw new TargetHalt({ kind: 'unavailable', message: `Salesforce ${label} kept failing after ${policy.maxAttempts} attempts: ${err.message}` });
+        throw new TargetHalt({
+          kind: 'unavailable',
+          message: `Salesforce ${label} kept failing after ${policy.maxAttempts} attempts: ${err.message}`,
+        });
       }
       throw err;
     }
@@ -256,7 +290,8 @@ export class SalesforceClient {
     if (status === undefined) {
       // No response: network failure (FetchError) or a client-side error.
       if (isTransientNetworkError(err) || e.type === 'request-timeout') return new Transient(what);
-      if (e.name === 'FetchError') return new TargetHalt({ kind: 'unavailable', message: `cannot reach Salesforce (${what})` });
+      if (e.name === 'FetchError')
+        return new TargetHalt({ kind: 'unavailable', message: `cannot reach Salesforce (${what})` });
       return new TargetHalt({ kind: 'fatal', message: `Salesforce ${what}` });
     }
     if (status === 401) {
@@ -294,10 +329,24 @@ export class SalesforceClient {
   }
 
   /** Any REST request through jsforce (`url` relative to /services/data/vXX.X, or absolute). */
-  async request<T>(label: string, req: { method: HttpRequest['method']; url: string; body?: string; headers?: Record<string, string> }, options?: { responseType?: string }): Promise<T> {
+  async request<T>(
+    label: string,
+    req: { method: HttpRequest['method']; url: string; body?: string; headers?: Record<string, string> },
+    options?: { responseType?: string },
+  ): Promise<T> {
     const conn = await this.connection();
-    return this.call(label, async () =>
-      (await conn.request<T>({ method: req.method, url: req.url, ...(req.body !== undefined ? { body: req.body } : {}), headers: { ...(req.headers ?? {}) } }, options ?? {})) as T,
+    return this.call(
+      label,
+      async () =>
+        (await conn.request<T>(
+          {
+            method: req.method,
+            url: req.url,
+            ...(req.body !== undefined ? { body: req.body } : {}),
+            headers: { ...(req.headers ?? {}) },
+          },
+          options ?? {},
+        )) as T,
     );
   }
 }

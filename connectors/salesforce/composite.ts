@@ -40,7 +40,9 @@ export interface SubError {
 
 /** The error a non-2xx subrequest carries (its first entry), or a description of an unreadable one. */
 export function subError(r: SubResult): SubError {
-  const first = Array.isArray(r.body) ? (r.body[0] as { errorCode?: unknown; message?: unknown } | undefined) : undefined;
+  const first = Array.isArray(r.body)
+    ? (r.body[0] as { errorCode?: unknown; message?: unknown } | undefined)
+    : undefined;
   const errorCode = typeof first?.errorCode === 'string' ? first.errorCode : `HTTP_${r.httpStatusCode}`;
   const message = typeof first?.message === 'string' ? first.message : `subrequest answered HTTP ${r.httpStatusCode}`;
   return { status: r.httpStatusCode, errorCode, message };
@@ -61,12 +63,23 @@ export function querySubUrl(apiVersion: string, soql: string): string {
  * connector sends). Returns a result per referenceId; a subrequest Salesforce did not answer gets status 0.
  * Throws what SalesforceClient.request throws when the call itself fails (TargetHalt / SfApiError).
  */
-export async function runComposite(client: SalesforceClient, subs: readonly Subrequest[]): Promise<Map<string, SubResult>> {
+export async function runComposite(
+  client: SalesforceClient,
+  subs: readonly Subrequest[],
+): Promise<Map<string, SubResult>> {
   if (subs.length === 0) return new Map();
-  if (subs.length > COMPOSITE_MAX_HEAVY) throw new Error(`runComposite: ${subs.length} subrequests; at most ${COMPOSITE_MAX_HEAVY} queries/Collections per call`);
+  if (subs.length > COMPOSITE_MAX_HEAVY)
+    throw new Error(
+      `runComposite: ${subs.length} subrequests; at most ${COMPOSITE_MAX_HEAVY} queries/Collections per call`,
+    );
   const body = {
     allOrNone: false,
-    compositeRequest: subs.map((s) => ({ method: s.method, url: s.url, referenceId: s.referenceId, ...(s.body !== undefined ? { body: s.body } : {}) })),
+    compositeRequest: subs.map((s) => ({
+      method: s.method,
+      url: s.url,
+      referenceId: s.referenceId,
+      ...(s.body !== undefined ? { body: s.body } : {}),
+    })),
   };
   const res = await client.request<{ compositeResponse?: unknown }>('composite', {
     method: 'POST',
@@ -75,16 +88,27 @@ export async function runComposite(client: SalesforceClient, subs: readonly Subr
     headers: { 'content-type': 'application/json' },
   });
   const out = new Map<string, SubResult>();
-  const list = res && Array.isArray(res.compositeResponse) ? (res.compositeResponse as Array<Record<string, unknown>>) : [];
+  const list =
+    res && Array.isArray(res.compositeResponse) ? (res.compositeResponse as Array<Record<string, unknown>>) : [];
   const wanted = new Set(subs.map((s) => s.referenceId));
   for (const r of list) {
-    const id = typeof r.referenceId === 'string' ? r.referenceId : typeof r.referenceID === 'string' ? (r.referenceID as string) : undefined;
+    const id =
+      typeof r.referenceId === 'string'
+        ? r.referenceId
+        : typeof r.referenceID === 'string'
+          ? (r.referenceID as string)
+          : undefined;
     if (!id || !wanted.has(id) || out.has(id)) continue;
     const status = Number(r.httpStatusCode);
     out.set(id, { referenceId: id, httpStatusCode: Number.isFinite(status) ? status : 0, body: r.body });
   }
   for (const s of subs) {
-    if (!out.has(s.referenceId)) out.set(s.referenceId, { referenceId: s.referenceId, httpStatusCode: 0, body: [{ errorCode: 'NO_RESULT', message: 'Salesforce returned no result for this subrequest' }] });
+    if (!out.has(s.referenceId))
+      out.set(s.referenceId, {
+        referenceId: s.referenceId,
+        httpStatusCode: 0,
+        body: [{ errorCode: 'NO_RESULT', message: 'Salesforce returned no result for this subrequest' }],
+      });
   }
   return out;
 }

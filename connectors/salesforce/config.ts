@@ -35,7 +35,9 @@ export const FieldName = patternString('Salesforce field API name', FIELD_NAME_P
 
 /** `{ FieldApiName: MappedValue }`; a bad key is an error, not silently dropped. */
 export const ExtraFields = fieldMapping('ExtraFields', 'of { FieldApiName: value }', (k) =>
-  FieldName.is(k) ? null : `"${k}" is not a Salesforce field API name (letters, digits, underscores; e.g. CC_Opted_Out_At__c)`,
+  FieldName.is(k)
+    ? null
+    : `"${k}" is not a Salesforce field API name (letters, digits, underscores; e.g. CC_Opted_Out_At__c)`,
 );
 
 export const ObjectMapping = strictObject(
@@ -59,13 +61,18 @@ const JwtAuthBase = strictObject(
 /** Exactly one of privateKeyPath / privateKey. */
 const JwtAuth = new t.Type<t.TypeOf<typeof JwtAuthBase>, unknown, unknown>(
   'JwtAuth',
-  (u): u is t.TypeOf<typeof JwtAuthBase> => JwtAuthBase.is(u) && (u.privateKey === undefined) !== (u.privateKeyPath === undefined),
+  (u): u is t.TypeOf<typeof JwtAuthBase> =>
+    JwtAuthBase.is(u) && (u.privateKey === undefined) !== (u.privateKeyPath === undefined),
   (u, c) => {
     const r = JwtAuthBase.validate(u, c);
     if (r._tag === 'Left') return r;
     const a = r.right;
     if ((a.privateKey === undefined) === (a.privateKeyPath === undefined)) {
-      return t.failure(u, c, 'jwt auth needs exactly one of "privateKeyPath" (a PEM file) or "privateKey" (the PEM text, e.g. "${SF_PRIVATE_KEY}")');
+      return t.failure(
+        u,
+        c,
+        'jwt auth needs exactly one of "privateKeyPath" (a PEM file) or "privateKey" (the PEM text, e.g. "${SF_PRIVATE_KEY}")',
+      );
     }
     return t.success(a);
   },
@@ -82,7 +89,11 @@ const RefreshTokenAuth = strictObject(
   { type: t.literal('refresh-token'), clientId: NonEmptyString, refreshToken: NonEmptyString },
   { clientSecret: NonEmptyString },
 );
-const AccessTokenAuth = strictObject('AccessTokenAuth', { type: t.literal('access-token'), accessToken: NonEmptyString }, {});
+const AccessTokenAuth = strictObject(
+  'AccessTokenAuth',
+  { type: t.literal('access-token'), accessToken: NonEmptyString },
+  {},
+);
 
 const AUTH_BY_TYPE: Record<string, t.Decoder<unknown, unknown> & { is: t.Is<unknown> }> = {
   jwt: JwtAuth,
@@ -105,14 +116,24 @@ export const Auth = new t.Type<SalesforceAuth, unknown, unknown>(
     const type = typeof u === 'object' && u !== null ? (u as { type?: unknown }).type : undefined;
     const codec = typeof type === 'string' ? AUTH_BY_TYPE[type] : undefined;
     if (!codec) {
-      return t.failure(u, c, `auth.type must be one of ${Object.keys(AUTH_BY_TYPE).map((k) => `"${k}"`).join(', ')}`);
+      return t.failure(
+        u,
+        c,
+        `auth.type must be one of ${Object.keys(AUTH_BY_TYPE)
+          .map((k) => `"${k}"`)
+          .join(', ')}`,
+      );
     }
     return codec.validate(u, c) as t.Validation<SalesforceAuth>;
   },
   (a) => a,
 );
 
-export const Objects = strictObject('SalesforceObjects', {}, { Contact: ObjectMapping, Lead: ObjectMapping, PersonAccount: ObjectMapping });
+export const Objects = strictObject(
+  'SalesforceObjects',
+  {},
+  { Contact: ObjectMapping, Lead: ObjectMapping, PersonAccount: ObjectMapping },
+);
 
 const SalesforceConfigBase = strictObject(
   'SalesforceConfig',

@@ -3,11 +3,32 @@
  * (sObject Collections, or Bulk API 2.0 above the threshold), and fold per-record results into one
  * outcome per email.
  */
-import { Capabilities, DeliveryMode, DeliveryReport, HaltInfo, OptOut, Outcome, RetryPolicy, TargetHalt, isTargetHalt, mappedValue, normaliseEmail } from '../../src/sdk';
+import {
+  Capabilities,
+  DeliveryMode,
+  DeliveryReport,
+  HaltInfo,
+  OptOut,
+  Outcome,
+  RetryPolicy,
+  TargetHalt,
+  isTargetHalt,
+  mappedValue,
+  normaliseEmail,
+} from '../../src/sdk';
 import { ResolvedConfig, ResolvedObject, ObjectKey } from './config';
 import { SalesforceClient, SfApiError, safeMessage } from './client';
 import { LookupChunk, lookupSoql, planLookupChunks } from './soql';
-import { SubError, SubResult, Subrequest, groupsOf, querySubUrl, runComposite, subError, transientSub } from './composite';
+import {
+  SubError,
+  SubResult,
+  Subrequest,
+  groupsOf,
+  querySubUrl,
+  runComposite,
+  subError,
+  transientSub,
+} from './composite';
 import type { QueryResult, Record as SfRecord } from 'jsforce';
 import { toCsv, parseCsv } from './csv';
 
@@ -55,7 +76,9 @@ interface WriteItem {
   readonly values: Readonly<Record<string, string | number | boolean>>;
 }
 
-type WriteResult = { readonly ok: true } | { readonly ok: false; readonly retryable: boolean; readonly code: string; readonly message: string };
+type WriteResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly retryable: boolean; readonly code: string; readonly message: string };
 
 interface SaveResult {
   id?: string;
@@ -139,10 +162,16 @@ export class Delivery {
     if (e.errorCode === 'MALFORMED_QUERY' && (await this.queryShapeWorks(obj))) {
       // The same query with a plain address works: a literal of this chunk is at fault, not the mapping.
       // Nothing is written yet; the engine splits the batch until the address(es) at fault stand alone.
-      return new TargetHalt({ kind: 'bad-request', message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})` });
+      return new TargetHalt({
+        kind: 'bad-request',
+        message: `Salesforce refused the ${obj.key} lookup (${e.errorCode}: ${e.message})`,
+      });
     }
     if (e.errorCode === 'REQUEST_LIMIT_EXCEEDED') {
-      return new TargetHalt({ kind: 'quota', message: `Salesforce API request limit exceeded (${obj.key} lookup: ${e.errorCode}: ${e.message})` });
+      return new TargetHalt({
+        kind: 'quota',
+        message: `Salesforce API request limit exceeded (${obj.key} lookup: ${e.errorCode}: ${e.message})`,
+      });
     }
     return new TargetHalt({
       kind: 'config',
@@ -157,7 +186,10 @@ export class Delivery {
     let next: string | undefined = nextRecordsUrl;
     while (next) {
       const locator: string = next;
-      const page: QueryResult<SfRecord> = await this.client.call('queryMore', async () => await conn.queryMore<SfRecord>(locator));
+      const page: QueryResult<SfRecord> = await this.client.call(
+        'queryMore',
+        async () => await conn.queryMore<SfRecord>(locator),
+      );
       out.push(...(page.records as Array<Record<string, unknown>>));
       next = page.done === false ? page.nextRecordsUrl : undefined;
     }
@@ -181,7 +213,11 @@ export class Delivery {
     for (let round = 0; round < LOOKUP_SUBREQUEST_ATTEMPTS && pending.length > 0; round++) {
       const again: LookupTask[] = [];
       for (const group of groupsOf(pending)) {
-        const subs = group.map((t, i) => ({ method: 'GET' as const, url: querySubUrl(this.cfg.apiVersion, t.chunk.soql), referenceId: `lookup${i}` }));
+        const subs = group.map((t, i) => ({
+          method: 'GET' as const,
+          url: querySubUrl(this.cfg.apiVersion, t.chunk.soql),
+          referenceId: `lookup${i}`,
+        }));
         let results: Map<string, SubResult>;
         try {
           calls += 1;
@@ -195,7 +231,8 @@ export class Delivery {
           if (r.httpStatusCode >= 200 && r.httpStatusCode < 300) {
             const body = (r.body ?? {}) as { records?: unknown; done?: unknown; nextRecordsUrl?: unknown };
             let records = Array.isArray(body.records) ? (body.records as Array<Record<string, unknown>>) : [];
-            if (body.done === false && typeof body.nextRecordsUrl === 'string') records = records.concat(await this.queryRest(body.nextRecordsUrl));
+            if (body.done === false && typeof body.nextRecordsUrl === 'string')
+              records = records.concat(await this.queryRest(body.nextRecordsUrl));
             record(task, records);
             continue;
           }
@@ -254,7 +291,11 @@ export class Delivery {
       const conn = await this.client.connection();
       for (const obj of this.cfg.objects) {
         lookedUp.set(obj.key, new Set<string>());
-        const plan = planLookupChunks(obj, emails, { instanceUrl: conn.instanceUrl, apiVersion: this.cfg.apiVersion, maxPerChunk: this.cfg.queryChunkSize });
+        const plan = planLookupChunks(obj, emails, {
+          instanceUrl: conn.instanceUrl,
+          apiVersion: this.cfg.apiVersion,
+          maxPerChunk: this.cfg.queryChunkSize,
+        });
         plan.tooLong.forEach((e) => tooLong.add(e));
         for (const chunk of plan.chunks) tasks.push({ obj, chunk });
       }
@@ -295,10 +336,13 @@ export class Delivery {
         const items: WriteItem[] = [];
         for (const email of emails) {
           for (const m of matches.get(email) ?? []) {
-            if (!m.suppressed) items.push({ obj: m.obj, id: m.id, email, values: recordValues(m.obj, byEmail.get(email)!) });
+            if (!m.suppressed)
+              items.push({ obj: m.obj, id: m.id, email, values: recordValues(m.obj, byEmail.get(email)!) });
           }
         }
-        const bulkObjects = this.cfg.objects.filter((obj) => items.filter((i) => i.obj.key === obj.key).length > this.cfg.bulkThreshold);
+        const bulkObjects = this.cfg.objects.filter(
+          (obj) => items.filter((i) => i.obj.key === obj.key).length > this.cfg.bulkThreshold,
+        );
         const viaCollections = items.filter((i) => !bulkObjects.some((b) => b.key === i.obj.key));
         writeCalls += await this.writeCollections(viaCollections, results);
         for (const obj of bulkObjects) {
@@ -311,13 +355,26 @@ export class Delivery {
       }
     } catch (e) {
       if (isTargetHalt(e)) halt = e;
-      else halt = { kind: 'fatal', message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}` };
-      this.caps.logger.warn('salesforce delivery stopped', { target: this.caps.targetName, kind: halt.kind, reason: halt.message });
+      else
+        halt = {
+          kind: 'fatal',
+          message: `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}`,
+        };
+      this.caps.logger.warn('salesforce delivery stopped', {
+        target: this.caps.targetName,
+        kind: halt.kind,
+        reason: halt.message,
+      });
     } finally {
       this.client.flushUsage();
     }
 
-    const outcomes = [...emails.map((email) => this.outcome(byEmail.get(email)!, mode, matches, lookedUp, tooLong, results, halt, lookupErrors)), ...blank];
+    const outcomes = [
+      ...emails.map((email) =>
+        this.outcome(byEmail.get(email)!, mode, matches, lookedUp, tooLong, results, halt, lookupErrors),
+      ),
+      ...blank,
+    ];
     this.caps.logger.info('salesforce delivery', {
       target: this.caps.targetName,
       mode,
@@ -344,17 +401,34 @@ export class Delivery {
   ): Outcome {
     const email = optOut.email;
     if (tooLong.has(email)) {
-      return { email, kind: 'failed-permanent', recordIds: [], message: 'email address too long for a SOQL lookup URL' };
+      return {
+        email,
+        kind: 'failed-permanent',
+        recordIds: [],
+        message: 'email address too long for a SOQL lookup URL',
+      };
     }
     const complete = this.cfg.objects.every((obj) => lookedUp.get(obj.key)?.has(email) ?? false);
     const recs = matches.get(email) ?? [];
     if (!complete) {
-      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: `not looked up: ${lookupErrors.get(email) ?? halt?.message ?? 'lookup incomplete'}` };
+      return {
+        email,
+        kind: 'failed-retryable',
+        recordIds: recs.map((r) => r.id),
+        message: `not looked up: ${lookupErrors.get(email) ?? halt?.message ?? 'lookup incomplete'}`,
+      };
     }
-    if (recs.length === 0) return { email, kind: 'not-found', recordIds: [], message: `no ${this.cfg.objects.map((o) => o.key).join('/')} with this email` };
+    if (recs.length === 0)
+      return {
+        email,
+        kind: 'not-found',
+        recordIds: [],
+        message: `no ${this.cfg.objects.map((o) => o.key).join('/')} with this email`,
+      };
     const needs = recs.filter((r) => !r.suppressed);
     const already = recs.filter((r) => r.suppressed);
-    const alreadyNote = already.length > 0 ? `already opted out: ${already.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
+    const alreadyNote =
+      already.length > 0 ? `already opted out: ${already.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
     if (needs.length === 0) {
       return { email, kind: 'already-suppressed', recordIds: recs.map((r) => r.id) };
     }
@@ -371,19 +445,36 @@ export class Delivery {
     const permanent: string[] = [];
     const retryable: string[] = [];
     for (const r of needs) {
-      const res = results.get(r.id) ?? failure('NOT_ATTEMPTED', halt ? `not attempted: ${halt.message}` : 'not attempted');
+      const res =
+        results.get(r.id) ?? failure('NOT_ATTEMPTED', halt ? `not attempted: ${halt.message}` : 'not attempted');
       if (res.ok) written.push(r);
       else (res.retryable ? retryable : permanent).push(`${label(r.obj, r.id)}: ${res.code}: ${res.message}`);
     }
-    const writtenNote = written.length > 0 ? `written: ${written.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
+    const writtenNote =
+      written.length > 0 ? `written: ${written.map((r) => label(r.obj, r.id)).join(', ')}` : undefined;
     const note = (parts: Array<string | undefined>): string => parts.filter((p): p is string => !!p).join('; ');
     if (retryable.length > 0) {
-      return { email, kind: 'failed-retryable', recordIds: recs.map((r) => r.id), message: note([...retryable, ...permanent, writtenNote]) };
+      return {
+        email,
+        kind: 'failed-retryable',
+        recordIds: recs.map((r) => r.id),
+        message: note([...retryable, ...permanent, writtenNote]),
+      };
     }
     if (permanent.length > 0) {
-      return { email, kind: 'failed-permanent', recordIds: recs.map((r) => r.id), message: note([`failed: ${permanent.join('; ')}`, writtenNote, alreadyNote]) };
+      return {
+        email,
+        kind: 'failed-permanent',
+        recordIds: recs.map((r) => r.id),
+        message: note([`failed: ${permanent.join('; ')}`, writtenNote, alreadyNote]),
+      };
     }
-    return { email, kind: 'applied', recordIds: written.map((r) => r.id), ...(alreadyNote ? { message: alreadyNote } : {}) };
+    return {
+      email,
+      kind: 'applied',
+      recordIds: written.map((r) => r.id),
+      ...(alreadyNote ? { message: alreadyNote } : {}),
+    };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -398,7 +489,9 @@ export class Delivery {
   private async writeCollections(items: readonly WriteItem[], results: Map<string, WriteResult>): Promise<number> {
     if (items.length === 0) return 0;
     let calls = 0;
-    let pending = [...items].sort((a, b) => (a.obj.sobject === b.obj.sobject ? 0 : a.obj.sobject < b.obj.sobject ? -1 : 1));
+    let pending = [...items].sort((a, b) =>
+      a.obj.sobject === b.obj.sobject ? 0 : a.obj.sobject < b.obj.sobject ? -1 : 1,
+    );
     try {
       await this.caps.http.retry(
         async () => {
@@ -454,7 +547,12 @@ export class Delivery {
                 }
                 // this subrequest failed as a whole: its records (and only its records) fail with its error
                 const err = subError(r);
-                chunk.forEach((item) => results.set(item.id, failure(err.errorCode, err.message, transientSub(err) || RETRYABLE_RECORD_CODES.has(err.errorCode))));
+                chunk.forEach((item) =>
+                  results.set(
+                    item.id,
+                    failure(err.errorCode, err.message, transientSub(err) || RETRYABLE_RECORD_CODES.has(err.errorCode)),
+                  ),
+                );
               });
             }
           }
@@ -468,7 +566,12 @@ export class Delivery {
         this.caps.clock,
         {
           onRetry: ({ attempt, delayMs, reason }) =>
-            this.caps.logger.warn('salesforce records locked; retrying them', { target: this.caps.targetName, attempt, delayMs, reason }),
+            this.caps.logger.warn('salesforce records locked; retrying them', {
+              target: this.caps.targetName,
+              attempt,
+              delayMs,
+              reason,
+            }),
         },
       );
     } catch (e) {
@@ -479,7 +582,12 @@ export class Delivery {
   }
 
   /** Per-record results of one Collections update, read by position; locked records are collected for a retry. */
-  private readSaved(chunk: readonly WriteItem[], saved: readonly SaveResult[], results: Map<string, WriteResult>, locked: WriteItem[]): void {
+  private readSaved(
+    chunk: readonly WriteItem[],
+    saved: readonly SaveResult[],
+    results: Map<string, WriteResult>,
+    locked: WriteItem[],
+  ): void {
     chunk.forEach((item, idx) => {
       const r = saved[idx];
       if (!r) {
@@ -503,7 +611,11 @@ export class Delivery {
    * One ingest job (operation update, CSV `Id,<field>,<extra fields>`): create, upload, UploadComplete, poll,
    * then read successfulResults / failedResults / unprocessedrecords back into per-record results.
    */
-  private async writeBulk(obj: ResolvedObject, items: readonly WriteItem[], results: Map<string, WriteResult>): Promise<void> {
+  private async writeBulk(
+    obj: ResolvedObject,
+    items: readonly WriteItem[],
+    results: Map<string, WriteResult>,
+  ): Promise<void> {
     const columns = ['Id', obj.field];
     for (const i of items) for (const k of Object.keys(i.values)) if (!columns.includes(k)) columns.push(k);
     const csv = toCsv(
@@ -516,15 +628,38 @@ export class Delivery {
       job = await this.client.request<IngestJobInfo>('bulk create job', {
         method: 'POST',
         url: '/jobs/ingest',
-        body: JSON.stringify({ object: obj.sobject, operation: 'update', contentType: 'CSV', columnDelimiter: 'COMMA', lineEnding: 'LF' }),
+        body: JSON.stringify({
+          object: obj.sobject,
+          operation: 'update',
+          contentType: 'CSV',
+          columnDelimiter: 'COMMA',
+          lineEnding: 'LF',
+        }),
         headers: json,
       });
-      this.caps.logger.info('salesforce bulk job created', { target: this.caps.targetName, object: obj.sobject, job: job.id, records: items.length });
-      await this.client.request('bulk upload', { method: 'PUT', url: `/jobs/ingest/${job.id}/batches`, body: csv, headers: { 'content-type': 'text/csv' } });
-      await this.client.request('bulk close', { method: 'PATCH', url: `/jobs/ingest/${job.id}`, body: JSON.stringify({ state: 'UploadComplete' }), headers: json });
+      this.caps.logger.info('salesforce bulk job created', {
+        target: this.caps.targetName,
+        object: obj.sobject,
+        job: job.id,
+        records: items.length,
+      });
+      await this.client.request('bulk upload', {
+        method: 'PUT',
+        url: `/jobs/ingest/${job.id}/batches`,
+        body: csv,
+        headers: { 'content-type': 'text/csv' },
+      });
+      await this.client.request('bulk close', {
+        method: 'PATCH',
+        url: `/jobs/ingest/${job.id}`,
+        body: JSON.stringify({ state: 'UploadComplete' }),
+        headers: json,
+      });
     } catch (e) {
       if (!(e instanceof SfApiError)) throw e;
-      items.forEach((i) => results.set(i.id, failure(e.errorCode, `Bulk API 2.0 job for ${obj.sobject} refused: ${e.message}`)));
+      items.forEach((i) =>
+        results.set(i.id, failure(e.errorCode, `Bulk API 2.0 job for ${obj.sobject} refused: ${e.message}`)),
+      );
       return;
     }
 
@@ -536,24 +671,64 @@ export class Delivery {
       info = await this.client.request<IngestJobInfo>('bulk poll', { method: 'GET', url: `/jobs/ingest/${job.id}` });
       if (info.state === 'JobComplete' || info.state === 'Failed' || info.state === 'Aborted') break;
       if (this.caps.clock.now().getTime() - started > BULK_POLL.timeoutMs) {
-        this.caps.logger.warn('salesforce bulk job still running; leaving its records for a later run', { target: this.caps.targetName, job: job.id, state: info.state });
-        items.forEach((i) => results.set(i.id, failure('NO_RESULT', `Bulk job ${job.id} still ${info.state} after ${Math.round(BULK_POLL.timeoutMs / 60_000)} min`)));
+        this.caps.logger.warn('salesforce bulk job still running; leaving its records for a later run', {
+          target: this.caps.targetName,
+          job: job.id,
+          state: info.state,
+        });
+        items.forEach((i) =>
+          results.set(
+            i.id,
+            failure(
+              'NO_RESULT',
+              `Bulk job ${job.id} still ${info.state} after ${Math.round(BULK_POLL.timeoutMs / 60_000)} min`,
+            ),
+          ),
+        );
         return;
       }
       wait = Math.min(BULK_POLL.maxMs, Math.round(wait * BULK_POLL.factor));
     }
     if (info.state !== 'JobComplete') {
-      this.caps.logger.warn('salesforce bulk job did not complete', { target: this.caps.targetName, job: job.id, state: info.state, error: info.errorMessage });
+      this.caps.logger.warn('salesforce bulk job did not complete', {
+        target: this.caps.targetName,
+        job: job.id,
+        state: info.state,
+        error: info.errorMessage,
+      });
     }
 
     const text = { responseType: 'text/plain' };
     const base = `/jobs/ingest/${job.id}`;
-    const ok = parseCsv(await this.client.request<string>('bulk successfulResults', { method: 'GET', url: `${base}/successfulResults` }, text));
+    const ok = parseCsv(
+      await this.client.request<string>(
+        'bulk successfulResults',
+        { method: 'GET', url: `${base}/successfulResults` },
+        text,
+      ),
+    );
     // A complete job that processed every record with no failure has nothing to say in the other two result
     // sets: skip those requests (5 calls per job instead of 7).
-    const clean = info.state === 'JobComplete' && info.numberRecordsFailed === 0 && info.numberRecordsProcessed === items.length;
-    const failed = clean ? [] : parseCsv(await this.client.request<string>('bulk failedResults', { method: 'GET', url: `${base}/failedResults` }, text));
-    const unprocessed = clean ? [] : parseCsv(await this.client.request<string>('bulk unprocessedrecords', { method: 'GET', url: `${base}/unprocessedrecords` }, text));
+    const clean =
+      info.state === 'JobComplete' && info.numberRecordsFailed === 0 && info.numberRecordsProcessed === items.length;
+    const failed = clean
+      ? []
+      : parseCsv(
+          await this.client.request<string>(
+            'bulk failedResults',
+            { method: 'GET', url: `${base}/failedResults` },
+            text,
+          ),
+        );
+    const unprocessed = clean
+      ? []
+      : parseCsv(
+          await this.client.request<string>(
+            'bulk unprocessedrecords',
+            { method: 'GET', url: `${base}/unprocessedrecords` },
+            text,
+          ),
+        );
     const known = new Set(items.map((i) => i.id));
     const byId = new Map(items.map((i) => [i.id, i]));
     for (const row of ok) {
@@ -573,10 +748,18 @@ export class Delivery {
     }
     for (const row of unprocessed) {
       const id = row['Id'];
-      if (id && known.has(id)) results.set(id, failure('UNPROCESSED', `not processed by Bulk job ${job.id} (${info.state}${info.errorMessage ? `: ${info.errorMessage}` : ''})`));
+      if (id && known.has(id))
+        results.set(
+          id,
+          failure(
+            'UNPROCESSED',
+            `not processed by Bulk job ${job.id} (${info.state}${info.errorMessage ? `: ${info.errorMessage}` : ''})`,
+          ),
+        );
     }
     for (const i of items) {
-      if (!results.has(i.id)) results.set(i.id, failure('NO_RESULT', `no result for this record in Bulk job ${job.id} (${info.state})`));
+      if (!results.has(i.id))
+        results.set(i.id, failure('NO_RESULT', `no result for this record in Bulk job ${job.id} (${info.state})`));
     }
     this.caps.logger.info('salesforce bulk job finished', {
       target: this.caps.targetName,

@@ -6,7 +6,18 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Capabilities, CheckReport, Connector, DeliveryMode, DeliveryReport, EmulatorFactory, OptOut, Target, TargetHalt, isTargetHalt } from '../../src/sdk';
+import {
+  Capabilities,
+  CheckReport,
+  Connector,
+  DeliveryMode,
+  DeliveryReport,
+  EmulatorFactory,
+  OptOut,
+  Target,
+  TargetHalt,
+  isTargetHalt,
+} from '../../src/sdk';
 import { SalesforceConfig, resolveConfig } from './config';
 import { SalesforceClient, ClientOptions, KV_API_USAGE, safeMessage } from './client';
 import { Delivery } from './deliver';
@@ -18,7 +29,10 @@ export { SalesforceConfig } from './config';
 /** A halt passes through; anything else thrown is a bug, reported as a fatal halt with a safe message. */
 function asHalt(e: unknown): never {
   if (isTargetHalt(e)) throw e;
-  throw new TargetHalt('fatal', `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}`);
+  throw new TargetHalt(
+    'fatal',
+    `Salesforce connector error: ${safeMessage(e instanceof Error ? e.message : String(e))}`,
+  );
 }
 
 /** `open` with client options (tests shorten retry policies through this). */
@@ -35,7 +49,8 @@ export function openSalesforce(config: SalesforceConfig, caps: Capabilities, opt
   };
   return {
     check: (): Promise<CheckReport> => serial(() => runCheck(client, cfg, caps)).catch(asHalt),
-    deliver: (batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> => serial(() => delivery.run(batch, mode)).catch(asHalt),
+    deliver: (batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> =>
+      serial(() => delivery.run(batch, mode)).catch(asHalt),
     close: async () => {
       client.flushUsage();
     },
@@ -47,14 +62,25 @@ export const connector: Connector<SalesforceConfig> = {
   description: spec.description,
   config: SalesforceConfig,
   schema: spec,
-  capabilities: { dryRun: true, backfill: true, suppressionModes: ['email-opt-out-field'], objects: ['Contact', 'Lead', 'PersonAccount'], statusKeys: [KV_API_USAGE] },
+  capabilities: {
+    dryRun: true,
+    backfill: true,
+    suppressionModes: ['email-opt-out-field'],
+    objects: ['Contact', 'Lead', 'PersonAccount'],
+    statusKeys: [KV_API_USAGE],
+  },
   // deliver() chunks lookups (~100 emails) and writes (200, or Bulk 2.0 above bulkThreshold) itself
   maxBatch: 5000,
   open: (config, caps) => openSalesforce(config, caps),
   example: () => ({
     '//': 'Salesforce: HasOptedOutOfEmail on Contacts and unconverted Leads. See connectors/salesforce/README.md.',
     loginUrl: 'https://login.salesforce.com',
-    auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: '${SF_PRIVATE_KEY_PATH}' },
+    auth: {
+      type: 'jwt',
+      clientId: '${SF_CLIENT_ID}',
+      username: '${SF_USERNAME}',
+      privateKeyPath: '${SF_PRIVATE_KEY_PATH}',
+    },
     objects: { Contact: { enabled: true }, Lead: { enabled: true } },
   }),
   emulator: (): EmulatorFactory => ({
@@ -73,7 +99,12 @@ export const connector: Connector<SalesforceConfig> = {
             loginUrl: c.loginUrl,
             apiVersion: c.apiVersion,
             // relative to the config file, written into the same folder
-            auth: { type: 'jwt', clientId: '${SF_CLIENT_ID}', username: '${SF_USERNAME}', privateKeyPath: `./${path.basename(keyFile)}` },
+            auth: {
+              type: 'jwt',
+              clientId: '${SF_CLIENT_ID}',
+              username: '${SF_USERNAME}',
+              privateKeyPath: `./${path.basename(keyFile)}`,
+            },
             objects: { Contact: { enabled: true }, Lead: { enabled: true } },
           },
           env: { SF_CLIENT_ID: c.clientId, SF_USERNAME: c.username },

@@ -74,10 +74,27 @@ export const CC_DEFAULTS: Omit<CcKnobs, keyof CommonKnobs> = {
 
 /** Columns a contact export can hold (swagger ContactsExport.fields names; the CSV header uses them as given). */
 export const EXPORT_FIELD_NAMES = [
-  'contact_id', 'email_address', 'first_name', 'last_name', 'job_title', 'company_name', 'created_at', 'updated_at',
-  'email_optin_source', 'email_optin_date', 'email_optout_source', 'email_optout_date', 'email_optout_reason',
+  'contact_id',
+  'email_address',
+  'first_name',
+  'last_name',
+  'job_title',
+  'company_name',
+  'created_at',
+  'updated_at',
+  'email_optin_source',
+  'email_optin_date',
+  'email_optout_source',
+  'email_optout_date',
+  'email_optout_reason',
 ] as const;
-const EXPORT_NEEDS_EMAIL = ['email_optin_source', 'email_optin_date', 'email_optout_source', 'email_optout_date', 'email_optout_reason'];
+const EXPORT_NEEDS_EMAIL = [
+  'email_optin_source',
+  'email_optin_date',
+  'email_optout_source',
+  'email_optout_date',
+  'email_optout_reason',
+];
 
 interface ExportActivity {
   id: string;
@@ -105,7 +122,14 @@ export interface CcServerOptions extends ServerOptions {
 }
 
 const STATUSES = ['all', 'active', 'deleted', 'not_set', 'pending_confirmation', 'temp_hold', 'unsubscribed'] as const;
-const INCLUDES = ['custom_fields', 'list_memberships', 'phone_numbers', 'street_addresses', 'taggings', 'notes'] as const;
+const INCLUDES = [
+  'custom_fields',
+  'list_memberships',
+  'phone_numbers',
+  'street_addresses',
+  'taggings',
+  'notes',
+] as const;
 const AUTH = '/oauth2/default/v1';
 
 const randomUuid = (): string => {
@@ -182,8 +206,20 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     r.add('GET', '/v3/contacts/counts', (req) => this.counts_(req));
     r.add('GET', '/v3/contacts/:contact_id', (req) => this.getContact(req), 'api', 'GET /v3/contacts/{contact_id}');
     r.add('POST', '/v3/activities/contact_exports', (req) => this.createExport(req));
-    r.add('GET', '/v3/activities/:activity_id', (req) => this.getActivity(req), 'api', 'GET /v3/activities/{activity_id}');
-    r.add('GET', '/v3/contact_exports/:file_export_id', (req) => this.getExportFile(req), 'api', 'GET /v3/contact_exports/{file_export_id}');
+    r.add(
+      'GET',
+      '/v3/activities/:activity_id',
+      (req) => this.getActivity(req),
+      'api',
+      'GET /v3/activities/{activity_id}',
+    );
+    r.add(
+      'GET',
+      '/v3/contact_exports/:file_export_id',
+      (req) => this.getExportFile(req),
+      'api',
+      'GET /v3/contact_exports/{file_export_id}',
+    );
     r.add('GET', '/v3/account/summary', () =>
       json(200, {
         encoded_account_id: 'a07e1emu0001',
@@ -204,14 +240,23 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       const added = this.world.addOptOuts(Array.isArray(b.specs) ? b.specs : Number(b.count ?? 1));
       return json(200, { added });
     });
-    this.admin.add('POST', '/__emulator/refresh-token', () => json(200, { refresh_token: this.newRefreshToken('contact_data offline_access') }));
+    this.admin.add('POST', '/__emulator/refresh-token', () =>
+      json(200, { refresh_token: this.newRefreshToken('contact_data offline_access') }),
+    );
   }
 
   override setKnobs(patch: Record<string, unknown>): string[] {
-    if (patch.throttleBodyShape !== undefined && patch.throttleBodyShape !== 'array' && patch.throttleBodyShape !== 'object') {
+    if (
+      patch.throttleBodyShape !== undefined &&
+      patch.throttleBodyShape !== 'array' &&
+      patch.throttleBodyShape !== 'object'
+    ) {
       return ['knob "throttleBodyShape" must be "array" or "object"'];
     }
-    if (patch.exportOutcome !== undefined && !['completed', 'failed', 'cancelled', 'timed_out', 'never'].includes(String(patch.exportOutcome))) {
+    if (
+      patch.exportOutcome !== undefined &&
+      !['completed', 'failed', 'cancelled', 'timed_out', 'never'].includes(String(patch.exportOutcome))
+    ) {
       return ['knob "exportOutcome" must be "completed", "failed", "cancelled", "timed_out" or "never"'];
     }
     if (patch.fail5xxMode !== undefined && patch.fail5xxMode !== 'before' && patch.fail5xxMode !== 'after') {
@@ -276,7 +321,11 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     return json(status, [{ error_key: key, error_message: message }]);
   }
 
-  protected errorResponse(kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm', status: number, message: string): EmuResponse {
+  protected errorResponse(
+    kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm',
+    status: number,
+    message: string,
+  ): EmuResponse {
     switch (kind) {
       case 'not-found':
         return this.errs(404, 'not_found', message);
@@ -324,13 +373,20 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       if (t) this.accessTokens.delete(token);
       return this.unauthorized('Unauthorized: the access token is invalid or expired.');
     }
-    if (!/\bcontact_data\b/.test(t.scope)) return this.errs(403, 'forbidden', 'The access token lacks the contact_data scope.');
+    if (!/\bcontact_data\b/.test(t.scope))
+      return this.errs(403, 'forbidden', 'The access token lacks the contact_data scope.');
     if (this.daily.used(now) >= this.knobs.dailyQuota) {
-      return this.throttled('quota_exceeded', `Daily quota of ${this.knobs.dailyQuota} requests exceeded; it resets at ${DailyCounter.resetAt(now)}.`);
+      return this.throttled(
+        'quota_exceeded',
+        `Daily quota of ${this.knobs.dailyQuota} requests exceeded; it resets at ${DailyCounter.resetAt(now)}.`,
+      );
     }
     // Rate windows run on wall-clock time (a frozen test clock must not freeze them); quotas and tokens on the world clock.
     if (!this.perSecond.tryTake(Date.now())) {
-      return this.throttled('throttled', `Too many requests: the limit is ${this.knobs.perSecondLimit} requests per second.`);
+      return this.throttled(
+        'throttled',
+        `Too many requests: the limit is ${this.knobs.perSecondLimit} requests per second.`,
+      );
     }
     this.daily.add(now);
     return undefined;
@@ -349,11 +405,18 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     let statuses: string[] | null = null;
     const st = q.get('status');
     if (st !== null) {
-      statuses = st.split(',').map((s) => s.trim()).filter(Boolean);
+      statuses = st
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const bad = statuses.filter((s) => !(STATUSES as readonly string[]).includes(s));
-      if (bad.length || statuses.length === 0) return `status "${bad.join(',') || st}" is not valid; use one or more of ${STATUSES.join(', ')}`;
+      if (bad.length || statuses.length === 0)
+        return `status "${bad.join(',') || st}" is not valid; use one or more of ${STATUSES.join(', ')}`;
     }
-    const include = (q.get('include') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const include = (q.get('include') ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const badInc = include.filter((s) => !(INCLUDES as readonly string[]).includes(s));
     if (badInc.length) return `include "${badInc.join(',')}" is not valid; use ${INCLUDES.join(', ')}`;
     const limRaw = q.get('limit');
@@ -366,7 +429,14 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     const ic = q.get('include_count');
     if (ic !== null && ic !== 'true' && ic !== 'false') return `include_count must be true or false`;
     const dates: Record<string, number | null> = {};
-    for (const name of ['updated_after', 'updated_before', 'created_after', 'created_before', 'optout_after', 'optout_before']) {
+    for (const name of [
+      'updated_after',
+      'updated_before',
+      'created_after',
+      'created_before',
+      'optout_after',
+      'optout_before',
+    ]) {
       const v = this.parseDate(q.get(name), name);
       if (typeof v === 'string') return v;
       dates[name] = v;
@@ -381,7 +451,12 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       createdBefore: dates.created_before,
       optoutAfter: dates.optout_after,
       optoutBefore: dates.optout_before,
-      lists: lists ? lists.split(',').map((s) => s.trim()).filter(Boolean) : null,
+      lists: lists
+        ? lists
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : null,
       include,
       includeCount: ic === 'true',
       limit,
@@ -464,7 +539,13 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
         country_code: c.sms.countryCode,
         create_source: c.createSource,
         sms_channel_consents: [
-          { sms_consent_permission: c.sms.permission, consent_type: 'promotional_sms', opt_in_date: iso(c.sms.createdMs), created_at: iso(c.sms.createdMs), updated_at: iso(c.sms.createdMs) },
+          {
+            sms_consent_permission: c.sms.permission,
+            consent_type: 'promotional_sms',
+            opt_in_date: iso(c.sms.createdMs),
+            created_at: iso(c.sms.createdMs),
+            updated_at: iso(c.sms.createdMs),
+          },
         ],
       };
     }
@@ -481,7 +562,11 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
 
   private decodeCursor(s: string): { q: ContactQuery; a: number } | null {
     try {
-      const o = JSON.parse(Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as { v: number; q: ContactQuery; a: number };
+      const o = JSON.parse(Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as {
+        v: number;
+        q: ContactQuery;
+        a: number;
+      };
       if (o.v !== 1 || typeof o.a !== 'number' || !o.q || typeof o.q.limit !== 'number') return null;
       return { q: o.q, a: o.a };
     } catch {
@@ -517,13 +602,15 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     }
     const body: Record<string, unknown> = { contacts: page.map((c) => this.contactJson(c, q.include)) };
     if (q.includeCount) body.contacts_count = this.countMatching(q);
-    if (more && page.length > 0) body._links = { next: { href: `/v3/contacts?cursor=${this.encodeCursor(q, page[page.length - 1].idx)}` } };
+    if (more && page.length > 0)
+      body._links = { next: { href: `/v3/contacts?cursor=${this.encodeCursor(q, page[page.length - 1].idx)}` } };
     return json(200, body);
   }
 
   private countMatching(q: ContactQuery): number {
     const key = JSON.stringify({ ...q, limit: 0 });
-    if (this.countCache && this.countCache.key === key && this.countCache.version === this.world.version) return this.countCache.count;
+    if (this.countCache && this.countCache.key === key && this.countCache.version === this.world.version)
+      return this.countCache.count;
     let n = 0;
     for (const c of this.world.data.cc) if (this.matches(c, q)) n++;
     this.countCache = { key, version: this.world.version, count: n };
@@ -535,33 +622,62 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
   /** `POST /activities/contact_exports` (swagger ContactsExport: `status` and `fields` are emulated; the file is taken now). */
   private createExport(req: EmuRequest): EmuResponse {
     const b = parseJson(req) as Record<string, unknown>;
-    if (!b || typeof b !== 'object' || Array.isArray(b)) return this.errs(400, 'malformed_request', 'The body must be a ContactsExport object.');
+    if (!b || typeof b !== 'object' || Array.isArray(b))
+      return this.errs(400, 'malformed_request', 'The body must be a ContactsExport object.');
     const other = Object.keys(b).filter((k) => k !== 'status' && k !== 'fields');
-    if (other.length) return this.errs(400, 'malformed_request', `ContactsExport properties not emulated: ${other.join(', ')}`);
+    if (other.length)
+      return this.errs(400, 'malformed_request', `ContactsExport properties not emulated: ${other.join(', ')}`);
     let status: string | null = null;
     if (b.status !== undefined) {
-      if (typeof b.status !== 'string' || !(STATUSES as readonly string[]).includes(b.status)) return this.errs(400, 'malformed_request', `status "${String(b.status)}" is not valid`);
+      if (typeof b.status !== 'string' || !(STATUSES as readonly string[]).includes(b.status))
+        return this.errs(400, 'malformed_request', `status "${String(b.status)}" is not valid`);
       status = b.status;
     }
     let fields: string[] = [...EXPORT_FIELD_NAMES];
     if (b.fields !== undefined) {
-      if (!Array.isArray(b.fields) || b.fields.some((f) => typeof f !== 'string')) return this.errs(400, 'malformed_request', 'fields must be an array of strings');
+      if (!Array.isArray(b.fields) || b.fields.some((f) => typeof f !== 'string'))
+        return this.errs(400, 'malformed_request', 'fields must be an array of strings');
       const bad = (b.fields as string[]).filter((f) => !(EXPORT_FIELD_NAMES as readonly string[]).includes(f));
       if (bad.length) return this.errs(400, 'malformed_request', `unknown export field(s): ${bad.join(', ')}`);
       fields = b.fields as string[];
       if (fields.some((f) => EXPORT_NEEDS_EMAIL.includes(f)) && !fields.includes('email_address')) {
-        return this.errs(400, 'malformed_request', 'email_address must be exported to export the email opt-in/opt-out fields');
+        return this.errs(
+          400,
+          'malformed_request',
+          'email_address must be exported to export the email opt-in/opt-out fields',
+        );
       }
     }
-    const q: ContactQuery = { statuses: status === null ? null : [status], email: null, updatedAfter: null, updatedBefore: null, createdAfter: null, createdBefore: null, optoutAfter: null, optoutBefore: null, lists: null, include: [], includeCount: false, limit: 500 };
+    const q: ContactQuery = {
+      statuses: status === null ? null : [status],
+      email: null,
+      updatedAfter: null,
+      updatedBefore: null,
+      createdAfter: null,
+      createdBefore: null,
+      optoutAfter: null,
+      optoutBefore: null,
+      lists: null,
+      include: [],
+      includeCount: false,
+      limit: 500,
+    };
     const rows: string[][] = [];
     for (const c of this.world.data.cc) if (this.matches(c, q)) rows.push(fields.map((f) => this.exportCell(c, f)));
     rows.splice(Math.max(0, rows.length - this.knobs.exportDropRows), this.knobs.exportDropRows);
     const ie = fields.indexOf('email_address');
-    for (let i = 0; i < Math.min(this.knobs.exportCorruptRows, rows.length); i++) if (ie >= 0) rows[i]![ie] = `not-an-address-${i}`;
+    for (let i = 0; i < Math.min(this.knobs.exportCorruptRows, rows.length); i++)
+      if (ie >= 0) rows[i]![ie] = `not-an-address-${i}`;
     const esc = (v: string): string => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
     const csv = [fields, ...rows].map((r) => r.map(esc).join(',')).join('\r\n') + '\r\n';
-    const a: ExportActivity = { id: randomUuid(), fileId: randomUuid(), createdMs: this.world.now(), polls: 0, csv, rows: rows.length };
+    const a: ExportActivity = {
+      id: randomUuid(),
+      fileId: randomUuid(),
+      createdMs: this.world.now(),
+      polls: 0,
+      csv,
+      rows: rows.length,
+    };
     this.exports.set(a.id, a);
     return json(201, this.activityJson(a, 'initialized'));
   }
@@ -570,20 +686,34 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     const e = c.email;
     const out = this.visibleOptOut(c);
     switch (f) {
-      case 'contact_id': return c.id;
-      case 'email_address': return e ? e.raw : '';
-      case 'first_name': return c.firstName;
-      case 'last_name': return c.lastName;
-      case 'job_title': return c.jobTitle ?? '';
-      case 'company_name': return c.companyName ?? '';
-      case 'created_at': return iso(c.createdMs);
-      case 'updated_at': return iso(c.updatedMs);
-      case 'email_optin_source': return e ? e.optInSource : '';
-      case 'email_optin_date': return e && e.optInMs !== null ? iso(e.optInMs) : '';
-      case 'email_optout_source': return e && out !== null ? e.optOutSource ?? 'Account' : '';
-      case 'email_optout_date': return out !== null ? iso(out) : '';
-      case 'email_optout_reason': return e && out !== null ? e.optOutReason ?? '' : '';
-      default: return '';
+      case 'contact_id':
+        return c.id;
+      case 'email_address':
+        return e ? e.raw : '';
+      case 'first_name':
+        return c.firstName;
+      case 'last_name':
+        return c.lastName;
+      case 'job_title':
+        return c.jobTitle ?? '';
+      case 'company_name':
+        return c.companyName ?? '';
+      case 'created_at':
+        return iso(c.createdMs);
+      case 'updated_at':
+        return iso(c.updatedMs);
+      case 'email_optin_source':
+        return e ? e.optInSource : '';
+      case 'email_optin_date':
+        return e && e.optInMs !== null ? iso(e.optInMs) : '';
+      case 'email_optout_source':
+        return e && out !== null ? (e.optOutSource ?? 'Account') : '';
+      case 'email_optout_date':
+        return out !== null ? iso(out) : '';
+      case 'email_optout_reason':
+        return e && out !== null ? (e.optOutReason ?? '') : '';
+      default:
+        return '';
     }
   }
 
@@ -597,7 +727,10 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       percent_done: done ? 100 : state === 'initialized' ? 0 : 50,
       activity_errors: state === 'failed' ? ['Export failed (emulated).'] : [],
       status: { items_total_count: a.rows, items_completed_count: done ? a.rows : 0 },
-      _links: { self: { href: `/v3/activities/${a.id}` }, ...(done ? { results: { href: `/v3/contact_exports/${a.fileId}` } } : {}) },
+      _links: {
+        self: { href: `/v3/activities/${a.id}` },
+        ...(done ? { results: { href: `/v3/contact_exports/${a.fileId}` } } : {}),
+      },
     };
     if (state !== 'initialized') body.started_at = iso(a.createdMs);
     if (done) body.completed_at = iso(this.world.now());
@@ -615,14 +748,18 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
   }
 
   private getExportFile(req: EmuRequest): EmuResponse {
-    for (const a of this.exports.values()) if (a.fileId === req.params.file_export_id) return text(200, a.csv, 'text/csv');
+    for (const a of this.exports.values())
+      if (a.fileId === req.params.file_export_id) return text(200, a.csv, 'text/csv');
     return this.errs(404, 'not_found', `Export file ${req.params.file_export_id} not found.`);
   }
 
   private getContact(req: EmuRequest): EmuResponse {
     const c = this.world.ccById.get(req.params.contact_id);
     if (!c) return this.errs(404, 'not_found', `Contact ${req.params.contact_id} not found.`);
-    const include = (req.query.get('include') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const include = (req.query.get('include') ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     return json(200, this.contactJson(c, include));
   }
 
@@ -646,7 +783,13 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       else if (p === 'implicit') implicit++;
       else if (p === 'pending_confirmation') pending++;
       else if (p === 'unsubscribed') unsubscribed++;
-      if (c.email?.optInMs !== null && c.email?.optInMs !== undefined && c.email.optInMs >= since && p !== 'unsubscribed') newSubs++;
+      if (
+        c.email?.optInMs !== null &&
+        c.email?.optInMs !== undefined &&
+        c.email.optInMs >= since &&
+        p !== 'unsubscribed'
+      )
+        newSubs++;
     }
     const body: Record<string, number> = { total, explicit, implicit, pending, unsubscribed };
     if ((req.query.get('include') ?? '').split(',').includes('new_subscriber')) body.new_subscriber = newSubs;
@@ -675,8 +818,10 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     const secret = basic ? basic.pass : form.get('client_secret');
     if (!id) return this.oauthError(401, 'invalid_client', 'Client authentication failed: no client credentials.');
     if (id !== this.clientId) return this.oauthError(401, 'invalid_client', 'The client_id is not known.');
-    if (secret !== null && secret !== this.clientSecret) return this.oauthError(401, 'invalid_client', 'The client secret supplied for a confidential client is invalid.');
-    if (secretRequired && secret === null) return this.oauthError(401, 'invalid_client', 'Client authentication failed: a client secret is required.');
+    if (secret !== null && secret !== this.clientSecret)
+      return this.oauthError(401, 'invalid_client', 'The client secret supplied for a confidential client is invalid.');
+    if (secretRequired && secret === null)
+      return this.oauthError(401, 'invalid_client', 'Client authentication failed: a client secret is required.');
     return undefined;
   }
 
@@ -709,14 +854,20 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
         if (bad) return bad;
         const code = form.get('code') ?? '';
         const c = this.codes.get(code);
-        if (!c || c.expiresMs <= now) return this.oauthError(400, 'invalid_grant', 'The authorization code is invalid or has expired.');
+        if (!c || c.expiresMs <= now)
+          return this.oauthError(400, 'invalid_grant', 'The authorization code is invalid or has expired.');
         this.codes.delete(code); // single use
         if (c.redirectUri !== null && form.get('redirect_uri') !== c.redirectUri) {
-          return this.oauthError(400, 'invalid_grant', "The 'redirect_uri' does not match the redirection URI used in the authorization request.");
+          return this.oauthError(
+            400,
+            'invalid_grant',
+            "The 'redirect_uri' does not match the redirection URI used in the authorization request.",
+          );
         }
         if (c.challenge !== null) {
           const verifier = form.get('code_verifier');
-          if (!verifier) return this.oauthError(400, 'invalid_grant', 'PKCE verification failed: code_verifier is required.');
+          if (!verifier)
+            return this.oauthError(400, 'invalid_grant', 'PKCE verification failed: code_verifier is required.');
           const computed = c.method === 'S256' ? b64url(createHash('sha256').update(verifier).digest()) : verifier;
           if (computed !== c.challenge) return this.oauthError(400, 'invalid_grant', 'PKCE verification failed.');
         } else if (basicAuth(req) === null && form.get('client_secret') === null) {
@@ -737,7 +888,12 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
         }
         d.polls++;
         if (!d.approved && d.polls > this.knobs.deviceApprovalPolls) d.approved = true;
-        if (!d.approved) return this.oauthError(400, 'authorization_pending', 'The device authorization is pending. Please try again later.');
+        if (!d.approved)
+          return this.oauthError(
+            400,
+            'authorization_pending',
+            'The device authorization is pending. Please try again later.',
+          );
         this.devices.delete(dc);
         const offline = /\boffline_access\b/.test(d.scope);
         return this.issue(d.scope, offline ? this.newRefreshToken(d.scope) : null);
@@ -772,7 +928,13 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
       return { status: 302, headers: { location: target.toString() } };
     }
     const code = randomBytes(16).toString('base64url');
-    this.codes.set(code, { redirectUri: redirect, challenge, method, scope: q.get('scope') ?? 'contact_data', expiresMs: this.world.now() + 5 * 60_000 });
+    this.codes.set(code, {
+      redirectUri: redirect,
+      challenge,
+      method,
+      scope: q.get('scope') ?? 'contact_data',
+      expiresMs: this.world.now() + 5 * 60_000,
+    });
     target.searchParams.set('code', code);
     if (q.get('state') !== null) target.searchParams.set('state', q.get('state')!);
     return { status: 302, headers: { location: target.toString() } };
@@ -785,7 +947,13 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     if (id !== this.clientId) return this.oauthError(401, 'invalid_client', 'The client_id is not known.');
     const deviceCode = randomBytes(24).toString('base64url');
     const userCode = `${randomBytes(2).toString('hex').toUpperCase()}-${randomBytes(2).toString('hex').toUpperCase()}`;
-    this.devices.set(deviceCode, { userCode, scope: form.get('scope') ?? 'contact_data offline_access', polls: 0, approved: false, expiresMs: this.world.now() + 600_000 });
+    this.devices.set(deviceCode, {
+      userCode,
+      scope: form.get('scope') ?? 'contact_data offline_access',
+      polls: 0,
+      approved: false,
+      expiresMs: this.world.now() + 600_000,
+    });
     return json(200, {
       device_code: deviceCode,
       user_code: userCode,
@@ -801,13 +969,20 @@ export class ConstantContactEmulator extends EmulatorServer<CcKnobs> {
     for (const d of this.devices.values()) {
       if (d.userCode === code) {
         d.approved = true;
-        return text(200, '<html><body>Device approved (emulator). You can close this window.</body></html>', 'text/html');
+        return text(
+          200,
+          '<html><body>Device approved (emulator). You can close this window.</body></html>',
+          'text/html',
+        );
       }
     }
     return text(404, '<html><body>Unknown user code.</body></html>', 'text/html');
   }
 }
 
-export async function startConstantContactServer(world: World, opts: CcServerOptions = {}): Promise<ConstantContactEmulator> {
+export async function startConstantContactServer(
+  world: World,
+  opts: CcServerOptions = {},
+): Promise<ConstantContactEmulator> {
   return new ConstantContactEmulator(world, opts).start();
 }

@@ -34,12 +34,7 @@ const HOUR_MS = 3_600_000;
 export type Permission = 'explicit' | 'implicit' | 'not_set' | 'pending_confirmation' | 'temp_hold' | 'unsubscribed';
 
 export type CcCase =
-  | 'deletedNotUnsubscribed'
-  | 'unsubscribedThenDeleted'
-  | 'smsOnly'
-  | 'mixedCaseCc'
-  | 'resubscribed'
-  | 'recentOptOut';
+  'deletedNotUnsubscribed' | 'unsubscribedThenDeleted' | 'smsOnly' | 'mixedCaseCc' | 'resubscribed' | 'recentOptOut';
 
 export interface CcEmail {
   /** The address as Constant Contact stores it (may carry upper case / whitespace: see mixedCaseCc). */
@@ -132,7 +127,16 @@ export interface SfRecord {
 export interface HsEmailStatus {
   /** Unsubscribed from all email (portal-wide) at this time, or null. */
   allUnsubMs: number | null;
-  subs: Map<number, { status: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED'; ms: number; legalBasis: string | null; legalBasisExplanation: string | null; source: string }>;
+  subs: Map<
+    number,
+    {
+      status: 'SUBSCRIBED' | 'UNSUBSCRIBED' | 'NOT_SPECIFIED';
+      ms: number;
+      legalBasis: string | null;
+      legalBasisExplanation: string | null;
+      source: string;
+    }
+  >;
 }
 
 export interface DatasetOptions {
@@ -164,18 +168,105 @@ export interface Dataset {
   nextSfCounter: number;
 }
 
-const FIRST = ['Ada', 'Grace', 'Alan', 'Edsger', 'Barbara', 'Donald', 'Frances', 'John', 'Katherine', 'Linus',
-  'Margaret', 'Niklaus', 'Radia', 'Tim', 'Ken', 'Dennis', 'Hedy', 'Claude', 'Sophie', 'Guido', 'Bjarne', 'Anita',
-  'Leslie', 'Shafi', 'Whitfield', 'Ivan', 'Jean', 'Adele', 'Brian', 'Carol', 'Diego', 'Elena', 'Farid', 'Greta',
-  'Hiro', 'Ines', 'Jonas', 'Kemal', 'Lucia', 'Mateo'];
-const LAST = ['Lovelace', 'Hopper', 'Turing', 'Dijkstra', 'Liskov', 'Knuth', 'Allen', 'McCarthy', 'Johnson',
-  'Torvalds', 'Hamilton', 'Wirth', 'Perlman', 'BernersLee', 'Thompson', 'Ritchie', 'Lamarr', 'Shannon', 'Wilson',
-  'vanRossum', 'Stroustrup', 'Borg', 'Lamport', 'Goldwasser', 'Diffie', 'Sutherland', 'Sammet', 'Goldberg',
-  'Kernighan', 'Shaw', 'Alvarez', 'Petrova', 'Haddad', 'Nilsson', 'Tanaka', 'Moreau', 'Berg', 'Yilmaz', 'Rossi',
-  'Garcia'];
-const DOMAINS = ['example.com', 'example.org', 'example.net', 'mail.example.com', 'corp.example.org', 'shop.example.net'];
-const REASONS = ['I am no longer interested in this service.', 'Too many emails.', 'Never signed up.',
-  'Content not relevant.', 'Switching providers.'];
+const FIRST = [
+  'Ada',
+  'Grace',
+  'Alan',
+  'Edsger',
+  'Barbara',
+  'Donald',
+  'Frances',
+  'John',
+  'Katherine',
+  'Linus',
+  'Margaret',
+  'Niklaus',
+  'Radia',
+  'Tim',
+  'Ken',
+  'Dennis',
+  'Hedy',
+  'Claude',
+  'Sophie',
+  'Guido',
+  'Bjarne',
+  'Anita',
+  'Leslie',
+  'Shafi',
+  'Whitfield',
+  'Ivan',
+  'Jean',
+  'Adele',
+  'Brian',
+  'Carol',
+  'Diego',
+  'Elena',
+  'Farid',
+  'Greta',
+  'Hiro',
+  'Ines',
+  'Jonas',
+  'Kemal',
+  'Lucia',
+  'Mateo',
+];
+const LAST = [
+  'Lovelace',
+  'Hopper',
+  'Turing',
+  'Dijkstra',
+  'Liskov',
+  'Knuth',
+  'Allen',
+  'McCarthy',
+  'Johnson',
+  'Torvalds',
+  'Hamilton',
+  'Wirth',
+  'Perlman',
+  'BernersLee',
+  'Thompson',
+  'Ritchie',
+  'Lamarr',
+  'Shannon',
+  'Wilson',
+  'vanRossum',
+  'Stroustrup',
+  'Borg',
+  'Lamport',
+  'Goldwasser',
+  'Diffie',
+  'Sutherland',
+  'Sammet',
+  'Goldberg',
+  'Kernighan',
+  'Shaw',
+  'Alvarez',
+  'Petrova',
+  'Haddad',
+  'Nilsson',
+  'Tanaka',
+  'Moreau',
+  'Berg',
+  'Yilmaz',
+  'Rossi',
+  'Garcia',
+];
+const DOMAINS = [
+  'example.com',
+  'example.org',
+  'example.net',
+  'mail.example.com',
+  'corp.example.org',
+  'shop.example.net',
+];
+const REASONS = [
+  'I am no longer interested in this service.',
+  'Too many emails.',
+  'Never signed up.',
+  'Content not relevant.',
+  'Switching providers.',
+];
 const COMPANIES = ['Acme Corp.', 'Globex', 'Initech', 'Umbrella', 'Hooli', 'Vandelay Industries', null, null];
 const JOBS = ['Engineer', 'Manager', 'Director', 'Analyst', null, null, null];
 
@@ -229,16 +320,66 @@ type Forced =
   | 'hsSecondarySubscribed';
 
 const FORCED_PLAN: Forced[] = [
-  'recentTrap', 'recentTrap', 'recentTrap', 'updatedAfterOptOut', 'unsubDeleted', 'unsubDeleted', 'deletedNotUnsub',
-  'deletedNotUnsubInCrm', 'sms', 'sms', 'resub', 'resubSuppressed', 'mixedCc', 'mixedCc', 'hsAlready', 'hsAlready',
-  'hsMissing', 'hsMissing', 'hsMixed', 'sfContactAndLead', 'sfContactAndLead', 'sfTwoContacts', 'sfTwoContacts',
-  'sfConverted', 'sfConverted', 'sfAlready', 'sfAlready', 'sfMissing', 'sfMissing', 'sfMixed', 'sfPartlySuppressed',
-  'personAccount', 'plainOptOut', 'plainOptOut', 'hsSecondary', 'hsSecondary', 'hsSecondaryAlready', 'hsSecondarySubscribed',
+  'recentTrap',
+  'recentTrap',
+  'recentTrap',
+  'updatedAfterOptOut',
+  'unsubDeleted',
+  'unsubDeleted',
+  'deletedNotUnsub',
+  'deletedNotUnsubInCrm',
+  'sms',
+  'sms',
+  'resub',
+  'resubSuppressed',
+  'mixedCc',
+  'mixedCc',
+  'hsAlready',
+  'hsAlready',
+  'hsMissing',
+  'hsMissing',
+  'hsMixed',
+  'sfContactAndLead',
+  'sfContactAndLead',
+  'sfTwoContacts',
+  'sfTwoContacts',
+  'sfConverted',
+  'sfConverted',
+  'sfAlready',
+  'sfAlready',
+  'sfMissing',
+  'sfMissing',
+  'sfMixed',
+  'sfPartlySuppressed',
+  'personAccount',
+  'plainOptOut',
+  'plainOptOut',
+  'hsSecondary',
+  'hsSecondary',
+  'hsSecondaryAlready',
+  'hsSecondarySubscribed',
 ];
 
-const OPTED_OUT_FORCED = new Set<Forced>(['recentTrap', 'updatedAfterOptOut', 'unsubDeleted', 'hsAlready', 'hsMissing',
-  'hsMixed', 'sfContactAndLead', 'sfTwoContacts', 'sfConverted', 'sfAlready', 'sfMissing', 'sfMixed', 'sfPartlySuppressed',
-  'personAccount', 'plainOptOut', 'mixedCc', 'hsSecondary', 'hsSecondaryAlready']);
+const OPTED_OUT_FORCED = new Set<Forced>([
+  'recentTrap',
+  'updatedAfterOptOut',
+  'unsubDeleted',
+  'hsAlready',
+  'hsMissing',
+  'hsMixed',
+  'sfContactAndLead',
+  'sfTwoContacts',
+  'sfConverted',
+  'sfAlready',
+  'sfMissing',
+  'sfMixed',
+  'sfPartlySuppressed',
+  'personAccount',
+  'plainOptOut',
+  'mixedCc',
+  'hsSecondary',
+  'hsSecondaryAlready',
+]);
 
 const HS_SECONDARY_FORCED = new Set<Forced>(['hsSecondary', 'hsSecondaryAlready', 'hsSecondarySubscribed']);
 
@@ -247,7 +388,8 @@ export const MIN_CONTACTS = 60;
 export function generateDataset(opts: DatasetOptions = {}): Dataset {
   const seed = opts.seed ?? 42;
   const n = opts.contacts ?? 20_000;
-  if (!Number.isInteger(n) || n < MIN_CONTACTS) throw new Error(`dataset needs at least ${MIN_CONTACTS} contacts (got ${n})`);
+  if (!Number.isInteger(n) || n < MIN_CONTACTS)
+    throw new Error(`dataset needs at least ${MIN_CONTACTS} contacts (got ${n})`);
   const A = anchorOf(opts.anchor);
   const optOutRate = opts.optOutRate ?? 0.12;
   const personAccounts = opts.personAccounts ?? false;
@@ -300,11 +442,18 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     let cat: 'normal' | 'unsub' | 'unsubDeleted' | 'deletedNotUnsub' | 'sms' | 'resub';
     const r = rng.next();
     if (f) {
-      cat = f === 'unsubDeleted' ? 'unsubDeleted'
-        : f === 'deletedNotUnsub' || f === 'deletedNotUnsubInCrm' ? 'deletedNotUnsub'
-        : f === 'sms' ? 'sms'
-        : f === 'resub' || f === 'resubSuppressed' ? 'resub'
-        : OPTED_OUT_FORCED.has(f) ? 'unsub' : 'normal';
+      cat =
+        f === 'unsubDeleted'
+          ? 'unsubDeleted'
+          : f === 'deletedNotUnsub' || f === 'deletedNotUnsubInCrm'
+            ? 'deletedNotUnsub'
+            : f === 'sms'
+              ? 'sms'
+              : f === 'resub' || f === 'resubSuppressed'
+                ? 'resub'
+                : OPTED_OUT_FORCED.has(f)
+                  ? 'unsub'
+                  : 'normal';
     } else if (r < optOutRate * 0.9) cat = 'unsub';
     else if (r < optOutRate) cat = 'unsubDeleted';
     else if (r < optOutRate + 0.01) cat = 'deletedNotUnsub';
@@ -346,7 +495,16 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
 
     if (cat === 'normal') {
       const p = rng.next();
-      email.permission = p < 0.45 ? 'explicit' : p < 0.85 ? 'implicit' : p < 0.93 ? 'pending_confirmation' : p < 0.97 ? 'not_set' : 'temp_hold';
+      email.permission =
+        p < 0.45
+          ? 'explicit'
+          : p < 0.85
+            ? 'implicit'
+            : p < 0.93
+              ? 'pending_confirmation'
+              : p < 0.97
+                ? 'not_set'
+                : 'temp_hold';
       if (email.permission === 'explicit') {
         email.optInMs = createdMs;
         email.confirmStatus = 'confirmed';
@@ -400,7 +558,8 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     email.optOutMs = outMs;
     email.updatedMs = outMs;
     email.optOutSource = rng.chance(0.85) ? 'Contact' : 'Account';
-    email.optOutReason = email.optOutSource === 'Contact' && rng.chance(0.3) ? REASONS[rng.int(0, REASONS.length - 1)] : null;
+    email.optOutReason =
+      email.optOutSource === 'Contact' && rng.chance(0.3) ? REASONS[rng.int(0, REASONS.length - 1)] : null;
     if (rng.chance(0.5)) {
       email.optInMs = createdMs;
       email.confirmStatus = 'confirmed';
@@ -428,7 +587,15 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
   const hubspot: HsContact[] = [];
   const hubspotStatuses = new Map<string, HsEmailStatus>();
   let hsId = 1001;
-  const addHs = (norm: string, raw: string, first: string, last: string, createdMs: number, optOut: boolean, mixed: boolean): void => {
+  const addHs = (
+    norm: string,
+    raw: string,
+    first: string,
+    last: string,
+    createdMs: number,
+    optOut: boolean,
+    mixed: boolean,
+  ): void => {
     const id = String(hsId);
     hsId += hrng.int(1, 3);
     const updatedMs = sec(createdMs + hrng.next() * (A - createdMs) * 0.8);
@@ -441,7 +608,8 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
       initialOptOut: optOut,
       mixedCase: mixed,
     });
-    if (optOut) hubspotStatuses.set(norm, { allUnsubMs: sec(createdMs + (updatedMs - createdMs) * 0.5), subs: new Map() });
+    if (optOut)
+      hubspotStatuses.set(norm, { allUnsubMs: sec(createdMs + (updatedMs - createdMs) * 0.5), subs: new Map() });
   };
   // Addresses that will be held only as a secondary address (decided on their own stream: xrng).
   const xrng = createRng(deriveSeed(seed, 'hubspot-secondary'));
@@ -454,9 +622,12 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
       secondaryOnly.push({ c, f });
       continue;
     }
-    const present = f === 'hsMissing' ? false
-      : f === 'hsAlready' || f === 'hsMixed' || f === 'resubSuppressed' || f === 'deletedNotUnsubInCrm' ? true
-      : hrng.chance(optedOut ? 0.85 : 0.7);
+    const present =
+      f === 'hsMissing'
+        ? false
+        : f === 'hsAlready' || f === 'hsMixed' || f === 'resubSuppressed' || f === 'deletedNotUnsubInCrm'
+          ? true
+          : hrng.chance(optedOut ? 0.85 : 0.7);
     if (!present) {
       // About 15% of the addresses without a primary-address contact are someone else's secondary address.
       if (!f && xrng.chance(0.15)) secondaryOnly.push({ c, f });
@@ -464,16 +635,31 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     }
     const mixed = f === 'hsMixed' || (!f && hrng.chance(0.06));
     const raw = mixed ? messUp(hrng, c.email.norm, hrng.chance(0.3)) : c.email.norm;
-    const suppressed = f === 'hsAlready' || f === 'resubSuppressed' ? true
-      : f ? false
-      : optedOut ? hrng.chance(0.15) : c.cases.includes('resubscribed') ? hrng.chance(0.5) : hrng.chance(0.02);
+    const suppressed =
+      f === 'hsAlready' || f === 'resubSuppressed'
+        ? true
+        : f
+          ? false
+          : optedOut
+            ? hrng.chance(0.15)
+            : c.cases.includes('resubscribed')
+              ? hrng.chance(0.5)
+              : hrng.chance(0.02);
     addHs(c.email.norm, raw, c.firstName, c.lastName, sec(c.createdMs + hrng.next() * DAY_MS * 30), suppressed, mixed);
   }
   // Contacts that exist only in HubSpot.
   const hsOnly = Math.max(3, Math.floor(n * 0.03));
   for (let k = 0; k < hsOnly; k++) {
     const norm = `hubspot.only.${k}@example.com`;
-    addHs(norm, norm, FIRST[k % FIRST.length], LAST[k % LAST.length], sec(minCreated + hrng.next() * (A - minCreated - DAY_MS)), hrng.chance(0.05), false);
+    addHs(
+      norm,
+      norm,
+      FIRST[k % FIRST.length],
+      LAST[k % LAST.length],
+      sec(minCreated + hrng.next() * (A - minCreated - DAY_MS)),
+      hrng.chance(0.05),
+      false,
+    );
   }
   const hubspotAdditional = addSecondaryAddresses(xrng, A, hubspot, hubspotStatuses, secondaryOnly, () => {
     const id = String(hsId);
@@ -486,7 +672,17 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
   const salesforce: SfRecord[] = [];
   let sfCounter = 1;
   const sfEmail = (norm: string, mixed: boolean): string => (mixed ? messUp(srng, norm, false) : norm);
-  const addSf = (type: SfType, norm: string | null, first: string, last: string, createdMs: number, optOut: boolean, mixed: boolean, shape: string, extra: Record<string, string | number | boolean | null> = {}): SfRecord => {
+  const addSf = (
+    type: SfType,
+    norm: string | null,
+    first: string,
+    last: string,
+    createdMs: number,
+    optOut: boolean,
+    mixed: boolean,
+    shape: string,
+    extra: Record<string, string | number | boolean | null> = {},
+  ): SfRecord => {
     const Id = makeSfId(KEY_PREFIX[type], sfCounter++);
     const modified = new Date(sec(createdMs + srng.next() * (A - createdMs) * 0.8)).toISOString();
     const created = new Date(createdMs).toISOString();
@@ -538,7 +734,16 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
       }
     }
     Object.assign(fields, extra);
-    const rec: SfRecord = { Id, type, fields, norm, deleted: false, initialOptOut: optOut, mixedCase: mixed && norm !== null, shape };
+    const rec: SfRecord = {
+      Id,
+      type,
+      fields,
+      norm,
+      deleted: false,
+      initialOptOut: optOut,
+      mixedCase: mixed && norm !== null,
+      shape,
+    };
     salesforce.push(rec);
     return rec;
   };
@@ -547,12 +752,23 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     const f = forced.get(c.idx);
     const optedOut = c.email.permission === 'unsubscribed';
     const resub = c.cases.includes('resubscribed');
-    const present = f === 'sfMissing' ? false
-      : f && f !== 'hsMissing' && f !== 'hsAlready' && f !== 'hsMixed' && f !== 'sms' ? true
-      : srng.chance(optedOut ? 0.8 : 0.6);
+    const present =
+      f === 'sfMissing'
+        ? false
+        : f && f !== 'hsMissing' && f !== 'hsAlready' && f !== 'hsMixed' && f !== 'sms'
+          ? true
+          : srng.chance(optedOut ? 0.8 : 0.6);
     if (!present) continue;
     const suppressedRoll = (): boolean =>
-      f === 'sfAlready' || f === 'resubSuppressed' ? true : f ? false : optedOut ? srng.chance(0.15) : resub ? srng.chance(0.5) : srng.chance(0.02);
+      f === 'sfAlready' || f === 'resubSuppressed'
+        ? true
+        : f
+          ? false
+          : optedOut
+            ? srng.chance(0.15)
+            : resub
+              ? srng.chance(0.5)
+              : srng.chance(0.02);
     const mixedRoll = (): boolean => f === 'sfMixed' || (!f && srng.chance(0.06));
     const created = sec(c.createdMs + srng.next() * DAY_MS * 30);
     const norm = c.email.norm;
@@ -564,7 +780,20 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
     else if (f) shape = 'contact';
     else {
       const p = srng.next();
-      shape = p < 0.65 ? 'contact' : p < 0.82 ? 'lead' : p < 0.87 ? 'convertedLead' : p < 0.93 ? 'contactAndLead' : p < 0.97 ? 'twoContacts' : personAccounts ? 'personAccount' : 'contact';
+      shape =
+        p < 0.65
+          ? 'contact'
+          : p < 0.82
+            ? 'lead'
+            : p < 0.87
+              ? 'convertedLead'
+              : p < 0.93
+                ? 'contactAndLead'
+                : p < 0.97
+                  ? 'twoContacts'
+                  : personAccounts
+                    ? 'personAccount'
+                    : 'contact';
     }
     switch (shape) {
       case 'contact':
@@ -574,7 +803,16 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
         addSf('Lead', norm, c.firstName, c.lastName, created, suppressedRoll(), mixedRoll(), shape);
         break;
       case 'convertedLead': {
-        const contact = addSf('Contact', norm, c.firstName, c.lastName, created + DAY_MS, suppressedRoll(), mixedRoll(), shape);
+        const contact = addSf(
+          'Contact',
+          norm,
+          c.firstName,
+          c.lastName,
+          created + DAY_MS,
+          suppressedRoll(),
+          mixedRoll(),
+          shape,
+        );
         addSf('Lead', norm, c.firstName, c.lastName, created, srng.chance(0.1), mixedRoll(), shape, {
           IsConverted: true,
           Status: 'Closed - Converted',
@@ -588,11 +826,31 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
         addSf('Lead', norm, c.firstName, c.lastName, created + HOUR_MS, suppressedRoll(), true, shape);
         break;
       case 'twoContacts':
-        addSf('Contact', norm, c.firstName, c.lastName, created, f === 'sfPartlySuppressed' ? true : suppressedRoll(), mixedRoll(), shape);
-        addSf('Contact', norm, c.firstName, c.lastName, created + HOUR_MS, f === 'sfPartlySuppressed' ? false : suppressedRoll(), mixedRoll(), shape);
+        addSf(
+          'Contact',
+          norm,
+          c.firstName,
+          c.lastName,
+          created,
+          f === 'sfPartlySuppressed' ? true : suppressedRoll(),
+          mixedRoll(),
+          shape,
+        );
+        addSf(
+          'Contact',
+          norm,
+          c.firstName,
+          c.lastName,
+          created + HOUR_MS,
+          f === 'sfPartlySuppressed' ? false : suppressedRoll(),
+          mixedRoll(),
+          shape,
+        );
         break;
       case 'personAccount':
-        addSf('Account', norm, c.firstName, c.lastName, created, suppressedRoll(), mixedRoll(), shape, { IsPersonAccount: true });
+        addSf('Account', norm, c.firstName, c.lastName, created, suppressedRoll(), mixedRoll(), shape, {
+          IsPersonAccount: true,
+        });
         break;
     }
   }
@@ -600,11 +858,30 @@ export function generateDataset(opts: DatasetOptions = {}): Dataset {
   const sfOnly = Math.max(3, Math.floor(n * 0.03));
   for (let k = 0; k < sfOnly; k++) {
     const norm = `salesforce.only.${k}@example.org`;
-    addSf(k % 3 === 0 ? 'Lead' : 'Contact', norm, FIRST[k % FIRST.length], LAST[k % LAST.length], sec(minCreated + srng.next() * (A - minCreated - DAY_MS)), srng.chance(0.05), false, 'sfOnly');
+    addSf(
+      k % 3 === 0 ? 'Lead' : 'Contact',
+      norm,
+      FIRST[k % FIRST.length],
+      LAST[k % LAST.length],
+      sec(minCreated + srng.next() * (A - minCreated - DAY_MS)),
+      srng.chance(0.05),
+      false,
+      'sfOnly',
+    );
   }
   const business = Math.max(2, Math.floor(n * 0.01));
   for (let k = 0; k < business; k++) {
-    addSf('Account', null, '', LAST[k % LAST.length], sec(minCreated + srng.next() * (A - minCreated - DAY_MS)), false, false, 'businessAccount', personAccounts ? { IsPersonAccount: false } : {});
+    addSf(
+      'Account',
+      null,
+      '',
+      LAST[k % LAST.length],
+      sec(minCreated + srng.next() * (A - minCreated - DAY_MS)),
+      false,
+      false,
+      'businessAccount',
+      personAccounts ? { IsPersonAccount: false } : {},
+    );
   }
 
   return {
@@ -630,7 +907,10 @@ export function joinAdditionalEmails(rng: Rng, raws: readonly string[]): string 
 /** Split hs_additional_emails into normalised addresses (trim + lower-case, empty values dropped). */
 export function splitAdditionalEmails(value: string | null | undefined): string[] {
   if (!value) return [];
-  return value.split(';').map((v) => v.trim().toLowerCase()).filter((v) => v !== '');
+  return value
+    .split(';')
+    .map((v) => v.trim().toLowerCase())
+    .filter((v) => v !== '');
 }
 
 /**
@@ -679,7 +959,11 @@ function addSecondaryAddresses(
     held.set(holder, list);
     const optedOut = e.permission === 'unsubscribed';
     const already = f === 'hsSecondaryAlready' || (f === undefined && optedOut && xrng.chance(0.15));
-    if (already) statuses.set(e.norm, { allUnsubMs: sec(Math.min(A - DAY_MS, (e.optOutMs ?? c.createdMs) + DAY_MS)), subs: new Map() });
+    if (already)
+      statuses.set(e.norm, {
+        allUnsubMs: sec(Math.min(A - DAY_MS, (e.optOutMs ?? c.createdMs) + DAY_MS)),
+        subs: new Map(),
+      });
     out.push({ norm: e.norm, raw, contactId: holder.id, initialUnsubscribed: already });
     if (xrng.chance(0.3)) {
       const noise = `alias.${alias++}@secondary.example.net`;

@@ -54,7 +54,12 @@ export function json(status: number, body: unknown, headers: Record<string, stri
   return { status, body, headers };
 }
 
-export function text(status: number, raw: string, contentType: string, headers: Record<string, string> = {}): EmuResponse {
+export function text(
+  status: number,
+  raw: string,
+  contentType: string,
+  headers: Record<string, string> = {},
+): EmuResponse {
   return { status, raw, headers: { 'content-type': contentType, ...headers } };
 }
 
@@ -113,7 +118,14 @@ export class Router {
         return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       })
       .join('/');
-    this.routes.push({ method, regex: new RegExp(`^${pattern}/?$`), keys, name: name ?? `${method} ${template}`, kind, handler });
+    this.routes.push({
+      method,
+      regex: new RegExp(`^${pattern}/?$`),
+      keys,
+      name: name ?? `${method} ${template}`,
+      kind,
+      handler,
+    });
   }
 
   match(method: string, path: string): { route: Route; params: Record<string, string> } | { allowed: string[] } | null {
@@ -158,7 +170,11 @@ export const COMMON_DEFAULTS: CommonKnobs = {
 };
 
 /** Apply a partial knob object, checking names and types against the current values. Returns problems. */
-export function applyKnobs<K extends object>(knobs: K, patch: Record<string, unknown>, ignore: readonly string[] = []): string[] {
+export function applyKnobs<K extends object>(
+  knobs: K,
+  patch: Record<string, unknown>,
+  ignore: readonly string[] = [],
+): string[] {
   const problems: string[] = [];
   const target = knobs as Record<string, unknown>;
   for (const [k, v] of Object.entries(patch)) {
@@ -169,7 +185,8 @@ export function applyKnobs<K extends object>(knobs: K, patch: Record<string, unk
     }
     const cur = target[k];
     if (typeof cur === 'number') {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) problems.push(`knob "${k}" must be a non-negative number`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+        problems.push(`knob "${k}" must be a non-negative number`);
     } else if (typeof cur === 'boolean') {
       if (typeof v !== 'boolean') problems.push(`knob "${k}" must be a boolean`);
     } else if (typeof cur === 'string') {
@@ -185,7 +202,10 @@ export function applyKnobs<K extends object>(knobs: K, patch: Record<string, unk
 /** Sliding-window limiter: at most `max` accepted events per `windowMs`. */
 export class RollingWindow {
   private times: number[] = [];
-  constructor(public windowMs: number, public max: number) {}
+  constructor(
+    public windowMs: number,
+    public max: number,
+  ) {}
 
   /** Change the limit; a changed limit starts a fresh window (so a test can lower it and see it at once). */
   setMax(max: number): void {
@@ -296,7 +316,8 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
       } catch (e) {
         return json(400, { error: (e as Error).message });
       }
-      if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return json(400, { error: 'body must be a JSON object of knobs' });
+      if (!patch || typeof patch !== 'object' || Array.isArray(patch))
+        return json(400, { error: 'body must be a JSON object of knobs' });
       const problems = this.setKnobs(patch as Record<string, unknown>);
       return problems.length ? json(400, { error: 'invalid knobs', problems }) : json(200, { knobs: this.knobs });
     });
@@ -343,7 +364,11 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
   abstract connection(): object;
 
   /** Vendor-shaped error bodies. */
-  protected abstract errorResponse(kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm', status: number, message: string): EmuResponse;
+  protected abstract errorResponse(
+    kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm',
+    status: number,
+    message: string,
+  ): EmuResponse;
 
   /** Auth, rate limits, quotas. Return a response to reject the request. */
   protected abstract gate(req: EmuRequest, route: Route): EmuResponse | undefined | Promise<EmuResponse | undefined>;
@@ -398,10 +423,17 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
 
   private serverError(): EmuResponse {
     const status = this.faultRng.pick([500, 502, 503]);
-    return this.errorResponse('server', status, status === 503 ? 'Service temporarily unavailable (emulated fault)' : 'Internal server error (emulated fault)');
+    return this.errorResponse(
+      'server',
+      status,
+      status === 503 ? 'Service temporarily unavailable (emulated fault)' : 'Internal server error (emulated fault)',
+    );
   }
 
-  private async handle(raw: http.IncomingMessage, body: Buffer): Promise<{ res: EmuResponse; req: EmuRequest; route: Route | null; counted: string | null }> {
+  private async handle(
+    raw: http.IncomingMessage,
+    body: Buffer,
+  ): Promise<{ res: EmuResponse; req: EmuRequest; route: Route | null; counted: string | null }> {
     const url = new URL(raw.url ?? '/', 'http://emulator.local');
     const req: EmuRequest = {
       method: (raw.method ?? 'GET').toUpperCase(),
@@ -423,11 +455,28 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
           return { res: json(400, { error: (e as Error).message }), req, route: null, counted: null };
         }
       }
-      return { res: json(404, { error: `no emulator admin endpoint ${req.method} ${req.path}` }), req, route: null, counted: null };
+      return {
+        res: json(404, { error: `no emulator admin endpoint ${req.method} ${req.path}` }),
+        req,
+        route: null,
+        counted: null,
+      };
     }
     const m = this.router.match(req.method, req.path);
-    if (!m) return { res: this.errorResponse('not-found', 404, `No route for ${req.method} ${req.path}`), req, route: null, counted: `${req.method} (unmatched)` };
-    if (!('route' in m)) return { res: this.errorResponse('method', 405, `Method ${req.method} not allowed; use ${m.allowed.join(', ')}`), req, route: null, counted: `${req.method} (unmatched)` };
+    if (!m)
+      return {
+        res: this.errorResponse('not-found', 404, `No route for ${req.method} ${req.path}`),
+        req,
+        route: null,
+        counted: `${req.method} (unmatched)`,
+      };
+    if (!('route' in m))
+      return {
+        res: this.errorResponse('method', 405, `Method ${req.method} not allowed; use ${m.allowed.join(', ')}`),
+        req,
+        route: null,
+        counted: `${req.method} (unmatched)`,
+      };
     const route = m.route;
     req.params = m.params;
     req.route = route;
@@ -435,7 +484,12 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
     const faultable = this.shouldFault(route);
     if (faultable && this.knobs.force429Storm > 0) {
       this.knobs.force429Storm--;
-      return { res: this.errorResponse('storm', 429, 'Too many requests (emulated 429 storm)'), req, route, counted: route.name };
+      return {
+        res: this.errorResponse('storm', 429, 'Too many requests (emulated 429 storm)'),
+        req,
+        route,
+        counted: route.name,
+      };
     }
     let failAfter = false;
     if (faultable && this.knobs.fail5xxRate > 0 && this.faultRng.next() < this.knobs.fail5xxRate) {
@@ -486,7 +540,8 @@ export abstract class EmulatorServer<K extends CommonKnobs> {
     if (res.raw !== undefined) payload = res.raw;
     else if (res.body !== undefined) {
       payload = JSON.stringify(res.body);
-      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json;charset=UTF-8';
+      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
+        headers['content-type'] = 'application/json;charset=UTF-8';
     }
     if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
     else headers['content-length'] = '0';

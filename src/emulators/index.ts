@@ -18,21 +18,60 @@
 import { CC_DEFAULTS, CcConnection, CcKnobs, CcServerOptions, ConstantContactEmulator } from './constant-contact';
 import { DatasetOptions } from './dataset';
 import { CommonKnobs, EndpointCount } from './http';
-import { HUBSPOT_DEFAULTS, HubSpotConnection, HubSpotEmulator, HubSpotKnobs, HubSpotServerOptions } from '../../connectors/hubspot/emulator';
-import { SALESFORCE_DEFAULTS, SalesforceConnection, SalesforceEmulator, SalesforceKnobs, SalesforceServerOptions } from '../../connectors/salesforce/emulator';
+import {
+  HUBSPOT_DEFAULTS,
+  HubSpotConnection,
+  HubSpotEmulator,
+  HubSpotKnobs,
+  HubSpotServerOptions,
+} from '../../connectors/hubspot/emulator';
+import {
+  SALESFORCE_DEFAULTS,
+  SalesforceConnection,
+  SalesforceEmulator,
+  SalesforceKnobs,
+  SalesforceServerOptions,
+} from '../../connectors/salesforce/emulator';
 import { AddOptOutSpec, AddedOptOut, GroundTruth, Verification, World } from './world';
 
 export { World } from './world';
-export type { AddOptOutSpec, AddedOptOut, GroundTruth, HardCases, OptOutTruth, CaseRef, Verification, TargetVerification, SecondaryMatch, SecondaryVerification } from './world';
+export type {
+  AddOptOutSpec,
+  AddedOptOut,
+  GroundTruth,
+  HardCases,
+  OptOutTruth,
+  CaseRef,
+  Verification,
+  TargetVerification,
+  SecondaryMatch,
+  SecondaryVerification,
+} from './world';
 export { generateDataset, MIN_CONTACTS } from './dataset';
 export type { DatasetOptions, Dataset, CcContact, HsContact, HsAdditionalEmail, SfRecord } from './dataset';
 export { splitAdditionalEmails } from './dataset';
 export { ConstantContactEmulator, CC_DEFAULTS } from './constant-contact';
 export type { CcKnobs, CcConnection, CcServerOptions } from './constant-contact';
-export { HubSpotEmulator, HUBSPOT_DEFAULTS, HUBSPOT_DEFAULT_SCOPES, HUBSPOT_DEFAULT_CUSTOM_PROPERTIES, HUBSPOT_API_VERSIONS, HUBSPOT_LEGACY_PATH } from '../../connectors/hubspot/emulator';
+export {
+  HubSpotEmulator,
+  HUBSPOT_DEFAULTS,
+  HUBSPOT_DEFAULT_SCOPES,
+  HUBSPOT_DEFAULT_CUSTOM_PROPERTIES,
+  HUBSPOT_API_VERSIONS,
+  HUBSPOT_LEGACY_PATH,
+} from '../../connectors/hubspot/emulator';
 export type { HubSpotKnobs, HubSpotConnection, HubSpotServerOptions } from '../../connectors/hubspot/emulator';
-export { SalesforceEmulator, SALESFORCE_DEFAULTS, SALESFORCE_API_VERSION, MAX_URI_BYTES } from '../../connectors/salesforce/emulator';
-export type { SalesforceKnobs, SalesforceConnection, SalesforceServerOptions } from '../../connectors/salesforce/emulator';
+export {
+  SalesforceEmulator,
+  SALESFORCE_DEFAULTS,
+  SALESFORCE_API_VERSION,
+  MAX_URI_BYTES,
+} from '../../connectors/salesforce/emulator';
+export type {
+  SalesforceKnobs,
+  SalesforceConnection,
+  SalesforceServerOptions,
+} from '../../connectors/salesforce/emulator';
 export { COMMON_DEFAULTS } from './http';
 export type { CommonKnobs, EndpointCount } from './http';
 export { escapeSoql, parseSoql } from '../../connectors/salesforce/emulator/soql';
@@ -88,12 +127,26 @@ export interface Emulators {
   addOptOuts(arg: number | readonly AddOptOutSpec[]): AddedOptOut[];
   faults: FaultControl;
   /** Requests per endpoint label, per vendor. */
-  requestCounts(): { cc: Record<string, EndpointCount>; hubspot: Record<string, EndpointCount>; salesforce: Record<string, EndpointCount> };
+  requestCounts(): {
+    cc: Record<string, EndpointCount>;
+    hubspot: Record<string, EndpointCount>;
+    salesforce: Record<string, EndpointCount>;
+  };
   stop(): Promise<void>;
 }
 
 function makeWorld(opts: EmulatorOptions): World {
-  return opts.world ?? new World({ seed: opts.seed, contacts: opts.contacts, anchor: opts.anchor, optOutRate: opts.optOutRate, personAccounts: opts.personAccounts, now: opts.now });
+  return (
+    opts.world ??
+    new World({
+      seed: opts.seed,
+      contacts: opts.contacts,
+      anchor: opts.anchor,
+      optOutRate: opts.optOutRate,
+      personAccounts: opts.personAccounts,
+      now: opts.now,
+    })
+  );
 }
 
 export interface SingleEmulatorOptions<S> extends DatasetOptions {
@@ -104,24 +157,47 @@ export interface SingleEmulatorOptions<S> extends DatasetOptions {
   server?: Knobless<S>;
 }
 
-export async function startConstantContact(opts: SingleEmulatorOptions<CcServerOptions> = {}): Promise<ConstantContactEmulator> {
-  return new ConstantContactEmulator(makeWorld(opts), { ...(opts.server ?? {}), port: opts.port, host: opts.host }).start();
+export async function startConstantContact(
+  opts: SingleEmulatorOptions<CcServerOptions> = {},
+): Promise<ConstantContactEmulator> {
+  return new ConstantContactEmulator(makeWorld(opts), {
+    ...(opts.server ?? {}),
+    port: opts.port,
+    host: opts.host,
+  }).start();
 }
 
 export async function startHubSpot(opts: SingleEmulatorOptions<HubSpotServerOptions> = {}): Promise<HubSpotEmulator> {
   return new HubSpotEmulator(makeWorld(opts), { ...(opts.server ?? {}), port: opts.port, host: opts.host }).start();
 }
 
-export async function startSalesforce(opts: SingleEmulatorOptions<SalesforceServerOptions> = {}): Promise<SalesforceEmulator> {
+export async function startSalesforce(
+  opts: SingleEmulatorOptions<SalesforceServerOptions> = {},
+): Promise<SalesforceEmulator> {
   return new SalesforceEmulator(makeWorld(opts), { ...(opts.server ?? {}), port: opts.port, host: opts.host }).start();
 }
 
 export async function startEmulators(opts: EmulatorOptions = {}): Promise<Emulators> {
   const world = makeWorld(opts);
   const common = opts.faults ?? {};
-  const cc = new ConstantContactEmulator(world, { ...(opts.cc ?? {}), knobs: { ...common, ...(opts.cc?.knobs ?? {}) }, port: opts.ports?.cc, host: opts.host });
-  const hubspot = new HubSpotEmulator(world, { ...(opts.hubspot ?? {}), knobs: { ...common, ...(opts.hubspot?.knobs ?? {}) }, port: opts.ports?.hubspot, host: opts.host });
-  const salesforce = new SalesforceEmulator(world, { ...(opts.salesforce ?? {}), knobs: { ...common, ...(opts.salesforce?.knobs ?? {}) }, port: opts.ports?.salesforce, host: opts.host });
+  const cc = new ConstantContactEmulator(world, {
+    ...(opts.cc ?? {}),
+    knobs: { ...common, ...(opts.cc?.knobs ?? {}) },
+    port: opts.ports?.cc,
+    host: opts.host,
+  });
+  const hubspot = new HubSpotEmulator(world, {
+    ...(opts.hubspot ?? {}),
+    knobs: { ...common, ...(opts.hubspot?.knobs ?? {}) },
+    port: opts.ports?.hubspot,
+    host: opts.host,
+  });
+  const salesforce = new SalesforceEmulator(world, {
+    ...(opts.salesforce ?? {}),
+    knobs: { ...common, ...(opts.salesforce?.knobs ?? {}) },
+    port: opts.ports?.salesforce,
+    host: opts.host,
+  });
   const initial = { cc: { ...cc.knobs }, hubspot: { ...hubspot.knobs }, salesforce: { ...salesforce.knobs } };
   try {
     await Promise.all([cc.start(), hubspot.start(), salesforce.start()]);
@@ -137,7 +213,8 @@ export async function startEmulators(opts: EmulatorOptions = {}): Promise<Emulat
       const shared: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(patch)) {
         if (k === 'cc' || k === 'hubspot' || k === 'salesforce') continue;
-        if (k !== 'expireTokens' && !commonKeys.includes(k)) throw new Error(`unknown common knob "${k}" (vendor knobs go under cc/hubspot/salesforce)`);
+        if (k !== 'expireTokens' && !commonKeys.includes(k))
+          throw new Error(`unknown common knob "${k}" (vendor knobs go under cc/hubspot/salesforce)`);
         shared[k] = v;
       }
       const problems: string[] = [];
@@ -150,7 +227,8 @@ export async function startEmulators(opts: EmulatorOptions = {}): Promise<Emulat
     },
     get: () => ({ cc: { ...cc.knobs }, hubspot: { ...hubspot.knobs }, salesforce: { ...salesforce.knobs } }),
     expireTokens(vendor) {
-      for (const key of ['cc', 'hubspot', 'salesforce'] as const) if (!vendor || vendor === key) servers[key].expireTokens();
+      for (const key of ['cc', 'hubspot', 'salesforce'] as const)
+        if (!vendor || vendor === key) servers[key].expireTokens();
     },
     reset() {
       Object.assign(cc.knobs, initial.cc);
@@ -215,7 +293,10 @@ export interface MinimumCallsOptions {
  * in no lookup; already-unsubscribed ones then need no write). Without them (`hubspotBatchAllowed: false`) the
  * status cannot be read at batch cost, so every secondary match is written.
  */
-export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {}): { cc: number; hubspot: number; salesforce: number; total: number } {
+export function minimumCalls(
+  truth: GroundTruth,
+  opts: MinimumCallsOptions = {},
+): { cc: number; hubspot: number; salesforce: number; total: number } {
   const page = opts.ccPageSize ?? 500;
   const hsBatch = opts.hubspotBatch ?? 100;
   const chunk = opts.sfQueryChunk ?? 100;
@@ -224,11 +305,13 @@ export function minimumCalls(truth: GroundTruth, opts: MinimumCallsOptions = {})
   const cc = Math.max(1, Math.ceil(n / page));
   const batchAllowed = opts.hubspotBatchAllowed !== false;
   const secondaryMatches = truth.hubspot.secondaryMatches.length;
-  const hsWrites = truth.hubspot.emailsToUnsubscribe.length + (batchAllowed ? 0 : truth.hubspot.secondaryAlreadyUnsubscribed.length);
+  const hsWrites =
+    truth.hubspot.emailsToUnsubscribe.length + (batchAllowed ? 0 : truth.hubspot.secondaryAlreadyUnsubscribed.length);
   const statusReads = batchAllowed && opts.hubspotSearch !== false ? Math.ceil(secondaryMatches / hsBatch) : 0;
   const notPrimary = truth.hubspot.secondaryMatches.length + truth.hubspot.missingEmails.length;
   const searches = opts.hubspotSearch === false ? 0 : Math.ceil(notPrimary / (opts.hubspotSearchBatch ?? 100));
-  const hubspot = Math.ceil(n / hsBatch) + searches + statusReads + (batchAllowed ? Math.ceil(hsWrites / hsBatch) : hsWrites);
+  const hubspot =
+    Math.ceil(n / hsBatch) + searches + statusReads + (batchAllowed ? Math.ceil(hsWrites / hsBatch) : hsWrites);
   const sfRecords = truth.salesforce.toSuppress.length + truth.salesforce.personAccountsToSuppress.length;
   const salesforce = objects * Math.ceil(n / chunk) + Math.ceil(sfRecords / 200);
   return { cc, hubspot, salesforce, total: cc + hubspot + salesforce };

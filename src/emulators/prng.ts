@@ -46,7 +46,10 @@ export function createRng(seed: number): Rng {
       return s;
     },
     uuid: () => {
-      const w = (): string => Math.floor(next() * 4294967296).toString(16).padStart(8, '0');
+      const w = (): string =>
+        Math.floor(next() * 4294967296)
+          .toString(16)
+          .padStart(8, '0');
       const h = w() + w() + w() + w();
       const variant = HEX[8 + Math.floor(next() * 4)];
       return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;

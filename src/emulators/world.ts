@@ -238,7 +238,8 @@ export class World {
       this.hsById.set(h.id, h);
       this.hsByNorm.set(h.norm, h);
     }
-    for (const entry of this.data.hubspotAdditional) this.hsByAdditional.set(entry.norm, { contact: this.hsById.get(entry.contactId)!, entry });
+    for (const entry of this.data.hubspotAdditional)
+      this.hsByAdditional.set(entry.norm, { contact: this.hsById.get(entry.contactId)!, entry });
     for (const r of this.data.salesforce) this.indexSf(r);
   }
 
@@ -268,7 +269,8 @@ export class World {
   countHsStatusWrite(norm: string): void {
     const h = this.hsByNorm.get(norm);
     if (h) this.countHsWrite(h.id);
-    else if (this.hsByAdditional.has(norm)) this.hsSecondaryStatusWrites.set(norm, (this.hsSecondaryStatusWrites.get(norm) ?? 0) + 1);
+    else if (this.hsByAdditional.has(norm))
+      this.hsSecondaryStatusWrites.set(norm, (this.hsSecondaryStatusWrites.get(norm) ?? 0) + 1);
     else this.hsOrphanStatusWrites.set(norm, (this.hsOrphanStatusWrites.get(norm) ?? 0) + 1);
   }
 
@@ -290,11 +292,16 @@ export class World {
    * Add a secondary address to a HubSpot contact at run time (tests), appended to its hs_additional_emails
    * as given (mixed case / spaces kept). Refuses an address another contact holds (HubSpot keeps emails unique).
    */
-  addHubSpotAdditionalEmail(contactId: string, email: string, opts: { unsubscribed?: boolean; separator?: string } = {}): HsAdditionalEmail {
+  addHubSpotAdditionalEmail(
+    contactId: string,
+    email: string,
+    opts: { unsubscribed?: boolean; separator?: string } = {},
+  ): HsAdditionalEmail {
     const h = this.hsById.get(contactId);
     if (!h) throw new Error(`addHubSpotAdditionalEmail: no HubSpot contact ${contactId}`);
     const norm = email.trim().toLowerCase();
-    if (this.hsByNorm.has(norm) || this.hsByAdditional.has(norm)) throw new Error(`addHubSpotAdditionalEmail: ${norm} already belongs to a HubSpot contact`);
+    if (this.hsByNorm.has(norm) || this.hsByAdditional.has(norm))
+      throw new Error(`addHubSpotAdditionalEmail: ${norm} already belongs to a HubSpot contact`);
     const cur = h.props.hs_additional_emails;
     h.props.hs_additional_emails = cur ? `${cur}${opts.separator ?? ';'}${email}` : email;
     const unsubscribed = opts.unsubscribed === true;
@@ -319,7 +326,11 @@ export class World {
   }
 
   /** Add a Salesforce record at run time (tests); returns it. */
-  addSalesforceRecord(type: 'Contact' | 'Lead', email: string, fields: Record<string, string | number | boolean | null> = {}): SfRecord {
+  addSalesforceRecord(
+    type: 'Contact' | 'Lead',
+    email: string,
+    fields: Record<string, string | number | boolean | null> = {},
+  ): SfRecord {
     const Id = makeSfId(KEY_PREFIX[type], this.data.nextSfCounter++);
     const nowIso = new Date(this.now()).toISOString();
     const norm = email.trim().toLowerCase();
@@ -336,10 +347,26 @@ export class World {
       CC_Opt_Out_Source__c: null,
       CC_Opt_Out_Reason__c: null,
     };
-    if (type === 'Lead') Object.assign(base, { Company: 'New LLC', Status: 'Open - Not Contacted', IsConverted: false, ConvertedContactId: null, ConvertedDate: null });
+    if (type === 'Lead')
+      Object.assign(base, {
+        Company: 'New LLC',
+        Status: 'Open - Not Contacted',
+        IsConverted: false,
+        ConvertedContactId: null,
+        ConvertedDate: null,
+      });
     else base.AccountId = null;
     Object.assign(base, fields);
-    const rec: SfRecord = { Id, type, fields: base, norm, deleted: false, initialOptOut: base.HasOptedOutOfEmail === true, mixedCase: email !== norm, shape: 'added' };
+    const rec: SfRecord = {
+      Id,
+      type,
+      fields: base,
+      norm,
+      deleted: false,
+      initialOptOut: base.HasOptedOutOfEmail === true,
+      mixedCase: email !== norm,
+      shape: 'added',
+    };
     this.data.salesforce.push(rec);
     this.indexSf(rec);
     return rec;
@@ -350,7 +377,10 @@ export class World {
     const norm = email.trim().toLowerCase();
     const existing = this.hsByNorm.get(norm);
     if (existing) return existing;
-    if (this.hsByAdditional.has(norm)) throw new Error(`addHubSpotContact: ${norm} is already a secondary address of contact ${this.hsByAdditional.get(norm)!.contact.id}`);
+    if (this.hsByAdditional.has(norm))
+      throw new Error(
+        `addHubSpotContact: ${norm} is already a secondary address of contact ${this.hsByAdditional.get(norm)!.contact.id}`,
+      );
     const id = String(this.data.nextHubSpotId++);
     const nowMs = this.now();
     const h: HsContact = {
@@ -374,10 +404,18 @@ export class World {
    * A number picks existing subscribed contacts (preferring ones present in both CRMs); specs pick or create.
    */
   addOptOuts(arg: number | readonly AddOptOutSpec[]): AddedOptOut[] {
-    const specs: AddOptOutSpec[] = typeof arg === 'number' ? this.pickForOptOut(arg).map((c) => ({ contactId: c.id })) : [...arg];
+    const specs: AddOptOutSpec[] =
+      typeof arg === 'number' ? this.pickForOptOut(arg).map((c) => ({ contactId: c.id })) : [...arg];
     const out: AddedOptOut[] = [];
     for (const spec of specs) {
-      const atMs = spec.at === undefined ? this.now() : spec.at instanceof Date ? spec.at.getTime() : typeof spec.at === 'number' ? spec.at : Date.parse(spec.at);
+      const atMs =
+        spec.at === undefined
+          ? this.now()
+          : spec.at instanceof Date
+            ? spec.at.getTime()
+            : typeof spec.at === 'number'
+              ? spec.at
+              : Date.parse(spec.at);
       if (!Number.isFinite(atMs)) throw new Error(`addOptOuts: bad time ${String(spec.at)}`);
       const ms = Math.floor(atMs / 1000) * 1000;
       let c: CcContact | undefined;
@@ -396,7 +434,8 @@ export class World {
             this.addHubSpotAdditionalEmail(holder.id, spec.email.trim());
           } else if (spec.hubspot !== false) this.addHubSpotContact(spec.email.trim().toLowerCase());
           const sf = spec.salesforce ?? 'contact';
-          if (sf !== 'none') this.addSalesforceRecord(sf === 'lead' ? 'Lead' : 'Contact', spec.email.trim().toLowerCase());
+          if (sf !== 'none')
+            this.addSalesforceRecord(sf === 'lead' ? 'Lead' : 'Contact', spec.email.trim().toLowerCase());
         }
       } else {
         throw new Error('addOptOuts: a spec needs email or contactId');
@@ -468,7 +507,9 @@ export class World {
       if (!eligible(c)) continue;
       const norm = c.email!.norm;
       const inHs = this.hsByNorm.has(norm);
-      const inSf = (this.sfByNorm.get(norm) ?? []).some((r) => r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted !== true));
+      const inSf = (this.sfByNorm.get(norm) ?? []).some(
+        (r) => r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted !== true),
+      );
       (inHs && inSf ? both : rest).push(c);
     }
     const chosen: CcContact[] = [];
@@ -531,7 +572,8 @@ export class World {
       const trap = c.updatedMs < e.optOutMs;
       if (trap) {
         hard.updatedAfterTrap.push(ref(c));
-        if ((e.optOutMs >= recentFrom || addedIds.has(c.id)) && e.optOutMs - c.updatedMs > 30 * DAY_MS) hard.recentTrap.push(ref(c));
+        if ((e.optOutMs >= recentFrom || addedIds.has(c.id)) && e.optOutMs - c.updatedMs > 30 * DAY_MS)
+          hard.recentTrap.push(ref(c));
       }
       optOuts.push({
         email: e.norm,
@@ -563,7 +605,13 @@ export class World {
     }
 
     // Salesforce
-    const sf = { toSuppress: [] as string[], alreadySuppressed: [] as string[], convertedLeads: [] as string[], personAccountsToSuppress: [] as string[], untouched: [] as string[] };
+    const sf = {
+      toSuppress: [] as string[],
+      alreadySuppressed: [] as string[],
+      convertedLeads: [] as string[],
+      personAccountsToSuppress: [] as string[],
+      untouched: [] as string[],
+    };
     const sfCovered = new Set<string>();
     const shapes = new Map<string, Set<string>>();
     for (const r of d.salesforce) {
@@ -599,7 +647,8 @@ export class World {
     for (const e of optedOutEmails) {
       if (this.hsByNorm.has(e)) continue;
       const s = this.hsByAdditional.get(e);
-      if (s) secondaryMatches.push({ email: e, contactId: s.contact.id, alreadyUnsubscribed: s.entry.initialUnsubscribed });
+      if (s)
+        secondaryMatches.push({ email: e, contactId: s.contact.id, alreadyUnsubscribed: s.entry.initialUnsubscribed });
     }
     hard.hubspotSecondaryOnly = secondaryMatches.map((m) => m.email);
     const secondaryToUnsubscribe = secondaryMatches.filter((m) => !m.alreadyUnsubscribed).map((m) => m.email);
@@ -699,7 +748,10 @@ export class World {
       expected: secToUnsub.length,
       notUnsubscribed: secNotUnsub,
       unnecessaryWrites: [...this.hsSecondaryStatusWrites.keys()].filter((e) => !secNeeded.has(e)).sort(),
-      repeatedWrites: [...this.hsSecondaryStatusWrites.entries()].filter(([, n]) => n > 1).map(([e]) => e).sort(),
+      repeatedWrites: [...this.hsSecondaryStatusWrites.entries()]
+        .filter(([, n]) => n > 1)
+        .map(([e]) => e)
+        .sort(),
       writes: secWrites,
     };
     const hs = { ...hubspot, ok: hubspot.ok && secondary.ok, secondary };
@@ -708,10 +760,23 @@ export class World {
 
   /** A compact view of the CRM state for /__emulator/state. */
   hubspotState(): {
-    contacts: Array<{ id: string; email: string | null; hs_additional_emails?: string; hs_email_optout: string | null; initialOptOut: boolean; writes: number }>;
+    contacts: Array<{
+      id: string;
+      email: string | null;
+      hs_additional_emails?: string;
+      hs_email_optout: string | null;
+      initialOptOut: boolean;
+      writes: number;
+    }>;
     unsubscribedEmails: string[];
     orphanStatusWrites: Record<string, number>;
-    secondaryAddresses: Array<{ email: string; contactId: string; unsubscribed: boolean; initialUnsubscribed: boolean; writes: number }>;
+    secondaryAddresses: Array<{
+      email: string;
+      contactId: string;
+      unsubscribed: boolean;
+      initialUnsubscribed: boolean;
+      writes: number;
+    }>;
   } {
     return {
       contacts: this.data.hubspot.map((h) => ({
@@ -722,7 +787,9 @@ export class World {
         initialOptOut: h.initialOptOut,
         writes: this.hsWrites.get(h.id) ?? 0,
       })),
-      unsubscribedEmails: sorted([...this.hubspotStatuses.entries()].filter(([, s]) => s.allUnsubMs !== null).map(([e]) => e)),
+      unsubscribedEmails: sorted(
+        [...this.hubspotStatuses.entries()].filter(([, s]) => s.allUnsubMs !== null).map(([e]) => e),
+      ),
       orphanStatusWrites: Object.fromEntries(this.hsOrphanStatusWrites),
       secondaryAddresses: this.data.hubspotAdditional.map((a) => ({
         email: a.norm,
@@ -734,12 +801,26 @@ export class World {
     };
   }
 
-  salesforceState(): { records: Array<{ Id: string; type: string; email: string | null; optedOut: boolean; initialOptOut: boolean; isConverted: boolean; deleted: boolean; writes: number }> } {
+  salesforceState(): {
+    records: Array<{
+      Id: string;
+      type: string;
+      email: string | null;
+      optedOut: boolean;
+      initialOptOut: boolean;
+      isConverted: boolean;
+      deleted: boolean;
+      writes: number;
+    }>;
+  } {
     return {
       records: this.data.salesforce.map((r) => ({
         Id: r.Id,
         type: r.type,
-        email: (r.type === 'Account' ? (r.fields.PersonEmail as string | null | undefined) : (r.fields.Email as string | null)) ?? null,
+        email:
+          (r.type === 'Account'
+            ? (r.fields.PersonEmail as string | null | undefined)
+            : (r.fields.Email as string | null)) ?? null,
         optedOut: World.sfOptedOut(r),
         initialOptOut: r.initialOptOut,
         isConverted: r.fields.IsConverted === true,
@@ -749,4 +830,3 @@ export class World {
     };
   }
 }
-

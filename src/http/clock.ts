@@ -10,7 +10,9 @@ export const systemClock: Clock = {
 };
 
 /** A clock whose sleeps return at once but advance its time: for fast, deterministic tests. */
-export function fakeClock(start: Date = new Date('2026-01-01T00:00:00Z')): Clock & { advance(ms: number): void; slept: number[] } {
+export function fakeClock(
+  start: Date = new Date('2026-01-01T00:00:00Z'),
+): Clock & { advance(ms: number): void; slept: number[] } {
   let t = start.getTime();
   const slept: number[] = [];
   return {

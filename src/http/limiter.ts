@@ -2,7 +2,10 @@ import { Clock, nextUtcMidnight } from './clock';
 
 /** Thrown by `RateLimiter.acquire` when the daily budget is spent. Nothing is retried until `resetAt`. */
 export class BudgetExhausted extends Error {
-  constructor(readonly resetAt: Date, readonly budget: number) {
+  constructor(
+    readonly resetAt: Date,
+    readonly budget: number,
+  ) {
     super(`daily API budget of ${budget} requests is spent; it resets at ${resetAt.toISOString()}`);
     this.name = 'BudgetExhausted';
   }

@@ -20,7 +20,17 @@ export {
   parseJson,
   text,
 } from '../emulators/http';
-export type { CommonKnobs, EmuRequest, EmuResponse, EndpointCount, Handler, Route, RouteKind, ServerOptions, Vendor } from '../emulators/http';
+export type {
+  CommonKnobs,
+  EmuRequest,
+  EmuResponse,
+  EndpointCount,
+  Handler,
+  Route,
+  RouteKind,
+  ServerOptions,
+  Vendor,
+} from '../emulators/http';
 export { World } from '../emulators/world';
 export type { GroundTruth, Verification, WorldOptions } from '../emulators/world';
 export { MIN_CONTACTS, splitAdditionalEmails } from '../emulators/dataset';

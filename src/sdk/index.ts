@@ -77,7 +77,15 @@ export function isBudgetExhausted(e: unknown): e is Error & { resetAt: Date; bud
 
 // ------------------------------------------------------------------------------------------ the halt error
 export type HaltKind = 'auth' | 'rate-limit' | 'quota' | 'unavailable' | 'config' | 'fatal' | 'bad-request';
-export const HALT_KINDS: readonly HaltKind[] = ['auth', 'rate-limit', 'quota', 'unavailable', 'config', 'fatal', 'bad-request'];
+export const HALT_KINDS: readonly HaltKind[] = [
+  'auth',
+  'rate-limit',
+  'quota',
+  'unavailable',
+  'config',
+  'fatal',
+  'bad-request',
+];
 
 /** The brand `isTargetHalt` looks for: the same symbol in every copy of this module (Symbol.for). */
 export const HALT_BRAND: unique symbol = Symbol.for('cc-optout.halt') as never;
@@ -119,7 +127,8 @@ export class TargetHalt extends Error implements HaltInfo {
   constructor(kind: HaltKind, message: string, opts?: HaltOptions);
   constructor(a: HaltKind | (HaltInfo & HaltOptions), message?: string, opts: HaltOptions = {}) {
     // (an Error's `message` is not enumerable: read the fields, never spread a halt)
-    const info: HaltInfo & HaltOptions = typeof a === 'string' ? { kind: a, message: message ?? a, retryAt: opts.retryAt, outcomes: opts.outcomes } : a;
+    const info: HaltInfo & HaltOptions =
+      typeof a === 'string' ? { kind: a, message: message ?? a, retryAt: opts.retryAt, outcomes: opts.outcomes } : a;
     super(info.message);
     this.name = 'TargetHalt';
     this.kind = info.kind;
@@ -142,7 +151,12 @@ export interface HaltLike extends HaltInfo {
 export function isTargetHalt(e: unknown): e is HaltLike {
   if (!e || typeof e !== 'object') return false;
   const x = e as Record<string | symbol, unknown>;
-  return x[HALT_BRAND] === true && typeof x.kind === 'string' && (HALT_KINDS as readonly string[]).includes(x.kind) && typeof x.message === 'string';
+  return (
+    x[HALT_BRAND] === true &&
+    typeof x.kind === 'string' &&
+    (HALT_KINDS as readonly string[]).includes(x.kind) &&
+    typeof x.message === 'string'
+  );
 }
 
 // ------------------------------------------------------------------------------------------ capabilities
@@ -196,7 +210,13 @@ export interface SingleFlight<T> {
 export interface HttpCapabilities {
   limiter(opts: Omit<RateLimiterOptions, 'clock'> & { clock?: Clock }): Limiter;
   /** Run `fn` until it succeeds, `classify` says stop, or attempts run out (exponential backoff, full jitter). */
-  retry<T>(fn: (attempt: number) => Promise<T>, classify: (err: unknown) => RetryDecision, policy: RetryPolicy, clock?: Clock, hooks?: RetryHooks): Promise<T>;
+  retry<T>(
+    fn: (attempt: number) => Promise<T>,
+    classify: (err: unknown) => RetryDecision,
+    policy: RetryPolicy,
+    clock?: Clock,
+    hooks?: RetryHooks,
+  ): Promise<T>;
   singleFlight<T>(fn: () => Promise<T>): SingleFlight<T>;
 }
 
@@ -316,8 +336,10 @@ export function defineConnector<C>(c: Connector<C>): Connector<C> {
 
 /** What a plugin module exports: `connector`, or `connectors` (several), or a default export of either. */
 // `any`: a module's connectors each have their own config type, which the loader checks structurally
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type PluginModule = { connector: Connector<any> } | { connectors: readonly Connector<any>[] } | { default: Connector<any> };
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export type PluginModule =
+  { connector: Connector<any> } | { connectors: readonly Connector<any>[] } | { default: Connector<any> };
+/* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** SDK contract version: a plugin may compare it; the core refuses nothing yet. */
 export const SDK_VERSION = 1;

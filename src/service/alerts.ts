@@ -61,9 +61,15 @@ export const MAX_ATTEMPTS = 2;
  * or back) yields one notification to every webhook; an earlier notification still owed (its state unchanged
  * since) is retried to the webhooks that failed. Conditions not observed this time keep their state.
  */
-export function evaluateAlerts(prev: AlertState, conditions: readonly Condition[], now: Date, hookCount: number): { next: AlertState; notify: Notification[] } {
+export function evaluateAlerts(
+  prev: AlertState,
+  conditions: readonly Condition[],
+  now: Date,
+  hookCount: number,
+): { next: AlertState; notify: Notification[] } {
   const next: AlertState = {};
-  for (const [k, v] of Object.entries(prev)) next[k] = { ...v, ...(v.pending ? { pending: { ...v.pending, hooks: [...v.pending.hooks] } } : {}) };
+  for (const [k, v] of Object.entries(prev))
+    next[k] = { ...v, ...(v.pending ? { pending: { ...v.pending, hooks: [...v.pending.hooks] } } : {}) };
   const notify: Notification[] = [];
   const all = [...Array(hookCount).keys()];
   const seen = new Set<string>();
@@ -74,36 +80,69 @@ export function evaluateAlerts(prev: AlertState, conditions: readonly Condition[
     if (c.active !== wasActive) {
       const state: AlertStateName = c.active ? 'firing' : 'resolved';
       // an ending condition is described as it was when it began (its summary then), unless there is none
-      const summary = c.active ? c.summary : before?.summary ?? c.summary;
+      const summary = c.active ? c.summary : (before?.summary ?? c.summary);
       next[c.key] = { active: c.active, since: now.toISOString(), summary, ...(c.target ? { target: c.target } : {}) };
-      if (hookCount > 0) notify.push({ key: c.key, state, summary, target: c.target, since: now.toISOString(), hooks: all, retry: false });
+      if (hookCount > 0)
+        notify.push({
+          key: c.key,
+          state,
+          summary,
+          target: c.target,
+          since: now.toISOString(),
+          hooks: all,
+          retry: false,
+        });
       continue;
     }
     if (c.active && before) next[c.key] = { ...next[c.key]!, summary: c.summary };
     const owed = before?.pending;
     if (owed && before && owed.attempts < MAX_ATTEMPTS && owed.state === (before.active ? 'firing' : 'resolved')) {
       const hooks = owed.hooks.filter((i) => i < hookCount);
-      if (hooks.length > 0) notify.push({ key: c.key, state: owed.state, summary: before.summary, target: before.target, since: before.since, hooks, retry: true });
+      if (hooks.length > 0)
+        notify.push({
+          key: c.key,
+          state: owed.state,
+          summary: before.summary,
+          target: before.target,
+          since: before.since,
+          hooks,
+          retry: true,
+        });
     }
   }
   // owed notifications of conditions not judged this time are retried too (their state is what was stored)
   for (const [k, v] of Object.entries(prev)) {
     if (seen.has(k) || !v.pending || v.pending.attempts >= MAX_ATTEMPTS) continue;
     const hooks = v.pending.hooks.filter((i) => i < hookCount);
-    if (hooks.length > 0) notify.push({ key: k, state: v.pending.state, summary: v.summary, target: v.target, since: v.since, hooks, retry: true });
+    if (hooks.length > 0)
+      notify.push({
+        key: k,
+        state: v.pending.state,
+        summary: v.summary,
+        target: v.target,
+        since: v.since,
+        hooks,
+        retry: true,
+      });
   }
   return { next, notify };
 }
 
 /** Record what the webhook calls did: failures are owed (once more), successes and exhausted retries are not. */
-export function settleAlerts(state: AlertState, results: readonly { n: Notification; failed: readonly number[] }[]): AlertState {
+export function settleAlerts(
+  state: AlertState,
+  results: readonly { n: Notification; failed: readonly number[] }[],
+): AlertState {
   const out: AlertState = { ...state };
   for (const { n, failed } of results) {
     const e = out[n.key];
     if (!e) continue;
     const attempts = n.retry ? (e.pending?.attempts ?? 1) + 1 : 1;
     const { pending: _drop, ...rest } = e;
-    out[n.key] = failed.length > 0 && attempts < MAX_ATTEMPTS ? { ...rest, pending: { state: n.state, attempts, hooks: [...failed] } } : rest;
+    out[n.key] =
+      failed.length > 0 && attempts < MAX_ATTEMPTS
+        ? { ...rest, pending: { state: n.state, attempts, hooks: [...failed] } }
+        : rest;
   }
   return out;
 }
@@ -120,7 +159,9 @@ export function maskUrl(url: string): string {
 
 export function notificationText(n: Notification): string {
   const what = n.state === 'firing' ? 'FIRING' : 'RESOLVED';
-  return redact(`[cc-optout on ${os.hostname()}] ${what}: ${n.summary}${n.state === 'resolved' ? ' (recovered)' : ''} (since ${n.since})`);
+  return redact(
+    `[cc-optout on ${os.hostname()}] ${what}: ${n.summary}${n.state === 'resolved' ? ' (recovered)' : ''} (since ${n.since})`,
+  );
 }
 
 export function webhookBody(n: Notification, format: 'slack' | 'json'): unknown {
@@ -142,7 +183,12 @@ export type Post = (url: string, body: unknown, timeoutMs: number) => Promise<vo
 
 /** POST JSON with axios: a 2xx is success; anything else (status, timeout, refused) throws. No redirects. */
 export const axiosPost: Post = async (url, body, timeoutMs) => {
-  await axios.post(url, body, { timeout: timeoutMs, maxRedirects: 0, headers: { 'content-type': 'application/json' }, validateStatus: (s) => s >= 200 && s < 300 });
+  await axios.post(url, body, {
+    timeout: timeoutMs,
+    maxRedirects: 0,
+    headers: { 'content-type': 'application/json' },
+    validateStatus: (s) => s >= 200 && s < 300,
+  });
 };
 
 export const ALERTS_KV_KEY = 'alerts';
@@ -189,7 +235,12 @@ export class Alerter {
             const hook = this.hooks[i]!;
             try {
               await this.post(hook.url, webhookBody(n, hook.format), hook.timeoutSeconds * 1000);
-              this.logger.info('alert sent', { alert: n.key, state: n.state, webhook: maskUrl(hook.url), retry: n.retry });
+              this.logger.info('alert sent', {
+                alert: n.key,
+                state: n.state,
+                webhook: maskUrl(hook.url),
+                retry: n.retry,
+              });
             } catch (err) {
               failed.push(i);
               this.logger.warn('alert webhook failed; the run goes on', {

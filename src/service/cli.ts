@@ -37,17 +37,27 @@ export function checkRunOptions(o: RunOpts): string[] {
     const p = cronProblem(o.cron);
     if (p) problems.push(`--cron: ${p}`);
   }
-  if (o.listen !== undefined && parseListen(o.listen) === null) problems.push(`--listen: got ${JSON.stringify(o.listen)}, expected host:port such as 127.0.0.1:9464 (port 0 = any free port)`);
+  if (o.listen !== undefined && parseListen(o.listen) === null)
+    problems.push(
+      `--listen: got ${JSON.stringify(o.listen)}, expected host:port such as 127.0.0.1:9464 (port 0 = any free port)`,
+    );
   return problems;
 }
 
 export function registerServiceCommands(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
   program
     .command('run')
-    .description('run as a service: sync on a schedule, serve /healthz, /readyz and /metrics, send alerts (stops cleanly on SIGTERM/SIGINT)')
+    .description(
+      'run as a service: sync on a schedule, serve /healthz, /readyz and /metrics, send alerts (stops cleanly on SIGTERM/SIGINT)',
+    )
     .option('--every <duration>', 'sync every duration: 30s, 5m, 1h, 1h30m (default: service.every, else 5m)')
     .option('--cron <pattern>', 'sync on a cron pattern instead, e.g. "*/5 * * * *" (default: service.cron)')
-    .addOption(new Option('--listen <host:port>', 'HTTP address (default: service.listen, else 127.0.0.1:9464; port 0 = any free port)'))
+    .addOption(
+      new Option(
+        '--listen <host:port>',
+        'HTTP address (default: service.listen, else 127.0.0.1:9464; port 0 = any free port)',
+      ),
+    )
     .action(async (o: RunOpts) => {
       const problems = checkRunOptions(o);
       if (problems.length) throw new h.ExitError(2, problems.join('\n'));
@@ -56,7 +66,8 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
       const level: LogLevel = program.getOptionValueSource('logLevel') === 'default' ? 'info' : opts.logLevel;
       const logger = createLogger({ format: opts.logFormat, level });
       // the service section with the options applied is checked before the store is opened (exit 2, nothing written)
-      if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory()) throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
+      if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory())
+        throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
       const registry = createRegistry();
       const config = loadConfig(opts.config, process.env, registry);
       const base = config.service ?? resolveService(undefined);
@@ -95,7 +106,10 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
           await runner.start();
         } catch (err) {
           const { host, port } = runner.listenAddress();
-          throw new h.ExitError(2, `service.listen: cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`);
+          throw new h.ExitError(
+            2,
+            `service.listen: cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`,
+          );
         }
         await done;
       } finally {

@@ -19,7 +19,9 @@ export interface MetricsDeps {
 }
 
 /** Lag buckets (seconds): seconds for a service polling every minute, up to days for a CRM outage. */
-export const LAG_BUCKETS = [5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 43_200, 86_400, 259_200, 604_800];
+export const LAG_BUCKETS = [
+  5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 43_200, 86_400, 259_200, 604_800,
+];
 
 export class ServiceMetrics {
   readonly registry = new Registry();
@@ -37,16 +39,35 @@ export class ServiceMetrics {
     const r = this.registry;
     const now = deps.now ?? (() => new Date());
     collectDefaultMetrics({ register: r, prefix: PREFIX });
-    this.runs = new Counter({ name: `${PREFIX}runs_total`, help: 'Sync runs made by this process, by result (ok, incomplete, interrupted, failed)', labelNames: ['result'], registers: [r] });
+    this.runs = new Counter({
+      name: `${PREFIX}runs_total`,
+      help: 'Sync runs made by this process, by result (ok, incomplete, interrupted, failed)',
+      labelNames: ['result'],
+      registers: [r],
+    });
     this.ticksSkipped = new Counter({
       name: `${PREFIX}ticks_skipped_total`,
       help: 'Scheduled ticks that started no run: overlap (a run was in progress), backoff (after failures), locked (another run held the store)',
       labelNames: ['reason'],
       registers: [r],
     });
-    this.optOutsDetected = new Counter({ name: `${PREFIX}optouts_detected_total`, help: 'New opt-outs detected in Constant Contact (committed to the outbox)', registers: [r] });
-    this.deliveries = new Counter({ name: `${PREFIX}deliveries_total`, help: 'Delivery outcomes per target and outcome', labelNames: ['target', 'outcome'], registers: [r] });
-    this.apiCalls = new Counter({ name: `${PREFIX}api_calls_total`, help: 'API calls per vendor', labelNames: ['vendor'], registers: [r] });
+    this.optOutsDetected = new Counter({
+      name: `${PREFIX}optouts_detected_total`,
+      help: 'New opt-outs detected in Constant Contact (committed to the outbox)',
+      registers: [r],
+    });
+    this.deliveries = new Counter({
+      name: `${PREFIX}deliveries_total`,
+      help: 'Delivery outcomes per target and outcome',
+      labelNames: ['target', 'outcome'],
+      registers: [r],
+    });
+    this.apiCalls = new Counter({
+      name: `${PREFIX}api_calls_total`,
+      help: 'API calls per vendor',
+      labelNames: ['vendor'],
+      registers: [r],
+    });
     this.lag = new Histogram({
       name: `${PREFIX}optout_to_crm_write_lag_seconds`,
       help: 'Time from the opt-out in Constant Contact to the first CRM write (applied records)',
@@ -54,9 +75,23 @@ export class ServiceMetrics {
       buckets: LAG_BUCKETS,
       registers: [r],
     });
-    this.runDuration = new Histogram({ name: `${PREFIX}run_duration_seconds`, help: 'Duration of sync runs', buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600], registers: [r] });
-    this.lastSuccess = new Gauge({ name: `${PREFIX}last_successful_sync_timestamp_seconds`, help: 'Unix time of the last sync that finished with everything delivered (exit 0)', registers: [r] });
-    this.halted = new Gauge({ name: `${PREFIX}target_halted`, help: '1 when the target stopped the last run (auth, quota, outage, config), else 0', labelNames: ['target'], registers: [r] });
+    this.runDuration = new Histogram({
+      name: `${PREFIX}run_duration_seconds`,
+      help: 'Duration of sync runs',
+      buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600],
+      registers: [r],
+    });
+    this.lastSuccess = new Gauge({
+      name: `${PREFIX}last_successful_sync_timestamp_seconds`,
+      help: 'Unix time of the last sync that finished with everything delivered (exit 0)',
+      registers: [r],
+    });
+    this.halted = new Gauge({
+      name: `${PREFIX}target_halted`,
+      help: '1 when the target stopped the last run (auth, quota, outage, config), else 0',
+      labelNames: ['target'],
+      registers: [r],
+    });
     for (const t of deps.targets) this.halted.set({ target: t }, 0);
     const store = deps.store;
     const statusOf = () => store.targetStatus(deps.targets, now());

@@ -53,7 +53,14 @@ class Html {
   }
 }
 
-const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;', '`': '&#96;' };
+const ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+  '`': '&#96;',
+};
 
 /** Text for HTML content and quoted attribute values. */
 export function escapeHtml(v: unknown): string {
@@ -143,8 +150,17 @@ export function lagChart(points: readonly LagPoint[], targets: readonly string[]
   const T = 16;
   const B = 40;
   if (points.length === 0) {
-    return html`<svg id="lag-chart" role="img" aria-label="lag chart: no sync deliveries yet" width="${W}" height="80" viewBox="0 0 ${W} 80" xmlns="http://www.w3.org/2000/svg">
-<text x="${W / 2}" y="44" text-anchor="middle" fill="#666">no CRM writes of synced opt-outs yet</text></svg>`;
+    return html`<svg
+      id="lag-chart"
+      role="img"
+      aria-label="lag chart: no sync deliveries yet"
+      width="${W}"
+      height="80"
+      viewBox="0 0 ${W} 80"
+      xmlns="http://www.w3.org/2000/svg"
+    >
+      <text x="${W / 2}" y="44" text-anchor="middle" fill="#666">no CRM writes of synced opt-outs yet</text>
+    </svg>`;
   }
   const xs = points.map((p) => Date.parse(p.writtenAt));
   let x0 = Math.min(...xs);
@@ -167,18 +183,38 @@ export function lagChart(points: readonly LagPoint[], targets: readonly string[]
   const xTicks = [x0, (x0 + x1) / 2, x1];
   const fmt = (t: number): string => new Date(t).toISOString().replace('T', ' ').slice(0, 16) + 'Z';
   const shownTargets = targets.filter((t) => points.some((p) => p.target === t));
-  return html`<svg id="lag-chart" role="img" aria-label="lag from opt-out to CRM write over time" width="${W}" height="${H + 24}" viewBox="0 0 ${W} ${H + 24}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">
-<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fafafa" stroke="#ccc"/>
-${yTicks.map(([s, label]) => html`<line x1="${L}" x2="${W - R}" y1="${py(s).toFixed(1)}" y2="${py(s).toFixed(1)}" stroke="#e4e4e4"/><text x="${L - 6}" y="${(py(s) + 4).toFixed(1)}" text-anchor="end" fill="#444">${label}</text>`)}
-${xTicks.map((t, i) => html`<text x="${px(t).toFixed(1)}" y="${H - B + 16}" text-anchor="${i === 0 ? 'start' : i === 2 ? 'end' : 'middle'}" fill="#444">${fmt(t)}</text>`)}
-<text x="${L + (W - L - R) / 2}" y="${H - 6}" text-anchor="middle" fill="#444">CRM write time (UTC)</text>
-<text transform="translate(14 ${T + (H - T - B) / 2}) rotate(-90)" text-anchor="middle" fill="#444">lag (log scale)</text>
-${points.map(
-  (p) =>
-    html`<circle class="lag-point" cx="${px(Date.parse(p.writtenAt)).toFixed(1)}" cy="${py(p.lagSeconds).toFixed(1)}" r="3" fill="${colour(p.target)}" fill-opacity="0.7"><title>${p.target}: written ${p.writtenAt}, ${humanDuration(p.lagSeconds)} after the opt-out</title></circle>`,
-)}
-${shownTargets.map((t, i) => html`<circle cx="${L + 8 + i * 150}" cy="${H + 12}" r="5" fill="${colour(t)}"/><text x="${L + 18 + i * 150}" y="${H + 16}" fill="#222">${t}</text>`)}
-</svg>`;
+  return html`<svg
+    id="lag-chart"
+    role="img"
+    aria-label="lag from opt-out to CRM write over time"
+    width="${W}"
+    height="${H + 24}"
+    viewBox="0 0 ${W} ${H + 24}"
+    xmlns="http://www.w3.org/2000/svg"
+    font-family="sans-serif"
+    font-size="11"
+  >
+    <rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fafafa" stroke="#ccc" />
+    ${yTicks.map(([s, label]) => html`<line x1="${L}" x2="${W - R}" y1="${py(s).toFixed(1)}" y2="${py(s).toFixed(1)}" stroke="#e4e4e4" /><text x="${L - 6}" y="${(py(s) + 4).toFixed(1)}" text-anchor="end" fill="#444">${label}</text>`)}
+    ${xTicks.map((t, i) => html`<text x="${px(t).toFixed(1)}" y="${H - B + 16}" text-anchor="${i === 0 ? 'start' : i === 2 ? 'end' : 'middle'}" fill="#444">${fmt(t)}</text>`)}
+    <text x="${L + (W - L - R) / 2}" y="${H - 6}" text-anchor="middle" fill="#444">CRM write time (UTC)</text>
+    <text transform="translate(14 ${T + (H - T - B) / 2}) rotate(-90)" text-anchor="middle" fill="#444">
+      lag (log scale)
+    </text>
+    ${points.map(
+      (p) =>
+        html`<circle
+          class="lag-point"
+          cx="${px(Date.parse(p.writtenAt)).toFixed(1)}"
+          cy="${py(p.lagSeconds).toFixed(1)}"
+          r="3"
+          fill="${colour(p.target)}"
+          fill-opacity="0.7"
+          ><title>${p.target}: written ${p.writtenAt}, ${humanDuration(p.lagSeconds)} after the opt-out</title></circle
+        >`,
+    )}
+    ${shownTargets.map((t, i) => html`<circle cx="${L + 8 + i * 150}" cy="${H + 12}" r="5" fill="${colour(t)}" /><text x="${L + 18 + i * 150}" y="${H + 16}" fill="#222">${t}</text>`)}
+  </svg>`;
 }
 
 // ------------------------------------------------------------------------------------------- the page
@@ -198,9 +234,20 @@ form.inline{display:inline} button{cursor:pointer} .auth{float:right;font-size:.
 
 function page(nonce: string, title: string, body: Html): string {
   return html`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>${title}</title><style nonce="${nonce}">${new Html(STYLE)}</style></head>
-<body>${body}</body></html>`.value;
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width,initial-scale=1" />
+        <meta name="referrer" content="no-referrer" />
+        <title>${title}</title>
+        <style nonce="${nonce}">
+          ${new Html(STYLE)}
+        </style>
+      </head>
+      <body>
+        ${body}
+      </body>
+    </html>`.value;
 }
 
 interface PageState {
@@ -217,61 +264,124 @@ function targetSection(store: StateStore, st: TargetStatus, index: number, s: Pa
   const offset = Math.max(0, Math.min(s.offsets[st.target] ?? 0, Math.max(0, st.parked - 1)));
   const parked: ParkedRow[] = st.parked > 0 ? store.parkedOutbox(st.target, pageSize, offset) : [];
   const canRequeue = s.auth.via !== null;
-  const age = st.oldestQueuedOptOutAt ? humanDuration((s.now.getTime() - Date.parse(st.oldestQueuedOptOutAt)) / 1000) : null;
+  const age = st.oldestQueuedOptOutAt
+    ? humanDuration((s.now.getTime() - Date.parse(st.oldestQueuedOptOutAt)) / 1000)
+    : null;
   const requeueForm = (email: string | null, label: string): Html =>
-    html`<form class="inline requeue" method="post" action="${s.prefix}/requeue"><input type="hidden" name="target" value="${st.target}">${
-      email !== null ? html`<input type="hidden" name="email" value="${email}">` : ''
-    }<input type="hidden" name="csrf" value="${s.csrf}"><button type="submit">${label}</button></form>`;
+    html`<form class="inline requeue" method="post" action="${s.prefix}/requeue">
+      <input type="hidden" name="target" value="${st.target}" />${
+        email !== null ? html`<input type="hidden" name="email" value="${email}" />` : ''
+      }<input type="hidden" name="csrf" value="${s.csrf}" /><button type="submit">${label}</button>
+    </form>`;
   const link = (o: number, label: string): Html =>
-    html`<a href="${s.prefix}?${new URLSearchParams({ target: st.target, offset: String(o) }).toString()}#target-${index}">${label}</a>`;
+    html`<a
+      href="${s.prefix}?${new URLSearchParams({ target: st.target, offset: String(o) }).toString()}#target-${index}"
+      >${label}</a
+    >`;
   const pager =
     st.parked > pageSize
-      ? html`<p class="pager">showing ${offset + 1}–${offset + parked.length} of ${st.parked}
-         ${offset > 0 ? link(Math.max(0, offset - pageSize), '← previous') : ''} ${offset + pageSize < st.parked ? link(offset + pageSize, 'next →') : ''}</p>`
+      ? html`<p class="pager">
+          showing ${offset + 1}–${offset + parked.length} of ${st.parked}
+          ${offset > 0 ? link(Math.max(0, offset - pageSize), '← previous') : ''}
+          ${offset + pageSize < st.parked ? link(offset + pageSize, 'next →') : ''}
+        </p>`
       : '';
   return html`<section class="target" id="target-${index}" data-target="${st.target}">
-<h3>${st.target}</h3>
-<div class="stats">
-<span>queued <b class="queued">${st.queued}</b> (due ${st.due})</span>
-<span>oldest queued opt-out: <b class="oldest">${age ?? '—'}</b>${st.oldestQueuedOptOutAt ? html` <span class="muted">(${st.oldestQueuedOptOutAt})</span>` : ''}</span>
-<span>parked <b class="parked">${st.parked}</b></span>
-<span>delivered: ${countsText(st.done)}</span>
-${st.lastDeliveredAt ? html`<span class="muted">last delivery ${st.lastDeliveredAt}</span>` : ''}
-</div>
-${
-  st.parked > 0
-    ? html`<h4>Parked (fix the cause, then requeue)${canRequeue ? html` ${requeueForm(null, `Requeue all ${st.parked} parked`)}` : ''}</h4>
-<table class="parked-table"><thead><tr><th>email</th><th>reason</th><th>parked at</th><th class="num">attempts</th>${canRequeue ? html`<th></th>` : ''}</tr></thead><tbody>
-${parked.map(
-  (r) =>
-    html`<tr class="parked-row" data-email="${r.email}"><td class="email">${r.email}</td><td class="reason">${r.reason ?? 'no reason given'}</td><td>${r.parkedAt ?? ''}</td><td class="num">${r.attempts}</td>${
-      canRequeue ? html`<td>${requeueForm(r.email, 'Requeue')}</td>` : ''
-    }</tr>`,
-)}
-</tbody></table>${pager}`
-    : html`<p class="muted">nothing parked</p>`
-}
-</section>`;
+    <h3>${st.target}</h3>
+    <div class="stats">
+      <span>queued <b class="queued">${st.queued}</b> (due ${st.due})</span>
+      <span
+        >oldest queued opt-out:
+        <b class="oldest">${age ?? '—'}</b
+        >${st.oldestQueuedOptOutAt ? html` <span class="muted">(${st.oldestQueuedOptOutAt})</span>` : ''}</span
+      >
+      <span>parked <b class="parked">${st.parked}</b></span>
+      <span>delivered: ${countsText(st.done)}</span>
+      ${st.lastDeliveredAt ? html`<span class="muted">last delivery ${st.lastDeliveredAt}</span>` : ''}
+    </div>
+    ${
+      st.parked > 0
+        ? html`<h4>
+              Parked (fix the cause, then
+              requeue)${canRequeue ? html` ${requeueForm(null, `Requeue all ${st.parked} parked`)}` : ''}
+            </h4>
+            <table class="parked-table">
+              <thead>
+                <tr>
+                  <th>email</th>
+                  <th>reason</th>
+                  <th>parked at</th>
+                  <th class="num">attempts</th>
+                  ${canRequeue ? html`<th></th>` : ''}
+                </tr>
+              </thead>
+              <tbody>
+                ${parked.map(
+                  (r) =>
+                    html`<tr class="parked-row" data-email="${r.email}">
+                      <td class="email">${r.email}</td>
+                      <td class="reason">${r.reason ?? 'no reason given'}</td>
+                      <td>${r.parkedAt ?? ''}</td>
+                      <td class="num">${r.attempts}</td>
+                      ${canRequeue ? html`<td>${requeueForm(r.email, 'Requeue')}</td>` : ''}
+                    </tr>`,
+                )}
+              </tbody>
+            </table>
+            ${pager}`
+        : html`<p class="muted">nothing parked</p>`
+    }
+  </section>`;
 }
 
 function runsTable(runs: readonly RunRecord[]): Html {
   if (runs.length === 0) return html`<p class="muted" id="runs">no runs recorded yet</p>`;
-  return html`<table id="runs"><thead><tr><th>#</th><th>kind</th><th>status</th><th>started</th><th class="num">duration</th><th>outcomes per target</th><th>API calls</th><th>error</th></tr></thead><tbody>
-${runs.map((r) => {
-  const d = durationSeconds(r);
-  return html`<tr class="run" data-run="${r.id}"><td>${r.id}</td><td>${runLabel(r)}</td><td class="status-${r.status}">${r.status}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}</td><td>${r.startedAt}</td><td class="num">${d === null ? '' : `${d.toFixed(1)} s`}</td>
-<td>${Object.entries(r.counts).map(([t, c]) => html`<div>${t}: ${countsText(c)}</div>`)}</td><td>${countsText(r.apiCalls)}</td><td class="reason">${r.error ?? ''}</td></tr>`;
-})}
-</tbody></table>`;
+  return html`<table id="runs">
+    <thead>
+      <tr>
+        <th>#</th>
+        <th>kind</th>
+        <th>status</th>
+        <th>started</th>
+        <th class="num">duration</th>
+        <th>outcomes per target</th>
+        <th>API calls</th>
+        <th>error</th>
+      </tr>
+    </thead>
+    <tbody>
+      ${runs.map((r) => {
+        const d = durationSeconds(r);
+        return html`<tr class="run" data-run="${r.id}">
+          <td>${r.id}</td>
+          <td>${runLabel(r)}</td>
+          <td class="status-${r.status}">${r.status}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}</td>
+          <td>${r.startedAt}</td>
+          <td class="num">${d === null ? '' : `${d.toFixed(1)} s`}</td>
+          <td>${Object.entries(r.counts).map(([t, c]) => html`<div>${t}: ${countsText(c)}</div>`)}</td>
+          <td>${countsText(r.apiCalls)}</td>
+          <td class="reason">${r.error ?? ''}</td>
+        </tr>`;
+      })}
+    </tbody>
+  </table>`;
 }
 
 function authBox(s: PageState): Html {
   if (!s.auth.enabled) return html`<div class="auth muted">read-only (no <code>service.token</code> configured)</div>`;
   if (s.auth.via === 'session') {
-    return html`<div class="auth">signed in: requeue enabled <form class="inline" method="post" action="${s.prefix}/logout"><input type="hidden" name="csrf" value="${s.csrf}"><button type="submit">Sign out</button></form></div>`;
+    return html`<div class="auth">
+      signed in: requeue enabled
+      <form class="inline" method="post" action="${s.prefix}/logout">
+        <input type="hidden" name="csrf" value="${s.csrf}" /><button type="submit">Sign out</button>
+      </form>
+    </div>`;
   }
   if (s.auth.via === 'bearer') return html`<div class="auth">authorised by bearer token</div>`;
-  return html`<form class="auth" id="sign-in" method="post" action="${s.prefix}/login"><label>service token <input type="password" name="token" autocomplete="current-password" required></label> <button type="submit">Sign in to requeue</button></form>`;
+  return html`<form class="auth" id="sign-in" method="post" action="${s.prefix}/login">
+    <label>service token <input type="password" name="token" autocomplete="current-password" required /></label>
+    <button type="submit">Sign in to requeue</button>
+  </form>`;
 }
 
 function renderStatusPage(deps: StatusPageDeps, names: readonly string[], s: PageState, nonce: string): string {
@@ -280,20 +390,27 @@ function renderStatusPage(deps: StatusPageDeps, names: readonly string[], s: Pag
   const runs = store.recentRuns(deps.runsShown ?? 20, s.now);
   const lag = store.lagPoints(2000);
   const p = s.prefix;
-  const body = html`${authBox(s)}<h1>cc-optout status</h1>
-<p class="muted">generated ${s.now.toISOString()} · read-only unless signed in</p>
-${s.flash ? html`<p class="flash" role="status">${s.flash}</p>` : ''}${s.error ? html`<p class="warn" role="alert">${s.error}</p>` : ''}
-<h2>Targets</h2>
-${statuses.map((st, i) => targetSection(store, st, i, s, deps.parkedPageSize ?? 20))}
-<h2>Last runs</h2>
-${runsTable(runs)}
-<h2>Lag from opt-out to CRM write</h2>
-<p class="muted">first CRM write of each opt-out a sync queued (a backfill's lag is the opt-out's age, so it is left out); the newest ${lag.length}</p>
-${lagChart(lag, names)}
-<h2>Audit</h2>
-<p id="audit-downloads">the same export as <code>cc-optout audit</code>: per record and target
-<a href="${p}/audit.csv" download>CSV</a> · <a href="${p}/audit.json" download>JSON</a>; every delivery (<code>--history</code>)
-<a href="${p}/audit.csv?history=1" download>CSV</a> · <a href="${p}/audit.json?history=1" download>JSON</a>. Add <code>?run=N</code> for one run.</p>`;
+  const body = html`${authBox(s)}
+    <h1>cc-optout status</h1>
+    <p class="muted">generated ${s.now.toISOString()} · read-only unless signed in</p>
+    ${s.flash ? html`<p class="flash" role="status">${s.flash}</p>` : ''}${s.error ? html`<p class="warn" role="alert">${s.error}</p>` : ''}
+    <h2>Targets</h2>
+    ${statuses.map((st, i) => targetSection(store, st, i, s, deps.parkedPageSize ?? 20))}
+    <h2>Last runs</h2>
+    ${runsTable(runs)}
+    <h2>Lag from opt-out to CRM write</h2>
+    <p class="muted">
+      first CRM write of each opt-out a sync queued (a backfill's lag is the opt-out's age, so it is left out); the
+      newest ${lag.length}
+    </p>
+    ${lagChart(lag, names)}
+    <h2>Audit</h2>
+    <p id="audit-downloads">
+      the same export as <code>cc-optout audit</code>: per record and target <a href="${p}/audit.csv" download>CSV</a> ·
+      <a href="${p}/audit.json" download>JSON</a>; every delivery (<code>--history</code>)
+      <a href="${p}/audit.csv?history=1" download>CSV</a> · <a href="${p}/audit.json?history=1" download>JSON</a>. Add
+      <code>?run=N</code> for one run.
+    </p>`;
   return page(nonce, 'cc-optout status', body);
 }
 
@@ -307,14 +424,16 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
   const now = deps.now ?? (() => new Date());
   // a per-process key: sessions end when the service restarts, and the cookie is never the token itself
   const key = crypto.randomBytes(32);
-  const derive = (purpose: string): string => (token ? crypto.createHmac('sha256', key).update(`${purpose}\0${token}`).digest('base64url') : '');
+  const derive = (purpose: string): string =>
+    token ? crypto.createHmac('sha256', key).update(`${purpose}\0${token}`).digest('base64url') : '';
   const session = derive('session');
   const csrf = derive('csrf');
 
   const authOf = (req: FastifyRequest): Auth => {
     if (!token) return { enabled: false, via: null };
     const h = req.headers.authorization;
-    if (typeof h === 'string' && /^Bearer\s+/i.test(h) && sameSecret(h.replace(/^Bearer\s+/i, ''), token)) return { enabled: true, via: 'bearer' };
+    if (typeof h === 'string' && /^Bearer\s+/i.test(h) && sameSecret(h.replace(/^Bearer\s+/i, ''), token))
+      return { enabled: true, via: 'bearer' };
     const c = cookies(req)[COOKIE];
     if (c && sameSecret(c, session)) return { enabled: true, via: 'session' };
     return { enabled: true, via: null };
@@ -342,13 +461,21 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
 
   const secure = (reply: FastifyReply, nonce: string): FastifyReply =>
     reply
-      .header('content-security-policy', `default-src 'none'; style-src 'nonce-${nonce}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`)
+      .header(
+        'content-security-policy',
+        `default-src 'none'; style-src 'nonce-${nonce}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+      )
       .header('x-content-type-options', 'nosniff')
       .header('referrer-policy', 'no-referrer')
       .header('x-frame-options', 'DENY')
       .header('cache-control', 'no-store');
 
-  const showPage = (req: FastifyRequest, reply: FastifyReply, code: number, extra: { flash?: string | null; error?: string | null } = {}): FastifyReply => {
+  const showPage = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    code: number,
+    extra: { flash?: string | null; error?: string | null } = {},
+  ): FastifyReply => {
     const q = req.query as Record<string, string | undefined>;
     const offsets: Record<string, number> = {};
     if (q.target && names.includes(q.target) && /^\d{1,9}$/.test(q.offset ?? '')) offsets[q.target] = Number(q.offset);
@@ -360,74 +487,117 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
       prefix,
       now: now(),
       offsets,
-      flash: extra.flash ?? (requeued !== null ? `re-queued ${requeued} parked record(s); the next sync delivers them` : null),
+      flash:
+        extra.flash ??
+        (requeued !== null ? `re-queued ${requeued} parked record(s); the next sync delivers them` : null),
       error: extra.error ?? null,
     };
     if (mustSignIn(state.auth)) {
-      const body = html`${authBox(state)}<h1>cc-optout status</h1>
-<p class="muted">sign in with the service token to see the outbox, parked records, runs and audit</p>
-${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
-      return secure(reply, nonce).code(401).type('text/html; charset=utf-8').send(page(nonce, 'cc-optout status', body));
+      const body = html`${authBox(state)}
+        <h1>cc-optout status</h1>
+        <p class="muted">sign in with the service token to see the outbox, parked records, runs and audit</p>
+        ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
+      return secure(reply, nonce)
+        .code(401)
+        .type('text/html; charset=utf-8')
+        .send(page(nonce, 'cc-optout status', body));
     }
-    return secure(reply, nonce).code(code).type('text/html; charset=utf-8').send(renderStatusPage(deps, names, state, nonce));
+    return secure(reply, nonce)
+      .code(code)
+      .type('text/html; charset=utf-8')
+      .send(renderStatusPage(deps, names, state, nonce));
   };
 
-  const bodyOf = (req: FastifyRequest): Record<string, unknown> => (req.body && typeof req.body === 'object' ? (req.body as Record<string, unknown>) : {});
+  const bodyOf = (req: FastifyRequest): Record<string, unknown> =>
+    req.body && typeof req.body === 'object' ? (req.body as Record<string, unknown>) : {};
 
   void app.register(async (scope) => {
     // HTML forms post application/x-www-form-urlencoded; parsed here only (this plugin's scope)
-    scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, body, done) => {
-      done(null, Object.fromEntries(new URLSearchParams(body as string)));
-    });
+    scope.addContentTypeParser(
+      'application/x-www-form-urlencoded',
+      { parseAs: 'string', bodyLimit: 16 * 1024 },
+      (_req, body, done) => {
+        done(null, Object.fromEntries(new URLSearchParams(body as string)));
+      },
+    );
 
     scope.get(prefix, async (req, reply) => showPage(req, reply, 200));
 
     scope.post(`${prefix}/login`, async (req, reply) => {
       const body = bodyOf(req);
       if (!token) return showPage(req, reply, 401, { error: 'requeue is disabled: no service.token is configured' });
-      if (typeof body.token !== 'string' || !sameSecret(body.token, token)) return showPage(req, reply, 401, { error: 'wrong token' });
+      if (typeof body.token !== 'string' || !sameSecret(body.token, token))
+        return showPage(req, reply, 401, { error: 'wrong token' });
       const secureFlag = req.protocol === 'https' ? '; Secure' : '';
       return reply
-        .header('set-cookie', `${COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=${prefix}; Max-Age=${SESSION_HOURS * 3600}${secureFlag}`)
+        .header(
+          'set-cookie',
+          `${COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=${prefix}; Max-Age=${SESSION_HOURS * 3600}${secureFlag}`,
+        )
         .redirect(prefix, 303);
     });
 
     scope.post(`${prefix}/logout`, async (req, reply) => {
       if (!postAuthorised(req, bodyOf(req))) return showPage(req, reply, 401, { error: 'not signed in' });
-      return reply.header('set-cookie', `${COOKIE}=; HttpOnly; SameSite=Strict; Path=${prefix}; Max-Age=0`).redirect(prefix, 303);
+      return reply
+        .header('set-cookie', `${COOKIE}=; HttpOnly; SameSite=Strict; Path=${prefix}; Max-Age=0`)
+        .redirect(prefix, 303);
     });
 
     scope.post(`${prefix}/requeue`, async (req, reply) => {
       const body = bodyOf(req);
       const bearer = authOf(req).via === 'bearer';
       const refuse = (code: number, error: string): FastifyReply =>
-        bearer || !String(req.headers.accept ?? '').includes('text/html') ? reply.code(code).send({ error }) : showPage(req, reply, code, { error });
+        bearer || !String(req.headers.accept ?? '').includes('text/html')
+          ? reply.code(code).send({ error })
+          : showPage(req, reply, code, { error });
       if (!postAuthorised(req, body)) {
-        return refuse(401, token ? 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)' : 'requeue is disabled: no service.token is configured');
+        return refuse(
+          401,
+          token
+            ? 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)'
+            : 'requeue is disabled: no service.token is configured',
+        );
       }
       const target = body.target;
-      if (typeof target !== 'string' || !names.includes(target)) return refuse(400, `target: expected one of ${names.join(', ')}, got ${JSON.stringify(target ?? null)}`);
+      if (typeof target !== 'string' || !names.includes(target))
+        return refuse(400, `target: expected one of ${names.join(', ')}, got ${JSON.stringify(target ?? null)}`);
       const email = body.email;
-      if (email !== undefined && (typeof email !== 'string' || email === '')) return refuse(400, 'email: expected a parked email address');
-      const n = deps.store.requeueParkedRecords({ target, emails: typeof email === 'string' ? [email] : null, now: now().toISOString(), via: 'status-page' });
+      if (email !== undefined && (typeof email !== 'string' || email === ''))
+        return refuse(400, 'email: expected a parked email address');
+      const n = deps.store.requeueParkedRecords({
+        target,
+        emails: typeof email === 'string' ? [email] : null,
+        now: now().toISOString(),
+        via: 'status-page',
+      });
       if (bearer) return reply.send({ requeued: n, target, ...(typeof email === 'string' ? { email } : {}) });
       return reply.redirect(`${prefix}?requeued=${n}`, 303);
     });
 
     for (const format of ['csv', 'json'] as const) {
       scope.get(`${prefix}/audit.${format}`, async (req, reply) => {
-        if (mustSignIn(authOf(req))) return reply.code(401).send({ error: 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)' });
+        if (mustSignIn(authOf(req)))
+          return reply
+            .code(401)
+            .send({
+              error: 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)',
+            });
         const q = req.query as Record<string, string | undefined>;
         const history = q.history === '1' || q.history === 'true';
         let runId: number | null = null;
         if (q.run !== undefined) {
-          if (!/^\d{1,15}$/.test(q.run) || !deps.store.getRun(Number(q.run))) return reply.code(400).send({ error: `run: no such run ${JSON.stringify(q.run)}` });
+          if (!/^\d{1,15}$/.test(q.run) || !deps.store.getRun(Number(q.run)))
+            return reply.code(400).send({ error: `run: no such run ${JSON.stringify(q.run)}` });
           runId = Number(q.run);
         }
         let since: string | null = null;
         if (q.since !== undefined) {
           const t = Date.parse(q.since);
-          if (Number.isNaN(t)) return reply.code(400).send({ error: `since: expected a date such as 2024-06-01, got ${JSON.stringify(q.since)}` });
+          if (Number.isNaN(t))
+            return reply
+              .code(400)
+              .send({ error: `since: expected a date such as 2024-06-01, got ${JSON.stringify(q.since)}` });
           since = new Date(t).toISOString();
         }
         const { text } = auditExport(deps.store, { format, since, history, runId });

@@ -73,7 +73,12 @@ export class ServiceRunner {
     this.now = o.now ?? (() => new Date());
     this.log = o.logger.child({ component: 'service' });
     const { config, store } = o.app;
-    this.metrics = new ServiceMetrics({ store, targets: config.targets.map((t) => t.name), dailyBudget: config.source.rateLimit.dailyBudget, now: this.now });
+    this.metrics = new ServiceMetrics({
+      store,
+      targets: config.targets.map((t) => t.name),
+      dailyBudget: config.source.rateLimit.dailyBudget,
+      now: this.now,
+    });
     // the last good sync before this process started (a restart must not look like "never")
     const prior = store.recentRuns(50).find((r) => r.kind === 'sync' && !r.dryRun && r.exitCode === 0 && r.finishedAt);
     if (prior?.finishedAt) {
@@ -88,7 +93,14 @@ export class ServiceRunner {
       metricsContentType: this.metrics.registry.contentType,
       logger: this.log,
     });
-    registerStatusPage(this.server, { store, targets: config.targets, token: o.service.token, prefix: STATUS_PREFIX, privateView: true, now: this.now });
+    registerStatusPage(this.server, {
+      store,
+      targets: config.targets,
+      token: o.service.token,
+      prefix: STATUS_PREFIX,
+      privateView: true,
+      now: this.now,
+    });
   }
 
   listenAddress(): { host: string; port: number } {
@@ -100,7 +112,11 @@ export class ServiceRunner {
     const { host, port } = this.o.service.listen;
     const address = await this.server.listen({ host, port });
     if (this.stopping) return address;
-    this.log.info('service listening', { address, schedule: this.o.service.schedule.text, auth: this.o.service.token ? 'bearer token' : 'none (loopback only)' });
+    this.log.info('service listening', {
+      address,
+      schedule: this.o.service.schedule.text,
+      auth: this.o.service.token ? 'bearer token' : 'none (loopback only)',
+    });
     this.tick();
     this.scheduler = startScheduler(this.o.service.schedule, () => this.tick());
     return address;
@@ -117,7 +133,10 @@ export class ServiceRunner {
     const now = this.now();
     if (this.notBefore && now < this.notBefore) {
       this.metrics.ticksSkipped.inc({ reason: 'backoff' });
-      this.log.info('tick skipped: backing off after failed runs', { failures: this.failures, until: this.notBefore.toISOString() });
+      this.log.info('tick skipped: backing off after failed runs', {
+        failures: this.failures,
+        until: this.notBefore.toISOString(),
+      });
       void this.updateAlerts();
       return;
     }
@@ -147,7 +166,11 @@ export class ServiceRunner {
       this.metrics.runs.inc({ result: 'failed' });
       this.lastRun = { finishedAt: this.now().toISOString(), runId: null, fatal: message, reauth, summary: null };
       this.failed(null);
-      this.log.error('run failed', { error: message, failures: this.failures, nextRunNotBefore: this.notBefore?.toISOString() });
+      this.log.error('run failed', {
+        error: message,
+        failures: this.failures,
+        nextRunNotBefore: this.notBefore?.toISOString(),
+      });
       await this.updateAlerts();
       return;
     }
@@ -165,7 +188,10 @@ export class ServiceRunner {
     const quotaStop = !summary.detection.complete && !!summary.detection.retryAt;
     if (!interrupted && (allHalted || quotaStop)) {
       // nothing can progress until the earliest time any vendor named (or the backoff, when none did)
-      const dates = [...(quotaStop ? [summary.detection.retryAt!] : []), ...(allHalted ? targets.map((t) => t.retryAt ?? '') : [])];
+      const dates = [
+        ...(quotaStop ? [summary.detection.retryAt!] : []),
+        ...(allHalted ? targets.map((t) => t.retryAt ?? '') : []),
+      ];
       const retryAt = dates.every(Boolean) ? dates.sort()[0] : null;
       this.failed(retryAt ?? null);
     } else if (!interrupted) {
@@ -177,7 +203,8 @@ export class ServiceRunner {
       }
     }
     const delivered: Record<string, number> = {};
-    for (const [name, t] of Object.entries(summary.targets)) delivered[name] = Object.values(t.outcomes).reduce((a, n) => a + (n ?? 0), 0);
+    for (const [name, t] of Object.entries(summary.targets))
+      delivered[name] = Object.values(t.outcomes).reduce((a, n) => a + (n ?? 0), 0);
     this.log.info('run finished', {
       runId: summary.runId,
       exitCode: summary.exitCode,
@@ -186,7 +213,11 @@ export class ServiceRunner {
       detection: summary.detection.mode,
       newOptOuts: summary.detection.newOptOuts,
       delivered,
-      halted: Object.fromEntries(Object.entries(summary.targets).filter(([, t]) => t.halted).map(([n, t]) => [n, t.halted])),
+      halted: Object.fromEntries(
+        Object.entries(summary.targets)
+          .filter(([, t]) => t.halted)
+          .map(([n, t]) => [n, t.halted]),
+      ),
       ...(this.notBefore ? { failures: this.failures, nextRunNotBefore: this.notBefore.toISOString() } : {}),
     });
     await this.updateAlerts();
@@ -203,30 +234,57 @@ export class ServiceRunner {
     const out: Condition[] = [];
     const last = this.lastRun;
     if (last) {
-      out.push({ key: 'run-fatal', active: last.fatal !== null, summary: last.fatal ? `a sync run failed: ${last.fatal}` : 'sync runs complete again' });
+      out.push({
+        key: 'run-fatal',
+        active: last.fatal !== null,
+        summary: last.fatal ? `a sync run failed: ${last.fatal}` : 'sync runs complete again',
+      });
       // only a run that reached Constant Contact's token says anything about it
       if (last.reauth || last.summary) {
         out.push({
           key: 'cc-reauth',
           active: last.reauth,
-          summary: last.reauth ? `Constant Contact refresh token revoked: run \`cc-optout auth constant-contact\` (${last.fatal})` : 'Constant Contact authorised again',
+          summary: last.reauth
+            ? `Constant Contact refresh token revoked: run \`cc-optout auth constant-contact\` (${last.fatal})`
+            : 'Constant Contact authorised again',
         });
       }
       for (const [name, t] of Object.entries(last.summary?.targets ?? {})) {
-        out.push({ key: `target-halted:${name}`, target: name, active: !!t.halted, summary: t.halted ? `target ${name} halted (${haltKind(t.halted)}): ${t.halted}` : `target ${name} delivers again` });
+        out.push({
+          key: `target-halted:${name}`,
+          target: name,
+          active: !!t.halted,
+          summary: t.halted
+            ? `target ${name} halted (${haltKind(t.halted)}): ${t.halted}`
+            : `target ${name} delivers again`,
+        });
       }
     }
     const minutes = this.o.service.alerts.oldestQueuedMinutes;
     const now = this.now().getTime();
-    for (const s of store.targetStatus(config.targets.map((t) => t.name), this.now())) {
-      out.push({ key: `parked:${s.target}`, target: s.target, active: s.parked > 0, summary: s.parked > 0 ? `target ${s.target}: ${s.parked} record(s) parked (see \`cc-optout status\`; \`cc-optout requeue\` after fixing the cause)` : `target ${s.target}: no parked records` });
+    for (const s of store.targetStatus(
+      config.targets.map((t) => t.name),
+      this.now(),
+    )) {
+      out.push({
+        key: `parked:${s.target}`,
+        target: s.target,
+        active: s.parked > 0,
+        summary:
+          s.parked > 0
+            ? `target ${s.target}: ${s.parked} record(s) parked (see \`cc-optout status\`; \`cc-optout requeue\` after fixing the cause)`
+            : `target ${s.target}: no parked records`,
+      });
       const at = s.oldestQueuedAt ? Date.parse(s.oldestQueuedAt) : NaN;
       const ageMin = Number.isNaN(at) ? 0 : (now - at) / 60_000;
       out.push({
         key: `oldest-queued:${s.target}`,
         target: s.target,
         active: ageMin > minutes,
-        summary: ageMin > minutes ? `target ${s.target}: the oldest queued row has waited ${Math.round(ageMin)} min (threshold ${minutes} min; ${s.queued} queued)` : `target ${s.target}: queue within ${minutes} min`,
+        summary:
+          ageMin > minutes
+            ? `target ${s.target}: the oldest queued row has waited ${Math.round(ageMin)} min (threshold ${minutes} min; ${s.queued} queued)`
+            : `target ${s.target}: queue within ${minutes} min`,
       });
     }
     return out;
@@ -265,7 +323,8 @@ export class ServiceRunner {
     const last = this.lastRun;
     if (!last) reasons.push('waiting for the first run to finish');
     else {
-      if (last.reauth) reasons.push(`Constant Contact credentials: ${last.fatal} (run \`cc-optout auth constant-contact\`)`);
+      if (last.reauth)
+        reasons.push(`Constant Contact credentials: ${last.fatal} (run \`cc-optout auth constant-contact\`)`);
       else if (last.fatal) reasons.push(`last run failed: ${last.fatal}`);
       for (const [name, t] of Object.entries(last.summary?.targets ?? {})) {
         if (t.halted && ['auth', 'config'].includes(haltKind(t.halted))) reasons.push(`target ${name}: ${t.halted}`);
@@ -275,7 +334,14 @@ export class ServiceRunner {
       ready: reasons.length === 0,
       reasons,
       host: os.hostname(),
-      lastRun: last ? { finishedAt: last.finishedAt, runId: last.runId, exitCode: last.summary?.exitCode ?? null, fatal: last.fatal } : null,
+      lastRun: last
+        ? {
+            finishedAt: last.finishedAt,
+            runId: last.runId,
+            exitCode: last.summary?.exitCode ?? null,
+            fatal: last.fatal,
+          }
+        : null,
       lastSuccessfulSyncAt: this.lastSuccessAt,
       nextRunAt: this.scheduler?.next()?.toISOString() ?? null,
       backingOffUntil: this.notBefore && this.notBefore > this.now() ? this.notBefore.toISOString() : null,

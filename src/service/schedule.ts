@@ -18,7 +18,8 @@ export function parseEvery(v: string): number | string {
     return `expected a duration such as 30s, 5m, 1h or 1h30m, got ${JSON.stringify(v)}`;
   }
   const s = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
-  if (s < EVERY_MIN_SECONDS || s > EVERY_MAX_SECONDS) return `expected a duration from 1s to 24h, got ${JSON.stringify(v)}`;
+  if (s < EVERY_MIN_SECONDS || s > EVERY_MAX_SECONDS)
+    return `expected a duration from 1s to 24h, got ${JSON.stringify(v)}`;
   return s;
 }
 
@@ -34,7 +35,8 @@ export function cronProblem(expr: string): string | null {
   }
 }
 
-export type Schedule = { kind: 'every'; seconds: number; text: string } | { kind: 'cron'; pattern: string; text: string };
+export type Schedule =
+  { kind: 'every'; seconds: number; text: string } | { kind: 'cron'; pattern: string; text: string };
 
 /** The default when neither `--every`/`--cron` nor `service.every`/`service.cron` is given. */
 export const DEFAULT_EVERY = '5m';

@@ -21,7 +21,9 @@ export const STATUS_PREFIX = '/status';
 export function bearerMatches(header: string | string[] | undefined, token: string): boolean {
   const value = Array.isArray(header) ? header[0] : header;
   const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(value ?? '');
-  const given = createHash('sha256').update(m ? m[1]! : '').digest();
+  const given = createHash('sha256')
+    .update(m ? m[1]! : '')
+    .digest();
   const wanted = createHash('sha256').update(token).digest();
   // evaluated in full before combining: no early exit on a missing header
   const same = timingSafeEqual(given, wanted);
@@ -55,7 +57,10 @@ export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
     // the status page checks the token itself (a browser signs in once and carries a session cookie)
     if (route === STATUS_PREFIX || route.startsWith(`${STATUS_PREFIX}/`)) return;
     if (!bearerMatches(req.headers.authorization, deps.token)) {
-      await reply.code(401).header('www-authenticate', 'Bearer realm="cc-optout"').send({ error: 'unauthorized: send Authorization: Bearer <service.token>' });
+      await reply
+        .code(401)
+        .header('www-authenticate', 'Bearer realm="cc-optout"')
+        .send({ error: 'unauthorized: send Authorization: Bearer <service.token>' });
     }
   });
   app.get('/healthz', async () => ({ status: 'ok' }));

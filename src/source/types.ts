@@ -89,7 +89,10 @@ export class ReauthorizationRequired extends Error {
 
 /** Constant Contact's daily quota (`quota_exceeded`) or our own daily budget is spent. Stops detection cleanly. */
 export class QuotaExceeded extends Error {
-  constructor(readonly resetAt: Date, message: string) {
+  constructor(
+    readonly resetAt: Date,
+    message: string,
+  ) {
     super(message);
     this.name = 'QuotaExceeded';
   }
@@ -97,7 +100,11 @@ export class QuotaExceeded extends Error {
 
 /** Any other failure talking to the source after retries (status, vendor error key, message). */
 export class SourceError extends Error {
-  constructor(message: string, readonly status?: number, readonly errorKey?: string) {
+  constructor(
+    message: string,
+    readonly status?: number,
+    readonly errorKey?: string,
+  ) {
     super(message);
     this.name = 'SourceError';
   }

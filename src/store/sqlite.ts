@@ -270,8 +270,16 @@ interface RunDbRow {
   error: string | null;
 }
 
-function runResultColumns(r: RunResult | undefined): { counts: string | null; apiCalls: string | null; variant: string | null } {
-  return { counts: r ? JSON.stringify(r.counts) : null, apiCalls: r ? JSON.stringify(r.apiCalls) : null, variant: r?.variant ?? null };
+function runResultColumns(r: RunResult | undefined): {
+  counts: string | null;
+  apiCalls: string | null;
+  variant: string | null;
+} {
+  return {
+    counts: r ? JSON.stringify(r.counts) : null,
+    apiCalls: r ? JSON.stringify(r.apiCalls) : null,
+    variant: r?.variant ?? null,
+  };
 }
 
 const CHUNK = 500;
@@ -372,7 +380,9 @@ export class SqliteStateStore implements StateStore {
       ON CONFLICT(target, email) DO UPDATE SET state = 'queued', attempts = 0, next_attempt_at = excluded.next_attempt_at,
         last_error = NULL, enqueued_at = excluded.enqueued_at, origin = excluded.origin
       WHERE outbox.state != 'queued'`);
-    const leave = this.sql(`UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`);
+    const leave = this.sql(
+      `UPDATE opt_outs SET state = 'left', left_at = @now WHERE email = @email AND state = 'active'`,
+    );
     const touch = this.sql(`UPDATE opt_outs SET last_seen_at = @now WHERE email = @email`);
     const markDeleted = this.sql(`UPDATE opt_outs SET deleted = 1 WHERE email = @email AND state = 'active'`);
     const event = this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`);
@@ -383,14 +393,22 @@ export class SqliteStateStore implements StateStore {
       this.checkFence();
       for (const o of c.added) {
         upsert.run({ ...o, deleted: o.deleted ? 1 : 0, now: c.now });
-        for (const target of c.targets) enqueue.run({ target, email: o.email, now: c.now, runId: c.runId, optedOutAt: o.optedOutAt });
-        event.run(c.runId, 'opt-out-detected', o.email, JSON.stringify({ contactId: o.contactId, optedOutAt: o.optedOutAt, source: o.source }), c.now);
+        for (const target of c.targets)
+          enqueue.run({ target, email: o.email, now: c.now, runId: c.runId, optedOutAt: o.optedOutAt });
+        event.run(
+          c.runId,
+          'opt-out-detected',
+          o.email,
+          JSON.stringify({ contactId: o.contactId, optedOutAt: o.optedOutAt, source: o.source }),
+          c.now,
+        );
       }
       for (const r of c.resubscribed) {
         const email = typeof r === 'string' ? r : r.email;
         const info = leave.run({ email, now: c.now });
         if (info.changes > 0) {
-          const detail = typeof r === 'string' ? null : JSON.stringify({ contactId: r.contactId, permission: r.permission });
+          const detail =
+            typeof r === 'string' ? null : JSON.stringify({ contactId: r.contactId, permission: r.permission });
           event.run(c.runId, 'left-unsubscribed-set', email, detail, c.now);
         }
       }
@@ -402,7 +420,13 @@ export class SqliteStateStore implements StateStore {
 
   // ------------------------------------------------------------------------------------------ outbox
 
-  enqueueKnown(input: { runId: number; targets: readonly string[]; since: string | null; redeliver: boolean; now: string }): number {
+  enqueueKnown(input: {
+    runId: number;
+    targets: readonly string[];
+    since: string | null;
+    redeliver: boolean;
+    now: string;
+  }): number {
     let n = 0;
     const insert = this.sql(`
       INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, opted_out_at_cached, origin)
@@ -425,12 +449,11 @@ export class SqliteStateStore implements StateStore {
 
   backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[] {
     const rows = this.sql(
-        `SELECT p.* FROM opt_outs p LEFT JOIN outbox o ON o.email = p.email AND o.target = @target
+      `SELECT p.* FROM opt_outs p LEFT JOIN outbox o ON o.email = p.email AND o.target = @target
          WHERE p.state = 'active' AND (@since IS NULL OR p.opted_out_at >= @since)
            AND (o.email IS NULL OR (@redeliver = 1 AND o.state = 'done'))
          ORDER BY p.opted_out_at, p.email`,
-      )
-      .all({ target, since, redeliver: redeliver ? 1 : 0 }) as OptOutDbRow[];
+    ).all({ target, since, redeliver: redeliver ? 1 : 0 }) as OptOutDbRow[];
     return rows.map(toOptOut);
   }
 
@@ -452,14 +475,18 @@ export class SqliteStateStore implements StateStore {
   }
 
   dueOutbox(target: string, now: Date, limit: number): OutboxRow[] {
-    const rows = this.sql(this.outboxSelect(`o.target = ? AND o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, p.opted_out_at LIMIT ?`))
-      .all(target, now.toISOString(), limit) as OutboxDbRow[];
+    const rows = this.sql(
+      this.outboxSelect(
+        `o.target = ? AND o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at, p.opted_out_at LIMIT ?`,
+      ),
+    ).all(target, now.toISOString(), limit) as OutboxDbRow[];
     return rows.map((r) => this.toOutboxRow(r));
   }
 
   queuedOutbox(target: string, limit: number, offset: number): OutboxRow[] {
-    const rows = this.sql(this.outboxSelect(`o.target = ? AND o.state = 'queued' ORDER BY p.opted_out_at, p.email LIMIT ? OFFSET ?`))
-      .all(target, limit, offset) as OutboxDbRow[];
+    const rows = this.sql(
+      this.outboxSelect(`o.target = ? AND o.state = 'queued' ORDER BY p.opted_out_at, p.email LIMIT ? OFFSET ?`),
+    ).all(target, limit, offset) as OutboxDbRow[];
     return rows.map((r) => this.toOutboxRow(r));
   }
 
@@ -481,7 +508,9 @@ export class SqliteStateStore implements StateStore {
       UPDATE outbox SET state = 'parked', outcome = 'failed-permanent', record_ids = @ids, last_error = @msg,
         attempts = attempts + 1, completed_at = @at
       WHERE target = @target AND email = @email AND state = 'queued'`);
-    const getAttempts = this.sql(`SELECT attempts FROM outbox WHERE target = ? AND email = ? AND state = 'queued'`).pluck();
+    const getAttempts = this.sql(
+      `SELECT attempts FROM outbox WHERE target = ? AND email = ? AND state = 'queued'`,
+    ).pluck();
     const retry = this.sql(`
       UPDATE outbox SET attempts = @attempts, next_attempt_at = @next, last_error = @msg, outcome = 'failed-retryable'
       WHERE target = @target AND email = @email AND state = 'queued'`);
@@ -496,7 +525,14 @@ export class SqliteStateStore implements StateStore {
         history.run({ runId: input.runId, target, email: o.email, kind: o.kind, ids, msg, at });
         if (isFinal(o.kind)) {
           // a closed row keeps no error; it shows how its records were matched, when the connector says
-          done.run({ kind: o.kind, ids, at, target, email: o.email, note: o.matchedBy ? `matched by ${o.matchedBy}` : null });
+          done.run({
+            kind: o.kind,
+            ids,
+            at,
+            target,
+            email: o.email,
+            note: o.matchedBy ? `matched by ${o.matchedBy}` : null,
+          });
         } else if (o.kind === 'failed-permanent') {
           park.run({ ids, msg, at, target, email: o.email });
         } else if (input.deferUntil) {
@@ -506,10 +542,22 @@ export class SqliteStateStore implements StateStore {
           if (prev === undefined) continue;
           const attempts = prev + 1;
           if (attempts >= policy.maxAttempts) {
-            park.run({ ids, msg: `gave up after ${attempts} attempts: ${msg ?? 'retryable failure'}`, at, target, email: o.email });
+            park.run({
+              ids,
+              msg: `gave up after ${attempts} attempts: ${msg ?? 'retryable failure'}`,
+              at,
+              target,
+              email: o.email,
+            });
           } else {
             const delay = backoffSeconds(attempts, policy.backoffBaseSeconds, policy.backoffMaxSeconds, random);
-            retry.run({ attempts, next: new Date(now.getTime() + delay * 1000).toISOString(), msg, target, email: o.email });
+            retry.run({
+              attempts,
+              next: new Date(now.getTime() + delay * 1000).toISOString(),
+              msg,
+              target,
+              email: o.email,
+            });
           }
         }
       }
@@ -520,22 +568,35 @@ export class SqliteStateStore implements StateStore {
     return this.requeueParkedRecords({ target, now, via: 'cli' });
   }
 
-  requeueParkedRecords(input: { target: string | null; emails?: readonly string[] | null; now: string; via: string }): number {
+  requeueParkedRecords(input: {
+    target: string | null;
+    emails?: readonly string[] | null;
+    now: string;
+    via: string;
+  }): number {
     const { target, now, via } = input;
-    const select = this.db.prepare(`SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND (@target IS NULL OR target = @target)`);
-    const one = this.db.prepare(`SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND target = @target AND email = @email`);
+    const select = this.db.prepare(
+      `SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND (@target IS NULL OR target = @target)`,
+    );
+    const one = this.db.prepare(
+      `SELECT target, email, last_error FROM outbox WHERE state = 'parked' AND target = @target AND email = @email`,
+    );
     const requeue = this.db.prepare(
       `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, outcome = NULL, origin = 'requeue'
        WHERE state = 'parked' AND target = @target AND email = @email`,
     );
-    const event = this.db.prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'requeued', ?, ?, ?)`);
+    const event = this.db.prepare(
+      `INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'requeued', ?, ?, ?)`,
+    );
     return this.db.transaction(() => {
       this.checkFence();
       type Row = { target: string; email: string; last_error: string | null };
       let rows: Row[];
       if (input.emails) {
         if (target === null) throw new Error('requeueParkedRecords: emails need a target');
-        rows = input.emails.map((email) => one.get({ target, email }) as Row | undefined).filter((r): r is Row => r !== undefined);
+        rows = input.emails
+          .map((email) => one.get({ target, email }) as Row | undefined)
+          .filter((r): r is Row => r !== undefined);
       } else rows = select.all({ target }) as Row[];
       let n = 0;
       for (const r of rows) {
@@ -552,38 +613,63 @@ export class SqliteStateStore implements StateStore {
         `SELECT o.target, o.email, p.opted_out_at, o.completed_at, o.attempts, o.last_error FROM outbox o JOIN opt_outs p ON p.email = o.email
          WHERE o.target = ? AND o.state = 'parked' ORDER BY p.opted_out_at, o.email LIMIT ? OFFSET ?`,
       )
-      .all(target, limit, offset) as { target: string; email: string; opted_out_at: string; completed_at: string | null; attempts: number; last_error: string | null }[];
-    return rows.map((r) => ({ target: r.target, email: r.email, optedOutAt: r.opted_out_at, parkedAt: r.completed_at, attempts: r.attempts, reason: r.last_error }));
+      .all(target, limit, offset) as {
+      target: string;
+      email: string;
+      opted_out_at: string;
+      completed_at: string | null;
+      attempts: number;
+      last_error: string | null;
+    }[];
+    return rows.map((r) => ({
+      target: r.target,
+      email: r.email,
+      optedOutAt: r.opted_out_at,
+      parkedAt: r.completed_at,
+      attempts: r.attempts,
+      reason: r.last_error,
+    }));
   }
 
   requeueNotFound(closedBefore: string, now: string): number {
     this.checkFence();
     return this.sql(
-        `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
+      `UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = @now, last_error = NULL
          WHERE state = 'done' AND outcome = 'not-found' AND completed_at < @closedBefore
            AND email IN (SELECT email FROM opt_outs WHERE state = 'active')`,
-      )
-      .run({ closedBefore, now }).changes;
+    ).run({ closedBefore, now }).changes;
   }
 
   deferQueued(target: string, until: string): number {
     this.checkFence();
-    return this.sql(`UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`)
-      .run(until, target, until).changes;
+    return this.sql(
+      `UPDATE outbox SET next_attempt_at = ? WHERE target = ? AND state = 'queued' AND next_attempt_at < ?`,
+    ).run(until, target, until).changes;
   }
 
   countDue(target: string, now: Date, limit = -1): number {
-    return this.sql(`SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ? LIMIT ?)`)
+    return this.sql(
+      `SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ? LIMIT ?)`,
+    )
       .pluck()
       .get(target, now.toISOString(), limit) as number;
   }
 
   targetStatus(targets: readonly string[], now: Date): TargetStatus[] {
     // the counts kept by migration 6's triggers: one read of a table with a row per (target, state, outcome)
-    const counts = this.sql(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0`).all() as { target: string; state: string; outcome: string; n: number }[];
-    const oldest = this.sql(`SELECT MIN(opted_out_at_cached) FROM outbox WHERE target = ? AND state = 'queued'`).pluck();
+    const counts = this.sql(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0`).all() as {
+      target: string;
+      state: string;
+      outcome: string;
+      n: number;
+    }[];
+    const oldest = this.sql(
+      `SELECT MIN(opted_out_at_cached) FROM outbox WHERE target = ? AND state = 'queued'`,
+    ).pluck();
     const last = this.sql(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`).pluck();
-    const oldestEnqueued = this.sql(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`).pluck();
+    const oldestEnqueued = this.sql(
+      `SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`,
+    ).pluck();
     return targets.map((target) => {
       const done: Record<string, number> = {};
       let queued = 0;
@@ -616,9 +702,8 @@ export class SqliteStateStore implements StateStore {
   setCheckpoint(key: string, value: string, now: string): void {
     this.checkFence();
     this.sql(
-        `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
-      )
-      .run(key, value, now);
+      `INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+    ).run(key, value, now);
   }
 
   kv(namespace: string): KeyValue {
@@ -642,7 +727,9 @@ export class SqliteStateStore implements StateStore {
       // the caller holds the run lock: no other run can still be going, whatever its row says
       const id = Number(
         this.db
-          .prepare(`INSERT INTO runs (kind, dry_run, started_at, status, owner, pid, host) VALUES (?, ?, ?, 'running', ?, ?, ?)`)
+          .prepare(
+            `INSERT INTO runs (kind, dry_run, started_at, status, owner, pid, host) VALUES (?, ?, ?, 'running', ?, ?, ?)`,
+          )
           .run(kind, dryRun ? 1 : 0, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null).lastInsertRowid,
       );
       this.db
@@ -664,7 +751,14 @@ export class SqliteStateStore implements StateStore {
            counts = COALESCE(@counts, counts), api_calls = COALESCE(@apiCalls, api_calls), variant = COALESCE(@variant, variant)
          WHERE id = @id`,
       )
-      .run({ id, now, exitCode, summary: JSON.stringify(summary), status: runStatusFor(exitCode), ...runResultColumns(result) });
+      .run({
+        id,
+        now,
+        exitCode,
+        summary: JSON.stringify(summary),
+        status: runStatusFor(exitCode),
+        ...runResultColumns(result),
+      });
   }
 
   failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): void {
@@ -696,7 +790,9 @@ export class SqliteStateStore implements StateStore {
     const lock = this.runLock();
     const newest = this.db.prepare(`SELECT MAX(id) FROM runs`).pluck().get() as number | null;
     const leaseValid =
-      lock !== null && Date.parse(lock.expiresAt) >= now.getTime() && !(lock.host === os.hostname() && !pidAlive(lock.pid));
+      lock !== null &&
+      Date.parse(lock.expiresAt) >= now.getTime() &&
+      !(lock.host === os.hostname() && !pidAlive(lock.pid));
     return rows.map((r) => {
       let status = (r.status ?? (r.finished_at === null ? 'running' : runStatusFor(r.exit_code ?? 1))) as RunStatus;
       let error = r.error;
@@ -707,10 +803,16 @@ export class SqliteStateStore implements StateStore {
           error ??= 'ended without recording a result (killed, crashed, or its run lease lapsed)';
         }
       }
-      const summary = r.summary ? (JSON.parse(r.summary) as { targets?: Record<string, { outcomes?: Record<string, number> }>; apiCalls?: Record<string, number> }) : null;
+      const summary = r.summary
+        ? (JSON.parse(r.summary) as {
+            targets?: Record<string, { outcomes?: Record<string, number> }>;
+            apiCalls?: Record<string, number>;
+          })
+        : null;
       // rows finished before migration 5 keep their counts in the summary
       const fromSummary: Record<string, Partial<Record<string, number>>> = {};
-      for (const [t, v] of Object.entries(summary?.targets ?? {})) if (v && typeof v === 'object' && v.outcomes) fromSummary[t] = v.outcomes;
+      for (const [t, v] of Object.entries(summary?.targets ?? {}))
+        if (v && typeof v === 'object' && v.outcomes) fromSummary[t] = v.outcomes;
       return {
         id: r.id,
         kind: r.kind,
@@ -740,7 +842,11 @@ export class SqliteStateStore implements StateStore {
       )
       .all(limit) as { target: string; written_at: string; opted_out_at: string }[];
     return rows
-      .map((r) => ({ target: r.target, writtenAt: r.written_at, lagSeconds: Math.max(0, (Date.parse(r.written_at) - Date.parse(r.opted_out_at)) / 1000) }))
+      .map((r) => ({
+        target: r.target,
+        writtenAt: r.written_at,
+        lagSeconds: Math.max(0, (Date.parse(r.written_at) - Date.parse(r.opted_out_at)) / 1000),
+      }))
       .reverse();
   }
 
@@ -753,12 +859,19 @@ export class SqliteStateStore implements StateStore {
     }
     // One row per record: seen again, it gets the latest reason, raw record, run and time, and a count.
     this.sql(
-        `INSERT INTO quarantine (run_id, source, record_id, reason, raw, at, fingerprint, last_seen_at, seen_count)
+      `INSERT INTO quarantine (run_id, source, record_id, reason, raw, at, fingerprint, last_seen_at, seen_count)
          VALUES (@runId, @source, @recordId, @reason, @raw, @now, @fingerprint, @now, 1)
          ON CONFLICT(source, fingerprint) DO UPDATE SET run_id = excluded.run_id, record_id = excluded.record_id,
            reason = excluded.reason, raw = excluded.raw, last_seen_at = excluded.last_seen_at, seen_count = seen_count + 1`,
-      )
-      .run({ runId, source, recordId: rec.recordId, reason: rec.reason, raw, now, fingerprint: quarantineFingerprint(rec.recordId, raw) });
+    ).run({
+      runId,
+      source,
+      recordId: rec.recordId,
+      reason: rec.reason,
+      raw,
+      now,
+      fingerprint: quarantineFingerprint(rec.recordId, raw),
+    });
   }
 
   quarantined(limit: number): QuarantineRow[] {
@@ -791,12 +904,20 @@ export class SqliteStateStore implements StateStore {
   }
 
   addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void {
-    this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`).run(runId, kind, email, detail, now);
+    this.sql(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (?, ?, ?, ?, ?)`).run(
+      runId,
+      kind,
+      email,
+      detail,
+      now,
+    );
   }
 
   events(since: string | null, kinds?: readonly string[], runId: number | null = null): AuditEvent[] {
     if (!kinds) {
-      return this.sql(`SELECT at, kind, email, detail FROM events WHERE (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`).all({ since, runId }) as AuditEvent[];
+      return this.sql(
+        `SELECT at, kind, email, detail FROM events WHERE (@since IS NULL OR at >= @since) AND (@runId IS NULL OR run_id = @runId) ORDER BY id`,
+      ).all({ since, runId }) as AuditEvent[];
     }
     // filtered in SQL (index events_kind): the opt-out-detected events of a large store are never read for this
     const rows: { id: number; at: string; kind: string; email: string | null; detail: string | null }[] = [];
@@ -814,7 +935,7 @@ export class SqliteStateStore implements StateStore {
     const first = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
     const last = `FROM outcomes h WHERE h.target = o.target AND h.email = o.email ORDER BY h.id DESC LIMIT 1`;
     const rows = this.sql(
-        `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
+      `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
                 o.outcome, o.attempts, o.last_error,
                 (SELECT h.at ${first}) AS first_applied_at, (SELECT h.record_ids ${first}) AS first_applied_ids,
                 (SELECT h.kind ${last}) AS last_kind, (SELECT h.at ${last}) AS last_at,
@@ -825,8 +946,7 @@ export class SqliteStateStore implements StateStore {
            AND (@runId IS NULL OR (o.target, o.email) IN (SELECT target, email FROM outcomes WHERE run_id = @runId)
                 OR o.email IN (SELECT email FROM events WHERE run_id = @runId AND kind = 'opt-out-detected'))
          ORDER BY p.opted_out_at, p.email, o.target`,
-      )
-      .all({ since, runId }) as {
+    ).all({ since, runId }) as {
       email: string;
       contact_id: string;
       target: string;
@@ -879,12 +999,11 @@ export class SqliteStateStore implements StateStore {
 
   deliveryHistory(since: string | null, runId: number | null = null): DeliveryEvent[] {
     const rows = this.sql(
-        `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
+      `SELECT h.id, h.at, h.run_id, r.kind AS run_kind, h.target, h.email, p.contact_id, h.attempt, h.origin, h.kind,
                 h.record_ids, h.message
          FROM outcomes h LEFT JOIN runs r ON r.id = h.run_id LEFT JOIN opt_outs p ON p.email = h.email
          WHERE (@since IS NULL OR h.at >= @since) AND (@runId IS NULL OR h.run_id = @runId) ORDER BY h.id`,
-      )
-      .all({ since, runId }) as {
+    ).all({ since, runId }) as {
       id: number;
       at: string;
       run_id: number | null;
@@ -927,13 +1046,21 @@ export class SqliteStateStore implements StateStore {
     throw new LeaseLost(
       held
         ? `this run's lock was taken over by cc-optout ${held.command} (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}): nothing more is committed by this run`
-        : 'this run\'s lock was removed (`cc-optout unlock`?): nothing more is committed by this run',
+        : "this run's lock was removed (`cc-optout unlock`?): nothing more is committed by this run",
     );
   }
 
   runLock(): HeldRunLock | null {
     const r = this.sql(`SELECT * FROM run_lock WHERE id = 1`).get() as
-      | { owner: string; pid: number; host: string; command: string; acquired_at: string; renewed_at: string | null; expires_at: string | null }
+      | {
+          owner: string;
+          pid: number;
+          host: string;
+          command: string;
+          acquired_at: string;
+          renewed_at: string | null;
+          expires_at: string | null;
+        }
       | undefined;
     if (!r) return null;
     const renewedAt = r.renewed_at ?? r.acquired_at;
@@ -951,48 +1078,62 @@ export class SqliteStateStore implements StateStore {
 
   acquireRunLock(lock: RunLockOwner, isAlive: (pid: number) => boolean = pidAlive): void {
     const leaseMs = lock.leaseMs ?? DEFAULT_LEASE_MS;
-    this.db.transaction(() => {
-      const held = this.runLock();
-      if (held && held.owner !== lock.owner) {
-        const deadHere = held.host === lock.host && !isAlive(held.pid);
-        const expired = Date.parse(lock.now) > Date.parse(held.expiresAt);
-        if (!deadHere && !expired) {
-          throw new RunLocked(
-            `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}; lease renewed ${held.renewedAt}, ` +
-              `valid until ${held.expiresAt}); runs must not overlap (they would race the Constant Contact refresh token). ` +
-              `A holder that is gone is taken over once its lease expires, or at once with \`cc-optout unlock\`.`,
-          );
+    this.db
+      .transaction(() => {
+        const held = this.runLock();
+        if (held && held.owner !== lock.owner) {
+          const deadHere = held.host === lock.host && !isAlive(held.pid);
+          const expired = Date.parse(lock.now) > Date.parse(held.expiresAt);
+          if (!deadHere && !expired) {
+            throw new RunLocked(
+              `another cc-optout ${held.command} is running (pid ${held.pid} on ${held.host}, since ${held.acquiredAt}; lease renewed ${held.renewedAt}, ` +
+                `valid until ${held.expiresAt}); runs must not overlap (they would race the Constant Contact refresh token). ` +
+                `A holder that is gone is taken over once its lease expires, or at once with \`cc-optout unlock\`.`,
+            );
+          }
+          this.db
+            .prepare(
+              `INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'run-lock-taken-over', NULL, ?, ?)`,
+            )
+            .run(
+              JSON.stringify({ ...held, reason: deadHere ? 'holder process is gone (same host)' : 'lease expired' }),
+              lock.now,
+            );
         }
-        this.db
-          .prepare(`INSERT INTO events (run_id, kind, email, detail, at) VALUES (NULL, 'run-lock-taken-over', NULL, ?, ?)`)
-          .run(JSON.stringify({ ...held, reason: deadHere ? 'holder process is gone (same host)' : 'lease expired' }), lock.now);
-      }
-      const expiresAt = new Date(Date.parse(lock.now) + leaseMs).toISOString();
-      this.sql(
+        const expiresAt = new Date(Date.parse(lock.now) + leaseMs).toISOString();
+        this.sql(
           `INSERT INTO run_lock (id, owner, pid, host, command, acquired_at, renewed_at, expires_at)
            VALUES (1, @owner, @pid, @host, @command, @now, @now, @expiresAt)
            ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, host = excluded.host,
              command = excluded.command, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
              expires_at = excluded.expires_at`,
-        )
-        .run({ owner: lock.owner, pid: lock.pid, host: lock.host, command: lock.command, now: lock.now, expiresAt });
-    }).immediate();
+        ).run({ owner: lock.owner, pid: lock.pid, host: lock.host, command: lock.command, now: lock.now, expiresAt });
+      })
+      .immediate();
     this.fenceOwner = lock.owner;
   }
 
   renewRunLock(owner: string, now: string, leaseMs: number = DEFAULT_LEASE_MS): boolean {
     const expiresAt = new Date(Date.parse(now) + leaseMs).toISOString();
-    return this.sql(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(now, expiresAt, owner).changes > 0;
+    return (
+      this.sql(`UPDATE run_lock SET renewed_at = ?, expires_at = ? WHERE id = 1 AND owner = ?`).run(
+        now,
+        expiresAt,
+        owner,
+      ).changes > 0
+    );
   }
 
   releaseRunLock(owner: string | null): HeldRunLock | null {
     if (owner !== null && owner === this.fenceOwner) this.fenceOwner = null;
-    return this.db.transaction(() => {
-      const held = this.runLock();
-      if (!held || (owner !== null && held.owner !== owner)) return null;
-      this.sql(`DELETE FROM run_lock WHERE id = 1`).run();
-      return held;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const held = this.runLock();
+        if (!held || (owner !== null && held.owner !== owner)) return null;
+        this.sql(`DELETE FROM run_lock WHERE id = 1`).run();
+        return held;
+      })
+      .immediate();
   }
 
   // ------------------------------------------------------------------------------------------ backfill
@@ -1000,12 +1141,25 @@ export class SqliteStateStore implements StateStore {
   openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob {
     this.checkFence();
     const key = JSON.stringify([...targets].sort());
-    const existing = this.sql(`SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`)
-      .get(key, since) as { id: number; since: string | null; targets: string; started_at: string; scan_completed_at: string | null; finished_at: string | null } | undefined;
+    const existing = this.sql(
+      `SELECT * FROM backfills WHERE finished_at IS NULL AND targets = ? AND since IS ? ORDER BY id DESC LIMIT 1`,
+    ).get(key, since) as
+      | {
+          id: number;
+          since: string | null;
+          targets: string;
+          started_at: string;
+          scan_completed_at: string | null;
+          finished_at: string | null;
+        }
+      | undefined;
     const row =
       existing ??
       (() => {
-        const id = Number(this.sql(`INSERT INTO backfills (since, targets, started_at) VALUES (?, ?, ?)`).run(since, key, now).lastInsertRowid);
+        const id = Number(
+          this.sql(`INSERT INTO backfills (since, targets, started_at) VALUES (?, ?, ?)`).run(since, key, now)
+            .lastInsertRowid,
+        );
         return { id, since, targets: key, started_at: now, scan_completed_at: null, finished_at: null };
       })();
     return {
@@ -1053,7 +1207,8 @@ function prepareStoreFile(file: string): void {
     if (code !== 'ENOENT') throw new StoreOpenError(file, `cannot be read (${errText(err)})`);
   }
   if (st) {
-    if (st.isDirectory()) throw new StoreOpenError(file, 'is a directory; store.path must name a file (e.g. ./.cc-optout/state.db)');
+    if (st.isDirectory())
+      throw new StoreOpenError(file, 'is a directory; store.path must name a file (e.g. ./.cc-optout/state.db)');
     if (!st.isFile()) throw new StoreOpenError(file, 'is not a regular file');
     if ((st.mode & 0o222) === 0 || !accessible(abs, fs.constants.R_OK | fs.constants.W_OK)) {
       throw new StoreOpenError(
@@ -1079,7 +1234,8 @@ function prepareStoreFile(file: string): void {
     } finally {
       fs.closeSync(fd);
     }
-    if (!head.equals(SQLITE_HEADER)) throw new StoreOpenError(file, 'is not a SQLite database (not a cc-optout state store)');
+    if (!head.equals(SQLITE_HEADER))
+      throw new StoreOpenError(file, 'is not a SQLite database (not a cc-optout state store)');
     return;
   }
   const dir = path.dirname(abs);
@@ -1087,7 +1243,8 @@ function prepareStoreFile(file: string): void {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOTDIR' || code === 'EEXIST') throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
+    if (code === 'ENOTDIR' || code === 'EEXIST')
+      throw new StoreOpenError(file, 'a folder on the path is a regular file, not a directory');
     throw new StoreOpenError(file, `its folder ${dir} cannot be created (${errText(err)})`);
   }
   const tmp = path.join(dir, `.${path.basename(abs)}.new-${process.pid}-${Math.random().toString(36).slice(2)}`);
@@ -1114,7 +1271,10 @@ function prepareStoreFile(file: string): void {
   } catch (err) {
     if (err instanceof StoreOpenError) throw err;
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS' ? `its folder ${dir} is not writable` : 'cannot be created';
+    const why =
+      e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS'
+        ? `its folder ${dir} is not writable`
+        : 'cannot be created';
     throw new StoreOpenError(file, `${why} (${errText(err)})`);
   } finally {
     for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) fs.rmSync(f, { force: true });

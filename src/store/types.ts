@@ -258,7 +258,10 @@ export class LeaseLost extends Error {
  * empty or non-SQLite file). A ConfigError, so the CLI exits 2 before any write; the message names `store.path`.
  */
 export class StoreOpenError extends ConfigError {
-  constructor(readonly path: string, problem: string) {
+  constructor(
+    readonly path: string,
+    problem: string,
+  ) {
     super([`store.path: ${path}: ${problem}`]);
     this.message = `store.path: ${path}: ${problem}`;
     this.name = 'StoreOpenError';
@@ -276,7 +279,13 @@ export interface StateStore {
   commitDetection(c: DetectionCommit): void;
 
   // outbox
-  enqueueKnown(input: { runId: number; targets: readonly string[]; since: string | null; redeliver: boolean; now: string }): number;
+  enqueueKnown(input: {
+    runId: number;
+    targets: readonly string[];
+    since: string | null;
+    redeliver: boolean;
+    now: string;
+  }): number;
   /** What `enqueueKnown` would queue for `target` (dry runs): active opt-outs with no outbox row, or a done one. */
   backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[];
   dueOutbox(target: string, now: Date, limit: number): OutboxRow[];
@@ -288,7 +297,12 @@ export interface StateStore {
    * the rows' origin becomes `requeue` (their next deliveries say so in `audit --history`) and each gets a
    * `requeued` event naming `via` (cli, status-page) and the reason it was parked for.
    */
-  requeueParkedRecords(input: { target: string | null; emails?: readonly string[] | null; now: string; via: string }): number;
+  requeueParkedRecords(input: {
+    target: string | null;
+    emails?: readonly string[] | null;
+    now: string;
+    via: string;
+  }): number;
   /** Parked rows of a target, oldest opt-out first. */
   parkedOutbox(target: string, limit: number, offset: number): ParkedRow[];
   /** Queue again the rows closed `not-found` before `closedBefore`, to look them up once more. */

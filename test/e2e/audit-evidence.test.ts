@@ -7,7 +7,16 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse as parseCsv } from 'csv-parse/sync';
-import { CliResult, Harness, assertVerified, expectedOutcomes, parseJsonOut, runCli, startHarness, writeRequests } from './helpers';
+import {
+  CliResult,
+  Harness,
+  assertVerified,
+  expectedOutcomes,
+  parseJsonOut,
+  runCli,
+  startHarness,
+  writeRequests,
+} from './helpers';
 import { AuditRow, DeliveryEvent } from '../../src/store/types';
 
 function ok(r: CliResult): CliResult {
@@ -34,7 +43,10 @@ describe('e2e: the audit trail is evidence (backfill --redeliver keeps the first
     const w0 = writeRequests(h.emu);
     const re = parseJsonOut(ok(await runCli(h, ['--json', '--no-progress', 'backfill', '--redeliver'])));
     assert.equal(re.exitCode, 0);
-    assert.ok((re.targets.hubspot!.outcomes['already-suppressed'] ?? 0) > 0, 'the redelivery found records already suppressed');
+    assert.ok(
+      (re.targets.hubspot!.outcomes['already-suppressed'] ?? 0) > 0,
+      'the redelivery found records already suppressed',
+    );
     assert.deepEqual(writeRequests(h.emu), w0, 'the redelivery wrote nothing (all already suppressed)');
 
     const after = JSON.parse(ok(await runCli(h, ['audit', '--format', 'json'])).stdout) as { rows: AuditRow[] };
@@ -54,12 +66,18 @@ describe('e2e: the audit trail is evidence (backfill --redeliver keeps the first
     }
     assert.equal(lost, 0);
     // the CSV agrees: as many rows with a write time as before
-    const csv = (parseCsv(ok(await runCli(h, ['audit', '--format', 'csv'])).stdout) as string[][]).slice(1).filter((x) => x[2] !== '-');
+    const csv = (parseCsv(ok(await runCli(h, ['audit', '--format', 'csv'])).stdout) as string[][])
+      .slice(1)
+      .filter((x) => x[2] !== '-');
     assert.equal(csv.filter((x) => x[5] !== '').length, applied.length, 'rows with written_at');
-    for (const x of csv) if (x[9] === 'applied') assert.equal(exp[x[2] as 'hubspot' | 'salesforce'].get(x[0]!), 'applied', `${x[2]} ${x[0]}`);
+    for (const x of csv)
+      if (x[9] === 'applied')
+        assert.equal(exp[x[2] as 'hubspot' | 'salesforce'].get(x[0]!), 'applied', `${x[2]} ${x[0]}`);
 
     // the history: one event per delivery, numbered, with how it was queued and in which run
-    const hist = JSON.parse(ok(await runCli(h, ['audit', '--history', '--format', 'json'])).stdout) as { history: DeliveryEvent[] };
+    const hist = JSON.parse(ok(await runCli(h, ['audit', '--history', '--format', 'json'])).stdout) as {
+      history: DeliveryEvent[];
+    };
     const sample = applied[0]!;
     const mine = hist.history.filter((e) => e.target === sample.target && e.email === sample.email);
     assert.deepEqual(
@@ -74,7 +92,19 @@ describe('e2e: the audit trail is evidence (backfill --redeliver keeps the first
     assert.ok(mine[1]!.runId! > mine[0]!.runId!);
     assert.equal(hist.history.length, 2 * before.rows.length, 'two deliveries per (email, target)');
     const hcsv = parseCsv(ok(await runCli(h, ['audit', '--history', '--format', 'csv'])).stdout) as string[][];
-    assert.deepEqual(hcsv[0], ['delivered_at', 'run_id', 'run_kind', 'target', 'email', 'cc_contact_id', 'attempt', 'origin', 'outcome', 'crm_record_ids', 'message']);
+    assert.deepEqual(hcsv[0], [
+      'delivered_at',
+      'run_id',
+      'run_kind',
+      'target',
+      'email',
+      'cc_contact_id',
+      'attempt',
+      'origin',
+      'outcome',
+      'crm_record_ids',
+      'message',
+    ]);
     assert.equal(hcsv.length - 1, hist.history.length);
   });
 
@@ -87,7 +117,11 @@ describe('e2e: the audit trail is evidence (backfill --redeliver keeps the first
       assert.match(r.stdout, /wrote \d+ /);
       assert.equal(fs.statSync(file).mode & 0o777, 0o600, `${file} is owner-only`);
       assert.match(fs.readFileSync(file, 'utf8'), /^(email|delivered_at),/);
-      assert.deepEqual(fs.readdirSync(h.dir).filter((f) => f.includes('.tmp-')), [], 'no temporary file left');
+      assert.deepEqual(
+        fs.readdirSync(h.dir).filter((f) => f.includes('.tmp-')),
+        [],
+        'no temporary file left',
+      );
     }
     const r = await runCli(h, ['audit', '--output', path.join(h.dir, 'no', 'such', 'dir', 'a.csv')]);
     assert.equal(r.code, 2, r.stderr);

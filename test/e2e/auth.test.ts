@@ -27,7 +27,9 @@ describe('e2e: cc-optout auth constant-contact', function () {
   });
 
   it('the device flow works with only the Constant Contact settings: CRM secrets are not needed yet', async () => {
-    const r = await runCli(h, ['auth', 'constant-contact', '--device'], { env: { HUBSPOT_TOKEN: '', SF_CLIENT_ID: '', SF_USERNAME: '' } });
+    const r = await runCli(h, ['auth', 'constant-contact', '--device'], {
+      env: { HUBSPOT_TOKEN: '', SF_CLIENT_ID: '', SF_USERNAME: '' },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Constant Contact authorised; tokens stored in .*state\.db .*refresh token stored/);
     assert.ok(!r.stdout.includes(h.env.CC_CLIENT_SECRET!), 'the client secret is not printed');

@@ -33,7 +33,11 @@ interface StatusJson {
 }
 
 function ok(r: CliResult, code = 0): CliResult {
-  assert.equal(r.code, code, `exit ${r.code} (expected ${code})\nstdout: ${r.stdout.slice(0, 1500)}\nstderr: ${r.stderr.slice(-3000)}`);
+  assert.equal(
+    r.code,
+    code,
+    `exit ${r.code} (expected ${code})\nstdout: ${r.stdout.slice(0, 1500)}\nstderr: ${r.stderr.slice(-3000)}`,
+  );
   return r;
 }
 
@@ -61,16 +65,29 @@ describe('e2e CLI: dry run leaves the CRMs untouched', function () {
     const exp = expectedOutcomes(h.emu, truth);
     const by = planByTarget(plan);
     for (const t of ['hubspot', 'salesforce'] as const) {
-      const want = new Map([...exp[t]].filter(([e]) => !emails || emails.has(e)).map(([e, k]) => [e, k === 'applied' ? 'planned' : k]));
+      const want = new Map(
+        [...exp[t]].filter(([e]) => !emails || emails.has(e)).map(([e, k]) => [e, k === 'applied' ? 'planned' : k]),
+      );
       assert.ok(want.size > 0);
       const got = by[t] ?? new Map();
-      assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), `${t}: the plan lists every opted-out email once`);
-      const wrong = [...got].filter(([e, k]) => want.get(e) !== k).map(([e, k]) => `${e}: ${k} (expected ${want.get(e)})`);
+      assert.deepEqual(
+        [...got.keys()].sort(),
+        [...want.keys()].sort(),
+        `${t}: the plan lists every opted-out email once`,
+      );
+      const wrong = [...got]
+        .filter(([e, k]) => want.get(e) !== k)
+        .map(([e, k]) => `${e}: ${k} (expected ${want.get(e)})`);
       assert.deepEqual(wrong, [], `${t}: planned / already-suppressed / not-found as the ground truth says`);
       const kinds = new Set(got.values());
-      if (!emails) for (const k of ['planned', 'already-suppressed', 'not-found']) assert.ok(kinds.has(k), `${t}: plan has ${k}`);
+      if (!emails)
+        for (const k of ['planned', 'already-suppressed', 'not-found']) assert.ok(kinds.has(k), `${t}: plan has ${k}`);
     }
-    for (const p of plan.filter((x) => x.kind === 'planned')) assert.ok(p.recordIds.length > 0 && p.action, `${p.target} ${p.email}: planned entries name records and the action`);
+    for (const p of plan.filter((x) => x.kind === 'planned'))
+      assert.ok(
+        p.recordIds.length > 0 && p.action,
+        `${p.target} ${p.email}: planned entries name records and the action`,
+      );
   }
 
   function assertNothingWritten(before: ReturnType<typeof countsSnapshot>): void {
@@ -79,9 +96,16 @@ describe('e2e CLI: dry run leaves the CRMs untouched', function () {
     assert.equal(v.salesforce.writes, 0, 'no Salesforce write');
     assert.equal(v.hubspot.notSuppressed.length, v.hubspot.expected, 'nothing suppressed in HubSpot');
     assert.equal(v.salesforce.notSuppressed.length, v.salesforce.expected, 'nothing suppressed in Salesforce');
-    assert.deepEqual(writeRequests(h.emu), { hubspot: 0, salesforce: 0, byEndpoint: {} }, 'no write endpoint was called');
+    assert.deepEqual(
+      writeRequests(h.emu),
+      { hubspot: 0, salesforce: 0, byEndpoint: {} },
+      'no write endpoint was called',
+    );
     const d = countsSince(h.emu, before);
-    assert.ok(Object.keys(d.hubspot).length > 0 && Object.keys(d.salesforce).length > 0, 'the dry run did look the emails up');
+    assert.ok(
+      Object.keys(d.hubspot).length > 0 && Object.keys(d.salesforce).length > 0,
+      'the dry run did look the emails up',
+    );
     assert.equal(h.emu.world.hsOrphanStatusWrites.size, 0);
   }
 
@@ -126,7 +150,10 @@ describe('e2e CLI: dry run leaves the CRMs untouched', function () {
     const w1 = h.emu.verify();
     assert.equal(w1.hubspot.writes, w0.hubspot.writes);
     assert.equal(w1.salesforce.writes, w0.salesforce.writes);
-    assert.deepEqual(countsSince(h.emu, before).hubspot['POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all'], undefined);
+    assert.deepEqual(
+      countsSince(h.emu, before).hubspot['POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all'],
+      undefined,
+    );
     assert.deepEqual(countsSince(h.emu, before).salesforce['PATCH /services/data/vXX.X/composite/sobjects'], undefined);
     // and the real sync then delivers them
     const real = parseJsonOut(ok(await runCli(h, ['--json', 'sync'])));
@@ -160,7 +187,9 @@ for (const mode of ['service-key', 'private-app', 'oauth'] as const) {
         delivery: { batchSize: 100 },
         hubspotOAuth: mode === 'oauth',
         // the emulator config uses a Service Key (what new HubSpot accounts can create); the legacy private app too
-        ...(mode === 'private-app' ? { hubspot: { auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' } } } : {}),
+        ...(mode === 'private-app'
+          ? { hubspot: { auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' } } }
+          : {}),
       });
       const dbg = ['--log-level', 'debug', '--log-format', 'json'];
       await record('backfill', [...dbg, '--json', 'backfill'], 0);
@@ -175,9 +204,16 @@ for (const mode of ['service-key', 'private-app', 'oauth'] as const) {
       if (mode !== 'private-app') assertNoLegacyHubSpotCalls(h.emu);
       await record('audit csv', [...dbg, 'audit', '--format', 'csv'], 0);
       await record('audit json', [...dbg, 'audit', '--format', 'json'], 0);
-      await record('audit --output', [...dbg, 'audit', '--format', 'csv', '--output', path.join(h.dir, 'audit.csv')], 0);
+      await record(
+        'audit --output',
+        [...dbg, 'audit', '--format', 'csv', '--output', path.join(h.dir, 'audit.csv')],
+        0,
+      );
       outputs.push({ what: 'audit file', text: fs.readFileSync(path.join(h.dir, 'audit.csv'), 'utf8') });
-      assert.ok(outputs.some((o) => o.what === 'backfill stderr' && /"level":"debug"/.test(o.text)), 'debug logging was on');
+      assert.ok(
+        outputs.some((o) => o.what === 'backfill stderr' && /"level":"debug"/.test(o.text)),
+        'debug logging was on',
+      );
       const audit = outputs.find((o) => o.what === 'audit csv stdout')!.text;
       assert.ok(audit.split('\n').length > 100, 'the audit has rows');
     });
@@ -187,12 +223,23 @@ for (const mode of ['service-key', 'private-app', 'oauth'] as const) {
       h.emu.faults.expireTokens();
       const r = await record('sync after revocation', ['--log-level', 'debug', '--log-format', 'json', 'sync'], 1);
       assert.match(r.stderr, /cc-optout auth constant-contact/);
-      assert.ok(h.taps.ccTokenCalls.some((c) => c.error === 'invalid_grant'), 'the emulator refused the refresh token');
+      assert.ok(
+        h.taps.ccTokenCalls.some((c) => c.error === 'invalid_grant'),
+        'the emulator refused the refresh token',
+      );
     });
 
     it('no secret value appears anywhere: configured secrets, the Salesforce private key, tokens issued at run time', () => {
       const secrets: { name: string; value: string }[] = [];
-      const keys = ['CC_CLIENT_SECRET', 'CC_REFRESH_TOKEN', ...(mode === 'oauth' ? ['HUBSPOT_CLIENT_SECRET', 'HUBSPOT_REFRESH_TOKEN'] : mode === 'service-key' ? ['HUBSPOT_SERVICE_KEY'] : ['HUBSPOT_TOKEN'])];
+      const keys = [
+        'CC_CLIENT_SECRET',
+        'CC_REFRESH_TOKEN',
+        ...(mode === 'oauth'
+          ? ['HUBSPOT_CLIENT_SECRET', 'HUBSPOT_REFRESH_TOKEN']
+          : mode === 'service-key'
+            ? ['HUBSPOT_SERVICE_KEY']
+            : ['HUBSPOT_TOKEN']),
+      ];
       for (const k of keys) {
         assert.ok(h.env[k], k);
         secrets.push({ name: k, value: h.env[k]! });
@@ -204,9 +251,13 @@ for (const mode of ['service-key', 'private-app', 'oauth'] as const) {
         .filter((l) => l.length >= 40 && !l.startsWith('-----'))
         .forEach((l, i) => secrets.push({ name: `Salesforce private key line ${i + 1}`, value: l }));
       for (const t of h.taps.issuedSecrets) secrets.push({ name: `run-time credential ${t.slice(0, 6)}...`, value: t });
-      assert.ok(h.taps.issuedSecrets.size >= (mode === 'oauth' ? 8 : 6), `tokens were issued at run time (${h.taps.issuedSecrets.size})`);
+      assert.ok(
+        h.taps.issuedSecrets.size >= (mode === 'oauth' ? 8 : 6),
+        `tokens were issued at run time (${h.taps.issuedSecrets.size})`,
+      );
       const leaks: string[] = [];
-      for (const o of outputs) for (const s of secrets) if (s.value && o.text.includes(s.value)) leaks.push(`${s.name} in ${o.what}`);
+      for (const o of outputs)
+        for (const s of secrets) if (s.value && o.text.includes(s.value)) leaks.push(`${s.name} in ${o.what}`);
       assert.deepEqual(leaks, []);
     });
 
@@ -246,7 +297,8 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       assert.equal(typeof halted.durationMs, 'number');
       assert.ok(halted.durationMs >= 0);
       assert.equal(typeof halted.quarantined, 'number');
-      for (const v of ['constant-contact', 'hubspot', 'salesforce']) assert.ok((halted.apiCalls[v] ?? 0) > 0, `apiCalls.${v}`);
+      for (const v of ['constant-contact', 'hubspot', 'salesforce'])
+        assert.ok((halted.apiCalls[v] ?? 0) > 0, `apiCalls.${v}`);
       assert.deepEqual(Object.keys(halted.targets).sort(), ['hubspot', 'salesforce']);
       const hs = halted.targets.hubspot!;
       const sf = halted.targets.salesforce!;
@@ -274,7 +326,10 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       assert.equal(sf.queued, halted.targets.salesforce!.queued);
       assert.ok(sf.oldestQueuedOptOutAt);
       assert.equal(hs.queued, 0);
-      assert.equal(Object.values(hs.done).reduce((a, n) => a + (n ?? 0), 0), h.emu.truth().optedOutEmails.length);
+      assert.equal(
+        Object.values(hs.done).reduce((a, n) => a + (n ?? 0), 0),
+        h.emu.truth().optedOutEmails.length,
+      );
       assert.equal(st.lastRuns[0]!.exitCode, 3);
     });
 
@@ -283,7 +338,9 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       // the rows of the halted batch wait for their backoff (1 s in this config); the others are due at once
       await waitFor(
         async () => {
-          const sf = parseJsonOut<StatusJson>(await runCli(h, ['--json', 'status'])).targets.find((t) => t.target === 'salesforce')!;
+          const sf = parseJsonOut<StatusJson>(await runCli(h, ['--json', 'status'])).targets.find(
+            (t) => t.target === 'salesforce',
+          )!;
           return sf.due === sf.queued;
         },
         { timeoutMs: 30_000, intervalMs: 300, what: 'every queued Salesforce row to be due' },
@@ -301,7 +358,20 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
     it('audit --format csv: a header row and one row per (email, target), outcomes as the ground truth says', async () => {
       const r = ok(await runCli(h, ['audit', '--format', 'csv']));
       const rows = parseCsv(r.stdout, { relax_column_count: false }) as string[][];
-      assert.deepEqual(rows[0], ['email', 'cc_contact_id', 'target', 'opted_out_at', 'detected_at', 'written_at', 'lag_seconds', 'closed_at', 'crm_record_ids', 'outcome', 'attempts', 'message']);
+      assert.deepEqual(rows[0], [
+        'email',
+        'cc_contact_id',
+        'target',
+        'opted_out_at',
+        'detected_at',
+        'written_at',
+        'lag_seconds',
+        'closed_at',
+        'crm_record_ids',
+        'outcome',
+        'attempts',
+        'message',
+      ]);
       const body = rows.slice(1).filter((x) => x[2] !== '-');
       const truth = h.emu.truth();
       assert.equal(body.length, 2 * truth.optedOutEmails.length, 'one row per (email, target)');
@@ -309,7 +379,18 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       assert.equal(keys.size, body.length, 'no duplicate (email, target)');
       const exp = expectedOutcomes(h.emu, truth);
       for (const x of body) {
-        const [email, , target, optedOutAt, , writtenAt, lag, closedAt, ids, outcome] = x as [string, string, 'hubspot' | 'salesforce', string, string, string, string, string, string, string];
+        const [email, , target, optedOutAt, , writtenAt, lag, closedAt, ids, outcome] = x as [
+          string,
+          string,
+          'hubspot' | 'salesforce',
+          string,
+          string,
+          string,
+          string,
+          string,
+          string,
+          string,
+        ];
         assert.ok(!Number.isNaN(Date.parse(closedAt)), `${target} ${email}: closed_at`);
         assert.equal(outcome, exp[target].get(email), `${target} ${email}`);
         assert.ok(!Number.isNaN(Date.parse(optedOutAt)));
@@ -327,7 +408,9 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
     // store.audit() once filled written_at (and lag_seconds) for every finished row, so "not-found" and
     // "already-suppressed" rows claimed a CRM write that never happened.
     it('audit: written_at and lag_seconds only for rows that were actually written (not for not-found / already-suppressed)', async () => {
-      const rows = (parseCsv(ok(await runCli(h, ['audit', '--format', 'csv'])).stdout) as string[][]).slice(1).filter((x) => x[2] !== '-');
+      const rows = (parseCsv(ok(await runCli(h, ['audit', '--format', 'csv'])).stdout) as string[][])
+        .slice(1)
+        .filter((x) => x[2] !== '-');
       const unwritten = rows.filter((x) => x[9] === 'not-found' || x[9] === 'already-suppressed');
       assert.ok(unwritten.length > 0, 'the dataset has rows without a write');
       const claimed = unwritten.filter((x) => x[5] !== '' || x[6] !== '');
@@ -362,7 +445,9 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       const st = parseJsonOut<StatusJson>(ok(await runCli(h, ['--json', 'status']), 3));
       assert.equal(st.targets.find((t) => t.target === 'hubspot')!.queued, hs.queued);
       await runOnce(h, async (p) => {
-        const open = p.store.audit(null).filter((x) => x.target === 'hubspot' && !['applied', 'already-suppressed', 'not-found'].includes(x.outcome));
+        const open = p.store
+          .audit(null)
+          .filter((x) => x.target === 'hubspot' && !['applied', 'already-suppressed', 'not-found'].includes(x.outcome));
         assert.equal(open.length, hs.queued, 'the kept HubSpot rows are in the audit as not yet delivered');
       });
     });

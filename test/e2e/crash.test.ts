@@ -46,7 +46,10 @@ async function quiesce(emu: Emulators): Promise<void> {
   await waitFor(
     () => {
       const c = emu.requestCounts();
-      const n = [c.cc, c.hubspot, c.salesforce].reduce((a, m) => a + Object.values(m).reduce((x, e) => x + e.total, 0), 0);
+      const n = [c.cc, c.hubspot, c.salesforce].reduce(
+        (a, m) => a + Object.values(m).reduce((x, e) => x + e.total, 0),
+        0,
+      );
       const w = emu.verify();
       const sig = n * 1e6 + w.hubspot.writes * 1e3 + w.salesforce.writes;
       if (sig !== last) {
@@ -60,7 +63,11 @@ async function quiesce(emu: Emulators): Promise<void> {
 }
 
 /** After the kill: rerun backfill (CLI, --json), check the outcome against the ground truth and the kill point. */
-async function rerunAndCheck(h: Harness, kill: KillPoint, command: 'backfill' | 'sync' = 'backfill'): Promise<{ rerun: RunSummary; audit: AuditRow[] }> {
+async function rerunAndCheck(
+  h: Harness,
+  kill: KillPoint,
+  command: 'backfill' | 'sync' = 'backfill',
+): Promise<{ rerun: RunSummary; audit: AuditRow[] }> {
   h.emu.faults.reset();
   const r = await runCli(h, ['--json', '--no-progress', command], { env: { CC_OPTOUT_DEBUG: '1' } });
   assert.equal(r.code, 0, `rerun exit ${r.code}\n${r.stderr.slice(-3000)}`);
@@ -86,9 +93,13 @@ async function rerunAndCheck(h: Harness, kill: KillPoint, command: 'backfill' | 
       if (row.outcome === want) continue;
       const writtenBeforeKill =
         target === 'hubspot'
-          ? (kill.hsWrites.get(h.emu.world.hsByNorm.get(row.email)?.id ?? '') ?? 0) > 0 || (kill.hsSecondaryWrites.get(row.email) ?? 0) > 0
+          ? (kill.hsWrites.get(h.emu.world.hsByNorm.get(row.email)?.id ?? '') ?? 0) > 0 ||
+            (kill.hsSecondaryWrites.get(row.email) ?? 0) > 0
           : (h.emu.world.sfByNorm.get(row.email) ?? []).some((x) => (kill.sfWrites.get(x.Id) ?? 0) > 0);
-      assert.ok(want === 'applied' && row.outcome === 'already-suppressed' && writtenBeforeKill, `${target} ${row.email}: ${row.outcome}, expected ${want}`);
+      assert.ok(
+        want === 'applied' && row.outcome === 'already-suppressed' && writtenBeforeKill,
+        `${target} ${row.email}: ${row.outcome}, expected ${want}`,
+      );
     }
   }
   // the other command afterwards finds nothing to do and writes nothing
@@ -116,7 +127,10 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       h.emu.faults.set({ hubspot: { latencyMs: 120 }, salesforce: { latencyMs: 120 } });
       const child: CliChild = spawnCli(h, ['--json', '--no-progress', 'backfill']);
       let exited = false;
-      void child.done.then(() => (exited = true), () => (exited = true));
+      void child.done.then(
+        () => (exited = true),
+        () => (exited = true),
+      );
       await waitFor(
         () => {
           if (exited) throw new Error(`backfill exited before any write was seen: ${child.stderr().slice(-2000)}`);
@@ -130,12 +144,21 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       assert.equal(res.signal, 'SIGKILL');
       await quiesce(h.emu);
       const kill = snapshot(h.emu);
-      assert.ok(kill.notSuppressed.hubspot > 0 && kill.notSuppressed.salesforce > 0, `killed mid-delivery (still to do: ${JSON.stringify(kill.notSuppressed)})`);
+      assert.ok(
+        kill.notSuppressed.hubspot > 0 && kill.notSuppressed.salesforce > 0,
+        `killed mid-delivery (still to do: ${JSON.stringify(kill.notSuppressed)})`,
+      );
 
       const { rerun } = await rerunAndCheck(h, kill);
       assert.equal(rerun.detection.mode, 'skipped', 'the scan had completed: the rerun only delivers');
-      assert.ok(rerun.messages.some((m) => /resuming backfill/.test(m)), JSON.stringify(rerun.messages));
-      assert.ok((rerun.targets.hubspot!.outcomes.applied ?? 0) > 0 && (rerun.targets.salesforce!.outcomes.applied ?? 0) > 0, 'the rerun delivered the rest');
+      assert.ok(
+        rerun.messages.some((m) => /resuming backfill/.test(m)),
+        JSON.stringify(rerun.messages),
+      );
+      assert.ok(
+        (rerun.targets.hubspot!.outcomes.applied ?? 0) > 0 && (rerun.targets.salesforce!.outcomes.applied ?? 0) > 0,
+        'the rerun delivered the rest',
+      );
     });
   });
 
@@ -167,14 +190,26 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
           return res;
         };
       };
-      hook(h.emu.servers.hubspot.router.routes, 'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all', () => {
-        hsWriteCalls++;
-        killIfDue();
-      });
-      hook(h.emu.servers.salesforce.router.routes, 'PATCH /services/data/vXX.X/composite/sobjects', () => sfWriteCalls++);
+      hook(
+        h.emu.servers.hubspot.router.routes,
+        'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all',
+        () => {
+          hsWriteCalls++;
+          killIfDue();
+        },
+      );
+      hook(
+        h.emu.servers.salesforce.router.routes,
+        'PATCH /services/data/vXX.X/composite/sobjects',
+        () => sfWriteCalls++,
+      );
       child = spawnCli(h, ['--json', '--no-progress', 'backfill']);
       const res = await child.done;
-      assert.equal(res.signal, 'SIGKILL', `the child was killed mid-write (exit ${res.code}): ${res.stderr.slice(-2000)}`);
+      assert.equal(
+        res.signal,
+        'SIGKILL',
+        `the child was killed mid-write (exit ${res.code}): ${res.stderr.slice(-2000)}`,
+      );
       assert.ok(killedAt);
       const atKill = killedAt as KillPoint;
       assert.ok(atKill.notSuppressed.hubspot > 0 && atKill.notSuppressed.salesforce > 0, 'killed before the end');
@@ -183,13 +218,19 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       // at least one landed write was never recorded as delivered by the killed process
       const recorded = await runOnce(h, async (p) => p.store.audit(null).filter((x) => x.outcome === 'applied'));
       const recordedHs = new Set(recorded.filter((x) => x.target === 'hubspot').map((x) => x.email));
-      const landedUnrecorded = [...atKill.hsWrites.keys()].filter((id) => !recordedHs.has(h.emu.world.hsById.get(id)!.norm));
+      const landedUnrecorded = [...atKill.hsWrites.keys()].filter(
+        (id) => !recordedHs.has(h.emu.world.hsById.get(id)!.norm),
+      );
       assert.ok(landedUnrecorded.length > 0, 'the kill left HubSpot writes applied but not recorded');
 
       const { rerun, audit } = await rerunAndCheck(h, kill, 'sync');
       assert.equal(rerun.detection.mode, 'window', 'the killed backfill had completed its reconcile');
       for (const e of landedUnrecorded.map((id) => h.emu.world.hsById.get(id)!.norm)) {
-        assert.equal(audit.find((x) => x.target === 'hubspot' && x.email === e)?.outcome, 'already-suppressed', `${e}: found suppressed, not written again`);
+        assert.equal(
+          audit.find((x) => x.target === 'hubspot' && x.email === e)?.outcome,
+          'already-suppressed',
+          `${e}: found suppressed, not written again`,
+        );
       }
     });
   });
@@ -203,7 +244,10 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       h.emu.faults.set({ cc: { latencyMs: 80 } });
       const child = spawnCli(h, ['--json', '--no-progress', 'backfill']);
       let exited = false;
-      void child.done.then(() => (exited = true), () => (exited = true));
+      void child.done.then(
+        () => (exited = true),
+        () => (exited = true),
+      );
       const pages = (): number => h.taps.ccContactQueries.length;
       await waitFor(
         () => {
@@ -218,8 +262,14 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       await quiesce(h.emu);
       const kill = snapshot(h.emu);
       assert.equal(h.emu.verify().hubspot.writes + h.emu.verify().salesforce.writes, 0, 'killed before any delivery');
-      const committed = await runOnce(h, async (p) => ({ known: p.store.countOptOuts().active, checkpoint: p.store.getCheckpoint('cc.optout_window.before') }));
-      assert.ok(committed.known > 0 && committed.known < h.emu.truth().optedOutEmails.length, `some pages were committed (${committed.known})`);
+      const committed = await runOnce(h, async (p) => ({
+        known: p.store.countOptOuts().active,
+        checkpoint: p.store.getCheckpoint('cc.optout_window.before'),
+      }));
+      assert.ok(
+        committed.known > 0 && committed.known < h.emu.truth().optedOutEmails.length,
+        `some pages were committed (${committed.known})`,
+      );
       assert.equal(committed.checkpoint, null, 'no window checkpoint before the scan completed');
       const { rerun } = await rerunAndCheck(h, kill);
       assert.equal(rerun.detection.mode, 'full', 'the interrupted scan is done again');

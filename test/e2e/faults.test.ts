@@ -23,7 +23,8 @@ import {
 /** Responses per status class for one vendor since a snapshot (every endpoint). */
 function statuses(emu: Emulators, vendor: 'cc' | 'hubspot' | 'salesforce'): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const c of Object.values(emu.requestCounts()[vendor])) for (const [s, n] of Object.entries(c.byStatus)) out[s] = (out[s] ?? 0) + n;
+  for (const c of Object.values(emu.requestCounts()[vendor]))
+    for (const [s, n] of Object.entries(c.byStatus)) out[s] = (out[s] ?? 0) + n;
   return out;
 }
 const fiveXx = (s: Record<string, number>): number => (s['500'] ?? 0) + (s['502'] ?? 0) + (s['503'] ?? 0);
@@ -34,7 +35,11 @@ function assertEveryOptOutFinal(h: Harness, audit: { email: string; target: stri
     const rows = audit.filter((r) => r.target === t);
     assert.deepEqual(rows.map((r) => r.email).sort(), truth.optedOutEmails, `${t}: every opt-out has a row`);
     const notFinal = rows.filter((r) => !['applied', 'already-suppressed', 'not-found'].includes(r.outcome));
-    assert.deepEqual(notFinal.map((r) => `${r.email}: ${r.outcome}`), [], `${t}: every row delivered`);
+    assert.deepEqual(
+      notFinal.map((r) => `${r.email}: ${r.outcome}`),
+      [],
+      `${t}: every row delivered`,
+    );
   }
 }
 
@@ -47,14 +52,22 @@ describe('e2e: 5xx and 429 injection', function () {
     after(() => h?.stop());
 
     it('converges to the ground truth with no lost opt-out and no repeated write', async () => {
-      h = await startHarness({ contacts: 2500, seed: 505, delivery: { batchSize: 150, backoffBaseSeconds: 0.3, backoffMaxSeconds: 2 } });
+      h = await startHarness({
+        contacts: 2500,
+        seed: 505,
+        delivery: { batchSize: 150, backoffBaseSeconds: 0.3, backoffMaxSeconds: 2 },
+      });
       // each server answers its next 2 API requests with 429 (clients wait >= 1 s per retry), and 12% of all with a 5xx
       // and Salesforce fails 6% of record updates with UNABLE_TO_LOCK_ROW
       h.emu.faults.set({ fail5xxRate: 0.12, force429Storm: 2, salesforce: { lockRate: 0.06 } });
       const first = await runOnce(h, (p) => p.engine.backfill());
       runs = [first, ...(await syncUntilDelivered(h, 8, 90_000))];
       const last = runs[runs.length - 1]!;
-      assert.equal(last.exitCode, 0, `not delivered after ${runs.length} runs: ${JSON.stringify(runs.map((r) => r.targets))}`);
+      assert.equal(
+        last.exitCode,
+        0,
+        `not delivered after ${runs.length} runs: ${JSON.stringify(runs.map((r) => r.targets))}`,
+      );
       // the faults really fired, on every vendor
       for (const v of ['cc', 'hubspot', 'salesforce'] as const) {
         const s = statuses(h.emu, v);
@@ -72,7 +85,11 @@ describe('e2e: 5xx and 429 injection', function () {
     after(() => h?.stop());
 
     it('still converges: every expected record suppressed, nothing else touched, no opt-out lost', async () => {
-      h = await startHarness({ contacts: 2000, seed: 506, delivery: { batchSize: 80, backoffBaseSeconds: 0.3, backoffMaxSeconds: 2 } });
+      h = await startHarness({
+        contacts: 2000,
+        seed: 506,
+        delivery: { batchSize: 80, backoffBaseSeconds: 0.3, backoffMaxSeconds: 2 },
+      });
       h.emu.faults.set({ fail5xxRate: 0.15, fail5xxMode: 'after' });
       const runs = [await runOnce(h, (p) => p.engine.backfill())];
       h.emu.faults.set({ fail5xxRate: 0 });
@@ -95,17 +112,37 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
   function assertRotationChain(): void {
     const calls = h.taps.ccTokenCalls.filter((c) => c.grant === 'refresh_token');
     assert.ok(calls.length >= 3, `several refreshes happened (${calls.length})`);
-    assert.deepEqual(calls.filter((c) => c.status !== 200).map((c) => `${c.status} ${c.error}`), [], 'no failed refresh (invalid_grant = a reused refresh token)');
+    assert.deepEqual(
+      calls.filter((c) => c.status !== 200).map((c) => `${c.status} ${c.error}`),
+      [],
+      'no failed refresh (invalid_grant = a reused refresh token)',
+    );
     const presented = calls.map((c) => c.refreshToken);
     assert.equal(new Set(presented).size, presented.length, 'no refresh token was presented twice');
     assert.equal(presented[0], h.emu.cc.refreshToken, 'the first refresh uses the configured token');
-    for (let i = 1; i < calls.length; i++) assert.equal(presented[i], calls[i - 1]!.issuedRefreshToken, `refresh #${i + 1} presents the token rotated in by #${i}`);
-    for (const t of presented) assert.equal(h.emu.servers.cc.isRefreshTokenValid(t!), false, 'used refresh tokens are dead');
-    assert.equal(h.emu.servers.cc.isRefreshTokenValid(calls[calls.length - 1]!.issuedRefreshToken!), true, 'the newest one is alive');
+    for (let i = 1; i < calls.length; i++)
+      assert.equal(
+        presented[i],
+        calls[i - 1]!.issuedRefreshToken,
+        `refresh #${i + 1} presents the token rotated in by #${i}`,
+      );
+    for (const t of presented)
+      assert.equal(h.emu.servers.cc.isRefreshTokenValid(t!), false, 'used refresh tokens are dead');
+    assert.equal(
+      h.emu.servers.cc.isRefreshTokenValid(calls[calls.length - 1]!.issuedRefreshToken!),
+      true,
+      'the newest one is alive',
+    );
   }
 
   it('tokens expired between runs: each CLI run refreshes with the rotated token from the store (the configured one is dead)', async () => {
-    h = await startHarness({ contacts: 2000, seed: 606, hubspotOAuth: true, delivery: { batchSize: 100 }, detection: { pageSize: 60 } });
+    h = await startHarness({
+      contacts: 2000,
+      seed: 606,
+      hubspotOAuth: true,
+      delivery: { batchSize: 100 },
+      detection: { pageSize: 60 },
+    });
     const before = countsSnapshot(h.emu);
     const b = await runCli(h, ['--json', 'backfill']);
     assert.equal(b.code, 0, b.stderr);
@@ -119,8 +156,14 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
     }
     assertRotationChain();
     const d = countsSince(h.emu, before);
-    assert.ok((d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 2, `HubSpot OAuth refreshed after expiry: ${JSON.stringify(d.hubspot)}`);
-    assert.ok((d.salesforce['POST /services/oauth2/token'] ?? 0) >= 2, `Salesforce re-authenticated after expiry: ${JSON.stringify(d.salesforce)}`);
+    assert.ok(
+      (d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 2,
+      `HubSpot OAuth refreshed after expiry: ${JSON.stringify(d.hubspot)}`,
+    );
+    assert.ok(
+      (d.salesforce['POST /services/oauth2/token'] ?? 0) >= 2,
+      `Salesforce re-authenticated after expiry: ${JSON.stringify(d.salesforce)}`,
+    );
     assertVerified(h.emu);
   });
 
@@ -128,7 +171,9 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
     h.emu.faults.expireTokens();
     // expire everything after the 2nd page of the reconcile and after the first HubSpot write of the run
     const ccRoute = h.emu.servers.cc.router.routes.find((r) => r.name === 'GET /v3/contacts')!;
-    const hsRoute = h.emu.servers.hubspot.router.routes.find((r) => r.name === 'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all')!;
+    const hsRoute = h.emu.servers.hubspot.router.routes.find(
+      (r) => r.name === 'POST /communication-preferences/2026-09/statuses/batch/unsubscribe-all',
+    )!;
     const ccInner = ccRoute.handler;
     const hsInner = hsRoute.handler;
     let pages = 0;
@@ -163,7 +208,10 @@ describe('e2e: token expiry with rotating Constant Contact refresh tokens', func
       const st = (v: 'hubspot' | 'salesforce'): number =>
         Object.values(h.emu.requestCounts()[v]).reduce((a, c) => a + (c.byStatus['401'] ?? 0), 0);
       assert.ok(st('hubspot') > 0 && st('salesforce') > 0, 'HubSpot and Salesforce answered 401 to expired tokens');
-      assert.ok((d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 1 && (d.salesforce['POST /services/oauth2/token'] ?? 0) >= 1, JSON.stringify(d));
+      assert.ok(
+        (d.hubspot['POST /oauth/2026-09/token'] ?? 0) >= 1 && (d.salesforce['POST /services/oauth2/token'] ?? 0) >= 1,
+        JSON.stringify(d),
+      );
     } finally {
       ccRoute.handler = ccInner;
       hsRoute.handler = hsInner;
@@ -182,13 +230,21 @@ describe('e2e: overlapping CLI runs (a scheduled sync while a backfill is still 
     h = await startHarness({ contacts: 2000, seed: 607, delivery: { batchSize: 25 } });
     h.emu.faults.set({ hubspot: { latencyMs: 80 }, salesforce: { latencyMs: 80 } });
     const first = spawnCli(h, ['--json', '--no-progress', 'backfill']);
-    await waitFor(() => h.emu.verify().hubspot.writes > 0, { timeoutMs: 60_000, intervalMs: 20, what: 'the backfill to be delivering' });
+    await waitFor(() => h.emu.verify().hubspot.writes > 0, {
+      timeoutMs: 60_000,
+      intervalMs: 20,
+      what: 'the backfill to be delivering',
+    });
     // slow the CRMs down while the other commands try to start, so the backfill is surely still running
     // (on a loaded machine three CLI starts can outlast the rest of an 80 ms-latency backfill)
     h.emu.faults.set({ hubspot: { latencyMs: 1500 }, salesforce: { latencyMs: 1500 } });
     const tokenCalls = h.taps.ccTokenCalls.length;
     const before = countsSnapshot(h.emu);
-    for (const args of [['--json', 'sync'], ['--json', 'backfill'], ['--json', 'sync', '--dry-run']]) {
+    for (const args of [
+      ['--json', 'sync'],
+      ['--json', 'backfill'],
+      ['--json', 'sync', '--dry-run'],
+    ]) {
       const second = await runCli(h, args);
       assert.notEqual(second.code, 0, `${args.join(' ')} must not run alongside the backfill`);
       assert.notEqual(second.code, null);
@@ -204,6 +260,9 @@ describe('e2e: overlapping CLI runs (a scheduled sync while a backfill is still 
     // the lock is released: the next scheduled run works
     const next = await runCli(h, ['--json', 'sync']);
     assert.equal(next.code, 0, next.stderr);
-    assert.deepEqual(h.taps.ccTokenCalls.filter((c) => c.status !== 200), []);
+    assert.deepEqual(
+      h.taps.ccTokenCalls.filter((c) => c.status !== 200),
+      [],
+    );
   });
 });

@@ -34,7 +34,8 @@ export async function waitFor<T>(
   for (;;) {
     const v = await pred();
     if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs ?? 30_000} ms waiting for ${opts.what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${opts.timeoutMs ?? 30_000} ms waiting for ${opts.what}`);
     await sleep(opts.intervalMs ?? 50);
   }
 }
@@ -68,7 +69,11 @@ function findRoute(routes: readonly Route[], name: string): Route {
   return r;
 }
 
-function wrap(route: Route, after: (req: EmuRequest, res: EmuResponse) => void, before?: (req: EmuRequest) => void): void {
+function wrap(
+  route: Route,
+  after: (req: EmuRequest, res: EmuResponse) => void,
+  before?: (req: EmuRequest) => void,
+): void {
   const inner = route.handler;
   route.handler = async (req) => {
     before?.(req);
@@ -83,7 +88,8 @@ function tap(emu: Emulators): Taps {
   const noteTokens = (res: EmuResponse): void => {
     const b = res.body as Record<string, unknown> | undefined;
     if (b && typeof b === 'object') {
-      for (const k of ['access_token', 'refresh_token', 'id_token']) if (typeof b[k] === 'string') taps.issuedSecrets.add(b[k] as string);
+      for (const k of ['access_token', 'refresh_token', 'id_token'])
+        if (typeof b[k] === 'string') taps.issuedSecrets.add(b[k] as string);
     }
   };
   // credentials the clients send to the token endpoints (JWT assertions, client secrets) are secrets too
@@ -96,7 +102,11 @@ function tap(emu: Emulators): Taps {
     const auth = req.headers.authorization;
     if (typeof auth === 'string' && /^Basic /i.test(auth)) taps.issuedSecrets.add(auth.slice(6).trim());
   };
-  wrap(findRoute(emu.servers.cc.router.routes, 'GET /v3/contacts'), () => undefined, (req) => taps.ccContactQueries.push(new URLSearchParams(req.query)));
+  wrap(
+    findRoute(emu.servers.cc.router.routes, 'GET /v3/contacts'),
+    () => undefined,
+    (req) => taps.ccContactQueries.push(new URLSearchParams(req.query)),
+  );
   wrap(findRoute(emu.servers.cc.router.routes, 'POST /oauth2/default/v1/token'), (req, res) => {
     const form = new URLSearchParams(req.body.toString('utf8'));
     const b = (res.body ?? {}) as Record<string, unknown>;
@@ -114,7 +124,13 @@ function tap(emu: Emulators): Taps {
     noteForm(req);
     noteTokens(res);
   });
-  for (const name of ['POST /oauth/v1/token', 'POST /oauth/2026-09/token', 'POST /oauth/2026-03/token', 'POST /oauth/2026-09/token/introspect', 'POST /oauth/2026-03/token/introspect']) {
+  for (const name of [
+    'POST /oauth/v1/token',
+    'POST /oauth/2026-09/token',
+    'POST /oauth/2026-03/token',
+    'POST /oauth/2026-09/token/introspect',
+    'POST /oauth/2026-03/token/introspect',
+  ]) {
     wrap(findRoute(emu.servers.hubspot.router.routes, name), (req, res) => {
       noteForm(req);
       noteTokens(res);
@@ -157,7 +173,12 @@ export async function startHarness(o: HarnessOptions): Promise<Harness> {
     extraEnv.HUBSPOT_CLIENT_SECRET = emu.hubspot.clientSecret;
     extraEnv.HUBSPOT_REFRESH_TOKEN = emu.hubspot.refreshToken;
     hubspot = {
-      auth: { type: 'oauth', clientId: '${HUBSPOT_CLIENT_ID}', clientSecret: '${HUBSPOT_CLIENT_SECRET}', refreshToken: '${HUBSPOT_REFRESH_TOKEN}' },
+      auth: {
+        type: 'oauth',
+        clientId: '${HUBSPOT_CLIENT_ID}',
+        clientSecret: '${HUBSPOT_CLIENT_SECRET}',
+        refreshToken: '${HUBSPOT_REFRESH_TOKEN}',
+      },
       ...(o.hubspot ?? {}),
     };
   }
@@ -232,7 +253,11 @@ export interface CliChild {
  * Start `node dist/src/cli.js --config <file> ...args` with only the config's environment (asynchronously:
  * the emulators live in this process's event loop, so a synchronous spawn would deadlock).
  */
-export function spawnCli(h: Harness, args: readonly string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): CliChild {
+export function spawnCli(
+  h: Harness,
+  args: readonly string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number } = {},
+): CliChild {
   const child = spawn(process.execPath, [CLI, '--config', h.cfg.file, ...args], {
     cwd: h.dir,
     env: { PATH: process.env.PATH ?? '', HOME: h.dir, ...h.env, ...(opts.env ?? {}) },
@@ -246,7 +271,11 @@ export function spawnCli(h: Harness, args: readonly string[], opts: { env?: Reco
   const done = new Promise<CliResult>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`cli ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${out.slice(-2000)}\nstderr: ${err.slice(-2000)}`));
+      reject(
+        new Error(
+          `cli ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${out.slice(-2000)}\nstderr: ${err.slice(-2000)}`,
+        ),
+      );
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
@@ -260,7 +289,11 @@ export function spawnCli(h: Harness, args: readonly string[], opts: { env?: Reco
   return { child, done, stdout: () => out, stderr: () => err };
 }
 
-export function runCli(h: Harness, args: readonly string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(
+  h: Harness,
+  args: readonly string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CliResult> {
   return spawnCli(h, args, opts).done;
 }
 
@@ -269,7 +302,9 @@ export function parseJsonOut<T = RunSummary>(r: CliResult): T {
   try {
     return JSON.parse(r.stdout) as T;
   } catch (e) {
-    throw new Error(`stdout is not one JSON object (${(e as Error).message}): exit ${r.code}\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr.slice(-2000)}`);
+    throw new Error(
+      `stdout is not one JSON object (${(e as Error).message}): exit ${r.code}\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr.slice(-2000)}`,
+    );
   }
 }
 
@@ -279,7 +314,9 @@ export function parseJsonOut<T = RunSummary>(r: CliResult): T {
 export const WRITE_ENDPOINTS = {
   hubspot: [
     // numeric versions (legacy) and the date versions
-    ...['/crm/v3/objects/contacts', '/crm/objects/2026-09/contacts', '/crm/objects/2026-03/contacts'].map((b) => `POST ${b}/batch/update`),
+    ...['/crm/v3/objects/contacts', '/crm/objects/2026-09/contacts', '/crm/objects/2026-03/contacts'].map(
+      (b) => `POST ${b}/batch/update`,
+    ),
     ...['v4', '2026-09', '2026-03'].flatMap((v) => [
       `POST /communication-preferences/${v}/statuses/batch/unsubscribe-all`,
       `POST /communication-preferences/${v}/statuses/batch/write`,
@@ -298,22 +335,42 @@ export const WRITE_ENDPOINTS = {
 } as const;
 
 /** Totals per endpoint label and vendor, copied (requestCounts() hands out live objects). */
-export function countsSnapshot(emu: Emulators): { cc: Record<string, number>; hubspot: Record<string, number>; salesforce: Record<string, number> } {
+export function countsSnapshot(emu: Emulators): {
+  cc: Record<string, number>;
+  hubspot: Record<string, number>;
+  salesforce: Record<string, number>;
+} {
   const c = emu.requestCounts();
-  const flat = (m: Record<string, { total: number }>): Record<string, number> => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.total]));
+  const flat = (m: Record<string, { total: number }>): Record<string, number> =>
+    Object.fromEntries(Object.entries(m).map(([k, v]) => [k, v.total]));
   return { cc: flat(c.cc), hubspot: flat(c.hubspot), salesforce: flat(c.salesforce) };
 }
 
 /** Requests per endpoint since `before` (a countsSnapshot). */
-export function countsSince(emu: Emulators, before: ReturnType<typeof countsSnapshot>): ReturnType<typeof countsSnapshot> {
+export function countsSince(
+  emu: Emulators,
+  before: ReturnType<typeof countsSnapshot>,
+): ReturnType<typeof countsSnapshot> {
   const now = countsSnapshot(emu);
   const diff = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
-    Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
-  return { cc: diff(now.cc, before.cc), hubspot: diff(now.hubspot, before.hubspot), salesforce: diff(now.salesforce, before.salesforce) };
+    Object.fromEntries(
+      Object.entries(a)
+        .map(([k, v]) => [k, v - (b[k] ?? 0)])
+        .filter(([, v]) => (v as number) > 0),
+    );
+  return {
+    cc: diff(now.cc, before.cc),
+    hubspot: diff(now.hubspot, before.hubspot),
+    salesforce: diff(now.salesforce, before.salesforce),
+  };
 }
 
 /** Requests that reached each write endpoint (any status). */
-export function writeRequests(emu: Emulators): { hubspot: number; salesforce: number; byEndpoint: Record<string, number> } {
+export function writeRequests(emu: Emulators): {
+  hubspot: number;
+  salesforce: number;
+  byEndpoint: Record<string, number>;
+} {
   const c = emu.requestCounts();
   const byEndpoint: Record<string, number> = {};
   let hubspot = 0;
@@ -373,7 +430,14 @@ export function expectedOutcomes(
           : 'not-found',
     );
     const recs = (w.sfByNorm.get(email) ?? []).map((r) => r.Id);
-    salesforce.set(email, recs.some((id) => sfTo.has(id)) ? 'applied' : recs.some((id) => sfAlready.has(id)) ? 'already-suppressed' : 'not-found');
+    salesforce.set(
+      email,
+      recs.some((id) => sfTo.has(id))
+        ? 'applied'
+        : recs.some((id) => sfAlready.has(id))
+          ? 'already-suppressed'
+          : 'not-found',
+    );
   }
   return { hubspot, salesforce };
 }
@@ -386,7 +450,9 @@ export function crmSuppressed(emu: Emulators, email: string): { hubspot: boolean
   const w = emu.world;
   const h = w.hsByNorm.get(email);
   const secondary = !h && w.hsByAdditional.has(email);
-  const recs = (w.sfByNorm.get(email) ?? []).filter((r) => !r.deleted && (r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted !== true)));
+  const recs = (w.sfByNorm.get(email) ?? []).filter(
+    (r) => !r.deleted && (r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted !== true)),
+  );
   return {
     hubspot: h ? h.props.hs_email_optout === 'true' : secondary ? w.hsAddressUnsubscribed(email) : null,
     salesforce: recs.length ? recs.every((r) => r.fields.HasOptedOutOfEmail === true) : null,
@@ -398,21 +464,48 @@ export function assertVerified(emu: Emulators, opts: { allowRepeats?: boolean } 
   const v = emu.verify();
   for (const t of ['hubspot', 'salesforce'] as const) {
     const tv = v[t];
-    const brief = (xs: string[]): string => `${xs.length} [${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''}]`;
+    const brief = (xs: string[]): string =>
+      `${xs.length} [${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''}]`;
     assert.deepEqual(tv.notSuppressed, [], `${t}: expected records not suppressed: ${brief(tv.notSuppressed)}`);
-    assert.deepEqual(tv.unexpectedlyChanged, [], `${t}: records changed although not opted out: ${brief(tv.unexpectedlyChanged)}`);
-    assert.deepEqual(tv.unnecessaryWrites, [], `${t}: writes to records that needed none: ${brief(tv.unnecessaryWrites)}`);
-    if (!opts.allowRepeats) assert.deepEqual(tv.repeatedWrites, [], `${t}: records written more than once: ${brief(tv.repeatedWrites)}`);
+    assert.deepEqual(
+      tv.unexpectedlyChanged,
+      [],
+      `${t}: records changed although not opted out: ${brief(tv.unexpectedlyChanged)}`,
+    );
+    assert.deepEqual(
+      tv.unnecessaryWrites,
+      [],
+      `${t}: writes to records that needed none: ${brief(tv.unnecessaryWrites)}`,
+    );
+    if (!opts.allowRepeats)
+      assert.deepEqual(tv.repeatedWrites, [], `${t}: records written more than once: ${brief(tv.repeatedWrites)}`);
     assert.ok(tv.expected > 0, `${t}: the dataset must expect some suppressions for the test to mean anything`);
   }
   // Secondary addresses (hs_additional_emails), listed apart: a connector that matches primary addresses only misses these.
   const sec = v.hubspot.secondary;
   const brief = (xs: string[]): string => `${xs.length} [${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''}]`;
-  assert.deepEqual(sec.notUnsubscribed, [], `hubspot: secondary-address opt-outs missed (opted-out addresses a contact holds only in hs_additional_emails, still not unsubscribed): ${brief(sec.notUnsubscribed)}`);
-  assert.deepEqual(sec.unnecessaryWrites, [], `hubspot: writes to secondary addresses that needed none: ${brief(sec.unnecessaryWrites)}`);
-  if (!opts.allowRepeats) assert.deepEqual(sec.repeatedWrites, [], `hubspot: secondary addresses written more than once: ${brief(sec.repeatedWrites)}`);
+  assert.deepEqual(
+    sec.notUnsubscribed,
+    [],
+    `hubspot: secondary-address opt-outs missed (opted-out addresses a contact holds only in hs_additional_emails, still not unsubscribed): ${brief(sec.notUnsubscribed)}`,
+  );
+  assert.deepEqual(
+    sec.unnecessaryWrites,
+    [],
+    `hubspot: writes to secondary addresses that needed none: ${brief(sec.unnecessaryWrites)}`,
+  );
+  if (!opts.allowRepeats)
+    assert.deepEqual(
+      sec.repeatedWrites,
+      [],
+      `hubspot: secondary addresses written more than once: ${brief(sec.repeatedWrites)}`,
+    );
   assert.equal(v.ok, true);
-  assert.equal(emu.world.hsOrphanStatusWrites.size, 0, 'no HubSpot subscription write for an email without a contact (onlyExistingContacts)');
+  assert.equal(
+    emu.world.hsOrphanStatusWrites.size,
+    0,
+    'no HubSpot subscription write for an email without a contact (onlyExistingContacts)',
+  );
 }
 
 /** Requests the HubSpot emulator received on numeric-version (v1-v4, legacy) paths: a default run makes none. */
@@ -424,7 +517,8 @@ export function assertNoLegacyHubSpotCalls(emu: Emulators): void {
 /** Mark a Constant Contact contact deleted now WITHOUT unsubscribing it (deleted-not-unsubscribed), as the dataset models it. */
 export function deleteContactNow(emu: Emulators, contactId: string): string {
   const c = emu.world.ccById.get(contactId);
-  if (!c || !c.email || c.deletedMs !== null || c.email.permission === 'unsubscribed') throw new Error(`contact ${contactId} cannot be deleted-not-unsubscribed`);
+  if (!c || !c.email || c.deletedMs !== null || c.email.permission === 'unsubscribed')
+    throw new Error(`contact ${contactId} cannot be deleted-not-unsubscribed`);
   const ms = Math.floor(emu.world.now() / 1000) * 1000;
   c.deletedMs = ms;
   // A deleted contact's email_address shows opt_out_source/opt_out_date (the deletion), per the swagger.
@@ -437,14 +531,27 @@ export function deleteContactNow(emu: Emulators, contactId: string): string {
 }
 
 /** Subscribed, undeleted contacts present in both CRMs (candidates for run-time changes). */
-export function subscribedInBothCrms(emu: Emulators, n: number, skip: ReadonlySet<string> = new Set()): { contactId: string; email: string }[] {
+export function subscribedInBothCrms(
+  emu: Emulators,
+  n: number,
+  skip: ReadonlySet<string> = new Set(),
+): { contactId: string; email: string }[] {
   const w = emu.world;
   const out: { contactId: string; email: string }[] = [];
   for (const c of w.data.cc) {
     if (out.length >= n) break;
-    if (!c.email || c.deletedMs !== null || c.email.permission === 'unsubscribed' || c.cases.length > 0 || skip.has(c.id)) continue;
+    if (
+      !c.email ||
+      c.deletedMs !== null ||
+      c.email.permission === 'unsubscribed' ||
+      c.cases.length > 0 ||
+      skip.has(c.id)
+    )
+      continue;
     const h = w.hsByNorm.get(c.email.norm);
-    const sf = (w.sfByNorm.get(c.email.norm) ?? []).filter((r) => r.type === 'Contact' && r.fields.HasOptedOutOfEmail !== true);
+    const sf = (w.sfByNorm.get(c.email.norm) ?? []).filter(
+      (r) => r.type === 'Contact' && r.fields.HasOptedOutOfEmail !== true,
+    );
     if (!h || h.props.hs_email_optout === 'true' || sf.length === 0) continue;
     out.push({ contactId: c.id, email: c.email.norm });
   }
@@ -462,7 +569,17 @@ export async function syncUntilDelivered(h: Harness, maxRuns: number, timeoutMs 
     if (s.exitCode === 0) return runs;
     // wait until something is due again (backoff), or the deadline
     await waitFor(
-      () => runOnce(h, async (p) => p.store.targetStatus(p.config.targets.map((t) => t.name), new Date()).some((t) => t.due > 0) || Date.now() > deadline),
+      () =>
+        runOnce(
+          h,
+          async (p) =>
+            p.store
+              .targetStatus(
+                p.config.targets.map((t) => t.name),
+                new Date(),
+              )
+              .some((t) => t.due > 0) || Date.now() > deadline,
+        ),
       { timeoutMs: Math.max(1000, deadline - Date.now() + 1000), intervalMs: 200, what: 'a queued row to become due' },
     );
   }

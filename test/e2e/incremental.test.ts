@@ -59,8 +59,16 @@ describe('e2e: incremental sync after new opt-outs', function () {
     assert.equal(sync.detection.mode, 'window');
     assert.ok(sync.detection.window);
     const { after: wAfter, before: wBefore } = sync.detection.window!;
-    assert.equal(Date.parse(wAfter), Date.parse(checkpointBefore) - 10 * 60_000, 'window starts at the checkpoint minus the overlap');
-    for (const a of added) assert.ok(a.optOutDate >= wAfter && Date.parse(a.optOutDate) <= Date.parse(wBefore), `${a.email} opted out inside the window`);
+    assert.equal(
+      Date.parse(wAfter),
+      Date.parse(checkpointBefore) - 10 * 60_000,
+      'window starts at the checkpoint minus the overlap',
+    );
+    for (const a of added)
+      assert.ok(
+        a.optOutDate >= wAfter && Date.parse(a.optOutDate) <= Date.parse(wBefore),
+        `${a.email} opted out inside the window`,
+      );
     const firstPages = syncQueries.filter((q) => !q.has('cursor'));
     assert.equal(firstPages.length, 1, `one window query: ${syncQueries.map((q) => q.toString()).join(' | ')}`);
     const q = firstPages[0]!;
@@ -83,9 +91,15 @@ describe('e2e: incremental sync after new opt-outs', function () {
       for (const a of added) want[exp[t].get(a.email)!] = (want[exp[t].get(a.email)!] ?? 0) + 1;
       assert.ok((want.applied ?? 0) >= added.length - 3, 'most new opt-outs need a write');
       assert.deepEqual(sync.targets[t]!.outcomes, want, `${t}: ${JSON.stringify(sync.targets[t])}`);
-      for (const a of added) assert.equal(audit.find((r) => r.email === a.email && r.target === t)?.outcome, exp[t].get(a.email), `${t} ${a.email}`);
+      for (const a of added)
+        assert.equal(
+          audit.find((r) => r.email === a.email && r.target === t)?.outcome,
+          exp[t].get(a.email),
+          `${t} ${a.email}`,
+        );
     }
-    for (const a of added) assert.deepEqual(crmSuppressed(h.emu, a.email), { hubspot: true, salesforce: true }, a.email);
+    for (const a of added)
+      assert.deepEqual(crmSuppressed(h.emu, a.email), { hubspot: true, salesforce: true }, a.email);
     assertVerified(h.emu);
   });
 
@@ -97,12 +111,19 @@ describe('e2e: incremental sync after new opt-outs', function () {
         assert.ok(r, `${a.email} -> ${t} audited`);
         if (r.outcome !== 'applied') continue; // already suppressed in that CRM: nothing written, no lag
         applied++;
-        assert.equal(Date.parse(r.optedOutAt), Date.parse(a.optOutDate), 'opted-out-at is Constant Contact\'s opt-out date');
+        assert.equal(
+          Date.parse(r.optedOutAt),
+          Date.parse(a.optOutDate),
+          "opted-out-at is Constant Contact's opt-out date",
+        );
         assert.ok(r.writtenAt, 'written at');
         assert.ok(Date.parse(r.writtenAt) >= Date.parse(a.optOutDate));
         assert.equal(typeof r.lagSeconds, 'number');
         assert.ok(r.lagSeconds! >= 0 && r.lagSeconds! < 120, `lag ${r.lagSeconds}`);
-        assert.ok(Math.abs(r.lagSeconds! - (Date.parse(r.writtenAt) - Date.parse(r.optedOutAt)) / 1000) <= 1, 'lag = written - opted out');
+        assert.ok(
+          Math.abs(r.lagSeconds! - (Date.parse(r.writtenAt) - Date.parse(r.optedOutAt)) / 1000) <= 1,
+          'lag = written - opted out',
+        );
       }
     }
     assert.ok(applied >= 2 * added.length - 4, `lag reported for the written ones (${applied})`);
@@ -139,7 +160,10 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     // with a messy address, and two deleted-NOT-unsubscribed contacts (their deletion shows as an opt_out_date).
     const pool = subscribedInBothCrms(h.emu, 6);
     added = h.emu.addOptOuts(8);
-    addedDeleted = h.emu.addOptOuts([{ contactId: pool[0]!.contactId, deleteAfter: true }, { email: '  Trap.NewPerson@Example.COM ', salesforce: 'lead' }]);
+    addedDeleted = h.emu.addOptOuts([
+      { contactId: pool[0]!.contactId, deleteAfter: true },
+      { email: '  Trap.NewPerson@Example.COM ', salesforce: 'lead' },
+    ]);
     deletedNow = [deleteContactNow(h.emu, pool[1]!.contactId), deleteContactNow(h.emu, pool[2]!.contactId)];
     const s = await runOnce(h, async (p) => {
       const r = await p.engine.sync();
@@ -163,22 +187,35 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     const tokenRequest = () =>
       axios.post(
         `${h.emu.cc.authBaseUrl}/token`,
-        new URLSearchParams({ grant_type: 'refresh_token', refresh_token: h.emu.servers.cc.newRefreshToken('contact_data offline_access') }).toString(),
-        { auth: { username: h.emu.cc.clientId, password: h.emu.cc.clientSecret }, headers: { 'content-type': 'application/x-www-form-urlencoded' }, validateStatus: () => true },
+        new URLSearchParams({
+          grant_type: 'refresh_token',
+          refresh_token: h.emu.servers.cc.newRefreshToken('contact_data offline_access'),
+        }).toString(),
+        {
+          auth: { username: h.emu.cc.clientId, password: h.emu.cc.clientSecret },
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          validateStatus: () => true,
+        },
       );
     let tr = await tokenRequest();
-    for (let i = 0; i < 5 && tr.status === 429; i++) tr = await new Promise<void>((r) => setTimeout(r, 2100)).then(tokenRequest);
+    for (let i = 0; i < 5 && tr.status === 429; i++)
+      tr = await new Promise<void>((r) => setTimeout(r, 2100)).then(tokenRequest);
     assert.equal(tr.status, 200, JSON.stringify(tr.data));
     const token = tr.data.access_token as string;
     const list = () =>
       axios.get(`${h.emu.cc.apiBaseUrl}/contacts`, {
-        params: { status: 'all', updated_after: new Date(Date.parse(checkpoint) - 10 * 60_000).toISOString(), limit: 500 },
+        params: {
+          status: 'all',
+          updated_after: new Date(Date.parse(checkpoint) - 10 * 60_000).toISOString(),
+          limit: 500,
+        },
         headers: { authorization: `Bearer ${token}` },
         validateStatus: () => true,
       });
     // 4 requests/s per application: wait out a window another request of this run just filled
     let r = await list();
-    for (let i = 0; i < 5 && r.status === 429; i++) r = await new Promise<void>((res) => setTimeout(res, 1100)).then(list);
+    for (let i = 0; i < 5 && r.status === 429; i++)
+      r = await new Promise<void>((res) => setTimeout(res, 1100)).then(list);
     assert.equal(r.status, 200, JSON.stringify(r.data));
     const seen = new Set((r.data.contacts as Array<{ contact_id: string }>).map((c) => c.contact_id));
     for (const a of newOnes) assert.ok(!seen.has(a.contactId), `${a.email} is invisible to updated_after`);
@@ -188,14 +225,21 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     const truth = h.emu.truth();
     assert.ok(truth.hardCases.updatedAfterTrap.length > 100, 'most opt-outs are traps');
     assert.ok(truth.hardCases.recentTrap.length >= added.length, 'recent traps include the new ones');
-    const auditEmails = new Set(audit.filter((r) => r.outcome === 'applied' || r.outcome === 'already-suppressed' || r.outcome === 'not-found').map((r) => `${r.target} ${r.email}`));
+    const auditEmails = new Set(
+      audit
+        .filter((r) => r.outcome === 'applied' || r.outcome === 'already-suppressed' || r.outcome === 'not-found')
+        .map((r) => `${r.target} ${r.email}`),
+    );
     let checked = 0;
     for (const ref of truth.hardCases.updatedAfterTrap) {
       const e = ref.email!;
       const s = crmSuppressed(h.emu, e);
       if (s.hubspot !== null) assert.equal(s.hubspot, true, `HubSpot ${e}`);
       if (s.salesforce !== null) assert.equal(s.salesforce, true, `Salesforce ${e}`);
-      assert.ok(auditEmails.has(`hubspot ${e}`) && auditEmails.has(`salesforce ${e}`), `${e} has a final outcome for both targets`);
+      assert.ok(
+        auditEmails.has(`hubspot ${e}`) && auditEmails.has(`salesforce ${e}`),
+        `${e} has a final outcome for both targets`,
+      );
       checked += s.hubspot !== null || s.salesforce !== null ? 1 : 0;
     }
     assert.ok(checked > 100);
@@ -208,7 +252,10 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     const truth = h.emu.truth();
     const utd = truth.hardCases.unsubscribedThenDeleted;
     assert.ok(utd.length > 5);
-    assert.ok(utd.some((r) => r.contactId === addedDeleted[0]!.contactId), 'the in-window one is in the ground truth');
+    assert.ok(
+      utd.some((r) => r.contactId === addedDeleted[0]!.contactId),
+      'the in-window one is in the ground truth',
+    );
     for (const ref of utd) {
       const s = crmSuppressed(h.emu, ref.email!);
       if (s.hubspot !== null) assert.equal(s.hubspot, true, `HubSpot ${ref.email}`);
@@ -222,7 +269,11 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     const truth = h.emu.truth();
     const dnu = truth.hardCases.deletedNotUnsubscribed;
     assert.ok(dnu.length > 5);
-    for (const e of deletedNow) assert.ok(dnu.some((r) => r.email === e), `${e} is in the ground truth as deleted-not-unsubscribed`);
+    for (const e of deletedNow)
+      assert.ok(
+        dnu.some((r) => r.email === e),
+        `${e} is in the ground truth as deleted-not-unsubscribed`,
+      );
     const auditEmails = new Set(audit.map((r) => r.email));
     for (const ref of dnu) {
       assert.ok(!auditEmails.has(ref.email!), `${ref.email} must not be treated as an opt-out`);

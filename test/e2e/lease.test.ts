@@ -18,7 +18,14 @@ describe('e2e: the run lock is a lease (a holder that died on another host is ta
   const putLock = (renewedAgoMs: number, leaseMs = 90_000): void => {
     const s = new SqliteStateStore(h.storePath);
     const now = Date.now() - renewedAgoMs;
-    s.acquireRunLock({ owner: 'old-container', pid: 1, host: 'container-before-restart', command: 'sync', now: new Date(now).toISOString(), leaseMs });
+    s.acquireRunLock({
+      owner: 'old-container',
+      pid: 1,
+      host: 'container-before-restart',
+      command: 'sync',
+      now: new Date(now).toISOString(),
+      leaseMs,
+    });
     s.close();
   };
 
@@ -26,7 +33,10 @@ describe('e2e: the run lock is a lease (a holder that died on another host is ta
     putLock(1_000);
     const r = await runCli(h, ['sync']);
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stderr, /not started: another cc-optout sync is running \(pid 1 on container-before-restart.*valid until/);
+    assert.match(
+      r.stderr,
+      /not started: another cc-optout sync is running \(pid 1 on container-before-restart.*valid until/,
+    );
   });
 
   it('the same lock, not renewed for more than 90 s (its holder died in a restart), is taken over: the sync runs', async () => {
@@ -46,7 +56,10 @@ describe('e2e: the run lock is a lease (a holder that died on another host is ta
     putLock(0, 3_600_000);
     const r1 = await runCli(h, ['unlock']);
     assert.equal(r1.code, 0, r1.stderr);
-    assert.match(r1.stdout, /run lock removed: it was held by cc-optout sync \(pid 1 on container-before-restart\) since /);
+    assert.match(
+      r1.stdout,
+      /run lock removed: it was held by cc-optout sync \(pid 1 on container-before-restart\) since /,
+    );
     const r2 = await runCli(h, ['unlock']);
     assert.equal(r2.code, 0, r2.stderr);
     assert.match(r2.stdout, /^no run lock was held/);

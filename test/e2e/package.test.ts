@@ -35,14 +35,21 @@ describe('the npm package (issue 8 #23)', function () {
   let tmp: string;
 
   before(() => {
-    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const parsed = JSON.parse(out) as Array<{ files: Array<{ path: string }> }>;
     files = new Set(parsed[0]!.files.map((f) => f.path));
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-optout-pkg-'));
     // a consumer project: node_modules/cc-optout-connector -> this package (as `npm link` would)
     fs.mkdirSync(path.join(tmp, 'node_modules'), { recursive: true });
     fs.symlinkSync(ROOT, path.join(tmp, 'node_modules', pkg.name), 'dir');
-    fs.writeFileSync(path.join(tmp, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+    fs.writeFileSync(
+      path.join(tmp, 'package.json'),
+      JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }),
+    );
   });
   after(() => {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -50,25 +57,48 @@ describe('the npm package (issue 8 #23)', function () {
 
   it('ships every file package.json names: main, types, exports, bin; the LICENSE and the connectors READMEs', () => {
     const named = [pkg.main, pkg.types, ...Object.values(pkg.bin)];
-    for (const target of Object.values(pkg.exports ?? {})) named.push(...(typeof target === 'string' ? [target] : Object.values(target)));
+    for (const target of Object.values(pkg.exports ?? {}))
+      named.push(...(typeof target === 'string' ? [target] : Object.values(target)));
     assert.ok(pkg.types, 'package.json has "types"');
-    assert.ok(pkg.exports && pkg.exports['.'] && pkg.exports['./package.json'], 'package.json has an exports map with "." and "./package.json"');
+    assert.ok(
+      pkg.exports && pkg.exports['.'] && pkg.exports['./package.json'],
+      'package.json has an exports map with "." and "./package.json"',
+    );
     for (const f of named) {
       assert.ok(f, 'a path in package.json');
       assert.ok(files.has(strip(f!)), `${f} is in the tarball`);
       assert.ok(fs.existsSync(path.join(ROOT, f!)), `${f} exists after the build`);
     }
-    for (const f of ['LICENSE', 'README.md', 'connectors/hubspot/README.md', 'connectors/salesforce/README.md', 'dist/src/config.schema.json']) {
+    for (const f of [
+      'LICENSE',
+      'README.md',
+      'connectors/hubspot/README.md',
+      'connectors/salesforce/README.md',
+      'dist/src/config.schema.json',
+    ]) {
       assert.ok(files.has(f), `${f} is in the tarball`);
     }
     // the SDK a connector imports, with its declarations
-    for (const f of ['dist/src/sdk/index.js', 'dist/src/sdk/index.d.ts', 'dist/src/sdk/emulator.js', 'dist/src/sdk/emulator.d.ts']) assert.ok(files.has(f), `${f} is in the tarball`);
+    for (const f of [
+      'dist/src/sdk/index.js',
+      'dist/src/sdk/index.d.ts',
+      'dist/src/sdk/emulator.js',
+      'dist/src/sdk/emulator.d.ts',
+    ])
+      assert.ok(files.has(f), `${f} is in the tarball`);
     // every connector folder is shipped compiled, with its spec and README
     for (const id of fs.readdirSync(path.join(ROOT, 'connectors'))) {
-      for (const f of [`dist/connectors/${id}/index.js`, `dist/connectors/${id}/spec.json`, `connectors/${id}/README.md`]) assert.ok(files.has(f), `${f} is in the tarball`);
+      for (const f of [
+        `dist/connectors/${id}/index.js`,
+        `dist/connectors/${id}/spec.json`,
+        `connectors/${id}/README.md`,
+      ])
+        assert.ok(files.has(f), `${f} is in the tarball`);
     }
     // and nothing of the tests or the TypeScript sources
-    const stray = [...files].filter((f) => f.startsWith('dist/test/') || f.startsWith('test/') || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)));
+    const stray = [...files].filter(
+      (f) => f.startsWith('dist/test/') || f.startsWith('test/') || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)),
+    );
     assert.deepEqual(stray, []);
   });
 
@@ -93,7 +123,10 @@ describe('the npm package (issue 8 #23)', function () {
       out.storeFile = fs.existsSync(path.join(process.cwd(), 'state.db'));
       try { require(${JSON.stringify(pkg.name + '/dist/src/engine')}); out.deep = 'resolved'; } catch (e) { out.deep = e.code; }
       process.stdout.write(JSON.stringify(out));`;
-    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: tmp, encoding: 'utf8' })) as Record<string, unknown>;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: tmp, encoding: 'utf8' })) as Record<
+      string,
+      unknown
+    >;
     assert.equal(out.version, pkg.version);
     assert.equal(fs.realpathSync(out.resolved as string), fs.realpathSync(path.join(ROOT, pkg.main)));
     assert.deepEqual(out.functions, [], 'exported as functions');
@@ -165,7 +198,11 @@ export type AnyTarget = Target;
     );
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
     try {
-      execFileSync(process.execPath, [tsc, '-p', path.join(tmp, 'tsconfig.json')], { cwd: tmp, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      execFileSync(process.execPath, [tsc, '-p', path.join(tmp, 'tsconfig.json')], {
+        cwd: tmp,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
     } catch (e) {
       const err = e as { stdout?: string; stderr?: string };
       assert.fail(`tsc failed on the consumer:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
@@ -178,9 +215,17 @@ export type AnyTarget = Target;
     const walk = (file: string): void => {
       if (seen.has(file)) return;
       seen.add(file);
-      assert.ok(files.has(path.relative(ROOT, file).split(path.sep).join('/')), `${path.relative(ROOT, file)} is in the tarball`);
-      const text = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
-      for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm)) {
+      assert.ok(
+        files.has(path.relative(ROOT, file).split(path.sep).join('/')),
+        `${path.relative(ROOT, file)} is in the tarball`,
+      );
+      const text = fs
+        .readFileSync(file, 'utf8')
+        .replace(/\/\*[\s\S]*?\*\//g, '')
+        .replace(/\/\/.*$/gm, '');
+      for (const m of text.matchAll(
+        /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm,
+      )) {
         const spec = m[1]!;
         if (spec.startsWith('.')) {
           const base = path.resolve(path.dirname(file), spec);
@@ -200,8 +245,14 @@ export type AnyTarget = Target;
       const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!;
       if (spec.startsWith('node:') || builtinModules.includes(name)) continue;
       assert.ok(name in pkg.dependencies, `${from} imports "${spec}", which is not in dependencies`);
-      const depPkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { types?: string; typings?: string };
-      const typed = !!(depPkg.types || depPkg.typings) || fs.existsSync(path.join(ROOT, 'node_modules', name, 'index.d.ts')) || `@types/${name}` in pkg.dependencies;
+      const depPkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as {
+        types?: string;
+        typings?: string;
+      };
+      const typed =
+        !!(depPkg.types || depPkg.typings) ||
+        fs.existsSync(path.join(ROOT, 'node_modules', name, 'index.d.ts')) ||
+        `@types/${name}` in pkg.dependencies;
       assert.ok(typed, `${from} imports "${spec}", whose types a user would not have (only in devDependencies)`);
     }
   });

@@ -18,7 +18,16 @@ import { HOSTILE_REASON, seedStatusStore } from '../fixtures/status-page';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'browser-test-token-9876543';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 describe('status page in a browser (headless Chromium)', function () {
   this.timeout(120_000);
@@ -32,14 +41,27 @@ describe('status page in a browser (headless Chromium)', function () {
 
   before(async function () {
     if (process.env.CC_OPTOUT_SKIP_BROWSER === '1') this.skip();
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), or set CC_OPTOUT_SKIP_BROWSER=1 to skip this test`);
+    assert.ok(
+      fs.existsSync(CHROMIUM),
+      `${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), or set CC_OPTOUT_SKIP_BROWSER=1 to skip this test`,
+    );
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-status-browser-'));
     fs.mkdirSync(shots, { recursive: true });
     seeded = await seedStatusStore({ tag: 'browser', storePath: path.join(dir, 'state.db') });
     app = Fastify();
-    registerStatusPage(app, { store: seeded.store, targets: seeded.config.targets, token: TOKEN, now: () => seeded.clock.now() });
+    registerStatusPage(app, {
+      store: seeded.store,
+      targets: seeded.config.targets,
+      token: TOKEN,
+      now: () => seeded.clock.now(),
+    });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
-    context = await chromium.launchPersistentContext(path.join(dir, 'profile'), { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1200, height: 900 } });
+    context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ARGS,
+      viewport: { width: 1200, height: 900 },
+    });
     page = context.pages()[0] ?? (await context.newPage());
   });
 
@@ -50,7 +72,8 @@ describe('status page in a browser (headless Chromium)', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const parkedEmails = async (target: string): Promise<string[]> => page.locator(`section[data-target="${target}"] tr.parked-row td.email`).allTextContents();
+  const parkedEmails = async (target: string): Promise<string[]> =>
+    page.locator(`section[data-target="${target}"] tr.parked-row td.email`).allTextContents();
 
   it('shows the targets, counts, parked rows and reasons (hostile text as text), runs and the lag chart', async () => {
     await page.goto(`${base}/status`);
@@ -63,10 +86,16 @@ describe('status page in a browser (headless Chromium)', function () {
     const reason = page.locator('section[data-target="crm-one"] tr.parked-row[data-email="parked1@x.com"] td.reason');
     assert.equal(await reason.textContent(), 'rejected by CRM');
     // the hostile reason is shown verbatim as text; its script never ran and its markup made no elements
-    assert.equal(await page.locator('section[data-target="crm-one"] tr.parked-row td.reason', { hasText: 'pwned2' }).textContent(), HOSTILE_REASON);
+    assert.equal(
+      await page.locator('section[data-target="crm-one"] tr.parked-row td.reason', { hasText: 'pwned2' }).textContent(),
+      HOSTILE_REASON,
+    );
     assert.equal(await page.locator('section.target img, section.target script, td.email b').count(), 0);
     assert.ok((await page.locator('#runs tr.run').count()) >= 4);
-    assert.match((await page.locator('#runs tr.run[data-run="4"]').textContent()) ?? '', /failed \(exit 1\).*refresh token was revoked/s);
+    assert.match(
+      (await page.locator('#runs tr.run[data-run="4"]').textContent()) ?? '',
+      /failed \(exit 1\).*refresh token was revoked/s,
+    );
     assert.equal(await page.locator('#lag-chart').count(), 1);
     assert.equal(await page.locator('#lag-chart circle.lag-point').count(), 6);
     const box = await page.locator('#lag-chart').boundingBox();
@@ -76,9 +105,14 @@ describe('status page in a browser (headless Chromium)', function () {
   });
 
   it('refuses requeue without the token: 401, and the row stays parked', async () => {
-    const r = await page.request.post(`${base}/status/requeue`, { form: { target: 'crm-one', email: 'parked1@x.com' } });
+    const r = await page.request.post(`${base}/status/requeue`, {
+      form: { target: 'crm-one', email: 'parked1@x.com' },
+    });
     assert.equal(r.status(), 401);
-    const wrong = await page.request.post(`${base}/status/requeue`, { headers: { authorization: 'Bearer not-the-token-123' }, data: { target: 'crm-one' } });
+    const wrong = await page.request.post(`${base}/status/requeue`, {
+      headers: { authorization: 'Bearer not-the-token-123' },
+      data: { target: 'crm-one' },
+    });
     assert.equal(wrong.status(), 401);
     await page.reload();
     assert.ok((await parkedEmails('crm-one')).includes('parked1@x.com'));
@@ -106,7 +140,10 @@ describe('status page in a browser (headless Chromium)', function () {
     assert.equal(await page.locator('section[data-target="crm-one"] b.parked').textContent(), '2');
     assert.equal(await page.locator('section[data-target="crm-one"] b.queued').textContent(), '1');
     const ev = seeded.store.events(null, ['requeued']);
-    assert.deepEqual(ev.map((e) => e.email), ['parked1@x.com']);
+    assert.deepEqual(
+      ev.map((e) => e.email),
+      ['parked1@x.com'],
+    );
     await page.screenshot({ path: path.join(shots, '3-after-requeue.png'), fullPage: true });
   });
 });

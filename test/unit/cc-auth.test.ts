@@ -8,7 +8,17 @@ import nock from 'nock';
 import { createConstantContactSource } from '../../src/source/constant-contact';
 import { TokenManager } from '../../src/source/constant-contact/auth';
 import { ReauthorizationRequired, SourceError } from '../../src/source/types';
-import { API, AUTH_ORIGIN, AUTH_PATH, CLIENT_ID, CLIENT_SECRET, form, makeConfig, makeDeps, memKv } from '../fixtures/cc/helpers';
+import {
+  API,
+  AUTH_ORIGIN,
+  AUTH_PATH,
+  CLIENT_ID,
+  CLIENT_SECRET,
+  form,
+  makeConfig,
+  makeDeps,
+  memKv,
+} from '../fixtures/cc/helpers';
 
 const TOKEN_PATH = `${AUTH_PATH}/token`;
 const BASIC = `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`;
@@ -43,7 +53,13 @@ describe('cc auth', () => {
         sentRefreshTokens.push(f['refresh_token'] ?? '');
         return f['grant_type'] === 'refresh_token' && f['refresh_token'] === R1;
       })
-      .reply(200, { access_token: A1, refresh_token: R2, token_type: 'Bearer', expires_in: 86400, scope: 'contact_data offline_access' })
+      .reply(200, {
+        access_token: A1,
+        refresh_token: R2,
+        token_type: 'Bearer',
+        expires_in: 86400,
+        scope: 'contact_data offline_access',
+      })
       // a later refresh must send R2: an interceptor for R1 would answer invalid_grant (R1 is dead after rotation)
       .post(TOKEN_PATH, (body) => {
         const f = form(body);
@@ -68,7 +84,11 @@ describe('cc auth', () => {
 
     assert.strictEqual(await source.unsubscribedCount(), 2);
     assert.ok(api.isDone());
-    assert.deepStrictEqual(atReplay, [R2, A1], 'rotated refresh token and new access token are stored before the replay');
+    assert.deepStrictEqual(
+      atReplay,
+      [R2, A1],
+      'rotated refresh token and new access token are stored before the replay',
+    );
     const writes = deps.kv.writes.map(([k]) => k);
     assert.ok(writes.indexOf('refresh_token') < writes.indexOf('access_token'), `write order ${writes.join(',')}`);
 
@@ -76,7 +96,10 @@ describe('cc auth', () => {
     await source.tokens.refresh();
     assert.ok(auth.isDone(), `pending: ${auth.pendingMocks().join(', ')}`);
     assert.ok(!deadR1.isDone(), 'the old refresh token was sent after rotation');
-    assert.deepStrictEqual(sentRefreshTokens.filter((t, i, all) => all.indexOf(t) === i), [R1, R2]);
+    assert.deepStrictEqual(
+      sentRefreshTokens.filter((t, i, all) => all.indexOf(t) === i),
+      [R1, R2],
+    );
     assert.strictEqual(deps.kv.get('refresh_token'), R3);
     assert.strictEqual(deps.kv.get('access_token'), A2);
 
@@ -96,7 +119,11 @@ describe('cc auth', () => {
         refreshes += 1;
         return { access_token: A1, refresh_token: R2, expires_in: 86400 };
       });
-    nock(API).get('/v3/contacts/counts').matchHeader('authorization', `Bearer ${A1}`).times(5).reply(200, { unsubscribed: 7 });
+    nock(API)
+      .get('/v3/contacts/counts')
+      .matchHeader('authorization', `Bearer ${A1}`)
+      .times(5)
+      .reply(200, { unsubscribed: 7 });
     const results = await Promise.all([1, 2, 3, 4, 5].map(() => source.unsubscribedCount()));
     assert.deepStrictEqual(results, [7, 7, 7, 7, 7]);
     assert.strictEqual(refreshes, 1);
@@ -114,8 +141,16 @@ describe('cc auth', () => {
         refreshes += 1;
         return { access_token: A1, refresh_token: R2, expires_in: 86400 };
       });
-    nock(API).get('/v3/contacts/counts').matchHeader('authorization', `Bearer ${A0}`).times(3).reply(401, { error_key: 'unauthorized', error_message: 'Unauthorized' });
-    nock(API).get('/v3/contacts/counts').matchHeader('authorization', `Bearer ${A1}`).times(3).reply(200, { unsubscribed: 1 });
+    nock(API)
+      .get('/v3/contacts/counts')
+      .matchHeader('authorization', `Bearer ${A0}`)
+      .times(3)
+      .reply(401, { error_key: 'unauthorized', error_message: 'Unauthorized' });
+    nock(API)
+      .get('/v3/contacts/counts')
+      .matchHeader('authorization', `Bearer ${A1}`)
+      .times(3)
+      .reply(200, { unsubscribed: 1 });
     const results = await Promise.all([1, 2, 3].map(() => source.unsubscribedCount()));
     assert.deepStrictEqual(results, [1, 1, 1]);
     assert.strictEqual(refreshes, 1);
@@ -124,14 +159,19 @@ describe('cc auth', () => {
   it('invalid_grant from the token endpoint is ReauthorizationRequired naming the command, without the token', async () => {
     const deps = makeDeps(memKv({ refresh_token: R1 }));
     const source = createConstantContactSource(makeConfig(), deps);
-    nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(400, { error: 'invalid_grant', error_description: `The refresh token ${R1} is invalid or expired.` });
-    await assert.rejects(source.scanUnsubscribed(() => undefined), (err: unknown) => {
-      assert.ok(err instanceof ReauthorizationRequired, String(err));
-      assert.match(err.message, /cc-optout auth constant-contact/);
-      assert.match(err.message, /invalid_grant/);
-      assertNoSecret(err.message);
-      return true;
-    });
+    nock(AUTH_ORIGIN)
+      .post(TOKEN_PATH)
+      .reply(400, { error: 'invalid_grant', error_description: `The refresh token ${R1} is invalid or expired.` });
+    await assert.rejects(
+      source.scanUnsubscribed(() => undefined),
+      (err: unknown) => {
+        assert.ok(err instanceof ReauthorizationRequired, String(err));
+        assert.match(err.message, /cc-optout auth constant-contact/);
+        assert.match(err.message, /invalid_grant/);
+        assertNoSecret(err.message);
+        return true;
+      },
+    );
     assert.strictEqual(deps.callCounts.get('constant-contact'), undefined, 'no API request is sent after the refusal');
     assert.strictEqual(deps.callCounts.get('constant-contact-auth'), 1, 'invalid_grant is not retried');
   });
@@ -145,14 +185,17 @@ describe('cc auth', () => {
       .query(true)
       .times(2)
       .reply(401, { error_key: 'unauthorized', error_message: 'Unauthorized' });
-    await assert.rejects(source.scanUnsubscribed(() => undefined), (err: unknown) => {
-      assert.ok(err instanceof SourceError, String(err));
-      assert.strictEqual(err.status, 401);
-      assert.strictEqual(err.errorKey, 'unauthorized');
-      assert.match(err.message, /HTTP 401 unauthorized: Unauthorized/);
-      assertNoSecret(err.message);
-      return true;
-    });
+    await assert.rejects(
+      source.scanUnsubscribed(() => undefined),
+      (err: unknown) => {
+        assert.ok(err instanceof SourceError, String(err));
+        assert.strictEqual(err.status, 401);
+        assert.strictEqual(err.errorKey, 'unauthorized');
+        assert.match(err.message, /HTTP 401 unauthorized: Unauthorized/);
+        assertNoSecret(err.message);
+        return true;
+      },
+    );
     assert.strictEqual(deps.callCounts.get('constant-contact'), 2);
     assert.strictEqual(deps.callCounts.get('constant-contact-auth'), 1);
     for (const line of deps.logger.lines) assertNoSecret(line);
@@ -181,15 +224,23 @@ describe('cc auth', () => {
   it('without any refresh token it asks for re-authorisation and sends nothing', async () => {
     const deps = makeDeps(memKv());
     const tm = new TokenManager(makeConfig({ refreshToken: null }), deps);
-    await assert.rejects(tm.accessToken(), (err: unknown) => err instanceof ReauthorizationRequired && /cc-optout auth constant-contact/.test(err.message));
+    await assert.rejects(
+      tm.accessToken(),
+      (err: unknown) => err instanceof ReauthorizationRequired && /cc-optout auth constant-contact/.test(err.message),
+    );
     assert.strictEqual(deps.callCounts.get('constant-contact-auth'), undefined);
   });
 
   it('refreshes proactively when the access token expires within 60 s', async () => {
-    const deps = makeDeps(memKv({ refresh_token: R1, access_token: A0, access_expires_at: '2026-01-01T10:00:45.000Z' }));
+    const deps = makeDeps(
+      memKv({ refresh_token: R1, access_token: A0, access_expires_at: '2026-01-01T10:00:45.000Z' }),
+    );
     const source = createConstantContactSource(makeConfig(), deps);
     nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: 86400 });
-    const api = nock(API).get('/v3/contacts/counts').matchHeader('authorization', `Bearer ${A1}`).reply(200, { unsubscribed: 3 });
+    const api = nock(API)
+      .get('/v3/contacts/counts')
+      .matchHeader('authorization', `Bearer ${A1}`)
+      .reply(200, { unsubscribed: 3 });
     assert.strictEqual(await source.unsubscribedCount(), 3);
     assert.ok(api.isDone());
     assert.strictEqual(deps.kv.get('access_expires_at'), '2026-01-02T10:00:00.000Z');
@@ -200,7 +251,12 @@ describe('cc auth', () => {
     const scope = nock(AUTH_ORIGIN, { badheaders: ['authorization'] })
       .post(TOKEN_PATH, (body) => {
         const f = form(body);
-        return f['client_id'] === CLIENT_ID && f['grant_type'] === 'refresh_token' && f['refresh_token'] === R1 && !('client_secret' in f);
+        return (
+          f['client_id'] === CLIENT_ID &&
+          f['grant_type'] === 'refresh_token' &&
+          f['refresh_token'] === R1 &&
+          !('client_secret' in f)
+        );
       })
       .reply(200, { access_token: A1, refresh_token: R2, expires_in: 86400 });
     const tm = new TokenManager(makeConfig({ clientSecret: null }), deps);
@@ -222,6 +278,9 @@ describe('cc auth', () => {
     assert.strictEqual(await tm.refresh(), A1);
     assert.strictEqual(await tm.refresh(), A2);
     assert.strictEqual(deps.callCounts.get('constant-contact-auth'), 3);
-    assert.ok(deps.clock.now().getTime() - t0 >= 2000, `3 token requests at 1/s take at least 2 s (slept ${JSON.stringify(deps.clock.slept)})`);
+    assert.ok(
+      deps.clock.now().getTime() - t0 >= 2000,
+      `3 token requests at 1/s take at least 2 s (slept ${JSON.stringify(deps.clock.slept)})`,
+    );
   });
 });

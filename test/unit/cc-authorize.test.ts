@@ -14,19 +14,39 @@ import {
   DEVICE_CODE_GRANT,
 } from '../../src/source/constant-contact/authorize';
 import { SourceError } from '../../src/source/types';
-import { AUTH_ORIGIN, AUTH_PATH, CLIENT_ID, CLIENT_SECRET, form, makeConfig, makeDeps, memKv } from '../fixtures/cc/helpers';
+import {
+  AUTH_ORIGIN,
+  AUTH_PATH,
+  CLIENT_ID,
+  CLIENT_SECRET,
+  form,
+  makeConfig,
+  makeDeps,
+  memKv,
+} from '../fixtures/cc/helpers';
 
 const BASIC = `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`;
 
 /** Plays the browser: follows the printed authorize URL's redirect_uri with a code (and the given state). */
-function browser(printed: string[], opts: { code?: string; state?: string; query?: string } = {}): Promise<{ status: number; data: string }> {
+function browser(
+  printed: string[],
+  opts: { code?: string; state?: string; query?: string } = {},
+): Promise<{ status: number; data: string }> {
   const line = printed.find((l) => l.includes('/authorize?'));
   assert.ok(line, `no authorize URL printed: ${printed.join('\n')}`);
-  const url = new URL(line.trim().split(/\s+/).find((w) => w.startsWith('https://'))!);
+  const url = new URL(
+    line
+      .trim()
+      .split(/\s+/)
+      .find((w) => w.startsWith('https://'))!,
+  );
   const redirect = url.searchParams.get('redirect_uri')!;
   const state = opts.state ?? url.searchParams.get('state')!;
-  const query = opts.query ?? `code=${encodeURIComponent(opts.code ?? 'the-auth-code-123')}&state=${encodeURIComponent(state)}`;
-  return axios.get(`${redirect}?${query}`, { validateStatus: () => true, responseType: 'text', adapter: 'http' }).then((r) => ({ status: r.status, data: String(r.data) }));
+  const query =
+    opts.query ?? `code=${encodeURIComponent(opts.code ?? 'the-auth-code-123')}&state=${encodeURIComponent(state)}`;
+  return axios
+    .get(`${redirect}?${query}`, { validateStatus: () => true, responseType: 'text', adapter: 'http' })
+    .then((r) => ({ status: r.status, data: String(r.data) }));
 }
 
 describe('cc authorize', () => {
@@ -65,7 +85,11 @@ describe('cc authorize', () => {
     const token = nock(AUTH_ORIGIN, { reqheaders: { authorization: BASIC } })
       .post(`${AUTH_PATH}/token`, (body) => {
         const f = form(body);
-        const verifierMatches = crypto.createHash('sha256').update(f['code_verifier'] ?? '').digest('base64url') === challenge;
+        const verifierMatches =
+          crypto
+            .createHash('sha256')
+            .update(f['code_verifier'] ?? '')
+            .digest('base64url') === challenge;
         return (
           f['grant_type'] === 'authorization_code' &&
           f['code'] === 'the-auth-code-123' &&
@@ -73,7 +97,12 @@ describe('cc authorize', () => {
           verifierMatches
         );
       })
-      .reply(200, { access_token: 'access-token-first', refresh_token: 'refresh-token-first', expires_in: 86400, scope: 'contact_data offline_access' });
+      .reply(200, {
+        access_token: 'access-token-first',
+        refresh_token: 'refresh-token-first',
+        expires_in: 86400,
+        scope: 'contact_data offline_access',
+      });
 
     const result = await authorizeWithPkce(makeConfig({ refreshToken: null }), deps, {
       print: (m) => {
@@ -122,7 +151,8 @@ describe('cc authorize', () => {
       authorizeWithPkce(makeConfig(), deps, {
         print: (m) => {
           printed.push(m);
-          if (m.includes('/authorize?')) void browser(printed, { query: 'error=access_denied&error_description=User%20said%20no' });
+          if (m.includes('/authorize?'))
+            void browser(printed, { query: 'error=access_denied&error_description=User%20said%20no' });
         },
       }),
       /access_denied: User said no/,
@@ -156,13 +186,30 @@ describe('cc authorize', () => {
       .post(`${AUTH_PATH}/token`, isPoll)
       .reply(400, () => (polls.push('slow_down'), { error: 'slow_down' }))
       .post(`${AUTH_PATH}/token`, isPoll)
-      .reply(200, () => (polls.push('ok'), { access_token: 'access-token-device', refresh_token: 'refresh-token-device', expires_in: 86400 }));
+      .reply(
+        200,
+        () => (
+          polls.push('ok'),
+          { access_token: 'access-token-device', refresh_token: 'refresh-token-device', expires_in: 86400 }
+        ),
+      );
 
-    const result = await authorizeWithDeviceFlow(makeConfig({ refreshToken: null }), deps, { print: (m) => printed.push(m) });
+    const result = await authorizeWithDeviceFlow(makeConfig({ refreshToken: null }), deps, {
+      print: (m) => printed.push(m),
+    });
 
     assert.deepStrictEqual(polls, ['pending', 'slow_down', 'ok']);
-    assert.deepStrictEqual(deps.clock.slept, [5000, 5000, 10000], 'waits interval, then interval + 5 s after slow_down');
-    assert.ok(printed.some((l) => l.includes('https://authz.constantcontact.com/activate?user_code=WDJB-MJHT') && l.includes('WDJB-MJHT')), printed.join('\n'));
+    assert.deepStrictEqual(
+      deps.clock.slept,
+      [5000, 5000, 10000],
+      'waits interval, then interval + 5 s after slow_down',
+    );
+    assert.ok(
+      printed.some(
+        (l) => l.includes('https://authz.constantcontact.com/activate?user_code=WDJB-MJHT') && l.includes('WDJB-MJHT'),
+      ),
+      printed.join('\n'),
+    );
     assert.strictEqual(result.refreshToken, true);
     assert.strictEqual(deps.kv.get('refresh_token'), 'refresh-token-device');
     assert.strictEqual(deps.kv.get('access_token'), 'access-token-device');
@@ -172,7 +219,12 @@ describe('cc authorize', () => {
     const deps = makeDeps(memKv());
     nock(AUTH_ORIGIN)
       .post(`${AUTH_PATH}/device/authorize`)
-      .reply(200, { device_code: 'device-code-secret-2', user_code: 'ABCD-EFGH', verification_uri: 'https://authz.constantcontact.com/activate', expires_in: 600 })
+      .reply(200, {
+        device_code: 'device-code-secret-2',
+        user_code: 'ABCD-EFGH',
+        verification_uri: 'https://authz.constantcontact.com/activate',
+        expires_in: 600,
+      })
       .post(`${AUTH_PATH}/token`)
       .reply(400, { error: 'authorization_pending' })
       .post(`${AUTH_PATH}/token`)

@@ -26,15 +26,27 @@ describe('cc client', () => {
       );
     });
     it('replaces the /v3 prefix with the path of a proxy base URL', () => {
-      assert.strictEqual(resolveNextHref('http://proxy.local:8080/cc/v3', '/v3/contacts?cursor=abc'), 'http://proxy.local:8080/cc/v3/contacts?cursor=abc');
+      assert.strictEqual(
+        resolveNextHref('http://proxy.local:8080/cc/v3', '/v3/contacts?cursor=abc'),
+        'http://proxy.local:8080/cc/v3/contacts?cursor=abc',
+      );
     });
     it('keeps an absolute link to the configured origin on it (the token never leaves it)', () => {
-      assert.strictEqual(resolveNextHref('http://proxy.local/cc/v3', 'http://proxy.local/v3/contacts?cursor=abc'), 'http://proxy.local/cc/v3/contacts?cursor=abc');
+      assert.strictEqual(
+        resolveNextHref('http://proxy.local/cc/v3', 'http://proxy.local/v3/contacts?cursor=abc'),
+        'http://proxy.local/cc/v3/contacts?cursor=abc',
+      );
       // another origin is refused, not reduced to its path (test/unit/cc-hardening.test.ts)
-      assert.throws(() => resolveNextHref('http://proxy.local/cc/v3', 'https://api.cc.email/v3/contacts?cursor=abc'), SourceError);
+      assert.throws(
+        () => resolveNextHref('http://proxy.local/cc/v3', 'https://api.cc.email/v3/contacts?cursor=abc'),
+        SourceError,
+      );
     });
     it('leaves a proxy path that does not end in /v3 alone', () => {
-      assert.strictEqual(resolveNextHref('http://proxy.local/mirror', '/v3/contacts?cursor=abc'), 'http://proxy.local/v3/contacts?cursor=abc');
+      assert.strictEqual(
+        resolveNextHref('http://proxy.local/mirror', '/v3/contacts?cursor=abc'),
+        'http://proxy.local/v3/contacts?cursor=abc',
+      );
     });
   });
 
@@ -45,10 +57,22 @@ describe('cc client', () => {
     const scope = nock(API, { reqheaders: { authorization: `Bearer ${TOKEN}` } })
       .get('/v3/contacts')
       .query({ status: 'unsubscribed,deleted', limit: '500', include_count: 'true' })
-      .reply(200, (uri) => (paths.push(uri), page([unsubscribed('a@example.com')], '/v3/contacts?cursor=Y3Vyc29yMg%3D%3D&limit=500')))
+      .reply(
+        200,
+        (uri) => (
+          paths.push(uri),
+          page([unsubscribed('a@example.com')], '/v3/contacts?cursor=Y3Vyc29yMg%3D%3D&limit=500')
+        ),
+      )
       .get('/v3/contacts')
       .query({ cursor: 'Y3Vyc29yMg==', limit: '500' })
-      .reply(200, (uri) => (paths.push(uri), page([unsubscribed('b@example.com')], '/v3/contacts?cursor=Y3Vyc29yMw%3D%3D&limit=500')))
+      .reply(
+        200,
+        (uri) => (
+          paths.push(uri),
+          page([unsubscribed('b@example.com')], '/v3/contacts?cursor=Y3Vyc29yMw%3D%3D&limit=500')
+        ),
+      )
       .get('/v3/contacts')
       .query({ cursor: 'Y3Vyc29yMw==', limit: '500' })
       .reply(200, (uri) => (paths.push(uri), page([unsubscribed('c@example.com')])));
@@ -61,7 +85,10 @@ describe('cc client', () => {
     assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`);
     assert.deepStrictEqual(seen, ['a@example.com', 'b@example.com', 'c@example.com']);
     assert.deepStrictEqual(stats, { pages: 3, contacts: 3, skippedNoEmail: 0, quarantined: 0 });
-    assert.ok(paths.every((p) => !p.includes('/v3/v3')), paths.join(' '));
+    assert.ok(
+      paths.every((p) => !p.includes('/v3/v3')),
+      paths.join(' '),
+    );
     // the cursor is passed on byte for byte
     assert.strictEqual(paths[1], '/v3/contacts?cursor=Y3Vyc29yMg%3D%3D&limit=500');
     assert.strictEqual(deps.callCounts.get('constant-contact'), 3);
@@ -116,7 +143,10 @@ describe('cc client', () => {
     assert.ok(scope.isDone());
     assert.strictEqual(stats.contacts, 1);
     assert.strictEqual(deps.callCounts.get('constant-contact'), 2);
-    assert.ok(deps.clock.slept.some((ms) => ms >= 1000), `slept ${JSON.stringify(deps.clock.slept)}`);
+    assert.ok(
+      deps.clock.slept.some((ms) => ms >= 1000),
+      `slept ${JSON.stringify(deps.clock.slept)}`,
+    );
     assert.ok(Date.now() - started < 1000, 'the fake clock keeps the test fast');
     assert.ok(deps.logger.lines.some((l) => l.includes('retrying request') && l.includes('throttled')));
   });
@@ -143,7 +173,10 @@ describe('cc client', () => {
     // remembered across runs: a new source on the same store does not even try today
     assert.deepStrictEqual(JSON.parse(deps.kv.get('daily_usage')!), { day: '2026-03-14', used: 10_000 });
     const again = createConstantContactSource(makeConfig(), deps);
-    await assert.rejects(again.scanUnsubscribed(() => undefined), QuotaExceeded);
+    await assert.rejects(
+      again.scanUnsubscribed(() => undefined),
+      QuotaExceeded,
+    );
     assert.strictEqual(deps.callCounts.get('constant-contact'), 1);
   });
 
@@ -172,7 +205,10 @@ describe('cc client', () => {
     const source = createConstantContactSource(makeConfig(), deps);
     const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
     nock(API).get('/v3/contacts').query(true).replyWithError(reset);
-    nock(API).get('/v3/contacts').query(true).reply(200, page([unsubscribed('a@example.com')]));
+    nock(API)
+      .get('/v3/contacts')
+      .query(true)
+      .reply(200, page([unsubscribed('a@example.com')]));
     const stats = await source.scanUnsubscribed(() => undefined);
     assert.strictEqual(stats.contacts, 1);
   });
@@ -185,15 +221,18 @@ describe('cc client', () => {
       .query(true)
       .times(6)
       .reply(502, [{ error_key: 'bad_gateway', error_message: 'Upstream failed' }]);
-    await assert.rejects(source.scanUnsubscribed(() => undefined), (err: unknown) => {
-      assert.ok(err instanceof SourceError, String(err));
-      assert.strictEqual(err.status, 502);
-      assert.strictEqual(err.errorKey, 'bad_gateway');
-      assert.match(err.message, /HTTP 502 bad_gateway: Upstream failed/);
-      assert.match(err.message, /gave up after 6 attempts/);
-      assert.ok(!err.message.includes(TOKEN));
-      return true;
-    });
+    await assert.rejects(
+      source.scanUnsubscribed(() => undefined),
+      (err: unknown) => {
+        assert.ok(err instanceof SourceError, String(err));
+        assert.strictEqual(err.status, 502);
+        assert.strictEqual(err.errorKey, 'bad_gateway');
+        assert.match(err.message, /HTTP 502 bad_gateway: Upstream failed/);
+        assert.match(err.message, /gave up after 6 attempts/);
+        assert.ok(!err.message.includes(TOKEN));
+        return true;
+      },
+    );
     assert.ok(scope.isDone());
     assert.strictEqual(deps.callCounts.get('constant-contact'), 6);
   });
@@ -205,7 +244,10 @@ describe('cc client', () => {
       .get('/v3/contacts')
       .query(true)
       .reply(400, [{ error_key: 'contacts.api.validation.error', error_message: 'optout_after is not a valid date' }]);
-    await assert.rejects(source.scanUnsubscribed(() => undefined), /HTTP 400 contacts\.api\.validation\.error: optout_after is not a valid date/);
+    await assert.rejects(
+      source.scanUnsubscribed(() => undefined),
+      /HTTP 400 contacts\.api\.validation\.error: optout_after is not a valid date/,
+    );
     assert.strictEqual(deps.callCounts.get('constant-contact'), 1);
   });
 
@@ -213,7 +255,10 @@ describe('cc client', () => {
     const deps = makeDeps(kvWithAccessToken(TOKEN));
     const source = createConstantContactSource(makeConfig(), deps);
     nock(API).get('/v3/contacts').query(true).reply(200, { items: [] });
-    await assert.rejects(source.scanUnsubscribed(() => undefined), (err: unknown) => err instanceof SourceError && /contacts:/.test(err.message));
+    await assert.rejects(
+      source.scanUnsubscribed(() => undefined),
+      (err: unknown) => err instanceof SourceError && /contacts:/.test(err.message),
+    );
   });
 
   it('persists the daily request count and restores it on start (the budget is per application)', async () => {
@@ -250,7 +295,10 @@ describe('cc client', () => {
     await Promise.all([1, 2, 3, 4, 5].map(() => source.unsubscribedCount()));
     assert.strictEqual(deps.callCounts.get('constant-contact'), 5);
     // 5 requests at 2/s on a fake clock: at least two waits of the window
-    assert.ok(deps.clock.now().getTime() - new Date('2026-01-01T10:00:00Z').getTime() >= 2000, `slept ${JSON.stringify(deps.clock.slept)}`);
+    assert.ok(
+      deps.clock.now().getTime() - new Date('2026-01-01T10:00:00Z').getTime() >= 2000,
+      `slept ${JSON.stringify(deps.clock.slept)}`,
+    );
   });
 });
 

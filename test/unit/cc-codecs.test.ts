@@ -40,7 +40,11 @@ describe('cc codecs', () => {
 
   it('counts contacts without an email address (SMS-only) as skippedNoEmail', () => {
     const q: QuarantinedRecord[] = [];
-    const sms = { contact_id: 'sms-1', sms_channel: { sms_address: '+15555550100' }, updated_at: '2024-01-01T00:00:00Z' };
+    const sms = {
+      contact_id: 'sms-1',
+      sms_channel: { sms_address: '+15555550100' },
+      updated_at: '2024-01-01T00:00:00Z',
+    };
     const smsNull = { contact_id: 'sms-2', email_address: null };
     const out = decodeContacts([sms, unsubscribed('a@example.com'), smsNull], (r) => q.push(r));
     assert.strictEqual(out.skippedNoEmail, 2);
@@ -89,7 +93,10 @@ describe('cc codecs', () => {
   });
 
   it('decodes the page envelope strictly', () => {
-    assert.strictEqual(decodeContactsPage({ contacts: [], _links: { next: { href: '/v3/contacts?cursor=a' } } }).ok, true);
+    assert.strictEqual(
+      decodeContactsPage({ contacts: [], _links: { next: { href: '/v3/contacts?cursor=a' } } }).ok,
+      true,
+    );
     assert.strictEqual(decodeContactsPage({ contacts: [], _links: null, contacts_count: 0 }).ok, true);
     const bad = decodeContactsPage({ results: [] });
     assert.strictEqual(bad.ok, false);
@@ -107,7 +114,10 @@ describe('cc codecs', () => {
       errorKey: 'unauthorized',
       errorMessage: 'Unauthorized',
     });
-    assert.deepStrictEqual(parseApiError('<html>Bad gateway</html>'), { errorKey: null, errorMessage: '<html>Bad gateway</html>' });
+    assert.deepStrictEqual(parseApiError('<html>Bad gateway</html>'), {
+      errorKey: null,
+      errorMessage: '<html>Bad gateway</html>',
+    });
     assert.deepStrictEqual(parseApiError(''), { errorKey: null, errorMessage: null });
   });
 });

@@ -6,7 +6,12 @@
  */
 import assert from 'assert';
 import nock from 'nock';
-import { createConstantContactSource, DEFAULT_MAX_PAGES, pagesForCount, resolveNextHref } from '../../src/source/constant-contact';
+import {
+  createConstantContactSource,
+  DEFAULT_MAX_PAGES,
+  pagesForCount,
+  resolveNextHref,
+} from '../../src/source/constant-contact';
 import Ajv from 'ajv';
 import { isLeft } from 'fp-ts/Either';
 import { ConstantContactConfig } from '../../src/config';
@@ -22,7 +27,17 @@ import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
 import { FakeSource, contact, testConfig, testEngine, testRegistry } from '../helpers';
 import { memoryCrm } from '../fixtures/memory-connector';
-import { API, AUTH_ORIGIN, AUTH_PATH, form, kvWithAccessToken, makeConfig, makeDeps, memKv, unsubscribed } from '../fixtures/cc/helpers';
+import {
+  API,
+  AUTH_ORIGIN,
+  AUTH_PATH,
+  form,
+  kvWithAccessToken,
+  makeConfig,
+  makeDeps,
+  memKv,
+  unsubscribed,
+} from '../fixtures/cc/helpers';
 import { TokenManager, MAX_EXPIRES_IN_S } from '../../src/source/constant-contact/auth';
 import { decodeContacts } from '../../src/source/constant-contact/codecs';
 import { isOptedOut } from '../../src/domain';
@@ -36,7 +51,9 @@ function page(contacts: unknown[], next?: string): Record<string, unknown> {
 }
 
 /** An engine over a real SQLite store (in memory) whose source is the real Constant Contact source on nock. */
-export function ccEngine(opts: { start?: Date; source?: Record<string, unknown>; crm?: string; crmEmails?: string[] } = {}) {
+export function ccEngine(
+  opts: { start?: Date; source?: Record<string, unknown>; crm?: string; crmEmails?: string[] } = {},
+) {
   const registry = testRegistry();
   const crmName = opts.crm ?? `cc-hard-${Math.random().toString(36).slice(2)}`;
   const crm = memoryCrm(crmName, opts.crmEmails ?? []);
@@ -78,7 +95,9 @@ describe('cc hardening', () => {
 
     it('accepts expires_in as a numeric string and scope: null, and stores the rotated token first', async () => {
       const { kv, tokens } = manager();
-      nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: '86400', scope: null, token_type: null });
+      nock(AUTH_ORIGIN)
+        .post(TOKEN_PATH)
+        .reply(200, { access_token: A1, refresh_token: R2, expires_in: '86400', scope: null, token_type: null });
       assert.strictEqual(await tokens.refresh(), A1);
       assert.strictEqual(kv.get('refresh_token'), R2);
       assert.strictEqual(kv.writes[0]![0], 'refresh_token', 'the refresh token is the first write');
@@ -90,8 +109,14 @@ describe('cc hardening', () => {
       nock(AUTH_ORIGIN).post(TOKEN_PATH).reply(200, { access_token: A1, refresh_token: R2, expires_in: 1e300 });
       assert.strictEqual(await tokens.refresh(), A1);
       assert.strictEqual(kv.get('refresh_token'), R2);
-      assert.strictEqual(kv.get('access_expires_at'), new Date(start.getTime() + MAX_EXPIRES_IN_S * 1000).toISOString());
-      assert.ok(deps.logger.lines.some((l) => /expires_in \(1e\+300 s\)/.test(l)), deps.logger.lines.join('\n'));
+      assert.strictEqual(
+        kv.get('access_expires_at'),
+        new Date(start.getTime() + MAX_EXPIRES_IN_S * 1000).toISOString(),
+      );
+      assert.ok(
+        deps.logger.lines.some((l) => /expires_in \(1e\+300 s\)/.test(l)),
+        deps.logger.lines.join('\n'),
+      );
     });
 
     it('a body that cannot be used still leaves the new refresh token stored, and says so without any token', async () => {
@@ -116,15 +141,23 @@ describe('cc hardening', () => {
 
   describe('#5 a quarantined record is not a resubscribe', () => {
     async function fullSync(env: ReturnType<typeof ccEngine>, contacts: unknown[]) {
-      nock(API).get('/v3/contacts').query((q) => q['status'] === 'unsubscribed').reply(200, page(contacts));
+      nock(API)
+        .get('/v3/contacts')
+        .query((q) => q['status'] === 'unsubscribed')
+        .reply(200, page(contacts));
       // the reconcile's deleted read and look-ups of known opt-outs it did not return: nobody
-      nock(API).get('/v3/contacts').query((q) => q['status'] !== 'unsubscribed').times(5).reply(200, page([]));
+      nock(API)
+        .get('/v3/contacts')
+        .query((q) => q['status'] !== 'unsubscribed')
+        .times(5)
+        .reply(200, page([]));
       nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: contacts.length });
       const r = await env.engine.sync({ full: true });
       env.clock.advance(60 * 60_000);
       return r;
     }
-    const leftEvents = (env: ReturnType<typeof ccEngine>) => env.store.events(null, ['left-unsubscribed-set']).map((e) => e.email);
+    const leftEvents = (env: ReturnType<typeof ccEngine>) =>
+      env.store.events(null, ['left-unsubscribed-set']).map((e) => e.email);
 
     it('a known opt-out whose record arrives malformed in a full reconcile stays active', async () => {
       const env = ccEngine();
@@ -148,13 +181,20 @@ describe('cc hardening', () => {
       const r = await fullSync(env, [broken]);
       assert.deepStrictEqual(leftEvents(env), []);
       assert.strictEqual(env.store.countOptOuts().active, 2);
-      assert.ok(r.messages.some((m) => /quarantined record\(s\) have an unreadable email address/.test(m)), r.messages.join('\n'));
+      assert.ok(
+        r.messages.some((m) => /quarantined record\(s\) have an unreadable email address/.test(m)),
+        r.messages.join('\n'),
+      );
       await env.engine.close();
     });
 
     it('a well-formed record that says subscribed, or no record at all, still marks a resubscribe', async () => {
       const env = ccEngine();
-      await fullSync(env, [unsubscribed('a@example.com'), unsubscribed('b@example.com'), unsubscribed('c@example.com')]);
+      await fullSync(env, [
+        unsubscribed('a@example.com'),
+        unsubscribed('b@example.com'),
+        unsubscribed('c@example.com'),
+      ]);
       const back = unsubscribed('a@example.com', { deleted_at: '2026-05-01' });
       (back['email_address'] as Record<string, unknown>)['permission_to_send'] = 'implicit';
       const r = await fullSync(env, [back, unsubscribed('c@example.com')]);
@@ -169,7 +209,12 @@ describe('cc hardening', () => {
     function decode(...raws: unknown[]) {
       const q: QuarantinedRecord[] = [];
       const unknownSources: string[] = [];
-      const r = decodeContacts(raws, (rec) => q.push(rec), now, (v) => unknownSources.push(v));
+      const r = decodeContacts(
+        raws,
+        (rec) => q.push(rec),
+        now,
+        (v) => unknownSources.push(v),
+      );
       return { ...r, q, unknownSources };
     }
     const withEmail = (email: string, fields: Record<string, unknown>) => {
@@ -179,7 +224,10 @@ describe('cc hardening', () => {
     };
 
     it('compares permission_to_send and opt_out_source case-insensitively', () => {
-      const r = decode(withEmail('a@example.com', { permission_to_send: 'UNSUBSCRIBED', opt_out_source: 'CONTACT' }), withEmail('b@example.com', { permission_to_send: ' Implicit ' }));
+      const r = decode(
+        withEmail('a@example.com', { permission_to_send: 'UNSUBSCRIBED', opt_out_source: 'CONTACT' }),
+        withEmail('b@example.com', { permission_to_send: ' Implicit ' }),
+      );
       assert.deepStrictEqual(r.q, []);
       assert.strictEqual(r.contacts[0]!.permission, 'unsubscribed');
       assert.ok(isOptedOut(r.contacts[0]!), '"UNSUBSCRIBED" is unsubscribed');
@@ -192,7 +240,10 @@ describe('cc hardening', () => {
       const r = decode(withEmail('a@example.com', { permission_to_send: 'unsubscribed_all' }));
       assert.strictEqual(r.contacts.length, 0);
       assert.strictEqual(r.q.length, 1);
-      assert.match(r.q[0]!.reason, /email_address\.permission_to_send: got "unsubscribed_all", expected one of explicit, implicit/);
+      assert.match(
+        r.q[0]!.reason,
+        /email_address\.permission_to_send: got "unsubscribed_all", expected one of explicit, implicit/,
+      );
       assert.deepStrictEqual(r.quarantinedEmails, ['a@example.com']);
     });
 
@@ -206,7 +257,13 @@ describe('cc hardening', () => {
     }
 
     it('allows a day of clock skew, and keeps (but reports) an unknown opt_out_source', () => {
-      const r = decode(withEmail('a@example.com', { opt_out_date: '2026-06-01T20:00:00Z', updated_at: '2026-06-01T20:00:00Z', opt_out_source: 'Partner' }));
+      const r = decode(
+        withEmail('a@example.com', {
+          opt_out_date: '2026-06-01T20:00:00Z',
+          updated_at: '2026-06-01T20:00:00Z',
+          opt_out_source: 'Partner',
+        }),
+      );
       assert.deepStrictEqual(r.q, []);
       assert.strictEqual(r.contacts[0]!.optedOutAt, '2026-06-01T20:00:00Z');
       assert.strictEqual(r.contacts[0]!.source, 'Partner');
@@ -219,12 +276,21 @@ describe('cc hardening', () => {
       nock(API)
         .get('/v3/contacts')
         .query(true)
-        .reply(200, page([withEmail('a@example.com', { opt_out_date: null, updated_at: '9999-12-31T00:00:00Z' }), unsubscribed('b@example.com')]));
+        .reply(
+          200,
+          page([
+            withEmail('a@example.com', { opt_out_date: null, updated_at: '9999-12-31T00:00:00Z' }),
+            unsubscribed('b@example.com'),
+          ]),
+        );
       const seen: string[] = [];
       const stats = await source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email)));
       assert.deepStrictEqual(seen, ['b@example.com']);
       assert.strictEqual(stats.quarantined, 1);
-      assert.match(deps.quarantined[0]!.reason, /email_address\.updated_at: got "9999-12-31T00:00:00Z", a date in the future/);
+      assert.match(
+        deps.quarantined[0]!.reason,
+        /email_address\.updated_at: got "9999-12-31T00:00:00Z", a date in the future/,
+      );
     });
   });
 
@@ -235,8 +301,15 @@ describe('cc hardening', () => {
       (broken['email_address'] as Record<string, unknown>)['opt_out_date'] = 12345;
       const noId = { email_address: { address: 'x@example.com' } };
       for (let run = 0; run < 3; run++) {
-        nock(API).get('/v3/contacts').query((q) => q['status'] === 'unsubscribed').reply(200, page([broken, noId, unsubscribed('b@example.com')]));
-        nock(API).get('/v3/contacts').query((q) => q['status'] !== 'unsubscribed').times(5).reply(200, page([])); // the reconcile's deleted read
+        nock(API)
+          .get('/v3/contacts')
+          .query((q) => q['status'] === 'unsubscribed')
+          .reply(200, page([broken, noId, unsubscribed('b@example.com')]));
+        nock(API)
+          .get('/v3/contacts')
+          .query((q) => q['status'] !== 'unsubscribed')
+          .times(5)
+          .reply(200, page([])); // the reconcile's deleted read
         nock(API).get('/v3/contacts/counts').reply(200, { unsubscribed: 1 });
         const r = await env.engine.sync({ full: true });
         assert.strictEqual(r.detection.quarantined, 2, 'each scan still reports what it quarantined');
@@ -256,13 +329,26 @@ describe('cc hardening', () => {
 
     it('a record seen again with another problem updates its row (reason, raw) rather than adding one', () => {
       const s = new SqliteStateStore(':memory:');
-      s.quarantine(1, 'constant-contact', { reason: 'first', raw: { contact_id: 'c1', v: 1 }, recordId: 'c1' }, '2026-01-01T00:00:00.000Z');
-      s.quarantine(2, 'constant-contact', { reason: 'second', raw: { contact_id: 'c1', v: 2 }, recordId: 'c1' }, '2026-01-02T00:00:00.000Z');
+      s.quarantine(
+        1,
+        'constant-contact',
+        { reason: 'first', raw: { contact_id: 'c1', v: 1 }, recordId: 'c1' },
+        '2026-01-01T00:00:00.000Z',
+      );
+      s.quarantine(
+        2,
+        'constant-contact',
+        { reason: 'second', raw: { contact_id: 'c1', v: 2 }, recordId: 'c1' },
+        '2026-01-02T00:00:00.000Z',
+      );
       s.quarantine(2, 'constant-contact', { reason: 'other', raw: 7, recordId: null }, '2026-01-02T00:00:00.000Z');
       const rows = s.quarantined(10);
       assert.strictEqual(s.countQuarantined(), 2);
       const c1 = rows.find((r) => r.recordId === 'c1')!;
-      assert.deepStrictEqual([c1.reason, c1.raw, c1.runId, c1.timesSeen, c1.at, c1.lastSeenAt], ['second', { contact_id: 'c1', v: 2 }, 2, 2, '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z']);
+      assert.deepStrictEqual(
+        [c1.reason, c1.raw, c1.runId, c1.timesSeen, c1.at, c1.lastSeenAt],
+        ['second', { contact_id: 'c1', v: 2 }, 2, 2, '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z'],
+      );
       s.close();
     });
 
@@ -273,7 +359,9 @@ describe('cc hardening', () => {
       old.exec(MIGRATIONS[0]!);
       old.exec(MIGRATIONS[1]!);
       old.pragma('user_version = 2');
-      const ins = old.prepare(`INSERT INTO quarantine (run_id, source, record_id, reason, raw, at) VALUES (?, 'constant-contact', ?, ?, ?, ?)`);
+      const ins = old.prepare(
+        `INSERT INTO quarantine (run_id, source, record_id, reason, raw, at) VALUES (?, 'constant-contact', ?, ?, ?, ?)`,
+      );
       for (let i = 1; i <= 3; i++) ins.run(i, 'c1', `r${i}`, '{"contact_id":"c1"}', `2026-01-0${i}T00:00:00.000Z`);
       for (let i = 1; i <= 2; i++) ins.run(i, null, 'root', '5', `2026-01-0${i}T00:00:00.000Z`);
       ins.run(1, null, 'root', '6', '2026-01-01T00:00:00.000Z');
@@ -282,12 +370,26 @@ describe('cc hardening', () => {
       assert.strictEqual(s.schemaVersion, MIGRATIONS.length);
       assert.strictEqual(s.countQuarantined(), 3);
       const c1 = s.quarantined(10).find((r) => r.recordId === 'c1')!;
-      assert.deepStrictEqual([c1.timesSeen, c1.at, c1.lastSeenAt], [3, '2026-01-01T00:00:00.000Z', '2026-01-03T00:00:00.000Z']);
+      assert.deepStrictEqual(
+        [c1.timesSeen, c1.at, c1.lastSeenAt],
+        [3, '2026-01-01T00:00:00.000Z', '2026-01-03T00:00:00.000Z'],
+      );
       // and a sighting after the upgrade lands on the folded row
       s.quarantine(9, 'constant-contact', { reason: 'again', raw: 5, recordId: null }, '2026-02-01T00:00:00.000Z');
-      s.quarantine(9, 'constant-contact', { reason: 'again', raw: { contact_id: 'c1' }, recordId: 'c1' }, '2026-02-01T00:00:00.000Z');
+      s.quarantine(
+        9,
+        'constant-contact',
+        { reason: 'again', raw: { contact_id: 'c1' }, recordId: 'c1' },
+        '2026-02-01T00:00:00.000Z',
+      );
       assert.strictEqual(s.countQuarantined(), 3);
-      assert.deepStrictEqual(s.quarantined(10).map((r) => r.timesSeen).sort(), [1, 3, 4]);
+      assert.deepStrictEqual(
+        s
+          .quarantined(10)
+          .map((r) => r.timesSeen)
+          .sort(),
+        [1, 3, 4],
+      );
       s.close();
       fs.rmSync(dir, { recursive: true, force: true });
     });
@@ -304,7 +406,10 @@ describe('cc hardening', () => {
     for (const [key, value, why] of cases) {
       it(`${key} = ${value}: the run reconciles fully, says so naming the key, and stores good checkpoints`, async () => {
         const src = new FakeSource();
-        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'), contact('new@x.com', 'unsubscribed', '2026-06-01T11:00:00.000Z')];
+        src.contacts = [
+          contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'),
+          contact('new@x.com', 'unsubscribed', '2026-06-01T11:00:00.000Z'),
+        ];
         memoryCrm('cc-hard-cp', ['a@x.com', 'new@x.com']);
         const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'cc-hard-cp' }], source: src, start: T0 });
         // a store that had run before: both checkpoints recent, then one of them damaged
@@ -315,7 +420,12 @@ describe('cc hardening', () => {
           const r = await engine.sync();
           if (run === 1) {
             assert.strictEqual(r.detection.mode, 'full');
-            assert.ok(r.messages.some((m) => m.includes(`stored checkpoint ${key}`) && m.includes(why) && m.includes('full reconcile')), r.messages.join('\n'));
+            assert.ok(
+              r.messages.some(
+                (m) => m.includes(`stored checkpoint ${key}`) && m.includes(why) && m.includes('full reconcile'),
+              ),
+              r.messages.join('\n'),
+            );
             assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 2 });
           } else {
             assert.strictEqual(r.detection.mode, 'window', 'repaired: the next run is incremental again');
@@ -350,12 +460,18 @@ describe('cc hardening', () => {
 
     it('asks for include_count on the first page only, and stops at the count the API reported plus a margin', async () => {
       const deps = makeDeps(kvWithAccessToken(TOKEN));
-      const source = createConstantContactSource(makeConfig({ detection: { ...makeConfig().detection, pageSize: 2 } }), deps);
+      const source = createConstantContactSource(
+        makeConfig({ detection: { ...makeConfig().detection, pageSize: 2 } }),
+        deps,
+      );
       const { requests } = endless(4);
       const seen: string[] = [];
       await assert.rejects(
         source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email))),
-        (e: unknown) => e instanceof SourceError && /stopped after 4 pages/.test(e.message) && /4 contacts the API reported/.test(e.message),
+        (e: unknown) =>
+          e instanceof SourceError &&
+          /stopped after 4 pages/.test(e.message) &&
+          /4 contacts the API reported/.test(e.message),
       );
       assert.strictEqual(pagesForCount(4, 2), 4);
       assert.strictEqual(requests.length, 4, 'no page beyond the bound is requested');
@@ -366,12 +482,21 @@ describe('cc hardening', () => {
 
     it('without a count, stops at source.detection.maxPages (default DEFAULT_MAX_PAGES)', async () => {
       const deps = makeDeps(kvWithAccessToken(TOKEN));
-      const source = createConstantContactSource(makeConfig({ detection: { ...makeConfig().detection, maxPages: 7 } }), deps);
+      const source = createConstantContactSource(
+        makeConfig({ detection: { ...makeConfig().detection, maxPages: 7 } }),
+        deps,
+      );
       const { requests } = endless();
-      await assert.rejects(source.scanUnsubscribed(() => undefined), /stopped after 7 pages .*source\.detection\.maxPages \(7\)/);
+      await assert.rejects(
+        source.scanUnsubscribed(() => undefined),
+        /stopped after 7 pages .*source\.detection\.maxPages \(7\)/,
+      );
       assert.strictEqual(requests.length, 7);
       assert.strictEqual(deps.callCounts.get('constant-contact'), 7);
-      assert.ok(DEFAULT_MAX_PAGES * 500 >= 1_000_000 && DEFAULT_MAX_PAGES <= 10_000 / 2, 'the default leaves half the daily budget');
+      assert.ok(
+        DEFAULT_MAX_PAGES * 500 >= 1_000_000 && DEFAULT_MAX_PAGES <= 10_000 / 2,
+        'the default leaves half the daily budget',
+      );
     });
 
     it('engine: endless cursors end the run with the error, keep the pages read, and leave the checkpoints alone', async () => {
@@ -402,7 +527,15 @@ describe('cc hardening', () => {
     it('maxPages is in the source codec and in the config JSON Schema (src/config.schema.json), with the same bounds', () => {
       const ajv = new Ajv({ strict: false, allErrors: true });
       const validate = ajv.compile(SOURCE_SCHEMA);
-      for (const [maxPages, ok] of [[1, true], [5000, true], [100000, true], [0, false], [100001, false], [2.5, false], ['10', false]] as const) {
+      for (const [maxPages, ok] of [
+        [1, true],
+        [5000, true],
+        [100000, true],
+        [0, false],
+        [100001, false],
+        [2.5, false],
+        ['10', false],
+      ] as const) {
         const cfg = { type: 'constant-contact', clientId: 'x', detection: { maxPages } };
         assert.strictEqual(!isLeft(ConstantContactConfig.decode(cfg)), ok, `codec, maxPages ${maxPages}`);
         assert.strictEqual(validate(cfg), ok, `schema, maxPages ${maxPages}`);
@@ -427,17 +560,35 @@ describe('cc hardening', () => {
       it(`refuses ${JSON.stringify(href)} with an error naming the link and the configured origin`, () => {
         assert.throws(
           () => resolveNextHref(BASE, href),
-          (e: unknown) => e instanceof SourceError && /not to the configured API origin https:\/\/api\.cc\.email/.test(e.message) && /_links\.next\.href/.test(e.message),
+          (e: unknown) =>
+            e instanceof SourceError &&
+            /not to the configured API origin https:\/\/api\.cc\.email/.test(e.message) &&
+            /_links\.next\.href/.test(e.message),
         );
       });
     }
     it('keeps host-relative, same-origin absolute and proxy-prefixed links working', () => {
-      assert.strictEqual(resolveNextHref(BASE, '/v3/contacts?cursor=abc%3D&limit=500'), 'https://api.cc.email/v3/contacts?cursor=abc%3D&limit=500');
-      assert.strictEqual(resolveNextHref(BASE, 'https://API.cc.email:443/v3/contacts?cursor=abc'), 'https://api.cc.email/v3/contacts?cursor=abc');
-      assert.strictEqual(resolveNextHref('http://127.0.0.1:8080/cc/v3', '/v3/contacts?cursor=abc'), 'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc');
-      assert.strictEqual(resolveNextHref('http://127.0.0.1:8080/cc/v3', 'http://127.0.0.1:8080/v3/contacts?cursor=abc'), 'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc');
+      assert.strictEqual(
+        resolveNextHref(BASE, '/v3/contacts?cursor=abc%3D&limit=500'),
+        'https://api.cc.email/v3/contacts?cursor=abc%3D&limit=500',
+      );
+      assert.strictEqual(
+        resolveNextHref(BASE, 'https://API.cc.email:443/v3/contacts?cursor=abc'),
+        'https://api.cc.email/v3/contacts?cursor=abc',
+      );
+      assert.strictEqual(
+        resolveNextHref('http://127.0.0.1:8080/cc/v3', '/v3/contacts?cursor=abc'),
+        'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc',
+      );
+      assert.strictEqual(
+        resolveNextHref('http://127.0.0.1:8080/cc/v3', 'http://127.0.0.1:8080/v3/contacts?cursor=abc'),
+        'http://127.0.0.1:8080/cc/v3/contacts?cursor=abc',
+      );
       // http: with the base's own scheme is path-relative by the URL standard: it stays on the base origin
-      assert.strictEqual(new URL(resolveNextHref('http://127.0.0.1:8080/v3', 'http:evil.example/v3')).origin, 'http://127.0.0.1:8080');
+      assert.strictEqual(
+        new URL(resolveNextHref('http://127.0.0.1:8080/v3', 'http:evil.example/v3')).origin,
+        'http://127.0.0.1:8080',
+      );
     });
 
     it('source: the page carrying a hostile link is not handed on, and the token never leaves the API host', async () => {
@@ -450,7 +601,9 @@ describe('cc hardening', () => {
         .get('/v3/contacts')
         .query({ cursor: '2' })
         .reply(200, page([unsubscribed('second@example.com')], '//evil.example/v3/contacts?cursor=3'));
-      const evil = nock('https://evil.example').get(/.*/).reply(200, page([unsubscribed('planted@example.com')]));
+      const evil = nock('https://evil.example')
+        .get(/.*/)
+        .reply(200, page([unsubscribed('planted@example.com')]));
       const seen: string[] = [];
       await assert.rejects(
         source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email))),
@@ -469,7 +622,9 @@ describe('cc hardening', () => {
         .get('/v3/contacts')
         .query({ cursor: '2' })
         .reply(200, page([unsubscribed('second@example.com')], 'http:evil.example/v3/contacts?cursor=3'));
-      const evil = nock('http://evil.example').get(/.*/).reply(200, page([unsubscribed('planted@example.com')]));
+      const evil = nock('http://evil.example')
+        .get(/.*/)
+        .reply(200, page([unsubscribed('planted@example.com')]));
       await assert.rejects(engine.sync({ full: true }), /points to http:\/\/evil\.example/);
       await engine.close();
       const known = store.knownOptOuts(['first@example.com', 'second@example.com', 'planted@example.com']);

@@ -14,13 +14,15 @@ import { testConfig, testRegistry } from '../helpers';
 import { API, kvWithAccessToken, makeConfig, makeDeps, unsubscribed } from '../fixtures/cc/helpers';
 
 const TOKEN = 'access-token-A0-valid';
-const page = (contacts: unknown[], next?: string): Record<string, unknown> => (next ? { contacts, _links: { next: { href: next } } } : { contacts });
+const page = (contacts: unknown[], next?: string): Record<string, unknown> =>
+  next ? { contacts, _links: { next: { href: next } } } : { contacts };
 const plan = (known: string[], deletedSince: Date | null, knownDeleted: string[] = []): ReconcilePlan => ({
   knownActive: new Set(known),
   deletedSince,
   knownDeleted: (emails) => new Set(emails.filter((e) => knownDeleted.includes(e))),
 });
-const usage = (kv: { get(k: string): string | null }): number => (JSON.parse(kv.get(KV_DAILY_USAGE) ?? '{"used":0}') as { used: number }).used;
+const usage = (kv: { get(k: string): string | null }): number =>
+  (JSON.parse(kv.get(KV_DAILY_USAGE) ?? '{"used":0}') as { used: number }).used;
 
 describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
   afterEach(() => nock.cleanAll());
@@ -41,7 +43,10 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
         .reply(200, page([unsubscribed('gone@example.com', { deleted_at: '2026-01-01' })]));
       const seen: string[] = [];
       await source.unsubscribedCount();
-      const stats = await source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email)), plan(['a@example.com', 'old-deleted@example.com'], since, ['old-deleted@example.com']));
+      const stats = await source.scanUnsubscribed(
+        (p) => void seen.push(...p.contacts.map((c) => c.email)),
+        plan(['a@example.com', 'old-deleted@example.com'], since, ['old-deleted@example.com']),
+      );
       assert.ok(scope.isDone(), scope.pendingMocks().join(', '));
       assert.deepStrictEqual(seen, ['a@example.com', 'b@example.com', 'gone@example.com']);
       assert.strictEqual(stats.pages, 2);
@@ -58,13 +63,21 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
         .query({ status: 'unsubscribed', limit: '500', include_count: 'true' })
         .reply(200, page([unsubscribed('a@example.com')]))
         .get('/v3/contacts')
-        .query({ status: 'deleted', optout_before: deps.clock.now().toISOString(), limit: '500', include_count: 'true' })
+        .query({
+          status: 'deleted',
+          optout_before: deps.clock.now().toISOString(),
+          limit: '500',
+          include_count: 'true',
+        })
         .reply(200, page([]))
         .get('/v3/contacts')
         .query({ email: 'x@example.com', status: 'all', limit: '500', include_count: 'true' })
         .reply(200, page([unsubscribed('x@example.com', { deleted_at: '2026-01-01' })]));
       const seen: string[] = [];
-      await source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => c.email)), plan(['a@example.com', 'x@example.com'], null));
+      await source.scanUnsubscribed(
+        (p) => void seen.push(...p.contacts.map((c) => c.email)),
+        plan(['a@example.com', 'x@example.com'], null),
+      );
       assert.ok(scope.isDone(), scope.pendingMocks().join(', '));
       assert.deepStrictEqual(seen, ['a@example.com', 'x@example.com']);
     });
@@ -93,7 +106,8 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
 
   describe('item 4: the export', () => {
     const exportConfig = () => makeConfig({ detection: { ...makeConfig().detection, reconcileVia: 'export' } });
-    const CSV = 'email_address,email_optout_date,email_optout_source,email_optout_reason\r\nA@Example.com,2024-06-08T01:31:05Z,Contact,Too many\r\nb@example.com,2024-06-09T01:31:05Z,Account,\r\n';
+    const CSV =
+      'email_address,email_optout_date,email_optout_source,email_optout_reason\r\nA@Example.com,2024-06-08T01:31:05Z,Contact,Too many\r\nb@example.com,2024-06-09T01:31:05Z,Account,\r\n';
 
     it('POSTs the contract body, polls the activity, downloads results.href, and hands rows on as pages', async () => {
       const deps = makeDeps(kvWithAccessToken(TOKEN));
@@ -107,19 +121,36 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
         .get('/v3/activities/act-1')
         .reply(200, { activity_id: 'act-1', state: 'processing' })
         .get('/v3/activities/act-1')
-        .reply(200, { activity_id: 'act-1', state: 'completed', status: { items_total_count: 2 }, _links: { results: { href: '/v3/contact_exports/file-1' } } })
+        .reply(200, {
+          activity_id: 'act-1',
+          state: 'completed',
+          status: { items_total_count: 2 },
+          _links: { results: { href: '/v3/contact_exports/file-1' } },
+        })
         .get('/v3/contact_exports/file-1')
         .reply(200, CSV, { 'content-type': 'text/csv' })
         .get('/v3/contacts')
         .query((q) => q['status'] === 'deleted')
         .reply(200, page([]));
       const seen: string[] = [];
-      const stats = await source.scanUnsubscribed((p) => void seen.push(...p.contacts.map((c) => `${c.email}|${c.optedOutAt}|${c.source}`)), plan([], null));
+      const stats = await source.scanUnsubscribed(
+        (p) => void seen.push(...p.contacts.map((c) => `${c.email}|${c.optedOutAt}|${c.source}`)),
+        plan([], null),
+      );
       assert.ok(scope.isDone(), scope.pendingMocks().join(', '));
-      assert.deepStrictEqual(body, { status: 'unsubscribed', fields: ['email_address', 'email_optout_date', 'email_optout_source', 'email_optout_reason'] });
-      assert.deepStrictEqual(seen, ['a@example.com|2024-06-08T01:31:05Z|Contact', 'b@example.com|2024-06-09T01:31:05Z|Account']);
+      assert.deepStrictEqual(body, {
+        status: 'unsubscribed',
+        fields: ['email_address', 'email_optout_date', 'email_optout_source', 'email_optout_reason'],
+      });
+      assert.deepStrictEqual(seen, [
+        'a@example.com|2024-06-08T01:31:05Z|Contact',
+        'b@example.com|2024-06-09T01:31:05Z|Account',
+      ]);
       assert.strictEqual(stats.contacts, 2);
-      assert.ok(deps.clock.slept.includes(1000) && deps.clock.slept.includes(2000), `polls back off: ${JSON.stringify(deps.clock.slept)}`);
+      assert.ok(
+        deps.clock.slept.includes(1000) && deps.clock.slept.includes(2000),
+        `polls back off: ${JSON.stringify(deps.clock.slept)}`,
+      );
     });
 
     it('quota_exceeded while polling: QuotaExceeded stops the reconcile, nothing is handed on, the usage is on disk', async () => {
@@ -145,9 +176,18 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
     it('a download that is not CSV, or has no email column, is doubt: pages are read instead', async () => {
       assert.throws(() => parseExportCsv('"unterminated,quote\n', new Date()), /not CSV/);
       assert.throws(() => parseExportCsv('first_name,last_name\r\nA,B\r\n', new Date()), /no email address column/);
-      const r = parseExportCsv('Email Address,Email Opt-Out Date\r\nok@example.com,2024-01-01T00:00:00Z\r\nbad@example.com,9999-12-31T00:00:00Z\r\nshort\r\n', new Date('2026-01-01T00:00:00Z'));
-      assert.deepStrictEqual(r.contacts.map((c) => c.email), ['ok@example.com']);
-      assert.deepStrictEqual(r.quarantine.map((q) => q.reason.replace(/: .*/, '')), ['export line 3', 'export line 4']);
+      const r = parseExportCsv(
+        'Email Address,Email Opt-Out Date\r\nok@example.com,2024-01-01T00:00:00Z\r\nbad@example.com,9999-12-31T00:00:00Z\r\nshort\r\n',
+        new Date('2026-01-01T00:00:00Z'),
+      );
+      assert.deepStrictEqual(
+        r.contacts.map((c) => c.email),
+        ['ok@example.com'],
+      );
+      assert.deepStrictEqual(
+        r.quarantine.map((q) => q.reason.replace(/: .*/, '')),
+        ['export line 3', 'export line 4'],
+      );
       assert.match(r.quarantine[0]!.reason, /a date in the future/);
       assert.match(r.quarantine[1]!.reason, /1 columns, the header has 2/);
     });
@@ -157,8 +197,15 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
     it('defaults to auto; another value is a config error naming the field', () => {
       const targets = [{ name: 'crm', crm: 'cc-perf-config' }];
       assert.strictEqual(testConfig(testRegistry(), targets).source.detection.reconcileVia, 'auto');
-      assert.strictEqual(testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'export' } } }).source.detection.reconcileVia, 'export');
-      assert.throws(() => testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'csv' } } }), /source\.detection\.reconcileVia/);
+      assert.strictEqual(
+        testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'export' } } }).source.detection
+          .reconcileVia,
+        'export',
+      );
+      assert.throws(
+        () => testConfig(testRegistry(), targets, { source: { detection: { reconcileVia: 'csv' } } }),
+        /source\.detection\.reconcileVia/,
+      );
     });
   });
 
@@ -167,7 +214,9 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
     function pages(n: number): nock.Scope {
       const s = nock(API);
       for (let i = 1; i <= n; i++) {
-        s.get('/v3/contacts').query(true).reply(200, page([unsubscribed(`p${i}@example.com`)], i < n ? `/v3/contacts?cursor=c${i + 1}` : undefined));
+        s.get('/v3/contacts')
+          .query(true)
+          .reply(200, page([unsubscribed(`p${i}@example.com`)], i < n ? `/v3/contacts?cursor=c${i + 1}` : undefined));
       }
       return s;
     }
@@ -187,7 +236,10 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
       assert.ok(worstLag <= USAGE_FLUSH_EVERY - 1, `lag ${worstLag}`);
       assert.strictEqual(usage(kv), PAGES, 'durable when the operation ends');
       const writes = kv.writes.filter(([k]) => k === KV_DAILY_USAGE).length;
-      assert.ok(writes <= Math.ceil(PAGES / USAGE_FLUSH_EVERY) + 1, `${writes} writes for ${PAGES} requests (one per request before)`);
+      assert.ok(
+        writes <= Math.ceil(PAGES / USAGE_FLUSH_EVERY) + 1,
+        `${writes} writes for ${PAGES} requests (one per request before)`,
+      );
     });
 
     it('written before our own budget stops detection (QuotaExceeded)', async () => {
@@ -197,10 +249,12 @@ describe('cc perf: narrower reconcile, export, batched usage (nock)', () => {
       pages(31); // the 31st is never requested
       let seenAtStop = -1;
       await assert.rejects(
-        source.scanWindow(new Date('2025-12-31T00:00:00Z'), new Date('2026-01-01T09:00:00Z'), () => undefined).catch((e: unknown) => {
-          seenAtStop = usage(kv);
-          throw e;
-        }),
+        source
+          .scanWindow(new Date('2025-12-31T00:00:00Z'), new Date('2026-01-01T09:00:00Z'), () => undefined)
+          .catch((e: unknown) => {
+            seenAtStop = usage(kv);
+            throw e;
+          }),
         QuotaExceeded,
       );
       assert.strictEqual(seenAtStop, 30);

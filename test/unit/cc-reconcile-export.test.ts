@@ -19,7 +19,8 @@ const ANCHOR = '2025-06-01T12:00:00Z';
 const PAGE = 500;
 
 /** The logger's JSON lines, parsed. */
-const logLines = (logger: ReturnType<typeof memoryLogger>): Array<{ msg: string; reason?: string }> => logger.lines.map((l) => JSON.parse(l) as { msg: string; reason?: string });
+const logLines = (logger: ReturnType<typeof memoryLogger>): Array<{ msg: string; reason?: string }> =>
+  logger.lines.map((l) => JSON.parse(l) as { msg: string; reason?: string });
 
 interface Env {
   engine: Engine;
@@ -59,7 +60,12 @@ function openEnv(emu: ConstantContactEmulator, reconcileVia: 'pages' | 'export' 
     config,
     store,
     registry,
-    source: (deps: SourceDeps) => watch(createConstantContactSource(config.source, deps, { exportTiming: { pollMs: 5, pollMaxMs: 20, timeoutMs: 300 } })),
+    source: (deps: SourceDeps) =>
+      watch(
+        createConstantContactSource(config.source, deps, {
+          exportTiming: { pollMs: 5, pollMaxMs: 20, timeoutMs: 300 },
+        }),
+      ),
     clock: systemClock,
     logger,
     random: () => 0.5,
@@ -72,7 +78,12 @@ describe('cc reconcile: narrower pages and bulk export (emulator)', function () 
   let emu: ConstantContactEmulator;
 
   beforeEach(async () => {
-    emu = await startConstantContact({ seed: 5, contacts: 3000, anchor: ANCHOR, server: { knobs: { perSecondLimit: 10_000, tokenRatePerSecond: 10_000 } } });
+    emu = await startConstantContact({
+      seed: 5,
+      contacts: 3000,
+      anchor: ANCHOR,
+      server: { knobs: { perSecondLimit: 10_000, tokenRatePerSecond: 10_000 } },
+    });
   });
   afterEach(async () => {
     await emu.stop();
@@ -102,7 +113,9 @@ describe('cc reconcile: narrower pages and bulk export (emulator)', function () 
   it('pages: a known opt-out deleted since the last reconcile is looked up and stays active; a real resubscribe still leaves', async () => {
     const env = openEnv(emu, 'pages');
     await env.engine.sync({ full: true });
-    const live = emu.world.data.cc.filter((c) => c.email && c.deletedMs === null && c.email.permission === 'unsubscribed');
+    const live = emu.world.data.cc.filter(
+      (c) => c.email && c.deletedMs === null && c.email.permission === 'unsubscribed',
+    );
     const [gone, back] = [live[0]!, live[1]!];
     gone.deletedMs = Math.floor(emu.world.now() / 1000) * 1000; // opt-out date stays the old one: not in the deleted-since read
     back.email!.permission = 'explicit';

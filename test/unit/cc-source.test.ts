@@ -7,7 +7,16 @@ import nock from 'nock';
 import { isOptedOut, ObservedContact } from '../../src/domain';
 import { createConstantContactSource } from '../../src/source/constant-contact';
 import { QuotaExceeded, SourcePage } from '../../src/source/types';
-import { API, AUTH_ORIGIN, AUTH_PATH, kvWithAccessToken, makeConfig, makeDeps, memKv, unsubscribed } from '../fixtures/cc/helpers';
+import {
+  API,
+  AUTH_ORIGIN,
+  AUTH_PATH,
+  kvWithAccessToken,
+  makeConfig,
+  makeDeps,
+  memKv,
+  unsubscribed,
+} from '../fixtures/cc/helpers';
 
 const TOKEN = 'access-token-A0-valid';
 
@@ -16,7 +25,10 @@ describe('cc source', () => {
 
   it('seed forum case: an opt-out whose top-level updated_at is older is found by the optout window query', async () => {
     const deps = makeDeps(kvWithAccessToken(TOKEN));
-    const source = createConstantContactSource(makeConfig({ detection: { ...makeConfig().detection, pageSize: 200 } }), deps);
+    const source = createConstantContactSource(
+      makeConfig({ detection: { ...makeConfig().detection, pageSize: 200 } }),
+      deps,
+    );
     // The contact from the forum thread: personal details last changed 2023-01-30, unsubscribed 2024-06-08.
     const abc = {
       contact_id: '1618ae62-4752-11e9-9c8a-fa163e6b01c1',
@@ -76,14 +88,26 @@ describe('cc source', () => {
     const source = createConstantContactSource(makeConfig(), deps);
     const broken = unsubscribed('broken@example.com', { contact_id: 'c-broken' });
     delete (broken['email_address'] as Record<string, unknown>)['permission_to_send'];
-    const sms = { contact_id: 'c-sms', sms_channel: { sms_address: '+15555550100' }, updated_at: '2024-01-01T00:00:00Z' };
+    const sms = {
+      contact_id: 'c-sms',
+      sms_channel: { sms_address: '+15555550100' },
+      updated_at: '2024-01-01T00:00:00Z',
+    };
     nock(API)
       .get('/v3/contacts')
       .query(true)
-      .reply(200, { contacts: [unsubscribed('one@example.com'), broken, sms, unsubscribed('two@example.com')], _links: { next: { href: '/v3/contacts?cursor=2' } } })
+      .reply(200, {
+        contacts: [unsubscribed('one@example.com'), broken, sms, unsubscribed('two@example.com')],
+        _links: { next: { href: '/v3/contacts?cursor=2' } },
+      })
       .get('/v3/contacts')
       .query({ cursor: '2' })
-      .reply(200, { contacts: [{ email_address: { address: 'noid@example.com', permission_to_send: 'unsubscribed' } }, unsubscribed('three@example.com')] });
+      .reply(200, {
+        contacts: [
+          { email_address: { address: 'noid@example.com', permission_to_send: 'unsubscribed' } },
+          unsubscribed('three@example.com'),
+        ],
+      });
 
     const pages: SourcePage[] = [];
     const stats = await source.scanWindow(new Date('2026-01-01T00:00:00Z'), new Date('2026-01-01T09:58:00Z'), (p) => {
@@ -109,21 +133,35 @@ describe('cc source', () => {
   it('unsubscribedCount reads /contacts/counts, and is null when the API cannot say', async () => {
     const deps = makeDeps(kvWithAccessToken(TOKEN));
     const source = createConstantContactSource(makeConfig(), deps);
-    nock(API).get('/v3/contacts/counts').reply(200, { total: 100, explicit: 50, implicit: 30, pending: 2, unsubscribed: 18 });
+    nock(API)
+      .get('/v3/contacts/counts')
+      .reply(200, { total: 100, explicit: 50, implicit: 30, pending: 2, unsubscribed: 18 });
     assert.strictEqual(await source.unsubscribedCount(), 18);
     nock(API).get('/v3/contacts/counts').reply(200, { total: 100 });
     assert.strictEqual(await source.unsubscribedCount(), null);
-    nock(API).get('/v3/contacts/counts').reply(404, [{ error_key: 'not_found', error_message: 'no such path' }]);
+    nock(API)
+      .get('/v3/contacts/counts')
+      .reply(404, [{ error_key: 'not_found', error_message: 'no such path' }]);
     assert.strictEqual(await source.unsubscribedCount(), null);
     // a spent quota is not "unavailable": it stops the run
-    nock(API).get('/v3/contacts/counts').reply(429, [{ error_key: 'quota_exceeded', error_message: 'Daily quota exceeded' }]);
+    nock(API)
+      .get('/v3/contacts/counts')
+      .reply(429, [{ error_key: 'quota_exceeded', error_message: 'Daily quota exceeded' }]);
     await assert.rejects(source.unsubscribedCount(), QuotaExceeded);
   });
 
   it('check() reports token refresh, API reachability and the remaining daily budget', async () => {
-    const deps = makeDeps(memKv({ refresh_token: 'refresh-token-R1-seed', daily_usage: JSON.stringify({ day: '2026-01-01', used: 40 }) }));
+    const deps = makeDeps(
+      memKv({ refresh_token: 'refresh-token-R1-seed', daily_usage: JSON.stringify({ day: '2026-01-01', used: 40 }) }),
+    );
     const source = createConstantContactSource(makeConfig(), deps);
-    nock(AUTH_ORIGIN).post(`${AUTH_PATH}/token`).reply(200, { access_token: 'access-token-A1-fresh', refresh_token: 'refresh-token-R2-rotated', expires_in: 86400 });
+    nock(AUTH_ORIGIN)
+      .post(`${AUTH_PATH}/token`)
+      .reply(200, {
+        access_token: 'access-token-A1-fresh',
+        refresh_token: 'refresh-token-R2-rotated',
+        expires_in: 86400,
+      });
     nock(API).get('/v3/contacts/counts').reply(200, { total: 100, unsubscribed: 18 });
     const report = await source.check();
     assert.strictEqual(report.ok, true, JSON.stringify(report));

@@ -15,7 +15,15 @@ import { Engine, ProgressEvent, RunSummary } from '../../src/engine';
 import { SqliteStateStore } from '../../src/store/sqlite';
 import { fakeClock } from '../../src/http/clock';
 import { memoryLogger } from '../../src/log';
-import { buildProgram, interruptible, progressBar, readable, renderSummary, writePlan, exitQuietlyOnEpipe } from '../../src/cli';
+import {
+  buildProgram,
+  interruptible,
+  progressBar,
+  readable,
+  renderSummary,
+  writePlan,
+  exitQuietlyOnEpipe,
+} from '../../src/cli';
 
 const T0 = new Date('2026-06-01T12:00:00Z');
 
@@ -33,19 +41,36 @@ class FakeTty extends Writable {
   }
 }
 
- 
 const strip = (s: string): string => s.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '');
 
-function engineWith(opts: { emails: string[]; crm: string; batchSize?: number; onProgress?: (e: ProgressEvent) => void; source?: FakeSource }) {
+function engineWith(opts: {
+  emails: string[];
+  crm: string;
+  batchSize?: number;
+  onProgress?: (e: ProgressEvent) => void;
+  source?: FakeSource;
+}) {
   const src = opts.source ?? new FakeSource();
-  if (!opts.source) src.contacts = opts.emails.map((e, i) => contact(e, 'unsubscribed', new Date(Date.UTC(2026, 4, 1 + i)).toISOString()));
+  if (!opts.source)
+    src.contacts = opts.emails.map((e, i) =>
+      contact(e, 'unsubscribed', new Date(Date.UTC(2026, 4, 1 + i)).toISOString()),
+    );
   const crm = memoryCrm(opts.crm, opts.emails);
   const registry = testRegistry();
   const base = testConfig(registry, [{ name: 'crm', crm: opts.crm }]);
   const config = { ...base, delivery: { ...base.delivery, batchSize: opts.batchSize ?? 50 } };
   const store = new SqliteStateStore(':memory:');
   const clock = fakeClock(T0);
-  const engine = new Engine({ config, store, registry, source: () => src, clock, logger: memoryLogger(), random: () => 0.5, onProgress: opts.onProgress });
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    source: () => src,
+    clock,
+    logger: memoryLogger(),
+    random: () => 0.5,
+    onProgress: opts.onProgress,
+  });
   return { engine, store, crm, src, clock };
 }
 
@@ -56,7 +81,11 @@ describe('cli ux: progress bars (item 17)', () => {
     assert.ok(bar.onProgress, 'a TTY stream gets bars');
     bar.onProgress({ phase: 'scan', pages: 1, contacts: 500, optOuts: 480, total: 5000 });
     await new Promise((r) => setTimeout(r, 250)); // the multi-bar redraws on its own timer
-    assert.match(strip(tty.text()), /scan\s+\|[^|]*\| 500\/5000 contacts/, 'the first page fills a tenth of the bar, not all of it');
+    assert.match(
+      strip(tty.text()),
+      /scan\s+\|[^|]*\| 500\/5000 contacts/,
+      'the first page fills a tenth of the bar, not all of it',
+    );
     bar.onProgress({ phase: 'scan', pages: 10, contacts: 5000, optOuts: 4800, total: 5000 });
     // HubSpot and Salesforce deliver at the same time
     bar.onProgress({ phase: 'deliver', target: 'hubspot', done: 100, total: 4800 });
@@ -66,7 +95,10 @@ describe('cli ux: progress bars (item 17)', () => {
     bar.stop();
     bar.stop(); // idempotent: a second stop must not redraw over what follows
     const all = tty.text();
-    assert.ok(all.includes('\x1b[?25l') && all.includes('\x1b[?25h'), 'the cursor is hidden while drawing and shown again');
+    assert.ok(
+      all.includes('\x1b[?25l') && all.includes('\x1b[?25h'),
+      'the cursor is hidden while drawing and shown again',
+    );
     assert.ok(all.lastIndexOf('\x1b[?7h') > all.lastIndexOf('\x1b[?7l'), 'line wrap is restored');
     // the final drawing, after the cursor is shown again
     const final = strip(all.slice(all.lastIndexOf('\x1b[?25h')));
@@ -141,7 +173,11 @@ describe('cli ux: interruption (item 16)', () => {
     assert.equal(r.detection.complete, false);
     assert.equal(r.detection.pages, 1, 'no page requested after the signal');
     assert.equal(crm.writes, 0);
-    assert.equal(store.getCheckpoint('cc.optout_window.before'), null, 'a full reconcile that did not finish sets no checkpoint');
+    assert.equal(
+      store.getCheckpoint('cc.optout_window.before'),
+      null,
+      'a full reconcile that did not finish sets no checkpoint',
+    );
     const again = await engine.sync();
     assert.equal(again.exitCode, 0);
     assert.equal(crm.writes, 6);
@@ -187,7 +223,10 @@ describe('cli ux: interruption (item 16)', () => {
 describe('cli ux: say why (item 22)', () => {
   it('backfill --since reads only the opt-out window since that date, not the whole unsubscribed set', async () => {
     const src = new FakeSource();
-    src.contacts = [contact('old@x.com', 'unsubscribed', '2026-01-01T00:00:00.000Z'), contact('new@x.com', 'unsubscribed', '2026-05-20T00:00:00.000Z')];
+    src.contacts = [
+      contact('old@x.com', 'unsubscribed', '2026-01-01T00:00:00.000Z'),
+      contact('new@x.com', 'unsubscribed', '2026-05-20T00:00:00.000Z'),
+    ];
     const { engine, crm } = engineWith({ emails: ['old@x.com', 'new@x.com'], crm: 'since1', source: src });
     const r = await engine.backfill({ since: '2026-05-01T00:00:00.000Z' });
     assert.equal(src.fullScans, 0, 'no full scan');
@@ -215,7 +254,12 @@ describe('cli ux: say why (item 22)', () => {
   });
 
   it('status shows connector state as words, not JSON', () => {
-    const s = readable({ day: '2026-12-01', used: 12, limit: 10000, batchDecision: { mode: 'per-email', reason: '403 on batch' } });
+    const s = readable({
+      day: '2026-12-01',
+      used: 12,
+      limit: 10000,
+      batchDecision: { mode: 'per-email', reason: '403 on batch' },
+    });
     assert.equal(s, 'day 2026-12-01, used 12, limit 10000, batch decision (mode per-email, reason 403 on batch)');
     assert.doesNotMatch(s, /[{}"]/);
   });
@@ -224,8 +268,20 @@ describe('cli ux: say why (item 22)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cc-plan-'));
     try {
       const plan = [
-        { target: 'hubspot', email: 'a@x.com', kind: 'planned' as const, recordIds: ['101'], action: 'unsubscribe-all' },
-        { target: 'salesforce', email: 'b@x.com', kind: 'not-found' as const, recordIds: [], message: 'no Contact/Lead with this email' },
+        {
+          target: 'hubspot',
+          email: 'a@x.com',
+          kind: 'planned' as const,
+          recordIds: ['101'],
+          action: 'unsubscribe-all',
+        },
+        {
+          target: 'salesforce',
+          email: 'b@x.com',
+          kind: 'not-found' as const,
+          recordIds: [],
+          message: 'no Contact/Lead with this email',
+        },
       ];
       writePlan(path.join(dir, 'p.json'), plan);
       assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'p.json'), 'utf8')), plan);
@@ -236,8 +292,30 @@ describe('cli ux: say why (item 22)', () => {
       writePlan(path.join(dir, 'p.out'), plan, 'json');
       assert.equal((JSON.parse(fs.readFileSync(path.join(dir, 'p.out'), 'utf8')) as unknown[]).length, 2);
       assert.equal(fs.statSync(path.join(dir, 'p.csv')).mode & 0o777, 0o600);
-      const summary = { command: 'backfill', dryRun: true, runId: 1, startedAt: T0.toISOString(), durationMs: 5, targets: {}, apiCalls: {}, quarantined: 0, exitCode: 0, messages: [], plan } as unknown as RunSummary;
-      summary.detection = { mode: 'skipped', pages: 0, contactsSeen: 0, optOutsSeen: 0, newOptOuts: 0, resubscribed: 0, skippedNoEmail: 0, quarantined: 0, complete: true };
+      const summary = {
+        command: 'backfill',
+        dryRun: true,
+        runId: 1,
+        startedAt: T0.toISOString(),
+        durationMs: 5,
+        targets: {},
+        apiCalls: {},
+        quarantined: 0,
+        exitCode: 0,
+        messages: [],
+        plan,
+      } as unknown as RunSummary;
+      summary.detection = {
+        mode: 'skipped',
+        pages: 0,
+        contactsSeen: 0,
+        optOutsSeen: 0,
+        newOptOuts: 0,
+        resubscribed: 0,
+        skippedNoEmail: 0,
+        quarantined: 0,
+        complete: true,
+      };
       const text = renderSummary(summary, path.join(dir, 'p.csv'));
       assert.match(text, /plan: 2 entries written to .*p\.csv/);
       assert.doesNotMatch(text, /a@x\.com/);
@@ -262,20 +340,32 @@ describe('cli ux: consistency (item 21)', () => {
 
   for (const cmd of ['sync', 'backfill', 'requeue']) {
     it(`${cmd}: --target is repeatable and keeps every value`, () => {
-      assert.deepEqual(parsed([cmd, '--target', 'hubspot', '--target', 'salesforce']).target, ['hubspot', 'salesforce']);
+      assert.deepEqual(parsed([cmd, '--target', 'hubspot', '--target', 'salesforce']).target, [
+        'hubspot',
+        'salesforce',
+      ]);
     });
   }
 
   it('--version prints the package version; every command help shows the global options', () => {
-    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as {
+      version: string;
+    };
     const program = buildProgram();
     let written = '';
     program.configureOutput({ writeOut: (s) => (written += s), writeErr: (s) => (written += s) });
-    assert.throws(() => program.parse(['node', 'cli', '--version']), (e: { code?: string }) => e.code === 'commander.version');
+    assert.throws(
+      () => program.parse(['node', 'cli', '--version']),
+      (e: { code?: string }) => e.code === 'commander.version',
+    );
     assert.equal(written.trim(), pkg.version);
     for (const c of buildProgram().commands) {
       const help = c.helpInformation();
-      assert.match(help, /Global Options:[\s\S]*--config <path>[\s\S]*--json/, `${c.name()} --help shows the global options`);
+      assert.match(
+        help,
+        /Global Options:[\s\S]*--config <path>[\s\S]*--json/,
+        `${c.name()} --help shows the global options`,
+      );
     }
   });
 
@@ -289,14 +379,21 @@ describe('cli ux: consistency (item 21)', () => {
       const words = usage.split(' ');
       let cmd = program.commands.find((c) => c.name() === words[0]);
       assert.ok(cmd, `README command ${words[0]}`);
-      if (words[1] && cmd.commands.some((c) => c.name() === words[1])) cmd = cmd.commands.find((c) => c.name() === words[1])!;
+      if (words[1] && cmd.commands.some((c) => c.name() === words[1]))
+        cmd = cmd.commands.find((c) => c.name() === words[1])!;
       const flags = [...usage.matchAll(/--[a-z-]+/g)].map((m) => m[0]);
       for (const f of flags) {
-        const known = [...cmd.options, ...program.options].some((o) => o.long === f || (f.startsWith('--no-') && o.long === f));
+        const known = [...cmd.options, ...program.options].some(
+          (o) => o.long === f || (f.startsWith('--no-') && o.long === f),
+        );
         assert.ok(known, `README: ${usage} names ${f}, which ${cmd.name()} does not have`);
       }
     }
-    for (const need of ['quarantine [--limit N]', 'emulate [--contacts N] [--seed S] [--dir DIR] [--port N]', 'demo [--contacts N] [--seed S] [--new-opt-outs N] [--dir DIR]']) {
+    for (const need of [
+      'quarantine [--limit N]',
+      'emulate [--contacts N] [--seed S] [--dir DIR] [--port N]',
+      'demo [--contacts N] [--seed S] [--new-opt-outs N] [--dir DIR]',
+    ]) {
       assert.ok(readme.includes(need), `README documents ${need}`);
     }
   });

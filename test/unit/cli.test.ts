@@ -4,7 +4,6 @@ import * as os from 'os';
 import * as path from 'path';
 import { runCliSync } from '../helpers';
 
-
 const run = runCliSync;
 
 describe('CLI', () => {
@@ -25,7 +24,10 @@ describe('CLI', () => {
     const bad = run(['--config', file, 'check']);
     assert.strictEqual(bad.code, 2);
     assert.match(bad.stderr, /source\.clientId: environment variable CC_CLIENT_ID is not set/);
-    assert.match(bad.stderr, /targets\[0\]\.config\.auth\.serviceKey: environment variable HUBSPOT_SERVICE_KEY is not set/);
+    assert.match(
+      bad.stderr,
+      /targets\[0\]\.config\.auth\.serviceKey: environment variable HUBSPOT_SERVICE_KEY is not set/,
+    );
     assert.ok(!fs.existsSync(path.join(dir, '.cc-optout')), 'nothing is created before the config is valid');
     // refuses to overwrite
     assert.strictEqual(run(['--config', file, 'init']).code, 2);
@@ -36,8 +38,20 @@ describe('CLI', () => {
     fs.writeFileSync(
       file,
       JSON.stringify({
-        source: { type: 'constant-contact', clientId: 'abc', clientSecret: '${CC_CLIENT_SECRET}', apiBaseUrl: 'not a url', detection: { pageSize: 0 } },
-        targets: [{ name: 'hs', connector: 'hubspot', config: { auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' }, suppression: { type: 'nope' } } }],
+        source: {
+          type: 'constant-contact',
+          clientId: 'abc',
+          clientSecret: '${CC_CLIENT_SECRET}',
+          apiBaseUrl: 'not a url',
+          detection: { pageSize: 0 },
+        },
+        targets: [
+          {
+            name: 'hs',
+            connector: 'hubspot',
+            config: { auth: { type: 'private-app', accessToken: '${HUBSPOT_TOKEN}' }, suppression: { type: 'nope' } },
+          },
+        ],
       }),
     );
     const secret = 'pat-na1-very-secret-token-123456';
@@ -52,7 +66,10 @@ describe('CLI', () => {
   });
 
   it('a missing config file and an unparseable one exit 2 with the file and position', () => {
-    assert.match(run(['--config', path.join(dir, 'none.json'), 'sync']).stderr, /file not found: .*none\.json \(create one with `cc-optout init`/);
+    assert.match(
+      run(['--config', path.join(dir, 'none.json'), 'sync']).stderr,
+      /file not found: .*none\.json \(create one with `cc-optout init`/,
+    );
     const file = path.join(dir, 'bad.json');
     fs.writeFileSync(file, '{\n  "source": {,\n}');
     const r = run(['--config', file, 'sync']);

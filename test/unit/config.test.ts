@@ -27,14 +27,23 @@ describe('config', () => {
     assert.strictEqual(c.source.apiBaseUrl, 'https://api.cc.email/v3');
     assert.strictEqual(c.source.authBaseUrl, 'https://authz.constantcontact.com/oauth2/default/v1');
     assert.deepStrictEqual(c.source.rateLimit, { perSecond: 4, dailyBudget: 10000 });
-    assert.deepStrictEqual(c.source.detection, { mode: 'window', overlapMinutes: 10, lagMinutes: 2, reconcileEveryHours: 24, pageSize: 500, reconcileVia: 'auto' });
+    assert.deepStrictEqual(c.source.detection, {
+      mode: 'window',
+      overlapMinutes: 10,
+      lagMinutes: 2,
+      reconcileEveryHours: 24,
+      pageSize: 500,
+      reconcileVia: 'auto',
+    });
     assert.strictEqual(c.storePath, './.cc-optout/state.db');
     // the resolved secret is now masked wherever it would be printed
     assert.strictEqual(redact('token super-secret-value here'), 'token [redacted] here');
   });
 
   it('names a missing environment variable with its JSON path', () => {
-    assert.deepStrictEqual(problems(base(), {}), ['source.clientSecret: environment variable CC_SECRET is not set (referenced as "${CC_SECRET}")']);
+    assert.deepStrictEqual(problems(base(), {}), [
+      'source.clientSecret: environment variable CC_SECRET is not set (referenced as "${CC_SECRET}")',
+    ]);
   });
 
   it('names the path, the value and the expectation for a wrong value', () => {
@@ -42,7 +51,10 @@ describe('config', () => {
     raw.source.detection = { pageSize: 900, mode: 'often' };
     const p = problems(raw);
     assert.ok(p.includes('source.detection.pageSize: got 900, expected integer 1..500'), p.join('\n'));
-    assert.ok(p.some((x) => x.startsWith('source.detection.mode: got "often"')), p.join('\n'));
+    assert.ok(
+      p.some((x) => x.startsWith('source.detection.mode: got "often"')),
+      p.join('\n'),
+    );
   });
 
   it('rejects unknown keys by name, and accepts "//" comment keys', () => {
@@ -71,11 +83,17 @@ describe('config', () => {
     const raw = base() as Record<string, any>;
     raw.targets[0].config = { crm: 'x', apiKey: 12345678 };
     const p = problems(raw);
-    assert.ok(p.some((x) => x.includes('targets[0].config.apiKey: got [redacted]')), p.join('\n'));
+    assert.ok(
+      p.some((x) => x.includes('targets[0].config.apiKey: got [redacted]')),
+      p.join('\n'),
+    );
     assert.ok(!p.join('\n').includes('12345678'));
   });
 
   it('reports JSON syntax errors with line and column', () => {
-    assert.throws(() => parseJsonText('{\n  "a": 1,\n  oops\n}', 'cfg.json'), (e: ConfigError) => /line 3, column 3/.test(e.problems[0]!));
+    assert.throws(
+      () => parseJsonText('{\n  "a": 1,\n  oops\n}', 'cfg.json'),
+      (e: ConfigError) => /line 3, column 3/.test(e.problems[0]!),
+    );
   });
 });

@@ -28,7 +28,12 @@ import { FakeOrg, INSTANCE, testCaps, optOut as sfOptOut } from '../../connector
 const T0 = new Date('2026-06-01T12:00:00Z');
 const ODD = 'odd\u0001name@example.com';
 
-function engineFor(registry: Registry, targets: Array<{ name: string; connector: string; config: unknown }>, emails: string[], batchSize = 50) {
+function engineFor(
+  registry: Registry,
+  targets: Array<{ name: string; connector: string; config: unknown }>,
+  emails: string[],
+  batchSize = 50,
+) {
   const config = decodeConfig(
     {
       source: { type: 'constant-contact', clientId: 'client-1' },
@@ -42,22 +47,42 @@ function engineFor(registry: Registry, targets: Array<{ name: string; connector:
   const source = new FakeSource();
   source.pageSize = 100;
   // opted out in list order, so the outbox (oldest first) delivers them in that order
-  source.contacts = emails.map((e, i) => contact(e, 'unsubscribed', new Date(T0.getTime() - (emails.length - i) * 60_000).toISOString()));
+  source.contacts = emails.map((e, i) =>
+    contact(e, 'unsubscribed', new Date(T0.getTime() - (emails.length - i) * 60_000).toISOString()),
+  );
   const store = new SqliteStateStore(':memory:');
   const logger = memoryLogger();
-  const engine = new Engine({ config, store, registry, source: () => source, clock: fakeClock(T0), logger, random: () => 0.5 });
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    source: () => source,
+    clock: fakeClock(T0),
+    logger,
+    random: () => 0.5,
+  });
   return { engine, store, logger };
 }
 
 /** Outcome and message per email as `audit` reports them. */
 function lastOutcomes(store: SqliteStateStore, target: string): Map<string, { kind: string; message: string | null }> {
-  return new Map(store.audit(null).filter((r) => r.target === target).map((r) => [r.email, { kind: r.outcome, message: r.message }]));
+  return new Map(
+    store
+      .audit(null)
+      .filter((r) => r.target === target)
+      .map((r) => [r.email, { kind: r.outcome, message: r.message }]),
+  );
 }
 
 /** 'queued' for rows still in the outbox, else 'parked' (failed-permanent) or 'done'. */
 function outboxStates(store: SqliteStateStore, target: string): Map<string, string> {
   const queued = new Set(store.queuedOutbox(target, 10_000, 0).map((r) => r.optOut.email));
-  return new Map(store.audit(null).filter((r) => r.target === target).map((r) => [r.email, queued.has(r.email) ? 'queued' : r.outcome === 'failed-permanent' ? 'parked' : 'done']));
+  return new Map(
+    store
+      .audit(null)
+      .filter((r) => r.target === target)
+      .map((r) => [r.email, queued.has(r.email) ? 'queued' : r.outcome === 'failed-permanent' ? 'parked' : 'done']),
+  );
 }
 
 describe('delivery isolation: a batch refused as a bad request is split, only the culprit is parked (issue 8 #9)', () => {
@@ -75,14 +100,19 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       return {
         name: 'sf',
         connector: 'salesforce',
-        config: { instanceUrl: c.instanceUrl, apiVersion: c.apiVersion, auth: { type: 'access-token', accessToken: c.accessToken } },
+        config: {
+          instanceUrl: c.instanceUrl,
+          apiVersion: c.apiVersion,
+          auth: { type: 'access-token', accessToken: c.accessToken },
+        },
       };
     }
 
     function knownEmails(n: number): string[] {
       const emails = new Set<string>();
       for (const r of sf.world.salesforceState().records) {
-        if (r.email && !r.deleted && !r.optedOut && !r.isConverted && (r.type === 'Contact' || r.type === 'Lead')) emails.add(r.email.toLowerCase());
+        if (r.email && !r.deleted && !r.optedOut && !r.isConverted && (r.type === 'Contact' || r.type === 'Lead'))
+          emails.add(r.email.toLowerCase());
         if (emails.size >= n) break;
       }
       return [...emails];
@@ -91,7 +121,9 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
     it('the emulator refuses a literal it cannot parse with 400 MALFORMED_QUERY, as Salesforce does', async () => {
       const c = sf.connection();
       const q = `SELECT Id FROM Contact WHERE Email IN ('a@example.com','${ODD}')`;
-      const res = await fetch(`${c.instanceUrl}/services/data/v${c.apiVersion}/query?q=${encodeURIComponent(q)}`, { headers: { Authorization: `Bearer ${c.accessToken}` } });
+      const res = await fetch(`${c.instanceUrl}/services/data/v${c.apiVersion}/query?q=${encodeURIComponent(q)}`, {
+        headers: { Authorization: `Bearer ${c.accessToken}` },
+      });
       assert.equal(res.status, 400);
       const body = (await res.json()) as Array<{ errorCode: string; message: string }>;
       assert.equal(body[0]!.errorCode, 'MALFORMED_QUERY');
@@ -128,7 +160,10 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       // cost: the refused batch of 23 is split log2(23) ~ 5 levels deep; each refused request is one query, each
       // delivered part 2 lookups (Contact, Lead) + its writes; plus one probe of the query's shape
       const calls = summary.apiCalls.salesforce ?? 0;
-      assert.ok(calls <= refCalls + 2 * 2 * Math.ceil(Math.log2(23)) + 6, `salesforce calls ${calls} (without the odd address: ${refCalls})`);
+      assert.ok(
+        calls <= refCalls + 2 * 2 * Math.ceil(Math.log2(23)) + 6,
+        `salesforce calls ${calls} (without the odd address: ${refCalls})`,
+      );
     });
 
     it('a dry run isolates the odd address too, and plans the rest', async () => {
@@ -149,16 +184,27 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
     afterEach(() => nock.cleanAll());
     function open(org: FakeOrg) {
       org.install();
-      const cfg = sfConnector.config.decode({ instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' } });
+      const cfg = sfConnector.config.decode({
+        instanceUrl: INSTANCE,
+        auth: { type: 'access-token', accessToken: 'initial-access-token-abc' },
+      });
       if (E.isLeft(cfg)) throw new Error('bad test config');
       return openSalesforce(cfg.right, testCaps().caps, { retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 1 } });
     }
-    const malformed = (): [number, string, Record<string, string>] => [400, JSON.stringify([{ errorCode: 'MALFORMED_QUERY', message: "unexpected token: 'x'" }]), { 'Content-Type': 'application/json' }];
+    const malformed = (): [number, string, Record<string, string>] => [
+      400,
+      JSON.stringify([{ errorCode: 'MALFORMED_QUERY', message: "unexpected token: 'x'" }]),
+      { 'Content-Type': 'application/json' },
+    ];
 
     it('refused for a literal (a plain address works): bad-request, so the engine isolates it', async () => {
       const org = new FakeOrg();
       org.fault = (req) => (req.method === 'GET' && /odd/.test(decodeURIComponent(req.url)) ? malformed() : undefined);
-      const r = await deliverEither(open(org), [sfOptOut('odd@example.com', 1), sfOptOut('fine@example.com', 2)], 'apply');
+      const r = await deliverEither(
+        open(org),
+        [sfOptOut('odd@example.com', 1), sfOptOut('fine@example.com', 2)],
+        'apply',
+      );
       assert.ok(E.isLeft(r));
       assert.equal(r.left.kind, 'bad-request');
       assert.match(r.left.message, /MALFORMED_QUERY/);
@@ -190,13 +236,36 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
         .reply(function (_uri, body) {
           reads += 1;
           const ids = ((body as { inputs: Array<{ id: string }> }).inputs ?? []).map((x) => x.id);
-          if (ids.includes(bad)) return [400, { status: 'error', message: `Invalid email: ${bad}`, category: 'VALIDATION_ERROR', correlationId: 'c-1' }];
+          if (ids.includes(bad))
+            return [
+              400,
+              { status: 'error', message: `Invalid email: ${bad}`, category: 'VALIDATION_ERROR', correlationId: 'c-1' },
+            ];
           // every contact exists and is already opted out: no writes are needed (the test is about the lookup)
-          const results = ids.map((id, i) => ({ id: String(1000 + i), properties: { email: id, hs_email_optout: 'true' }, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z', archived: false }));
-          return [200, { status: 'COMPLETE', results, startedAt: '2026-06-01T12:00:00Z', completedAt: '2026-06-01T12:00:01Z' }];
+          const results = ids.map((id, i) => ({
+            id: String(1000 + i),
+            properties: { email: id, hs_email_optout: 'true' },
+            createdAt: '2026-01-01T00:00:00Z',
+            updatedAt: '2026-01-01T00:00:00Z',
+            archived: false,
+          }));
+          return [
+            200,
+            { status: 'COMPLETE', results, startedAt: '2026-06-01T12:00:00Z', completedAt: '2026-06-01T12:00:01Z' },
+          ];
         });
       const registry = createRegistry();
-      const { engine, store } = engineFor(registry, [{ name: 'hs', connector: 'hubspot', config: { auth: { type: 'private-app', accessToken: 'pat-na1-test-token' }, onlyExistingContacts: true } }], emails);
+      const { engine, store } = engineFor(
+        registry,
+        [
+          {
+            name: 'hs',
+            connector: 'hubspot',
+            config: { auth: { type: 'private-app', accessToken: 'pat-na1-test-token' }, onlyExistingContacts: true },
+          },
+        ],
+        emails,
+      );
       const summary = await engine.sync();
       await engine.close();
       const outcomes = lastOutcomes(store, 'hs');
@@ -230,7 +299,11 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
             if (opts.all || batch.some((o) => opts.bad.has(o.email))) {
               throw new TargetHalt('bad-request', 'HTTP 400 INVALID_INPUT: cannot read that');
             }
-            const outcomes: Outcome[] = batch.map((o) => ({ email: o.email, kind: 'applied', recordIds: [`id-${o.email}`] }));
+            const outcomes: Outcome[] = batch.map((o) => ({
+              email: o.email,
+              kind: 'applied',
+              recordIds: [`id-${o.email}`],
+            }));
             return { outcomes };
           },
         }),
@@ -247,7 +320,13 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       const { engine, store } = engineFor(registry, [{ name: 's', connector: 'scripted', config: {} }], list);
       const summary = await engine.sync();
       const out = lastOutcomes(store, 's');
-      assert.deepEqual([...out].filter(([, o]) => o.kind === 'failed-permanent').map(([e]) => e).sort(), [...bad].sort());
+      assert.deepEqual(
+        [...out]
+          .filter(([, o]) => o.kind === 'failed-permanent')
+          .map(([e]) => e)
+          .sort(),
+        [...bad].sort(),
+      );
       assert.equal([...out.values()].filter((o) => o.kind === 'applied').length, 14);
       assert.match(out.get(list[3]!)!.message ?? '', /INVALID_INPUT: cannot read that/);
       assert.ok(calls.length <= 1 + 2 * 2 * Math.log2(16), `${calls.length} deliver calls`);
@@ -272,7 +351,10 @@ describe('delivery isolation: a batch refused as a bad request is split, only th
       const summary = await engine.sync();
       assert.equal(summary.targets.s!.parked, 0);
       assert.equal(outboxStates(store, 's').get(list[0]!), 'queued');
-      assert.match(lastOutcomes(store, 's').get(list[0]!)!.message ?? '', /INVALID_INPUT: cannot read that.*kept queued/);
+      assert.match(
+        lastOutcomes(store, 's').get(list[0]!)!.message ?? '',
+        /INVALID_INPUT: cannot read that.*kept queued/,
+      );
     });
 
     it('a culprit isolated in one-row batches is parked once another batch of the run went through', async () => {

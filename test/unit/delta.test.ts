@@ -7,13 +7,20 @@ const NOW = '2026-06-01T00:00:00.000Z';
 
 describe('delta (pure)', () => {
   it('adds opted-out contacts that are not known', () => {
-    const d = computeDelta(new Map(), [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00Z'), contact('b@x.com', 'implicit', null)], NOW);
-    assert.deepStrictEqual(d.added.map((o) => o.email), ['a@x.com']);
+    const d = computeDelta(
+      new Map(),
+      [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00Z'), contact('b@x.com', 'implicit', null)],
+      NOW,
+    );
+    assert.deepStrictEqual(
+      d.added.map((o) => o.email),
+      ['a@x.com'],
+    );
     assert.strictEqual(d.added[0]!.optedOutAt, '2026-05-01T00:00:00.000Z');
     assert.deepStrictEqual(d.resubscribed, []);
   });
 
-  it("the seed forum case: top-level updated_at older than the opt-out is still an opt-out", () => {
+  it('the seed forum case: top-level updated_at older than the opt-out is still an opt-out', () => {
     // contact "abc": updated_at 2023-01-30, email_address.updated_at / opt_out_date 2024-06-08
     const abc = contact('abc@example.com', 'unsubscribed', '2024-06-08T01:31:05Z');
     const d = computeDelta(new Map(), [abc], NOW);
@@ -24,10 +31,16 @@ describe('delta (pure)', () => {
   it('deleted contacts that are not unsubscribed are not opt-outs; unsubscribed-then-deleted are', () => {
     const d = computeDelta(
       new Map(),
-      [contact('del@x.com', 'implicit', null, { deleted: true }), contact('unsubdel@x.com', 'unsubscribed', '2026-01-01T00:00:00Z', { deleted: true })],
+      [
+        contact('del@x.com', 'implicit', null, { deleted: true }),
+        contact('unsubdel@x.com', 'unsubscribed', '2026-01-01T00:00:00Z', { deleted: true }),
+      ],
       NOW,
     );
-    assert.deepStrictEqual(d.added.map((o) => [o.email, o.deleted]), [['unsubdel@x.com', true]]);
+    assert.deepStrictEqual(
+      d.added.map((o) => [o.email, o.deleted]),
+      [['unsubdel@x.com', true]],
+    );
   });
 
   it('known active opt-outs are unchanged; known ones seen with another permission are resubscribed', () => {
@@ -38,23 +51,37 @@ describe('delta (pure)', () => {
     const d = computeDelta(known, [contact('a@x.com', 'unsubscribed', NOW), contact('b@x.com', 'explicit', null)], NOW);
     assert.deepStrictEqual(d.added, []);
     assert.deepStrictEqual(d.unchanged, ['a@x.com']);
-    assert.deepStrictEqual(d.resubscribed.map((c) => c.email), ['b@x.com']);
+    assert.deepStrictEqual(
+      d.resubscribed.map((c) => c.email),
+      ['b@x.com'],
+    );
   });
 
   it('an opt-out that left the set and came back is added again', () => {
     const known = new Map<string, KnownState>([['a@x.com', { state: 'left' }]]);
     const d = computeDelta(known, [contact('a@x.com', 'unsubscribed', NOW)], NOW);
-    assert.deepStrictEqual(d.added.map((o) => o.email), ['a@x.com']);
+    assert.deepStrictEqual(
+      d.added.map((o) => o.email),
+      ['a@x.com'],
+    );
   });
 
   it('duplicates in one observation collapse; opted out wins over a conflicting observation', () => {
     const known = new Map<string, KnownState>([['a@x.com', { state: 'active' }]]);
     const d = computeDelta(
       known,
-      [contact('n@x.com', 'unsubscribed', NOW), contact('n@x.com', 'unsubscribed', NOW), contact('a@x.com', 'explicit', null), contact('a@x.com', 'unsubscribed', NOW)],
+      [
+        contact('n@x.com', 'unsubscribed', NOW),
+        contact('n@x.com', 'unsubscribed', NOW),
+        contact('a@x.com', 'explicit', null),
+        contact('a@x.com', 'unsubscribed', NOW),
+      ],
       NOW,
     );
-    assert.deepStrictEqual(d.added.map((o) => o.email), ['n@x.com']);
+    assert.deepStrictEqual(
+      d.added.map((o) => o.email),
+      ['n@x.com'],
+    );
     assert.deepStrictEqual(d.resubscribed, []);
   });
 

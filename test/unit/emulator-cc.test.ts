@@ -9,7 +9,13 @@ const any = { validateStatus: () => true, maxRedirects: 0 } as const;
 
 interface Contact {
   contact_id: string;
-  email_address?: { address: string; permission_to_send: string; updated_at: string; opt_out_date?: string; opt_out_source?: string };
+  email_address?: {
+    address: string;
+    permission_to_send: string;
+    updated_at: string;
+    opt_out_date?: string;
+    opt_out_source?: string;
+  };
   updated_at: string;
   deleted_at?: string;
   sms_channel?: unknown;
@@ -29,8 +35,14 @@ describe('emulator: Constant Contact', () => {
   const basic = (): string => `Basic ${Buffer.from(`${emu.clientId}:${emu.clientSecret}`).toString('base64')}`;
   const form = { 'content-type': 'application/x-www-form-urlencoded' };
 
-  async function tokenRequest(params: Record<string, string>, headers: Record<string, string> = { authorization: basic() }): Promise<AxiosResponse> {
-    return axios.post(`${emu.origin}/oauth2/default/v1/token`, new URLSearchParams(params).toString(), { headers: { ...form, ...headers }, ...any });
+  async function tokenRequest(
+    params: Record<string, string>,
+    headers: Record<string, string> = { authorization: basic() },
+  ): Promise<AxiosResponse> {
+    return axios.post(`${emu.origin}/oauth2/default/v1/token`, new URLSearchParams(params).toString(), {
+      headers: { ...form, ...headers },
+      ...any,
+    });
   }
 
   async function refreshNow(): Promise<void> {
@@ -62,7 +74,12 @@ describe('emulator: Constant Contact', () => {
   }
 
   before(async () => {
-    emu = await startConstantContact({ seed: 21, contacts: 800, anchor: ANCHOR, server: { knobs: { perSecondLimit: 10_000, tokenRatePerSecond: 10_000 } } });
+    emu = await startConstantContact({
+      seed: 21,
+      contacts: 800,
+      anchor: ANCHOR,
+      server: { knobs: { perSecondLimit: 10_000, tokenRatePerSecond: 10_000 } },
+    });
     world = emu.world;
     truth = world.truth();
     refresh = emu.connection().refreshToken;
@@ -70,7 +87,16 @@ describe('emulator: Constant Contact', () => {
   });
   after(() => emu.stop());
   afterEach(() => {
-    emu.setKnobs({ perSecondLimit: 10_000, tokenRatePerSecond: 10_000, dailyQuota: 10_000, force429Storm: 0, fail5xxRate: 0, throttleBodyShape: 'array', unsubscribedIncludesDeleted: false, dailyUsed: 0 });
+    emu.setKnobs({
+      perSecondLimit: 10_000,
+      tokenRatePerSecond: 10_000,
+      dailyQuota: 10_000,
+      force429Storm: 0,
+      fail5xxRate: 0,
+      throttleBodyShape: 'array',
+      unsubscribedIncludesDeleted: false,
+      dailyUsed: 0,
+    });
   });
 
   it('exposes the connection: /v3 API base, OAuth base, client and initial refresh token', () => {
@@ -110,10 +136,17 @@ describe('emulator: Constant Contact', () => {
     });
 
     it('rejects a wrong client secret, a JSON body and unknown grants', async () => {
-      const bad = await tokenRequest({ grant_type: 'refresh_token', refresh_token: refresh }, { authorization: `Basic ${Buffer.from(`${emu.clientId}:nope`).toString('base64')}` });
+      const bad = await tokenRequest(
+        { grant_type: 'refresh_token', refresh_token: refresh },
+        { authorization: `Basic ${Buffer.from(`${emu.clientId}:nope`).toString('base64')}` },
+      );
       assert.equal(bad.status, 401);
       assert.equal(bad.data.error, 'invalid_client');
-      const js = await axios.post(`${emu.origin}/oauth2/default/v1/token`, { grant_type: 'refresh_token' }, { headers: { authorization: basic() }, ...any });
+      const js = await axios.post(
+        `${emu.origin}/oauth2/default/v1/token`,
+        { grant_type: 'refresh_token' },
+        { headers: { authorization: basic() }, ...any },
+      );
       assert.equal(js.status, 400);
       const g = await tokenRequest({ grant_type: 'password' });
       assert.equal(g.data.error, 'unsupported_grant_type');
@@ -135,17 +168,36 @@ describe('emulator: Constant Contact', () => {
 
     it('access tokens expire after their TTL', async () => {
       let now = Date.parse('2025-06-02T00:00:00Z');
-      const e2 = await startConstantContact({ seed: 2, contacts: 100, anchor: ANCHOR, now: () => now, server: { knobs: { accessTokenTtlSec: 60 } } });
+      const e2 = await startConstantContact({
+        seed: 2,
+        contacts: 100,
+        anchor: ANCHOR,
+        now: () => now,
+        server: { knobs: { accessTokenTtlSec: 60 } },
+      });
       try {
-        const r = await axios.post(`${e2.origin}/oauth2/default/v1/token`, new URLSearchParams({ grant_type: 'refresh_token', refresh_token: e2.connection().refreshToken }).toString(), {
-          headers: { ...form, authorization: `Basic ${Buffer.from(`${e2.clientId}:${e2.clientSecret}`).toString('base64')}` },
+        const r = await axios.post(
+          `${e2.origin}/oauth2/default/v1/token`,
+          new URLSearchParams({ grant_type: 'refresh_token', refresh_token: e2.connection().refreshToken }).toString(),
+          {
+            headers: {
+              ...form,
+              authorization: `Basic ${Buffer.from(`${e2.clientId}:${e2.clientSecret}`).toString('base64')}`,
+            },
+            ...any,
+          },
+        );
+        assert.equal(r.data.expires_in, 60);
+        const ok = await axios.get(`${e2.origin}/v3/contacts?limit=1`, {
+          headers: { authorization: `Bearer ${r.data.access_token}` },
           ...any,
         });
-        assert.equal(r.data.expires_in, 60);
-        const ok = await axios.get(`${e2.origin}/v3/contacts?limit=1`, { headers: { authorization: `Bearer ${r.data.access_token}` }, ...any });
         assert.equal(ok.status, 200);
         now += 61_000;
-        const late = await axios.get(`${e2.origin}/v3/contacts?limit=1`, { headers: { authorization: `Bearer ${r.data.access_token}` }, ...any });
+        const late = await axios.get(`${e2.origin}/v3/contacts?limit=1`, {
+          headers: { authorization: `Bearer ${r.data.access_token}` },
+          ...any,
+        });
         assert.equal(late.status, 401);
         assert.equal(late.data.error_key, 'unauthorized');
       } finally {
@@ -157,31 +209,74 @@ describe('emulator: Constant Contact', () => {
       const verifier = randomBytes(32).toString('base64url');
       const challenge = createHash('sha256').update(verifier).digest('base64url');
       const redirect = 'http://127.0.0.1:9/callback';
-      const q = new URLSearchParams({ client_id: emu.clientId, redirect_uri: redirect, response_type: 'code', scope: 'contact_data offline_access', state: 'xyz', code_challenge: challenge, code_challenge_method: 'S256' });
+      const q = new URLSearchParams({
+        client_id: emu.clientId,
+        redirect_uri: redirect,
+        response_type: 'code',
+        scope: 'contact_data offline_access',
+        state: 'xyz',
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      });
       const a = await axios.get(`${emu.origin}/oauth2/default/v1/authorize?${q}`, any);
       assert.equal(a.status, 302);
       const loc = new URL(a.headers.location as string);
       assert.equal(`${loc.origin}${loc.pathname}`, redirect);
       assert.equal(loc.searchParams.get('state'), 'xyz');
       const code = loc.searchParams.get('code')!;
-      const wrong = await tokenRequest({ grant_type: 'authorization_code', code, redirect_uri: redirect, code_verifier: 'not-the-verifier', client_id: emu.clientId }, {});
+      const wrong = await tokenRequest(
+        {
+          grant_type: 'authorization_code',
+          code,
+          redirect_uri: redirect,
+          code_verifier: 'not-the-verifier',
+          client_id: emu.clientId,
+        },
+        {},
+      );
       assert.equal(wrong.status, 400);
       assert.equal(wrong.data.error, 'invalid_grant');
       // The failed attempt consumed the code (single use): start again.
       const a2 = await axios.get(`${emu.origin}/oauth2/default/v1/authorize?${q}`, any);
       const code2 = new URL(a2.headers.location as string).searchParams.get('code')!;
-      const ok = await tokenRequest({ grant_type: 'authorization_code', code: code2, redirect_uri: redirect, code_verifier: verifier, client_id: emu.clientId }, {});
+      const ok = await tokenRequest(
+        {
+          grant_type: 'authorization_code',
+          code: code2,
+          redirect_uri: redirect,
+          code_verifier: verifier,
+          client_id: emu.clientId,
+        },
+        {},
+      );
       assert.equal(ok.status, 200, JSON.stringify(ok.data));
       assert.ok(ok.data.access_token && ok.data.refresh_token);
-      const reuse = await tokenRequest({ grant_type: 'authorization_code', code: code2, redirect_uri: redirect, code_verifier: verifier, client_id: emu.clientId }, {});
+      const reuse = await tokenRequest(
+        {
+          grant_type: 'authorization_code',
+          code: code2,
+          redirect_uri: redirect,
+          code_verifier: verifier,
+          client_id: emu.clientId,
+        },
+        {},
+      );
       assert.equal(reuse.data.error, 'invalid_grant');
     });
 
     it('device flow: authorization_pending, then tokens', async () => {
-      const d = await axios.post(`${emu.origin}/oauth2/default/v1/device/authorize`, new URLSearchParams({ client_id: emu.clientId, scope: 'contact_data offline_access' }).toString(), { headers: form, ...any });
+      const d = await axios.post(
+        `${emu.origin}/oauth2/default/v1/device/authorize`,
+        new URLSearchParams({ client_id: emu.clientId, scope: 'contact_data offline_access' }).toString(),
+        { headers: form, ...any },
+      );
       assert.equal(d.status, 200);
       assert.ok(d.data.device_code && d.data.user_code && d.data.verification_uri && d.data.interval >= 1);
-      const params = { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: d.data.device_code, client_id: emu.clientId };
+      const params = {
+        grant_type: 'urn:ietf:params:oauth:grant-type:device_code',
+        device_code: d.data.device_code,
+        client_id: emu.clientId,
+      };
       const p1 = await tokenRequest(params, {});
       assert.equal(p1.status, 400);
       assert.equal(p1.data.error, 'authorization_pending');
@@ -194,9 +289,13 @@ describe('emulator: Constant Contact', () => {
       emu.setKnobs({ tokenRatePerSecond: 1 });
       await new Promise((r) => setTimeout(r, 2100));
       const statuses: number[] = [];
-      for (let i = 0; i < 4; i++) statuses.push((await tokenRequest({ grant_type: 'refresh_token', refresh_token: 'junk' })).status);
+      for (let i = 0; i < 4; i++)
+        statuses.push((await tokenRequest({ grant_type: 'refresh_token', refresh_token: 'junk' })).status);
       assert.deepEqual(statuses.slice(0, 2), [400, 400]);
-      assert.ok(statuses.slice(2).every((s) => s === 429), statuses.join(','));
+      assert.ok(
+        statuses.slice(2).every((s) => s === 429),
+        statuses.join(','),
+      );
     });
   });
 
@@ -209,13 +308,25 @@ describe('emulator: Constant Contact', () => {
       assert.equal(page._links?.next?.href.startsWith('/v3/contacts?cursor='), true);
       const c = page.contacts.find((x) => x.email_address)!;
       assert.match(c.contact_id, /^[0-9a-f-]{36}$/);
-      for (const k of ['address', 'permission_to_send', 'created_at', 'updated_at', 'opt_in_source', 'confirm_status']) assert.ok(k in c.email_address!, k);
+      for (const k of ['address', 'permission_to_send', 'created_at', 'updated_at', 'opt_in_source', 'confirm_status'])
+        assert.ok(k in c.email_address!, k);
       for (const k of ['first_name', 'last_name', 'create_source', 'created_at', 'updated_at']) assert.ok(k in c, k);
-      assert.ok(page.contacts.every((x) => x.deleted_at === undefined), 'no status = only contacts that are not deleted');
+      assert.ok(
+        page.contacts.every((x) => x.deleted_at === undefined),
+        'no status = only contacts that are not deleted',
+      );
     });
 
     it('answers invalid parameters with an ARRAY of errors', async () => {
-      for (const q of ['limit=0', 'limit=501', 'limit=abc', 'status=gone', 'updated_after=yesterday', 'include=everything', 'cursor=@@@']) {
+      for (const q of [
+        'limit=0',
+        'limit=501',
+        'limit=abc',
+        'status=gone',
+        'updated_after=yesterday',
+        'include=everything',
+        'cursor=@@@',
+      ]) {
         const r = await get(`/v3/contacts?${q}`);
         assert.equal(r.status, 400, q);
         assert.ok(Array.isArray(r.data), q);
@@ -234,7 +345,10 @@ describe('emulator: Constant Contact', () => {
       const o = truth.optOuts.find((x) => x.contactId === trap.contactId)!;
       const since = new Date(Date.parse(o.optOutDate) - DAY).toISOString();
       const byUpdated = await all(`status=all&limit=500&updated_after=${encodeURIComponent(since)}`);
-      assert.ok(!byUpdated.contacts.some((c) => c.contact_id === trap.contactId), 'updated_after must miss the unsubscribe');
+      assert.ok(
+        !byUpdated.contacts.some((c) => c.contact_id === trap.contactId),
+        'updated_after must miss the unsubscribe',
+      );
       const byOptout = await all(`status=all&limit=500&optout_after=${encodeURIComponent(since)}`);
       const hit = byOptout.contacts.find((c) => c.contact_id === trap.contactId);
       assert.ok(hit, 'optout_after finds it');
@@ -248,7 +362,9 @@ describe('emulator: Constant Contact', () => {
 
     it('opt-out bounds are inclusive', async () => {
       const o = truth.optOuts.find((x) => !x.deleted)!;
-      const r = await all(`status=all&optout_after=${encodeURIComponent(o.optOutDate)}&optout_before=${encodeURIComponent(o.optOutDate)}`);
+      const r = await all(
+        `status=all&optout_after=${encodeURIComponent(o.optOutDate)}&optout_before=${encodeURIComponent(o.optOutDate)}`,
+      );
       assert.ok(r.contacts.some((c) => c.contact_id === o.contactId));
       for (const c of r.contacts) assert.equal(c.email_address!.opt_out_date, o.optOutDate);
     });
@@ -270,7 +386,10 @@ describe('emulator: Constant Contact', () => {
       for (const c of deleted.contacts) assert.match(c.deleted_at!, /^\d{4}-\d{2}-\d{2}$/, 'deleted_at is a date');
       const dnu = deleted.contacts.find((c) => c.contact_id === truth.hardCases.deletedNotUnsubscribed[0].contactId)!;
       assert.notEqual(dnu.email_address!.permission_to_send, 'unsubscribed');
-      assert.ok(dnu.email_address!.opt_out_date, 'a deleted contact shows an opt_out_date although it never unsubscribed');
+      assert.ok(
+        dnu.email_address!.opt_out_date,
+        'a deleted contact shows an opt_out_date although it never unsubscribed',
+      );
     });
 
     it('SMS-only contacts come without email_address', async () => {
@@ -297,7 +416,10 @@ describe('emulator: Constant Contact', () => {
       assert.equal(first.data.contacts_count, truth.counts.unsubscribedNotDeleted);
       assert.equal(first.data.contacts.length, 20);
       // Joining the link to the API base (…/v3) instead of the host doubles the prefix: 404.
-      const doubled = await axios.get(`${emu.origin}/v3${r.hrefs[0]}`, { headers: { authorization: `Bearer ${access}` }, ...any });
+      const doubled = await axios.get(`${emu.origin}/v3${r.hrefs[0]}`, {
+        headers: { authorization: `Bearer ${access}` },
+        ...any,
+      });
       assert.equal(doubled.status, 404);
     });
 
@@ -317,7 +439,8 @@ describe('emulator: Constant Contact', () => {
       assert.equal(viaAdmin.data.added.length, 2);
       const r = await all(`status=all&optout_after=${encodeURIComponent(since)}`);
       const ids = r.contacts.map((c) => c.contact_id);
-      for (const id of [a.contactId, ...viaAdmin.data.added.map((x: { contactId: string }) => x.contactId)]) assert.ok(ids.includes(id));
+      for (const id of [a.contactId, ...viaAdmin.data.added.map((x: { contactId: string }) => x.contactId)])
+        assert.ok(ids.includes(id));
       const u = await all(`status=all&updated_after=${encodeURIComponent(since)}`);
       assert.ok(!u.contacts.some((c) => c.contact_id === a.contactId), 'updated_after still misses them');
     });

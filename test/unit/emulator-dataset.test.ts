@@ -22,7 +22,10 @@ describe('emulator dataset', () => {
     assert.deepEqual(a.cc, b.cc);
     assert.deepEqual(a.hubspot, b.hubspot);
     assert.deepEqual(a.salesforce, b.salesforce);
-    assert.notDeepEqual(a.cc.map((x) => x.id), c.cc.map((x) => x.id));
+    assert.notDeepEqual(
+      a.cc.map((x) => x.id),
+      c.cc.map((x) => x.id),
+    );
   });
 
   it('refuses datasets too small to hold every hard case', () => {
@@ -72,7 +75,10 @@ describe('emulator dataset', () => {
       assert.equal(c.email?.optOutMs, c.deletedMs);
       assert.ok(!optedOut.has(ref.email!));
     }
-    assert.deepEqual(truth.notOptOuts.deletedNotUnsubscribed, [...new Set(truth.hardCases.deletedNotUnsubscribed.map((r) => r.email!))].sort());
+    assert.deepEqual(
+      truth.notOptOuts.deletedNotUnsubscribed,
+      [...new Set(truth.hardCases.deletedNotUnsubscribed.map((r) => r.email!))].sort(),
+    );
   });
 
   it('unsubscribed-then-deleted IS an opt-out', () => {
@@ -106,7 +112,10 @@ describe('emulator dataset', () => {
       assert.notEqual(raw, ref.email);
       assert.equal(raw.trim().toLowerCase(), ref.email);
     }
-    assert.ok(truth.hardCases.mixedCaseCc.some((r) => /\s/.test(cc(r.contactId).email!.raw)) || truth.hardCases.mixedCaseCc.length < 5);
+    assert.ok(
+      truth.hardCases.mixedCaseCc.some((r) => /\s/.test(cc(r.contactId).email!.raw)) ||
+        truth.hardCases.mixedCaseCc.length < 5,
+    );
     for (const id of truth.hardCases.mixedCaseHubSpot) {
       const h = world.hsById.get(id)!;
       assert.notEqual(h.props.email, h.norm);
@@ -151,24 +160,42 @@ describe('emulator dataset', () => {
     for (const e of truth.hubspot.missingEmails) assert.ok(!world.hsByNorm.has(e) && optedOut.has(e));
 
     const sf = truth.salesforce;
-    const sfAll = [...sf.toSuppress, ...sf.alreadySuppressed, ...sf.convertedLeads, ...sf.personAccountsToSuppress, ...sf.untouched];
+    const sfAll = [
+      ...sf.toSuppress,
+      ...sf.alreadySuppressed,
+      ...sf.convertedLeads,
+      ...sf.personAccountsToSuppress,
+      ...sf.untouched,
+    ];
     assert.equal(new Set(sfAll).size, world.data.salesforce.length);
     for (const id of sf.toSuppress) {
       const r = world.sfById.get(id)!;
-      assert.ok(r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted === false), `${id} is a Contact or unconverted Lead`);
+      assert.ok(
+        r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted === false),
+        `${id} is a Contact or unconverted Lead`,
+      );
       assert.ok(optedOut.has(r.norm!));
       assert.equal(r.fields.HasOptedOutOfEmail, false);
     }
     for (const id of sf.convertedLeads) assert.ok(optedOut.has(world.sfById.get(id)!.norm!));
     for (const e of sf.missingEmails) {
-      assert.ok(!(world.sfByNorm.get(e) ?? []).some((r) => r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted === false)));
+      assert.ok(
+        !(world.sfByNorm.get(e) ?? []).some(
+          (r) => r.type === 'Contact' || (r.type === 'Lead' && r.fields.IsConverted === false),
+        ),
+      );
     }
     // Deleted-not-unsubscribed and resubscribed people exist in the CRMs and must stay untouched.
     const untouchedEmails = new Set(truth.hubspot.untouched.map((id) => world.hsById.get(id)!.norm));
     assert.ok(truth.notOptOuts.deletedNotUnsubscribed.some((e) => untouchedEmails.has(e)));
     assert.ok(truth.notOptOuts.resubscribed.some((e) => untouchedEmails.has(e)));
     // A resubscribed person already suppressed in a CRM stays suppressed (never resubscribe).
-    assert.ok(truth.hubspot.untouched.some((id) => world.hsById.get(id)!.initialOptOut && truth.notOptOuts.resubscribed.includes(world.hsById.get(id)!.norm)));
+    assert.ok(
+      truth.hubspot.untouched.some(
+        (id) =>
+          world.hsById.get(id)!.initialOptOut && truth.notOptOuts.resubscribed.includes(world.hsById.get(id)!.norm),
+      ),
+    );
   });
 
   it('person accounts only when enabled', () => {
@@ -228,8 +255,10 @@ describe('emulator dataset', () => {
     // secondary-only opted-out addresses are judged at address level
     assert.ok(t.hubspot.secondaryToUnsubscribe.length > 0);
     assert.deepEqual(v.hubspot.secondary.notUnsubscribed, t.hubspot.secondaryToUnsubscribe);
-    for (const e of t.hubspot.secondaryToUnsubscribe) w.hubspotStatuses.set(e, { allUnsubMs: ANCHOR_MS, subs: new Map() });
-    for (const id of [...t.salesforce.toSuppress, ...t.salesforce.personAccountsToSuppress]) w.sfById.get(id)!.fields.HasOptedOutOfEmail = true;
+    for (const e of t.hubspot.secondaryToUnsubscribe)
+      w.hubspotStatuses.set(e, { allUnsubMs: ANCHOR_MS, subs: new Map() });
+    for (const id of [...t.salesforce.toSuppress, ...t.salesforce.personAccountsToSuppress])
+      w.sfById.get(id)!.fields.HasOptedOutOfEmail = true;
     v = w.verify();
     assert.equal(v.ok, true, JSON.stringify(v).slice(0, 300));
     const victim = t.hubspot.untouched.find((id) => !w.hsById.get(id)!.initialOptOut)!;

@@ -8,7 +8,12 @@ describe('emulator: startEmulators', () => {
   let emu: Emulators;
 
   before(async () => {
-    emu = await startEmulators({ seed: 51, contacts: 500, anchor: '2025-06-01T12:00:00Z', cc: { knobs: { perSecondLimit: 1000, tokenRatePerSecond: 1000 } } });
+    emu = await startEmulators({
+      seed: 51,
+      contacts: 500,
+      anchor: '2025-06-01T12:00:00Z',
+      cc: { knobs: { perSecondLimit: 1000, tokenRatePerSecond: 1000 } },
+    });
   });
   after(() => emu.stop());
 
@@ -58,7 +63,10 @@ describe('emulator: startEmulators', () => {
     emu.faults.set({ latencyMs: 120 });
     try {
       const t0 = Date.now();
-      await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, { headers: { authorization: `Bearer ${emu.salesforce.accessToken}` }, ...any });
+      await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, {
+        headers: { authorization: `Bearer ${emu.salesforce.accessToken}` },
+        ...any,
+      });
       assert.ok(Date.now() - t0 >= 110);
     } finally {
       emu.faults.reset();
@@ -66,10 +74,16 @@ describe('emulator: startEmulators', () => {
   });
 
   it('expireTokens invalidates sessions on every server; request counts are kept per vendor', async () => {
-    const sf = await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, { headers: { authorization: `Bearer ${emu.salesforce.accessToken}` }, ...any });
+    const sf = await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, {
+      headers: { authorization: `Bearer ${emu.salesforce.accessToken}` },
+      ...any,
+    });
     assert.equal(sf.status, 200);
     emu.faults.set({ expireTokens: true });
-    const after = await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, { headers: { authorization: `Bearer ${emu.salesforce.accessToken}` }, ...any });
+    const after = await axios.get(`${emu.salesforce.instanceUrl}/services/data/v59.0/limits`, {
+      headers: { authorization: `Bearer ${emu.salesforce.accessToken}` },
+      ...any,
+    });
     assert.equal(after.status, 401);
     const counts = emu.requestCounts();
     assert.ok(counts.salesforce['GET /services/data/vXX.X/limits'].total >= 2);

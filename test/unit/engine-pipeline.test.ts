@@ -17,7 +17,13 @@ import { MemoryCrm, memoryCrm } from '../fixtures/memory-connector';
 const T0 = new Date('2026-06-01T12:00:00Z');
 
 function optOuts(n: number, prefix = 'p'): ObservedContact[] {
-  return Array.from({ length: n }, (_, i) => contact(`${prefix}${String(i).padStart(4, '0')}@x.com`, 'unsubscribed', new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString()));
+  return Array.from({ length: n }, (_, i) =>
+    contact(
+      `${prefix}${String(i).padStart(4, '0')}@x.com`,
+      'unsubscribed',
+      new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(),
+    ),
+  );
 }
 
 /**
@@ -39,13 +45,20 @@ class PagedSource implements OptOutSource {
       if (p === this.hangAtPage) await new Promise(() => undefined);
       if (p === this.failAtPage) throw new Error('Constant Contact answered HTTP 500 on page ' + p);
       this.served(p, p === count - 1);
-      await onPage({ contacts: list.slice(p * this.pageSize, (p + 1) * this.pageSize), skippedNoEmail: 0, quarantined: 0 });
+      await onPage({
+        contacts: list.slice(p * this.pageSize, (p + 1) * this.pageSize),
+        skippedNoEmail: 0,
+        quarantined: 0,
+      });
     }
     return { pages: count, contacts: list.length, skippedNoEmail: 0, quarantined: 0 };
   }
 
   scanWindow(after: Date, before: Date, onPage: (p: SourcePage) => Promise<void> | void): Promise<ScanStats> {
-    return this.pages(this.contacts.filter((c) => c.optedOutAt! >= after.toISOString() && c.optedOutAt! <= before.toISOString()), onPage);
+    return this.pages(
+      this.contacts.filter((c) => c.optedOutAt! >= after.toISOString() && c.optedOutAt! <= before.toISOString()),
+      onPage,
+    );
   }
 
   scanUnsubscribed(onPage: (p: SourcePage) => Promise<void> | void): Promise<ScanStats> {
@@ -80,7 +93,10 @@ function tmpStore(): { file: string; cleanup: () => void } {
 describe('engine: detection and delivery pipelined', () => {
   it('a backfill delivers committed pages before the scan reaches its last page, and every opt-out once', async () => {
     const people = optOuts(205);
-    const crm = memoryCrm('pipe-1', people.map((c) => c.email));
+    const crm = memoryCrm(
+      'pipe-1',
+      people.map((c) => c.email),
+    );
     const src = new PagedSource(people);
     let deliveredBeforeLastPage = -1;
     src.served = (_p, isLast) => {
@@ -88,20 +104,32 @@ describe('engine: detection and delivery pipelined', () => {
     };
     const { engine } = engineFor(src, [{ name: 'crm', crm: 'pipe-1' }]);
     const r = await engine.backfill();
-    assert.ok(deliveredBeforeLastPage >= 50, `delivery started while the scan went on (delivered before the last page: ${deliveredBeforeLastPage})`);
+    assert.ok(
+      deliveredBeforeLastPage >= 50,
+      `delivery started while the scan went on (delivered before the last page: ${deliveredBeforeLastPage})`,
+    );
     assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 205 });
     assert.strictEqual(r.exitCode, 0);
     assert.strictEqual(r.detection.complete, true);
     const s = sends(crm);
     assert.strictEqual(s.size, 205);
-    assert.ok([...s.values()].every((n) => n === 1), 'no email sent twice');
+    assert.ok(
+      [...s.values()].every((n) => n === 1),
+      'no email sent twice',
+    );
     // the worker took full batches while the scan went on (batchSize 50): no extra CRM calls for pipelining
-    assert.deepStrictEqual(crm.delivered.map((b) => b.length), [50, 50, 50, 50, 5]);
+    assert.deepStrictEqual(
+      crm.delivered.map((b) => b.length),
+      [50, 50, 50, 50, 5],
+    );
   });
 
   it('a sync (full reconcile) delivers while it scans, too', async () => {
     const people = optOuts(120);
-    const crm = memoryCrm('pipe-2', people.map((c) => c.email));
+    const crm = memoryCrm(
+      'pipe-2',
+      people.map((c) => c.email),
+    );
     const src = new PagedSource(people);
     let deliveredBeforeLastPage = -1;
     src.served = (_p, isLast) => {
@@ -119,7 +147,10 @@ describe('engine: detection and delivery pipelined', () => {
     const { file, cleanup } = tmpStore();
     try {
       const people = optOuts(200);
-      const crm = memoryCrm('pipe-3', people.map((c) => c.email));
+      const crm = memoryCrm(
+        'pipe-3',
+        people.map((c) => c.email),
+      );
       const src = new PagedSource(people);
       src.hangAtPage = 12; // 12 pages (120 opt-outs) committed, then the process "dies"
       const first = engineFor(src, [{ name: 'crm', crm: 'pipe-3' }], file);
@@ -135,7 +166,10 @@ describe('engine: detection and delivery pipelined', () => {
       assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 100 });
       const s = sends(crm);
       assert.strictEqual(s.size, 200);
-      assert.ok([...s.values()].every((n) => n === 1), 'each email sent once over both runs');
+      assert.ok(
+        [...s.values()].every((n) => n === 1),
+        'each email sent once over both runs',
+      );
       assert.strictEqual(crm.records.filter((x) => x.suppressed).length, 200);
       (second.store as SqliteStateStore).close();
       (first.store as SqliteStateStore).close();
@@ -146,11 +180,20 @@ describe('engine: detection and delivery pipelined', () => {
 
   it('a target that halts mid-scan stops alone: the scan completes and the other target gets everything', async () => {
     const people = optOuts(200);
-    const capped = memoryCrm('pipe-4a', people.map((c) => c.email));
+    const capped = memoryCrm(
+      'pipe-4a',
+      people.map((c) => c.email),
+    );
     capped.haltAfterWrites = 30;
-    memoryCrm('pipe-4b', people.map((c) => c.email));
+    memoryCrm(
+      'pipe-4b',
+      people.map((c) => c.email),
+    );
     const src = new PagedSource(people);
-    const { engine, store } = engineFor(src, [{ name: 'capped', crm: 'pipe-4a' }, { name: 'other', crm: 'pipe-4b' }]);
+    const { engine, store } = engineFor(src, [
+      { name: 'capped', crm: 'pipe-4a' },
+      { name: 'other', crm: 'pipe-4b' },
+    ]);
     const r = await engine.backfill();
     assert.strictEqual(r.detection.complete, true);
     assert.strictEqual(r.detection.newOptOuts, 200);
@@ -166,7 +209,10 @@ describe('engine: detection and delivery pipelined', () => {
 
   it('a scan failing mid-way: the committed pages are still delivered, the run fails as before, the rerun delivers the rest once', async () => {
     const people = optOuts(200);
-    const crm = memoryCrm('pipe-5', people.map((c) => c.email));
+    const crm = memoryCrm(
+      'pipe-5',
+      people.map((c) => c.email),
+    );
     const src = new PagedSource(people);
     src.failAtPage = 12;
     const { engine, store } = engineFor(src, [{ name: 'crm', crm: 'pipe-5' }]);
@@ -186,7 +232,10 @@ describe('engine: detection and delivery pipelined', () => {
 
   it('interrupted mid-scan: the batch in hand finishes, nothing more is taken, the rerun resumes', async () => {
     const people = optOuts(200);
-    const crm = memoryCrm('pipe-6', people.map((c) => c.email));
+    const crm = memoryCrm(
+      'pipe-6',
+      people.map((c) => c.email),
+    );
     const src = new PagedSource(people);
     const ac = new AbortController();
     src.served = (p) => {

@@ -30,7 +30,13 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.strictEqual(r.detection.newOptOuts, 3);
     assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 3 });
     assert.strictEqual(r.exitCode, 0);
-    assert.deepStrictEqual(crm.records.filter((x) => x.suppressed).map((x) => x.email).sort(), ['B@X.com', 'a@x.com', 'gone@x.com']);
+    assert.deepStrictEqual(
+      crm.records
+        .filter((x) => x.suppressed)
+        .map((x) => x.email)
+        .sort(),
+      ['B@X.com', 'a@x.com', 'gone@x.com'],
+    );
     assert.ok(!crm.records.find((x) => x.email === 'c@x.com')!.suppressed, 'a subscribed contact is never touched');
     // checkpoint = start - lag (2 min)
     assert.strictEqual(store.getCheckpoint(CHECKPOINT_WINDOW), iso(new Date(T0.getTime() - 120_000)));
@@ -81,14 +87,22 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.strictEqual(r.detection.resubscribed, 1);
     // late@ is new; b@ and gone@ (not-found a day ago) are looked up again; a@ left the set and is not
     assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
-    assert.deepStrictEqual(store.events(null, ['left-unsubscribed-set']).map((e) => e.email), ['a@x.com']);
+    assert.deepStrictEqual(
+      store.events(null, ['left-unsubscribed-set']).map((e) => e.email),
+      ['a@x.com'],
+    );
   });
 
   it('sync --full and detection.mode "full" reconcile every run', async () => {
     const src = new FakeSource();
     seed(src);
     memoryCrm('crm4', []);
-    const { engine, clock } = testEngine({ targets: [{ name: 'crm', crm: 'crm4' }], source: src, start: T0, config: { source: { detection: { mode: 'full' } } } });
+    const { engine, clock } = testEngine({
+      targets: [{ name: 'crm', crm: 'crm4' }],
+      source: src,
+      start: T0,
+      config: { source: { detection: { mode: 'full' } } },
+    });
     await engine.sync();
     clock.advance(60_000 * 10);
     const r = await engine.sync();
@@ -102,7 +116,14 @@ describe('engine: detect -> outbox -> deliver', () => {
     memoryCrm('up', ['a@x.com']);
     const down = memoryCrm('down', ['a@x.com']);
     down.outage = { kind: 'unavailable', message: 'HTTP 503' };
-    const { engine, clock } = testEngine({ targets: [{ name: 'up', crm: 'up' }, { name: 'down', crm: 'down' }], source: src, start: T0 });
+    const { engine, clock } = testEngine({
+      targets: [
+        { name: 'up', crm: 'up' },
+        { name: 'down', crm: 'down' },
+      ],
+      source: src,
+      start: T0,
+    });
     const r = await engine.sync();
     assert.deepStrictEqual(r.targets.up!.outcomes, { applied: 1, 'not-found': 2 });
     assert.strictEqual(r.targets.down!.queued, 3);
@@ -159,7 +180,11 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.deepStrictEqual(store.countOptOuts(), { active: 0, left: 0 });
     assert.strictEqual(store.getCheckpoint(CHECKPOINT_WINDOW), null);
     const plan = r.plan!.map((p) => [p.email, p.kind]).sort();
-    assert.deepStrictEqual(plan, [['a@x.com', 'planned'], ['b@x.com', 'already-suppressed'], ['gone@x.com', 'not-found']]);
+    assert.deepStrictEqual(plan, [
+      ['a@x.com', 'planned'],
+      ['b@x.com', 'already-suppressed'],
+      ['gone@x.com', 'not-found'],
+    ]);
   });
 
   it('quota_exceeded stops detection cleanly, keeps what was committed, does not move the checkpoint', async () => {
@@ -190,7 +215,12 @@ describe('engine: detect -> outbox -> deliver', () => {
     first.store.close(); // the "process" is gone; only the file remains
     crm.outage = null;
     src.contacts = []; // the source no longer shows them in any window: only the outbox remembers
-    const second = testEngine({ targets: [{ name: 'crm', crm: 'crash' }], source: src, start: new Date(T0.getTime() + 3600_000), storePath: file });
+    const second = testEngine({
+      targets: [{ name: 'crm', crm: 'crash' }],
+      source: src,
+      start: new Date(T0.getTime() + 3600_000),
+      storePath: file,
+    });
     const r = await second.engine.sync();
     assert.deepStrictEqual(r.targets.crm!.outcomes, { applied: 2, 'not-found': 1 });
     second.store.close();
@@ -209,7 +239,9 @@ describe('engine: detect -> outbox -> deliver', () => {
     a.haltAfterWrites = null;
     store.requeueParked(null, T0.toISOString());
     // make the deferred rows due again (retryAt was far in the future)
-    (store as unknown as { db: { prepare(s: string): { run(...a: unknown[]): void } } }).db.prepare(`UPDATE outbox SET next_attempt_at = ?`).run(T0.toISOString());
+    (store as unknown as { db: { prepare(s: string): { run(...a: unknown[]): void } } }).db
+      .prepare(`UPDATE outbox SET next_attempt_at = ?`)
+      .run(T0.toISOString());
     const scansBefore = src.fullScans;
     const r2 = await engine.backfill();
     assert.strictEqual(src.fullScans, scansBefore, 'the completed scan is not repeated');
@@ -223,7 +255,14 @@ describe('engine: detect -> outbox -> deliver', () => {
     seed(src);
     const one = memoryCrm('s1', ['a@x.com', 'b@x.com', 'gone@x.com']);
     const two = memoryCrm('s2', ['a@x.com']);
-    const { engine } = testEngine({ targets: [{ name: 'one', crm: 's1' }, { name: 'two', crm: 's2' }], source: src, start: T0 });
+    const { engine } = testEngine({
+      targets: [
+        { name: 'one', crm: 's1' },
+        { name: 'two', crm: 's2' },
+      ],
+      source: src,
+      start: T0,
+    });
     const r = await engine.backfill({ since: '2026-05-02', target: 'one' });
     assert.deepStrictEqual(Object.keys(r.targets), ['one']);
     // full scan queued all three as new detections for every target, since only limits the backfill's own enqueue
@@ -236,12 +275,24 @@ describe('engine: detect -> outbox -> deliver', () => {
     seed(src);
     memoryCrm('lock', []);
     const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'lock' }], source: src, start: T0 });
-    store.acquireRunLock({ owner: 'other', pid: process.pid, host: require('os').hostname(), command: 'sync', now: T0.toISOString() });
+    store.acquireRunLock({
+      owner: 'other',
+      pid: process.pid,
+      host: require('os').hostname(),
+      command: 'sync',
+      now: T0.toISOString(),
+    });
     await assert.rejects(engine.sync(), /another cc-optout sync is running/);
     store.releaseRunLock('other');
     await engine.sync();
     // released after the run: another owner may take it now
-    store.acquireRunLock({ owner: 'next', pid: process.pid, host: require('os').hostname(), command: 'sync', now: T0.toISOString() });
+    store.acquireRunLock({
+      owner: 'next',
+      pid: process.pid,
+      host: require('os').hostname(),
+      command: 'sync',
+      now: T0.toISOString(),
+    });
   });
 
   it('a disabled target is paused: opt-outs queue for it and are delivered once it is enabled', async () => {
@@ -255,14 +306,17 @@ describe('engine: detect -> outbox -> deliver', () => {
     assert.strictEqual(crm.writes, 0);
     assert.strictEqual(first.store.targetStatus(['crm'], T0)[0]!.queued, 3);
     // the run says what waits, and is not complete (exit 3): opt-outs are not reaching that CRM
-    assert.ok(r.messages.some((m) => /target crm is paused \("enabled": false\): 3 opt-out\(s\) wait/.test(m)), r.messages.join('\n'));
+    assert.ok(
+      r.messages.some((m) => /target crm is paused \("enabled": false\): 3 opt-out\(s\) wait/.test(m)),
+      r.messages.join('\n'),
+    );
     assert.strictEqual(r.exitCode, 3);
     (first.config.targets[0] as { enabled: boolean }).enabled = true;
     const r2 = await first.engine.sync();
     assert.deepStrictEqual(r2.targets.crm!.outcomes, { applied: 1, 'not-found': 2 });
   });
 
-  it('an opt-out whose record reaches the CRM later (an import) is suppressed on the next day\'s re-check', async () => {
+  it("an opt-out whose record reaches the CRM later (an import) is suppressed on the next day's re-check", async () => {
     const src = new FakeSource();
     seed(src);
     const crm = memoryCrm('later', ['a@x.com']);

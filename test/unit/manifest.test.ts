@@ -31,7 +31,11 @@ describe('connector specs and the config schema', () => {
     for (const info of reg.list()) {
       const c = reg.get(info.id)!;
       assert.strictEqual(typeof c.schema, 'object', `${info.id} schema`);
-      assert.deepStrictEqual(c.schema, JSON.parse(fs.readFileSync(path.join(root, 'connectors', info.id, 'spec.json'), 'utf8')), `${info.id}: the schema is spec.json`);
+      assert.deepStrictEqual(
+        c.schema,
+        JSON.parse(fs.readFileSync(path.join(root, 'connectors', info.id, 'spec.json'), 'utf8')),
+        `${info.id}: the schema is spec.json`,
+      );
       assert.strictEqual(typeof info.capabilities.dryRun, 'boolean', `${info.id} capabilities.dryRun`);
       assert.ok(info.capabilities.suppressionModes.length > 0, `${info.id} suppressionModes`);
     }
@@ -87,7 +91,11 @@ describe('connector specs and the config schema', () => {
       for (const { config, why } of ex.invalid) {
         const s = (config as { source?: unknown }).source;
         if (s === undefined) continue;
-        assert.strictEqual(validate(s), !isLeft(ConstantContactConfig.decode(s)), `schema and codec disagree on source (${why})`);
+        assert.strictEqual(
+          validate(s),
+          !isLeft(ConstantContactConfig.decode(s)),
+          `schema and codec disagree on source (${why})`,
+        );
       }
     });
 
@@ -102,10 +110,19 @@ describe('connector specs and the config schema', () => {
         const validate = ajv.compile(c.schema);
         const ex: Examples = file
           ? examples(file)
-          : { valid: [{ crm: 'a' }, { crm: 'a', apiKey: 'k' }, { '//': 'c', crm: 'a' }], invalid: [{ config: {}, why: 'crm missing' }, { config: { crm: 'a', other: 1 }, why: 'unknown key' }] };
+          : {
+              valid: [{ crm: 'a' }, { crm: 'a', apiKey: 'k' }, { '//': 'c', crm: 'a' }],
+              invalid: [
+                { config: {}, why: 'crm missing' },
+                { config: { crm: 'a', other: 1 }, why: 'unknown key' },
+              ],
+            };
         assert.ok(ex.valid.length >= 2 && ex.invalid.length >= 2, 'enough examples');
         for (const v of ex.valid) {
-          assert.ok(validate(v), `schema rejects a valid ${id} example: ${ajv.errorsText(validate.errors)} ${JSON.stringify(v)}`);
+          assert.ok(
+            validate(v),
+            `schema rejects a valid ${id} example: ${ajv.errorsText(validate.errors)} ${JSON.stringify(v)}`,
+          );
           assert.ok(!isLeft(c.config.decode(v)), `codec rejects a valid ${id} example ${JSON.stringify(v)}`);
         }
         for (const { config, why } of ex.invalid) {

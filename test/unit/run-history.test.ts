@@ -47,10 +47,19 @@ describe('run history (issue 11 item 4)', () => {
 
   it('records counts per target and outcome, API calls per vendor, kind and variant of each run', async () => {
     const src = new FakeSource();
-    src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'), contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z')];
+    src.contacts = [
+      contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'),
+      contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z'),
+    ];
     memoryCrm('rh-a', ['a@x.com']);
     memoryCrm('rh-b', ['a@x.com', 'b@x.com']);
-    const { engine, store, clock } = testEngine({ targets: [{ name: 'one', crm: 'rh-a' }, { name: 'two', crm: 'rh-b' }], source: src });
+    const { engine, store, clock } = testEngine({
+      targets: [
+        { name: 'one', crm: 'rh-a' },
+        { name: 'two', crm: 'rh-b' },
+      ],
+      source: src,
+    });
     const s1 = await engine.sync();
     clock.advance(10 * 60_000);
     await engine.sync();
@@ -86,14 +95,25 @@ describe('run history (issue 11 item 4)', () => {
       // a reader (status, runs, the status page) sees it abandoned without writing anything
       const r = new SqliteStateStore(file);
       assert.equal(r.getRun(id)!.status, 'abandoned');
-      assert.equal((r.db.prepare('SELECT status FROM runs WHERE id = ?').pluck().get(id) as string), 'running', 'a read changes nothing');
+      assert.equal(
+        r.db.prepare('SELECT status FROM runs WHERE id = ?').pluck().get(id) as string,
+        'running',
+        'a read changes nothing',
+      );
       r.close();
       // the next run takes over the dead holder's lock and marks the row
       const src = new FakeSource();
       memoryCrm('rh-kill', []);
-      const { engine, store } = testEngine({ targets: [{ name: 'crm', crm: 'rh-kill' }], source: src, storePath: file });
+      const { engine, store } = testEngine({
+        targets: [{ name: 'crm', crm: 'rh-kill' }],
+        source: src,
+        storePath: file,
+      });
       await engine.sync();
-      const row = store.db.prepare('SELECT status, error FROM runs WHERE id = ?').get(id) as { status: string; error: string };
+      const row = store.db.prepare('SELECT status, error FROM runs WHERE id = ?').get(id) as {
+        status: string;
+        error: string;
+      };
       assert.equal(row.status, 'abandoned');
       assert.match(row.error, /ended without recording a result .* found by run #2/);
       assert.equal(store.getRun(2)!.status, 'ok');
@@ -114,7 +134,7 @@ describe('run history (issue 11 item 4)', () => {
     s.close();
   });
 
-  it('audit --run N exports only that run\'s evidence; the append-only triggers still hold after the migration', async () => {
+  it("audit --run N exports only that run's evidence; the append-only triggers still hold after the migration", async () => {
     const src = new FakeSource();
     src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
     memoryCrm('rh-audit', ['a@x.com', 'b@x.com']);
@@ -123,9 +143,18 @@ describe('run history (issue 11 item 4)', () => {
     src.contacts.push(contact('b@x.com', 'unsubscribed', new Date(clock.now().getTime() - 60_000).toISOString()));
     clock.advance(10 * 60_000);
     const r2 = await engine.sync();
-    assert.deepEqual(store.deliveryHistory(null, r1.runId).map((e) => e.email), ['a@x.com']);
-    assert.deepEqual(store.deliveryHistory(null, r2.runId).map((e) => e.email), ['b@x.com']);
-    assert.deepEqual(store.audit(null, r2.runId).map((r) => r.email), ['b@x.com']);
+    assert.deepEqual(
+      store.deliveryHistory(null, r1.runId).map((e) => e.email),
+      ['a@x.com'],
+    );
+    assert.deepEqual(
+      store.deliveryHistory(null, r2.runId).map((e) => e.email),
+      ['b@x.com'],
+    );
+    assert.deepEqual(
+      store.audit(null, r2.runId).map((r) => r.email),
+      ['b@x.com'],
+    );
     assert.equal(store.audit(null).length, 2);
     const csv = auditExport(store, { format: 'csv', runId: r2.runId, history: true }).text;
     assert.equal(csv.trim().split('\n').length, 2, csv);
@@ -143,9 +172,9 @@ describe('run history (issue 11 item 4)', () => {
       db.function('cc_sha256', (v: unknown) => String(v));
       for (let v = 0; v < 4; v++) db.exec(MIGRATIONS[v]!);
       db.pragma('user_version = 4');
-      db.prepare(`INSERT INTO runs (kind, dry_run, started_at, finished_at, exit_code, summary) VALUES ('sync', 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:05Z', 3, ?)`).run(
-        JSON.stringify({ targets: { hs: { outcomes: { applied: 4 } } }, apiCalls: { hubspot: 2 } }),
-      );
+      db.prepare(
+        `INSERT INTO runs (kind, dry_run, started_at, finished_at, exit_code, summary) VALUES ('sync', 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:05Z', 3, ?)`,
+      ).run(JSON.stringify({ targets: { hs: { outcomes: { applied: 4 } } }, apiCalls: { hubspot: 2 } }));
       db.prepare(`INSERT INTO runs (kind, dry_run, started_at) VALUES ('backfill', 0, '2026-01-02T00:00:00Z')`).run();
       db.close();
       const s = new SqliteStateStore(file);
@@ -167,7 +196,14 @@ describe('run history (issue 11 item 4)', () => {
 
     it('never creates a store (exit 2 naming store.path), and needs no secret', () => {
       const cfg = path.join(dir, 'c.json');
-      fs.writeFileSync(cfg, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: '${CC_ID}' }, targets: [HS] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          store: { path: './state.db' },
+          source: { type: 'constant-contact', clientId: '${CC_ID}' },
+          targets: [HS],
+        }),
+      );
       const r = runCliSync(['--config', cfg, 'runs']);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, /store\.path: .*state\.db: no state store here/);
@@ -176,23 +212,46 @@ describe('run history (issue 11 item 4)', () => {
 
     it('lists runs newest first (text and --json), --limit; audit --run of an unknown run exits 2', () => {
       const cfg = path.join(dir, 'c.json');
-      fs.writeFileSync(cfg, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: '${CC_ID}' }, targets: [HS] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          store: { path: './state.db' },
+          source: { type: 'constant-contact', clientId: '${CC_ID}' },
+          targets: [HS],
+        }),
+      );
       const s = new SqliteStateStore(path.join(dir, 'state.db'));
       const who = { owner: 'o', pid: 1, host: 'elsewhere' };
       const a = s.startRun('sync', false, '2026-06-01T12:00:00.000Z', who);
-      s.finishRun(a, 0, {}, '2026-06-01T12:00:03.000Z', { counts: { hubspot: { applied: 2 } }, apiCalls: { hubspot: 3, 'constant-contact': 1 }, variant: 'reconcile' });
+      s.finishRun(a, 0, {}, '2026-06-01T12:00:03.000Z', {
+        counts: { hubspot: { applied: 2 } },
+        apiCalls: { hubspot: 3, 'constant-contact': 1 },
+        variant: 'reconcile',
+      });
       const b = s.startRun('backfill', false, '2026-06-01T13:00:00.000Z', who);
-      s.failRun(b, 1, 'the Constant Contact refresh token was revoked', '2026-06-01T13:00:01.000Z', { counts: {}, apiCalls: { 'constant-contact': 1 } });
+      s.failRun(b, 1, 'the Constant Contact refresh token was revoked', '2026-06-01T13:00:01.000Z', {
+        counts: {},
+        apiCalls: { 'constant-contact': 1 },
+      });
       s.close();
       const t = runCliSync(['--config', cfg, 'runs']);
       assert.equal(t.code, 0, t.stderr);
-      assert.match(t.stdout, /^run #2 backfill: failed, exit 1; started 2026-06-01T13:00:00.000Z, ended 2026-06-01T13:00:01.000Z \(1.0 s\)/);
+      assert.match(
+        t.stdout,
+        /^run #2 backfill: failed, exit 1; started 2026-06-01T13:00:00.000Z, ended 2026-06-01T13:00:01.000Z \(1.0 s\)/,
+      );
       assert.match(t.stdout, /error: the Constant Contact refresh token was revoked/);
-      assert.match(t.stdout, /run #1 sync \(reconcile\): ok, exit 0.*\n {2}hubspot: applied 2\n {2}API calls: hubspot 3, constant-contact 1/);
+      assert.match(
+        t.stdout,
+        /run #1 sync \(reconcile\): ok, exit 0.*\n {2}hubspot: applied 2\n {2}API calls: hubspot 3, constant-contact 1/,
+      );
       const j = runCliSync(['--config', cfg, '--json', 'runs', '--limit', '1']);
       assert.equal(j.code, 0, j.stderr);
       const runs = JSON.parse(j.stdout) as { id: number; status: string; error: string; durationSeconds: number }[];
-      assert.deepEqual(runs.map((r) => [r.id, r.status, r.durationSeconds]), [[2, 'failed', 1]]);
+      assert.deepEqual(
+        runs.map((r) => [r.id, r.status, r.durationSeconds]),
+        [[2, 'failed', 1]],
+      );
       const bad = runCliSync(['--config', cfg, 'audit', '--run', '99']);
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /--run 99: no such run/);

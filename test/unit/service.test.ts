@@ -16,7 +16,15 @@ import { OptOut } from '../../src/domain';
 import { SqliteStateStore } from '../../src/store/sqlite';
 import { RunLocked } from '../../src/store/types';
 import { ReauthorizationRequired } from '../../src/source/types';
-import { Alerter, AlertState, Condition, evaluateAlerts, maskUrl, settleAlerts, webhookBody } from '../../src/service/alerts';
+import {
+  Alerter,
+  AlertState,
+  Condition,
+  evaluateAlerts,
+  maskUrl,
+  settleAlerts,
+  webhookBody,
+} from '../../src/service/alerts';
 import { backoffSeconds, nextAttemptAt } from '../../src/service/backoff';
 import { bearerMatches, createServiceServer } from '../../src/service/server';
 import { parseEvery, cronProblem } from '../../src/service/schedule';
@@ -33,7 +41,12 @@ function memoryKv(): KeyValue & { data: Map<string, string> } {
 
 const T0 = new Date('2026-06-01T12:00:00Z');
 const at = (s: number) => new Date(T0.getTime() + s * 1000);
-const halted = (active: boolean): Condition => ({ key: 'target-halted:sf', target: 'sf', active, summary: active ? 'target sf halted (quota): quota: limit' : 'target sf delivers again' });
+const halted = (active: boolean): Condition => ({
+  key: 'target-halted:sf',
+  target: 'sf',
+  active,
+  summary: active ? 'target sf halted (quota): quota: limit' : 'target sf delivers again',
+});
 
 describe('service: alert state machine', () => {
   it('fires once when a condition starts, not again while it lasts, and once when it ends', () => {
@@ -42,17 +55,29 @@ describe('service: alert state machine', () => {
     assert.deepEqual(r1.notify, [], 'an inactive condition never seen before says nothing');
     state = r1.next;
     const r2 = evaluateAlerts(state, [halted(true)], at(10), 1);
-    assert.deepEqual(r2.notify.map((n) => `${n.key} ${n.state}`), ['target-halted:sf firing']);
-    state = settleAlerts(r2.next, r2.notify.map((n) => ({ n, failed: [] })));
+    assert.deepEqual(
+      r2.notify.map((n) => `${n.key} ${n.state}`),
+      ['target-halted:sf firing'],
+    );
+    state = settleAlerts(
+      r2.next,
+      r2.notify.map((n) => ({ n, failed: [] })),
+    );
     for (let i = 0; i < 5; i++) {
       const r = evaluateAlerts(state, [halted(true)], at(20 + i), 1);
       assert.deepEqual(r.notify, [], 'still active: no second alert');
       state = r.next;
     }
     const r3 = evaluateAlerts(state, [halted(false)], at(60), 1);
-    assert.deepEqual(r3.notify.map((n) => `${n.key} ${n.state}`), ['target-halted:sf resolved']);
+    assert.deepEqual(
+      r3.notify.map((n) => `${n.key} ${n.state}`),
+      ['target-halted:sf resolved'],
+    );
     assert.match(r3.notify[0]!.summary, /halted \(quota\)/, 'the recovery names what it recovered from');
-    state = settleAlerts(r3.next, r3.notify.map((n) => ({ n, failed: [] })));
+    state = settleAlerts(
+      r3.next,
+      r3.notify.map((n) => ({ n, failed: [] })),
+    );
     assert.deepEqual(evaluateAlerts(state, [halted(false)], at(70), 1).notify, []);
   });
 
@@ -68,7 +93,10 @@ describe('service: alert state machine', () => {
     assert.deepEqual(r1.notify[0]!.hooks, [0, 1]);
     let state = settleAlerts(r1.next, [{ n: r1.notify[0]!, failed: [1] }]);
     const r2 = evaluateAlerts(state, [halted(true)], at(10), 2);
-    assert.deepEqual(r2.notify.map((n) => [n.key, n.state, n.hooks, n.retry]), [['target-halted:sf', 'firing', [1], true]]);
+    assert.deepEqual(
+      r2.notify.map((n) => [n.key, n.state, n.hooks, n.retry]),
+      [['target-halted:sf', 'firing', [1], true]],
+    );
     state = settleAlerts(r2.next, [{ n: r2.notify[0]!, failed: [1] }]);
     assert.equal(state['target-halted:sf']!.pending, undefined, 'given up after one retry');
     assert.deepEqual(evaluateAlerts(state, [halted(true)], at(20), 2).notify, []);
@@ -78,7 +106,10 @@ describe('service: alert state machine', () => {
     const r1 = evaluateAlerts({}, [halted(true)], at(0), 1);
     const state = settleAlerts(r1.next, [{ n: r1.notify[0]!, failed: [0] }]);
     const r2 = evaluateAlerts(state, [halted(false)], at(10), 1);
-    assert.deepEqual(r2.notify.map((n) => `${n.state} retry=${n.retry}`), ['resolved retry=false']);
+    assert.deepEqual(
+      r2.notify.map((n) => `${n.state} retry=${n.retry}`),
+      ['resolved retry=false'],
+    );
   });
 
   it('Alerter: persisted in the store, so a restart does not fire again; a failing webhook never throws and its URL is masked', async () => {
@@ -86,7 +117,11 @@ describe('service: alert state machine', () => {
     const logger = memoryLogger();
     const calls: string[] = [];
     const hooks = [
-      { url: 'https://hooks.example.test/services/T1/B1/very-secret-path', format: 'slack' as const, timeoutSeconds: 1 },
+      {
+        url: 'https://hooks.example.test/services/T1/B1/very-secret-path',
+        format: 'slack' as const,
+        timeoutSeconds: 1,
+      },
       { url: 'https://alerts.example.test/in/another-secret', format: 'json' as const, timeoutSeconds: 1 },
     ];
     const post = async (url: string) => {
@@ -110,12 +145,20 @@ describe('service: alert state machine', () => {
   });
 
   it('webhook bodies: slack is {"text"}, json has the fields', () => {
-    const n = { key: 'run-fatal', state: 'firing' as const, summary: 'a sync run failed: boom', since: T0.toISOString(), hooks: [0], retry: false };
+    const n = {
+      key: 'run-fatal',
+      state: 'firing' as const,
+      summary: 'a sync run failed: boom',
+      since: T0.toISOString(),
+      hooks: [0],
+      retry: false,
+    };
     const slack = webhookBody(n, 'slack') as Record<string, unknown>;
     assert.deepEqual(Object.keys(slack), ['text']);
     assert.match(String(slack.text), /FIRING: a sync run failed: boom/);
     const json = webhookBody(n, 'json') as Record<string, unknown>;
-    for (const k of ['source', 'host', 'alert', 'state', 'summary', 'target', 'since', 'at', 'text']) assert.ok(k in json, k);
+    for (const k of ['source', 'host', 'alert', 'state', 'summary', 'target', 'since', 'at', 'text'])
+      assert.ok(k in json, k);
     assert.equal(maskUrl('https://hooks.slack.com/services/T/B/X'), 'https://hooks.slack.com/…');
   });
 });
@@ -153,7 +196,11 @@ describe('service: bearer token and routes', () => {
       assert.equal(denied.statusCode, 401);
       assert.ok(!denied.body.includes(token));
       assert.equal((await app.inject({ url: '/metrics', headers: { authorization: 'Bearer nope' } })).statusCode, 401);
-      assert.equal((await app.inject({ url: '/anything-else', headers: {} })).statusCode, 401, 'routes mounted later are guarded too (the status page at /status checks the token itself)');
+      assert.equal(
+        (await app.inject({ url: '/anything-else', headers: {} })).statusCode,
+        401,
+        'routes mounted later are guarded too (the status page at /status checks the token itself)',
+      );
       const ok = await app.inject({ url: '/metrics', headers: { authorization: `Bearer ${token}` } });
       assert.equal(ok.statusCode, 200);
       assert.equal(ok.body, 'cc_optout_up 1\n');
@@ -163,7 +210,13 @@ describe('service: bearer token and routes', () => {
   });
 
   it('without a token /metrics is open (loopback only, enforced by the config)', async () => {
-    const app = createServiceServer({ token: null, readiness: () => ({ ready: true, reasons: [] }), metrics: async () => '', metricsContentType: 'text/plain', logger: memoryLogger() });
+    const app = createServiceServer({
+      token: null,
+      readiness: () => ({ ready: true, reasons: [] }),
+      metrics: async () => '',
+      metricsContentType: 'text/plain',
+      logger: memoryLogger(),
+    });
     try {
       assert.equal((await app.inject({ url: '/metrics' })).statusCode, 200);
     } finally {
@@ -208,24 +261,38 @@ describe('service: config section and run options', () => {
       [{ every: '5m', cron: '*/5 * * * *' }, /^service: set either every or cron, not both/],
       [{ listen: 'localhost' }, /^service\.listen: got "localhost"/],
       [{ listen: '127.0.0.1:70000' }, /^service\.listen/],
-      [{ listen: '0.0.0.0:9464' }, /^service\.listen: got "0\.0\.0\.0:9464", a non-loopback address; set service\.token/],
+      [
+        { listen: '0.0.0.0:9464' },
+        /^service\.listen: got "0\.0\.0\.0:9464", a non-loopback address; set service\.token/,
+      ],
       [{ token: 'short' }, /^service\.token: got \[redacted\], expected a string of at least 16/],
       [{ alerts: { webhooks: [{ url: 'http://hooks.example.test/x' }] } }, /^service\.alerts\.webhooks\[0\]\.url/],
-      [{ alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'xml' }] } }, /^service\.alerts\.webhooks\[0\]\.format: got "xml"/],
+      [
+        { alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'xml' }] } },
+        /^service\.alerts\.webhooks\[0\]\.format: got "xml"/,
+      ],
       [{ alerts: { oldestQueuedMinutes: 0 } }, /^service\.alerts\.oldestQueuedMinutes: got 0/],
       [{ backoff: { baseSeconds: 600, maxSeconds: 60 } }, /^service\.backoff\.baseSeconds: got 600, expected at most/],
       [{ listn: '127.0.0.1:1' }, /^service\.listn: .*unknown key "listn"/],
     ];
     for (const [service, re] of cases) {
       const p = problems(service);
-      assert.ok(p.some((x) => re.test(x)), `${JSON.stringify(service)}: ${JSON.stringify(p)}`);
+      assert.ok(
+        p.some((x) => re.test(x)),
+        `${JSON.stringify(service)}: ${JSON.stringify(p)}`,
+      );
     }
   });
 
   it('valid: cron, a token from ${ENV} with a public address, webhooks from ${ENV} (registered as secrets)', () => {
     const url = 'https://hooks.slack.example.test/services/T0/B0/XYZsecret';
     const c = decodeConfig(
-      raw({ cron: '*/5 * * * *', listen: '0.0.0.0:9464', token: '${SVC_TOKEN}', alerts: { webhooks: [{ url: '${HOOK}', format: 'slack' }], oldestQueuedMinutes: 30 } }),
+      raw({
+        cron: '*/5 * * * *',
+        listen: '0.0.0.0:9464',
+        token: '${SVC_TOKEN}',
+        alerts: { webhooks: [{ url: '${HOOK}', format: 'slack' }], oldestQueuedMinutes: 30 },
+      }),
       { SVC_TOKEN: 'tok-0123456789abcdef', HOOK: url },
       registry,
     );
@@ -236,11 +303,31 @@ describe('service: config section and run options', () => {
     assert.equal(redact('token tok-0123456789abcdef'), 'token [redacted]');
   });
 
-  it('the config JSON Schema (src/config.schema.json): the same section (a valid one passes, the codec\'s refusals fail)', () => {
+  it("the config JSON Schema (src/config.schema.json): the same section (a valid one passes, the codec's refusals fail)", () => {
     const validate = new Ajv({ allErrors: true, strict: false }).compile(CONFIG_SCHEMA as object);
-    const full = (service: unknown) => ({ source: { type: 'constant-contact', clientId: 'c' }, targets: [{ name: 'a', connector: 'hubspot', config: {} }], service });
-    assert.equal(validate(full({ every: '2s', listen: '127.0.0.1:0', token: '${T}', alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'slack' }], oldestQueuedMinutes: 5 } })), true, JSON.stringify(validate.errors));
-    for (const bad of [{ every: '5m', cron: '* * * * *' }, { listn: 'x' }, { alerts: { webhooks: [{ url: 'http://hooks.example.test/x' }] } }, { alerts: { webhooks: [{ url: 'https://h.example.test', format: 'xml' }] } }]) {
+    const full = (service: unknown) => ({
+      source: { type: 'constant-contact', clientId: 'c' },
+      targets: [{ name: 'a', connector: 'hubspot', config: {} }],
+      service,
+    });
+    assert.equal(
+      validate(
+        full({
+          every: '2s',
+          listen: '127.0.0.1:0',
+          token: '${T}',
+          alerts: { webhooks: [{ url: 'https://hooks.example.test/x', format: 'slack' }], oldestQueuedMinutes: 5 },
+        }),
+      ),
+      true,
+      JSON.stringify(validate.errors),
+    );
+    for (const bad of [
+      { every: '5m', cron: '* * * * *' },
+      { listn: 'x' },
+      { alerts: { webhooks: [{ url: 'http://hooks.example.test/x' }] } },
+      { alerts: { webhooks: [{ url: 'https://h.example.test', format: 'xml' }] } },
+    ]) {
       assert.equal(validate(full(bad)), false, JSON.stringify(bad));
       assert.ok(problems(bad).length > 0, JSON.stringify(bad));
     }
@@ -265,7 +352,17 @@ describe('service: config section and run options', () => {
     try {
       const file = path.join(dir, 'cc.json');
       const write = (service: unknown) =>
-        fs.writeFileSync(file, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: 'c', apiBaseUrl: 'http://127.0.0.1:9/v3' }, targets: [{ name: 'h', connector: 'hubspot', config: { auth: { type: 'private-app', accessToken: 'pat-x' } } }], service }));
+        fs.writeFileSync(
+          file,
+          JSON.stringify({
+            store: { path: './state.db' },
+            source: { type: 'constant-contact', clientId: 'c', apiBaseUrl: 'http://127.0.0.1:9/v3' },
+            targets: [
+              { name: 'h', connector: 'hubspot', config: { auth: { type: 'private-app', accessToken: 'pat-x' } } },
+            ],
+            service,
+          }),
+        );
       write(undefined);
       let r = runCliSync(['--config', file, 'run', '--every', '10 minutes']);
       assert.equal(r.code, 2, r.stderr);
@@ -287,7 +384,10 @@ describe('service: config section and run options', () => {
 describe('service: backoff', () => {
   const p = { baseSeconds: 30, maxSeconds: 1800 };
   it('exponential from the base, capped', () => {
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7, 100, 10_000].map((n) => backoffSeconds(n, p)), [0, 30, 60, 120, 240, 480, 960, 1800, 1800, 1800]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7, 100, 10_000].map((n) => backoffSeconds(n, p)),
+      [0, 30, 60, 120, 240, 480, 960, 1800, 1800, 1800],
+    );
   });
   it("a vendor's retryAt later than the backoff wins; an earlier or unreadable one does not", () => {
     assert.equal(nextAttemptAt(T0, 1, p).toISOString(), at(30).toISOString());
@@ -313,7 +413,17 @@ describe('service: the runner schedules runs', () => {
     runId: 1,
     startedAt: T0.toISOString(),
     durationMs: 10,
-    detection: { mode: 'window', pages: 1, contactsSeen: 0, optOutsSeen: 0, newOptOuts: 0, resubscribed: 0, skippedNoEmail: 0, quarantined: 0, complete: true },
+    detection: {
+      mode: 'window',
+      pages: 1,
+      contactsSeen: 0,
+      optOutsSeen: 0,
+      newOptOuts: 0,
+      resubscribed: 0,
+      skippedNoEmail: 0,
+      quarantined: 0,
+      complete: true,
+    },
     targets: { a: { outcomes: {}, batches: 0, queued: 0, parked: 0 } },
     apiCalls: {},
     quarantined: 0,
@@ -376,7 +486,10 @@ describe('service: the runner schedules runs', () => {
   it("the daily quota's reset is respected; a held lock is skipped, not a failure; a revoked token is reported", async () => {
     let clock = T0;
     let next: () => Promise<RunSummary> = async () =>
-      summary({ exitCode: 3, detection: { ...summary().detection, complete: false, retryAt: at(7200).toISOString(), stoppedReason: 'quota' } });
+      summary({
+        exitCode: 3,
+        detection: { ...summary().detection, complete: false, retryAt: at(7200).toISOString(), stoppedReason: 'quota' },
+      });
     const f = fakeApp(() => next());
     const r = new ServiceRunner({ app: f.app, service: service(), logger: memoryLogger(), now: () => clock });
     const tickAt = async (s: number) => {
@@ -401,7 +514,14 @@ describe('service: the runner schedules runs', () => {
       const rd = r.readiness();
       assert.equal(rd.ready, false);
       assert.match(rd.reasons.join(' '), /Constant Contact credentials: .*invalid_grant.*auth constant-contact/);
-      assert.deepEqual(r.conditions().filter((c) => c.active).map((c) => c.key).sort(), ['cc-reauth', 'run-fatal']);
+      assert.deepEqual(
+        r
+          .conditions()
+          .filter((c) => c.active)
+          .map((c) => c.key)
+          .sort(),
+        ['cc-reauth', 'run-fatal'],
+      );
     } finally {
       await r.stop();
       f.store.close();
@@ -412,12 +532,48 @@ describe('service: the runner schedules runs', () => {
     let clock = T0;
     const f = fakeApp(async () => summary());
     const posts: Record<string, unknown>[] = [];
-    const svc = service({ alerts: { webhooks: [{ url: 'http://127.0.0.1:9/hook', format: 'json' as const, timeoutSeconds: 1 }], oldestQueuedMinutes: 30 } });
-    const mk = () => new ServiceRunner({ app: f.app, service: svc, logger: memoryLogger(), now: () => clock, post: async (_u, body) => void posts.push(body as Record<string, unknown>) });
-    const opt = (email: string): OptOut => ({ email, contactId: `id-${email}`, optedOutAt: '2026-05-01T00:00:00.000Z', source: 'Contact', reason: null, deleted: false });
-    f.store.commitDetection({ runId: 1, added: [opt('p@x.com'), opt('q@x.com')], resubscribed: [], targets: ['a'], now: T0.toISOString() });
-    f.store.recordOutcomes({ runId: 1, target: 'a', now: T0, policy: { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 60 }, outcomes: [{ email: 'p@x.com', kind: 'failed-permanent', recordIds: [], message: 'bad' }] });
-    const active = (r: ServiceRunner) => r.conditions().filter((c) => c.active).map((c) => c.key).sort();
+    const svc = service({
+      alerts: {
+        webhooks: [{ url: 'http://127.0.0.1:9/hook', format: 'json' as const, timeoutSeconds: 1 }],
+        oldestQueuedMinutes: 30,
+      },
+    });
+    const mk = () =>
+      new ServiceRunner({
+        app: f.app,
+        service: svc,
+        logger: memoryLogger(),
+        now: () => clock,
+        post: async (_u, body) => void posts.push(body as Record<string, unknown>),
+      });
+    const opt = (email: string): OptOut => ({
+      email,
+      contactId: `id-${email}`,
+      optedOutAt: '2026-05-01T00:00:00.000Z',
+      source: 'Contact',
+      reason: null,
+      deleted: false,
+    });
+    f.store.commitDetection({
+      runId: 1,
+      added: [opt('p@x.com'), opt('q@x.com')],
+      resubscribed: [],
+      targets: ['a'],
+      now: T0.toISOString(),
+    });
+    f.store.recordOutcomes({
+      runId: 1,
+      target: 'a',
+      now: T0,
+      policy: { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 60 },
+      outcomes: [{ email: 'p@x.com', kind: 'failed-permanent', recordIds: [], message: 'bad' }],
+    });
+    const active = (r: ServiceRunner) =>
+      r
+        .conditions()
+        .filter((c) => c.active)
+        .map((c) => c.key)
+        .sort();
     let r = mk();
     try {
       assert.deepEqual(active(r), ['parked:a'], 'q@x.com was queued just now');
@@ -425,7 +581,10 @@ describe('service: the runner schedules runs', () => {
       assert.deepEqual(active(r), ['oldest-queued:a', 'parked:a']);
       r.tick();
       await r.idle();
-      assert.deepEqual(posts.map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), ['oldest-queued:a firing', 'parked:a firing']);
+      assert.deepEqual(posts.map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), [
+        'oldest-queued:a firing',
+        'parked:a firing',
+      ]);
       await r.stop();
       // a restart with the same store: nothing new to say
       r = mk();
@@ -443,7 +602,13 @@ describe('service: the runner schedules runs', () => {
       clock = at(32 * 60);
       r.tick();
       await r.idle();
-      assert.deepEqual(posts.slice(2).map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), ['oldest-queued:a resolved', 'parked:a resolved']);
+      assert.deepEqual(
+        posts
+          .slice(2)
+          .map((p) => `${String(p.alert)} ${String(p.state)}`)
+          .sort(),
+        ['oldest-queued:a resolved', 'parked:a resolved'],
+      );
     } finally {
       await r.stop();
       f.store.close();

@@ -23,7 +23,12 @@ describe('status page (issue 11 item 5)', () => {
   beforeEach(async () => {
     seeded = await seedStatusStore({ tag: `sp-${Math.random().toString(36).slice(2)}` });
     app = Fastify();
-    registerStatusPage(app, { store: seeded.store, targets: seeded.config.targets, token: TOKEN, now: () => seeded.clock.now() });
+    registerStatusPage(app, {
+      store: seeded.store,
+      targets: seeded.config.targets,
+      token: TOKEN,
+      now: () => seeded.clock.now(),
+    });
     await app.ready();
   });
   afterEach(async () => {
@@ -50,7 +55,11 @@ describe('status page (issue 11 item 5)', () => {
     assert.match(b, /class="status-failed">failed \(exit 1\)/);
     assert.match(b, /the Constant Contact refresh token was revoked/);
     assert.match(b, /<svg id="lag-chart"/);
-    assert.equal((b.match(/class="lag-point"/g) ?? []).length, 6, "one point per first write of a synced opt-out (a, b, c in each CRM)");
+    assert.equal(
+      (b.match(/class="lag-point"/g) ?? []).length,
+      6,
+      'one point per first write of a synced opt-out (a, b, c in each CRM)',
+    );
     assert.match(b, /href="\/status\/audit\.csv"/);
     assert.doesNotMatch(b, /\/status\/requeue/, 'no requeue form without the token');
     assert.match(b, /id="sign-in"/);
@@ -61,7 +70,11 @@ describe('status page (issue 11 item 5)', () => {
     assert.ok(!r.body.includes('<script>document.title'), 'no script element from the reason');
     assert.ok(!r.body.includes('<img src=x'), 'no img element from the reason');
     assert.ok(!r.body.includes('<b>x</b>'), 'no markup from the address');
-    assert.ok(r.body.includes('&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;&lt;img src=x onerror=&quot;document.title=&#39;pwned2&#39;&quot;&gt; &quot;quoted&quot; &amp; &#39;single&#39;'));
+    assert.ok(
+      r.body.includes(
+        '&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;&lt;img src=x onerror=&quot;document.title=&#39;pwned2&#39;&quot;&gt; &quot;quoted&quot; &amp; &#39;single&#39;',
+      ),
+    );
     assert.ok(r.body.includes('evil+&lt;b&gt;x&lt;/b&gt;@x.com'));
     assert.equal(HOSTILE_REASON.length > 0 && HOSTILE_EMAIL.length > 0, true);
   });
@@ -72,7 +85,10 @@ describe('status page (issue 11 item 5)', () => {
     const attempts = [
       { headers: form, payload: 'target=crm-one' },
       { headers: { ...form, authorization: 'Bearer wrong-token-000000' }, payload: 'target=crm-one' },
-      { headers: { 'content-type': 'application/json', authorization: 'Bearer wrong-token-000000' }, payload: JSON.stringify({ target: 'crm-one' }) },
+      {
+        headers: { 'content-type': 'application/json', authorization: 'Bearer wrong-token-000000' },
+        payload: JSON.stringify({ target: 'crm-one' }),
+      },
     ];
     for (const a of attempts) {
       const r = await app.inject({ method: 'POST', url: '/status/requeue', ...a });
@@ -80,7 +96,12 @@ describe('status page (issue 11 item 5)', () => {
     }
     const login = await app.inject({ method: 'POST', url: '/status/login', headers: form, payload: `token=${TOKEN}` });
     const cookie = cookieOf(login);
-    const noCsrf = await app.inject({ method: 'POST', url: '/status/requeue', headers: { ...form, cookie }, payload: 'target=crm-one' });
+    const noCsrf = await app.inject({
+      method: 'POST',
+      url: '/status/requeue',
+      headers: { ...form, cookie },
+      payload: 'target=crm-one',
+    });
     assert.equal(noCsrf.statusCode, 401);
     const page = await app.inject({ method: 'GET', url: '/status', headers: { cookie } });
     const csrf = /name="csrf" value="([^"]+)"/.exec(page.body)![1]!;
@@ -123,21 +144,38 @@ describe('status page (issue 11 item 5)', () => {
     const ev = seeded.store.events(null, ['requeued']);
     assert.equal(ev.length, 1);
     assert.equal(ev[0]!.email, 'parked1@x.com');
-    assert.deepEqual(JSON.parse(ev[0]!.detail!), { target: 'crm-one', via: 'status-page', parkedFor: 'rejected by CRM' });
+    assert.deepEqual(JSON.parse(ev[0]!.detail!), {
+      target: 'crm-one',
+      via: 'status-page',
+      parkedFor: 'rejected by CRM',
+    });
     // the next delivery of that row says it was requeued
     seeded.crms.one.failPermanent.delete('parked1@x.com');
     await seeded.engine.sync();
-    const last = seeded.store.deliveryHistory(null).filter((e) => e.email === 'parked1@x.com').pop()!;
+    const last = seeded.store
+      .deliveryHistory(null)
+      .filter((e) => e.email === 'parked1@x.com')
+      .pop()!;
     assert.deepEqual([last.origin, last.outcome], ['requeue', 'applied']);
   });
 
   it('a bearer token requeues a whole target (JSON); an unknown target is a 400 that changes nothing', async () => {
     const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
-    const unknown = await app.inject({ method: 'POST', url: '/status/requeue', headers: auth, payload: JSON.stringify({ target: 'nosuch' }) });
+    const unknown = await app.inject({
+      method: 'POST',
+      url: '/status/requeue',
+      headers: auth,
+      payload: JSON.stringify({ target: 'nosuch' }),
+    });
     assert.equal(unknown.statusCode, 400);
     assert.match(unknown.body, /target: expected one of crm-one, crm-two/);
     assert.equal(parked(), 3);
-    const r = await app.inject({ method: 'POST', url: '/status/requeue', headers: auth, payload: JSON.stringify({ target: 'crm-one' }) });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/status/requeue',
+      headers: auth,
+      payload: JSON.stringify({ target: 'crm-one' }),
+    });
     assert.equal(r.statusCode, 200);
     assert.deepEqual(r.json(), { requeued: 3, target: 'crm-one' });
     assert.equal(parked(), 0);
@@ -150,7 +188,12 @@ describe('status page (issue 11 item 5)', () => {
     try {
       const p = await ro.inject({ method: 'GET', url: '/status' });
       assert.match(p.body, /read-only \(no <code>service\.token<\/code> configured\)/);
-      const r = await ro.inject({ method: 'POST', url: '/status/requeue', headers: { authorization: 'Bearer anything-at-all', 'content-type': 'application/json' }, payload: '{"target":"crm-one"}' });
+      const r = await ro.inject({
+        method: 'POST',
+        url: '/status/requeue',
+        headers: { authorization: 'Bearer anything-at-all', 'content-type': 'application/json' },
+        payload: '{"target":"crm-one"}',
+      });
       assert.equal(r.statusCode, 401);
       assert.equal(parked(), 3);
     } finally {
@@ -160,7 +203,13 @@ describe('status page (issue 11 item 5)', () => {
 
   it('privateView (as cc-optout run mounts it): without the token only the sign-in form shows, no email, and the audit is 401', async () => {
     const pv = Fastify();
-    registerStatusPage(pv, { store: seeded.store, targets: seeded.config.targets, token: TOKEN, privateView: true, now: () => seeded.clock.now() });
+    registerStatusPage(pv, {
+      store: seeded.store,
+      targets: seeded.config.targets,
+      token: TOKEN,
+      privateView: true,
+      now: () => seeded.clock.now(),
+    });
     await pv.ready();
     try {
       const anon = await pv.inject({ method: 'GET', url: '/status' });
@@ -173,7 +222,12 @@ describe('status page (issue 11 item 5)', () => {
       assert.equal(ok.statusCode, 200);
       assert.match(ok.body, /parked1@x\.com/);
       assert.equal((await pv.inject({ method: 'GET', url: '/status/audit.csv', headers: bearer })).statusCode, 200);
-      const login = await pv.inject({ method: 'POST', url: '/status/login', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `token=${TOKEN}` });
+      const login = await pv.inject({
+        method: 'POST',
+        url: '/status/login',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: `token=${TOKEN}`,
+      });
       const cookie = String(login.headers['set-cookie']).split(';')[0]!;
       assert.match((await pv.inject({ method: 'GET', url: '/status', headers: { cookie } })).body, /parked1@x\.com/);
     } finally {

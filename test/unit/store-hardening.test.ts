@@ -23,7 +23,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const NOW = '2026-06-01T00:00:00.000Z';
 
 function optOut(email: string): OptOut {
-  return { email, contactId: `c-${email}`, optedOutAt: '2026-05-01T00:00:00.000Z', source: 'Contact', reason: null, deleted: false };
+  return {
+    email,
+    contactId: `c-${email}`,
+    optedOutAt: '2026-05-01T00:00:00.000Z',
+    source: 'Contact',
+    reason: null,
+    deleted: false,
+  };
 }
 
 function storeError(file: string, re: RegExp): (e: unknown) => boolean {
@@ -52,7 +59,10 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
     assert.strictEqual(s.schemaVersion, MIGRATIONS.length);
     s.close();
     assert.strictEqual(fs.statSync(file).mode & 0o777, 0o600);
-    assert.deepStrictEqual(fs.readdirSync(path.dirname(file)).filter((f) => !f.startsWith('state.db')), []);
+    assert.deepStrictEqual(
+      fs.readdirSync(path.dirname(file)).filter((f) => !f.startsWith('state.db')),
+      [],
+    );
     assert.ok(fs.statSync(file).size > 0, 'the file holds the schema as soon as it exists');
   });
 
@@ -73,7 +83,10 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
     s0.close();
     fs.chmodSync(file, 0o400);
     const before = fs.readFileSync(file);
-    assert.throws(() => new SqliteStateStore(file), storeError(file, /not writable \(mode 0400\).*never changes a mode/));
+    assert.throws(
+      () => new SqliteStateStore(file),
+      storeError(file, /not writable \(mode 0400\).*never changes a mode/),
+    );
     assert.strictEqual(fs.statSync(file).mode & 0o777, 0o400, 'mode unchanged');
     assert.ok(fs.readFileSync(file).equals(before), 'content unchanged');
   });
@@ -81,7 +94,10 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
   it('a zero-byte state.db is an error naming the path, not a new empty store', () => {
     const file = path.join(dir, 'state.db');
     fs.writeFileSync(file, '');
-    assert.throws(() => new SqliteStateStore(file), storeError(file, /empty file \(0 bytes\).*refusing to start a new store/));
+    assert.throws(
+      () => new SqliteStateStore(file),
+      storeError(file, /empty file \(0 bytes\).*refusing to start a new store/),
+    );
     assert.strictEqual(fs.statSync(file).size, 0, 'left as it was');
   });
 
@@ -123,9 +139,19 @@ describe('store hardening: file modes, empty and foreign files, path problems', 
     // root writes anywhere: open the store as `nobody` in a child process
     const script = `const { SqliteStateStore } = require(${JSON.stringify(require.resolve('../../src/store/sqlite'))});
       try { new SqliteStateStore(${JSON.stringify(file)}); console.log('OPENED'); } catch (e) { console.log(e.name + ' ' + e.message); }`;
-    const r = require('child_process').spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    const r = require('child_process').spawnSync(process.execPath, ['-e', script], {
+      uid: 65534,
+      gid: 65534,
+      encoding: 'utf8',
+    });
     if (r.error || /EACCES.*sqlite|Cannot find module/.test(r.stderr + r.stdout)) this.skip(); // the build is not readable by nobody
-    assert.match(r.stdout, new RegExp(`^StoreOpenError store\\.path: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its folder .* is not writable`), r.stdout + r.stderr);
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^StoreOpenError store\\.path: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its folder .* is not writable`,
+      ),
+      r.stdout + r.stderr,
+    );
     assert.strictEqual(fs.readdirSync(ro).length, 0);
   });
 });
@@ -137,16 +163,34 @@ describe('store hardening: the delivery history is append-only evidence', () => 
 
   it('a redelivery keeps the first write (written_at, outcome applied, record ids) and adds to the history', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
-    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(T1), policy, outcomes: [
-      { email: 'a@x.com', kind: 'applied', recordIds: ['101'] },
-      { email: 'b@x.com', kind: 'not-found', recordIds: [] },
-    ] });
+    s.commitDetection({
+      runId: 1,
+      added: [optOut('a@x.com'), optOut('b@x.com')],
+      resubscribed: [],
+      targets: ['hs'],
+      now: NOW,
+    });
+    s.recordOutcomes({
+      runId: 1,
+      target: 'hs',
+      now: new Date(T1),
+      policy,
+      outcomes: [
+        { email: 'a@x.com', kind: 'applied', recordIds: ['101'] },
+        { email: 'b@x.com', kind: 'not-found', recordIds: [] },
+      ],
+    });
     assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: T2 }), 2);
-    s.recordOutcomes({ runId: 2, target: 'hs', now: new Date(T2), policy, outcomes: [
-      { email: 'a@x.com', kind: 'already-suppressed', recordIds: ['101', '102'] },
-      { email: 'b@x.com', kind: 'applied', recordIds: ['201'] },
-    ] });
+    s.recordOutcomes({
+      runId: 2,
+      target: 'hs',
+      now: new Date(T2),
+      policy,
+      outcomes: [
+        { email: 'a@x.com', kind: 'already-suppressed', recordIds: ['101', '102'] },
+        { email: 'b@x.com', kind: 'applied', recordIds: ['201'] },
+      ],
+    });
     const rows = new Map(s.audit(null).map((r) => [r.email, r]));
     const a = rows.get('a@x.com')!;
     assert.strictEqual(a.writtenAt, T1, 'first write kept');
@@ -168,7 +212,13 @@ describe('store hardening: the delivery history is append-only evidence', () => 
         [2, 2, 'redeliver', 'already-suppressed', T2, ['101', '102']],
       ],
     );
-    assert.deepStrictEqual(s.deliveryHistory(T2).map((e) => e.email).sort(), ['a@x.com', 'b@x.com']);
+    assert.deepStrictEqual(
+      s
+        .deliveryHistory(T2)
+        .map((e) => e.email)
+        .sort(),
+      ['a@x.com', 'b@x.com'],
+    );
     assert.throws(() => s.db.prepare(`UPDATE outcomes SET kind = 'applied'`).run(), /append-only/);
     assert.throws(() => s.db.prepare(`DELETE FROM outcomes`).run(), /append-only/);
   });
@@ -183,14 +233,26 @@ describe('store hardening: the delivery history is append-only evidence', () => 
       old.exec(MIGRATIONS[0]!);
       old.exec(MIGRATIONS[1]!);
       old.pragma('user_version = 2');
-      old.exec(`INSERT INTO opt_outs (email, contact_id, opted_out_at, first_seen_at, last_seen_at) VALUES ('a@x.com', 'c1', '${NOW}', '${NOW}', '${NOW}')`);
+      old.exec(
+        `INSERT INTO opt_outs (email, contact_id, opted_out_at, first_seen_at, last_seen_at) VALUES ('a@x.com', 'c1', '${NOW}', '${NOW}', '${NOW}')`,
+      );
       old.exec(`INSERT INTO outbox (target, email, state, enqueued_at, next_attempt_at, outcome, record_ids, completed_at, attempts)
                 VALUES ('hs', 'a@x.com', 'done', '${NOW}', '${NOW}', 'already-suppressed', '["1"]', '${T2}', 1)`);
-      old.exec(`INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (1, 'hs', 'a@x.com', 'applied', '["1"]', '${T1}')`);
-      old.exec(`INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (2, 'hs', 'a@x.com', 'already-suppressed', '["1"]', '${T2}')`);
+      old.exec(
+        `INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (1, 'hs', 'a@x.com', 'applied', '["1"]', '${T1}')`,
+      );
+      old.exec(
+        `INSERT INTO outcomes (run_id, target, email, kind, record_ids, at) VALUES (2, 'hs', 'a@x.com', 'already-suppressed', '["1"]', '${T2}')`,
+      );
       old.close();
       const s = new SqliteStateStore(file);
-      assert.deepStrictEqual(s.deliveryHistory(null).map((e) => [e.attempt, e.outcome]), [[1, 'applied'], [2, 'already-suppressed']]);
+      assert.deepStrictEqual(
+        s.deliveryHistory(null).map((e) => [e.attempt, e.outcome]),
+        [
+          [1, 'applied'],
+          [2, 'already-suppressed'],
+        ],
+      );
       const [row] = s.audit(null);
       assert.strictEqual(row!.writtenAt, T1, 'a redelivery done before the upgrade no longer hides the write');
       assert.strictEqual(row!.outcome, 'applied');
@@ -204,14 +266,24 @@ describe('store hardening: the delivery history is append-only evidence', () => 
 describe('store hardening: the run lock is a renewed lease', () => {
   const T = Date.parse('2026-06-01T00:00:00.000Z');
   const at = (ms: number) => new Date(T + ms).toISOString();
-  const lock = (owner: string, pid: number, host: string, ms: number, leaseMs?: number) => ({ owner, pid, host, command: 'sync', now: at(ms), leaseMs });
+  const lock = (owner: string, pid: number, host: string, ms: number, leaseMs?: number) => ({
+    owner,
+    pid,
+    host,
+    command: 'sync',
+    now: at(ms),
+    leaseMs,
+  });
   const alive = () => true;
 
   it('a live lease from another host blocks; renewals keep it; once not renewed for its lease it is taken over', () => {
     const s = new SqliteStateStore(':memory:');
     s.acquireRunLock(lock('a', 1, 'container-1', 0), alive);
     assert.strictEqual(s.runLock()!.expiresAt, at(90_000), 'the default lease is 3 x 30 s');
-    assert.throws(() => s.acquireRunLock(lock('b', 2, 'container-2', 60_000), alive), (e: Error) => e.name === 'RunLocked' && /pid 1 on container-1.*valid until/.test(e.message));
+    assert.throws(
+      () => s.acquireRunLock(lock('b', 2, 'container-2', 60_000), alive),
+      (e: Error) => e.name === 'RunLocked' && /pid 1 on container-1.*valid until/.test(e.message),
+    );
     // the holder renews every 30 s: still blocked long after 90 s
     for (let t = 30_000; t <= 300_000; t += 30_000) assert.ok(s.renewRunLock('a', at(t)));
     assert.throws(() => s.acquireRunLock(lock('b', 2, 'container-2', 380_000), alive), /RunLocked|another cc-optout/);
@@ -240,7 +312,10 @@ describe('store hardening: the run lock is a renewed lease', () => {
     s.acquireRunLock(lock('a', 7, 'h1', 0), alive);
     assert.strictEqual(s.releaseRunLock('someone-else'), null);
     const held = s.releaseRunLock(null)!;
-    assert.deepStrictEqual([held.owner, held.pid, held.host, held.command, held.acquiredAt], ['a', 7, 'h1', 'sync', at(0)]);
+    assert.deepStrictEqual(
+      [held.owner, held.pid, held.host, held.command, held.acquiredAt],
+      ['a', 7, 'h1', 'sync', at(0)],
+    );
     assert.strictEqual(s.runLock(), null);
   });
 
@@ -255,15 +330,41 @@ describe('store hardening: the run lock is a renewed lease', () => {
       // first stalls (suspended VM, blocked loop) past its lease; second, on another host, takes over
       second.acquireRunLock(lock('second', 2, 'host-b', 100_000), alive);
       assert.throws(
-        () => first.commitDetection({ runId: 1, added: [optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW, checkpoints: { k: 'v' } }),
+        () =>
+          first.commitDetection({
+            runId: 1,
+            added: [optOut('b@x.com')],
+            resubscribed: [],
+            targets: ['hs'],
+            now: NOW,
+            checkpoints: { k: 'v' },
+          }),
         (e: Error) => e.name === 'LeaseLost' && /taken over by cc-optout sync \(pid 2 on host-b/.test(e.message),
       );
-      assert.throws(() => first.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy: { maxAttempts: 3, backoffBaseSeconds: 1, backoffMaxSeconds: 1 }, outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }] }), /taken over/);
+      assert.throws(
+        () =>
+          first.recordOutcomes({
+            runId: 1,
+            target: 'hs',
+            now: new Date(NOW),
+            policy: { maxAttempts: 3, backoffBaseSeconds: 1, backoffMaxSeconds: 1 },
+            outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }],
+          }),
+        /taken over/,
+      );
       assert.throws(() => first.setCheckpoint('k', 'v', NOW), /taken over/);
       assert.throws(() => first.finishRun(1, 0, {}, NOW), /taken over/);
-      assert.deepStrictEqual([...second.activeOptOutEmails()], ['a@x.com'], 'only what was committed before the takeover');
+      assert.deepStrictEqual(
+        [...second.activeOptOutEmails()],
+        ['a@x.com'],
+        'only what was committed before the takeover',
+      );
       assert.strictEqual(second.getCheckpoint('k'), null);
-      assert.strictEqual(second.targetStatus(['hs'], new Date(NOW))[0]!.queued, 1, 'the row stays queued for the new holder');
+      assert.strictEqual(
+        second.targetStatus(['hs'], new Date(NOW))[0]!.queued,
+        1,
+        'the row stays queued for the new holder',
+      );
       // unlock removing a live run's lock also stops it
       second.releaseRunLock(null);
       assert.throws(() => second.setCheckpoint('k', 'v', NOW), /was removed/);
@@ -280,13 +381,20 @@ describe('store hardening: runs renew their lease and stop when it is taken over
     const s = new SqliteStateStore(':memory:');
     let now = Date.parse(NOW);
     const lost: string[] = [];
-    const lease = holdRunLock(s, { owner: 'a', pid: 1, host: 'h1', command: 'sync' }, { renewMs: 20, now: () => new Date(now), onLost: (m) => lost.push(m) });
+    const lease = holdRunLock(
+      s,
+      { owner: 'a', pid: 1, host: 'h1', command: 'sync' },
+      { renewMs: 20, now: () => new Date(now), onLost: (m) => lost.push(m) },
+    );
     assert.strictEqual(Date.parse(s.runLock()!.expiresAt) - now, 60, 'lease = 3 intervals');
     now += 1000;
     await sleep(80);
     assert.strictEqual(s.runLock()!.renewedAt, new Date(now).toISOString(), 'renewed by the timer');
     assert.strictEqual(lost.length, 0);
-    s.acquireRunLock({ owner: 'b', pid: 2, host: 'h2', command: 'backfill', now: new Date(now + 61).toISOString() }, () => true);
+    s.acquireRunLock(
+      { owner: 'b', pid: 2, host: 'h2', command: 'backfill', now: new Date(now + 61).toISOString() },
+      () => true,
+    );
     await sleep(80);
     assert.strictEqual(lost.length, 1, 'reported once');
     assert.match(lost[0]!, /taken over by cc-optout backfill \(pid 2 on h2\).*stops committing/);
@@ -311,18 +419,46 @@ describe('store hardening: runs renew their lease and stop when it is taken over
           const list: ObservedContact[] = this.contacts;
           await onPage({ contacts: list.slice(0, 1), skippedNoEmail: 0, quarantined: 0 });
           // while this run waits on the network, its lease is taken over by a run on another host
-          other.acquireRunLock({ owner: 'other', pid: 99, host: 'elsewhere', command: 'sync', now: new Date(Date.parse(NOW) + 3600_000).toISOString() });
+          other.acquireRunLock({
+            owner: 'other',
+            pid: 99,
+            host: 'elsewhere',
+            command: 'sync',
+            now: new Date(Date.parse(NOW) + 3600_000).toISOString(),
+          });
           await sleep(100);
           await onPage({ contacts: list.slice(1), skippedNoEmail: 0, quarantined: 0 });
           return { pages: 2, contacts: list.length, skippedNoEmail: 0, quarantined: 0 };
         }
       }
       const src = new StallingSource();
-      src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'), contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z')];
-      const engine = new Engine({ config, store, registry, source: () => src, clock, logger, random: () => 0.5, leaseRenewMs: 20 });
-      await assert.rejects(engine.sync(), (e: Error) => e.name === 'LeaseLost' && /taken over by cc-optout sync \(pid 99 on elsewhere\)/.test(e.message));
-      assert.ok(logger.lines.some((l) => /taken over/.test(JSON.stringify(l))), 'an error is logged');
-      assert.deepStrictEqual([...other.activeOptOutEmails()], ['a@x.com'], 'the page after the takeover was not committed');
+      src.contacts = [
+        contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'),
+        contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z'),
+      ];
+      const engine = new Engine({
+        config,
+        store,
+        registry,
+        source: () => src,
+        clock,
+        logger,
+        random: () => 0.5,
+        leaseRenewMs: 20,
+      });
+      await assert.rejects(
+        engine.sync(),
+        (e: Error) => e.name === 'LeaseLost' && /taken over by cc-optout sync \(pid 99 on elsewhere\)/.test(e.message),
+      );
+      assert.ok(
+        logger.lines.some((l) => /taken over/.test(JSON.stringify(l))),
+        'an error is logged',
+      );
+      assert.deepStrictEqual(
+        [...other.activeOptOutEmails()],
+        ['a@x.com'],
+        'the page after the takeover was not committed',
+      );
       assert.strictEqual(crm.writes, 0, 'nothing delivered');
       assert.strictEqual(other.runLock()!.owner, 'other');
       await engine.close();

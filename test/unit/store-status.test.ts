@@ -17,12 +17,21 @@ const T0 = new Date('2026-06-01T12:00:00Z');
 const TARGETS = ['hubspot', 'salesforce'];
 
 function optOut(i: number): OptOut {
-  return { email: `p${i}@x.com`, contactId: `c${i}`, optedOutAt: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(), source: 'Contact', reason: null, deleted: false };
+  return {
+    email: `p${i}@x.com`,
+    contactId: `c${i}`,
+    optedOutAt: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(),
+    source: 'Contact',
+    reason: null,
+    deleted: false,
+  };
 }
 
 /** What status showed before migration 6: counted from the rows themselves. */
 function counted(db: Database.Database, target: string, now: Date) {
-  const rows = db.prepare(`SELECT state, outcome, COUNT(*) n FROM outbox WHERE target = ? GROUP BY state, outcome`).all(target) as { state: string; outcome: string | null; n: number }[];
+  const rows = db
+    .prepare(`SELECT state, outcome, COUNT(*) n FROM outbox WHERE target = ? GROUP BY state, outcome`)
+    .all(target) as { state: string; outcome: string | null; n: number }[];
   const done: Record<string, number> = {};
   let queued = 0;
   let parked = 0;
@@ -34,52 +43,108 @@ function counted(db: Database.Database, target: string, now: Date) {
   return {
     target,
     queued,
-    due: db.prepare(`SELECT COUNT(*) FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ?`).pluck().get(target, now.toISOString()) as number,
+    due: db
+      .prepare(`SELECT COUNT(*) FROM outbox WHERE target = ? AND state = 'queued' AND next_attempt_at <= ?`)
+      .pluck()
+      .get(target, now.toISOString()) as number,
     parked,
     done,
-    oldestQueuedOptOutAt: db.prepare(`SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`).pluck().get(target) as string | null,
-    oldestQueuedAt: db.prepare(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`).pluck().get(target) as string | null,
-    lastDeliveredAt: db.prepare(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`).pluck().get(target) as string | null,
+    oldestQueuedOptOutAt: db
+      .prepare(
+        `SELECT MIN(p.opted_out_at) FROM outbox o JOIN opt_outs p ON p.email = o.email WHERE o.target = ? AND o.state = 'queued'`,
+      )
+      .pluck()
+      .get(target) as string | null,
+    oldestQueuedAt: db
+      .prepare(`SELECT MIN(enqueued_at) FROM outbox WHERE target = ? AND state = 'queued'`)
+      .pluck()
+      .get(target) as string | null,
+    lastDeliveredAt: db
+      .prepare(`SELECT MAX(completed_at) FROM outbox WHERE target = ? AND state = 'done'`)
+      .pluck()
+      .get(target) as string | null,
   };
 }
 
 function countedOptOuts(db: Database.Database) {
-  const rows = db.prepare(`SELECT state, COUNT(*) n FROM opt_outs GROUP BY state`).all() as { state: string; n: number }[];
+  const rows = db.prepare(`SELECT state, COUNT(*) n FROM opt_outs GROUP BY state`).all() as {
+    state: string;
+    n: number;
+  }[];
   return { active: rows.find((r) => r.state === 'active')?.n ?? 0, left: rows.find((r) => r.state === 'left')?.n ?? 0 };
 }
 
 function kept(db: Database.Database): { target: string; state: string; outcome: string; n: number }[] {
-  return db.prepare(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0 ORDER BY 1, 2, 3`).all() as { target: string; state: string; outcome: string; n: number }[];
+  return db.prepare(`SELECT target, state, outcome, n FROM outbox_counts WHERE n != 0 ORDER BY 1, 2, 3`).all() as {
+    target: string;
+    state: string;
+    outcome: string;
+    n: number;
+  }[];
 }
 
 function assertAgrees(store: SqliteStateStore, now: Date, what: string): void {
-  assert.deepStrictEqual(store.targetStatus(TARGETS, now), TARGETS.map((t) => counted(store.db, t, now)), `targetStatus after ${what}`);
+  assert.deepStrictEqual(
+    store.targetStatus(TARGETS, now),
+    TARGETS.map((t) => counted(store.db, t, now)),
+    `targetStatus after ${what}`,
+  );
   assert.deepStrictEqual(store.countOptOuts(), countedOptOuts(store.db), `countOptOuts after ${what}`);
   const recount = store.db
-    .prepare(`SELECT target, state, COALESCE(outcome, '') outcome, COUNT(*) n FROM outbox GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`)
+    .prepare(
+      `SELECT target, state, COALESCE(outcome, '') outcome, COUNT(*) n FROM outbox GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+    )
     .all() as { target: string; state: string; outcome: string; n: number }[];
   assert.deepStrictEqual(kept(store.db), recount, `the kept outbox counts after ${what}`);
 }
 
 function outcomes(emails: string[], kind: Outcome['kind']): Outcome[] {
-  return emails.map((email) => ({ email, kind, recordIds: kind === 'applied' ? ['r1'] : [], message: kind.startsWith('failed') ? 'boom' : undefined }));
+  return emails.map((email) => ({
+    email,
+    kind,
+    recordIds: kind === 'applied' ? ['r1'] : [],
+    message: kind.startsWith('failed') ? 'boom' : undefined,
+  }));
 }
 
 /** Mixed outcomes, retries, parked rows, requeue, redeliveries, not-found rechecks, deferrals, leavers. */
 function exercise(store: SqliteStateStore, check: (what: string, now: Date) => void): void {
   const runId = store.startRun('sync', false, T0.toISOString());
   const people = Array.from({ length: 300 }, (_, i) => optOut(i));
-  for (let i = 0; i < people.length; i += 50) store.commitDetection({ runId, added: people.slice(i, i + 50), resubscribed: [], targets: TARGETS, now: T0.toISOString() });
+  for (let i = 0; i < people.length; i += 50)
+    store.commitDetection({
+      runId,
+      added: people.slice(i, i + 50),
+      resubscribed: [],
+      targets: TARGETS,
+      now: T0.toISOString(),
+    });
   check('detection', T0);
   const e = (from: number, to: number) => people.slice(from, to).map((p) => p.email);
   const rec = (target: string, list: Outcome[], at: Date, deferUntil?: Date) =>
     store.recordOutcomes({ runId, target, outcomes: list, now: at, policy: POLICY, random: () => 0.5, deferUntil });
   const t1 = new Date(T0.getTime() + 60_000);
-  rec('hubspot', [...outcomes(e(0, 100), 'applied'), ...outcomes(e(100, 130), 'already-suppressed'), ...outcomes(e(130, 160), 'not-found'), ...outcomes(e(160, 180), 'failed-permanent'), ...outcomes(e(180, 200), 'failed-retryable')], t1);
-  rec('salesforce', [...outcomes(e(0, 50), 'applied'), ...outcomes(e(50, 60), 'failed-retryable')], t1, new Date(T0.getTime() + 3600_000));
+  rec(
+    'hubspot',
+    [
+      ...outcomes(e(0, 100), 'applied'),
+      ...outcomes(e(100, 130), 'already-suppressed'),
+      ...outcomes(e(130, 160), 'not-found'),
+      ...outcomes(e(160, 180), 'failed-permanent'),
+      ...outcomes(e(180, 200), 'failed-retryable'),
+    ],
+    t1,
+  );
+  rec(
+    'salesforce',
+    [...outcomes(e(0, 50), 'applied'), ...outcomes(e(50, 60), 'failed-retryable')],
+    t1,
+    new Date(T0.getTime() + 3600_000),
+  );
   check('mixed outcomes', t1);
   // retries until parked (maxAttempts 3)
-  for (let k = 2; k <= 3; k++) rec('hubspot', outcomes(e(180, 200), 'failed-retryable'), new Date(T0.getTime() + k * 86400_000));
+  for (let k = 2; k <= 3; k++)
+    rec('hubspot', outcomes(e(180, 200), 'failed-retryable'), new Date(T0.getTime() + k * 86400_000));
   check('retries that gave up', new Date(T0.getTime() + 3 * 86400_000));
   assert.strictEqual(store.requeueParked('hubspot', new Date(T0.getTime() + 4 * 86400_000).toISOString()), 40);
   check('requeue of parked rows', new Date(T0.getTime() + 4 * 86400_000));
@@ -94,10 +159,22 @@ function exercise(store: SqliteStateStore, check: (what: string, now: Date) => v
   rec('hubspot', outcomes(e(0, 100), 'already-suppressed'), new Date(t5.getTime() + 60_000));
   // some left the unsubscribed set, one came back
   store.commitDetection({ runId: run2, added: [], resubscribed: e(290, 300), targets: TARGETS, now: t5.toISOString() });
-  store.commitDetection({ runId: run2, added: [{ ...optOut(299), optedOutAt: '2019-01-01T00:00:00.000Z' }], resubscribed: [], targets: TARGETS, now: new Date(t5.getTime() + 120_000).toISOString() });
+  store.commitDetection({
+    runId: run2,
+    added: [{ ...optOut(299), optedOutAt: '2019-01-01T00:00:00.000Z' }],
+    resubscribed: [],
+    targets: TARGETS,
+    now: new Date(t5.getTime() + 120_000).toISOString(),
+  });
   check('leavers and a return with an earlier opt-out date', new Date(t5.getTime() + 180_000));
   // a queued opt-out seen again with another date (the oldest queued opt-out follows it)
-  store.commitDetection({ runId: run2, added: [{ ...optOut(250), optedOutAt: '2018-06-01T00:00:00.000Z' }], resubscribed: [], targets: TARGETS, now: new Date(t5.getTime() + 200_000).toISOString() });
+  store.commitDetection({
+    runId: run2,
+    added: [{ ...optOut(250), optedOutAt: '2018-06-01T00:00:00.000Z' }],
+    resubscribed: [],
+    targets: TARGETS,
+    now: new Date(t5.getTime() + 200_000).toISOString(),
+  });
   assert.strictEqual(store.targetStatus(['hubspot'], t5)[0]!.oldestQueuedOptOutAt, '2018-06-01T00:00:00.000Z');
   check('a queued opt-out re-dated', new Date(t5.getTime() + 240_000));
 }
@@ -121,17 +198,30 @@ describe('store: the counts `status` shows', () => {
       old.function('cc_sha256', (v: unknown) => String(v));
       for (let v = 0; v < mine; v++) old.exec(MIGRATIONS[v]!);
       old.pragma(`user_version = ${mine}`);
-      const ins = old.prepare(`INSERT INTO opt_outs (email, contact_id, opted_out_at, state, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)`);
-      const box = old.prepare(`INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, outcome, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
+      const ins = old.prepare(
+        `INSERT INTO opt_outs (email, contact_id, opted_out_at, state, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)`,
+      );
+      const box = old.prepare(
+        `INSERT INTO outbox (target, email, state, enqueued_at, attempts, next_attempt_at, outcome, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
       const at = T0.toISOString();
       old.transaction(() => {
-      for (let i = 0; i < 120; i++) {
-        const p = optOut(i);
-        ins.run(p.email, p.contactId, p.optedOutAt, i % 10 === 0 ? 'left' : 'active', at, at);
-        const kind = ['applied', 'not-found', 'already-suppressed'][i % 3]!;
-        box.run('hubspot', p.email, i < 90 ? 'done' : i < 100 ? 'parked' : 'queued', at, 1, i % 2 ? at : '2030-01-01T00:00:00.000Z', i < 90 ? kind : i < 100 ? 'failed-permanent' : i % 4 ? 'failed-retryable' : null, i < 100 ? new Date(T0.getTime() + i * 1000).toISOString() : null);
-        if (i % 2 === 0) box.run('salesforce', p.email, 'queued', at, 0, at, null, null);
-      }
+        for (let i = 0; i < 120; i++) {
+          const p = optOut(i);
+          ins.run(p.email, p.contactId, p.optedOutAt, i % 10 === 0 ? 'left' : 'active', at, at);
+          const kind = ['applied', 'not-found', 'already-suppressed'][i % 3]!;
+          box.run(
+            'hubspot',
+            p.email,
+            i < 90 ? 'done' : i < 100 ? 'parked' : 'queued',
+            at,
+            1,
+            i % 2 ? at : '2030-01-01T00:00:00.000Z',
+            i < 90 ? kind : i < 100 ? 'failed-permanent' : i % 4 ? 'failed-retryable' : null,
+            i < 100 ? new Date(T0.getTime() + i * 1000).toISOString() : null,
+          );
+          if (i % 2 === 0) box.run('salesforce', p.email, 'queued', at, 0, at, null, null);
+        }
       })();
       old.close();
       const store = new SqliteStateStore(file);
@@ -139,7 +229,13 @@ describe('store: the counts `status` shows', () => {
       assertAgrees(store, new Date(T0.getTime() + 3600_000), 'the migration');
       assert.deepStrictEqual(store.countOptOuts(), { active: 108, left: 12 });
       // and from then on the triggers keep them
-      store.recordOutcomes({ runId: 1, target: 'salesforce', outcomes: outcomes(['p0@x.com', 'p2@x.com'], 'applied'), now: T0, policy: POLICY });
+      store.recordOutcomes({
+        runId: 1,
+        target: 'salesforce',
+        outcomes: outcomes(['p0@x.com', 'p2@x.com'], 'applied'),
+        now: T0,
+        policy: POLICY,
+      });
       store.requeueParked(null, T0.toISOString());
       assertAgrees(store, T0, 'changes after the migration');
       store.close();
@@ -167,9 +263,14 @@ describe('store: the counts `status` shows', () => {
     assert.ok(texts.length > 0);
     for (const sql of texts) {
       const named = [...new Set([...sql.matchAll(/@(\w+)/g)].map((m) => m[1]!))];
-      const args = named.length > 0 ? [Object.fromEntries(named.map((n) => [n, 'x']))] : Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 'x');
+      const args =
+        named.length > 0
+          ? [Object.fromEntries(named.map((n) => [n, 'x']))]
+          : Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 'x');
       const plan = (prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[]).map((r) => r.detail);
-      const scans = plan.filter((d) => /^SCAN (outbox|opt_outs|events|o|p)\b/.test(d) && !/USING (COVERING )?INDEX/.test(d));
+      const scans = plan.filter(
+        (d) => /^SCAN (outbox|opt_outs|events|o|p)\b/.test(d) && !/USING (COVERING )?INDEX/.test(d),
+      );
       assert.deepStrictEqual(scans, [], `${sql.trim()}\n  plan: ${plan.join(' | ')}`);
     }
     store.close();

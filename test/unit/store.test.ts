@@ -42,9 +42,22 @@ describe('SQLite state store', () => {
 
   it('commits opt-outs, one outbox row per target and the checkpoint in one transaction', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs', 'sf'], now: NOW, checkpoints: { w: NOW } });
+    s.commitDetection({
+      runId: 1,
+      added: [optOut('a@x.com'), optOut('b@x.com')],
+      resubscribed: [],
+      targets: ['hs', 'sf'],
+      now: NOW,
+      checkpoints: { w: NOW },
+    });
     assert.strictEqual(s.getCheckpoint('w'), NOW);
-    assert.deepStrictEqual(s.targetStatus(['hs', 'sf'], new Date(NOW)).map((t) => [t.target, t.queued]), [['hs', 2], ['sf', 2]]);
+    assert.deepStrictEqual(
+      s.targetStatus(['hs', 'sf'], new Date(NOW)).map((t) => [t.target, t.queued]),
+      [
+        ['hs', 2],
+        ['sf', 2],
+      ],
+    );
     assert.deepStrictEqual(s.countOptOuts(), { active: 2, left: 0 });
   });
 
@@ -52,7 +65,14 @@ describe('SQLite state store', () => {
     const s = new SqliteStateStore(':memory:');
     const bad = { ...optOut('bad@x.com'), contactId: null as unknown as string }; // NOT NULL violation
     assert.throws(() =>
-      s.commitDetection({ runId: 1, added: [optOut('ok@x.com'), bad], resubscribed: [], targets: ['hs'], now: NOW, checkpoints: { w: NOW } }),
+      s.commitDetection({
+        runId: 1,
+        added: [optOut('ok@x.com'), bad],
+        resubscribed: [],
+        targets: ['hs'],
+        now: NOW,
+        checkpoints: { w: NOW },
+      }),
     );
     assert.strictEqual(s.getCheckpoint('w'), null);
     assert.deepStrictEqual(s.countOptOuts(), { active: 0, left: 0 });
@@ -61,7 +81,13 @@ describe('SQLite state store', () => {
 
   it('records final outcomes, retries with backoff, parks permanent failures and gives up after maxAttempts', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: ['a', 'b', 'c', 'd'].map((e) => optOut(`${e}@x.com`)), resubscribed: [], targets: ['hs'], now: NOW });
+    s.commitDetection({
+      runId: 1,
+      added: ['a', 'b', 'c', 'd'].map((e) => optOut(`${e}@x.com`)),
+      resubscribed: [],
+      targets: ['hs'],
+      now: NOW,
+    });
     const now = new Date(NOW);
     s.recordOutcomes({
       runId: 1,
@@ -86,7 +112,13 @@ describe('SQLite state store', () => {
     assert.strictEqual(Date.parse(row!.nextAttemptAt) - now.getTime(), 45_000);
     // two more retryable failures -> parked after maxAttempts (3)
     for (let i = 0; i < 2; i++) {
-      s.recordOutcomes({ runId: 1, target: 'hs', now, policy, outcomes: [{ email: 'd@x.com', kind: 'failed-retryable', recordIds: [], message: 'lock' }] });
+      s.recordOutcomes({
+        runId: 1,
+        target: 'hs',
+        now,
+        policy,
+        outcomes: [{ email: 'd@x.com', kind: 'failed-retryable', recordIds: [], message: 'lock' }],
+      });
     }
     const after = s.targetStatus(['hs'], now)[0]!;
     assert.strictEqual(after.queued, 0);
@@ -102,7 +134,14 @@ describe('SQLite state store', () => {
     const s = new SqliteStateStore(':memory:');
     s.commitDetection({ runId: 1, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
     const until = new Date('2026-06-02T00:00:00.000Z');
-    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, deferUntil: until, outcomes: [{ email: 'a@x.com', kind: 'failed-retryable', recordIds: [] }] });
+    s.recordOutcomes({
+      runId: 1,
+      target: 'hs',
+      now: new Date(NOW),
+      policy,
+      deferUntil: until,
+      outcomes: [{ email: 'a@x.com', kind: 'failed-retryable', recordIds: [] }],
+    });
     const [row] = s.queuedOutbox('hs', 10, 0);
     assert.strictEqual(row!.attempts, 0);
     assert.strictEqual(row!.nextAttemptAt, until.toISOString());
@@ -110,7 +149,13 @@ describe('SQLite state store', () => {
 
   it('deferQueued holds every queued row of one target until the given time, and only later ones', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs', 'sf'], now: NOW });
+    s.commitDetection({
+      runId: 1,
+      added: [optOut('a@x.com'), optOut('b@x.com')],
+      resubscribed: [],
+      targets: ['hs', 'sf'],
+      now: NOW,
+    });
     assert.strictEqual(s.deferQueued('hs', '2026-06-02T00:00:00.000Z'), 2);
     assert.strictEqual(s.dueOutbox('hs', new Date('2026-06-01T12:00:00Z'), 10).length, 0);
     assert.strictEqual(s.dueOutbox('sf', new Date(NOW), 10).length, 2, 'the other target is not held');
@@ -119,11 +164,23 @@ describe('SQLite state store', () => {
 
   it('audit: written_at only for rows actually written; closed_at for every closed row', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: [optOut('a@x.com'), optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
-    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, outcomes: [
-      { email: 'a@x.com', kind: 'applied', recordIds: ['1'] },
-      { email: 'b@x.com', kind: 'not-found', recordIds: [] },
-    ] });
+    s.commitDetection({
+      runId: 1,
+      added: [optOut('a@x.com'), optOut('b@x.com')],
+      resubscribed: [],
+      targets: ['hs'],
+      now: NOW,
+    });
+    s.recordOutcomes({
+      runId: 1,
+      target: 'hs',
+      now: new Date(NOW),
+      policy,
+      outcomes: [
+        { email: 'a@x.com', kind: 'applied', recordIds: ['1'] },
+        { email: 'b@x.com', kind: 'not-found', recordIds: [] },
+      ],
+    });
     const rows = new Map(s.audit(null).map((r) => [r.email, r]));
     assert.strictEqual(rows.get('a@x.com')!.writtenAt, NOW);
     assert.strictEqual(rows.get('a@x.com')!.lagSeconds, 31 * 86400);
@@ -135,11 +192,26 @@ describe('SQLite state store', () => {
   it('marks resubscribes, re-queues a returning opt-out, and keeps tokens in a namespaced kv', () => {
     const s = new SqliteStateStore(':memory:');
     s.commitDetection({ runId: 1, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: NOW });
-    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }] });
+    s.recordOutcomes({
+      runId: 1,
+      target: 'hs',
+      now: new Date(NOW),
+      policy,
+      outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }],
+    });
     s.commitDetection({ runId: 2, added: [], resubscribed: ['a@x.com'], targets: ['hs'], now: NOW });
     assert.deepStrictEqual(s.countOptOuts(), { active: 0, left: 1 });
-    assert.deepStrictEqual(s.events(null, ['left-unsubscribed-set']).map((e) => e.email), ['a@x.com']);
-    s.commitDetection({ runId: 3, added: [optOut('a@x.com', '2026-05-20T00:00:00.000Z')], resubscribed: [], targets: ['hs'], now: NOW });
+    assert.deepStrictEqual(
+      s.events(null, ['left-unsubscribed-set']).map((e) => e.email),
+      ['a@x.com'],
+    );
+    s.commitDetection({
+      runId: 3,
+      added: [optOut('a@x.com', '2026-05-20T00:00:00.000Z')],
+      resubscribed: [],
+      targets: ['hs'],
+      now: NOW,
+    });
     assert.strictEqual(s.targetStatus(['hs'], new Date(NOW))[0]!.queued, 1);
     const kv = s.kv('source:cc');
     kv.set('refresh_token', 'r1');
@@ -149,15 +221,39 @@ describe('SQLite state store', () => {
 
   it('backfill enqueue skips delivered rows unless redeliver, and a backfill job can be resumed', () => {
     const s = new SqliteStateStore(':memory:');
-    s.commitDetection({ runId: 1, added: [optOut('a@x.com', '2025-01-01T00:00:00.000Z'), optOut('b@x.com')], resubscribed: [], targets: [], now: NOW });
+    s.commitDetection({
+      runId: 1,
+      added: [optOut('a@x.com', '2025-01-01T00:00:00.000Z'), optOut('b@x.com')],
+      resubscribed: [],
+      targets: [],
+      now: NOW,
+    });
     assert.strictEqual(s.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: false, now: NOW }), 2);
-    s.recordOutcomes({ runId: 1, target: 'hs', now: new Date(NOW), policy, outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }] });
+    s.recordOutcomes({
+      runId: 1,
+      target: 'hs',
+      now: new Date(NOW),
+      policy,
+      outcomes: [{ email: 'a@x.com', kind: 'applied', recordIds: ['1'] }],
+    });
     assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: false, now: NOW }), 0);
-    assert.strictEqual(s.enqueueKnown({ runId: 2, targets: ['sf'], since: '2026-01-01T00:00:00.000Z', redeliver: false, now: NOW }), 1);
+    assert.strictEqual(
+      s.enqueueKnown({ runId: 2, targets: ['sf'], since: '2026-01-01T00:00:00.000Z', redeliver: false, now: NOW }),
+      1,
+    );
     // a dry run plans exactly what enqueueKnown would queue
-    assert.deepStrictEqual(s.backfillCandidates('hs', null, false).map((o) => o.email), []);
-    assert.deepStrictEqual(s.backfillCandidates('hs', null, true).map((o) => o.email), ['a@x.com']);
-    assert.deepStrictEqual(s.backfillCandidates('new', '2026-01-01T00:00:00.000Z', false).map((o) => o.email), ['b@x.com']);
+    assert.deepStrictEqual(
+      s.backfillCandidates('hs', null, false).map((o) => o.email),
+      [],
+    );
+    assert.deepStrictEqual(
+      s.backfillCandidates('hs', null, true).map((o) => o.email),
+      ['a@x.com'],
+    );
+    assert.deepStrictEqual(
+      s.backfillCandidates('new', '2026-01-01T00:00:00.000Z', false).map((o) => o.email),
+      ['b@x.com'],
+    );
     assert.strictEqual(s.enqueueKnown({ runId: 3, targets: ['hs'], since: null, redeliver: true, now: NOW }), 1);
     const job = s.openBackfill(null, ['hs'], NOW);
     s.markBackfillScanned(job.id, NOW);
@@ -170,20 +266,34 @@ describe('SQLite state store', () => {
 
   it('quarantines raw records with their reason', () => {
     const s = new SqliteStateStore(':memory:');
-    s.quarantine(1, 'constant-contact', { reason: 'contact_id: missing', raw: { email_address: { address: 'x' } }, recordId: null }, NOW);
+    s.quarantine(
+      1,
+      'constant-contact',
+      { reason: 'contact_id: missing', raw: { email_address: { address: 'x' } }, recordId: null },
+      NOW,
+    );
     assert.strictEqual(s.countQuarantined(), 1);
     assert.deepStrictEqual(s.quarantined(5)[0]!.raw, { email_address: { address: 'x' } });
   });
 });
 
 describe('run lock', () => {
-  const lock = (owner: string, pid: number, host = 'h1') => ({ owner, pid, host, command: 'sync', now: '2026-06-01T00:00:00.000Z' });
+  const lock = (owner: string, pid: number, host = 'h1') => ({
+    owner,
+    pid,
+    host,
+    command: 'sync',
+    now: '2026-06-01T00:00:00.000Z',
+  });
 
   it('refuses a second live run, lets the holder re-enter, and takes over a dead holder', () => {
     const s = new SqliteStateStore(':memory:');
     s.acquireRunLock(lock('a', 111), () => true);
     s.acquireRunLock(lock('a', 111), () => true); // same owner
-    assert.throws(() => s.acquireRunLock(lock('b', 222), () => true), (e: Error) => e.name === 'RunLocked' && /pid 111 on h1/.test(e.message));
+    assert.throws(
+      () => s.acquireRunLock(lock('b', 222), () => true),
+      (e: Error) => e.name === 'RunLocked' && /pid 111 on h1/.test(e.message),
+    );
     s.acquireRunLock(lock('b', 222), (pid) => pid !== 111); // 111 is dead: taken over
     assert.throws(() => s.acquireRunLock(lock('c', 333), () => true), /pid 222/);
     s.releaseRunLock('b');

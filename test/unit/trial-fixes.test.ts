@@ -41,13 +41,21 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
       ['2099-01-01', /in the future/],
       ['yesterday', /expected a date/],
     ] as const) {
-      it(`refuses ${v}, naming the option`, () => assert.throws(() => parseDate(v, '--since', now), (e: Error) => /^--since: got "/.test(e.message) && why.test(e.message)));
+      it(`refuses ${v}, naming the option`, () =>
+        assert.throws(
+          () => parseDate(v, '--since', now),
+          (e: Error) => /^--since: got "/.test(e.message) && why.test(e.message),
+        ));
     }
   });
 
   describe('URLs never carry credentials', () => {
     it('a user name or password in a URL is refused, and the password is not echoed', () => {
-      for (const u of ['https://hsuser:hspass456@api.hubapi.com', 'http://user:pw1234@127.0.0.1:1', 'https://token@api.cc.email/v3']) {
+      for (const u of [
+        'https://hsuser:hspass456@api.hubapi.com',
+        'http://user:pw1234@127.0.0.1:1',
+        'https://token@api.cc.email/v3',
+      ]) {
         const r = SecureUrl.decode(u);
         assert.ok(isLeft(r), u);
         const text = isLeft(r) ? formatErrors(r.left, 'baseUrl').join('\n') : '';
@@ -69,8 +77,14 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
 
   describe('Constant Contact next links stay under the API path', () => {
     it('the same origin but another path (behind a proxy) is refused', () => {
-      assert.throws(() => resolveNextHref('https://proxy.example/cc/v3', '/admin/export?all=1'), /outside the API path \/cc\/v3/);
-      assert.equal(resolveNextHref('https://proxy.example/cc/v3', '/v3/contacts?cursor=2'), 'https://proxy.example/cc/v3/contacts?cursor=2');
+      assert.throws(
+        () => resolveNextHref('https://proxy.example/cc/v3', '/admin/export?all=1'),
+        /outside the API path \/cc\/v3/,
+      );
+      assert.equal(
+        resolveNextHref('https://proxy.example/cc/v3', '/v3/contacts?cursor=2'),
+        'https://proxy.example/cc/v3/contacts?cursor=2',
+      );
       assert.throws(() => resolveNextHref('https://api.cc.email/v3', '/v3/../admin'), /outside the API path/);
     });
   });
@@ -87,20 +101,33 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
 
     it('--output without --dry-run, or into a folder that does not exist, exits 2 before any run', () => {
       const cfg = path.join(dir, 'c.json');
-      fs.writeFileSync(cfg, JSON.stringify({ source: { type: 'constant-contact', clientId: 'x', clientSecret: 'y' }, targets: [HS] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({ source: { type: 'constant-contact', clientId: 'x', clientSecret: 'y' }, targets: [HS] }),
+      );
       const r = runCliSync(['--config', cfg, 'backfill', '--output', path.join(dir, 'p.csv')]);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, /--output .*add --dry-run/);
       const r2 = runCliSync(['--config', cfg, 'sync', '--dry-run', '--output', path.join(dir, 'nodir', 'p.csv')]);
       assert.equal(r2.code, 2, r2.stderr);
       assert.match(r2.stderr, /--output .*its folder cannot take the file/);
-      assert.ok(!fs.existsSync(path.join(dir, 'state.db')) && !fs.existsSync(path.join(dir, '.cc-optout')), 'no store was created');
+      assert.ok(
+        !fs.existsSync(path.join(dir, 'state.db')) && !fs.existsSync(path.join(dir, '.cc-optout')),
+        'no store was created',
+      );
     });
   });
 
   it('audit --output FILE.json writes JSON (the format follows the extension unless --format says otherwise)', () => {
     const cfg = path.join(dir, 'c.json');
-    fs.writeFileSync(cfg, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: 'x' }, targets: [HS] }));
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        store: { path: './state.db' },
+        source: { type: 'constant-contact', clientId: 'x' },
+        targets: [HS],
+      }),
+    );
     new SqliteStateStore(path.join(dir, 'state.db')).close();
     const r = runCliSync(['--config', cfg, 'audit', '--output', path.join(dir, 'a.json')]);
     assert.equal(r.code, 0, r.stderr);
@@ -124,7 +151,7 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
     assert.deepEqual(origins, { 'a@x.com': 'backfill', 'b@x.com': 'sync' });
   });
 
-  it('an interrupted run records the signal\'s exit code (130 / 143) in its summary and run row', async () => {
+  it("an interrupted run records the signal's exit code (130 / 143) in its summary and run row", async () => {
     const src = new FakeSource();
     src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
     memoryCrm('sig-crm', ['a@x.com']);
@@ -138,16 +165,33 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
 
   it('unlock refuses to remove the lock of a live process on this host (unless --force)', () => {
     const cfg = path.join(dir, 'c.json');
-    fs.writeFileSync(cfg, JSON.stringify({ store: { path: './state.db' }, source: { type: 'constant-contact', clientId: 'x' }, targets: [HS] }));
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        store: { path: './state.db' },
+        source: { type: 'constant-contact', clientId: 'x' },
+        targets: [HS],
+      }),
+    );
     const s = new SqliteStateStore(path.join(dir, 'state.db'));
-    s.acquireRunLock({ owner: 'live', pid: process.pid, host: os.hostname(), command: 'backfill', now: new Date().toISOString() });
+    s.acquireRunLock({
+      owner: 'live',
+      pid: process.pid,
+      host: os.hostname(),
+      command: 'backfill',
+      now: new Date().toISOString(),
+    });
     s.close();
     const r = runCliSync(['--config', cfg, 'unlock']);
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, /held by a live process: cc-optout backfill \(pid \d+ on this host/);
     const j = runCliSync(['--config', cfg, '--json', 'unlock']);
     assert.equal(j.code, 3);
-    assert.match((JSON.parse(j.stdout) as { error: string; exitCode: number }).error, /live process/, '--json: the error is a JSON object on stdout');
+    assert.match(
+      (JSON.parse(j.stdout) as { error: string; exitCode: number }).error,
+      /live process/,
+      '--json: the error is a JSON object on stdout',
+    );
     const f = runCliSync(['--config', cfg, 'unlock', '--force']);
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, /run lock removed/);
@@ -161,12 +205,26 @@ describe('trial fixes (issue 8, found by the new-user and attacker trials)', () 
   describe('read-only commands never create a store', () => {
     it('status on a store path that holds nothing exits 2 naming store.path; an unset ${VAR} in store.path is an error', () => {
       const cfg = path.join(dir, 'c.json');
-      fs.writeFileSync(cfg, JSON.stringify({ store: { path: './typo/state.db' }, source: { type: 'constant-contact', clientId: '${CC_ID}' }, targets: [HS] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          store: { path: './typo/state.db' },
+          source: { type: 'constant-contact', clientId: '${CC_ID}' },
+          targets: [HS],
+        }),
+      );
       const r = runCliSync(['--config', cfg, 'status']);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, /store\.path: .*typo\/state\.db: no state store here/);
       assert.ok(!fs.existsSync(path.join(dir, 'typo')), 'no folder created');
-      fs.writeFileSync(cfg, JSON.stringify({ store: { path: '${STORE_P}' }, source: { type: 'constant-contact', clientId: 'x' }, targets: [HS] }));
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          store: { path: '${STORE_P}' },
+          source: { type: 'constant-contact', clientId: 'x' },
+          targets: [HS],
+        }),
+      );
       const r2 = runCliSync(['--config', cfg, 'status']);
       assert.equal(r2.code, 2, r2.stderr);
       assert.match(r2.stderr, /store\.path: environment variable STORE_P is not set/);

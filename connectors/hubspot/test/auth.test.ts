@@ -80,7 +80,11 @@ describe('hubspot connector: OAuth', () => {
     await deliver(h.target, [optOut('c@example.com')]);
     assert.strictEqual(tokenCalls(hs), 2);
     const second = new URLSearchParams(hs.requests.filter(isPath(P.token))[1]!.body as string);
-    assert.strictEqual(second.get('refresh_token'), 'oauth-refresh-token-1-abcdef', 'the rotated token, not the config one');
+    assert.strictEqual(
+      second.get('refresh_token'),
+      'oauth-refresh-token-1-abcdef',
+      'the rotated token, not the config one',
+    );
   });
 
   it('a new run reuses the stored tokens; a changed config refresh token restarts the chain', async () => {
@@ -100,7 +104,17 @@ describe('hubspot connector: OAuth', () => {
     hs.oauth!.refreshToken = 'reauthorised-refresh-token-555';
     const caps3 = makeCaps();
     for (const [k, v] of first.store) caps3.store.set(k, v);
-    const third = open(oauthConfig({ auth: { type: 'oauth', clientId: 'client-id-1', clientSecret: CLIENT_SECRET, refreshToken: 'reauthorised-refresh-token-555' } }), caps3);
+    const third = open(
+      oauthConfig({
+        auth: {
+          type: 'oauth',
+          clientId: 'client-id-1',
+          clientSecret: CLIENT_SECRET,
+          refreshToken: 'reauthorised-refresh-token-555',
+        },
+      }),
+      caps3,
+    );
     await deliver(third.target, [optOut('a@example.com')]);
     assert.strictEqual(tokenCalls(hs), 2);
     const last = new URLSearchParams(hs.requests.filter(isPath(P.token))[1]!.body as string);
@@ -124,7 +138,12 @@ describe('hubspot connector: OAuth', () => {
   it('a 401 that persists after a refresh is a TargetHalt auth (no refresh loop)', async () => {
     const hs = oauthFake();
     hs.addContact('a@example.com');
-    hs.script({ match: isPath(P.read), status: 401, body: { status: 'error', message: 'Authentication credentials not found.', category: 'INVALID_AUTHENTICATION' }, times: 10 });
+    hs.script({
+      match: isPath(P.read),
+      status: 401,
+      body: { status: 'error', message: 'Authentication credentials not found.', category: 'INVALID_AUTHENTICATION' },
+      times: 10,
+    });
     const h = open(oauthConfig());
     const err = await deliverLeft(h.target, [optOut('a@example.com')]);
     assert.strictEqual(err.kind, 'auth');

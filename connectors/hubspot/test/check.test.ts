@@ -40,10 +40,27 @@ describe('hubspot connector: check', () => {
     hs.scopes = ALL_SCOPES;
     hs.definitions = [{ id: '111', name: 'Newsletter', isActive: true, businessUnitId: 3 }];
     hs.propertyDefs.set('cc_opted_out_at', { type: 'datetime', fieldType: 'date' });
-    const { target } = open(privateApp({ businessUnitId: 3, suppression: { type: 'subscriptions', subscriptionIds: ['111'] }, properties: { cc_opted_out_at: 'optOutDate' } }));
+    const { target } = open(
+      privateApp({
+        businessUnitId: 3,
+        suppression: { type: 'subscriptions', subscriptionIds: ['111'] },
+        properties: { cc_opted_out_at: 'optOutDate' },
+      }),
+    );
     const report = await check(target);
     assert.ok(report.ok, JSON.stringify(report.items, null, 2));
-    assert.deepStrictEqual(report.items.map((i) => i.name), ['token', 'contact-lookup', 'contact-search', 'subscriptions', 'property:cc_opted_out_at', 'scopes', 'batch-suppression']);
+    assert.deepStrictEqual(
+      report.items.map((i) => i.name),
+      [
+        'token',
+        'contact-lookup',
+        'contact-search',
+        'subscriptions',
+        'property:cc_opted_out_at',
+        'scopes',
+        'batch-suppression',
+      ],
+    );
     const tokenInfo = hs.requests.find(isPath('/oauth/v2/private-apps/get/access-token-info'))!;
     assert.deepStrictEqual(tokenInfo.body, { tokenKey: TOKEN });
     const defs = hs.requests.find(isPath(P.definitions, 'GET'))!;
@@ -55,14 +72,22 @@ describe('hubspot connector: check', () => {
   it('names missing scopes, missing subscription ids, missing and incompatible properties', async () => {
     const hs = new FakeHubSpot().install();
     hs.scopes = ['crm.objects.contacts.read', 'communication_preferences.read'];
-    hs.definitions = [{ id: '111', name: 'Newsletter', isActive: true, businessUnitId: 0 }, { id: '333', name: 'Old', isActive: false, businessUnitId: 0 }];
+    hs.definitions = [
+      { id: '111', name: 'Newsletter', isActive: true, businessUnitId: 0 },
+      { id: '333', name: 'Old', isActive: false, businessUnitId: 0 },
+    ];
     hs.propertyDefs.set('cc_opted_out_at', { type: 'number', fieldType: 'number' });
     hs.propertyDefs.set('cc_reason', { type: 'string', fieldType: 'text' });
     hs.propertyDefs.set('cc_locked', { type: 'string', fieldType: 'text', readOnlyValue: true });
     const { target } = open(
       privateApp({
         suppression: { type: 'subscriptions', subscriptionIds: ['111', '222', '333'], batch: 'always' },
-        properties: { cc_opted_out_at: 'optOutDate', cc_reason: 'reason', cc_missing: 'source', cc_locked: { constant: 'x' } },
+        properties: {
+          cc_opted_out_at: 'optOutDate',
+          cc_reason: 'reason',
+          cc_missing: 'source',
+          cc_locked: { constant: 'x' },
+        },
       }),
     );
     const report = await check(target);
@@ -110,9 +135,17 @@ describe('hubspot connector: check', () => {
 
   it('OAuth: POST /oauth/2026-09/token/introspect for scopes; the token never appears in the report', async () => {
     const hs = new FakeHubSpot().install();
-    hs.oauth = { clientId: 'cid', clientSecret: 'client-secret-xyz', refreshToken: 'refresh-token-xyz', rotate: false, expiresIn: 1800 };
+    hs.oauth = {
+      clientId: 'cid',
+      clientSecret: 'client-secret-xyz',
+      refreshToken: 'refresh-token-xyz',
+      rotate: false,
+      expiresIn: 1800,
+    };
     hs.scopes = ['crm.objects.contacts.read', 'communication_preferences.write'];
-    const { target } = open({ auth: { type: 'oauth', clientId: 'cid', clientSecret: 'client-secret-xyz', refreshToken: 'refresh-token-xyz' } });
+    const { target } = open({
+      auth: { type: 'oauth', clientId: 'cid', clientSecret: 'client-secret-xyz', refreshToken: 'refresh-token-xyz' },
+    });
     const report = await check(target);
     assert.ok(report.ok, JSON.stringify(report.items));
     const intro = hs.requests.find(isPath(P.introspect))!;

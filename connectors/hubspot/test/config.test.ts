@@ -15,9 +15,16 @@ import { BATCH_KV_PREFIX } from '../target';
 
 // dist/test/unit -> package root
 /** The package root (holds package.json), from either connectors/hubspot/test or dist/connectors/hubspot/test. */
-const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
-const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'spec.json'), 'utf8')) as Record<string, unknown>;
-const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'test', 'fixtures', 'configs.json'), 'utf8')) as {
+const ROOT = [3, 4]
+  .map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..')))
+  .find((d) => fs.existsSync(path.join(d, 'package.json')))!;
+const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'spec.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
+const fixtures = JSON.parse(
+  fs.readFileSync(path.join(ROOT, 'connectors', 'hubspot', 'test', 'fixtures', 'configs.json'), 'utf8'),
+) as {
   valid: Record<string, unknown>[];
   invalid: { config: Record<string, unknown>; why: string }[];
 };
@@ -76,12 +83,26 @@ describe('hubspot connector: config', () => {
     const auth = { type: 'private-app', accessToken: 'pat-secret-value-123' };
     assert.match(lines({ auth, typo: 1 }), /^targets\[0\]\.config\.typo: unknown key "typo" \(allowed: auth, /);
     assert.match(lines({ auth: { ...auth, extra: 'x' } }), /targets\[0\]\.config\.auth\.extra: unknown key "extra"/);
-    assert.match(lines({ auth, suppression: { type: 'subscriptions', subscriptionIds: [] } }), /targets\[0\]\.config\.suppression\.subscriptionIds: .*at least one/);
-    assert.match(lines({ auth, legalBasis: 'BECAUSE' }), /targets\[0\]\.config\.legalBasis: .*LEGITIMATE_INTEREST_CLIENT/);
-    assert.match(lines({ auth, properties: { hs_email_optout: 'optOutDate' } }), /targets\[0\]\.config\.properties\.hs_email_optout: .*read-only/);
-    const secretErr = lines({ auth: { type: 'private-app', accessToken: 'pat-secret-value-123', refreshToken: 'pat-secret-value-456' } });
+    assert.match(
+      lines({ auth, suppression: { type: 'subscriptions', subscriptionIds: [] } }),
+      /targets\[0\]\.config\.suppression\.subscriptionIds: .*at least one/,
+    );
+    assert.match(
+      lines({ auth, legalBasis: 'BECAUSE' }),
+      /targets\[0\]\.config\.legalBasis: .*LEGITIMATE_INTEREST_CLIENT/,
+    );
+    assert.match(
+      lines({ auth, properties: { hs_email_optout: 'optOutDate' } }),
+      /targets\[0\]\.config\.properties\.hs_email_optout: .*read-only/,
+    );
+    const secretErr = lines({
+      auth: { type: 'private-app', accessToken: 'pat-secret-value-123', refreshToken: 'pat-secret-value-456' },
+    });
     assert.ok(!secretErr.includes('pat-secret-value'), secretErr);
-    assert.ok(!lines({ auth: { type: 'private-app', accessToken: 42 } }).includes('42'), 'secret-looking keys are masked');
+    assert.ok(
+      !lines({ auth: { type: 'private-app', accessToken: 42 } }).includes('42'),
+      'secret-looking keys are masked',
+    );
   });
 
   it('a wrong auth type speaks about the type only', () => {
@@ -92,7 +113,10 @@ describe('hubspot connector: config', () => {
   });
 
   it('applies defaults', () => {
-    const r = HubSpotConfigCodec.decode({ auth: { type: 'private-app', accessToken: 'tok-123456' }, baseUrl: 'http://127.0.0.1:4010/' });
+    const r = HubSpotConfigCodec.decode({
+      auth: { type: 'private-app', accessToken: 'tok-123456' },
+      baseUrl: 'http://127.0.0.1:4010/',
+    });
     assert.ok(isRight(r));
     if (!isRight(r)) return;
     const c = resolveConfig(r.right);

@@ -14,9 +14,16 @@ describe('emulator: HubSpot', () => {
 
   const post = (path: string, body: unknown, t = token): Promise<AxiosResponse> =>
     axios.post(`${emu.origin}${path}`, body, { headers: { authorization: `Bearer ${t}` }, ...any });
-  const get = (path: string, t = token): Promise<AxiosResponse> => axios.get(`${emu.origin}${path}`, { headers: { authorization: `Bearer ${t}` }, ...any });
+  const get = (path: string, t = token): Promise<AxiosResponse> =>
+    axios.get(`${emu.origin}${path}`, { headers: { authorization: `Bearer ${t}` }, ...any });
   const read = (emails: string[], extra: Record<string, unknown> = {}): Promise<AxiosResponse> =>
-    post('/crm/v3/objects/contacts/batch/read', { idProperty: 'email', properties: ['email', 'hs_email_optout'], propertiesWithHistory: [], inputs: emails.map((id) => ({ id })), ...extra });
+    post('/crm/v3/objects/contacts/batch/read', {
+      idProperty: 'email',
+      properties: ['email', 'hs_email_optout'],
+      propertiesWithHistory: [],
+      inputs: emails.map((id) => ({ id })),
+      ...extra,
+    });
   /** An opted-out email whose HubSpot contact is not suppressed yet, not used by another test. */
   const fresh = (() => {
     let i = 0;
@@ -27,14 +34,27 @@ describe('emulator: HubSpot', () => {
   })();
 
   before(async () => {
-    emu = await startHubSpot({ seed: 31, contacts: 800, anchor: ANCHOR, server: { knobs: { tenSecondLimit: 100_000 } } });
+    emu = await startHubSpot({
+      seed: 31,
+      contacts: 800,
+      anchor: ANCHOR,
+      server: { knobs: { tenSecondLimit: 100_000 } },
+    });
     world = emu.world;
     truth = world.truth();
     token = emu.connection().accessToken;
   });
   after(() => emu.stop());
   afterEach(() => {
-    emu.setKnobs({ tenSecondLimit: 100_000, batchAllowed: true, requireLegalBasis: false, force429Storm: 0, fail5xxRate: 0, fail5xxMode: 'before', dailyUsed: 0 });
+    emu.setKnobs({
+      tenSecondLimit: 100_000,
+      batchAllowed: true,
+      requireLegalBasis: false,
+      force429Storm: 0,
+      fail5xxRate: 0,
+      fail5xxMode: 'before',
+      dailyUsed: 0,
+    });
   });
 
   it('requires a bearer token (401 INVALID_AUTHENTICATION)', async () => {
@@ -48,7 +68,11 @@ describe('emulator: HubSpot', () => {
 
   describe('CRM contacts', () => {
     it('batch/read requires properties and propertiesWithHistory', async () => {
-      const r = await post('/crm/v3/objects/contacts/batch/read', { idProperty: 'email', properties: ['email'], inputs: [{ id: 'x@example.com' }] });
+      const r = await post('/crm/v3/objects/contacts/batch/read', {
+        idProperty: 'email',
+        properties: ['email'],
+        inputs: [{ id: 'x@example.com' }],
+      });
       assert.equal(r.status, 400);
       assert.equal(r.data.category, 'VALIDATION_ERROR');
       assert.match(r.data.message, /propertiesWithHistory/);
@@ -95,13 +119,17 @@ describe('emulator: HubSpot', () => {
 
     it('hs_email_optout cannot be written through batch/update; unknown properties fail too', async () => {
       const { id } = fresh();
-      const ro = await post('/crm/v3/objects/contacts/batch/update', { inputs: [{ id, properties: { hs_email_optout: 'true' } }] });
+      const ro = await post('/crm/v3/objects/contacts/batch/update', {
+        inputs: [{ id, properties: { hs_email_optout: 'true' } }],
+      });
       assert.equal(ro.status, 400);
       assert.equal(ro.data.category, 'VALIDATION_ERROR');
       assert.match(ro.data.message, /READ_ONLY_VALUE/);
       assert.equal(ro.data.errors[0].code, 'READ_ONLY_VALUE');
       assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'false');
-      const unknown = await post('/crm/v3/objects/contacts/batch/update', { inputs: [{ id, properties: { no_such_prop: 'x' } }] });
+      const unknown = await post('/crm/v3/objects/contacts/batch/update', {
+        inputs: [{ id, properties: { no_such_prop: 'x' } }],
+      });
       assert.equal(unknown.status, 400);
       assert.match(unknown.data.message, /PROPERTY_DOESNT_EXIST/);
     });
@@ -120,7 +148,12 @@ describe('emulator: HubSpot', () => {
       assert.deepEqual(r.data.errors[0].context.ids, ['999999999']);
       assert.equal(world.hsById.get(id)!.props.cc_optout_source, 'Contact');
       assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'false', 'a custom property suppresses nothing');
-      const dup = await post('/crm/v3/objects/contacts/batch/update', { inputs: [{ id, properties: {} }, { id, properties: {} }] });
+      const dup = await post('/crm/v3/objects/contacts/batch/update', {
+        inputs: [
+          { id, properties: {} },
+          { id, properties: {} },
+        ],
+      });
       assert.equal(dup.status, 400);
     });
 
@@ -139,9 +172,15 @@ describe('emulator: HubSpot', () => {
   describe('communication preferences', () => {
     it('v4 unsubscribe-all flips hs_email_optout to "true"', async () => {
       const { id, email } = fresh();
-      const noChannel = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all`, {});
+      const noChannel = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all`,
+        {},
+      );
       assert.equal(noChannel.status, 400);
-      const r = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(email.toUpperCase())}/unsubscribe-all?channel=EMAIL`, {});
+      const r = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(email.toUpperCase())}/unsubscribe-all?channel=EMAIL`,
+        {},
+      );
       assert.equal(r.status, 200, JSON.stringify(r.data));
       assert.equal(r.data.status, 'COMPLETE');
       assert.ok(r.data.results.every((s: { status: string }) => s.status === 'UNSUBSCRIBED'));
@@ -149,21 +188,33 @@ describe('emulator: HubSpot', () => {
       const after = await read([email]);
       assert.equal(after.data.results[0].properties.hs_email_optout, 'true');
       assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'true');
-      const again = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`, {});
+      const again = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`,
+        {},
+      );
       assert.equal(again.data.results[0].setStatusSuccessReason, 'NO_STATUS_CHANGE');
       assert.equal(world.hsWrites.get(id), 2, 'each call counts as a write');
-      const wide = await get(`/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`);
+      const wide = await get(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`,
+      );
       assert.equal(wide.data.results[0].wideStatusType, 'PORTAL_WIDE');
       const v3 = await get(`/communication-preferences/v3/status/email/${encodeURIComponent(email)}`);
       assert.equal(v3.data.recipient, email);
-      assert.ok(v3.data.subscriptionStatuses.every((s: { status: string; sourceOfStatus: string }) => s.status === 'NOT_SUBSCRIBED' && s.sourceOfStatus === 'PORTAL_WIDE_STATUS'));
+      assert.ok(
+        v3.data.subscriptionStatuses.every(
+          (s: { status: string; sourceOfStatus: string }) =>
+            s.status === 'NOT_SUBSCRIBED' && s.sourceOfStatus === 'PORTAL_WIDE_STATUS',
+        ),
+      );
     });
 
     it('batch unsubscribe-all works, and answers 403 when the portal lacks Enterprise (batchAllowed: false)', async () => {
       const a = fresh();
       const b = fresh();
       const missing = truth.hubspot.missingEmails[0];
-      const r = await post('/communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL', { inputs: [a.email, b.email, missing, 'not-an-email'] });
+      const r = await post('/communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL', {
+        inputs: [a.email, b.email, missing, 'not-an-email'],
+      });
       assert.equal(r.status, 200);
       assert.equal(r.data.results.length, 3);
       assert.equal(r.data.numErrors, 1);
@@ -173,11 +224,16 @@ describe('emulator: HubSpot', () => {
       const c = fresh();
       const viaHttp = await axios.post(`${emu.origin}/__emulator/faults`, { batchAllowed: false }, any);
       assert.equal(viaHttp.status, 200);
-      const denied = await post('/communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL', { inputs: [c.email] });
+      const denied = await post('/communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL', {
+        inputs: [c.email],
+      });
       assert.equal(denied.status, 403);
       assert.equal(denied.data.category, 'MISSING_SCOPES');
       assert.equal(world.hsById.get(c.id)!.props.hs_email_optout, 'false');
-      const single = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(c.email)}/unsubscribe-all?channel=EMAIL`, {});
+      const single = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(c.email)}/unsubscribe-all?channel=EMAIL`,
+        {},
+      );
       assert.equal(single.status, 200, 'per-email fallback works on any tier');
     });
 
@@ -193,7 +249,15 @@ describe('emulator: HubSpot', () => {
       const noBasis = await post('/communication-preferences/v4/statuses/batch/write', { inputs: [input] });
       assert.equal(noBasis.status, 400);
       assert.match(noBasis.data.message, /[Ll]egal basis/);
-      const ok = await post('/communication-preferences/v4/statuses/batch/write', { inputs: [{ ...input, legalBasis: 'LEGITIMATE_INTEREST_CLIENT', legalBasisExplanation: 'Opted out in Constant Contact' }] });
+      const ok = await post('/communication-preferences/v4/statuses/batch/write', {
+        inputs: [
+          {
+            ...input,
+            legalBasis: 'LEGITIMATE_INTEREST_CLIENT',
+            legalBasisExplanation: 'Opted out in Constant Contact',
+          },
+        ],
+      });
       assert.equal(ok.status, 200, JSON.stringify(ok.data));
       assert.equal(ok.data.results[0].status, 'UNSUBSCRIBED');
       assert.equal(ok.data.results[0].subscriptionId, subId);
@@ -206,13 +270,30 @@ describe('emulator: HubSpot', () => {
     it('v3 unsubscribe: one subscription, legal basis knob, already-unsubscribed answered 400', async () => {
       const { id, email } = fresh();
       emu.setKnobs({ requireLegalBasis: true });
-      const noBasis = await post('/communication-preferences/v3/unsubscribe', { emailAddress: email, subscriptionId: '1001' });
+      const noBasis = await post('/communication-preferences/v3/unsubscribe', {
+        emailAddress: email,
+        subscriptionId: '1001',
+      });
       assert.equal(noBasis.status, 400);
-      const ok = await post('/communication-preferences/v3/unsubscribe', { emailAddress: email, subscriptionId: '1001', legalBasis: 'NON_GDPR', legalBasisExplanation: 'CC opt-out' });
+      const ok = await post('/communication-preferences/v3/unsubscribe', {
+        emailAddress: email,
+        subscriptionId: '1001',
+        legalBasis: 'NON_GDPR',
+        legalBasisExplanation: 'CC opt-out',
+      });
       assert.equal(ok.status, 200, JSON.stringify(ok.data));
       assert.equal(ok.data.status, 'NOT_SUBSCRIBED');
-      assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'false', 'one subscription is not "unsubscribed from all"');
-      const again = await post('/communication-preferences/v3/unsubscribe', { emailAddress: email, subscriptionId: '1001', legalBasis: 'NON_GDPR', legalBasisExplanation: 'CC opt-out' });
+      assert.equal(
+        world.hsById.get(id)!.props.hs_email_optout,
+        'false',
+        'one subscription is not "unsubscribed from all"',
+      );
+      const again = await post('/communication-preferences/v3/unsubscribe', {
+        emailAddress: email,
+        subscriptionId: '1001',
+        legalBasis: 'NON_GDPR',
+        legalBasisExplanation: 'CC opt-out',
+      });
       assert.equal(again.status, 400);
       assert.match(again.data.message, /already unsubscribed/);
     });
@@ -223,7 +304,10 @@ describe('emulator: HubSpot', () => {
       emu.setKnobs({ tenSecondLimit: 5 });
       const rs: AxiosResponse[] = [];
       for (let i = 0; i < 7; i++) rs.push(await get('/communication-preferences/v4/definitions'));
-      assert.deepEqual(rs.map((r) => r.status), [200, 200, 200, 200, 200, 429, 429]);
+      assert.deepEqual(
+        rs.map((r) => r.status),
+        [200, 200, 200, 200, 200, 429, 429],
+      );
       for (const r of rs) {
         assert.equal(r.headers['x-hubspot-ratelimit-max'], '5');
         assert.ok(r.headers['x-hubspot-ratelimit-remaining'] !== undefined);
@@ -247,32 +331,62 @@ describe('emulator: HubSpot', () => {
 
     it('OAuth: refresh, token info, expiry -> EXPIRED_AUTHENTICATION', async () => {
       const c = emu.connection();
-      const t = await axios.post(`${emu.origin}/oauth/v1/token`, new URLSearchParams({ grant_type: 'refresh_token', client_id: c.clientId, client_secret: c.clientSecret, refresh_token: c.refreshToken }).toString(), {
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        ...any,
-      });
+      const t = await axios.post(
+        `${emu.origin}/oauth/v1/token`,
+        new URLSearchParams({
+          grant_type: 'refresh_token',
+          client_id: c.clientId,
+          client_secret: c.clientSecret,
+          refresh_token: c.refreshToken,
+        }).toString(),
+        {
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          ...any,
+        },
+      );
       assert.equal(t.status, 200);
       assert.equal(t.data.refresh_token, c.refreshToken);
       const oauth = t.data.access_token as string;
       assert.equal((await get('/communication-preferences/v4/definitions', oauth)).status, 200);
       const info = await axios.get(`${emu.origin}/oauth/v1/access-tokens/${oauth}`, any);
       assert.ok(info.data.scopes.includes('crm.objects.contacts.read'));
-      const pinfo = await axios.post(`${emu.origin}/oauth/v2/private-apps/get/access-token-info`, { tokenKey: token }, any);
+      const pinfo = await axios.post(
+        `${emu.origin}/oauth/v2/private-apps/get/access-token-info`,
+        { tokenKey: token },
+        any,
+      );
       assert.ok(pinfo.data.scopes.includes('communication_preferences.read_write'));
-      const bad = await axios.post(`${emu.origin}/oauth/v1/token`, new URLSearchParams({ grant_type: 'refresh_token', client_id: c.clientId, client_secret: c.clientSecret, refresh_token: 'nope' }).toString(), { headers: { 'content-type': 'application/x-www-form-urlencoded' }, ...any });
+      const bad = await axios.post(
+        `${emu.origin}/oauth/v1/token`,
+        new URLSearchParams({
+          grant_type: 'refresh_token',
+          client_id: c.clientId,
+          client_secret: c.clientSecret,
+          refresh_token: 'nope',
+        }).toString(),
+        { headers: { 'content-type': 'application/x-www-form-urlencoded' }, ...any },
+      );
       assert.equal(bad.status, 400);
       assert.equal(bad.data.status, 'BAD_REFRESH_TOKEN');
       emu.expireTokens();
       const exp = await get('/communication-preferences/v4/definitions', oauth);
       assert.equal(exp.status, 401);
       assert.equal(exp.data.category, 'EXPIRED_AUTHENTICATION');
-      assert.equal((await get('/communication-preferences/v4/definitions')).status, 200, 'private app tokens do not expire');
+      assert.equal(
+        (await get('/communication-preferences/v4/definitions')).status,
+        200,
+        'private app tokens do not expire',
+      );
     });
 
     it('missing scopes: 403 MISSING_SCOPES', async () => {
       const narrow = await startHubSpot({ world, server: { scopes: ['crm.objects.contacts.read'] } });
       try {
-        const r = await axios.post(`${narrow.origin}/communication-preferences/v4/statuses/a%40example.com/unsubscribe-all?channel=EMAIL`, {}, { headers: { authorization: `Bearer ${narrow.connection().accessToken}` }, ...any });
+        const r = await axios.post(
+          `${narrow.origin}/communication-preferences/v4/statuses/a%40example.com/unsubscribe-all?channel=EMAIL`,
+          {},
+          { headers: { authorization: `Bearer ${narrow.connection().accessToken}` }, ...any },
+        );
         assert.equal(r.status, 403);
         assert.equal(r.data.category, 'MISSING_SCOPES');
       } finally {
@@ -283,13 +397,19 @@ describe('emulator: HubSpot', () => {
     it('5xx after the write: the unsubscribe happened although the client saw an error', async () => {
       const { id, email } = fresh();
       emu.setKnobs({ fail5xxRate: 1, fail5xxMode: 'after' });
-      const r = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`, {});
+      const r = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all?channel=EMAIL`,
+        {},
+      );
       assert.ok(r.status >= 500);
       assert.equal(r.data.status, 'error');
       assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'true');
       emu.setKnobs({ fail5xxRate: 1, fail5xxMode: 'before' });
       const g = fresh();
-      const r2 = await post(`/communication-preferences/v4/statuses/${encodeURIComponent(g.email)}/unsubscribe-all?channel=EMAIL`, {});
+      const r2 = await post(
+        `/communication-preferences/v4/statuses/${encodeURIComponent(g.email)}/unsubscribe-all?channel=EMAIL`,
+        {},
+      );
       assert.ok(r2.status >= 500);
       assert.equal(world.hsById.get(g.id)!.props.hs_email_optout, 'false');
     });
@@ -302,7 +422,10 @@ describe('emulator: HubSpot', () => {
       assert.equal(s.data.policyName, 'TEN_SECONDLY_ROLLING');
       await get('/communication-preferences/v4/definitions');
       const st = await axios.get(`${emu.origin}/__emulator/state`, any);
-      assert.deepEqual(st.data.requests['GET /communication-preferences/v4/definitions'], { total: 2, byStatus: { '200': 1, '429': 1 } });
+      assert.deepEqual(st.data.requests['GET /communication-preferences/v4/definitions'], {
+        total: 2,
+        byStatus: { '200': 1, '429': 1 },
+      });
       assert.ok(Array.isArray(st.data.hubspot.contacts));
       assert.ok(st.data.truth.hubspot.toSuppress.length > 0);
     });
@@ -312,12 +435,21 @@ describe('emulator: HubSpot', () => {
     const client = new Client({ accessToken: token, basePath: emu.origin });
     const { email, id } = fresh();
     const missing = truth.hubspot.missingEmails[1];
-    const res = await client.crm.contacts.batchApi.read({ idProperty: 'email', inputs: [{ id: email }, { id: missing }], properties: ['email', 'hs_email_optout'], propertiesWithHistory: [] });
+    const res = await client.crm.contacts.batchApi.read({
+      idProperty: 'email',
+      inputs: [{ id: email }, { id: missing }],
+      properties: ['email', 'hs_email_optout'],
+      propertiesWithHistory: [],
+    });
     assert.equal(res.results.length, 1);
     assert.equal(res.results[0].id, id);
     const withErrors = res as unknown as { numErrors?: number; errors?: Array<{ category: string }> };
     assert.equal(withErrors.numErrors, 1);
-    const r = await client.apiRequest({ method: 'POST', path: `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all`, qs: { channel: 'EMAIL' } });
+    const r = await client.apiRequest({
+      method: 'POST',
+      path: `/communication-preferences/v4/statuses/${encodeURIComponent(email)}/unsubscribe-all`,
+      qs: { channel: 'EMAIL' },
+    });
     assert.equal(r.status, 200);
     assert.equal(world.hsById.get(id)!.props.hs_email_optout, 'true');
   });

@@ -9,10 +9,25 @@ import { isLeft } from 'fp-ts/Either';
 import { clearSecrets, registerSecret } from '../../../src/log';
 import { parseApiError } from '../../../src/source/constant-contact/codecs';
 import { additionalEmails } from '../target';
-import { BASE, SERVICE_KEY, P, byEmail, deliver, kinds, open, optOut, rateLimit429, serviceKey } from './fixtures/harness';
+import {
+  BASE,
+  SERVICE_KEY,
+  P,
+  byEmail,
+  deliver,
+  kinds,
+  open,
+  optOut,
+  rateLimit429,
+  serviceKey,
+} from './fixtures/harness';
 import { deliverEither } from '../../../test/contract';
 
-type Body = { inputs?: Array<{ id: string } | string>; filterGroups?: Array<{ filters: Array<{ values?: string[] }> }>; after?: string };
+type Body = {
+  inputs?: Array<{ id: string } | string>;
+  filterGroups?: Array<{ filters: Array<{ values?: string[] }> }>;
+  after?: string;
+};
 
 /** Batch read: `primaries` are contacts (not opted out), every other input is not found. */
 function read(primaries: Record<string, string> = {}) {
@@ -61,12 +76,19 @@ describe('hubspot connector: hostile answers', () => {
         .reply((_uri, body) => {
           const v = values(body as Body);
           searched.push(v);
-          if (v.some((x) => x.includes(' '))) return [400, { status: 'error', category: 'VALIDATION_ERROR', message: 'Invalid filter value' }];
-          return [200, { total: 1, results: [{ id: '7', properties: { hs_additional_emails: 'good1@x.com;good2@x.com' } }] }];
+          if (v.some((x) => x.includes(' ')))
+            return [400, { status: 'error', category: 'VALIDATION_ERROR', message: 'Invalid filter value' }];
+          return [
+            200,
+            { total: 1, results: [{ id: '7', properties: { hs_additional_emails: 'good1@x.com;good2@x.com' } }] },
+          ];
         });
       batchAllOk();
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
-      const report = await deliver(target, ['good1@x.com', 'good2@x.com', 'odd name@x.com', 'prim@x.com'].map((e) => optOut(e)));
+      const report = await deliver(
+        target,
+        ['good1@x.com', 'good2@x.com', 'odd name@x.com', 'prim@x.com'].map((e) => optOut(e)),
+      );
       assert.deepStrictEqual(kinds(report), {
         'good1@x.com': 'applied',
         'good2@x.com': 'applied',
@@ -74,9 +96,15 @@ describe('hubspot connector: hostile answers', () => {
         'prim@x.com': 'applied',
       });
       const odd = byEmail(report).get('odd name@x.com')!;
-      assert.match(odd.message!, /refused the search on hs_additional_emails for this address alone.*Invalid filter value/);
+      assert.match(
+        odd.message!,
+        /refused the search on hs_additional_emails for this address alone.*Invalid filter value/,
+      );
       assert.deepStrictEqual(byEmail(report).get('good1@x.com')!.recordIds, ['7']);
-      assert.ok(searched.some((v) => v.length === 1 && v[0] === 'odd name@x.com'), 'bisected down to the refused address');
+      assert.ok(
+        searched.some((v) => v.length === 1 && v[0] === 'odd name@x.com'),
+        'bisected down to the refused address',
+      );
     });
 
     it('a search 429 storm defers only the searched addresses; the primary match is written', async () => {
@@ -86,7 +114,10 @@ describe('hubspot connector: hostile answers', () => {
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
       const report = await deliver(target, [optOut('prim@x.com'), optOut('other@x.com')]);
       assert.deepStrictEqual(kinds(report), { 'prim@x.com': 'applied', 'other@x.com': 'failed-retryable' });
-      assert.match(byEmail(report).get('other@x.com')!.message!, /search on hs_additional_emails failed after retries.*429/);
+      assert.match(
+        byEmail(report).get('other@x.com')!.message!,
+        /search on hs_additional_emails failed after retries.*429/,
+      );
     });
 
     it('a search 200 with a non-JSON body is not "no contact": failed-retryable', async () => {
@@ -104,7 +135,9 @@ describe('hubspot connector: hostile answers', () => {
         .persist()
         .post(P.search)
         .reply(200, (_uri: string, b: Body) =>
-          b.after === '0' ? { results: [], paging: { next: { after: '0' } } } : { results: [{ id: '9', properties: { hs_additional_emails: 'sec@x.com' } }] },
+          b.after === '0'
+            ? { results: [], paging: { next: { after: '0' } } }
+            : { results: [{ id: '9', properties: { hs_additional_emails: 'sec@x.com' } }] },
         );
       const { target } = open(serviceKey());
       const report = await deliver(target, [optOut('sec@x.com')]);
@@ -127,7 +160,10 @@ describe('hubspot connector: hostile answers', () => {
         });
       batchAllOk();
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
-      const report = await deliver(target, ['a@x.com', 'b@x.com', 'c@x.com', 'd@x.com', 'e@x.com', 'f@x.com'].map((e) => optOut(e)));
+      const report = await deliver(
+        target,
+        ['a@x.com', 'b@x.com', 'c@x.com', 'd@x.com', 'e@x.com', 'f@x.com'].map((e) => optOut(e)),
+      );
       assert.deepStrictEqual(kinds(report), {
         'a@x.com': 'not-found',
         'b@x.com': 'applied',
@@ -142,15 +178,27 @@ describe('hubspot connector: hostile answers', () => {
   });
 
   describe('write answers', () => {
-    const batchCase = async (answer: { status: number; body: unknown; headers?: Record<string, string> }, emails: string[]) => {
+    const batchCase = async (
+      answer: { status: number; body: unknown; headers?: Record<string, string> },
+      emails: string[],
+    ) => {
       read(Object.fromEntries(emails.map((e, i) => [e, String(i + 1)])));
-      nock(BASE).post(P.batchAll).query(true).reply(answer.status, answer.body as nock.Body, answer.headers);
+      nock(BASE)
+        .post(P.batchAll)
+        .query(true)
+        .reply(answer.status, answer.body as nock.Body, answer.headers);
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
-      return deliver(target, emails.map((e) => optOut(e)));
+      return deliver(
+        target,
+        emails.map((e) => optOut(e)),
+      );
     };
 
     it('batch unsubscribe-all results omitting an address: only the listed one is applied, the other failed-retryable', async () => {
-      const report = await batchCase({ status: 200, body: { status: 'COMPLETE', results: [{ subscriberIdString: 'A@X.COM', statuses: [] }] } }, ['a@x.com', 'b@x.com']);
+      const report = await batchCase(
+        { status: 200, body: { status: 'COMPLETE', results: [{ subscriberIdString: 'A@X.COM', statuses: [] }] } },
+        ['a@x.com', 'b@x.com'],
+      );
       assert.deepStrictEqual(kinds(report), { 'a@x.com': 'applied', 'b@x.com': 'failed-retryable' });
       assert.match(byEmail(report).get('b@x.com')!.message!, /did not list this address/);
     });
@@ -162,7 +210,10 @@ describe('hubspot connector: hostile answers', () => {
     });
 
     it('batch unsubscribe-all answered 200 with an HTML page: failed-retryable', async () => {
-      const report = await batchCase({ status: 200, body: '<html>Please log in to the proxy</html>', headers: { 'Content-Type': 'text/html' } }, ['a@x.com']);
+      const report = await batchCase(
+        { status: 200, body: '<html>Please log in to the proxy</html>', headers: { 'Content-Type': 'text/html' } },
+        ['a@x.com'],
+      );
       assert.deepStrictEqual(kinds(report), { 'a@x.com': 'failed-retryable' });
       assert.match(report.outcomes[0]!.message!, /non-JSON body/);
     });
@@ -171,8 +222,13 @@ describe('hubspot connector: hostile answers', () => {
       read({ 'a@x.com': '1' });
       nock(BASE)
         .post(P.batchWrite)
-        .reply(200, { status: 'COMPLETE', results: [{ subscriberIdString: 'a@x.com', subscriptionId: 111, status: 'UNSUBSCRIBED' }] });
-      const { target } = open(serviceKey({ suppression: { type: 'subscriptions', subscriptionIds: ['111', '222'], batch: 'always' } }));
+        .reply(200, {
+          status: 'COMPLETE',
+          results: [{ subscriberIdString: 'a@x.com', subscriptionId: 111, status: 'UNSUBSCRIBED' }],
+        });
+      const { target } = open(
+        serviceKey({ suppression: { type: 'subscriptions', subscriptionIds: ['111', '222'], batch: 'always' } }),
+      );
       const report = await deliver(target, [optOut('a@x.com')]);
       assert.strictEqual(report.outcomes[0]!.kind, 'failed-retryable');
       assert.match(report.outcomes[0]!.message!, /subscription 222: .*did not list this address/);
@@ -181,11 +237,29 @@ describe('hubspot connector: hostile answers', () => {
     it('per-email unsubscribe-all: 200 {} or HTML is failed-retryable; the documented status envelope is applied', async () => {
       read({ 'a@x.com': '1', 'b@x.com': '2', 'c@x.com': '3' });
       nock(BASE).post(P.single('a@x.com')).query(true).reply(200, {});
-      nock(BASE).post(P.single('b@x.com')).query(true).reply(200, '<html>proxy</html>', { 'Content-Type': 'text/html' });
-      nock(BASE).post(P.single('c@x.com')).query(true).reply(200, { status: 'COMPLETE', results: [], startedAt: '2026-03-10T12:00:00Z', completedAt: '2026-03-10T12:00:00Z' });
+      nock(BASE)
+        .post(P.single('b@x.com'))
+        .query(true)
+        .reply(200, '<html>proxy</html>', { 'Content-Type': 'text/html' });
+      nock(BASE)
+        .post(P.single('c@x.com'))
+        .query(true)
+        .reply(200, {
+          status: 'COMPLETE',
+          results: [],
+          startedAt: '2026-03-10T12:00:00Z',
+          completedAt: '2026-03-10T12:00:00Z',
+        });
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
-      const report = await deliver(target, ['a@x.com', 'b@x.com', 'c@x.com'].map((e) => optOut(e)));
-      assert.deepStrictEqual(kinds(report), { 'a@x.com': 'failed-retryable', 'b@x.com': 'failed-retryable', 'c@x.com': 'applied' });
+      const report = await deliver(
+        target,
+        ['a@x.com', 'b@x.com', 'c@x.com'].map((e) => optOut(e)),
+      );
+      assert.deepStrictEqual(kinds(report), {
+        'a@x.com': 'failed-retryable',
+        'b@x.com': 'failed-retryable',
+        'c@x.com': 'applied',
+      });
       assert.match(byEmail(report).get('b@x.com')!.message!, /non-JSON body/);
     });
   });
@@ -200,7 +274,11 @@ describe('hubspot connector: hostile answers', () => {
           stolen = String(this.req.headers.authorization);
           return [200, { results: [] }];
         });
-      nock(BASE).persist().post(P.read).query(true).reply(307, '', { Location: `http://127.0.0.1:9${P.read}` });
+      nock(BASE)
+        .persist()
+        .post(P.read)
+        .query(true)
+        .reply(307, '', { Location: `http://127.0.0.1:9${P.read}` });
       const { target } = open(serviceKey());
       const r = await deliverEither(target, [optOut('a@x.com')], 'apply');
       assert.strictEqual(stolen, undefined, 'nothing reached the redirect target');
@@ -216,7 +294,10 @@ describe('hubspot connector: hostile answers', () => {
       nock(BASE).post(P.read).query(true).reply(429, rateLimit429('TEN_SECONDLY_ROLLING'), { 'Retry-After': '86400' });
       const h = open(serviceKey());
       const r = await deliverEither(h.target, [optOut('a@x.com')], 'apply');
-      assert.ok(h.clock.slept.every((ms) => ms <= 300_000), `slept ${JSON.stringify(h.clock.slept)}`);
+      assert.ok(
+        h.clock.slept.every((ms) => ms <= 300_000),
+        `slept ${JSON.stringify(h.clock.slept)}`,
+      );
       assert.ok(isLeft(r));
       if (isLeft(r)) {
         assert.strictEqual(r.left.kind, 'rate-limit');
@@ -228,14 +309,21 @@ describe('hubspot connector: hostile answers', () => {
       nock(BASE)
         .post(P.read)
         .query(true)
-        .reply(200, { status: 'COMPLETE', results: [{ id: '1', properties: { email: 'a@x.com', hs_email_optout: 'false' } }] }, {
-          'x-hubspot-ratelimit-max': '190',
-          'x-hubspot-ratelimit-remaining': '0',
-          'x-hubspot-ratelimit-interval-milliseconds': '3600000',
-        });
+        .reply(
+          200,
+          { status: 'COMPLETE', results: [{ id: '1', properties: { email: 'a@x.com', hs_email_optout: 'false' } }] },
+          {
+            'x-hubspot-ratelimit-max': '190',
+            'x-hubspot-ratelimit-remaining': '0',
+            'x-hubspot-ratelimit-interval-milliseconds': '3600000',
+          },
+        );
       const h = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'always' } }));
       const r = await deliverEither(h.target, [optOut('a@x.com')], 'apply');
-      assert.ok(h.clock.slept.every((ms) => ms <= 300_000), `slept ${JSON.stringify(h.clock.slept)}`);
+      assert.ok(
+        h.clock.slept.every((ms) => ms <= 300_000),
+        `slept ${JSON.stringify(h.clock.slept)}`,
+      );
       assert.ok(isLeft(r));
       if (isLeft(r)) {
         assert.strictEqual(r.left.kind, 'rate-limit');
@@ -248,7 +336,10 @@ describe('hubspot connector: hostile answers', () => {
     it('a key echoed at the 300-character cut of an error leaves no prefix in the outcome message', async () => {
       read({ 'a@x.com': '1' });
       const prefix = 'Invalid token context ' + 'x'.repeat(260);
-      nock(BASE).post(P.single('a@x.com')).query(true).reply(400, { status: 'error', category: 'VALIDATION_ERROR', message: prefix + SERVICE_KEY });
+      nock(BASE)
+        .post(P.single('a@x.com'))
+        .query(true)
+        .reply(400, { status: 'error', category: 'VALIDATION_ERROR', message: prefix + SERVICE_KEY });
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
       const report = await deliver(target, [optOut('a@x.com')]);
       const m = report.outcomes[0]!.message!;
@@ -276,11 +367,22 @@ describe('hubspot connector: hostile answers', () => {
           paths.push(this.req.path.split('?')[0]!);
           return [200, { status: 'COMPLETE', results: [] }];
         });
-      const { target } = open(serviceKey({ onlyExistingContacts: false, suppression: { type: 'unsubscribe-all', batch: 'never' } }));
-      const report = await deliver(target, ['..', 'no-at-sign', 'a/../../crm/x@x.com'].map((e) => optOut(e)));
-      assert.deepStrictEqual(kinds(report), { '..': 'failed-permanent', 'no-at-sign': 'failed-permanent', 'a/../../crm/x@x.com': 'applied' });
+      const { target } = open(
+        serviceKey({ onlyExistingContacts: false, suppression: { type: 'unsubscribe-all', batch: 'never' } }),
+      );
+      const report = await deliver(
+        target,
+        ['..', 'no-at-sign', 'a/../../crm/x@x.com'].map((e) => optOut(e)),
+      );
+      assert.deepStrictEqual(kinds(report), {
+        '..': 'failed-permanent',
+        'no-at-sign': 'failed-permanent',
+        'a/../../crm/x@x.com': 'applied',
+      });
       assert.match(byEmail(report).get('..')!.message!, /not an email address/);
-      assert.deepStrictEqual(paths, [`/communication-preferences/2026-09/statuses/a%2F..%2F..%2Fcrm%2Fx@x.com/unsubscribe-all`]);
+      assert.deepStrictEqual(paths, [
+        `/communication-preferences/2026-09/statuses/a%2F..%2F..%2Fcrm%2Fx@x.com/unsubscribe-all`,
+      ]);
     });
   });
 });

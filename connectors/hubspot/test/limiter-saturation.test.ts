@@ -33,12 +33,20 @@ describe('hubspot connector: limiter saturation (per-address writes)', () => {
       const hs = new FakeHubSpot().install();
       const emails = Array.from({ length: 300 }, (_, i) => `s${i}@example.com`);
       for (const e of emails) hs.addContact(e);
-      const h = open(privateApp({ rateLimit: { per10Seconds: LIMIT }, suppression: { type: 'unsubscribe-all', batch: 'never' } }));
+      const h = open(
+        privateApp({ rateLimit: { per10Seconds: LIMIT }, suppression: { type: 'unsubscribe-all', batch: 'never' } }),
+      );
       hs.window = { max: LIMIT, windowMs: WINDOW, serviceMs: 20, clock: h.clock };
       const start = h.clock.now().getTime();
       for (let i = 0; i < foreign; i++) hs.arrivals.push(start - 1_000);
-      const report = await deliver(h.target, emails.map((e) => optOut(e)));
-      assert.ok(report.outcomes.every((o) => o.kind === 'applied'), JSON.stringify(report.outcomes.find((o) => o.kind !== 'applied')));
+      const report = await deliver(
+        h.target,
+        emails.map((e) => optOut(e)),
+      );
+      assert.ok(
+        report.outcomes.every((o) => o.kind === 'applied'),
+        JSON.stringify(report.outcomes.find((o) => o.kind !== 'applied')),
+      );
       const throttled = hs.requests.length - hs.arrivals.length + foreign;
       assert.ok(busiest(hs.arrivals, WINDOW) <= LIMIT, `busiest window ${busiest(hs.arrivals, WINDOW)}`);
       if (foreign > 0) {

@@ -5,7 +5,20 @@
 import * as assert from 'assert';
 import nock from 'nock';
 import { clearSecrets } from '../../../src/log';
-import { TOKEN, FakeHubSpot, P, byEmail, deliver, deliverLeft, isPath, kinds, open, optOut, privateApp, rateLimit429 } from './fixtures/harness';
+import {
+  TOKEN,
+  FakeHubSpot,
+  P,
+  byEmail,
+  deliver,
+  deliverLeft,
+  isPath,
+  kinds,
+  open,
+  optOut,
+  privateApp,
+  rateLimit429,
+} from './fixtures/harness';
 
 describe('hubspot connector: limits and failures', () => {
   afterEach(() => {
@@ -21,7 +34,10 @@ describe('hubspot connector: limits and failures', () => {
     const report = await deliver(h.target, [optOut('a@example.com')]);
     assert.deepStrictEqual(kinds(report), { 'a@example.com': 'applied' });
     assert.strictEqual(hs.count(isPath(P.read)), 2);
-    assert.ok(h.clock.slept.some((ms) => ms >= 9_000 && ms <= 10_000), `waited ~10 s: ${h.clock.slept.join(',')}`);
+    assert.ok(
+      h.clock.slept.some((ms) => ms >= 9_000 && ms <= 10_000),
+      `waited ~10 s: ${h.clock.slept.join(',')}`,
+    );
     assert.strictEqual(h.count(), hs.requests.length, 'every request counted, none retried by the SDK itself');
   });
 
@@ -33,7 +49,10 @@ describe('hubspot connector: limits and failures', () => {
     const report = await deliver(h.target, [optOut('a@example.com')]);
     assert.deepStrictEqual(kinds(report), { 'a@example.com': 'applied' });
     assert.strictEqual(hs.count(isPath(P.singleAll)), 2);
-    assert.ok(h.clock.slept.some((ms) => ms > 0 && ms <= 1_000), `waited ~1 s: ${h.clock.slept.join(',')}`);
+    assert.ok(
+      h.clock.slept.some((ms) => ms > 0 && ms <= 1_000),
+      `waited ~1 s: ${h.clock.slept.join(',')}`,
+    );
     assert.strictEqual(h.count(), 3);
   });
 
@@ -44,7 +63,11 @@ describe('hubspot connector: limits and failures', () => {
       match: isPath(P.batchAll),
       status: 429,
       body: rateLimit429('TEN_SECONDLY_ROLLING'),
-      headers: { 'X-HubSpot-RateLimit-Interval-Milliseconds': '4000', 'X-HubSpot-RateLimit-Max': '100', 'X-HubSpot-RateLimit-Remaining': '0' },
+      headers: {
+        'X-HubSpot-RateLimit-Interval-Milliseconds': '4000',
+        'X-HubSpot-RateLimit-Max': '100',
+        'X-HubSpot-RateLimit-Remaining': '0',
+      },
     });
     const h = open(privateApp());
     const report = await deliver(h.target, [optOut('a@example.com')]);
@@ -56,9 +79,14 @@ describe('hubspot connector: limits and failures', () => {
   it('the per-target limiter paces requests to rateLimit.per10Seconds', async () => {
     const hs = new FakeHubSpot().install();
     for (let i = 0; i < 5; i++) hs.addContact(`p${i}@example.com`);
-    const h = open(privateApp({ rateLimit: { per10Seconds: 2 }, suppression: { type: 'unsubscribe-all', batch: 'never' } }));
+    const h = open(
+      privateApp({ rateLimit: { per10Seconds: 2 }, suppression: { type: 'unsubscribe-all', batch: 'never' } }),
+    );
     const start = h.clock.now().getTime();
-    const report = await deliver(h.target, Array.from({ length: 5 }, (_, i) => optOut(`p${i}@example.com`)));
+    const report = await deliver(
+      h.target,
+      Array.from({ length: 5 }, (_, i) => optOut(`p${i}@example.com`)),
+    );
     assert.ok(report.outcomes.every((o) => o.kind === 'applied'));
     // 6 requests at 2 per 10 s: the last one cannot start before 20 s have passed.
     assert.ok(h.clock.now().getTime() - start >= 20_000, `elapsed ${h.clock.now().getTime() - start} ms`);
@@ -71,7 +99,12 @@ describe('hubspot connector: limits and failures', () => {
     hs.addContact('s@example.com', true);
     hs.script({ match: isPath(P.batchAll), status: 429, body: rateLimit429('DAILY') });
     const h = open(privateApp());
-    const report = await deliver(h.target, [optOut('a@example.com'), optOut('b@example.com'), optOut('s@example.com'), optOut('x@example.com')]);
+    const report = await deliver(h.target, [
+      optOut('a@example.com'),
+      optOut('b@example.com'),
+      optOut('s@example.com'),
+      optOut('x@example.com'),
+    ]);
     assert.deepStrictEqual(kinds(report), {
       'a@example.com': 'failed-retryable',
       'b@example.com': 'failed-retryable',
@@ -107,7 +140,10 @@ describe('hubspot connector: limits and failures', () => {
     for (const e of emails) hs.addContact(e);
     hs.script({ match: isPath(/w5@example\.com/), status: 429, body: rateLimit429('DAILY') });
     const { target } = open(privateApp({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
-    const report = await deliver(target, emails.map((e) => optOut(e)));
+    const report = await deliver(
+      target,
+      emails.map((e) => optOut(e)),
+    );
     assert.strictEqual(report.halt?.kind, 'quota');
     const k = kinds(report);
     assert.strictEqual(k['w5@example.com'], 'failed-retryable');
@@ -136,7 +172,12 @@ describe('hubspot connector: limits and failures', () => {
     const hs = new FakeHubSpot().install();
     hs.addContact('a@example.com');
     hs.addContact('down@example.com');
-    hs.script({ match: isPath(/down@example\.com/), status: 503, body: { status: 'error', message: 'Service unavailable' }, times: 100 });
+    hs.script({
+      match: isPath(/down@example\.com/),
+      status: 503,
+      body: { status: 'error', message: 'Service unavailable' },
+      times: 100,
+    });
     const h = open(privateApp({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
     const report = await deliver(h.target, [optOut('a@example.com'), optOut('down@example.com')]);
     assert.deepStrictEqual(kinds(report), { 'a@example.com': 'applied', 'down@example.com': 'failed-retryable' });
@@ -178,7 +219,17 @@ describe('hubspot connector: limits and failures', () => {
 
   it('a 403 on the lookup halts with the missing scope named', async () => {
     const hs = new FakeHubSpot().install();
-    hs.script({ match: isPath(P.read), status: 403, body: { status: 'error', message: 'This app hasn\'t been granted all required scopes', category: 'MISSING_SCOPES', correlationId: 'x', context: { requiredScopes: ['crm.objects.contacts.read'] } } });
+    hs.script({
+      match: isPath(P.read),
+      status: 403,
+      body: {
+        status: 'error',
+        message: "This app hasn't been granted all required scopes",
+        category: 'MISSING_SCOPES',
+        correlationId: 'x',
+        context: { requiredScopes: ['crm.objects.contacts.read'] },
+      },
+    });
     const { target } = open(privateApp());
     const err = await deliverLeft(target, [optOut('a@example.com')]);
     assert.strictEqual(err.kind, 'auth');
@@ -191,7 +242,12 @@ describe('hubspot connector: limits and failures', () => {
     hs.script({
       match: isPath(P.singleAll),
       status: 400,
-      body: { status: 'error', message: `Bad request with Authorization: Bearer ${TOKEN} for a@example.com`, category: 'VALIDATION_ERROR', correlationId: 'x' },
+      body: {
+        status: 'error',
+        message: `Bad request with Authorization: Bearer ${TOKEN} for a@example.com`,
+        category: 'VALIDATION_ERROR',
+        correlationId: 'x',
+      },
     });
     const h = open(privateApp({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
     const report = await deliver(h.target, [optOut('a@example.com')]);

@@ -30,7 +30,11 @@ describe('hubspot connector: secondary addresses, status read before the write',
     const report = await deliver(h.target, [optOut('old@example.com'), optOut('fresh@example.com')]);
     const o = byEmail(report);
     assert.deepStrictEqual(kinds(report), { 'old@example.com': 'already-suppressed', 'fresh@example.com': 'applied' });
-    assert.deepStrictEqual([...o.get('old@example.com')!.recordIds].sort(), [h1, h2].sort(), 'record ids = the holding contacts');
+    assert.deepStrictEqual(
+      [...o.get('old@example.com')!.recordIds].sort(),
+      [h1, h2].sort(),
+      'record ids = the holding contacts',
+    );
     assert.strictEqual(o.get('old@example.com')!.matchedBy, 'additional-email');
     assert.match(o.get('old@example.com')!.message ?? '', /already unsubscribed from all email/);
     assert.deepStrictEqual(o.get('fresh@example.com')!.recordIds, [h3]);
@@ -40,7 +44,10 @@ describe('hubspot connector: secondary addresses, status read before the write',
     assert.strictEqual(reads.length, 1);
     assert.strictEqual(reads[0]!.query.get('channel'), 'EMAIL');
     assert.strictEqual(reads[0]!.query.get('businessUnitId'), '0');
-    assert.deepStrictEqual((reads[0]!.body as { inputs: string[] }).inputs.sort(), ['fresh@example.com', 'old@example.com']);
+    assert.deepStrictEqual((reads[0]!.body as { inputs: string[] }).inputs.sort(), [
+      'fresh@example.com',
+      'old@example.com',
+    ]);
     // only the subscribed address is written
     const writes = hs.writes();
     assert.strictEqual(writes.length, 1);
@@ -54,9 +61,13 @@ describe('hubspot connector: secondary addresses, status read before the write',
     const hs = new FakeHubSpot().install();
     hs.addContact('holder@example.com', false, {}, 'sec@example.com');
     const h = open(serviceKey());
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('sec@example.com')])), { 'sec@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('sec@example.com')])), {
+      'sec@example.com': 'applied',
+    });
     const w0 = hs.writes().length;
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('sec@example.com')])), { 'sec@example.com': 'already-suppressed' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('sec@example.com')])), {
+      'sec@example.com': 'already-suppressed',
+    });
     assert.strictEqual(hs.writes().length, w0, 'no second write');
   });
 
@@ -65,9 +76,20 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.addContact('prim@example.com');
     hs.addContact('holder@example.com', false, {}, 'sec@example.com');
     const h = open(serviceKey({ onlyExistingContacts: false }));
-    const report = await deliver(h.target, [optOut('prim@example.com'), optOut('sec@example.com'), optOut('nobody@example.com')]);
-    assert.deepStrictEqual(kinds(report), { 'prim@example.com': 'applied', 'sec@example.com': 'applied', 'nobody@example.com': 'applied' });
-    assert.deepStrictEqual(readsOf(hs).map((r) => (r.body as { inputs: string[] }).inputs), [['sec@example.com']]);
+    const report = await deliver(h.target, [
+      optOut('prim@example.com'),
+      optOut('sec@example.com'),
+      optOut('nobody@example.com'),
+    ]);
+    assert.deepStrictEqual(kinds(report), {
+      'prim@example.com': 'applied',
+      'sec@example.com': 'applied',
+      'nobody@example.com': 'applied',
+    });
+    assert.deepStrictEqual(
+      readsOf(hs).map((r) => (r.body as { inputs: string[] }).inputs),
+      [['sec@example.com']],
+    );
   });
 
   it('ceil(F/100) status reads for F secondary matches; only the unsubscribed are skipped', async () => {
@@ -78,7 +100,10 @@ describe('hubspot connector: secondary addresses, status read before the write',
       if (i % 5 === 0) hs.unsubscribed.set(`sec${i}@example.com`, new Set(['ALL']));
     }
     const h = open(serviceKey());
-    const report = await deliver(h.target, Array.from({ length: F }, (_, i) => optOut(`sec${i}@example.com`)));
+    const report = await deliver(
+      h.target,
+      Array.from({ length: F }, (_, i) => optOut(`sec${i}@example.com`)),
+    );
     const already = report.outcomes.filter((o) => o.kind === 'already-suppressed').length;
     const applied = report.outcomes.filter((o) => o.kind === 'applied').length;
     assert.strictEqual(already, F / 5);
@@ -100,7 +125,13 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.script({
       match: isPath(P.batchAllRead),
       status: 403,
-      body: { status: 'error', message: 'missing scopes', category: 'MISSING_SCOPES', correlationId: 'x', context: { missingScopes: ['communication_preferences.statuses.batch.read'] } },
+      body: {
+        status: 'error',
+        message: 'missing scopes',
+        category: 'MISSING_SCOPES',
+        correlationId: 'x',
+        context: { missingScopes: ['communication_preferences.statuses.batch.read'] },
+      },
     });
     const h = open(serviceKey());
     const report = await deliver(h.target, [optOut('old@example.com'), optOut('fresh@example.com')]);
@@ -112,7 +143,9 @@ describe('hubspot connector: secondary addresses, status read before the write',
     // next delivery (same target) and a new target on the same store: no read attempted
     await deliver(h.target, [optOut('old@example.com')]);
     const h2 = open(serviceKey(), h);
-    assert.deepStrictEqual(kinds(await deliver(h2.target, [optOut('fresh@example.com')])), { 'fresh@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h2.target, [optOut('fresh@example.com')])), {
+      'fresh@example.com': 'applied',
+    });
     assert.strictEqual(readsOf(hs).length, 1, 'the 403 is remembered');
   });
 
@@ -122,13 +155,17 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.addContact('holder@example.com', false, {}, 'old@example.com');
     hs.unsubscribed.set('old@example.com', new Set(['ALL']));
     const h = open(serviceKey());
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), { 'old@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), {
+      'old@example.com': 'applied',
+    });
     assert.strictEqual(readsOf(hs).length, 1, 'first delivery: the read is tried once (403)');
     assert.strictEqual(hs.count(isPath(P.singleAll)), 1);
     // a fresh target that only knows the WRITE refusal (kv) does not try the read either
     h.store.delete('hubspot.batch.unsubscribe-all.read');
     const h2 = open(serviceKey(), h);
-    assert.deepStrictEqual(kinds(await deliver(h2.target, [optOut('old@example.com')])), { 'old@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h2.target, [optOut('old@example.com')])), {
+      'old@example.com': 'applied',
+    });
     assert.strictEqual(readsOf(hs).length, 1, 'batch known refused: no read');
     assert.strictEqual(hs.count(isPath(P.singleAll)), 2);
   });
@@ -138,7 +175,9 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.addContact('holder@example.com', false, {}, 'old@example.com');
     hs.unsubscribed.set('old@example.com', new Set(['ALL']));
     const h = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), { 'old@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), {
+      'old@example.com': 'applied',
+    });
     assert.strictEqual(readsOf(hs).length, 0);
     assert.strictEqual(h.count(), 3, 'lookup + search + one write');
   });
@@ -147,21 +186,38 @@ describe('hubspot connector: secondary addresses, status read before the write',
     const hs = new FakeHubSpot().install();
     hs.addContact('holder@example.com', false, {}, 'old@example.com');
     hs.unsubscribed.set('old@example.com', new Set(['ALL']));
-    hs.script({ match: isPath(P.batchAllRead), status: 503, body: { status: 'error', message: 'Service unavailable' }, times: 100 });
+    hs.script({
+      match: isPath(P.batchAllRead),
+      status: 503,
+      body: { status: 'error', message: 'Service unavailable' },
+      times: 100,
+    });
     const h = open(serviceKey());
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), { 'old@example.com': 'applied' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), {
+      'old@example.com': 'applied',
+    });
     assert.ok(readsOf(hs).length > 1, 'retried per the retry policy');
     assert.strictEqual(hs.count(isPath(P.batchAll)), 1);
-    assert.strictEqual(h.store.get('hubspot.batch.unsubscribe-all.read'), undefined, 'a 5xx is not remembered as a refusal');
+    assert.strictEqual(
+      h.store.get('hubspot.batch.unsubscribe-all.read'),
+      undefined,
+      'a 5xx is not remembered as a refusal',
+    );
   });
 
   it('a read that recovers after a 503 is used', async () => {
     const hs = new FakeHubSpot().install();
     hs.addContact('holder@example.com', false, {}, 'old@example.com');
     hs.unsubscribed.set('old@example.com', new Set(['ALL']));
-    hs.script({ match: isPath(P.batchAllRead), status: 503, body: { status: 'error', message: 'Service unavailable' } });
+    hs.script({
+      match: isPath(P.batchAllRead),
+      status: 503,
+      body: { status: 'error', message: 'Service unavailable' },
+    });
     const h = open(serviceKey());
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), { 'old@example.com': 'already-suppressed' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), {
+      'old@example.com': 'already-suppressed',
+    });
     assert.strictEqual(readsOf(hs).length, 2);
     assert.strictEqual(hs.writes().length, 0);
   });
@@ -176,10 +232,20 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.unsubscribed.set('both@example.com', new Set(['111', '222']));
     hs.unsubscribed.set('one@example.com', new Set(['111']));
     hs.unsubscribed.set('all@example.com', new Set(['ALL']));
-    const h = open(serviceKey({ suppression: { type: 'subscriptions', subscriptionIds: ['111', '222'], batch: 'auto' } }));
-    const report = await deliver(h.target, [optOut('both@example.com'), optOut('one@example.com'), optOut('all@example.com')]);
+    const h = open(
+      serviceKey({ suppression: { type: 'subscriptions', subscriptionIds: ['111', '222'], batch: 'auto' } }),
+    );
+    const report = await deliver(h.target, [
+      optOut('both@example.com'),
+      optOut('one@example.com'),
+      optOut('all@example.com'),
+    ]);
     const o = byEmail(report);
-    assert.deepStrictEqual(kinds(report), { 'both@example.com': 'already-suppressed', 'one@example.com': 'applied', 'all@example.com': 'already-suppressed' });
+    assert.deepStrictEqual(kinds(report), {
+      'both@example.com': 'already-suppressed',
+      'one@example.com': 'applied',
+      'all@example.com': 'already-suppressed',
+    });
     assert.deepStrictEqual(o.get('both@example.com')!.recordIds, [holder]);
     assert.strictEqual(o.get('both@example.com')!.matchedBy, 'additional-email');
     assert.match(o.get('both@example.com')!.message ?? '', /already unsubscribed from subscriptions 111, 222/);
@@ -214,7 +280,9 @@ describe('hubspot connector: secondary addresses, status read before the write',
     hs.addContact('holder@example.com', false, {}, 'old@example.com');
     hs.unsubscribed.set('old@example.com', new Set(['ALL']));
     const h = open(serviceKey({ apiVersion: 'legacy' }));
-    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), { 'old@example.com': 'already-suppressed' });
+    assert.deepStrictEqual(kinds(await deliver(h.target, [optOut('old@example.com')])), {
+      'old@example.com': 'already-suppressed',
+    });
     assert.strictEqual(hs.count(isPath(L.batchAllRead)), 1);
     assert.strictEqual(L.batchAllRead, '/communication-preferences/v4/statuses/batch/unsubscribe-all/read');
     assert.strictEqual(hs.writes().length, 0);
@@ -223,11 +291,28 @@ describe('hubspot connector: secondary addresses, status read before the write',
   it('statuses for another business unit do not count; BUSINESS_UNIT_WIDE for ours does', async () => {
     const hs = new FakeHubSpot().install();
     hs.addContact('holder@example.com', false, {}, 'a@example.com; b@example.com');
-    const wide = (e: string, bu: number) => ({ subscriberIdString: e, wideStatuses: [{ subscriberIdString: e, wideStatusType: 'BUSINESS_UNIT_WIDE', status: 'UNSUBSCRIBED', channel: 'EMAIL', businessUnitId: bu, timestamp: '2026-03-01T00:00:00Z' }] });
+    const wide = (e: string, bu: number) => ({
+      subscriberIdString: e,
+      wideStatuses: [
+        {
+          subscriberIdString: e,
+          wideStatusType: 'BUSINESS_UNIT_WIDE',
+          status: 'UNSUBSCRIBED',
+          channel: 'EMAIL',
+          businessUnitId: bu,
+          timestamp: '2026-03-01T00:00:00Z',
+        },
+      ],
+    });
     hs.script({
       match: isPath(P.batchAllRead),
       status: 200,
-      body: { status: 'COMPLETE', results: [wide('a@example.com', 7), wide('b@example.com', 0)], startedAt: '2026-03-10T12:00:00Z', completedAt: '2026-03-10T12:00:00Z' },
+      body: {
+        status: 'COMPLETE',
+        results: [wide('a@example.com', 7), wide('b@example.com', 0)],
+        startedAt: '2026-03-10T12:00:00Z',
+        completedAt: '2026-03-10T12:00:00Z',
+      },
     });
     const h = open(serviceKey({ businessUnitId: 7 }));
     const report = await deliver(h.target, [optOut('a@example.com'), optOut('b@example.com')]);

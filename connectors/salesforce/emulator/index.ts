@@ -8,7 +8,14 @@
  * an invalid or expired token gets 401 INVALID_SESSION_ID. URLs over 16,384 bytes get 414, and request
  * lines plus headers over 16,384 bytes get 431.
  */
-import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, verify as cryptoVerify, KeyObject } from 'crypto';
+import {
+  createHmac,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  verify as cryptoVerify,
+  KeyObject,
+} from 'crypto';
 import * as http from 'http';
 import {
   COMMON_DEFAULTS,
@@ -38,7 +45,18 @@ import {
   to18,
   World,
 } from '../../../src/sdk/emulator';
-import { Cond, FieldDef, Literal, Row, SoqlError, SoqlQuery, evaluate, parseSoql, resolveField, validateQuery } from './soql';
+import {
+  Cond,
+  FieldDef,
+  Literal,
+  Row,
+  SoqlError,
+  SoqlQuery,
+  evaluate,
+  parseSoql,
+  resolveField,
+  validateQuery,
+} from './soql';
 
 export interface SalesforceKnobs extends CommonKnobs {
   /** Daily API request allocation (api-usage=N/M). */
@@ -110,16 +128,19 @@ function describeFields(type: SfType, personAccounts: boolean): FieldDef[] {
     { name: 'LastModifiedDate', type: 'datetime', updateable: false },
   ];
   if (type === 'Contact') {
-    return [...common,
+    return [
+      ...common,
       { name: 'FirstName', type: 'string', updateable: true },
       { name: 'LastName', type: 'string', updateable: true },
       { name: 'Email', type: 'email', updateable: true },
       { name: 'HasOptedOutOfEmail', type: 'boolean', updateable: true },
       { name: 'AccountId', type: 'reference', updateable: true },
-      ...CUSTOM];
+      ...CUSTOM,
+    ];
   }
   if (type === 'Lead') {
-    return [...common,
+    return [
+      ...common,
       { name: 'FirstName', type: 'string', updateable: true },
       { name: 'LastName', type: 'string', updateable: true },
       { name: 'Email', type: 'email', updateable: true },
@@ -129,7 +150,8 @@ function describeFields(type: SfType, personAccounts: boolean): FieldDef[] {
       { name: 'IsConverted', type: 'boolean', updateable: false },
       { name: 'ConvertedContactId', type: 'reference', updateable: false },
       { name: 'ConvertedDate', type: 'date', updateable: false },
-      ...CUSTOM];
+      ...CUSTOM,
+    ];
   }
   const acc: FieldDef[] = [...common, { name: 'Name', type: 'string', updateable: true }];
   if (personAccounts) {
@@ -235,25 +257,95 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const r = this.router;
     const V = '/services/data/:version';
     r.add('POST', '/services/oauth2/token', (req) => this.token(req), 'auth');
-    r.add('GET', '/services/data', () => json(200, [{ label: "Winter '24", url: `/services/data/v${SALESFORCE_API_VERSION}`, version: SALESFORCE_API_VERSION }]));
+    r.add('GET', '/services/data', () =>
+      json(200, [
+        { label: "Winter '24", url: `/services/data/v${SALESFORCE_API_VERSION}`, version: SALESFORCE_API_VERSION },
+      ]),
+    );
     r.add('GET', `${V}/query`, (req) => this.query(req), 'api', 'GET /services/data/vXX.X/query');
-    r.add('GET', `${V}/query/:locator`, (req) => this.queryMore(req), 'api', 'GET /services/data/vXX.X/query/{locator}');
-    r.add('PATCH', `${V}/composite/sobjects`, (req) => this.collectionsUpdate(req), 'api', 'PATCH /services/data/vXX.X/composite/sobjects');
+    r.add(
+      'GET',
+      `${V}/query/:locator`,
+      (req) => this.queryMore(req),
+      'api',
+      'GET /services/data/vXX.X/query/{locator}',
+    );
+    r.add(
+      'PATCH',
+      `${V}/composite/sobjects`,
+      (req) => this.collectionsUpdate(req),
+      'api',
+      'PATCH /services/data/vXX.X/composite/sobjects',
+    );
     r.add('POST', `${V}/composite`, (req) => this.composite(req), 'api', 'POST /services/data/vXX.X/composite');
     r.add('GET', `${V}/sobjects`, (req) => this.describeGlobal(req), 'api', 'GET /services/data/vXX.X/sobjects');
-    r.add('GET', `${V}/sobjects/:type/describe`, (req) => this.describe(req), 'api', 'GET /services/data/vXX.X/sobjects/{type}/describe');
-    r.add('GET', `${V}/sobjects/:type/:id`, (req) => this.getRecord(req), 'api', 'GET /services/data/vXX.X/sobjects/{type}/{id}');
-    r.add('PATCH', `${V}/sobjects/:type/:id`, (req) => this.updateOne(req), 'api', 'PATCH /services/data/vXX.X/sobjects/{type}/{id}');
+    r.add(
+      'GET',
+      `${V}/sobjects/:type/describe`,
+      (req) => this.describe(req),
+      'api',
+      'GET /services/data/vXX.X/sobjects/{type}/describe',
+    );
+    r.add(
+      'GET',
+      `${V}/sobjects/:type/:id`,
+      (req) => this.getRecord(req),
+      'api',
+      'GET /services/data/vXX.X/sobjects/{type}/{id}',
+    );
+    r.add(
+      'PATCH',
+      `${V}/sobjects/:type/:id`,
+      (req) => this.updateOne(req),
+      'api',
+      'PATCH /services/data/vXX.X/sobjects/{type}/{id}',
+    );
     r.add('GET', `${V}/limits`, () => this.limits(), 'api', 'GET /services/data/vXX.X/limits');
     r.add('POST', `${V}/jobs/ingest`, (req) => this.createJob(req), 'api', 'POST /services/data/vXX.X/jobs/ingest');
     r.add('GET', `${V}/jobs/ingest`, (req) => this.listJobs(req), 'api', 'GET /services/data/vXX.X/jobs/ingest');
-    r.add('PUT', `${V}/jobs/ingest/:id/batches`, (req) => this.upload(req), 'api', 'PUT /services/data/vXX.X/jobs/ingest/{id}/batches');
-    r.add('GET', `${V}/jobs/ingest/:id/successfulResults`, (req) => this.results(req, 'success'), 'api', 'GET /services/data/vXX.X/jobs/ingest/{id}/successfulResults');
-    r.add('GET', `${V}/jobs/ingest/:id/failedResults`, (req) => this.results(req, 'failed'), 'api', 'GET /services/data/vXX.X/jobs/ingest/{id}/failedResults');
-    r.add('GET', `${V}/jobs/ingest/:id/unprocessedrecords`, (req) => this.results(req, 'unprocessed'), 'api', 'GET /services/data/vXX.X/jobs/ingest/{id}/unprocessedrecords');
-    r.add('PATCH', `${V}/jobs/ingest/:id`, (req) => this.patchJob(req), 'api', 'PATCH /services/data/vXX.X/jobs/ingest/{id}');
+    r.add(
+      'PUT',
+      `${V}/jobs/ingest/:id/batches`,
+      (req) => this.upload(req),
+      'api',
+      'PUT /services/data/vXX.X/jobs/ingest/{id}/batches',
+    );
+    r.add(
+      'GET',
+      `${V}/jobs/ingest/:id/successfulResults`,
+      (req) => this.results(req, 'success'),
+      'api',
+      'GET /services/data/vXX.X/jobs/ingest/{id}/successfulResults',
+    );
+    r.add(
+      'GET',
+      `${V}/jobs/ingest/:id/failedResults`,
+      (req) => this.results(req, 'failed'),
+      'api',
+      'GET /services/data/vXX.X/jobs/ingest/{id}/failedResults',
+    );
+    r.add(
+      'GET',
+      `${V}/jobs/ingest/:id/unprocessedrecords`,
+      (req) => this.results(req, 'unprocessed'),
+      'api',
+      'GET /services/data/vXX.X/jobs/ingest/{id}/unprocessedrecords',
+    );
+    r.add(
+      'PATCH',
+      `${V}/jobs/ingest/:id`,
+      (req) => this.patchJob(req),
+      'api',
+      'PATCH /services/data/vXX.X/jobs/ingest/{id}',
+    );
     r.add('GET', `${V}/jobs/ingest/:id`, (req) => this.getJob(req), 'api', 'GET /services/data/vXX.X/jobs/ingest/{id}');
-    r.add('DELETE', `${V}/jobs/ingest/:id`, (req) => this.deleteJob(req), 'api', 'DELETE /services/data/vXX.X/jobs/ingest/{id}');
+    r.add(
+      'DELETE',
+      `${V}/jobs/ingest/:id`,
+      (req) => this.deleteJob(req),
+      'api',
+      'DELETE /services/data/vXX.X/jobs/ingest/{id}',
+    );
 
     this.admin.add('POST', '/__emulator/delete', (req) => {
       const b = parseJson(req) as { ids?: string[] };
@@ -317,7 +409,12 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const usage = { used: this.usage.used(this.world.now()), limit: this.knobs.dailyApiLimit };
     return {
       salesforce: summary
-        ? { records: state.records.length, suppressed: state.records.filter((r) => r.optedOut).length, apiUsage: usage, jobs: this.jobs.size }
+        ? {
+            records: state.records.length,
+            suppressed: state.records.filter((r) => r.optedOut).length,
+            apiUsage: usage,
+            jobs: this.jobs.size,
+          }
         : { ...state, apiUsage: usage, jobs: [...this.jobs.values()].map((j) => this.jobInfo(j)) },
     };
   }
@@ -330,7 +427,11 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     return json(status, [e]);
   }
 
-  protected errorResponse(kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm', status: number, message: string): EmuResponse {
+  protected errorResponse(
+    kind: 'not-found' | 'method' | 'bad-request' | 'server' | 'storm',
+    status: number,
+    message: string,
+  ): EmuResponse {
     switch (kind) {
       case 'not-found':
         return this.errs(404, 'NOT_FOUND', 'The requested resource does not exist');
@@ -339,11 +440,18 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       case 'bad-request':
         return this.errs(400, 'JSON_PARSER_ERROR', message);
       case 'storm':
-        return { ...this.errs(429, 'TOO_MANY_REQUESTS', 'Too many requests (emulated 429 storm); retry later.'), headers: { 'Retry-After': '1' } };
+        return {
+          ...this.errs(429, 'TOO_MANY_REQUESTS', 'Too many requests (emulated 429 storm); retry later.'),
+          headers: { 'Retry-After': '1' },
+        };
       case 'server':
         return status === 503
           ? this.errs(503, 'SERVER_UNAVAILABLE', 'Server temporarily unavailable (emulated fault).')
-          : this.errs(status, 'UNKNOWN_EXCEPTION', `An unexpected error occurred. Please include this ErrorId if you contact support: ${randomBytes(4).toString('hex')}-emulated (${message})`);
+          : this.errs(
+              status,
+              'UNKNOWN_EXCEPTION',
+              `An unexpected error occurred. Please include this ErrorId if you contact support: ${randomBytes(4).toString('hex')}-emulated (${message})`,
+            );
     }
   }
 
@@ -353,12 +461,21 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const url = raw.url ?? '/';
     if (url.startsWith('/__emulator/')) return undefined;
     if (Buffer.byteLength(url) > MAX_URI_BYTES) {
-      return this.errs(414, 'URI_TOO_LONG', `The request URI is ${Buffer.byteLength(url)} bytes; the limit is ${MAX_URI_BYTES} bytes.`);
+      return this.errs(
+        414,
+        'URI_TOO_LONG',
+        `The request URI is ${Buffer.byteLength(url)} bytes; the limit is ${MAX_URI_BYTES} bytes.`,
+      );
     }
     let size = Buffer.byteLength(`${raw.method ?? 'GET'} ${url} HTTP/1.1\r\n`);
-    for (let i = 0; i < raw.rawHeaders.length; i += 2) size += Buffer.byteLength(raw.rawHeaders[i]) + 2 + Buffer.byteLength(raw.rawHeaders[i + 1] ?? '') + 2;
+    for (let i = 0; i < raw.rawHeaders.length; i += 2)
+      size += Buffer.byteLength(raw.rawHeaders[i]) + 2 + Buffer.byteLength(raw.rawHeaders[i + 1] ?? '') + 2;
     if (size > MAX_URI_BYTES) {
-      return this.errs(431, 'REQUEST_HEADER_FIELDS_TOO_LARGE', `The request line and headers are ${size} bytes; the limit is ${MAX_URI_BYTES} bytes.`);
+      return this.errs(
+        431,
+        'REQUEST_HEADER_FIELDS_TOO_LARGE',
+        `The request line and headers are ${size} bytes; the limit is ${MAX_URI_BYTES} bytes.`,
+      );
     }
     return undefined;
   }
@@ -366,14 +483,18 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
   protected gate(req: EmuRequest, route: Route): EmuResponse | undefined {
     if (route.kind === 'auth') return undefined;
     const v = req.params.version;
-    if (v !== undefined && !/^v\d{2}\.0$/.test(v)) return this.errs(404, 'NOT_FOUND', 'The requested resource does not exist');
+    if (v !== undefined && !/^v\d{2}\.0$/.test(v))
+      return this.errs(404, 'NOT_FOUND', 'The requested resource does not exist');
     if (req.path === '/services/data' || req.path === '/services/data/') return undefined;
     const token = bearer(req);
     const s = token ? this.sessions.get(token) : undefined;
     const now = this.world.now();
     if (!token || !s || s.expiresMs <= now) {
       if (token && s) this.sessions.delete(token);
-      return { ...this.errs(401, 'INVALID_SESSION_ID', 'Session expired or invalid'), headers: { 'WWW-Authenticate': 'Token' } };
+      return {
+        ...this.errs(401, 'INVALID_SESSION_ID', 'Session expired or invalid'),
+        headers: { 'WWW-Authenticate': 'Token' },
+      };
     }
     if (this.usage.used(now) >= this.knobs.dailyApiLimit) {
       return this.errs(403, 'REQUEST_LIMIT_EXCEEDED', 'TotalRequests Limit exceeded.');
@@ -384,7 +505,10 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
 
   protected override decorate(req: EmuRequest, res: EmuResponse, route: Route | null): void {
     if (!req.path.startsWith('/services/data')) return;
-    res.headers = { ...(res.headers ?? {}), 'Sforce-Limit-Info': `api-usage=${this.usage.used(this.world.now())}/${this.knobs.dailyApiLimit}` };
+    res.headers = {
+      ...(res.headers ?? {}),
+      'Sforce-Limit-Info': `api-usage=${this.usage.used(this.world.now())}/${this.knobs.dailyApiLimit}`,
+    };
     void route;
   }
 
@@ -407,7 +531,9 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       id,
       token_type: 'Bearer',
       issued_at: issued,
-      signature: createHmac('sha256', this.clientSecret).update(id + issued).digest('base64'),
+      signature: createHmac('sha256', this.clientSecret)
+        .update(id + issued)
+        .digest('base64'),
     };
     if (withRefresh) body.refresh_token = this.refreshToken;
     return json(200, body);
@@ -432,14 +558,20 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
         return this.tokenResponse(false);
       }
       case 'refresh_token': {
-        if (form.get('client_id') !== this.clientId) return this.oauthErr('invalid_client_id', 'client identifier invalid');
+        if (form.get('client_id') !== this.clientId)
+          return this.oauthErr('invalid_client_id', 'client identifier invalid');
         const secret = form.get('client_secret');
-        if (secret !== null && secret !== this.clientSecret) return this.oauthErr('invalid_client', 'invalid client credentials');
-        if (form.get('refresh_token') !== this.refreshToken) return this.oauthErr('invalid_grant', 'expired access/refresh token');
+        if (secret !== null && secret !== this.clientSecret)
+          return this.oauthErr('invalid_client', 'invalid client credentials');
+        if (form.get('refresh_token') !== this.refreshToken)
+          return this.oauthErr('invalid_grant', 'expired access/refresh token');
         return this.tokenResponse(false);
       }
       case 'password':
-        return this.oauthErr('unsupported_grant_type', 'grant type not supported: the username-password flow is blocked in this org');
+        return this.oauthErr(
+          'unsupported_grant_type',
+          'grant type not supported: the username-password flow is blocked in this org',
+        );
       default:
         return this.oauthErr('unsupported_grant_type', 'grant type not supported');
     }
@@ -458,13 +590,20 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       return this.oauthErr('invalid_grant', 'invalid assertion');
     }
     if (header.alg !== 'RS256') return this.oauthErr('invalid_grant', 'invalid assertion: alg must be RS256');
-    const ok = cryptoVerify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), this.publicKey, Buffer.from(parts[2], 'base64url'));
+    const ok = cryptoVerify(
+      'RSA-SHA256',
+      Buffer.from(`${parts[0]}.${parts[1]}`),
+      this.publicKey,
+      Buffer.from(parts[2], 'base64url'),
+    );
     if (!ok) return this.oauthErr('invalid_grant', 'invalid assertion');
     if (claims.iss !== this.clientId) return this.oauthErr('invalid_client_id', 'client identifier invalid');
     const auds = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
     const okAud = [this.origin, ...AUDIENCES].map((a) => a.replace(/\/$/, ''));
-    if (!auds.some((a) => typeof a === 'string' && okAud.includes(a.replace(/\/$/, '')))) return this.oauthErr('invalid_grant', 'audience is invalid');
-    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= this.world.now()) return this.oauthErr('invalid_grant', 'expired authorization code');
+    if (!auds.some((a) => typeof a === 'string' && okAud.includes(a.replace(/\/$/, ''))))
+      return this.oauthErr('invalid_grant', 'audience is invalid');
+    if (typeof claims.exp !== 'number' || claims.exp * 1000 <= this.world.now())
+      return this.oauthErr('invalid_grant', 'expired authorization code');
     if (claims.sub !== this.username) return this.oauthErr('invalid_grant', "user hasn't approved this consumer");
     return this.tokenResponse(false);
   }
@@ -486,7 +625,9 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
 
   private recordJson(rec: SfRecord, fields: readonly string[], version: string): Record<string, unknown> {
     const defs = this.fieldsOf(rec.type);
-    const o: Record<string, unknown> = { attributes: { type: rec.type, url: `/services/data/${version}/sobjects/${rec.type}/${rec.Id}` } };
+    const o: Record<string, unknown> = {
+      attributes: { type: rec.type, url: `/services/data/${version}/sobjects/${rec.type}/${rec.Id}` },
+    };
     for (const f of fields) {
       const d = resolveField(defs, f, rec.type);
       o[d.name] = sfDateTime(rec.fields[d.name] ?? null);
@@ -513,7 +654,9 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const field = c.field.toLowerCase();
     const out: SfRecord[] = [];
     if (field === 'email' || field === 'personemail') {
-      for (const v of values) for (const rec of this.world.sfByNorm.get((v as { value: string }).value.trim().toLowerCase()) ?? []) out.push(rec);
+      for (const v of values)
+        for (const rec of this.world.sfByNorm.get((v as { value: string }).value.trim().toLowerCase()) ?? [])
+          out.push(rec);
       return [...new Set(out)];
     }
     if (field === 'id') {
@@ -531,7 +674,9 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const defs = this.fieldsOf(type);
     const indexed = this.candidates(q.where, type);
     const pool = indexed ?? this.world.data.salesforce;
-    const rows = pool.filter((r) => r.type === type && !r.deleted && (q.where === null || evaluate(q.where, this.row(r), defs, type)));
+    const rows = pool.filter(
+      (r) => r.type === type && !r.deleted && (q.where === null || evaluate(q.where, this.row(r), defs, type)),
+    );
     // Natural (creation) order; ids are sequential, so sorting index hits by Id restores it.
     if (indexed) rows.sort((a, b) => (a.Id < b.Id ? -1 : a.Id > b.Id ? 1 : 0));
     for (const o of [...q.orderBy].reverse()) {
@@ -572,7 +717,11 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     try {
       q = parseSoql(src);
       const type = TYPES.find((t) => t.toLowerCase() === q.object.toLowerCase());
-      if (!type) throw new SoqlError(`sObject type '${q.object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.`, 'INVALID_TYPE');
+      if (!type)
+        throw new SoqlError(
+          `sObject type '${q.object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.`,
+          'INVALID_TYPE',
+        );
       q = { ...q, object: type };
       validateQuery(q, this.fieldsOf(type));
       const recs = this.runQuery(q);
@@ -603,11 +752,18 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
 
   /** Plan one record update without applying it (so allOrNone can roll back). */
   private plan(type: string | undefined, id: unknown, values: Record<string, unknown>): PlannedUpdate {
-    const fail = (statusCode: string, message: string, fields: string[] = []): PlannedUpdate => ({ rec: null, id: typeof id === 'string' ? id : null, values: {}, error: { statusCode, message, fields } });
+    const fail = (statusCode: string, message: string, fields: string[] = []): PlannedUpdate => ({
+      rec: null,
+      id: typeof id === 'string' ? id : null,
+      values: {},
+      error: { statusCode, message, fields },
+    });
     if (!type || !isType(type)) return fail('INVALID_TYPE', `sObject type '${String(type)}' is not supported.`);
-    if (typeof id !== 'string' || id === '') return fail('MISSING_ARGUMENT', 'Id not specified in an update call', ['Id']);
+    if (typeof id !== 'string' || id === '')
+      return fail('MISSING_ARGUMENT', 'Id not specified in an update call', ['Id']);
     const id18 = to18(id);
-    if (!id18 || !id18.startsWith(KEY_PREFIX[type])) return fail('MALFORMED_ID', `${type} ID: id value of incorrect type: ${id}`, ['Id']);
+    if (!id18 || !id18.startsWith(KEY_PREFIX[type]))
+      return fail('MALFORMED_ID', `${type} ID: id value of incorrect type: ${id}`, ['Id']);
     const rec = this.world.sfById.get(id18);
     if (!rec) return fail('INVALID_CROSS_REFERENCE_KEY', 'invalid cross reference id');
     if (rec.deleted) return fail('ENTITY_IS_DELETED', 'entity is deleted');
@@ -618,20 +774,33 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       const d = defs.find((f) => f.name.toLowerCase() === k.toLowerCase());
       if (!d) return fail('INVALID_FIELD', `No such column '${k}' on sobject of type ${type}`, [k]);
       if (!d.updateable) {
-        return fail('INVALID_FIELD_FOR_INSERT_UPDATE', `Unable to create/update fields: ${d.name}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.`, [d.name]);
+        return fail(
+          'INVALID_FIELD_FOR_INSERT_UPDATE',
+          `Unable to create/update fields: ${d.name}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.`,
+          [d.name],
+        );
       }
       let val: string | number | boolean | null;
       if (d.type === 'boolean') {
         if (typeof v === 'boolean') val = v;
         else if (v === 'true' || v === 'false') val = v === 'true';
-        else return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${String(v)}`, [d.name]);
+        else
+          return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${String(v)}`, [
+            d.name,
+          ]);
       } else if (v === null || v === undefined || v === '') val = null;
-      else if (typeof v === 'string' || typeof v === 'number') val = d.type === 'datetime' && typeof v === 'string' ? this.normDateTime(v, d.name) : v;
-      else return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${JSON.stringify(v)}`, [d.name]);
-      if (val === '__invalid__') return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${String(v)}`, [d.name]);
+      else if (typeof v === 'string' || typeof v === 'number')
+        val = d.type === 'datetime' && typeof v === 'string' ? this.normDateTime(v, d.name) : v;
+      else
+        return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${JSON.stringify(v)}`, [
+          d.name,
+        ]);
+      if (val === '__invalid__')
+        return fail('INVALID_TYPE_ON_FIELD_IN_RECORD', `${d.name}: value not of required type: ${String(v)}`, [d.name]);
       out[d.name] = val;
     }
-    if (type === 'Lead' && rec.fields.IsConverted === true) return fail('CANNOT_UPDATE_CONVERTED_LEAD', 'cannot reference converted lead');
+    if (type === 'Lead' && rec.fields.IsConverted === true)
+      return fail('CANNOT_UPDATE_CONVERTED_LEAD', 'cannot reference converted lead');
     if (this.knobs.lockNext > 0) {
       this.knobs.lockNext--;
       return fail('UNABLE_TO_LOCK_ROW', `unable to obtain exclusive access to this record or 1 records: ${rec.Id}`);
@@ -658,7 +827,10 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
   private reindex(rec: SfRecord): void {
     if (rec.norm !== null) {
       const list = this.world.sfByNorm.get(rec.norm) ?? [];
-      this.world.sfByNorm.set(rec.norm, list.filter((r) => r !== rec));
+      this.world.sfByNorm.set(
+        rec.norm,
+        list.filter((r) => r !== rec),
+      );
     }
     const e = (rec.type === 'Account' ? rec.fields.PersonEmail : rec.fields.Email) as string | null;
     rec.norm = e ? e.trim().toLowerCase() : null;
@@ -667,9 +839,16 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
 
   private collectionsUpdate(req: EmuRequest): EmuResponse {
     const b = parseJson(req) as { allOrNone?: unknown; records?: unknown };
-    if (!b || !Array.isArray(b.records)) return this.errs(400, 'JSON_PARSER_ERROR', 'The request body must have a "records" array');
+    if (!b || !Array.isArray(b.records))
+      return this.errs(400, 'JSON_PARSER_ERROR', 'The request body must have a "records" array');
     const records = b.records as Array<Record<string, unknown>>;
-    if (records.length > 200) return this.errs(400, 'EXCEEDED_ID_LIMIT', 'record limit reached. cannot submit more than 200 records into this call', []);
+    if (records.length > 200)
+      return this.errs(
+        400,
+        'EXCEEDED_ID_LIMIT',
+        'record limit reached. cannot submit more than 200 records into this call',
+        [],
+      );
     if (records.length === 0) return json(200, []);
     const allOrNone = b.allOrNone === true;
     const plans = records.map((r) => {
@@ -680,16 +859,29 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     });
     const anyFailed = plans.some((p) => p.error);
     if (allOrNone && anyFailed) {
-      return json(200, plans.map((p) => ({
-        success: false,
-        errors: [p.error ?? { statusCode: 'ALL_OR_NONE_OPERATION_ROLLED_BACK', message: 'Record rolled back because not all records were valid and the request was using AllOrNone header', fields: [] }],
-      })));
+      return json(
+        200,
+        plans.map((p) => ({
+          success: false,
+          errors: [
+            p.error ?? {
+              statusCode: 'ALL_OR_NONE_OPERATION_ROLLED_BACK',
+              message:
+                'Record rolled back because not all records were valid and the request was using AllOrNone header',
+              fields: [],
+            },
+          ],
+        })),
+      );
     }
-    return json(200, plans.map((p) => {
-      if (p.error) return { success: false, errors: [p.error] };
-      this.apply(p);
-      return { id: p.rec!.Id, success: true, errors: [] };
-    }));
+    return json(
+      200,
+      plans.map((p) => {
+        if (p.error) return { success: false, errors: [p.error] };
+        this.apply(p);
+        return { id: p.rec!.Id, success: true, errors: [] };
+      }),
+    );
   }
 
   /**
@@ -707,11 +899,21 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       return this.errs(400, 'JSON_PARSER_ERROR', 'The request body must have a non-empty "compositeRequest" array');
     }
     if (b.allOrNone === true) return this.errs(400, 'INVALID_INPUT', 'emulator: allOrNone true is not supported');
-    const subs = b.compositeRequest as Array<{ method?: unknown; url?: unknown; referenceId?: unknown; body?: unknown }>;
+    const subs = b.compositeRequest as Array<{
+      method?: unknown;
+      url?: unknown;
+      referenceId?: unknown;
+      body?: unknown;
+    }>;
     if (subs.length > COMPOSITE_MAX_SUBREQUESTS) {
-      return this.errs(400, 'LIMIT_EXCEEDED', `A composite request can contain at most ${COMPOSITE_MAX_SUBREQUESTS} subrequests; got ${subs.length}`);
+      return this.errs(
+        400,
+        'LIMIT_EXCEEDED',
+        `A composite request can contain at most ${COMPOSITE_MAX_SUBREQUESTS} subrequests; got ${subs.length}`,
+      );
     }
-    const heavy = (method: string, path: string): boolean => (method === 'GET' && /\/(query|queryAll)(\/|$)/.test(path)) || /\/composite\/sobjects(\/|$)/.test(path);
+    const heavy = (method: string, path: string): boolean =>
+      (method === 'GET' && /\/(query|queryAll)(\/|$)/.test(path)) || /\/composite\/sobjects(\/|$)/.test(path);
     const seen = new Set<string>();
     let heavyCount = 0;
     for (const sub of subs) {
@@ -725,7 +927,11 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       if (heavy(sub.method.toUpperCase(), sub.url.split('?')[0]!)) heavyCount += 1;
     }
     if (heavyCount > COMPOSITE_MAX_HEAVY) {
-      return this.errs(400, 'LIMIT_EXCEEDED', `A composite request can contain at most ${COMPOSITE_MAX_HEAVY} query or sObject Collections subrequests; got ${heavyCount}`);
+      return this.errs(
+        400,
+        'LIMIT_EXCEEDED',
+        `A composite request can contain at most ${COMPOSITE_MAX_HEAVY} query or sObject Collections subrequests; got ${heavyCount}`,
+      );
     }
     const compositeResponse: Array<Record<string, unknown>> = [];
     for (const sub of subs) {
@@ -736,9 +942,15 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       const answer = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
         compositeResponse.push({ body, httpHeaders: headers, httpStatusCode: status, referenceId: sub.referenceId });
       };
-      const m = path.startsWith('/services/data/') && !/\/composite\/?$/.test(path) ? this.router.match(method, path) : null;
+      const m =
+        path.startsWith('/services/data/') && !/\/composite\/?$/.test(path) ? this.router.match(method, path) : null;
       if (!m || !('route' in m) || m.route.kind !== 'api' || /\/jobs\//.test(path)) {
-        answer(404, [{ errorCode: 'NOT_FOUND', message: `The requested resource does not exist (composite subrequest ${method} ${path})` }]);
+        answer(404, [
+          {
+            errorCode: 'NOT_FOUND',
+            message: `The requested resource does not exist (composite subrequest ${method} ${path})`,
+          },
+        ]);
         continue;
       }
       const subReq: EmuRequest = {
@@ -769,7 +981,12 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const b = parseJson(req) as Record<string, unknown>;
     const p = this.plan(type, req.params.id, b ?? {});
     if (p.error) {
-      if (p.error.statusCode === 'INVALID_CROSS_REFERENCE_KEY' || p.error.statusCode === 'MALFORMED_ID') return this.errs(404, 'NOT_FOUND', 'Provided external ID field does not exist or is not accessible: ' + req.params.id);
+      if (p.error.statusCode === 'INVALID_CROSS_REFERENCE_KEY' || p.error.statusCode === 'MALFORMED_ID')
+        return this.errs(
+          404,
+          'NOT_FOUND',
+          'Provided external ID field does not exist or is not accessible: ' + req.params.id,
+        );
       return this.errs(400, p.error.statusCode, p.error.message, p.error.fields);
     }
     this.apply(p);
@@ -783,7 +1000,12 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     if (!rec || rec.type !== type) return this.errs(404, 'NOT_FOUND', 'The requested resource does not exist');
     if (rec.deleted) return this.errs(404, 'ENTITY_IS_DELETED', 'entity is deleted');
     const want = req.query.get('fields');
-    const names = want ? want.split(',').map((s) => s.trim()).filter(Boolean) : this.fieldsOf(type).map((f) => f.name);
+    const names = want
+      ? want
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : this.fieldsOf(type).map((f) => f.name);
     try {
       return json(200, this.recordJson(rec, names, req.params.version));
     } catch (e) {
@@ -806,7 +1028,14 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       length: f.type === 'string' || f.type === 'email' ? 255 : f.type === 'textarea' ? 32768 : 0,
       filterable: true,
       calculated: false,
-      soapType: f.type === 'boolean' ? 'xsd:boolean' : f.type === 'datetime' ? 'xsd:dateTime' : f.type === 'id' || f.type === 'reference' ? 'tns:ID' : 'xsd:string',
+      soapType:
+        f.type === 'boolean'
+          ? 'xsd:boolean'
+          : f.type === 'datetime'
+            ? 'xsd:dateTime'
+            : f.type === 'id' || f.type === 'reference'
+              ? 'tns:ID'
+              : 'xsd:string',
     }));
     return json(200, {
       name: type,
@@ -827,7 +1056,15 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     return json(200, {
       encoding: 'UTF-8',
       maxBatchSize: 200,
-      sobjects: TYPES.map((t) => ({ name: t, label: t, keyPrefix: KEY_PREFIX[t], queryable: true, updateable: true, custom: false, urls: { describe: `/services/data/${req.params.version}/sobjects/${t}/describe` } })),
+      sobjects: TYPES.map((t) => ({
+        name: t,
+        label: t,
+        keyPrefix: KEY_PREFIX[t],
+        queryable: true,
+        updateable: true,
+        custom: false,
+        urls: { describe: `/services/data/${req.params.version}/sobjects/${t}/describe` },
+      })),
     });
   }
 
@@ -879,9 +1116,16 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const b = parseJson(req) as Record<string, unknown>;
     const object = TYPES.find((t) => t.toLowerCase() === String(b?.object ?? '').toLowerCase());
     if (!object) return this.errs(400, 'INVALIDJOB', `InvalidJob : Invalid object: ${String(b?.object)}`);
-    if (b.operation !== 'update') return this.errs(400, 'INVALIDJOB', `InvalidJob : operation ${String(b.operation)} is not supported by the emulator (only update)`);
-    if (b.contentType !== undefined && b.contentType !== 'CSV') return this.errs(400, 'INVALIDJOB', 'InvalidJob : contentType must be CSV');
-    if (b.columnDelimiter !== undefined && b.columnDelimiter !== 'COMMA') return this.errs(400, 'INVALIDJOB', 'InvalidJob : only COMMA column delimiters are supported');
+    if (b.operation !== 'update')
+      return this.errs(
+        400,
+        'INVALIDJOB',
+        `InvalidJob : operation ${String(b.operation)} is not supported by the emulator (only update)`,
+      );
+    if (b.contentType !== undefined && b.contentType !== 'CSV')
+      return this.errs(400, 'INVALIDJOB', 'InvalidJob : contentType must be CSV');
+    if (b.columnDelimiter !== undefined && b.columnDelimiter !== 'COMMA')
+      return this.errs(400, 'INVALIDJOB', 'InvalidJob : only COMMA column delimiters are supported');
     const now = new Date(this.world.now()).toISOString().replace('Z', '+0000');
     const j: IngestJob = {
       id: makeSfId('750', this.jobCounter++),
@@ -909,7 +1153,11 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
   }
 
   private listJobs(_req: EmuRequest): EmuResponse {
-    return json(200, { done: true, records: [...this.jobs.values()].map((j) => this.jobInfo(j)), nextRecordsUrl: null });
+    return json(200, {
+      done: true,
+      records: [...this.jobs.values()].map((j) => this.jobInfo(j)),
+      nextRecordsUrl: null,
+    });
   }
 
   private upload(req: EmuRequest): EmuResponse {
@@ -917,7 +1165,12 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     if (!('uploads' in j)) return j;
     const ct = String(req.headers['content-type'] ?? '');
     if (!ct.toLowerCase().startsWith('text/csv')) return this.errs(400, 'INVALIDJOB', 'Content-Type must be text/csv');
-    if (j.state !== 'Open') return this.errs(409, 'INVALIDJOBSTATE', `Job ${j.id} is not Open (state ${j.state}); data can be uploaded only to an Open job`);
+    if (j.state !== 'Open')
+      return this.errs(
+        409,
+        'INVALIDJOBSTATE',
+        `Job ${j.id} is not Open (state ${j.state}); data can be uploaded only to an Open job`,
+      );
     j.uploads.push(req.body.toString('utf8'));
     return empty(201);
   }
@@ -927,18 +1180,21 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     if (!('uploads' in j)) return j;
     const b = parseJson(req) as { state?: unknown };
     if (b?.state === 'UploadComplete') {
-      if (j.state !== 'Open') return this.errs(409, 'INVALIDJOBSTATE', `Job ${j.id} is ${j.state}; only an Open job can be closed`);
+      if (j.state !== 'Open')
+        return this.errs(409, 'INVALIDJOBSTATE', `Job ${j.id} is ${j.state}; only an Open job can be closed`);
       j.state = 'UploadComplete';
       this.process(j);
     } else if (b?.state === 'Aborted') {
-      if (j.state === 'JobComplete' || j.state === 'Failed' || j.state === 'Aborted') return this.errs(409, 'INVALIDJOBSTATE', `Job ${j.id} is already ${j.state}`);
+      if (j.state === 'JobComplete' || j.state === 'Failed' || j.state === 'Aborted')
+        return this.errs(409, 'INVALIDJOBSTATE', `Job ${j.id} is already ${j.state}`);
       j.state = 'Aborted';
       if (j.processed === 0) {
         const rows = j.uploads.flatMap((u) => parseCsv(u));
         j.header = rows[0] ?? [];
         j.unprocessed = rows.slice(1);
       }
-    } else return this.errs(400, 'INVALIDJOBSTATE', `Invalid state: ${String(b?.state)}; use UploadComplete or Aborted`);
+    } else
+      return this.errs(400, 'INVALIDJOBSTATE', `Invalid state: ${String(b?.state)}; use UploadComplete or Aborted`);
     j.systemModstamp = new Date(this.world.now()).toISOString().replace('Z', '+0000');
     return json(200, this.jobInfo(j));
   }
@@ -953,12 +1209,15 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
         const parsed = parseCsv(u);
         if (parsed.length === 0) continue;
         if (header.length === 0) header = parsed[0];
-        else if (parsed[0].join(',') !== header.join(',')) throw new Error('InvalidBatch : all uploads must share one header row');
+        else if (parsed[0].join(',') !== header.join(','))
+          throw new Error('InvalidBatch : all uploads must share one header row');
         rows = rows.concat(parsed.slice(1));
       }
     } catch (e) {
       j.state = 'Failed';
-      j.errorMessage = (e as Error).message.startsWith('InvalidBatch') ? (e as Error).message : `InvalidBatch : ${(e as Error).message}`;
+      j.errorMessage = (e as Error).message.startsWith('InvalidBatch')
+        ? (e as Error).message
+        : `InvalidBatch : ${(e as Error).message}`;
       j.finished = this.world.now();
       return;
     }
@@ -968,7 +1227,10 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const unknown = header.find((h) => !defs.some((d) => d.name.toLowerCase() === h.toLowerCase()));
     if (header.length === 0 || idCol < 0 || unknown !== undefined) {
       j.state = 'Failed';
-      j.errorMessage = unknown !== undefined ? `InvalidBatch : Field name not found : ${unknown}` : 'InvalidBatch : Id field is required for update';
+      j.errorMessage =
+        unknown !== undefined
+          ? `InvalidBatch : Field name not found : ${unknown}`
+          : 'InvalidBatch : Id field is required for update';
       j.unprocessed = rows;
       j.finished = this.world.now();
       return;
@@ -985,7 +1247,11 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
       j.processed++;
       if (p.error) {
         j.failed++;
-        j.failures.push([p.rec?.Id ?? row[idCol] ?? '', `${p.error.statusCode}:${p.error.message}:${p.error.fields.join(',') || '--'}`, ...row]);
+        j.failures.push([
+          p.rec?.Id ?? row[idCol] ?? '',
+          `${p.error.statusCode}:${p.error.message}:${p.error.fields.join(',') || '--'}`,
+          ...row,
+        ]);
       } else {
         this.apply(p);
         j.successes.push([p.rec!.Id, 'false', ...row]);
@@ -1011,7 +1277,8 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
     const j = this.job(req);
     if (!('uploads' in j)) return j;
     if (j.state === 'Open' || j.state === 'UploadComplete' || j.state === 'InProgress') {
-      if (which !== 'unprocessed') return this.errs(400, 'INVALIDJOBSTATE', `Job ${j.id} is not complete (state ${j.state})`);
+      if (which !== 'unprocessed')
+        return this.errs(400, 'INVALIDJOBSTATE', `Job ${j.id} is not complete (state ${j.state})`);
     }
     let rows: string[][];
     if (which === 'success') rows = [['sf__Id', 'sf__Created', ...j.header], ...j.successes];
@@ -1023,12 +1290,16 @@ export class SalesforceEmulator extends EmulatorServer<SalesforceKnobs> {
   private deleteJob(req: EmuRequest): EmuResponse {
     const j = this.job(req);
     if (!('uploads' in j)) return j;
-    if (j.state === 'Open' || j.state === 'UploadComplete' || j.state === 'InProgress') return this.errs(400, 'INVALIDJOBSTATE', `Job ${j.id} must be complete, failed or aborted before deletion`);
+    if (j.state === 'Open' || j.state === 'UploadComplete' || j.state === 'InProgress')
+      return this.errs(400, 'INVALIDJOBSTATE', `Job ${j.id} must be complete, failed or aborted before deletion`);
     this.jobs.delete(j.id);
     return empty(204);
   }
 }
 
-export async function startSalesforceServer(world: World, opts: SalesforceServerOptions = {}): Promise<SalesforceEmulator> {
+export async function startSalesforceServer(
+  world: World,
+  opts: SalesforceServerOptions = {},
+): Promise<SalesforceEmulator> {
   return new SalesforceEmulator(world, opts).start();
 }

@@ -36,7 +36,10 @@ export interface SoqlQuery {
 }
 
 export class SoqlError extends Error {
-  constructor(message: string, readonly code: 'MALFORMED_QUERY' | 'INVALID_FIELD' | 'INVALID_TYPE' | 'INVALID_QUERY_FILTER_OPERATOR') {
+  constructor(
+    message: string,
+    readonly code: 'MALFORMED_QUERY' | 'INVALID_FIELD' | 'INVALID_TYPE' | 'INVALID_QUERY_FILTER_OPERATOR',
+  ) {
     super(message);
     this.name = 'SoqlError';
   }
@@ -52,7 +55,18 @@ type Tok =
 /** Control characters SOQL has no escape sequence for: not allowed in a string literal. */
 const UNESCAPABLE_CONTROL = /[\u0000-\u0007\u000B\u000E-\u001F\u007F]/;
 
-const ESCAPES: Record<string, string> = { "'": "'", '"': '"', '\\': '\\', n: '\n', r: '\r', t: '\t', b: '\b', f: '\f', _: '\\_', '%': '\\%' };
+const ESCAPES: Record<string, string> = {
+  "'": "'",
+  '"': '"',
+  '\\': '\\',
+  n: '\n',
+  r: '\r',
+  t: '\t',
+  b: '\b',
+  f: '\f',
+  _: '\\_',
+  '%': '\\%',
+};
 
 export function tokenize(src: string): Tok[] {
   const out: Tok[] = [];
@@ -73,7 +87,10 @@ export function tokenize(src: string): Tok[] {
         if (c === '\\') {
           const e = src[i + 1];
           if (e === undefined || !(e in ESCAPES)) {
-            throw new SoqlError(`Invalid string literal '${src.slice(start, i + 2)}'. Illegal character sequence '\\${e ?? ''}' in string literal.`, 'MALFORMED_QUERY');
+            throw new SoqlError(
+              `Invalid string literal '${src.slice(start, i + 2)}'. Illegal character sequence '\\${e ?? ''}' in string literal.`,
+              'MALFORMED_QUERY',
+            );
           }
           s += ESCAPES[e];
           i += 2;
@@ -86,12 +103,16 @@ export function tokenize(src: string): Tok[] {
         }
         if (UNESCAPABLE_CONTROL.test(c)) {
           // Salesforce refuses the whole query over one such literal (400 MALFORMED_QUERY).
-          throw new SoqlError(`Invalid string literal '${src.slice(start, i)}...'. Illegal character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} in string literal.`, 'MALFORMED_QUERY');
+          throw new SoqlError(
+            `Invalid string literal '${src.slice(start, i)}...'. Illegal character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} in string literal.`,
+            'MALFORMED_QUERY',
+          );
         }
         s += c;
         i++;
       }
-      if (!closed) throw new SoqlError(`unexpected token: unterminated string literal at position ${start}`, 'MALFORMED_QUERY');
+      if (!closed)
+        throw new SoqlError(`unexpected token: unterminated string literal at position ${start}`, 'MALFORMED_QUERY');
       out.push({ t: 'string', v: s, pos: start });
       continue;
     }
@@ -131,7 +152,10 @@ export function tokenize(src: string): Tok[] {
 
 class Parser {
   private i = 0;
-  constructor(private readonly toks: Tok[], private readonly src: string) {}
+  constructor(
+    private readonly toks: Tok[],
+    private readonly src: string,
+  ) {}
 
   private peek(): Tok | undefined {
     return this.toks[this.i];
@@ -139,7 +163,10 @@ class Parser {
 
   private fail(msg?: string): never {
     const t = this.peek();
-    throw new SoqlError(msg ?? (t ? `unexpected token: '${String(t.v)}'` : `unexpected end of query: ${this.src}`), 'MALFORMED_QUERY');
+    throw new SoqlError(
+      msg ?? (t ? `unexpected token: '${String(t.v)}'` : `unexpected end of query: ${this.src}`),
+      'MALFORMED_QUERY',
+    );
   }
 
   private kw(word: string): boolean {
@@ -291,7 +318,8 @@ export function escapeSoql(s: string): string {
 
 // ------------------------------------------------------------------------------------------ evaluation
 
-export type FieldType = 'id' | 'string' | 'email' | 'boolean' | 'datetime' | 'date' | 'reference' | 'picklist' | 'textarea';
+export type FieldType =
+  'id' | 'string' | 'email' | 'boolean' | 'datetime' | 'date' | 'reference' | 'picklist' | 'textarea';
 
 export interface FieldDef {
   name: string;
@@ -339,11 +367,19 @@ function compare(def: FieldDef, actual: unknown, lit: Literal): number | null {
   if (actual === null || actual === undefined) return null;
   switch (def.type) {
     case 'boolean':
-      if (lit.kind !== 'bool') throw new SoqlError(`value of filter criterion for field '${def.name}' must be of type boolean and should not be enclosed in quotes`, 'INVALID_FIELD');
+      if (lit.kind !== 'bool')
+        throw new SoqlError(
+          `value of filter criterion for field '${def.name}' must be of type boolean and should not be enclosed in quotes`,
+          'INVALID_FIELD',
+        );
       return actual === lit.value ? 0 : 1;
     case 'id':
     case 'reference': {
-      if (lit.kind !== 'string') throw new SoqlError(`value of filter criterion for field '${def.name}' must be of type id and should be enclosed in quotes`, 'INVALID_FIELD');
+      if (lit.kind !== 'string')
+        throw new SoqlError(
+          `value of filter criterion for field '${def.name}' must be of type id and should be enclosed in quotes`,
+          'INVALID_FIELD',
+        );
       const a = idKey(actual);
       const b = idKey(lit.value);
       if (b === null) throw new SoqlError(`invalid ID field: ${lit.value}`, 'INVALID_QUERY_FILTER_OPERATOR');
@@ -351,11 +387,19 @@ function compare(def: FieldDef, actual: unknown, lit: Literal): number | null {
     }
     case 'datetime':
     case 'date': {
-      if (lit.kind !== 'datetime') throw new SoqlError(`value of filter criterion for field '${def.name}' must be of type ${def.type} and should not be enclosed in quotes`, 'INVALID_FIELD');
+      if (lit.kind !== 'datetime')
+        throw new SoqlError(
+          `value of filter criterion for field '${def.name}' must be of type ${def.type} and should not be enclosed in quotes`,
+          'INVALID_FIELD',
+        );
       return Date.parse(String(actual)) - Date.parse(lit.value);
     }
     default: {
-      if (lit.kind !== 'string') throw new SoqlError(`value of filter criterion for field '${def.name}' must be of type string and should be enclosed in quotes`, 'INVALID_FIELD');
+      if (lit.kind !== 'string')
+        throw new SoqlError(
+          `value of filter criterion for field '${def.name}' must be of type string and should be enclosed in quotes`,
+          'INVALID_FIELD',
+        );
       const a = String(actual).toLowerCase();
       const b = lit.value.toLowerCase();
       return a === b ? 0 : a < b ? -1 : 1;

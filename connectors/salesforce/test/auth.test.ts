@@ -45,7 +45,13 @@ describe('salesforce auth (jsforce + nock)', () => {
   });
 
   const jwtConfig = (extra: Record<string, unknown> = {}) => ({
-    auth: { type: 'jwt', clientId: '3MVG9-consumer-key', username: 'integration@acme.com', privateKeyPath: KEY_PATH, ...extra },
+    auth: {
+      type: 'jwt',
+      clientId: '3MVG9-consumer-key',
+      username: 'integration@acme.com',
+      privateKeyPath: KEY_PATH,
+      ...extra,
+    },
   });
 
   it('JWT bearer: an RS256 assertion (iss, sub, aud, exp) that verifies with the public key, posted to the login host', async () => {
@@ -66,7 +72,10 @@ describe('salesforce auth (jsforce + nock)', () => {
       aud: 'https://login.salesforce.com',
       exp: Math.floor(clock.now().getTime() / 1000) + 180,
     });
-    assert.ok(crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), keys.publicKey, Buffer.from(s!, 'base64url')), 'signature verifies');
+    assert.ok(
+      crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), keys.publicKey, Buffer.from(s!, 'base64url')),
+      'signature verifies',
+    );
     const other = rsaKeyPair();
     assert.ok(!crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), other.publicKey, Buffer.from(s!, 'base64url')));
     // the issued token and the instance_url from the token response are used for the API
@@ -77,7 +86,10 @@ describe('salesforce auth (jsforce + nock)', () => {
 
   it('JWT with an inline key (newlines escaped as \\n, as environment variables often carry them) and a sandbox login host', async () => {
     const escaped = keys.privatePem.replace(/\n/g, '\\n');
-    const { target } = open({ loginUrl: 'https://test.salesforce.com', auth: { type: 'jwt', clientId: 'cid-123', username: 'u@acme.com.uat', privateKey: escaped } });
+    const { target } = open({
+      loginUrl: 'https://test.salesforce.com',
+      auth: { type: 'jwt', clientId: 'cid-123', username: 'u@acme.com.uat', privateKey: escaped },
+    });
     const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     const tokenReq = org.requests.find((q) => q.path === '/services/oauth2/token')!;
@@ -114,7 +126,11 @@ describe('salesforce auth (jsforce + nock)', () => {
       if (req.method === 'PATCH' && expireOnPatch) {
         expireOnPatch = false;
         org.validTokens.clear();
-        return [401, JSON.stringify([{ message: 'Session expired or invalid', errorCode: 'INVALID_SESSION_ID' }]), { 'Content-Type': 'application/json' }];
+        return [
+          401,
+          JSON.stringify([{ message: 'Session expired or invalid', errorCode: 'INVALID_SESSION_ID' }]),
+          { 'Content-Type': 'application/json' },
+        ];
       }
       return undefined;
     };
@@ -134,7 +150,10 @@ describe('salesforce auth (jsforce + nock)', () => {
   });
 
   it('a refused access token (no way to refresh) is an auth error after one request', async () => {
-    const { target } = open({ instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'revoked-access-token-000' } });
+    const { target } = open({
+      instanceUrl: INSTANCE,
+      auth: { type: 'access-token', accessToken: 'revoked-access-token-000' },
+    });
     const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'auth');
@@ -143,13 +162,19 @@ describe('salesforce auth (jsforce + nock)', () => {
   });
 
   it('client credentials: token from the My Domain (instanceUrl) endpoint', async () => {
-    const { target } = open({ instanceUrl: INSTANCE, auth: { type: 'client-credentials', clientId: 'cc-client-id', clientSecret: 'cc-client-secret-value' } });
+    const { target } = open({
+      instanceUrl: INSTANCE,
+      auth: { type: 'client-credentials', clientId: 'cc-client-id', clientSecret: 'cc-client-secret-value' },
+    });
     const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isRight(r));
     const tokenReq = org.requests.find((q) => q.path === '/services/oauth2/token')!;
     assert.equal(tokenReq.url, `${INSTANCE}/services/oauth2/token`);
     const body = org.tokenBodies[0]!;
-    assert.deepEqual([body.get('grant_type'), body.get('client_id'), body.get('client_secret')], ['client_credentials', 'cc-client-id', 'cc-client-secret-value']);
+    assert.deepEqual(
+      [body.get('grant_type'), body.get('client_id'), body.get('client_secret')],
+      ['client_credentials', 'cc-client-id', 'cc-client-secret-value'],
+    );
   });
 
   it('refresh token: a rotated refresh token is stored (kv) and used by the next run', async () => {
@@ -157,9 +182,26 @@ describe('salesforce auth (jsforce + nock)', () => {
     org.tokenReply = (_body) => {
       n += 1;
       org.validTokens.add(`rt-access-${n}-token`);
-      return [200, { access_token: `rt-access-${n}-token`, instance_url: INSTANCE, refresh_token: `rotated-refresh-token-${n}`, id: 'x/y/z', token_type: 'Bearer' }, { 'Content-Type': 'application/json' }];
+      return [
+        200,
+        {
+          access_token: `rt-access-${n}-token`,
+          instance_url: INSTANCE,
+          refresh_token: `rotated-refresh-token-${n}`,
+          id: 'x/y/z',
+          token_type: 'Bearer',
+        },
+        { 'Content-Type': 'application/json' },
+      ];
     };
-    const raw = { auth: { type: 'refresh-token', clientId: 'rt-client', clientSecret: 'rt-secret-value', refreshToken: 'configured-refresh-token' } };
+    const raw = {
+      auth: {
+        type: 'refresh-token',
+        clientId: 'rt-client',
+        clientSecret: 'rt-secret-value',
+        refreshToken: 'configured-refresh-token',
+      },
+    };
     const first = open(raw);
     assert.ok(E.isRight(await deliverEither(first.target, [optOut('a@example.com')], 'apply')));
     assert.equal(org.tokenBodies[0]!.get('grant_type'), 'refresh_token');
@@ -173,8 +215,14 @@ describe('salesforce auth (jsforce + nock)', () => {
   });
 
   it('a token endpoint refusal (invalid_grant) is an auth error that never shows the secret', async () => {
-    org.tokenReply = (body) => [400, { error: 'invalid_grant', error_description: `expired access/refresh token ${body.get('refresh_token')}` }, { 'Content-Type': 'application/json' }];
-    const { target, logger } = open({ auth: { type: 'refresh-token', clientId: 'rt-client', refreshToken: 'super-secret-refresh-token' } });
+    org.tokenReply = (body) => [
+      400,
+      { error: 'invalid_grant', error_description: `expired access/refresh token ${body.get('refresh_token')}` },
+      { 'Content-Type': 'application/json' },
+    ];
+    const { target, logger } = open({
+      auth: { type: 'refresh-token', clientId: 'rt-client', refreshToken: 'super-secret-refresh-token' },
+    });
     const r = await deliverEither(target, [optOut('a@example.com')], 'apply');
     assert.ok(E.isLeft(r));
     assert.equal(r.left.kind, 'auth');
@@ -188,10 +236,23 @@ describe('salesforce auth (jsforce + nock)', () => {
     // error bodies that echo the token back, a permanent failure and a 401 loop: every path that prints
     org.fault = (req) =>
       req.method === 'PATCH'
-        ? [400, JSON.stringify([{ errorCode: 'JSON_PARSER_ERROR', message: `bad request with ${String(req.headers['authorization'])}` }]), { 'Content-Type': 'application/json' }]
+        ? [
+            400,
+            JSON.stringify([
+              { errorCode: 'JSON_PARSER_ERROR', message: `bad request with ${String(req.headers['authorization'])}` },
+            ]),
+            { 'Content-Type': 'application/json' },
+          ]
         : undefined;
     const { target, logger } = open(
-      { auth: { type: 'jwt', clientId: '3MVG9-consumer-key', username: 'integration@acme.com', privateKeyPath: KEY_PATH } },
+      {
+        auth: {
+          type: 'jwt',
+          clientId: '3MVG9-consumer-key',
+          username: 'integration@acme.com',
+          privateKeyPath: KEY_PATH,
+        },
+      },
       { [KEY_PATH]: keys.privatePem },
     );
     const r = await deliverEither(target, [optOut('a@example.com')], 'apply');

@@ -11,11 +11,18 @@ import { FakeOrg, INSTANCE, API, testCaps } from './fixtures/fake-org';
 import { checkEither } from '../../../test/contract';
 
 function open(overrides: Record<string, unknown> = {}) {
-  const raw = { instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' }, ...overrides };
+  const raw = {
+    instanceUrl: INSTANCE,
+    auth: { type: 'access-token', accessToken: 'initial-access-token-abc' },
+    ...overrides,
+  };
   const decoded = connector.config.decode(raw);
   if (E.isLeft(decoded)) throw new Error('bad test config');
   const t = testCaps();
-  return { ...t, target: openSalesforce(decoded.right, t.caps, { retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 1 } }) };
+  return {
+    ...t,
+    target: openSalesforce(decoded.right, t.caps, { retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 1 } }),
+  };
 }
 
 async function check(target: ReturnType<typeof open>['target']): Promise<CheckReport> {
@@ -56,10 +63,18 @@ describe('salesforce check (jsforce + nock)', () => {
   });
 
   it('names a missing field, a non-boolean suppression field, a read-only field and an incompatible extra field', async () => {
-    org.describes.get('Contact')!.fields.push({ name: 'ReadOnly__c', type: 'string', updateable: false }, { name: 'Opt_Text__c', type: 'string', updateable: true });
+    org.describes
+      .get('Contact')!
+      .fields.push(
+        { name: 'ReadOnly__c', type: 'string', updateable: false },
+        { name: 'Opt_Text__c', type: 'string', updateable: true },
+      );
     const { target } = open({
       objects: {
-        Contact: { field: 'Opt_Text__c', extraFields: { Missing__c: 'reason', ReadOnly__c: 'source', CC_Opted_Out_At__c: 'optOutDate' } },
+        Contact: {
+          field: 'Opt_Text__c',
+          extraFields: { Missing__c: 'reason', ReadOnly__c: 'source', CC_Opted_Out_At__c: 'optOutDate' },
+        },
         Lead: { extraFields: { CC_Opted_Out_At__c: 'optOutDate' } },
       },
     });
@@ -71,7 +86,10 @@ describe('salesforce check (jsforce + nock)', () => {
     assert.ok(item(r, 'Contact.CC_Opted_Out_At__c').ok);
     const leadDate = item(r, 'Lead.CC_Opted_Out_At__c');
     assert.equal(leadDate.ok, false);
-    assert.match(leadDate.detail, /is a date field; optOutDate needs one of datetime, string, textarea \(optOutDate is a date-time/);
+    assert.match(
+      leadDate.detail,
+      /is a date field; optOutDate needs one of datetime, string, textarea \(optOutDate is a date-time/,
+    );
   });
 
   it('reports Person Accounts not enabled when mapped', async () => {
@@ -111,8 +129,14 @@ describe('salesforce check (jsforce + nock)', () => {
     const { target } = open({ auth: { type: 'access-token', accessToken: 'revoked-access-token-000' } });
     const r = await check(target);
     assert.equal(r.ok, false);
-    assert.deepEqual(r.items.map((i) => [i.name, i.ok]), [['credentials', false]]);
-    assert.match(item(r, 'credentials').detail, /access-token auth failed: auth: Salesforce refused the credentials \(limits: HTTP 401 INVALID_SESSION_ID/);
+    assert.deepEqual(
+      r.items.map((i) => [i.name, i.ok]),
+      [['credentials', false]],
+    );
+    assert.match(
+      item(r, 'credentials').detail,
+      /access-token auth failed: auth: Salesforce refused the credentials \(limits: HTTP 401 INVALID_SESSION_ID/,
+    );
     assert.equal(org.requests.length, 1);
   });
 

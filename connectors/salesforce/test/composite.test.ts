@@ -22,7 +22,8 @@ function setup(raw: Record<string, unknown>) {
   if (E.isLeft(decoded)) throw new Error('bad test config');
   const t = testCaps();
   const target = openSalesforce(decoded.right, t.caps, FAST);
-  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryReport>> => deliverEither(target, batch, mode);
+  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryReport>> =>
+    deliverEither(target, batch, mode);
   const report = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<DeliveryReport> => {
     const r = await deliver(batch, mode);
     if (E.isLeft(r)) throw new Error(`unexpected Left: ${r.left.kind}: ${r.left.message}`);
@@ -31,9 +32,21 @@ function setup(raw: Record<string, unknown>) {
   return { target, deliver, report, ...t };
 }
 
-const orgConfig = (overrides: Record<string, unknown> = {}) => ({ instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' }, ...overrides });
+const orgConfig = (overrides: Record<string, unknown> = {}) => ({
+  instanceUrl: INSTANCE,
+  auth: { type: 'access-token', accessToken: 'initial-access-token-abc' },
+  ...overrides,
+});
 const kinds = (r: DeliveryReport) => new Map(r.outcomes.map((o) => [o.email, o]));
-const subBody = (r: { body: string }) => JSON.parse(r.body) as { compositeRequest: Array<{ method: string; url: string; referenceId: string; body?: { records: Array<{ id: string }> } }> };
+const subBody = (r: { body: string }) =>
+  JSON.parse(r.body) as {
+    compositeRequest: Array<{
+      method: string;
+      url: string;
+      referenceId: string;
+      body?: { records: Array<{ id: string }> };
+    }>;
+  };
 
 describe('salesforce composite delivery (jsforce + nock)', () => {
   let org: FakeOrg;
@@ -59,7 +72,10 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
   });
 
   it('long addresses: chunks cut by URL bytes (each subrequest query URL within 14,336 bytes), fewer than 200 per query', async () => {
-    const emails = Array.from({ length: 400 }, (_, i) => `${'x'.repeat(60)}.${i}@a-rather-long-subdomain.example-company.com`);
+    const emails = Array.from(
+      { length: 400 },
+      (_, i) => `${'x'.repeat(60)}.${i}@a-rather-long-subdomain.example-company.com`,
+    );
     const { report } = setup(orgConfig({ objects: { Lead: { enabled: false } } }));
     await report(emails.map((e, i) => optOut(e, i)));
     const qs = org.queries();
@@ -74,7 +90,10 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
     const emails = Array.from({ length: 600 }, (_, i) => `m${i}@example.com`);
     emails.forEach((e, i) => org.add(lead(`00QM${i}`, e)));
     let failed = 0;
-    org.subFault = (sub) => (sub.path === `${API}/query` && sub.url.includes('FROM%20Lead') && failed++ === 0 ? [503, [{ errorCode: 'SERVER_UNAVAILABLE', message: 'busy' }]] : undefined);
+    org.subFault = (sub) =>
+      sub.path === `${API}/query` && sub.url.includes('FROM%20Lead') && failed++ === 0
+        ? [503, [{ errorCode: 'SERVER_UNAVAILABLE', message: 'busy' }]]
+        : undefined;
     const { report } = setup(orgConfig());
     const r = await report(emails.map((e, i) => optOut(e, i)));
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 600);
@@ -87,7 +106,10 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
     const emails = Array.from({ length: 400 }, (_, i) => `n${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003N${i}`, e)));
     // the Contact chunk holding n250.. (the second of 200) always fails
-    org.subFault = (sub) => (sub.url.includes('FROM%20Contact') && sub.url.includes('n250%40') ? [500, [{ errorCode: 'UNKNOWN_EXCEPTION', message: 'boom' }]] : undefined);
+    org.subFault = (sub) =>
+      sub.url.includes('FROM%20Contact') && sub.url.includes('n250%40')
+        ? [500, [{ errorCode: 'UNKNOWN_EXCEPTION', message: 'boom' }]]
+        : undefined;
     const { deliver } = setup(orgConfig());
     const r = await deliver(emails.map((e, i) => optOut(e, i)));
     assert.ok(E.isRight(r), 'no halt: the failure belongs to one subrequest');
@@ -106,7 +128,10 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
   it('MALFORMED_QUERY in one subrequest: bad-request (the engine isolates the address), nothing written', async () => {
     const emails = Array.from({ length: 300 }, (_, i) => `b${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003B${i}`, e)));
-    org.subFault = (sub) => (sub.url.includes('b0%40') && sub.url.includes('FROM%20Lead') ? [400, [{ errorCode: 'MALFORMED_QUERY', message: 'unexpected token' }]] : undefined);
+    org.subFault = (sub) =>
+      sub.url.includes('b0%40') && sub.url.includes('FROM%20Lead')
+        ? [400, [{ errorCode: 'MALFORMED_QUERY', message: 'unexpected token' }]]
+        : undefined;
     const { deliver } = setup(orgConfig());
     const r = await deliver(emails.map((e, i) => optOut(e, i)));
     assert.ok(E.isLeft(r));
@@ -119,12 +144,17 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
     const emails = Array.from({ length: 600 }, (_, i) => `w${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003W${String(i).padStart(4, '0')}`, e)));
     let seen = 0;
-    org.subFault = (sub) => (sub.method === 'PATCH' && ++seen === 2 ? [400, [{ errorCode: 'INVALID_FIELD', message: 'No such column' }]] : undefined);
+    org.subFault = (sub) =>
+      sub.method === 'PATCH' && ++seen === 2
+        ? [400, [{ errorCode: 'INVALID_FIELD', message: 'No such column' }]]
+        : undefined;
     const { report } = setup(orgConfig());
     const r = await report(emails.map((e, i) => optOut(e, i)));
     const updates = org.collectionUpdates();
     assert.equal(updates.length, 3);
-    const refused = new Set((JSON.parse(updates[1]!.body) as { records: Array<{ id: string }> }).records.map((x) => x.id));
+    const refused = new Set(
+      (JSON.parse(updates[1]!.body) as { records: Array<{ id: string }> }).records.map((x) => x.id),
+    );
     assert.equal(refused.size, 200);
     for (const o of r.outcomes) {
       const id = o.recordIds[0]!;
@@ -140,12 +170,17 @@ describe('salesforce composite delivery (jsforce + nock)', () => {
     const emails = Array.from({ length: 400 }, (_, i) => `s${i}@example.com`);
     emails.forEach((e, i) => org.add(contact(`003S${String(i).padStart(4, '0')}`, e)));
     let seen = 0;
-    org.subFault = (sub) => (sub.method === 'PATCH' && ++seen === 1 ? [503, [{ errorCode: 'SERVER_UNAVAILABLE', message: 'try later' }]] : undefined);
+    org.subFault = (sub) =>
+      sub.method === 'PATCH' && ++seen === 1
+        ? [503, [{ errorCode: 'SERVER_UNAVAILABLE', message: 'try later' }]]
+        : undefined;
     const { report } = setup(orgConfig());
     const r = await report(emails.map((e, i) => optOut(e, i)));
     assert.equal(r.outcomes.filter((o) => o.kind === 'failed-retryable').length, 200);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 200);
-    assert.ok(r.outcomes.filter((o) => o.kind === 'failed-retryable').every((o) => /SERVER_UNAVAILABLE/.test(o.message ?? '')));
+    assert.ok(
+      r.outcomes.filter((o) => o.kind === 'failed-retryable').every((o) => /SERVER_UNAVAILABLE/.test(o.message ?? '')),
+    );
   });
 });
 
@@ -157,31 +192,58 @@ describe('salesforce composite delivery against the emulator', () => {
   after(() => sf.stop());
 
   const V = '/services/data/v59.0';
-  const post = (body: unknown) => axios.post(`${sf.origin}${V}/composite`, body, { headers: { authorization: `Bearer ${sf.connection().accessToken}` }, validateStatus: () => true });
+  const post = (body: unknown) =>
+    axios.post(`${sf.origin}${V}/composite`, body, {
+      headers: { authorization: `Bearer ${sf.connection().accessToken}` },
+      validateStatus: () => true,
+    });
   const usage = (h: Record<string, unknown>) => Number(/api-usage=(\d+)/.exec(String(h['sforce-limit-info']))![1]);
 
   it('the emulator: per-subrequest results by referenceId, ONE API unit per call, more than 5 queries refused', async () => {
     const q = (soql: string) => `${V}/query?q=${encodeURIComponent(soql)}`;
-    const before = await post({ allOrNone: false, compositeRequest: [{ method: 'GET', url: q('SELECT Id FROM Contact LIMIT 1'), referenceId: 'a' }] });
+    const before = await post({
+      allOrNone: false,
+      compositeRequest: [{ method: 'GET', url: q('SELECT Id FROM Contact LIMIT 1'), referenceId: 'a' }],
+    });
     assert.equal(before.status, 200);
     const r = await post({
       allOrNone: false,
       compositeRequest: [
         { method: 'GET', url: q('SELECT Id, Email FROM Contact LIMIT 2'), referenceId: 'good' },
-        { method: 'GET', url: q('SELECT Id FROM Contact WHERE Email IN (\'x'), referenceId: 'bad' },
-        { method: 'PATCH', url: `${V}/composite/sobjects`, referenceId: 'upd', body: { allOrNone: false, records: [{ attributes: { type: 'Contact' }, id: '003000000000000AAA', HasOptedOutOfEmail: true }] } },
+        { method: 'GET', url: q("SELECT Id FROM Contact WHERE Email IN ('x"), referenceId: 'bad' },
+        {
+          method: 'PATCH',
+          url: `${V}/composite/sobjects`,
+          referenceId: 'upd',
+          body: {
+            allOrNone: false,
+            records: [{ attributes: { type: 'Contact' }, id: '003000000000000AAA', HasOptedOutOfEmail: true }],
+          },
+        },
       ],
     });
     assert.equal(r.status, 200);
     assert.equal(usage(r.headers) - usage(before.headers), 1, 'one API unit for three subrequests');
-    const by = new Map((r.data.compositeResponse as Array<{ referenceId: string; httpStatusCode: number; body: unknown }>).map((x) => [x.referenceId, x]));
+    const by = new Map(
+      (r.data.compositeResponse as Array<{ referenceId: string; httpStatusCode: number; body: unknown }>).map((x) => [
+        x.referenceId,
+        x,
+      ]),
+    );
     assert.equal(by.get('good')!.httpStatusCode, 200);
     assert.equal((by.get('good')!.body as { records: unknown[] }).records.length, 2);
     assert.equal(by.get('bad')!.httpStatusCode, 400);
     assert.equal((by.get('bad')!.body as Array<{ errorCode: string }>)[0]!.errorCode, 'MALFORMED_QUERY');
     assert.equal(by.get('upd')!.httpStatusCode, 200);
     assert.equal((by.get('upd')!.body as Array<{ success: boolean }>)[0]!.success, false);
-    const six = await post({ allOrNone: false, compositeRequest: Array.from({ length: 6 }, (_, i) => ({ method: 'GET', url: q('SELECT Id FROM Lead LIMIT 1'), referenceId: `q${i}` })) });
+    const six = await post({
+      allOrNone: false,
+      compositeRequest: Array.from({ length: 6 }, (_, i) => ({
+        method: 'GET',
+        url: q('SELECT Id FROM Lead LIMIT 1'),
+        referenceId: `q${i}`,
+      })),
+    });
     assert.equal(six.status, 400);
     assert.match(JSON.stringify(six.data), /at most 5 query or sObject Collections subrequests/);
   });
@@ -190,7 +252,11 @@ describe('salesforce composite delivery against the emulator', () => {
     const truth = sf.world.truth();
     const emails = [...new Set(truth.optOuts.map((o) => o.email.trim().toLowerCase()))];
     const c = sf.connection();
-    const { report, counts } = setup({ instanceUrl: c.instanceUrl, apiVersion: c.apiVersion, auth: { type: 'access-token', accessToken: c.accessToken } });
+    const { report, counts } = setup({
+      instanceUrl: c.instanceUrl,
+      apiVersion: c.apiVersion,
+      auth: { type: 'access-token', accessToken: c.accessToken },
+    });
     const before = sf.usage.used(sf.world.now());
     const r = await report(emails.map((e, i) => optOut(e, i)));
     const k = truth.salesforce.toSuppress.length;

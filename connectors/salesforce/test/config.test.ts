@@ -10,12 +10,19 @@ import { formatErrors } from '../../../src/sdk';
 
 // Compiled tests run from dist/; fixtures and spec.json are read from the source tree.
 /** The package root (holds package.json), from either connectors/salesforce/test or dist/connectors/salesforce/test. */
-const ROOT = [3, 4].map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..'))).find((d) => fs.existsSync(path.join(d, 'package.json')))!;
-const fixtures = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/test/fixtures/configs.json'), 'utf8')) as {
+const ROOT = [3, 4]
+  .map((up) => path.resolve(__dirname, ...Array<string>(up).fill('..')))
+  .find((d) => fs.existsSync(path.join(d, 'package.json')))!;
+const fixtures = JSON.parse(
+  fs.readFileSync(path.join(ROOT, 'connectors/salesforce/test/fixtures/configs.json'), 'utf8'),
+) as {
   valid: unknown[];
   invalid: Array<{ config: unknown; why: string }>;
 };
-const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/spec.json'), 'utf8')) as Record<string, unknown>;
+const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'connectors/salesforce/spec.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
 
 describe('salesforce config', () => {
   const ajv = new Ajv({ allErrors: true, strict: true });
@@ -42,10 +49,16 @@ describe('salesforce config', () => {
   });
 
   it('names the problem in readable paths', () => {
-    const r = connector.config.decode({ auth: { type: 'access-token', accessToken: 'tok-123456' }, objects: { Contact: { feild: 'X' } } });
+    const r = connector.config.decode({
+      auth: { type: 'access-token', accessToken: 'tok-123456' },
+      objects: { Contact: { feild: 'X' } },
+    });
     assert.ok(!isRight(r));
     const lines = formatErrors(r.left, 'targets[0].config');
-    assert.ok(lines.some((l) => l.startsWith('targets[0].config.objects.Contact.feild: unknown key "feild"')), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => l.startsWith('targets[0].config.objects.Contact.feild: unknown key "feild"')),
+      lines.join('\n'),
+    );
     const r2 = connector.config.decode({ auth: { type: 'access-token', accessToken: 'tok-123456' } });
     assert.ok(!isRight(r2));
     assert.deepEqual(formatErrors(r2.left), [
@@ -74,13 +87,20 @@ describe('salesforce config', () => {
   });
 
   it('maps PersonAccount to Account.PersonEmail / PersonHasOptedOutOfEmail and keeps person contacts out of Contact', () => {
-    const c = { auth: { type: 'refresh-token', clientId: 'c', refreshToken: 'r' }, loginUrl: 'https://test.salesforce.com/', objects: { PersonAccount: { enabled: true } } };
+    const c = {
+      auth: { type: 'refresh-token', clientId: 'c', refreshToken: 'r' },
+      loginUrl: 'https://test.salesforce.com/',
+      objects: { PersonAccount: { enabled: true } },
+    };
     const r = SalesforceConfig.decode(c);
     assert.ok(isRight(r));
     const cfg = resolveConfig(r.right);
     assert.equal(cfg.loginUrl, 'https://test.salesforce.com');
     const pa = cfg.objects.find((o) => o.key === 'PersonAccount')!;
-    assert.deepEqual([pa.sobject, pa.emailField, pa.field, pa.conditions], ['Account', 'PersonEmail', 'PersonHasOptedOutOfEmail', ['IsPersonAccount = true']]);
+    assert.deepEqual(
+      [pa.sobject, pa.emailField, pa.field, pa.conditions],
+      ['Account', 'PersonEmail', 'PersonHasOptedOutOfEmail', ['IsPersonAccount = true']],
+    );
     assert.deepEqual(cfg.objects.find((o) => o.key === 'Contact')!.conditions, ['IsPersonAccount = false']);
   });
 

@@ -8,17 +8,32 @@ import { connector, openSalesforce } from '..';
 import { DeliveryMode, HaltInfo, OptOut } from '../../../src/sdk';
 import { DeliveryResult as DeliveryReport, deliverEither } from '../../../test/contract';
 import { clearSecrets } from '../../../src/log';
-import { FakeOrg, INSTANCE, API, contact, lead, personAccount, testCaps, optOut, parseLookupSoql } from './fixtures/fake-org';
+import {
+  FakeOrg,
+  INSTANCE,
+  API,
+  contact,
+  lead,
+  personAccount,
+  testCaps,
+  optOut,
+  parseLookupSoql,
+} from './fixtures/fake-org';
 
 const FAST = { retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 100 } };
 
 function setup(org: FakeOrg, overrides: Record<string, unknown> = {}) {
-  const raw = { instanceUrl: INSTANCE, auth: { type: 'access-token', accessToken: 'initial-access-token-abc' }, ...overrides };
+  const raw = {
+    instanceUrl: INSTANCE,
+    auth: { type: 'access-token', accessToken: 'initial-access-token-abc' },
+    ...overrides,
+  };
   const decoded = connector.config.decode(raw);
   if (E.isLeft(decoded)) throw new Error('bad test config');
   const t = testCaps();
   const target = openSalesforce(decoded.right, t.caps, FAST);
-  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryReport>> => deliverEither(target, batch, mode);
+  const deliver = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<E.Either<HaltInfo, DeliveryReport>> =>
+    deliverEither(target, batch, mode);
   const report = async (batch: OptOut[], mode: DeliveryMode = 'apply'): Promise<DeliveryReport> => {
     const r = await deliver(batch, mode);
     if (E.isLeft(r)) throw new Error(`unexpected Left: ${r.left.kind}: ${r.left.message}`);
@@ -50,7 +65,8 @@ describe('salesforce deliver (jsforce + nock)', () => {
     const perObject = (o: string) => queries.filter((q) => parseLookupSoql(q.soql).object === o);
     assert.equal(perObject('Contact').length, 5);
     assert.equal(perObject('Lead').length, 5);
-    for (const q of [...org.requests, ...org.queries()]) assert.ok(q.url.length <= 16_384, `URL of ${q.url.length} bytes`);
+    for (const q of [...org.requests, ...org.queries()])
+      assert.ok(q.url.length <= 16_384, `URL of ${q.url.length} bytes`);
     // every email looked up exactly once per object
     const seen = perObject('Contact').flatMap((q) => parseLookupSoql(q.soql).emails);
     assert.equal(new Set(seen).size, 1000);
@@ -66,7 +82,10 @@ describe('salesforce deliver (jsforce + nock)', () => {
 
   it('cuts chunks further when long addresses would push a URL past the limit', async () => {
     const local = 'x'.repeat(60);
-    const emails = Array.from({ length: 1000 }, (_, i) => `${local}.${i}@a-rather-long-subdomain.of-a-very-long-example-domain-name.example.com`);
+    const emails = Array.from(
+      { length: 1000 },
+      (_, i) => `${local}.${i}@a-rather-long-subdomain.of-a-very-long-example-domain-name.example.com`,
+    );
     const { report } = setup(org, { objects: { Lead: { enabled: false } } });
     const r = await report(emails.map((e, i) => optOut(e, i)));
     const queries = org.queries();
@@ -77,7 +96,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it("escapes ' and \\ in SOQL literals and still matches", async () => {
-    org.add(contact('003Q1', "o'brien@example.com"), contact('003B1', 'back\\slash@example.com'), lead('00QQ1', "O'Brien@Example.com"));
+    org.add(
+      contact('003Q1', "o'brien@example.com"),
+      contact('003B1', 'back\\slash@example.com'),
+      lead('00QQ1', "O'Brien@Example.com"),
+    );
     const { report } = setup(org);
     const r = await report([optOut("o'brien@example.com"), optOut('back\\slash@example.com')]);
     const soql = org.queries()[0]!.soql;
@@ -107,7 +130,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('suppresses every record of an email: a Contact and a Lead both written', async () => {
-    org.add(contact('003D1', 'dup@example.com'), lead('00QD1', 'DUP@example.com'), contact('003D2', 'dup@example.com', true));
+    org.add(
+      contact('003D1', 'dup@example.com'),
+      lead('00QD1', 'DUP@example.com'),
+      contact('003D2', 'dup@example.com', true),
+    );
     const { report } = setup(org);
     const r = await report([optOut('dup@example.com')]);
     const o = r.outcomes[0]!;
@@ -115,7 +142,10 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.deepEqual([...o.recordIds].sort(), ['003D1', '00QD1']);
     assert.match(o.message ?? '', /already opted out: Contact 003D2/);
     assert.equal(org.collectionCalls().length, 1);
-    const body = JSON.parse(org.collectionCalls()[0]!.body) as { allOrNone: boolean; records: Array<{ attributes: { type: string }; id: string; HasOptedOutOfEmail: boolean }> };
+    const body = JSON.parse(org.collectionCalls()[0]!.body) as {
+      allOrNone: boolean;
+      records: Array<{ attributes: { type: string }; id: string; HasOptedOutOfEmail: boolean }>;
+    };
     assert.equal(body.allOrNone, false);
     assert.deepEqual(
       body.records.map((x) => [x.attributes.type, x.id, x.HasOptedOutOfEmail]),
@@ -128,12 +158,20 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('excludes converted Leads in the query; CANNOT_UPDATE_CONVERTED_LEAD is failed-permanent naming the record, the rest is written', async () => {
-    org.add(lead('00QC1', 'conv@example.com', false, true), contact('003V1', 'conv@example.com'), lead('00QR1', 'race@example.com'), contact('003R1', 'race@example.com'));
+    org.add(
+      lead('00QC1', 'conv@example.com', false, true),
+      contact('003V1', 'conv@example.com'),
+      lead('00QR1', 'race@example.com'),
+      contact('003R1', 'race@example.com'),
+    );
     // 00QR1 is converted between the lookup and the write
     org.writeFaults.set('00QR1', ['CANNOT_UPDATE_CONVERTED_LEAD']);
     const { report } = setup(org);
     const r = await report([optOut('conv@example.com'), optOut('race@example.com')]);
-    const leadQuery = org.queries().map((q) => q.soql).find((s) => s.includes('FROM Lead'))!;
+    const leadQuery = org
+      .queries()
+      .map((q) => q.soql)
+      .find((s) => s.includes('FROM Lead'))!;
     assert.match(leadQuery, / AND IsConverted = false$/);
     const out = byEmail(r);
     assert.equal(out.get('conv@example.com')!.kind, 'applied');
@@ -151,8 +189,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
     emails.forEach((e, i) => org.add(contact(`003P${i}`, e)));
     const { report, counts } = setup(org);
     const r = await report(emails.map((e, i) => optOut(e, i)));
-    const calls = org.collectionUpdates().map((c) => (JSON.parse(c.body) as { allOrNone: boolean; records: unknown[] }));
-    assert.deepEqual(calls.map((c) => c.records.length), [200, 200, 50]);
+    const calls = org.collectionUpdates().map((c) => JSON.parse(c.body) as { allOrNone: boolean; records: unknown[] });
+    assert.deepEqual(
+      calls.map((c) => c.records.length),
+      [200, 200, 50],
+    );
     assert.ok(calls.every((c) => c.allOrNone === false));
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 450);
     assert.equal(org.queries().length, 6); // ceil(450/200) per object, 2 objects
@@ -182,7 +223,10 @@ describe('salesforce deliver (jsforce + nock)', () => {
     // the lock failure is retried once through sObject Collections, with just that record
     const calls = org.collectionCalls();
     assert.equal(calls.length, 1);
-    assert.deepEqual((JSON.parse(calls[0]!.body) as { records: Array<{ id: string }> }).records.map((x) => x.id), ['003K7']);
+    assert.deepEqual(
+      (JSON.parse(calls[0]!.body) as { records: Array<{ id: string }> }).records.map((x) => x.id),
+      ['003K7'],
+    );
     const out = byEmail(r);
     assert.equal(out.get('b5@example.com')!.kind, 'failed-permanent');
     assert.match(out.get('b5@example.com')!.message ?? '', /Contact 003K5: ENTITY_IS_DELETED: entity is deleted/);
@@ -213,13 +257,23 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('retries UNABLE_TO_LOCK_ROW records, and leaves them failed-retryable when the lock persists', async () => {
-    org.add(contact('003L1', 'lock1@example.com'), contact('003L2', 'lock2@example.com'), contact('003L3', 'ok@example.com'));
+    org.add(
+      contact('003L1', 'lock1@example.com'),
+      contact('003L2', 'lock2@example.com'),
+      contact('003L3', 'ok@example.com'),
+    );
     org.writeFaults.set('003L1', ['UNABLE_TO_LOCK_ROW', 'UNABLE_TO_LOCK_ROW']);
     org.writeFaults.set('003L2', Array(10).fill('UNABLE_TO_LOCK_ROW'));
     const { report, clock } = setup(org);
     const r = await report([optOut('lock1@example.com'), optOut('lock2@example.com'), optOut('ok@example.com')]);
-    const calls = org.collectionCalls().map((c) => (JSON.parse(c.body) as { records: Array<{ id: string }> }).records.map((x) => x.id));
-    assert.deepEqual(calls, [['003L1', '003L2', '003L3'], ['003L1', '003L2'], ['003L1', '003L2']]);
+    const calls = org
+      .collectionCalls()
+      .map((c) => (JSON.parse(c.body) as { records: Array<{ id: string }> }).records.map((x) => x.id));
+    assert.deepEqual(calls, [
+      ['003L1', '003L2', '003L3'],
+      ['003L1', '003L2'],
+      ['003L1', '003L2'],
+    ]);
     const out = byEmail(r);
     assert.equal(out.get('lock1@example.com')!.kind, 'applied');
     assert.equal(out.get('ok@example.com')!.kind, 'applied');
@@ -256,12 +310,31 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('dry run: lookups only, no PATCH/POST/PUT; the plan lists record ids and field values', async () => {
-    org.add(contact('003Y1', 'plan@example.com'), lead('00QY1', 'plan@example.com'), contact('003Y2', 'done@example.com', true));
-    const { report } = setup(org, { objects: { Contact: { extraFields: { CC_Opted_Out_At__c: 'optOutDate', Opt_Out_Origin__c: { constant: 'Constant Contact' } } } } });
-    const r = await report([optOut('plan@example.com'), optOut('done@example.com'), optOut('none@example.com')], 'plan');
+    org.add(
+      contact('003Y1', 'plan@example.com'),
+      lead('00QY1', 'plan@example.com'),
+      contact('003Y2', 'done@example.com', true),
+    );
+    const { report } = setup(org, {
+      objects: {
+        Contact: {
+          extraFields: { CC_Opted_Out_At__c: 'optOutDate', Opt_Out_Origin__c: { constant: 'Constant Contact' } },
+        },
+      },
+    });
+    const r = await report(
+      [optOut('plan@example.com'), optOut('done@example.com'), optOut('none@example.com')],
+      'plan',
+    );
     // the two lookups travel in one composite POST; no write of any kind
-    assert.deepEqual(org.requests.filter((q) => q.method !== 'GET').map((q) => q.path), [`${API}/composite`]);
-    assert.deepEqual(org.subrequests.map((q) => q.method), ['GET', 'GET']);
+    assert.deepEqual(
+      org.requests.filter((q) => q.method !== 'GET').map((q) => q.path),
+      [`${API}/composite`],
+    );
+    assert.deepEqual(
+      org.subrequests.map((q) => q.method),
+      ['GET', 'GET'],
+    );
     assert.equal(org.collectionUpdates().length, 0);
     assert.equal(org.jobs.size, 0);
     const out = byEmail(r);
@@ -298,12 +371,26 @@ describe('salesforce deliver (jsforce + nock)', () => {
   });
 
   it('Person Accounts: Account by PersonEmail where IsPersonAccount = true, person contacts left to that mapping', async () => {
-    org.add(personAccount('001A1', 'person@example.com'), contact('003N1', 'plain@example.com', false, { IsPersonAccount: false }));
+    org.add(
+      personAccount('001A1', 'person@example.com'),
+      contact('003N1', 'plain@example.com', false, { IsPersonAccount: false }),
+    );
     const { report } = setup(org, { objects: { PersonAccount: { enabled: true } } });
     const r = await report([optOut('person@example.com'), optOut('plain@example.com')]);
     const soqls = org.queries().map((q) => q.soql);
-    assert.ok(soqls.includes("SELECT Id, PersonEmail, PersonHasOptedOutOfEmail FROM Account WHERE PersonEmail IN ('person@example.com','plain@example.com') AND IsPersonAccount = true"), soqls.join('\n'));
-    assert.ok(soqls.some((s) => s.startsWith('SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE') && s.endsWith('AND IsPersonAccount = false')));
+    assert.ok(
+      soqls.includes(
+        "SELECT Id, PersonEmail, PersonHasOptedOutOfEmail FROM Account WHERE PersonEmail IN ('person@example.com','plain@example.com') AND IsPersonAccount = true",
+      ),
+      soqls.join('\n'),
+    );
+    assert.ok(
+      soqls.some(
+        (s) =>
+          s.startsWith('SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE') &&
+          s.endsWith('AND IsPersonAccount = false'),
+      ),
+    );
     const out = byEmail(r);
     assert.equal(out.get('person@example.com')!.kind, 'applied');
     assert.equal(org.get('001A1')!['PersonHasOptedOutOfEmail'], true);
@@ -324,7 +411,9 @@ describe('salesforce deliver (jsforce + nock)', () => {
     org.fault = () => (++n === 1 ? [503, 'Service Unavailable', { 'Content-Type': 'text/plain' }] : undefined);
     // the very first request meets a reset socket (registered ahead of the fake org's interceptors)
     nock.cleanAll();
-    nock(INSTANCE).post(() => true).replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    nock(INSTANCE)
+      .post(() => true)
+      .replyWithError(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
     org.install();
     const { report, clock, counts } = setup(org);
     const r = await report([optOut('t@example.com')]);
@@ -336,7 +425,13 @@ describe('salesforce deliver (jsforce + nock)', () => {
 
   it('a lookup the org refuses (INVALID_FIELD) is a config HaltInfo, not a per-email failure', async () => {
     org.fault = (req) =>
-      req.path === `${API}/query` ? [400, JSON.stringify([{ errorCode: 'INVALID_FIELD', message: "No such column 'Custom__c' on entity 'Contact'" }]), { 'Content-Type': 'application/json' }] : undefined;
+      req.path === `${API}/query`
+        ? [
+            400,
+            JSON.stringify([{ errorCode: 'INVALID_FIELD', message: "No such column 'Custom__c' on entity 'Contact'" }]),
+            { 'Content-Type': 'application/json' },
+          ]
+        : undefined;
     const { deliver } = setup(org, { objects: { Contact: { field: 'Custom__c' } } });
     const r = await deliver([optOut('x@example.com')]);
     assert.ok(E.isLeft(r));
@@ -370,7 +465,11 @@ describe('salesforce deliver (jsforce + nock)', () => {
     assert.equal(counts.get('salesforce'), 2 + 1);
     assert.equal(r.outcomes.filter((o) => o.kind === 'applied').length, 450);
     assert.equal(r.outcomes.filter((o) => o.kind === 'already-suppressed').length, 50);
-    assert.ok(logger.lines.some((l) => l.includes('"queries":6') && l.includes('"compositeLookupCalls":2') && l.includes('"writeCalls":1')));
+    assert.ok(
+      logger.lines.some(
+        (l) => l.includes('"queries":6') && l.includes('"compositeLookupCalls":2') && l.includes('"writeCalls":1'),
+      ),
+    );
   });
 
   it('backfill: 5,000 opt-outs, 2,500 Contact writes above the threshold go through one Bulk job', async () => {

@@ -23,16 +23,30 @@ describe('emulator: Salesforce', () => {
   let token: string;
   const auth = (t = token) => ({ headers: { authorization: `Bearer ${t}` }, ...any });
   const query = (soql: string, headers: Record<string, string> = {}): Promise<AxiosResponse> =>
-    axios.get(`${emu.origin}${V}/query`, { params: { q: soql }, headers: { authorization: `Bearer ${token}`, ...headers }, ...any });
+    axios.get(`${emu.origin}${V}/query`, {
+      params: { q: soql },
+      headers: { authorization: `Bearer ${token}`, ...headers },
+      ...any,
+    });
   const patch = (records: unknown[], allOrNone = false): Promise<AxiosResponse> =>
     axios.patch(`${emu.origin}${V}/composite/sobjects`, { allOrNone, records }, auth());
-  const jwtClaims = () => ({ iss: emu.clientId, sub: emu.username, aud: emu.origin, exp: Math.floor(Date.now() / 1000) + 180 });
+  const jwtClaims = () => ({
+    iss: emu.clientId,
+    sub: emu.username,
+    aud: emu.origin,
+    exp: Math.floor(Date.now() / 1000) + 180,
+  });
   const tokenReq = (params: Record<string, string>): Promise<AxiosResponse> =>
-    axios.post(`${emu.origin}/services/oauth2/token`, new URLSearchParams(params).toString(), { headers: { 'content-type': 'application/x-www-form-urlencoded' }, ...any });
+    axios.post(`${emu.origin}/services/oauth2/token`, new URLSearchParams(params).toString(), {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      ...any,
+    });
   const used = new Set<string>();
   /** A toSuppress record of a type, not used by another test. */
   const fresh = (type: 'Contact' | 'Lead') => {
-    const rec = truth.salesforce.toSuppress.map((id) => world.sfById.get(id)!).find((r) => r.type === type && !used.has(r.Id));
+    const rec = truth.salesforce.toSuppress
+      .map((id) => world.sfById.get(id)!)
+      .find((r) => r.type === type && !used.has(r.Id));
     assert.ok(rec, `a fresh ${type}`);
     used.add(rec.Id);
     return rec;
@@ -42,18 +56,31 @@ describe('emulator: Salesforce', () => {
     emu = await startSalesforce({ seed: 41, contacts: 4000, anchor: ANCHOR });
     world = emu.world;
     truth = world.truth();
-    const r = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(emu.privateKeyPem, jwtClaims()) });
+    const r = await tokenReq({
+      grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+      assertion: signJwt(emu.privateKeyPem, jwtClaims()),
+    });
     assert.equal(r.status, 200, JSON.stringify(r.data));
     token = r.data.access_token;
   });
   after(() => emu.stop());
   afterEach(() => {
-    emu.setKnobs({ lockNext: 0, lockRate: 0, dailyApiLimit: 100_000, force429Storm: 0, fail5xxRate: 0, bulkInProgressPolls: 0 });
+    emu.setKnobs({
+      lockNext: 0,
+      lockRate: 0,
+      dailyApiLimit: 100_000,
+      force429Storm: 0,
+      fail5xxRate: 0,
+      bulkInProgressPolls: 0,
+    });
   });
 
   describe('OAuth', () => {
     it('JWT bearer: a correctly signed assertion gets a session with instance_url and id', async () => {
-      const r = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(emu.privateKeyPem, jwtClaims()) });
+      const r = await tokenReq({
+        grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+        assertion: signJwt(emu.privateKeyPem, jwtClaims()),
+      });
       assert.equal(r.status, 200);
       assert.equal(r.data.instance_url, emu.origin);
       assert.match(r.data.id, /\/id\/00D\w{15}\/005\w{15}$/);
@@ -62,8 +89,13 @@ describe('emulator: Salesforce', () => {
     });
 
     it('JWT bearer: a wrong key, audience, subject, issuer or expiry is rejected', async () => {
-      const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-      const wrongKey = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(other, jwtClaims()) });
+      const other = generateKeyPairSync('rsa', { modulusLength: 2048 })
+        .privateKey.export({ type: 'pkcs8', format: 'pem' })
+        .toString();
+      const wrongKey = await tokenReq({
+        grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+        assertion: signJwt(other, jwtClaims()),
+      });
       assert.equal(wrongKey.status, 400);
       assert.equal(wrongKey.data.error, 'invalid_grant');
       const cases: Array<[Record<string, unknown>, string]> = [
@@ -73,20 +105,35 @@ describe('emulator: Salesforce', () => {
         [{ exp: Math.floor(Date.now() / 1000) - 10 }, 'invalid_grant'],
       ];
       for (const [override, error] of cases) {
-        const r = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(emu.privateKeyPem, { ...jwtClaims(), ...override }) });
+        const r = await tokenReq({
+          grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+          assertion: signJwt(emu.privateKeyPem, { ...jwtClaims(), ...override }),
+        });
         assert.equal(r.status, 400, JSON.stringify(override));
         assert.equal(r.data.error, error, JSON.stringify(override));
       }
       // Audience may also be the standard login host.
-      const std = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(emu.privateKeyPem, { ...jwtClaims(), aud: 'https://login.salesforce.com' }) });
+      const std = await tokenReq({
+        grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+        assertion: signJwt(emu.privateKeyPem, { ...jwtClaims(), aud: 'https://login.salesforce.com' }),
+      });
       assert.equal(std.status, 200);
     });
 
     it('client credentials and refresh token grants; username-password is blocked', async () => {
       const c = emu.connection();
-      const cc = await tokenReq({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret });
+      const cc = await tokenReq({
+        grant_type: 'client_credentials',
+        client_id: c.clientId,
+        client_secret: c.clientSecret,
+      });
       assert.equal(cc.status, 200);
-      const rt = await tokenReq({ grant_type: 'refresh_token', client_id: c.clientId, client_secret: c.clientSecret, refresh_token: c.refreshToken });
+      const rt = await tokenReq({
+        grant_type: 'refresh_token',
+        client_id: c.clientId,
+        client_secret: c.clientSecret,
+        refresh_token: c.refreshToken,
+      });
       assert.equal(rt.status, 200);
       const pw = await tokenReq({ grant_type: 'password', client_id: c.clientId, username: c.username, password: 'x' });
       assert.equal(pw.status, 400);
@@ -97,12 +144,19 @@ describe('emulator: Salesforce', () => {
       assert.equal(r.status, 401);
       assert.deepEqual(r.data, [{ errorCode: 'INVALID_SESSION_ID', message: 'Session expired or invalid' }]);
       const c = emu.connection();
-      const cc = await tokenReq({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret });
+      const cc = await tokenReq({
+        grant_type: 'client_credentials',
+        client_id: c.clientId,
+        client_secret: c.clientSecret,
+      });
       const t = cc.data.access_token as string;
       assert.equal((await axios.get(`${emu.origin}${V}/limits`, auth(t))).status, 200);
       await axios.post(`${emu.origin}/__emulator/faults`, { expireTokens: true }, any);
       assert.equal((await axios.get(`${emu.origin}${V}/limits`, auth(t))).status, 401);
-      const again = await tokenReq({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: signJwt(emu.privateKeyPem, jwtClaims()) });
+      const again = await tokenReq({
+        grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+        assertion: signJwt(emu.privateKeyPem, jwtClaims()),
+      });
       token = again.data.access_token;
     });
   });
@@ -130,7 +184,9 @@ describe('emulator: Salesforce', () => {
     it('SOQL: Email IN is case-insensitive', async () => {
       const recId = truth.hardCases.mixedCaseSalesforce.find((id) => world.sfById.get(id)!.type === 'Contact')!;
       const rec = world.sfById.get(recId)!;
-      const r = await query(`SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE Email IN ('${rec.norm!.toUpperCase()}', 'nobody@example.com')`);
+      const r = await query(
+        `SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE Email IN ('${rec.norm!.toUpperCase()}', 'nobody@example.com')`,
+      );
       assert.equal(r.status, 200, JSON.stringify(r.data));
       assert.equal(r.data.done, true);
       const ids = r.data.records.map((x: { Id: string }) => x.Id);
@@ -203,7 +259,14 @@ describe('emulator: Salesforce', () => {
         new Promise((resolve, reject) => {
           const u = new URL(emu.origin);
           const s = net.connect(Number(u.port), u.hostname, () => {
-            const hs = Object.entries({ Host: u.host, Connection: 'close', Authorization: `Bearer ${token}`, ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+            const hs = Object.entries({
+              Host: u.host,
+              Connection: 'close',
+              Authorization: `Bearer ${token}`,
+              ...headers,
+            })
+              .map(([k, v]) => `${k}: ${v}\r\n`)
+              .join('');
             s.write(`GET ${path} HTTP/1.1\r\n${hs}\r\n`);
           });
           let buf = '';
@@ -212,7 +275,8 @@ describe('emulator: Salesforce', () => {
           s.on('error', reject);
         });
       const emails = Array.from({ length: 700 }, (_, i) => `'someone.with.a.long.address.${i}@example.com'`).join(',');
-      const q = (list: string) => `${V}/query?q=${encodeURIComponent(`SELECT Id FROM Contact WHERE Email IN (${list})`)}`;
+      const q = (list: string) =>
+        `${V}/query?q=${encodeURIComponent(`SELECT Id FROM Contact WHERE Email IN (${list})`)}`;
       const long = await rawGet(q(emails), {});
       assert.match(long, /^HTTP\/1\.1 414 /);
       assert.match(long, /URI_TOO_LONG/);
@@ -223,7 +287,11 @@ describe('emulator: Salesforce', () => {
     });
 
     it('sObject Collections: >200 records rejected with EXCEEDED_ID_LIMIT', async () => {
-      const recs = Array.from({ length: 201 }, (_, i) => ({ attributes: { type: 'Contact' }, Id: truth.salesforce.untouched[i], HasOptedOutOfEmail: false }));
+      const recs = Array.from({ length: 201 }, (_, i) => ({
+        attributes: { type: 'Contact' },
+        Id: truth.salesforce.untouched[i],
+        HasOptedOutOfEmail: false,
+      }));
       const r = await patch(recs);
       assert.equal(r.status, 400);
       assert.equal(r.data[0].errorCode, 'EXCEEDED_ID_LIMIT');
@@ -244,8 +312,17 @@ describe('emulator: Salesforce', () => {
         { attributes: { type: 'Lead' }, Id: ok2.Id, IsConverted: true },
       ]);
       assert.equal(r.status, 200);
-      const codes = r.data.map((x: { success: boolean; errors: Array<{ statusCode: string }> }) => (x.success ? 'ok' : x.errors[0].statusCode));
-      assert.deepEqual(codes, ['ok', 'CANNOT_UPDATE_CONVERTED_LEAD', 'ENTITY_IS_DELETED', 'INVALID_FIELD', 'ok', 'INVALID_FIELD_FOR_INSERT_UPDATE']);
+      const codes = r.data.map((x: { success: boolean; errors: Array<{ statusCode: string }> }) =>
+        x.success ? 'ok' : x.errors[0].statusCode,
+      );
+      assert.deepEqual(codes, [
+        'ok',
+        'CANNOT_UPDATE_CONVERTED_LEAD',
+        'ENTITY_IS_DELETED',
+        'INVALID_FIELD',
+        'ok',
+        'INVALID_FIELD_FOR_INSERT_UPDATE',
+      ]);
       assert.equal(r.data[0].id, ok1.Id);
       assert.deepEqual(r.data[0].errors, []);
       assert.equal(r.data[1].id, undefined, 'failed items carry no id');
@@ -267,10 +344,13 @@ describe('emulator: Salesforce', () => {
       assert.equal(r.data[0].errors[0].statusCode, 'UNABLE_TO_LOCK_ROW');
       assert.equal(r.data[1].success, true);
       const conv = world.sfById.get(truth.hardCases.convertedLeads[0])!;
-      const rb = await patch([
-        { attributes: { type: 'Contact' }, Id: a.Id, HasOptedOutOfEmail: true },
-        { attributes: { type: 'Lead' }, Id: conv.Id, HasOptedOutOfEmail: true },
-      ], true);
+      const rb = await patch(
+        [
+          { attributes: { type: 'Contact' }, Id: a.Id, HasOptedOutOfEmail: true },
+          { attributes: { type: 'Lead' }, Id: conv.Id, HasOptedOutOfEmail: true },
+        ],
+        true,
+      );
       assert.equal(rb.data[0].errors[0].statusCode, 'ALL_OR_NONE_OPERATION_ROLLED_BACK');
       assert.equal(world.sfById.get(a.Id)!.fields.HasOptedOutOfEmail, false, 'rolled back');
     });
@@ -292,12 +372,19 @@ describe('emulator: Salesforce', () => {
       const conv = world.sfById.get(truth.hardCases.convertedLeads[1] ?? truth.hardCases.convertedLeads[0])!;
       const lead = fresh('Lead');
       const base = `${emu.origin}${V}/jobs/ingest`;
-      const job = await axios.post(base, { object: 'Lead', operation: 'update', contentType: 'CSV', lineEnding: 'LF' }, auth());
+      const job = await axios.post(
+        base,
+        { object: 'Lead', operation: 'update', contentType: 'CSV', lineEnding: 'LF' },
+        auth(),
+      );
       assert.equal(job.status, 200, JSON.stringify(job.data));
       assert.equal(job.data.state, 'Open');
       const id = job.data.id as string;
       const csv = `Id,HasOptedOutOfEmail\n${lead.Id},true\n${conv.Id},true\n00QDn00000zzzzz,true\n`;
-      const up = await axios.put(`${base}/${id}/batches`, csv, { headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' }, ...any });
+      const up = await axios.put(`${base}/${id}/batches`, csv, {
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
+        ...any,
+      });
       assert.equal(up.status, 201);
       const close = await axios.patch(`${base}/${id}`, { state: 'UploadComplete' }, auth());
       assert.equal(close.status, 200);
@@ -325,14 +412,23 @@ describe('emulator: Salesforce', () => {
       const base = `${emu.origin}${V}/jobs/ingest`;
       const rec = fresh('Contact');
       const job = await axios.post(base, { object: 'Contact', operation: 'update' }, auth());
-      await axios.put(`${base}/${job.data.id}/batches`, `Id,HasOptedOutOfEmail\n${rec.Id},true\n`, { headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' }, ...any });
+      await axios.put(`${base}/${job.data.id}/batches`, `Id,HasOptedOutOfEmail\n${rec.Id},true\n`, {
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
+        ...any,
+      });
       await axios.patch(`${base}/${job.data.id}`, { state: 'UploadComplete' }, auth());
       assert.equal((await axios.get(`${base}/${job.data.id}`, auth())).data.state, 'InProgress');
       assert.equal((await axios.get(`${base}/${job.data.id}`, auth())).data.state, 'JobComplete');
-      const late = await axios.put(`${base}/${job.data.id}/batches`, 'Id\n', { headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' }, ...any });
+      const late = await axios.put(`${base}/${job.data.id}/batches`, 'Id\n', {
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
+        ...any,
+      });
       assert.ok(late.status >= 400, 'no upload after UploadComplete');
       const bad = await axios.post(base, { object: 'Contact', operation: 'update' }, auth());
-      await axios.put(`${base}/${bad.data.id}/batches`, `Id,Nope__c\n${rec.Id},x\n`, { headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' }, ...any });
+      await axios.put(`${base}/${bad.data.id}/batches`, `Id,Nope__c\n${rec.Id},x\n`, {
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
+        ...any,
+      });
       await axios.patch(`${base}/${bad.data.id}`, { state: 'UploadComplete' }, auth());
       const st = await axios.get(`${base}/${bad.data.id}`, auth());
       assert.equal(st.data.state, 'Failed');
@@ -345,14 +441,22 @@ describe('emulator: Salesforce', () => {
     const conn = new Connection({ instanceUrl: emu.origin, accessToken: token, version: '59.0' });
     const c1 = fresh('Contact');
     const c2 = fresh('Contact');
-    const q = await conn.query<{ Id: string; Email: string }>(`SELECT Id, Email FROM Contact WHERE Email IN ('${c1.norm}', '${c2.norm}')`);
+    const q = await conn.query<{ Id: string; Email: string }>(
+      `SELECT Id, Email FROM Contact WHERE Email IN ('${c1.norm}', '${c2.norm}')`,
+    );
     assert.ok(q.records.some((r) => r.Id === c1.Id));
-    const res = await conn.sobject('Contact').update([{ Id: c1.Id, HasOptedOutOfEmail: true }], { allowRecursive: true });
+    const res = await conn
+      .sobject('Contact')
+      .update([{ Id: c1.Id, HasOptedOutOfEmail: true }], { allowRecursive: true });
     assert.equal(res[0].success, true);
     assert.equal(world.sfById.get(c1.Id)!.fields.HasOptedOutOfEmail, true);
     assert.ok(conn.limitInfo.apiUsage && conn.limitInfo.apiUsage.limit === 100_000);
     conn.bulk2.pollInterval = 50;
-    const results = await conn.bulk2.loadAndWaitForResults({ object: 'Contact', operation: 'update', input: [{ Id: c2.Id, HasOptedOutOfEmail: true }] });
+    const results = await conn.bulk2.loadAndWaitForResults({
+      object: 'Contact',
+      operation: 'update',
+      input: [{ Id: c2.Id, HasOptedOutOfEmail: true }],
+    });
     assert.equal(results.successfulResults.length, 1);
     assert.equal(results.failedResults.length, 0);
     assert.equal(world.sfById.get(c2.Id)!.fields.HasOptedOutOfEmail, true);
@@ -365,12 +469,30 @@ describe('emulator: Salesforce', () => {
       const target = pa.world.sfById.get(t.salesforce.personAccountsToSuppress[0])!;
       const c = pa.connection();
       const h = { headers: { authorization: `Bearer ${c.accessToken}` }, ...any };
-      const q = await axios.get(`${pa.origin}${V}/query`, { params: { q: `SELECT Id, PersonEmail, PersonHasOptedOutOfEmail FROM Account WHERE PersonEmail IN ('${target.norm!.toUpperCase()}') AND IsPersonAccount = true` }, ...h });
+      const q = await axios.get(`${pa.origin}${V}/query`, {
+        params: {
+          q: `SELECT Id, PersonEmail, PersonHasOptedOutOfEmail FROM Account WHERE PersonEmail IN ('${target.norm!.toUpperCase()}') AND IsPersonAccount = true`,
+        },
+        ...h,
+      });
       assert.equal(q.status, 200, JSON.stringify(q.data));
-      assert.deepEqual(q.data.records.map((r: { Id: string }) => r.Id), [target.Id]);
-      const biz = await axios.get(`${pa.origin}${V}/query`, { params: { q: 'SELECT Id FROM Account WHERE IsPersonAccount = false' }, ...h });
+      assert.deepEqual(
+        q.data.records.map((r: { Id: string }) => r.Id),
+        [target.Id],
+      );
+      const biz = await axios.get(`${pa.origin}${V}/query`, {
+        params: { q: 'SELECT Id FROM Account WHERE IsPersonAccount = false' },
+        ...h,
+      });
       assert.ok(biz.data.totalSize > 0);
-      const u = await axios.patch(`${pa.origin}${V}/composite/sobjects`, { allOrNone: false, records: [{ attributes: { type: 'Account' }, Id: target.Id, PersonHasOptedOutOfEmail: true }] }, h);
+      const u = await axios.patch(
+        `${pa.origin}${V}/composite/sobjects`,
+        {
+          allOrNone: false,
+          records: [{ attributes: { type: 'Account' }, Id: target.Id, PersonHasOptedOutOfEmail: true }],
+        },
+        h,
+      );
       assert.equal(u.data[0].success, true);
       assert.ok(pa.world.verify().salesforce.notSuppressed.every((id) => id !== target.Id));
     } finally {

@@ -25,16 +25,34 @@ describe('salesforce SOQL and CSV', () => {
 
   it('builds the lookup per object', () => {
     const [contact, lead] = objects();
-    assert.equal(lookupSoql(contact!, ['a@x.com', 'b@x.com']), "SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE Email IN ('a@x.com','b@x.com')");
-    assert.equal(lookupSoql(lead!, ['a@x.com']), "SELECT Id, Email, HasOptedOutOfEmail FROM Lead WHERE Email IN ('a@x.com') AND IsConverted = false");
-    const pa = objects({ objects: { PersonAccount: { enabled: true, field: 'Custom_Out__pc' } } }).find((o) => o.key === 'PersonAccount')!;
-    assert.equal(lookupSoql(pa, ['a@x.com']), "SELECT Id, PersonEmail, Custom_Out__pc FROM Account WHERE PersonEmail IN ('a@x.com') AND IsPersonAccount = true");
+    assert.equal(
+      lookupSoql(contact!, ['a@x.com', 'b@x.com']),
+      "SELECT Id, Email, HasOptedOutOfEmail FROM Contact WHERE Email IN ('a@x.com','b@x.com')",
+    );
+    assert.equal(
+      lookupSoql(lead!, ['a@x.com']),
+      "SELECT Id, Email, HasOptedOutOfEmail FROM Lead WHERE Email IN ('a@x.com') AND IsConverted = false",
+    );
+    const pa = objects({ objects: { PersonAccount: { enabled: true, field: 'Custom_Out__pc' } } }).find(
+      (o) => o.key === 'PersonAccount',
+    )!;
+    assert.equal(
+      lookupSoql(pa, ['a@x.com']),
+      "SELECT Id, PersonEmail, Custom_Out__pc FROM Account WHERE PersonEmail IN ('a@x.com') AND IsPersonAccount = true",
+    );
   });
 
   it('refuses to build a query with an empty list', () => {
     const [contact] = objects();
     assert.throws(() => lookupSoql(contact!, []), /empty email list/);
-    assert.deepEqual(planLookupChunks(contact!, [], { instanceUrl: 'https://x.my.salesforce.com', apiVersion: '62.0', maxPerChunk: 100 }).chunks, []);
+    assert.deepEqual(
+      planLookupChunks(contact!, [], {
+        instanceUrl: 'https://x.my.salesforce.com',
+        apiVersion: '62.0',
+        maxPerChunk: 100,
+      }).chunks,
+      [],
+    );
   });
 
   it('plans chunks by count and by URL bytes, with exact URL lengths', () => {
@@ -51,15 +69,30 @@ describe('salesforce SOQL and CSV', () => {
       assert.ok(c.urlBytes <= MAX_QUERY_URL_BYTES);
       assert.equal(c.urlBytes, queryUrl(opts.instanceUrl, opts.apiVersion, c.soql).length);
     }
-    assert.deepEqual(p2.chunks.flatMap((c) => c.emails), long);
+    assert.deepEqual(
+      p2.chunks.flatMap((c) => c.emails),
+      long,
+    );
     // an address that cannot fit any URL is set aside, not looped on
     const p3 = planLookupChunks(contact!, ['x'.repeat(20_000), 'ok@x.com'], opts);
-    assert.deepEqual(p3.tooLong.map((e) => e.length), [20_000]);
-    assert.deepEqual(p3.chunks.map((c) => c.emails), [['ok@x.com']]);
+    assert.deepEqual(
+      p3.tooLong.map((e) => e.length),
+      [20_000],
+    );
+    assert.deepEqual(
+      p3.chunks.map((c) => c.emails),
+      [['ok@x.com']],
+    );
   });
 
   it('writes quoted CSV and reads it back, commas, quotes, newlines and semicolons included', () => {
-    const csv = toCsv(['Id', 'Reason__c'], [['003A', 'a, "b"; c|d\nnext line'], ['003B', '']]);
+    const csv = toCsv(
+      ['Id', 'Reason__c'],
+      [
+        ['003A', 'a, "b"; c|d\nnext line'],
+        ['003B', ''],
+      ],
+    );
     assert.equal(csv, '"Id","Reason__c"\n"003A","a, ""b""; c|d\nnext line"\n"003B",""\n');
     assert.deepEqual(parseCsv(csv), [
       { Id: '003A', Reason__c: 'a, "b"; c|d\nnext line' },
@@ -68,8 +101,11 @@ describe('salesforce SOQL and CSV', () => {
   });
 
   it('reads Bulk 2.0 result sets: quoted sf__ columns, unquoted values, CRLF, empty bodies', () => {
-    const failed = '"sf__Id","sf__Error",Id,HasOptedOutOfEmail\r\n"","ENTITY_IS_DELETED:entity is deleted; gone",003X,true\r\n';
-    assert.deepEqual(parseCsv(failed), [{ sf__Id: '', sf__Error: 'ENTITY_IS_DELETED:entity is deleted; gone', Id: '003X', HasOptedOutOfEmail: 'true' }]);
+    const failed =
+      '"sf__Id","sf__Error",Id,HasOptedOutOfEmail\r\n"","ENTITY_IS_DELETED:entity is deleted; gone",003X,true\r\n';
+    assert.deepEqual(parseCsv(failed), [
+      { sf__Id: '', sf__Error: 'ENTITY_IS_DELETED:entity is deleted; gone', Id: '003X', HasOptedOutOfEmail: 'true' },
+    ]);
     assert.deepEqual(parseCsv(''), []);
     assert.deepEqual(parseCsv('"sf__Id","sf__Created",Id\n'), []);
   });

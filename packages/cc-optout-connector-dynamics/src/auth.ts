@@ -10,7 +10,13 @@
  */
 import * as https from 'https';
 import axios, { AxiosInstance } from 'axios';
-import { ConfidentialClientApplication, INetworkModule, NetworkRequestOptions, NetworkResponse, LogLevel } from '@azure/msal-node';
+import {
+  ConfidentialClientApplication,
+  INetworkModule,
+  NetworkRequestOptions,
+  NetworkResponse,
+  LogLevel,
+} from '@azure/msal-node';
 
 export interface AuthSettings {
   tenantId: string;
@@ -41,7 +47,11 @@ export class AuthFailure extends Error {
 /** MSAL's network module over axios, trusting `ca` (used only when a CA file is configured). */
 export function caNetworkClient(ca: string, timeoutMs: number, http: AxiosInstance = axios.create()): INetworkModule {
   const agent = new https.Agent({ ca, keepAlive: true });
-  const send = async <T>(method: 'GET' | 'POST', url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> => {
+  const send = async <T>(
+    method: 'GET' | 'POST',
+    url: string,
+    options?: NetworkRequestOptions,
+  ): Promise<NetworkResponse<T>> => {
     const res = await http.request<string>({
       method,
       url,
@@ -58,10 +68,14 @@ export function caNetworkClient(ca: string, timeoutMs: number, http: AxiosInstan
     try {
       body = typeof res.data === 'string' && res.data.length > 0 ? JSON.parse(res.data) : {};
     } catch {
-      body = { error: 'invalid_response', error_description: `non-JSON answer (HTTP ${res.status}) from the token endpoint` };
+      body = {
+        error: 'invalid_response',
+        error_description: `non-JSON answer (HTTP ${res.status}) from the token endpoint`,
+      };
     }
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(res.headers ?? {})) if (v !== undefined && v !== null) headers[k.toLowerCase()] = String(v);
+    for (const [k, v] of Object.entries(res.headers ?? {}))
+      if (v !== undefined && v !== null) headers[k.toLowerCase()] = String(v);
     return { status: res.status, headers, body: body as T };
   };
   return {
@@ -102,12 +116,19 @@ export function classifyMsalError(e: unknown, redact: (s: string) => string): Au
   const err = (e ?? {}) as MsalLikeError;
   const code = err.errorCode ?? '';
   const aadsts = /AADSTS\d+/.exec(err.errorMessage ?? err.message ?? '')?.[0];
-  const detail = redact(`${code}${aadsts ? ` (${aadsts})` : ''}: ${(err.errorMessage ?? err.message ?? String(e)).split(/ Trace ID:| - Timestamp:/)[0]}`).slice(0, 400);
+  const detail = redact(
+    `${code}${aadsts ? ` (${aadsts})` : ''}: ${(err.errorMessage ?? err.message ?? String(e)).split(/ Trace ID:| - Timestamp:/)[0]}`,
+  ).slice(0, 400);
   if (err.name === 'ServerError') {
-    if (err.status !== undefined && (err.status >= 500 || err.status === 429)) return new AuthFailure('unavailable', `Microsoft Entra ID token endpoint unavailable (HTTP ${err.status}) ${detail}`);
+    if (err.status !== undefined && (err.status >= 500 || err.status === 429))
+      return new AuthFailure(
+        'unavailable',
+        `Microsoft Entra ID token endpoint unavailable (HTTP ${err.status}) ${detail}`,
+      );
     return new AuthFailure('auth', `Microsoft Entra ID refused the client credentials: ${detail}`);
   }
-  if (err.name === 'ClientConfigurationError') return new AuthFailure('config', `Microsoft Entra ID settings rejected by MSAL: ${detail}`);
+  if (err.name === 'ClientConfigurationError')
+    return new AuthFailure('config', `Microsoft Entra ID settings rejected by MSAL: ${detail}`);
   // network_error, endpoints_resolution_error, timeouts, token parsing of a non-JSON answer
   return new AuthFailure('unavailable', `Microsoft Entra ID token request failed: ${detail}`);
 }
@@ -117,7 +138,11 @@ export interface TokenSource {
   get(fresh?: boolean): Promise<string>;
 }
 
-export function msalTokenSource(s: AuthSettings, registerSecret: (v: string) => void, redact: (v: string) => string): TokenSource {
+export function msalTokenSource(
+  s: AuthSettings,
+  registerSecret: (v: string) => void,
+  redact: (v: string) => string,
+): TokenSource {
   const authority = `${s.authorityHost.replace(/\/+$/, '')}/${encodeURIComponent(s.tenantId)}`;
   const meta = authorityMetadata(authority);
   const app = new ConfidentialClientApplication({

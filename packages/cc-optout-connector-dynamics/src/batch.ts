@@ -20,7 +20,10 @@ export interface BuiltBatch {
   changeSets: number[][];
 }
 
-export function buildBatch(changeSets: readonly (readonly PatchRequest[])[], id: () => string = randomUUID): BuiltBatch {
+export function buildBatch(
+  changeSets: readonly (readonly PatchRequest[])[],
+  id: () => string = randomUUID,
+): BuiltBatch {
   const boundary = `batch_${id()}`;
   const lines: string[] = [];
   const ids: number[][] = [];
@@ -113,13 +116,24 @@ function httpResponse(p: Part): PartResponse {
   if (!m) throw new BatchAnswerError(`a $batch answer part has no status line`);
   const blank = lines.findIndex((l, i) => i > 0 && l.trim() === '');
   const cid = p.headers['content-id'];
-  return { status: Number(m[1]), contentId: cid !== undefined && /^\d+$/.test(cid) ? Number(cid) : null, body: blank < 0 ? '' : lines.slice(blank + 1).join('\n').trim() };
+  return {
+    status: Number(m[1]),
+    contentId: cid !== undefined && /^\d+$/.test(cid) ? Number(cid) : null,
+    body:
+      blank < 0
+        ? ''
+        : lines
+            .slice(blank + 1)
+            .join('\n')
+            .trim(),
+  };
 }
 
 /** One result per change set of `built`, from the answer's Content-Type and body. */
 export function parseBatchAnswer(built: BuiltBatch, contentType: string, body: string): ChangeSetResult[] {
   const boundary = boundaryParam(contentType);
-  if (!boundary) throw new BatchAnswerError(`the $batch answer is not multipart/mixed (Content-Type "${contentType.slice(0, 60)}")`);
+  if (!boundary)
+    throw new BatchAnswerError(`the $batch answer is not multipart/mixed (Content-Type "${contentType.slice(0, 60)}")`);
   const parts = splitParts(body, boundary);
   const results: ChangeSetResult[] = [];
   for (let i = 0; i < built.changeSets.length; i++) {
@@ -135,12 +149,17 @@ export function parseBatchAnswer(built: BuiltBatch, contentType: string, body: s
       const want = new Set(built.changeSets[i]);
       const got = new Set(responses.map((r) => r.contentId));
       if (bad) results.push({ ok: false, failure: bad });
-      else if ([...want].some((id) => !got.has(id))) throw new BatchAnswerError(`the answer to change set ${i + 1} lacks some of its requests' answers`);
+      else if ([...want].some((id) => !got.has(id)))
+        throw new BatchAnswerError(`the answer to change set ${i + 1} lacks some of its requests' answers`);
       else results.push({ ok: true, responses });
     } else {
       const r = httpResponse(p);
       if (r.status < 300 && built.changeSets[i].length === 1) results.push({ ok: true, responses: [r] });
-      else results.push({ ok: false, failure: r.status < 300 ? { ...r, status: 500, body: 'a change set answered with a single part' } : r });
+      else
+        results.push({
+          ok: false,
+          failure: r.status < 300 ? { ...r, status: 500, body: 'a change set answered with a single part' } : r,
+        });
     }
   }
   return results;

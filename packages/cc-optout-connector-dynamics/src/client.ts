@@ -73,7 +73,10 @@ export interface RawResponse {
 export function odataErrorOf(body: string): { code: string; message: string } {
   try {
     const e = (JSON.parse(body) as { error?: { code?: unknown; message?: unknown } }).error;
-    return { code: typeof e?.code === 'string' ? e.code : '', message: typeof e?.message === 'string' ? e.message : '' };
+    return {
+      code: typeof e?.code === 'string' ? e.code : '',
+      message: typeof e?.message === 'string' ? e.message : '',
+    };
   } catch {
     return { code: '', message: body.slice(0, 200) };
   }
@@ -87,7 +90,16 @@ export function retryAfterSeconds(v: string | undefined, now: Date): number | nu
   return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - now.getTime()) / 1000));
 }
 
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'ERR_SOCKET_CONNECTION_TIMEOUT']);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ERR_SOCKET_CONNECTION_TIMEOUT',
+]);
 
 export class DataverseClient {
   readonly origin: string;
@@ -113,7 +125,10 @@ export class DataverseClient {
       throw new DataverseHalt('fatal', `refusing a malformed Dataverse URL`);
     }
     if (parsed.origin !== this.origin || !parsed.pathname.startsWith(`/api/data/`)) {
-      throw new DataverseHalt('fatal', `refusing to send the token to ${parsed.origin}${parsed.pathname.slice(0, 40)}: not the Dataverse environment ${this.origin}/api/data/`);
+      throw new DataverseHalt(
+        'fatal',
+        `refusing to send the token to ${parsed.origin}${parsed.pathname.slice(0, 40)}: not the Dataverse environment ${this.origin}/api/data/`,
+      );
     }
     return url;
   }
@@ -123,17 +138,33 @@ export class DataverseClient {
     try {
       return JSON.parse(res.body) as T;
     } catch {
-      throw new DataverseHalt('unavailable', `Dataverse answered a GET with a body that is not JSON (HTTP ${res.status})`);
+      throw new DataverseHalt(
+        'unavailable',
+        `Dataverse answered a GET with a body that is not JSON (HTTP ${res.status})`,
+      );
     }
   }
 
   /** POST $batch; the raw multipart answer. */
   async batch(boundary: string, body: string, continueOnError: boolean): Promise<RawResponse> {
-    return this.send('POST', '$batch', { 'Content-Type': `multipart/mixed; boundary=${boundary}`, ...(continueOnError ? { Prefer: 'odata.continue-on-error' } : {}) }, body);
+    return this.send(
+      'POST',
+      '$batch',
+      {
+        'Content-Type': `multipart/mixed; boundary=${boundary}`,
+        ...(continueOnError ? { Prefer: 'odata.continue-on-error' } : {}),
+      },
+      body,
+    );
   }
 
   /** One request with the service-protection / auth / outage rules; 2xx answers and request errors return or throw. */
-  async send(method: 'GET' | 'POST' | 'PATCH', pathOrUrl: string, headers: Record<string, string> = {}, body?: string): Promise<RawResponse> {
+  async send(
+    method: 'GET' | 'POST' | 'PATCH',
+    pathOrUrl: string,
+    headers: Record<string, string> = {},
+    body?: string,
+  ): Promise<RawResponse> {
     const url = this.resolve(pathOrUrl);
     let fresh = false;
     let refreshed = false;
@@ -186,7 +217,11 @@ export class DataverseClient {
         throw new DataverseHalt('unavailable', `Dataverse unreachable: ${this.d.redact(code || (e as Error).message)}`);
       }
       this.d.record();
-      const out: RawResponse = { status: res.status, headers: lowerHeaders(res.headers), body: typeof res.data === 'string' ? res.data : '' };
+      const out: RawResponse = {
+        status: res.status,
+        headers: lowerHeaders(res.headers),
+        body: typeof res.data === 'string' ? res.data : '',
+      };
       const st = res.status;
       if (st >= 200 && st < 300) return out;
       const err = odataErrorOf(out.body);
@@ -198,14 +233,25 @@ export class DataverseClient {
           fresh = true;
           continue;
         }
-        throw new DataverseHalt('auth', `Dataverse refused the access token (HTTP 401 on ${what}) even after a new one: is the application user set up in the environment?`);
+        throw new DataverseHalt(
+          'auth',
+          `Dataverse refused the access token (HTTP 401 on ${what}) even after a new one: is the application user set up in the environment?`,
+        );
       }
-      if (st === 403) throw new DataverseHalt('auth', `Dataverse refused ${what} (HTTP 403): the application user lacks a privilege${msg ? `: ${msg}` : ''}`);
+      if (st === 403)
+        throw new DataverseHalt(
+          'auth',
+          `Dataverse refused ${what} (HTTP 403): the application user lacks a privilege${msg ? `: ${msg}` : ''}`,
+        );
       if (st === 429) {
         const ra = retryAfterSeconds(out.headers['retry-after'], this.d.now()) ?? 5;
         if (ra > this.s.maxRetryAfterSeconds || retries >= this.s.maxRetries) {
           const at = new Date(this.d.now().getTime() + ra * 1000).toISOString();
-          throw new DataverseHalt('rate-limit', `Dataverse service protection limit (HTTP 429 on ${what}${err.code ? `, ${err.code}` : ''}): retry after ${ra} s`, at);
+          throw new DataverseHalt(
+            'rate-limit',
+            `Dataverse service protection limit (HTTP 429 on ${what}${err.code ? `, ${err.code}` : ''}): retry after ${ra} s`,
+            at,
+          );
         }
         retries++;
         this.d.pacer.pause?.(ra * 1000);
@@ -221,7 +267,11 @@ export class DataverseClient {
         }
         throw new DataverseHalt('unavailable', `Dataverse unavailable (HTTP ${st} on ${what})${msg ? `: ${msg}` : ''}`);
       }
-      if (st >= 300 && st < 400) throw new DataverseHalt('fatal', `Dataverse answered ${what} with a redirect (HTTP ${st}); redirects are not followed (the token stays on ${this.origin})`);
+      if (st >= 300 && st < 400)
+        throw new DataverseHalt(
+          'fatal',
+          `Dataverse answered ${what} with a redirect (HTTP ${st}); redirects are not followed (the token stays on ${this.origin})`,
+        );
       throw new DataverseRequestError(st, err.code, `HTTP ${st} on ${what}${msg ? `: ${msg}` : ''}`);
     }
   }
@@ -234,6 +284,8 @@ export class DataverseClient {
 
 function lowerHeaders(h: unknown): Record<string, string> {
   const out: Record<string, string> = {};
-  if (h && typeof h === 'object') for (const [k, v] of Object.entries(h as Record<string, unknown>)) if (v !== undefined && v !== null) out[k.toLowerCase()] = String(v);
+  if (h && typeof h === 'object')
+    for (const [k, v] of Object.entries(h as Record<string, unknown>))
+      if (v !== undefined && v !== null) out[k.toLowerCase()] = String(v);
   return out;
 }

@@ -35,7 +35,8 @@ const HttpsUrl = new t.Type<string, string, unknown>(
     if (typeof u !== 'string') return t.failure(u, c);
     const r = SecureUrl.validate(u, c);
     if (r._tag === 'Left') return r;
-    if (!/^https:\/\//i.test(u)) return t.failure(u, c, `got ${JSON.stringify(u)}, expected an https:// URL: MSAL accepts only https authorities`);
+    if (!/^https:\/\//i.test(u))
+      return t.failure(u, c, `got ${JSON.stringify(u)}, expected an https:// URL: MSAL accepts only https authorities`);
     return t.success(u);
   },
   (a) => a,
@@ -44,13 +45,18 @@ const HttpsUrl = new t.Type<string, string, unknown>(
 /** The environment URL: an origin (https://org.crm.dynamics.com), no path. */
 const EnvironmentUrl = new t.Type<string, string, unknown>(
   'Dataverse environment URL',
-  (u): u is string => SecureUrl.is(u) && ['', '/'].includes(new URL(u as string).pathname) && !new URL(u as string).search,
+  (u): u is string =>
+    SecureUrl.is(u) && ['', '/'].includes(new URL(u as string).pathname) && !new URL(u as string).search,
   (u, c) => {
     const r = SecureUrl.validate(u, c);
     if (r._tag === 'Left') return r;
     const p = new URL(u as string);
     if (!['', '/'].includes(p.pathname) || p.search || p.hash) {
-      return t.failure(u, c, `got ${JSON.stringify(u)}, expected the environment URL without a path (e.g. https://contoso.crm.dynamics.com, not .../api/data/v9.2)`);
+      return t.failure(
+        u,
+        c,
+        `got ${JSON.stringify(u)}, expected the environment URL without a path (e.g. https://contoso.crm.dynamics.com, not .../api/data/v9.2)`,
+      );
     }
     return t.success(u as string);
   },
@@ -60,15 +66,23 @@ const EnvironmentUrl = new t.Type<string, string, unknown>(
 const ApiVersion = new t.Type<string, string, unknown>(
   'Web API version like "9.2"',
   (u): u is string => typeof u === 'string' && /^9\.[0-2]$/.test(u),
-  (u, c) => (typeof u === 'string' && /^9\.[0-2]$/.test(u) ? t.success(u) : t.failure(u, c, `got ${JSON.stringify(u)}, expected a Web API version 9.0, 9.1 or 9.2`)),
+  (u, c) =>
+    typeof u === 'string' && /^9\.[0-2]$/.test(u)
+      ? t.success(u)
+      : t.failure(u, c, `got ${JSON.stringify(u)}, expected a Web API version 9.0, 9.1 or 9.2`),
   (a) => a,
 );
 
 const EmailFields = new t.Type<EmailField[], EmailField[], unknown>(
   'email columns',
-  (u): u is EmailField[] => Array.isArray(u) && u.length > 0 && u.every((f) => (EMAIL_FIELDS as readonly unknown[]).includes(f)) && new Set(u).size === u.length,
+  (u): u is EmailField[] =>
+    Array.isArray(u) &&
+    u.length > 0 &&
+    u.every((f) => (EMAIL_FIELDS as readonly unknown[]).includes(f)) &&
+    new Set(u).size === u.length,
   (u, c) => {
-    if (!Array.isArray(u) || u.length === 0) return t.failure(u, c, `expected a non-empty array of ${EMAIL_FIELDS.join(', ')}`);
+    if (!Array.isArray(u) || u.length === 0)
+      return t.failure(u, c, `expected a non-empty array of ${EMAIL_FIELDS.join(', ')}`);
     const bad = u.find((f) => !(EMAIL_FIELDS as readonly unknown[]).includes(f));
     if (bad !== undefined) return t.failure(u, c, `${JSON.stringify(bad)} is not one of ${EMAIL_FIELDS.join(', ')}`);
     if (new Set(u).size !== u.length) return t.failure(u, c, 'a column is listed twice');
@@ -79,7 +93,12 @@ const EmailFields = new t.Type<EmailField[], EmailField[], unknown>(
 
 export const Auth = strictObject(
   'DynamicsAuth',
-  { type: t.literal('client-credentials'), tenantId: NonEmptyString, clientId: NonEmptyString, clientSecret: NonEmptyString },
+  {
+    type: t.literal('client-credentials'),
+    tenantId: NonEmptyString,
+    clientId: NonEmptyString,
+    clientSecret: NonEmptyString,
+  },
   {
     /** Entra authority host (sovereign clouds: https://login.microsoftonline.us, https://login.chinacloudapi.cn). */
     authorityHost: HttpsUrl,
@@ -96,7 +115,8 @@ export const Entities = new t.Type<t.TypeOf<typeof EntitiesBase>, unknown, unkno
   (u, c) => {
     const r = EntitiesBase.validate(u, c);
     if (r._tag === 'Left') return r;
-    if (r.right.contact === false && r.right.lead === false) return t.failure(u, c, 'entities: contact and lead are both false: nothing would be suppressed');
+    if (r.right.contact === false && r.right.lead === false)
+      return t.failure(u, c, 'entities: contact and lead are both false: nothing would be suppressed');
     return t.success(r.right);
   },
   (a) => a,
@@ -105,7 +125,12 @@ export const Entities = new t.Type<t.TypeOf<typeof EntitiesBase>, unknown, unkno
 export const RateLimit = strictObject(
   'DynamicsRateLimit',
   {},
-  { perWindow: intRange(1, 1_000_000), windowSeconds: intRange(1, 3600), maxRetryAfterSeconds: intRange(0, 3600), maxRetries: intRange(0, 10) },
+  {
+    perWindow: intRange(1, 1_000_000),
+    windowSeconds: intRange(1, 3600),
+    maxRetryAfterSeconds: intRange(0, 3600),
+    maxRetries: intRange(0, 10),
+  },
 );
 
 export const DynamicsConfig = strictObject(

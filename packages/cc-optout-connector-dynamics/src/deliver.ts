@@ -53,14 +53,16 @@ export class Delivery {
     const tooLong = new Set<string>();
     for (const key of this.cfg.entities) {
       const spec = ENTITIES[key];
-      const urlOf = (chunk: readonly string[]): string => `${this.client.apiBase}/${lookupPath(spec, chunk, this.cfg.emailFields, this.selectColumns())}`;
+      const urlOf = (chunk: readonly string[]): string =>
+        `${this.client.apiBase}/${lookupPath(spec, chunk, this.cfg.emailFields, this.selectColumns())}`;
       const { chunks, tooLong: tl } = chunkEmails(emails, urlOf, this.cfg.maxUrlLength, this.cfg.addressesPerQuery);
       for (const e of tl) tooLong.add(e);
       for (const chunk of chunks) {
         let next: string | undefined = lookupPath(spec, chunk, this.cfg.emailFields, this.selectColumns());
         let pages = 0;
         while (next) {
-          if (++pages > 1000) throw new DataverseHalt('fatal', `Dataverse paging of ${spec.entitySet} did not end after 1000 pages`);
+          if (++pages > 1000)
+            throw new DataverseHalt('fatal', `Dataverse paging of ${spec.entitySet} did not end after 1000 pages`);
           let page: ODataPage;
           try {
             page = await this.client.getJson<ODataPage>(next, 'odata.maxpagesize=5000');
@@ -68,7 +70,11 @@ export class Delivery {
             if (e instanceof DataverseRequestError) throw this.lookupRefused(spec.entitySet, e);
             throw e;
           }
-          if (!Array.isArray(page.value)) throw new DataverseHalt('unavailable', `Dataverse answered the ${spec.entitySet} lookup without a "value" array`);
+          if (!Array.isArray(page.value))
+            throw new DataverseHalt(
+              'unavailable',
+              `Dataverse answered the ${spec.entitySet} lookup without a "value" array`,
+            );
           for (const row of page.value) this.addRow(records, key, row, wanted);
           next = typeof page['@odata.nextLink'] === 'string' ? page['@odata.nextLink'] : undefined;
         }
@@ -79,7 +85,10 @@ export class Delivery {
 
   private lookupRefused(entitySet: string, e: DataverseRequestError): DataverseHalt | TargetHalt {
     if (e.status === 404) {
-      return new DataverseHalt('config', `the environment has no "${entitySet}" table (${e.message}); turn it off with entities.${entitySet === 'leads' ? 'lead' : 'contact'}: false`);
+      return new DataverseHalt(
+        'config',
+        `the environment has no "${entitySet}" table (${e.message}); turn it off with entities.${entitySet === 'leads' ? 'lead' : 'contact'}: false`,
+      );
     }
     if (e.status === 400 && /property named|Could not find a property/i.test(e.message)) {
       return new DataverseHalt('config', `a configured column does not exist on ${entitySet}: ${e.message}`);
@@ -88,7 +97,12 @@ export class Delivery {
     return new TargetHalt('bad-request', `Dataverse refused the ${entitySet} lookup: ${e.message}`);
   }
 
-  private addRow(into: Map<string, FoundRecord>, entity: EntityKey, row: Record<string, unknown>, wanted: ReadonlySet<string>): void {
+  private addRow(
+    into: Map<string, FoundRecord>,
+    entity: EntityKey,
+    row: Record<string, unknown>,
+    wanted: ReadonlySet<string>,
+  ): void {
     const id = row[ENTITIES[entity].idColumn];
     if (typeof id !== 'string' || id === '') return;
     const emails = new Map<string, string[]>();
@@ -120,7 +134,13 @@ export class Delivery {
       const e = o.email.trim().toLowerCase();
       if (seen.has(e)) continue;
       seen.add(e);
-      if (!plausibleEmail(e)) outcomes.push({ email: o.email, kind: 'failed-permanent', recordIds: [], message: 'not an email address Dataverse can be queried for' });
+      if (!plausibleEmail(e))
+        outcomes.push({
+          email: o.email,
+          kind: 'failed-permanent',
+          recordIds: [],
+          message: 'not an email address Dataverse can be queried for',
+        });
       else emails.push(e);
     }
     let found: { records: FoundRecord[]; tooLong: string[] };
@@ -138,14 +158,20 @@ export class Delivery {
     const toWrite: string[] = [];
     for (const e of emails) {
       if (tooLong.has(e)) {
-        outcomes.push({ email: e, kind: 'failed-permanent', recordIds: [], message: `the address is too long for a lookup URL of at most ${this.cfg.maxUrlLength} characters` });
+        outcomes.push({
+          email: e,
+          kind: 'failed-permanent',
+          recordIds: [],
+          message: `the address is too long for a lookup URL of at most ${this.cfg.maxUrlLength} characters`,
+        });
         continue;
       }
       const recs = byEmail.get(e) ?? [];
       const ids = recs.map(recordKey);
       const matchedBy = [...new Set(recs.flatMap((r) => r.emails.get(e) ?? []))].join(',') || undefined;
       if (recs.length === 0) outcomes.push({ email: e, kind: 'not-found', recordIds: [] });
-      else if (recs.every((r) => r.suppressed)) outcomes.push({ email: e, kind: 'already-suppressed', recordIds: ids, matchedBy });
+      else if (recs.every((r) => r.suppressed))
+        outcomes.push({ email: e, kind: 'already-suppressed', recordIds: ids, matchedBy });
       else if (mode === 'plan') {
         const body = Object.entries(this.patchBody())
           .map(([k, v]) => `${k}=${v}`)
@@ -163,7 +189,8 @@ export class Delivery {
     const groups = groupByRecords(toWrite, byEmail);
     const changeSets: Array<{ emails: string[]; records: FoundRecord[] }> = [];
     for (const g of groups) {
-      for (let i = 0; i < g.records.length; i += this.cfg.requestsPerBatch) changeSets.push({ emails: g.emails, records: g.records.slice(i, i + this.cfg.requestsPerBatch) });
+      for (let i = 0; i < g.records.length; i += this.cfg.requestsPerBatch)
+        changeSets.push({ emails: g.emails, records: g.records.slice(i, i + this.cfg.requestsPerBatch) });
     }
     // a group split over several change sets is applied only if all of them are
     const results = new Map<string, { ok: boolean; retryable: boolean; message?: string }>();
@@ -182,7 +209,14 @@ export class Delivery {
         const recs = byEmail.get(e) ?? [];
         const matchedBy = [...new Set(recs.flatMap((x) => x.emails.get(e) ?? []))].join(',') || undefined;
         if (r.ok) out.push({ email: e, kind: 'applied', recordIds: recs.map(recordKey), matchedBy });
-        else out.push({ email: e, kind: r.retryable ? 'failed-retryable' : 'failed-permanent', recordIds: recs.map(recordKey), message: r.message, matchedBy });
+        else
+          out.push({
+            email: e,
+            kind: r.retryable ? 'failed-retryable' : 'failed-permanent',
+            recordIds: recs.map(recordKey),
+            message: r.message,
+            matchedBy,
+          });
       }
       return out;
     };
@@ -191,25 +225,37 @@ export class Delivery {
     while (i < changeSets.length) {
       const pack: typeof changeSets = [];
       let n = 0;
-      while (i < changeSets.length && (pack.length === 0 || n + changeSets[i].records.length <= this.cfg.requestsPerBatch)) {
+      while (
+        i < changeSets.length &&
+        (pack.length === 0 || n + changeSets[i].records.length <= this.cfg.requestsPerBatch)
+      ) {
         n += changeSets[i].records.length;
         pack.push(changeSets[i++]);
       }
-      const built = buildBatch(pack.map((cs) => cs.records.map((r): PatchRequest => ({ url: this.recordUrl(r), body: this.patchBody() }))));
+      const built = buildBatch(
+        pack.map((cs) => cs.records.map((r): PatchRequest => ({ url: this.recordUrl(r), body: this.patchBody() }))),
+      );
       let answer: ChangeSetResult[];
       try {
         const res = await this.client.batch(built.boundary, built.body, true);
         answer = parseBatchAnswer(built, res.headers['content-type'] ?? '', res.body);
       } catch (e) {
         const done = pack.flatMap((cs) => cs.emails);
-        if (e instanceof DataverseHalt) throw toHalt(e, finish().filter((o) => !done.includes(o.email) || results.get(o.email)?.ok === false));
+        if (e instanceof DataverseHalt)
+          throw toHalt(
+            e,
+            finish().filter((o) => !done.includes(o.email) || results.get(o.email)?.ok === false),
+          );
         if (e instanceof DataverseRequestError) {
           // the $batch itself was refused before anything ran
-          throw new TargetHalt('bad-request', `Dataverse refused the $batch: ${e.message}`, { outcomes: finish().filter((o) => !done.includes(o.email)) });
+          throw new TargetHalt('bad-request', `Dataverse refused the $batch: ${e.message}`, {
+            outcomes: finish().filter((o) => !done.includes(o.email)),
+          });
         }
         if (e instanceof BatchAnswerError) {
           // the writes may or may not have happened: writing the same values again is harmless
-          for (const cs of pack) settle(cs.emails, { ok: false, retryable: true, message: `unreadable $batch answer: ${e.message}` });
+          for (const cs of pack)
+            settle(cs.emails, { ok: false, retryable: true, message: `unreadable $batch answer: ${e.message}` });
           continue;
         }
         throw e;
@@ -220,22 +266,41 @@ export class Delivery {
   }
 
   /** `contentIds[i]` is the Content-ID of the request that wrote `records[i]`. */
-  private judge(r: ChangeSetResult, records: FoundRecord[], contentIds: readonly number[]): { ok: boolean; retryable: boolean; message?: string } {
+  private judge(
+    r: ChangeSetResult,
+    records: FoundRecord[],
+    contentIds: readonly number[],
+  ): { ok: boolean; retryable: boolean; message?: string } {
     if (r.ok) return { ok: true, retryable: false };
-    if (!r.failure) return { ok: false, retryable: true, message: 'not attempted: Dataverse stopped the $batch before this change set' };
+    if (!r.failure)
+      return {
+        ok: false,
+        retryable: true,
+        message: 'not attempted: Dataverse stopped the $batch before this change set',
+      };
     const f = r.failure;
     const err = odataErrorOf(f.body);
     const at = f.contentId === null ? -1 : contentIds.indexOf(f.contentId);
     const which = at >= 0 && records[at] ? ` (${records[at].entity} ${records[at].id})` : '';
-    const text = this.caps.secrets.redact(`HTTP ${f.status}${which}${err.code ? ` ${err.code}` : ''}${err.message ? `: ${err.message}` : ''}`).slice(0, 300);
-    if (f.status === 404) return { ok: false, retryable: true, message: `a record was deleted since the lookup; looked up again next time: ${text}` };
+    const text = this.caps.secrets
+      .redact(`HTTP ${f.status}${which}${err.code ? ` ${err.code}` : ''}${err.message ? `: ${err.message}` : ''}`)
+      .slice(0, 300);
+    if (f.status === 404)
+      return {
+        ok: false,
+        retryable: true,
+        message: `a record was deleted since the lookup; looked up again next time: ${text}`,
+      };
     if (f.status === 412 || f.status === 429 || f.status >= 500) return { ok: false, retryable: true, message: text };
     return { ok: false, retryable: false, message: text };
   }
 }
 
 /** Connected components of addresses and the unsuppressed records they hold. */
-export function groupByRecords(emails: readonly string[], byEmail: ReadonlyMap<string, readonly FoundRecord[]>): Array<{ emails: string[]; records: FoundRecord[] }> {
+export function groupByRecords(
+  emails: readonly string[],
+  byEmail: ReadonlyMap<string, readonly FoundRecord[]>,
+): Array<{ emails: string[]; records: FoundRecord[] }> {
   const parent = new Map<string, string>();
   const find = (x: string): string => {
     let r = x;

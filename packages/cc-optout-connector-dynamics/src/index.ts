@@ -9,7 +9,17 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Capabilities, CheckReport, Connector, DeliveryMode, DeliveryReport, OptOut, Target, TargetHalt, defineConnector } from 'cc-optout-connector/sdk';
+import {
+  Capabilities,
+  CheckReport,
+  Connector,
+  DeliveryMode,
+  DeliveryReport,
+  OptOut,
+  Target,
+  TargetHalt,
+  defineConnector,
+} from 'cc-optout-connector/sdk';
 import { AuthFailure, msalTokenSource, TokenSource } from './auth';
 import { DataverseClient, DataverseHalt } from './client';
 import { DynamicsConfig, Resolved, resolveConfig } from './config';
@@ -55,15 +65,33 @@ export function openDynamics(config: DynamicsConfig, caps: Capabilities, opts: O
         caProblem = `auth.caPath: cannot read ${cfg.auth.caPath}: ${(e as Error).message}`;
       }
     }
-    tokens = caProblem !== null ? { get: () => Promise.reject(new AuthFailure('config', caProblem!)) } : msalTokenSource(
-      { tenantId: cfg.auth.tenantId, clientId: cfg.auth.clientId, clientSecret: cfg.auth.clientSecret, authorityHost: cfg.auth.authorityHost, ca, resource: cfg.url, timeoutMs: cfg.timeoutMs },
-      (v) => caps.secrets.register(v),
-      redact,
-    );
+    tokens =
+      caProblem !== null
+        ? { get: () => Promise.reject(new AuthFailure('config', caProblem!)) }
+        : msalTokenSource(
+            {
+              tenantId: cfg.auth.tenantId,
+              clientId: cfg.auth.clientId,
+              clientSecret: cfg.auth.clientSecret,
+              authorityHost: cfg.auth.authorityHost,
+              ca,
+              resource: cfg.url,
+              timeoutMs: cfg.timeoutMs,
+            },
+            (v) => caps.secrets.register(v),
+            redact,
+          );
   }
   const pacer = caps.http.limiter({ perWindow: cfg.rateLimit.perWindow, windowMs: cfg.rateLimit.windowSeconds * 1000 });
   const client = new DataverseClient(
-    { url: cfg.url, apiVersion: cfg.apiVersion, timeoutMs: cfg.timeoutMs, maxRetryAfterSeconds: cfg.rateLimit.maxRetryAfterSeconds, maxRetries: cfg.rateLimit.maxRetries, backoffBaseMs: opts.backoffBaseMs ?? 1000 },
+    {
+      url: cfg.url,
+      apiVersion: cfg.apiVersion,
+      timeoutMs: cfg.timeoutMs,
+      maxRetryAfterSeconds: cfg.rateLimit.maxRetryAfterSeconds,
+      maxRetries: cfg.rateLimit.maxRetries,
+      backoffBaseMs: opts.backoffBaseMs ?? 1000,
+    },
     {
       tokens,
       pacer,
@@ -88,7 +116,8 @@ export function openDynamics(config: DynamicsConfig, caps: Capabilities, opts: O
   };
   return {
     check: (): Promise<CheckReport> => serial(() => runCheck(client, tokens!, cfg)).catch(asHalt),
-    deliver: (batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> => serial(() => delivery.run(batch, mode)).catch(asHalt),
+    deliver: (batch: readonly OptOut[], mode: DeliveryMode): Promise<DeliveryReport> =>
+      serial(() => delivery.run(batch, mode)).catch(asHalt),
   };
 }
 
@@ -104,7 +133,12 @@ export const connector: Connector<DynamicsConfig> = defineConnector<DynamicsConf
   maxBatch: 1000,
   example: () => ({
     url: 'https://contoso.crm.dynamics.com',
-    auth: { type: 'client-credentials', tenantId: '${DYNAMICS_TENANT_ID}', clientId: '${DYNAMICS_CLIENT_ID}', clientSecret: '${DYNAMICS_CLIENT_SECRET}' },
+    auth: {
+      type: 'client-credentials',
+      tenantId: '${DYNAMICS_TENANT_ID}',
+      clientId: '${DYNAMICS_CLIENT_ID}',
+      clientSecret: '${DYNAMICS_CLIENT_SECRET}',
+    },
     entities: { contact: true, lead: true },
     emailFields: ['emailaddress1', 'emailaddress2', 'emailaddress3'],
     alsoSetDoNotEmail: false,

@@ -28,7 +28,12 @@ export function emailFilter(emails: readonly string[], fields: readonly string[]
   return condition ? `(${ors}) and ${condition}` : ors;
 }
 
-export function lookupPath(spec: EntitySpec, emails: readonly string[], fields: readonly string[], select: readonly string[]): string {
+export function lookupPath(
+  spec: EntitySpec,
+  emails: readonly string[],
+  fields: readonly string[],
+  select: readonly string[],
+): string {
   const cols = [spec.idColumn, ...fields, ...select.filter((c) => !fields.includes(c) && c !== spec.idColumn)];
   return `${spec.entitySet}?$select=${cols.join(',')}&$filter=${encodeURIComponent(emailFilter(emails, fields, spec.condition))}`;
 }

@@ -8,7 +8,12 @@ import { SECURE_URL_PATTERN } from 'cc-optout-connector/sdk';
 export const ORIGIN_PATTERN = SECURE_URL_PATTERN.replace(/\(\[\/\?#\]\\S\*\)\?\$$/, '/?$');
 
 const nonEmpty = { type: 'string', minLength: 1 };
-const int = (minimum: number, maximum: number, description: string): Record<string, unknown> => ({ type: 'integer', minimum, maximum, description });
+const int = (minimum: number, maximum: number, description: string): Record<string, unknown> => ({
+  type: 'integer',
+  minimum,
+  maximum,
+  description,
+});
 
 export const schema: Record<string, unknown> = {
   $schema: 'http://json-schema.org/draft-07/schema#',
@@ -19,7 +24,8 @@ export const schema: Record<string, unknown> = {
   required: ['url', 'auth'],
   properties: {
     url: {
-      description: 'The environment URL (an origin, no path), e.g. https://contoso.crm.dynamics.com. http:// only for loopback hosts (the emulator).',
+      description:
+        'The environment URL (an origin, no path), e.g. https://contoso.crm.dynamics.com. http:// only for loopback hosts (the emulator).',
       type: 'string',
       pattern: ORIGIN_PATTERN,
     },
@@ -32,10 +38,20 @@ export const schema: Record<string, unknown> = {
       properties: {
         type: { const: 'client-credentials' },
         tenantId: { ...nonEmpty, description: 'Microsoft Entra tenant id (GUID) or domain.' },
-        clientId: { ...nonEmpty, description: 'Application (client) id of the app registration (an application user in the environment).' },
+        clientId: {
+          ...nonEmpty,
+          description: 'Application (client) id of the app registration (an application user in the environment).',
+        },
         clientSecret: { ...nonEmpty, description: 'Client secret, as a ${ENV} reference.' },
-        authorityHost: { description: 'Entra authority host (default https://login.microsoftonline.com). https only.', type: 'string', pattern: '^[Hh][Tt][Tt][Pp][Ss]://[^\\s/?#@]+([/?#]\\S*)?$' },
-        caPath: { ...nonEmpty, description: 'PEM file of a CA to trust for the authority host (relative to the config file).' },
+        authorityHost: {
+          description: 'Entra authority host (default https://login.microsoftonline.com). https only.',
+          type: 'string',
+          pattern: '^[Hh][Tt][Tt][Pp][Ss]://[^\\s/?#@]+([/?#]\\S*)?$',
+        },
+        caPath: {
+          ...nonEmpty,
+          description: 'PEM file of a CA to trust for the authority host (relative to the config file).',
+        },
       },
     },
     entities: {
@@ -44,7 +60,10 @@ export const schema: Record<string, unknown> = {
       not: { required: ['contact', 'lead'], properties: { contact: { const: false }, lead: { const: false } } },
       additionalProperties: false,
       patternProperties: { '^//': {} },
-      properties: { contact: { type: 'boolean', description: 'Suppress contacts (default true).' }, lead: { type: 'boolean', description: 'Suppress Open leads (default true).' } },
+      properties: {
+        contact: { type: 'boolean', description: 'Suppress contacts (default true).' },
+        lead: { type: 'boolean', description: 'Suppress Open leads (default true).' },
+      },
     },
     emailFields: {
       description: 'Email columns matched (default ["emailaddress1"]).',
@@ -53,7 +72,10 @@ export const schema: Record<string, unknown> = {
       uniqueItems: true,
       items: { enum: ['emailaddress1', 'emailaddress2', 'emailaddress3'] },
     },
-    alsoSetDoNotEmail: { type: 'boolean', description: 'Also set donotemail (Do not allow Emails) to true (default false: donotbulkemail only).' },
+    alsoSetDoNotEmail: {
+      type: 'boolean',
+      description: 'Also set donotemail (Do not allow Emails) to true (default false: donotbulkemail only).',
+    },
     maxUrlLength: int(1000, 32768, 'Longest lookup URL in characters (default 16000; Dataverse accepts 32768).'),
     addressesPerQuery: int(1, 500, 'Addresses per lookup query (default 50).'),
     requestsPerBatch: int(1, 1000, 'PATCH requests per $batch (default 200; Dataverse allows 1000).'),
@@ -64,7 +86,11 @@ export const schema: Record<string, unknown> = {
       properties: {
         perWindow: int(1, 1000000, 'Requests per window, paced on our side (default 6000).'),
         windowSeconds: int(1, 3600, 'Window length (default 300).'),
-        maxRetryAfterSeconds: int(0, 3600, 'Longest Retry-After waited in-run (default 60); a longer one stops the target until then.'),
+        maxRetryAfterSeconds: int(
+          0,
+          3600,
+          'Longest Retry-After waited in-run (default 60); a longer one stops the target until then.',
+        ),
         maxRetries: int(0, 10, 'Retries of one request after 429 / 5xx / network errors (default 4).'),
       },
     },

@@ -56,7 +56,7 @@ export function testCaps(opts: { instantSleep?: boolean; files?: Record<string, 
     targetName: 'dynamics-test',
     readFile: (p) => {
       if (opts.files && p in opts.files) return opts.files[p];
-       
+
       return (require('fs') as typeof import('fs')).readFileSync(p, 'utf8');
     },
     secrets: {

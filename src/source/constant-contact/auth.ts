@@ -53,7 +53,9 @@ export const MAX_EXPIRES_IN_S = 86_400;
 export function boundedExpiresIn(expiresIn: number | null | undefined, logger?: Logger): number {
   if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn) || expiresIn <= 0) return DEFAULT_EXPIRES_IN_S;
   if (expiresIn > MAX_EXPIRES_IN_S) {
-    logger?.warn(`constant-contact: the token response's expires_in (${expiresIn} s) is longer than ${MAX_EXPIRES_IN_S} s; using ${MAX_EXPIRES_IN_S} s`);
+    logger?.warn(
+      `constant-contact: the token response's expires_in (${expiresIn} s) is longer than ${MAX_EXPIRES_IN_S} s; using ${MAX_EXPIRES_IN_S} s`,
+    );
     return MAX_EXPIRES_IN_S;
   }
   return expiresIn;
@@ -119,10 +121,18 @@ export class TokenEndpoint {
   }
 
   /** POST `fields` (+ client authentication) to `${authBaseUrl}${path}`. */
-  async post(path: string, fields: Record<string, string>, opts: { clientIdInBody?: boolean } = {}): Promise<TokenEndpointResult> {
+  async post(
+    path: string,
+    fields: Record<string, string>,
+    opts: { clientIdInBody?: boolean } = {},
+  ): Promise<TokenEndpointResult> {
     const url = `${this.config.authBaseUrl}${path}`;
     const auth = clientAuthentication(this.config);
-    const body = new URLSearchParams({ ...fields, ...auth.body, ...(opts.clientIdInBody ? { client_id: this.config.clientId } : {}) });
+    const body = new URLSearchParams({
+      ...fields,
+      ...auth.body,
+      ...(opts.clientIdInBody ? { client_id: this.config.clientId } : {}),
+    });
     let attemptNo = 0;
     try {
       return await withRetry(
@@ -133,28 +143,48 @@ export class TokenEndpoint {
           let res;
           try {
             res = await this.http.post(url, body.toString(), {
-              headers: { ...auth.headers, 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' },
+              headers: {
+                ...auth.headers,
+                'Content-Type': 'application/x-www-form-urlencoded',
+                Accept: 'application/json',
+              },
               validateStatus: () => true,
             });
           } catch (err) {
             throw networkError(`Constant Contact OAuth POST ${path}`, err);
           }
-          if (res.status >= 200 && res.status < 300) return { ok: true as const, status: res.status, data: res.data as unknown };
+          if (res.status >= 200 && res.status < 300)
+            return { ok: true as const, status: res.status, data: res.data as unknown };
           if (res.status >= 500 || res.status === 429) {
-            throw sourceError(`Constant Contact OAuth POST ${path}: HTTP ${res.status}`, res.status, res.status === 429 ? 'throttled' : undefined);
+            throw sourceError(
+              `Constant Contact OAuth POST ${path}: HTTP ${res.status}`,
+              res.status,
+              res.status === 429 ? 'throttled' : undefined,
+            );
           }
           const oauth = OAuthError.decode(res.data);
           if (isLeft(oauth)) {
             return { ok: false as const, status: res.status, error: `http_${res.status}`, description: null };
           }
-          return { ok: false as const, status: res.status, error: oauth.right.error, description: oauth.right.error_description ?? null };
+          return {
+            ok: false as const,
+            status: res.status,
+            error: oauth.right.error,
+            description: oauth.right.error_description ?? null,
+          };
         },
         (err) => classifyFailure(err, Math.max(1000, backoffDelay(attemptNo, this.retry, this.deps.random))),
         this.retry,
         this.deps.clock,
         {
           random: this.deps.random,
-          onRetry: (i) => this.deps.logger.warn('constant-contact: retrying OAuth request', { path, attempt: i.attempt, delayMs: i.delayMs, reason: i.reason }),
+          onRetry: (i) =>
+            this.deps.logger.warn('constant-contact: retrying OAuth request', {
+              path,
+              attempt: i.attempt,
+              delayMs: i.delayMs,
+              reason: i.reason,
+            }),
         },
       );
     } catch (err) {
@@ -332,7 +362,9 @@ export class TokenManager {
       tokens = decodeTokenResponse(res.data, 'Constant Contact token refresh');
     } catch (err) {
       if (rotatedStored) {
-        throw sourceError(`${(err as Error).message}; the new refresh token it carried is stored, so the next run can refresh again`);
+        throw sourceError(
+          `${(err as Error).message}; the new refresh token it carried is stored, so the next run can refresh again`,
+        );
       }
       throw err;
     }

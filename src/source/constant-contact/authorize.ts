@@ -18,7 +18,16 @@ import * as http from 'http';
 import { AddressInfo } from 'net';
 import { ResolvedSource } from '../../config';
 import { registerSecret } from '../../log';
-import { AuthDeps, decodeTokenResponse, persistRefreshTokenFirst, describeOAuthError, storeTokens, TokenEndpoint, TokenEndpointOptions, TokenEndpointResult } from './auth';
+import {
+  AuthDeps,
+  decodeTokenResponse,
+  persistRefreshTokenFirst,
+  describeOAuthError,
+  storeTokens,
+  TokenEndpoint,
+  TokenEndpointOptions,
+  TokenEndpointResult,
+} from './auth';
 import { DeviceAuthorization } from './codecs';
 import { sourceError } from './errors';
 import { isLeft } from 'fp-ts/Either';
@@ -117,12 +126,20 @@ async function listenForCode(
     const error = q.get('error');
     if (error) {
       reply(400, 'Authorisation failed', `${error}: ${q.get('error_description') ?? ''}`);
-      finish(sourceError(`Constant Contact authorisation was refused (${error}${q.get('error_description') ? `: ${q.get('error_description')}` : ''}).`));
+      finish(
+        sourceError(
+          `Constant Contact authorisation was refused (${error}${q.get('error_description') ? `: ${q.get('error_description')}` : ''}).`,
+        ),
+      );
       return;
     }
     if (q.get('state') !== expectedState) {
       reply(400, 'Authorisation failed', 'The state parameter does not match this request. Run the command again.');
-      finish(sourceError('Constant Contact authorisation failed: the callback state does not match (stale browser tab or forged request). Run the command again.'));
+      finish(
+        sourceError(
+          'Constant Contact authorisation failed: the callback state does not match (stale browser tab or forged request). Run the command again.',
+        ),
+      );
       return;
     }
     const value = q.get('code');
@@ -138,13 +155,22 @@ async function listenForCode(
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) =>
-      reject(sourceError(`cannot listen on 127.0.0.1:${port} for the OAuth redirect (${(err as Error).message}); set source.redirectPort to a free port`)),
+      reject(
+        sourceError(
+          `cannot listen on 127.0.0.1:${port} for the OAuth redirect (${(err as Error).message}); set source.redirectPort to a free port`,
+        ),
+      ),
     );
     server.listen(port, '127.0.0.1', () => resolve());
   });
   const actual = (server.address() as AddressInfo).port;
   const timer = setTimeout(
-    () => finish(sourceError(`Constant Contact authorisation timed out after ${Math.round(timeoutMs / 1000)} s waiting for the browser. Run the command again.`)),
+    () =>
+      finish(
+        sourceError(
+          `Constant Contact authorisation timed out after ${Math.round(timeoutMs / 1000)} s waiting for the browser. Run the command again.`,
+        ),
+      ),
     timeoutMs,
   );
   timer.unref();
@@ -166,7 +192,9 @@ function finishWith(data: unknown, what: string, deps: AuthDeps): AuthorizeResul
   const expiresAt = storeTokens(deps.kv, tokens, deps.clock, deps.logger);
   const hasRefresh = typeof tokens.refresh_token === 'string' && tokens.refresh_token !== '';
   if (!hasRefresh) {
-    deps.logger.warn('constant-contact: no refresh token was returned; the offline_access scope may not be granted to this application');
+    deps.logger.warn(
+      'constant-contact: no refresh token was returned; the offline_access scope may not be granted to this application',
+    );
   }
   return { expiresAt, refreshToken: hasRefresh, scope: tokens.scope ?? null };
 }
@@ -175,7 +203,12 @@ function finishWith(data: unknown, what: string, deps: AuthDeps): AuthorizeResul
  * Authorization code + PKCE on a loopback redirect. Prints the authorize URL, waits for the browser,
  * exchanges the code and stores the tokens.
  */
-export async function authorizeWithPkce(config: AuthConfig, deps: AuthDeps, io: AuthorizeIo, options: PkceOptions = {}): Promise<AuthorizeResult> {
+export async function authorizeWithPkce(
+  config: AuthConfig,
+  deps: AuthDeps,
+  io: AuthorizeIo,
+  options: PkceOptions = {},
+): Promise<AuthorizeResult> {
   registerSecret(config.clientSecret);
   const endpoint = new TokenEndpoint(config, deps, options);
   const { verifier, challenge } = createPkcePair();
@@ -233,7 +266,9 @@ export async function authorizeWithDeviceFlow(
   if (!start.ok) throw tokenFailure('Constant Contact device authorization', start);
   const decoded = DeviceAuthorization.decode(start.data);
   if (isLeft(decoded)) {
-    throw sourceError(`Constant Contact device authorization: unexpected body (${formatErrors(decoded.left).join('; ')})`);
+    throw sourceError(
+      `Constant Contact device authorization: unexpected body (${formatErrors(decoded.left).join('; ')})`,
+    );
   }
   const da = decoded.right;
   registerSecret(da.device_code);
@@ -257,7 +292,11 @@ export async function authorizeWithDeviceFlow(
   for (;;) {
     await deps.clock.sleep(intervalMs);
     if (deps.clock.now().getTime() > deadline) {
-      throw sourceError('The Constant Contact device code expired before it was approved. Run the command again.', undefined, 'expired_token');
+      throw sourceError(
+        'The Constant Contact device code expired before it was approved. Run the command again.',
+        undefined,
+        'expired_token',
+      );
     }
     const res = await endpoint.post('/token', { grant_type: DEVICE_CODE_GRANT, device_code: da.device_code });
     if (res.ok) {
@@ -272,9 +311,17 @@ export async function authorizeWithDeviceFlow(
         intervalMs += 5000; // RFC 8628 §3.5
         continue;
       case 'expired_token':
-        throw sourceError('The Constant Contact device code expired before it was approved. Run the command again.', res.status, res.error);
+        throw sourceError(
+          'The Constant Contact device code expired before it was approved. Run the command again.',
+          res.status,
+          res.error,
+        );
       case 'access_denied':
-        throw sourceError('Constant Contact authorisation was refused in the browser (access_denied).', res.status, res.error);
+        throw sourceError(
+          'Constant Contact authorisation was refused in the browser (access_denied).',
+          res.status,
+          res.error,
+        );
       default:
         throw tokenFailure('Constant Contact device authorization', res);
     }

@@ -166,7 +166,8 @@ export class ConstantContactClient {
   private noteUsage(day: string, used: number): void {
     const p = this.persisted;
     const now = this.deps.clock.now().getTime();
-    if (p === null || p.day !== day || used - p.used >= this.flushEvery || now - p.at >= USAGE_FLUSH_MS) this.writeUsage(day, used);
+    if (p === null || p.day !== day || used - p.used >= this.flushEvery || now - p.at >= USAGE_FLUSH_MS)
+      this.writeUsage(day, used);
   }
 
   private writeUsage(day: string, used: number): void {
@@ -178,7 +179,8 @@ export class ConstantContactClient {
   flushUsage(): void {
     const used = this.limiter.usedToday();
     const day = this.deps.clock.now().toISOString().slice(0, 10);
-    if (this.persisted === null ? used > 0 : this.persisted.day !== day || this.persisted.used !== used) this.writeUsage(day, used);
+    if (this.persisted === null ? used > 0 : this.persisted.day !== day || this.persisted.used !== used)
+      this.writeUsage(day, used);
   }
 
   /** The absolute URL of an API path (`/contacts`) under `apiBaseUrl`. */
@@ -239,7 +241,13 @@ export class ConstantContactClient {
         this.deps.clock,
         {
           random: this.deps.random,
-          onRetry: (i) => this.logger.warn('constant-contact: retrying request', { request: what, attempt: i.attempt, delayMs: i.delayMs, reason: i.reason }),
+          onRetry: (i) =>
+            this.logger.warn('constant-contact: retrying request', {
+              request: what,
+              attempt: i.attempt,
+              delayMs: i.delayMs,
+              reason: i.reason,
+            }),
         },
       );
     } catch (err) {
@@ -267,7 +275,11 @@ export class ConstantContactClient {
    * One HTTP request: a slot from the shared limiter first (so a spent budget costs no token refresh),
    * then the token, then the request, counted.
    */
-  private async send(req: Req, what: string, token: () => Promise<string>): Promise<{ status: number; data: unknown; token: string }> {
+  private async send(
+    req: Req,
+    what: string,
+    token: () => Promise<string>,
+  ): Promise<{ status: number; data: unknown; token: string }> {
     try {
       await this.limiter.acquire();
     } catch (err) {
@@ -340,7 +352,11 @@ export class ConstantContactClient {
         errorKey ?? undefined,
       );
     }
-    return sourceError(`Constant Contact ${what}: ${detail}`, status, errorKey ?? (status === 429 ? 'throttled' : undefined));
+    return sourceError(
+      `Constant Contact ${what}: ${detail}`,
+      status,
+      errorKey ?? (status === 429 ? 'throttled' : undefined),
+    );
   }
 
   /** The vendor says today's quota is gone: stop our own limiter too, and remember it across runs. */

@@ -219,7 +219,9 @@ export type DailyUsage = t.TypeOf<typeof DailyUsage>;
 // Page and contact decoding
 
 /** Decode the page envelope. Returns readable problems when it is not a contacts page. */
-export function decodeContactsPage(body: unknown): { ok: true; page: CcContactsPage } | { ok: false; problems: string[] } {
+export function decodeContactsPage(
+  body: unknown,
+): { ok: true; page: CcContactsPage } | { ok: false; problems: string[] } {
   const r = CcContactsPage.decode(body);
   if (isLeft(r)) return { ok: false, problems: formatErrors(r.left) };
   return { ok: true, page: r.right };
@@ -271,7 +273,14 @@ export interface DecodedContacts {
 }
 
 /** `email_address.permission_to_send` values (API-NOTES; swagger 3.0.178), compared case-insensitively. */
-export const PERMISSIONS_TO_SEND = ['explicit', 'implicit', 'not_set', 'pending_confirmation', 'temp_hold', 'unsubscribed'] as const;
+export const PERMISSIONS_TO_SEND = [
+  'explicit',
+  'implicit',
+  'not_set',
+  'pending_confirmation',
+  'temp_hold',
+  'unsubscribed',
+] as const;
 /** `email_address.opt_out_source` values known today (the contract says Contact|Account; System was seen). */
 export const OPT_OUT_SOURCES = ['Contact', 'Account', 'System'] as const;
 /** A date later than now by more than this is not believed (clock skew allowance). */
@@ -289,7 +298,9 @@ export function contactProblems(c: CcContact & { email_address: CcEmailAddress }
   const e = c.email_address;
   const permission = e.permission_to_send.trim().toLowerCase();
   if (!(PERMISSIONS_TO_SEND as readonly string[]).includes(permission)) {
-    problems.push(`email_address.permission_to_send: got ${JSON.stringify(e.permission_to_send.slice(0, 60))}, expected one of ${PERMISSIONS_TO_SEND.join(', ')}`);
+    problems.push(
+      `email_address.permission_to_send: got ${JSON.stringify(e.permission_to_send.slice(0, 60))}, expected one of ${PERMISSIONS_TO_SEND.join(', ')}`,
+    );
   }
   const latest = now.getTime() + FUTURE_DATE_SKEW_MS;
   const earliest = Date.parse(EARLIEST_DATE);
@@ -300,8 +311,14 @@ export function contactProblems(c: CcContact & { email_address: CcEmailAddress }
     if (typeof value !== 'string' || value.trim() === '') continue;
     const t = Date.parse(value);
     if (Number.isNaN(t)) continue; // unparseable: skipped by toObservedContact, as before
-    if (t > latest) problems.push(`email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date in the future (now is ${now.toISOString()})`);
-    else if (t < earliest) problems.push(`email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date before ${EARLIEST_DATE.slice(0, 10)}`);
+    if (t > latest)
+      problems.push(
+        `email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date in the future (now is ${now.toISOString()})`,
+      );
+    else if (t < earliest)
+      problems.push(
+        `email_address.${field}: got ${JSON.stringify(value.slice(0, 40))}, a date before ${EARLIEST_DATE.slice(0, 10)}`,
+      );
   }
   return problems;
 }

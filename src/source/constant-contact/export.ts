@@ -25,7 +25,12 @@ import { ConstantContactClient } from './client';
 import { decodeContacts } from './codecs';
 
 /** The columns asked for (the contract's own names; it requires `email_address` for the opt-out ones). */
-export const EXPORT_FIELDS = ['email_address', 'email_optout_date', 'email_optout_source', 'email_optout_reason'] as const;
+export const EXPORT_FIELDS = [
+  'email_address',
+  'email_optout_date',
+  'email_optout_source',
+  'email_optout_reason',
+] as const;
 
 /** `auto` exports when `/contacts/counts` reports at least this many unsubscribed contacts (10 pages of 500). */
 export const EXPORT_AUTO_THRESHOLD = 5_000;
@@ -79,7 +84,8 @@ export interface ExportResult {
 
 function decodeActivity(body: unknown, what: string): Activity {
   const r = Activity.decode(body);
-  if (isLeft(r) || r.right.activity_id.trim() === '') throw new ExportDoubt(`${what}: not an activity (no activity_id)`);
+  if (isLeft(r) || r.right.activity_id.trim() === '')
+    throw new ExportDoubt(`${what}: not an activity (no activity_id)`);
   return r.right;
 }
 
@@ -110,7 +116,12 @@ export async function exportUnsubscribed(
 
   const started = clock.now().getTime();
   let activity = decodeActivity(
-    await doubtOnError('POST /activities/contact_exports', () => client.postJson(client.url('/activities/contact_exports'), { status: 'unsubscribed', fields: [...EXPORT_FIELDS] })),
+    await doubtOnError('POST /activities/contact_exports', () =>
+      client.postJson(client.url('/activities/contact_exports'), {
+        status: 'unsubscribed',
+        fields: [...EXPORT_FIELDS],
+      }),
+    ),
     'POST /activities/contact_exports',
   );
   const id = activity.activity_id;
@@ -121,17 +132,22 @@ export async function exportUnsubscribed(
       throw new ExportDoubt(`export activity ${id} ended ${activity.state}${errors ? `: ${errors}` : ''}`);
     }
     if (clock.now().getTime() - started + wait > timeoutMs) {
-      throw new ExportDoubt(`export activity ${id} did not complete within ${Math.round(timeoutMs / 1000)} s (last state ${activity.state ?? 'unknown'})`);
+      throw new ExportDoubt(
+        `export activity ${id} did not complete within ${Math.round(timeoutMs / 1000)} s (last state ${activity.state ?? 'unknown'})`,
+      );
     }
     await clock.sleep(wait);
     wait = Math.min(pollMax, wait * 2);
     activity = decodeActivity(
-      await doubtOnError(`GET /activities/${id}`, () => client.getJson(client.url(`/activities/${encodeURIComponent(id)}`))),
+      await doubtOnError(`GET /activities/${id}`, () =>
+        client.getJson(client.url(`/activities/${encodeURIComponent(id)}`)),
+      ),
       `GET /activities/${id}`,
     );
   }
   const href = activity._links?.results?.href;
-  if (typeof href !== 'string' || href.trim() === '') throw new ExportDoubt(`export activity ${id} completed without a results link`);
+  if (typeof href !== 'string' || href.trim() === '')
+    throw new ExportDoubt(`export activity ${id} completed without a results link`);
   let fileUrl: string;
   try {
     fileUrl = client.nextUrl(href); // same origin and API path as apiBaseUrl, or refused
@@ -142,23 +158,32 @@ export async function exportUnsubscribed(
   const parsed = parseExportCsv(csv, clock.now());
   const total = parsed.rows;
   const reported = activity.status?.items_total_count;
-  const tolerance = (n: number): number => Math.max(EXPORT_COUNT_TOLERANCE.min, Math.ceil(n * EXPORT_COUNT_TOLERANCE.share));
+  const tolerance = (n: number): number =>
+    Math.max(EXPORT_COUNT_TOLERANCE.min, Math.ceil(n * EXPORT_COUNT_TOLERANCE.share));
   if (expected !== null && Math.abs(total - expected) > tolerance(expected)) {
-    throw new ExportDoubt(`the export holds ${total} rows but GET /contacts/counts reports ${expected} unsubscribed contacts`);
+    throw new ExportDoubt(
+      `the export holds ${total} rows but GET /contacts/counts reports ${expected} unsubscribed contacts`,
+    );
   }
   if (typeof reported === 'number' && Math.abs(total - reported) > tolerance(reported)) {
     throw new ExportDoubt(`the export holds ${total} rows but its activity reports ${reported} (items_total_count)`);
   }
   const limit = Math.max(EXPORT_MALFORMED_LIMIT.min, Math.ceil(total * EXPORT_MALFORMED_LIMIT.share));
   if (parsed.quarantine.length > limit) {
-    throw new ExportDoubt(`${parsed.quarantine.length} of ${total} export rows are malformed (more than ${limit}); first: ${parsed.quarantine[0]!.reason}`);
+    throw new ExportDoubt(
+      `${parsed.quarantine.length} of ${total} export rows are malformed (more than ${limit}); first: ${parsed.quarantine[0]!.reason}`,
+    );
   }
   return { ...parsed, requests };
 }
 
 /** Header names compared loosely: `Email Address`, `email_address`, `EMAIL-ADDRESS` are one column. */
 function columnKey(h: string): string {
-  return h.trim().toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '');
+  return h
+    .trim()
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '');
 }
 
 const COLUMN_ALIASES: Record<string, string[]> = {
@@ -186,14 +211,18 @@ export function parseExportCsv(csv: string, now: Date): Omit<ExportResult, 'requ
   const header = records[0]!.map(columnKey);
   const col = (name: string): number => header.findIndex((h) => COLUMN_ALIASES[name]!.includes(h));
   const iEmail = col('email');
-  if (iEmail < 0) throw new ExportDoubt(`the export file has no email address column (header: ${records[0]!.join(',').slice(0, 200)})`);
+  if (iEmail < 0)
+    throw new ExportDoubt(
+      `the export file has no email address column (header: ${records[0]!.join(',').slice(0, 200)})`,
+    );
   const [iDate, iSource, iReason, iId] = [col('date'), col('source'), col('reason'), col('id')];
   const contacts: ObservedContact[] = [];
   const quarantine: QuarantinedRecord[] = [];
   const quarantinedEmails: string[] = [];
   let quarantinedUnidentified = 0;
   let skippedNoEmail = 0;
-  const cell = (r: string[], i: number): string | null => (i >= 0 && typeof r[i] === 'string' && r[i]!.trim() !== '' ? r[i]!.trim() : null);
+  const cell = (r: string[], i: number): string | null =>
+    i >= 0 && typeof r[i] === 'string' && r[i]!.trim() !== '' ? r[i]!.trim() : null;
   for (let n = 1; n < records.length; n++) {
     const r = records[n]!;
     const line = n + 1;

@@ -26,7 +26,15 @@ import { CheckItem, CheckReport } from '../../plugin';
 import { isLeft } from 'fp-ts/Either';
 import { formatErrors } from '../../codec';
 import { Logger } from '../../log';
-import { OptOutSource, QuotaExceeded, ReauthorizationRequired, ReconcilePlan, ScanStats, SourceDeps, SourceError } from '../types';
+import {
+  OptOutSource,
+  QuotaExceeded,
+  ReauthorizationRequired,
+  ReconcilePlan,
+  ScanStats,
+  SourceDeps,
+  SourceError,
+} from '../types';
 import { REAUTH_COMMAND, TokenManager } from './auth';
 import { ClientOptions, ConstantContactClient } from './client';
 import { CcContactCounts } from './codecs';
@@ -69,7 +77,8 @@ interface Ctx {
 async function readCounts(ctx: Ctx): Promise<CcContactCounts> {
   const body = await ctx.client.getJson(ctx.client.url('/contacts/counts'));
   const r = CcContactCounts.decode(body);
-  if (isLeft(r)) throw sourceError(`Constant Contact GET /contacts/counts: unexpected body (${formatErrors(r.left).join('; ')})`);
+  if (isLeft(r))
+    throw sourceError(`Constant Contact GET /contacts/counts: unexpected body (${formatErrors(r.left).join('; ')})`);
   ctx.counts = r.right;
   return r.right;
 }
@@ -99,12 +108,20 @@ function chooseVia(ctx: Ctx, unsubscribed: number | null): 'pages' | 'export' {
 async function liveByPages(ctx: Ctx, expected: number | null, onPage: OnPage): Promise<ScanStats> {
   const stats = await ctx.scan({ status: 'unsubscribed', limit: ctx.config.detection.pageSize }, onPage);
   if (expected !== null && stats.reportedCount !== null && stats.reportedCount !== expected) {
-    ctx.logger.warn('constant-contact: status=unsubscribed reports another total than /contacts/counts (contacts may have changed)', {
-      contactsCount: stats.reportedCount,
-      counts: expected,
-    });
+    ctx.logger.warn(
+      'constant-contact: status=unsubscribed reports another total than /contacts/counts (contacts may have changed)',
+      {
+        contactsCount: stats.reportedCount,
+        counts: expected,
+      },
+    );
   }
-  return { pages: stats.pages, contacts: stats.contacts, skippedNoEmail: stats.skippedNoEmail, quarantined: stats.quarantined };
+  return {
+    pages: stats.pages,
+    contacts: stats.contacts,
+    skippedNoEmail: stats.skippedNoEmail,
+    quarantined: stats.quarantined,
+  };
 }
 
 /**
@@ -121,15 +138,24 @@ async function liveByExport(ctx: Ctx, expected: number | null, onPage: OnPage): 
     return liveByPages(ctx, expected, onPage);
   }
   for (const rec of result.quarantine) ctx.deps.quarantine(rec);
-  if (result.quarantine.length > 0) ctx.logger.warn('constant-contact: quarantined malformed export rows', { count: result.quarantine.length });
+  if (result.quarantine.length > 0)
+    ctx.logger.warn('constant-contact: quarantined malformed export rows', { count: result.quarantine.length });
   const pages = await handInPages(result.contacts, ctx.config.detection.pageSize, onPage, {
     skippedNoEmail: result.skippedNoEmail,
     quarantined: result.quarantine.length,
     quarantinedEmails: result.quarantinedEmails,
     quarantinedUnidentified: result.quarantinedUnidentified,
   });
-  ctx.logger.info('constant-contact: unsubscribed set read by export', { rows: result.rows, requests: result.requests });
-  return { pages, contacts: result.contacts.length, skippedNoEmail: result.skippedNoEmail, quarantined: result.quarantine.length };
+  ctx.logger.info('constant-contact: unsubscribed set read by export', {
+    rows: result.rows,
+    requests: result.requests,
+  });
+  return {
+    pages,
+    contacts: result.contacts.length,
+    skippedNoEmail: result.skippedNoEmail,
+    quarantined: result.quarantine.length,
+  };
 }
 
 /** The engine's full reconcile (./reconcile.ts), the live set read as `reconcileVia` says. */
@@ -137,7 +163,11 @@ async function reconcile(ctx: Ctx, plan: ReconcilePlan, onPage: OnPage): Promise
   const known = ctx.counts?.unsubscribed;
   const expected = typeof known === 'number' ? known : await unsubscribedCount(ctx);
   const via = chooseVia(ctx, expected);
-  ctx.logger.debug('constant-contact: full reconcile', { via, unsubscribed: expected, deletedSince: plan.deletedSince?.toISOString() ?? null });
+  ctx.logger.debug('constant-contact: full reconcile', {
+    via,
+    unsubscribed: expected,
+    deletedSince: plan.deletedSince?.toISOString() ?? null,
+  });
   return reconcileWithPlan(
     {
       scan: ctx.scan,
@@ -153,25 +183,49 @@ async function reconcile(ctx: Ctx, plan: ReconcilePlan, onPage: OnPage): Promise
 
 function scanWindow(ctx: Ctx, after: Date, before: Date, onPage: OnPage): Promise<ScanStats> {
   if (!(after.getTime() <= before.getTime())) {
-    return Promise.reject(sourceError(`scanWindow: after (${after.toISOString()}) is later than before (${before.toISOString()})`));
+    return Promise.reject(
+      sourceError(`scanWindow: after (${after.toISOString()}) is later than before (${before.toISOString()})`),
+    );
   }
-  return ctx.scan({ status: 'all', optout_after: after.toISOString(), optout_before: before.toISOString(), limit: ctx.config.detection.pageSize }, onPage).then(plainStats);
+  return ctx
+    .scan(
+      {
+        status: 'all',
+        optout_after: after.toISOString(),
+        optout_before: before.toISOString(),
+        limit: ctx.config.detection.pageSize,
+      },
+      onPage,
+    )
+    .then(plainStats);
 }
 
 /** The token part of `check()`: whether a refresh works (a check item either way). */
 async function checkToken(ctx: Ctx, items: CheckItem[]): Promise<boolean> {
   if (ctx.tokens.refreshToken() === null) {
-    items.push({ name: 'Constant Contact authorisation', ok: false, detail: `no refresh token stored or configured: run \`${REAUTH_COMMAND}\`` });
+    items.push({
+      name: 'Constant Contact authorisation',
+      ok: false,
+      detail: `no refresh token stored or configured: run \`${REAUTH_COMMAND}\``,
+    });
     return false;
   }
   try {
     await ctx.tokens.refresh();
     const until = ctx.tokens.accessExpiresAt();
-    items.push({ name: 'Constant Contact token refresh', ok: true, detail: `refreshed; access token valid until ${until ? until.toISOString() : 'unknown'}` });
+    items.push({
+      name: 'Constant Contact token refresh',
+      ok: true,
+      detail: `refreshed; access token valid until ${until ? until.toISOString() : 'unknown'}`,
+    });
     return true;
   } catch (err) {
     const reauth = err instanceof ReauthorizationRequired;
-    items.push({ name: 'Constant Contact token refresh', ok: false, detail: reauth ? (err as Error).message : `token refresh failed: ${(err as Error).message}` });
+    items.push({
+      name: 'Constant Contact token refresh',
+      ok: false,
+      detail: reauth ? (err as Error).message : `token refresh failed: ${(err as Error).message}`,
+    });
     return false;
   }
 }
@@ -181,16 +235,25 @@ async function checkApi(ctx: Ctx, tokenOk: boolean): Promise<CheckItem> {
   if (!tokenOk) return { name: 'Constant Contact API', ok: false, detail: 'skipped: no valid access token' };
   try {
     const c = await readCounts(ctx);
-    return { name: 'Constant Contact API', ok: true, detail: `reachable (${ctx.config.apiBaseUrl}); ${c.unsubscribed ?? 'unknown'} unsubscribed of ${c.total ?? 'unknown'} contacts` };
+    return {
+      name: 'Constant Contact API',
+      ok: true,
+      detail: `reachable (${ctx.config.apiBaseUrl}); ${c.unsubscribed ?? 'unknown'} unsubscribed of ${c.total ?? 'unknown'} contacts`,
+    };
   } catch (err) {
-    const detail = err instanceof QuotaExceeded ? err.message : `GET /contacts/counts failed: ${(err as Error).message}`;
+    const detail =
+      err instanceof QuotaExceeded ? err.message : `GET /contacts/counts failed: ${(err as Error).message}`;
     return { name: 'Constant Contact API', ok: false, detail };
   }
 }
 
 function checkBudget(ctx: Ctx): CheckItem {
   const b = ctx.client.budget();
-  return { name: 'Constant Contact daily budget', ok: b.remaining > 0, detail: `${b.remaining} of ${b.budget} requests left today (per application; resets ${b.resetsAt.toISOString()})` };
+  return {
+    name: 'Constant Contact daily budget',
+    ok: b.remaining > 0,
+    detail: `${b.remaining} of ${b.budget} requests left today (per application; resets ${b.resetsAt.toISOString()})`,
+  };
 }
 
 async function check(ctx: Ctx): Promise<CheckReport> {
@@ -218,13 +281,26 @@ export function createConstantContactSource(
   const tokens = new TokenManager(config, deps, { http: options.http });
   const client = new ConstantContactClient(config, deps, tokens, options);
   const logger = deps.logger.child({ source: 'constant-contact' });
-  const ctx: Ctx = { config, deps, client, tokens, logger, scan: createPageScanner(config, deps, client, logger), options, counts: null };
+  const ctx: Ctx = {
+    config,
+    deps,
+    client,
+    tokens,
+    logger,
+    scan: createPageScanner(config, deps, client, logger),
+    options,
+    counts: null,
+  };
   return {
     client,
     tokens,
     scanWindow: (after, before, onPage) => flushed(ctx, () => scanWindow(ctx, after, before, onPage)),
     scanUnsubscribed: (onPage, plan) =>
-      flushed(ctx, () => (plan ? reconcile(ctx, plan, onPage) : ctx.scan({ status: 'unsubscribed,deleted', limit: config.detection.pageSize }, onPage).then(plainStats))),
+      flushed(ctx, () =>
+        plan
+          ? reconcile(ctx, plan, onPage)
+          : ctx.scan({ status: 'unsubscribed,deleted', limit: config.detection.pageSize }, onPage).then(plainStats),
+      ),
     unsubscribedCount: () => flushed(ctx, () => unsubscribedCount(ctx)),
     check: () => flushed(ctx, () => check(ctx)),
   };

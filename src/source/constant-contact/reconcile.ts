@@ -52,17 +52,28 @@ export async function reconcileWithPlan(io: ReconcileIo, plan: ReconcilePlan, on
   const unaccounted = notSeen.filter((e) => !deletedBefore.has(e)).sort();
   if (unaccounted.length === 0) return stats;
   if (unaccounted.length <= RECHECK_MAX) {
-    io.logger.info('constant-contact: looking up known opt-outs the reconcile did not return', { count: unaccounted.length });
-    for (const email of unaccounted) stats = addStats(stats, await io.scan({ email, status: 'all', limit: io.limit }, track));
+    io.logger.info('constant-contact: looking up known opt-outs the reconcile did not return', {
+      count: unaccounted.length,
+    });
+    for (const email of unaccounted)
+      stats = addStats(stats, await io.scan({ email, status: 'all', limit: io.limit }, track));
   } else {
-    io.logger.info('constant-contact: many known opt-outs not returned; reading every deleted contact', { count: unaccounted.length, max: RECHECK_MAX });
+    io.logger.info('constant-contact: many known opt-outs not returned; reading every deleted contact', {
+      count: unaccounted.length,
+      max: RECHECK_MAX,
+    });
     stats = addStats(stats, await io.scan({ status: 'deleted', limit: io.limit }, track));
   }
   return stats;
 }
 
 /** Hand `contacts` on in pages of `limit` (the export path: one SQLite transaction per page, as for API pages). */
-export async function handInPages(contacts: readonly ObservedContact[], limit: number, onPage: OnPage, first: Omit<SourcePage, 'contacts'>): Promise<number> {
+export async function handInPages(
+  contacts: readonly ObservedContact[],
+  limit: number,
+  onPage: OnPage,
+  first: Omit<SourcePage, 'contacts'>,
+): Promise<number> {
   let pages = 0;
   for (let i = 0; i < contacts.length || (i === 0 && pages === 0); i += limit) {
     const extra = pages === 0 ? first : { skippedNoEmail: 0, quarantined: 0 };

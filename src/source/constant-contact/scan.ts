@@ -41,12 +41,20 @@ function usableCount(count: unknown): number | null {
   return typeof count === 'number' && Number.isFinite(count) && count >= 0 ? count : null;
 }
 
-export function createPageScanner(config: ResolvedSource, deps: SourceDeps, client: ConstantContactClient, logger: Logger): PageScanner {
+export function createPageScanner(
+  config: ResolvedSource,
+  deps: SourceDeps,
+  client: ConstantContactClient,
+  logger: Logger,
+): PageScanner {
   const limit = config.detection.pageSize;
   const maxPages = config.detection.maxPages ?? DEFAULT_MAX_PAGES;
   const onUnknownSource = (value: string, contactId: string): void => {
     // Kept (the opt-out itself is clear; dropping it would keep mailing the person), but reported.
-    logger.warn('constant-contact: unknown email_address.opt_out_source kept as sent', { value: value.slice(0, 60), contactId });
+    logger.warn('constant-contact: unknown email_address.opt_out_source kept as sent', {
+      value: value.slice(0, 60),
+      contactId,
+    });
   };
 
   return async function scan(params, onPage) {
@@ -64,13 +72,16 @@ export function createPageScanner(config: ResolvedSource, deps: SourceDeps, clie
       const body = await client.getJson(url, query);
       const decoded = decodeContactsPage(body);
       if (!decoded.ok) {
-        throw sourceError(`Constant Contact GET /contacts page ${pages + 1} is not a contacts page: ${decoded.problems.join('; ')}`);
+        throw sourceError(
+          `Constant Contact GET /contacts page ${pages + 1} is not a contacts page: ${decoded.problems.join('; ')}`,
+        );
       }
       // The next link is checked BEFORE the page is handed on: a page that links to another origin (or back
       // to a page already read) is rejected whole, so nothing from it is committed.
       const href = decoded.page._links?.next?.href;
       const next = typeof href === 'string' && href.trim() !== '' ? client.nextUrl(href) : null;
-      if (next !== null && seen.has(next)) throw sourceError(`Constant Contact pagination loops: page ${pages + 1} links back to a page already read`);
+      if (next !== null && seen.has(next))
+        throw sourceError(`Constant Contact pagination loops: page ${pages + 1} links back to a page already read`);
       if (pages === 0) {
         reportedCount = usableCount(decoded.page.contacts_count);
         if (reportedCount !== null && pagesForCount(reportedCount, limit) < bound) {
@@ -83,7 +94,8 @@ export function createPageScanner(config: ResolvedSource, deps: SourceDeps, clie
       contacts += page.contacts.length;
       skippedNoEmail += page.skippedNoEmail;
       quarantined += page.quarantined;
-      if (page.quarantined > 0) logger.warn('constant-contact: quarantined malformed contacts', { page: pages, count: page.quarantined });
+      if (page.quarantined > 0)
+        logger.warn('constant-contact: quarantined malformed contacts', { page: pages, count: page.quarantined });
       await onPage({
         contacts: page.contacts,
         skippedNoEmail: page.skippedNoEmail,
@@ -112,7 +124,12 @@ export function createPageScanner(config: ResolvedSource, deps: SourceDeps, clie
 
 /** Two scans' stats added up. */
 export function addStats(a: ScanStats, b: ScanStats): ScanStats {
-  return { pages: a.pages + b.pages, contacts: a.contacts + b.contacts, skippedNoEmail: a.skippedNoEmail + b.skippedNoEmail, quarantined: a.quarantined + b.quarantined };
+  return {
+    pages: a.pages + b.pages,
+    contacts: a.contacts + b.contacts,
+    skippedNoEmail: a.skippedNoEmail + b.skippedNoEmail,
+    quarantined: a.quarantined + b.quarantined,
+  };
 }
 
 export const NO_STATS: ScanStats = { pages: 0, contacts: 0, skippedNoEmail: 0, quarantined: 0 };

@@ -59,8 +59,26 @@ export const LEAD_COLUMNS = [
 
 /** Columns a PATCH may set (the rest are read-only in this emulator). */
 export const WRITABLE: Record<EntityName, ReadonlySet<string>> = {
-  contact: new Set(['firstname', 'lastname', 'emailaddress1', 'emailaddress2', 'emailaddress3', 'donotbulkemail', 'donotemail']),
-  lead: new Set(['subject', 'firstname', 'lastname', 'companyname', 'emailaddress1', 'emailaddress2', 'emailaddress3', 'donotbulkemail', 'donotemail']),
+  contact: new Set([
+    'firstname',
+    'lastname',
+    'emailaddress1',
+    'emailaddress2',
+    'emailaddress3',
+    'donotbulkemail',
+    'donotemail',
+  ]),
+  lead: new Set([
+    'subject',
+    'firstname',
+    'lastname',
+    'companyname',
+    'emailaddress1',
+    'emailaddress2',
+    'emailaddress3',
+    'donotbulkemail',
+    'donotemail',
+  ]),
 };
 
 export const ID_COLUMN: Record<EntityName, string> = { contact: 'contactid', lead: 'leadid' };
@@ -115,7 +133,13 @@ export function generateRecords(opts: GenerateOptions): DvRecord[] {
   const out: DvRecord[] = [];
   const at = new Date(opts.now ?? Date.now()).toISOString();
   let n = 0;
-  const add = (entity: EntityName, r: () => number, email: string, slot: 1 | 2 | 3, extra: { bulk?: boolean; state?: number } = {}): void => {
+  const add = (
+    entity: EntityName,
+    r: () => number,
+    email: string,
+    slot: 1 | 2 | 3,
+    extra: { bulk?: boolean; state?: number } = {},
+  ): void => {
     n++;
     const id = guid(r);
     const bulk = extra.bulk ?? r() < 0.1;

@@ -100,7 +100,8 @@ export function parseFilter(src: string): Expr {
     if (k.t !== 'id') throw new FilterSyntaxError('expected a property name');
     pos++;
     const op = toks[pos];
-    if (!op || op.t !== 'id' || (op.v !== 'eq' && op.v !== 'ne')) throw new FilterSyntaxError(`expected eq or ne after "${k.v}"`);
+    if (!op || op.t !== 'id' || (op.v !== 'eq' && op.v !== 'ne'))
+      throw new FilterSyntaxError(`expected eq or ne after "${k.v}"`);
     pos++;
     const lit = toks[pos++];
     let value: Literal;

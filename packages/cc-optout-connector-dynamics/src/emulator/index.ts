@@ -10,8 +10,22 @@ import type { World } from 'cc-optout-connector/sdk/emulator';
 import { DataverseEmulator, DataverseEmulatorOptions, DataverseVerification, VerifyOptions } from './server';
 import { Person } from './dataset';
 
-export { DataverseEmulator, startDataverseEmulator, DATAVERSE_DEFAULTS, API_PATH, MAX_URL_LENGTH, MAX_BATCH_REQUESTS } from './server';
-export type { DataverseConnection, DataverseEmulatorOptions, DataverseKnobs, DataverseTruth, DataverseVerification, VerifyOptions } from './server';
+export {
+  DataverseEmulator,
+  startDataverseEmulator,
+  DATAVERSE_DEFAULTS,
+  API_PATH,
+  MAX_URL_LENGTH,
+  MAX_BATCH_REQUESTS,
+} from './server';
+export type {
+  DataverseConnection,
+  DataverseEmulatorOptions,
+  DataverseKnobs,
+  DataverseTruth,
+  DataverseVerification,
+  VerifyOptions,
+} from './server';
 export type { Person, DvRecord } from './dataset';
 
 /** The env variable the emulator's target config names for the client secret. */
@@ -54,7 +68,14 @@ export function dataverseEmulatorFactory(extra: Partial<DataverseEmulatorOptions
         targetConfig: () => ({
           config: {
             url: c.url,
-            auth: { type: 'client-credentials', tenantId: c.tenantId, clientId: c.clientId, clientSecret: `\${${SECRET_ENV}}`, authorityHost: c.authorityHost, caPath },
+            auth: {
+              type: 'client-credentials',
+              tenantId: c.tenantId,
+              clientId: c.clientId,
+              clientSecret: `\${${SECRET_ENV}}`,
+              authorityHost: c.authorityHost,
+              caPath,
+            },
             emailFields: ['emailaddress1', 'emailaddress2', 'emailaddress3'],
             entities: { contact: true, lead: true },
           },

@@ -19,9 +19,31 @@ import * as https from 'https';
 import * as fs from 'fs';
 import { AddressInfo } from 'net';
 import { randomUUID } from 'crypto';
-import { CONTACT_COLUMNS, DvRecord, ENTITY_SET, EntityName, ID_COLUMN, LEAD_COLUMNS, Person, WRITABLE, generateRecords, guid, hash32, rng } from './dataset';
+import {
+  CONTACT_COLUMNS,
+  DvRecord,
+  ENTITY_SET,
+  EntityName,
+  ID_COLUMN,
+  LEAD_COLUMNS,
+  Person,
+  WRITABLE,
+  generateRecords,
+  guid,
+  hash32,
+  rng,
+} from './dataset';
 import { Expr, FilterSyntaxError, evaluate, fieldsOf, parseFilter } from './filter';
-import { InnerRequest, InnerResponse, MultipartError, boundaryOf, httpPart, parseInnerRequest, parseMultipart, renderMultipart } from './multipart';
+import {
+  InnerRequest,
+  InnerResponse,
+  MultipartError,
+  boundaryOf,
+  httpPart,
+  parseInnerRequest,
+  parseMultipart,
+  renderMultipart,
+} from './multipart';
 import { makeLoopbackCert, TlsMaterial } from './tls';
 
 export const API_PATH = '/api/data/v9.2';
@@ -134,7 +156,12 @@ interface ErrorBody {
   error: { code: string; message: string };
 }
 
-const odataError = (status: number, code: string, message: string, headers: Record<string, string> = {}): InnerResponse & { status: number } => ({
+const odataError = (
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): InnerResponse & { status: number } => ({
   status,
   headers: { 'Content-Type': 'application/json; odata.metadata=minimal', 'OData-Version': '4.0', ...headers },
   body: JSON.stringify({ error: { code, message } } satisfies ErrorBody),
@@ -146,7 +173,10 @@ function columnsOf(entity: EntityName): readonly string[] {
 
 function syntheticPeople(n: number, seed: number): Person[] {
   const r = rng(hash32(`people|${seed}`));
-  return Array.from({ length: n }, (_, i) => ({ email: `person${i}.${Math.floor(r() * 1e6)}@example.com`, optedOut: r() < 0.2 }));
+  return Array.from({ length: n }, (_, i) => ({
+    email: `person${i}.${Math.floor(r() * 1e6)}@example.com`,
+    optedOut: r() < 0.2,
+  }));
 }
 
 export class DataverseEmulator {
@@ -192,8 +222,14 @@ export class DataverseEmulator {
     const host = this.opts.host ?? '127.0.0.1';
     this.tls = await makeLoopbackCert(host);
     // room for URLs up to (and past) Dataverse's 32,768 characters, so the 414 is ours, not Node's 431
-    this.dvServer = http.createServer({ maxHeaderSize: 96 * 1024 }, (req, res) => void this.serve(req, res, 'dataverse'));
-    this.entraServer = https.createServer({ key: this.tls.key, cert: this.tls.cert }, (req, res) => void this.serve(req, res, 'entra'));
+    this.dvServer = http.createServer(
+      { maxHeaderSize: 96 * 1024 },
+      (req, res) => void this.serve(req, res, 'dataverse'),
+    );
+    this.entraServer = https.createServer(
+      { key: this.tls.key, cert: this.tls.cert },
+      (req, res) => void this.serve(req, res, 'entra'),
+    );
     const listen = (s: http.Server, port: number): Promise<number> =>
       new Promise((resolve, reject) => {
         s.once('error', reject);
@@ -288,7 +324,9 @@ export class DataverseEmulator {
       const ok = k === 'retryAfterSeconds' ? v === null || typeof v === 'number' : typeof v === typeof def;
       if (!ok) problems.push(`knob "${k}" must be a ${typeof def}`);
     }
-    if (problems.length === 0) for (const [k, v] of Object.entries(patch)) if (k !== 'expireTokens') (this.knobs as unknown as Record<string, unknown>)[k] = v;
+    if (problems.length === 0)
+      for (const [k, v] of Object.entries(patch))
+        if (k !== 'expireTokens') (this.knobs as unknown as Record<string, unknown>)[k] = v;
     return problems;
   }
 
@@ -304,7 +342,13 @@ export class DataverseEmulator {
   truth(opts: VerifyOptions = {}): DataverseTruth {
     if (this.opts.optedOutNow) for (const e of this.opts.optedOutNow()) this.optedOut.add(e.trim().toLowerCase());
     const fields = opts.emailFields ?? ['emailaddress1', 'emailaddress2', 'emailaddress3'];
-    const t: DataverseTruth = { optedOut: [...this.optedOut].sort(), toSuppress: [], alreadySuppressed: [], closedLeads: [], missing: [] };
+    const t: DataverseTruth = {
+      optedOut: [...this.optedOut].sort(),
+      toSuppress: [],
+      alreadySuppressed: [],
+      closedLeads: [],
+      missing: [],
+    };
     const covered = new Set<string>();
     for (const rec of this.records.values()) {
       const m = this.matches(rec, fields);
@@ -328,10 +372,14 @@ export class DataverseEmulator {
     const notSuppressed: string[] = [];
     for (const key of t.toSuppress) {
       const rec = this.records.get(key)!;
-      if (rec.fields.donotbulkemail !== true || (opts.donotemail && rec.fields.donotemail !== true)) notSuppressed.push(key);
+      if (rec.fields.donotbulkemail !== true || (opts.donotemail && rec.fields.donotemail !== true))
+        notSuppressed.push(key);
     }
     const unexpectedWrites = [...this.writes.keys()].filter((k) => !toSuppress.has(k)).sort();
-    const repeatedWrites = [...this.writes.entries()].filter(([, n]) => n > 1).map(([k]) => k).sort();
+    const repeatedWrites = [...this.writes.entries()]
+      .filter(([, n]) => n > 1)
+      .map(([k]) => k)
+      .sort();
     let writes = 0;
     for (const n of this.writes.values()) writes += n;
     return {
@@ -358,7 +406,11 @@ export class DataverseEmulator {
     this.counts.set(name, c);
   }
 
-  private async serve(req: http.IncomingMessage, res: http.ServerResponse, server: 'dataverse' | 'entra'): Promise<void> {
+  private async serve(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    server: 'dataverse' | 'entra',
+  ): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
@@ -382,12 +434,22 @@ export class DataverseEmulator {
 
   private admin(method: string, rawUrl: string, body: string): InnerResponse {
     const path = rawUrl.split('?')[0];
-    const json = (status: number, v: unknown): InnerResponse => ({ status, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(v) });
+    const json = (status: number, v: unknown): InnerResponse => ({
+      status,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(v),
+    });
     if (method === 'GET' && path === '/__emulator/connection') return json(200, this.connection());
     if (method === 'GET' && path === '/__emulator/truth') return json(200, this.truth());
     if (method === 'GET' && path === '/__emulator/verify') return json(200, this.verify());
     if (method === 'GET' && path === '/__emulator/state') {
-      return json(200, { knobs: this.knobs, counts: this.requestCounts(), verify: this.verify(), discoveryCalls: this.discoveryCalls, records: this.records.size });
+      return json(200, {
+        knobs: this.knobs,
+        counts: this.requestCounts(),
+        verify: this.verify(),
+        discoveryCalls: this.discoveryCalls,
+        records: this.records.size,
+      });
     }
     if (method === 'POST' && path === '/__emulator/reset-counts') {
       this.counts.clear();
@@ -400,7 +462,8 @@ export class DataverseEmulator {
       } catch {
         return json(400, { error: 'body must be a JSON object of knobs' });
       }
-      if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return json(400, { error: 'body must be a JSON object of knobs' });
+      if (!patch || typeof patch !== 'object' || Array.isArray(patch))
+        return json(400, { error: 'body must be a JSON object of knobs' });
       const problems = this.setKnobs(patch as Record<string, unknown>);
       return problems.length ? json(400, { error: problems.join('; ') }) : json(200, { knobs: this.knobs });
     }
@@ -411,7 +474,12 @@ export class DataverseEmulator {
 
   private entra(method: string, rawUrl: string, body: string): InnerResponse & { name: string } {
     const path = rawUrl.split('?')[0];
-    const aad = (status: number, error: string, code: number, description: string): InnerResponse & { name: string } => ({
+    const aad = (
+      status: number,
+      error: string,
+      code: number,
+      description: string,
+    ): InnerResponse & { name: string } => ({
       name: 'POST /{tenant}/oauth2/v2.0/token',
       status,
       headers: { 'Content-Type': 'application/json; charset=utf-8' },
@@ -424,31 +492,75 @@ export class DataverseEmulator {
         correlation_id: randomUUID(),
       }),
     });
-    if (method === 'GET' && (/\/\.well-known\/openid-configuration$/.test(path) || /\/discovery\/instance$/.test(path))) {
+    if (
+      method === 'GET' &&
+      (/\/\.well-known\/openid-configuration$/.test(path) || /\/discovery\/instance$/.test(path))
+    ) {
       this.discoveryCalls.push(path);
       const base = `${this.entraOrigin}/${this.tenantId}`;
       const doc = /discovery\/instance$/.test(path)
         ? { tenant_discovery_endpoint: `${base}/v2.0/.well-known/openid-configuration`, metadata: [] }
-        : { token_endpoint: `${base}/oauth2/v2.0/token`, authorization_endpoint: `${base}/oauth2/v2.0/authorize`, issuer: `${base}/v2.0`, jwks_uri: `${base}/discovery/v2.0/keys` };
-      return { name: 'GET discovery', status: 200, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(doc) };
+        : {
+            token_endpoint: `${base}/oauth2/v2.0/token`,
+            authorization_endpoint: `${base}/oauth2/v2.0/authorize`,
+            issuer: `${base}/v2.0`,
+            jwks_uri: `${base}/discovery/v2.0/keys`,
+          };
+      return {
+        name: 'GET discovery',
+        status: 200,
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(doc),
+      };
     }
     const m = /^\/([^/]+)\/oauth2\/v2\.0\/token$/.exec(path);
-    if (method !== 'POST' || !m) return { name: 'entra other', status: 404, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ error: 'not_found' }) };
+    if (method !== 'POST' || !m)
+      return {
+        name: 'entra other',
+        status: 404,
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ error: 'not_found' }),
+      };
     if (m[1] !== this.tenantId) return aad(400, 'invalid_request', 90002, `Tenant '${m[1]}' not found.`);
     const form = new URLSearchParams(body);
-    if (form.get('grant_type') !== 'client_credentials') return aad(400, 'unsupported_grant_type', 70003, 'The app requested an unsupported grant type.');
-    if (form.get('client_id') !== this.clientId) return aad(400, 'unauthorized_client', 700016, `Application with identifier '${form.get('client_id')}' was not found in the directory.`);
-    if (form.get('client_secret') !== this.clientSecret) return aad(401, 'invalid_client', 7000215, 'Invalid client secret provided.');
-    const scopes = (form.get('scope') ?? '').split(/\s+/).filter((s) => s && !['openid', 'profile', 'offline_access'].includes(s));
+    if (form.get('grant_type') !== 'client_credentials')
+      return aad(400, 'unsupported_grant_type', 70003, 'The app requested an unsupported grant type.');
+    if (form.get('client_id') !== this.clientId)
+      return aad(
+        400,
+        'unauthorized_client',
+        700016,
+        `Application with identifier '${form.get('client_id')}' was not found in the directory.`,
+      );
+    if (form.get('client_secret') !== this.clientSecret)
+      return aad(401, 'invalid_client', 7000215, 'Invalid client secret provided.');
+    const scopes = (form.get('scope') ?? '')
+      .split(/\s+/)
+      .filter((s) => s && !['openid', 'profile', 'offline_access'].includes(s));
     const wanted = `${this.dvOrigin}/.default`;
-    if (scopes.length !== 1 || scopes[0] !== wanted) return aad(400, 'invalid_scope', 1002012, `The provided value for scope ${scopes.join(' ')} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+    if (scopes.length !== 1 || scopes[0] !== wanted)
+      return aad(
+        400,
+        'invalid_scope',
+        1002012,
+        `The provided value for scope ${scopes.join(' ')} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`,
+      );
     const token = `dvemu.${randomUUID().replace(/-/g, '')}`;
-    this.tokens.set(token, { principal: this.clientId, expiresMs: Date.now() + this.knobs.tokenTtlSeconds * 1000, audience: this.dvOrigin });
+    this.tokens.set(token, {
+      principal: this.clientId,
+      expiresMs: Date.now() + this.knobs.tokenTtlSeconds * 1000,
+      audience: this.dvOrigin,
+    });
     return {
       name: 'POST /{tenant}/oauth2/v2.0/token',
       status: 200,
       headers: { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' },
-      body: JSON.stringify({ token_type: 'Bearer', expires_in: this.knobs.tokenTtlSeconds, ext_expires_in: this.knobs.tokenTtlSeconds, access_token: token }),
+      body: JSON.stringify({
+        token_type: 'Bearer',
+        expires_in: this.knobs.tokenTtlSeconds,
+        ext_expires_in: this.knobs.tokenTtlSeconds,
+        access_token: token,
+      }),
     };
   }
 
@@ -468,7 +580,8 @@ export class DataverseEmulator {
     const path = rawUrl.split('?')[0];
     const name = this.routeName(method, path);
     const withName = (r: InnerResponse): InnerResponse & { name: string } => ({ ...r, name });
-    if (rawUrl.length > MAX_URL_LENGTH) return withName(odataError(414, '0x8004430d', `The request URL is longer than ${MAX_URL_LENGTH} characters.`));
+    if (rawUrl.length > MAX_URL_LENGTH)
+      return withName(odataError(414, '0x8004430d', `The request URL is longer than ${MAX_URL_LENGTH} characters.`));
     // authentication: a token issued for this environment
     const auth = String(req.headers.authorization ?? '');
     const token = /^Bearer (.+)$/i.exec(auth)?.[1];
@@ -476,7 +589,9 @@ export class DataverseEmulator {
     if (!rec || rec.expiresMs <= Date.now() || rec.audience !== this.dvOrigin) {
       return withName({
         status: 401,
-        headers: { 'WWW-Authenticate': `Bearer authorization_uri=${this.entraOrigin}/${this.tenantId}/oauth2/authorize, resource_id=${this.dvOrigin}/` },
+        headers: {
+          'WWW-Authenticate': `Bearer authorization_uri=${this.entraOrigin}/${this.tenantId}/oauth2/authorize, resource_id=${this.dvOrigin}/`,
+        },
         body: '',
       });
     }
@@ -496,7 +611,13 @@ export class DataverseEmulator {
       if ('status' in parsed) return withName(parsed);
       batchParts = parsed.parts;
     }
-    const cost = batchParts && this.knobs.countBatchParts ? Math.max(1, batchParts.reduce((n, p) => n + (p.kind === 'changeset' ? p.requests.length : 1), 0)) : 1;
+    const cost =
+      batchParts && this.knobs.countBatchParts
+        ? Math.max(
+            1,
+            batchParts.reduce((n, p) => n + (p.kind === 'changeset' ? p.requests.length : 1), 0),
+          )
+        : 1;
     const limited = this.admit(rec.principal, cost);
     if (limited !== null) return withName(this.throttled(limited));
 
@@ -506,9 +627,14 @@ export class DataverseEmulator {
   }
 
   private throttled(retryAfter: number): InnerResponse {
-    return odataError(429, '0x80072322', `Number of requests exceeded the limit of ${this.knobs.requestLimit} over time window of ${this.knobs.windowSeconds} seconds.`, {
-      'Retry-After': String(retryAfter),
-    });
+    return odataError(
+      429,
+      '0x80072322',
+      `Number of requests exceeded the limit of ${this.knobs.requestLimit} over time window of ${this.knobs.windowSeconds} seconds.`,
+      {
+        'Retry-After': String(retryAfter),
+      },
+    );
   }
 
   /** null when admitted; else the Retry-After seconds. */
@@ -545,51 +671,87 @@ export class DataverseEmulator {
     if (!target) return odataError(404, '0x80060888', `Resource not found for the segment '${r.url.slice(0, 100)}'.`);
     const { path, query } = target;
     if (r.method === 'GET' && /^\/WhoAmI(\(\))?$/.test(path)) {
-      return this.ok({ '@odata.context': `${this.dvOrigin}${API_PATH}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse`, BusinessUnitId: this.buId, UserId: this.userId, OrganizationId: this.orgId });
+      return this.ok({
+        '@odata.context': `${this.dvOrigin}${API_PATH}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse`,
+        BusinessUnitId: this.buId,
+        UserId: this.userId,
+        OrganizationId: this.orgId,
+      });
     }
     const coll = /^\/(contacts|leads)$/.exec(path);
-    if (coll && r.method === 'GET') return this.query(coll[1] === 'contacts' ? 'contact' : 'lead', query, r.headers, inBatch);
+    if (coll && r.method === 'GET')
+      return this.query(coll[1] === 'contacts' ? 'contact' : 'lead', query, r.headers, inBatch);
     const one = /^\/(contacts|leads)\(([0-9a-fA-F-]{36})\)$/.exec(path);
-    if (one && r.method === 'PATCH') return this.patch(one[1] === 'contacts' ? 'contact' : 'lead', one[2].toLowerCase(), r);
+    if (one && r.method === 'PATCH')
+      return this.patch(one[1] === 'contacts' ? 'contact' : 'lead', one[2].toLowerCase(), r);
     if (one && r.method === 'GET') {
       const rec = this.records.get(`${one[1] === 'contacts' ? 'contact' : 'lead'}:${one[2].toLowerCase()}`);
-      return rec ? this.ok({ '@odata.etag': `W/"${hash32(JSON.stringify(rec.fields))}"`, ...rec.fields }) : this.notFound(one[1] === 'contacts' ? 'contact' : 'lead', one[2]);
+      return rec
+        ? this.ok({ '@odata.etag': `W/"${hash32(JSON.stringify(rec.fields))}"`, ...rec.fields })
+        : this.notFound(one[1] === 'contacts' ? 'contact' : 'lead', one[2]);
     }
-    return odataError(405, '0x80060888', `The HTTP method '${r.method}' is not allowed for '${path}' in this emulator.`);
+    return odataError(
+      405,
+      '0x80060888',
+      `The HTTP method '${r.method}' is not allowed for '${path}' in this emulator.`,
+    );
   }
 
   private ok(v: unknown): InnerResponse {
-    return { status: 200, headers: { 'Content-Type': 'application/json; odata.metadata=minimal', 'OData-Version': '4.0' }, body: JSON.stringify(v) };
+    return {
+      status: 200,
+      headers: { 'Content-Type': 'application/json; odata.metadata=minimal', 'OData-Version': '4.0' },
+      body: JSON.stringify(v),
+    };
   }
 
   private notFound(entity: EntityName, id: string): InnerResponse {
     return odataError(404, '0x80040217', `${entity} With Id = ${id} Does Not Exist`);
   }
 
-  private query(entity: EntityName, q: URLSearchParams, headers: Record<string, string>, inBatch: boolean): InnerResponse {
+  private query(
+    entity: EntityName,
+    q: URLSearchParams,
+    headers: Record<string, string>,
+    inBatch: boolean,
+  ): InnerResponse {
     const cols = columnsOf(entity);
     const type = `Microsoft.Dynamics.CRM.${entity}`;
     for (const k of q.keys()) {
-      if (k.startsWith('$') && !['$select', '$filter', '$top', '$skiptoken', '$count'].includes(k)) return odataError(400, '0x80060888', `The query parameter ${k} is not supported`);
+      if (k.startsWith('$') && !['$select', '$filter', '$top', '$skiptoken', '$count'].includes(k))
+        return odataError(400, '0x80060888', `The query parameter ${k} is not supported`);
     }
-    const select = q.get('$select')?.split(',').map((s) => s.trim()).filter(Boolean) ?? null;
-    for (const c of select ?? []) if (!cols.includes(c)) return odataError(400, '0x80060888', `Could not find a property named '${c}' on type '${type}'.`);
+    const select =
+      q
+        .get('$select')
+        ?.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean) ?? null;
+    for (const c of select ?? [])
+      if (!cols.includes(c))
+        return odataError(400, '0x80060888', `Could not find a property named '${c}' on type '${type}'.`);
     let filter: Expr | null = null;
     const raw = q.get('$filter');
     if (raw !== null) {
       try {
         filter = parseFilter(raw);
       } catch (e) {
-        if (e instanceof FilterSyntaxError) return odataError(400, '0x80060888', `Syntax error in $filter: ${e.message}`);
+        if (e instanceof FilterSyntaxError)
+          return odataError(400, '0x80060888', `Syntax error in $filter: ${e.message}`);
         throw e;
       }
-      for (const f of fieldsOf(filter)) if (!cols.includes(f)) return odataError(400, '0x80060888', `Could not find a property named '${f}' on type '${type}'.`);
+      for (const f of fieldsOf(filter))
+        if (!cols.includes(f))
+          return odataError(400, '0x80060888', `Could not find a property named '${f}' on type '${type}'.`);
     }
     const top = q.get('$top');
-    if (top !== null && !/^[0-9]+$/.test(top)) return odataError(400, '0x80060888', `Invalid value '${top}' for $top query option found.`);
+    if (top !== null && !/^[0-9]+$/.test(top))
+      return odataError(400, '0x80060888', `Invalid value '${top}' for $top query option found.`);
     const m = /odata\.maxpagesize=(\d+)/.exec(headers['prefer'] ?? '');
     const pageSize = Math.max(1, Math.min(5000, m ? Number(m[1]) : this.knobs.maxPageSize));
-    let rows = [...this.records.values()].filter((rec) => rec.entity === entity && (!filter || evaluate(filter, rec.fields)));
+    let rows = [...this.records.values()].filter(
+      (rec) => rec.entity === entity && (!filter || evaluate(filter, rec.fields)),
+    );
     if (top !== null) rows = rows.slice(0, Number(top));
     const skip = Number(q.get('$skiptoken') ?? '0') || 0;
     const page = rows.slice(skip, skip + pageSize);
@@ -599,7 +761,10 @@ export class DataverseEmulator {
       if (select && !select.includes(ID_COLUMN[entity])) row[ID_COLUMN[entity]] = rec.id; // the primary key is always returned
       return row;
     });
-    const out: Record<string, unknown> = { '@odata.context': `${this.dvOrigin}${API_PATH}/$metadata#${ENTITY_SET[entity]}${select ? `(${select.join(',')})` : ''}`, value };
+    const out: Record<string, unknown> = {
+      '@odata.context': `${this.dvOrigin}${API_PATH}/$metadata#${ENTITY_SET[entity]}${select ? `(${select.join(',')})` : ''}`,
+      value,
+    };
     if (skip + pageSize < rows.length) {
       const next = new URLSearchParams(q);
       next.set('$skiptoken', String(skip + pageSize));
@@ -616,10 +781,12 @@ export class DataverseEmulator {
     } catch {
       return odataError(400, '0x80060888', 'The request body is not valid JSON.');
     }
-    if (!body || typeof body !== 'object' || Array.isArray(body)) return odataError(400, '0x80060888', 'The request body must be a JSON object.');
+    if (!body || typeof body !== 'object' || Array.isArray(body))
+      return odataError(400, '0x80060888', 'The request body must be a JSON object.');
     const type = `Microsoft.Dynamics.CRM.${entity}`;
     for (const k of Object.keys(body)) {
-      if (!columnsOf(entity).includes(k)) return odataError(400, '0x80060888', `Invalid property '${k}' was found in entity '${type}'.`);
+      if (!columnsOf(entity).includes(k))
+        return odataError(400, '0x80060888', `Invalid property '${k}' was found in entity '${type}'.`);
       if (!WRITABLE[entity].has(k)) return odataError(400, '0x80048d19', `Field '${k}' is not valid for update.`);
     }
     const key = `${entity}:${id}`;
@@ -633,19 +800,43 @@ export class DataverseEmulator {
     for (const [k, v] of Object.entries(body as Record<string, string | number | boolean | null>)) rec.fields[k] = v;
     rec.fields.modifiedon = new Date().toISOString();
     this.writes.set(key, (this.writes.get(key) ?? 0) + 1);
-    return { status: 204, headers: { 'OData-Version': '4.0', 'OData-EntityId': `${this.dvOrigin}${API_PATH}/${ENTITY_SET[entity]}(${id})` } };
+    return {
+      status: 204,
+      headers: { 'OData-Version': '4.0', 'OData-EntityId': `${this.dvOrigin}${API_PATH}/${ENTITY_SET[entity]}(${id})` },
+    };
   }
 
   private addRecordWithId(entity: EntityName, id: string): void {
-    const fields: Record<string, string | number | boolean | null> = { [ID_COLUMN[entity]]: id, emailaddress1: null, emailaddress2: null, emailaddress3: null, donotbulkemail: false, donotemail: false, statecode: 0, statuscode: 1 };
-    this.records.set(`${entity}:${id}`, { entity, id, fields, initialBulk: false, initialEmail: false, initialState: 0 });
+    const fields: Record<string, string | number | boolean | null> = {
+      [ID_COLUMN[entity]]: id,
+      emailaddress1: null,
+      emailaddress2: null,
+      emailaddress3: null,
+      donotbulkemail: false,
+      donotemail: false,
+      statecode: 0,
+      statuscode: 1,
+    };
+    this.records.set(`${entity}:${id}`, {
+      entity,
+      id,
+      fields,
+      initialBulk: false,
+      initialEmail: false,
+      initialState: 0,
+    });
   }
 
   // -------------------------------------------------------------------------------- $batch
 
   private parseBatch(contentType: string, body: string): { parts: BatchPart[] } | InnerResponse {
     const boundary = boundaryOf(contentType);
-    if (!boundary) return odataError(400, '0x80060888', 'The $batch request must have Content-Type multipart/mixed with a boundary.');
+    if (!boundary)
+      return odataError(
+        400,
+        '0x80060888',
+        'The $batch request must have Content-Type multipart/mixed with a boundary.',
+      );
     try {
       const parts: BatchPart[] = [];
       let n = 0;
@@ -654,25 +845,34 @@ export class DataverseEmulator {
         if (inner) {
           const requests: Array<InnerRequest & { contentId?: string }> = [];
           for (const q of parseMultipart(p.body, inner)) {
-            if (!/^application\/http/i.test(q.headers['content-type'] ?? '')) throw new MultipartError('a change set part must be application/http');
+            if (!/^application\/http/i.test(q.headers['content-type'] ?? ''))
+              throw new MultipartError('a change set part must be application/http');
             const r = parseInnerRequest(q.body);
             if (r.method === 'GET') throw new MultipartError('GET requests are not allowed inside a change set');
-            if (r.url.length > MAX_BATCH_URL_LENGTH) throw new MultipartError('a request URL inside the $batch is too long');
+            if (r.url.length > MAX_BATCH_URL_LENGTH)
+              throw new MultipartError('a request URL inside the $batch is too long');
             requests.push({ ...r, contentId: q.headers['content-id'] });
             n++;
           }
           parts.push({ kind: 'changeset', requests });
         } else if (/^application\/http/i.test(p.headers['content-type'] ?? '')) {
           const r = parseInnerRequest(p.body);
-          if (r.url.length > MAX_BATCH_URL_LENGTH) throw new MultipartError('a request URL inside the $batch is too long');
+          if (r.url.length > MAX_BATCH_URL_LENGTH)
+            throw new MultipartError('a request URL inside the $batch is too long');
           parts.push({ kind: 'single', request: { ...r, contentId: p.headers['content-id'] } });
           n++;
         } else throw new MultipartError(`unexpected part Content-Type "${p.headers['content-type'] ?? ''}"`);
       }
-      if (n > MAX_BATCH_REQUESTS) return odataError(400, '0x8004800d', `The number of requests in a batch (${n}) exceeds the limit of ${MAX_BATCH_REQUESTS}.`);
+      if (n > MAX_BATCH_REQUESTS)
+        return odataError(
+          400,
+          '0x8004800d',
+          `The number of requests in a batch (${n}) exceeds the limit of ${MAX_BATCH_REQUESTS}.`,
+        );
       return { parts };
     } catch (e) {
-      if (e instanceof MultipartError) return odataError(400, '0x80060888', `The batch request is malformed: ${e.message}`);
+      if (e instanceof MultipartError)
+        return odataError(400, '0x80060888', `The batch request is malformed: ${e.message}`);
       throw e;
     }
   }
@@ -696,7 +896,10 @@ export class DataverseEmulator {
         out.push(httpPart({ ...res, contentId: part.request.contentId }));
       } else {
         // a change set is one transaction: on the first failure every write in it is rolled back
-        const snapshot = new Map<string, { fields: Record<string, string | number | boolean | null>; writes: number | undefined; existed: boolean }>();
+        const snapshot = new Map<
+          string,
+          { fields: Record<string, string | number | boolean | null>; writes: number | undefined; existed: boolean }
+        >();
         const responses: InnerResponse[] = [];
         let failure: InnerResponse | null = null;
         for (const r of part.requests) {
@@ -727,19 +930,30 @@ export class DataverseEmulator {
           out.push(httpPart(failure));
         } else {
           const cs = `changesetresponse_${randomUUID()}`;
-          out.push(`Content-Type: multipart/mixed; boundary=${cs}\r\n\r\n` + renderMultipart(cs, responses.map((r) => httpPart(r))));
+          out.push(
+            `Content-Type: multipart/mixed; boundary=${cs}\r\n\r\n` +
+              renderMultipart(
+                cs,
+                responses.map((r) => httpPart(r)),
+              ),
+          );
         }
       }
       if (failed && !continueOnError) break;
     }
     const boundary = `batchresponse_${randomUUID()}`;
-    const h: Record<string, string> = { 'Content-Type': `multipart/mixed; boundary=${boundary}`, 'OData-Version': '4.0' };
+    const h: Record<string, string> = {
+      'Content-Type': `multipart/mixed; boundary=${boundary}`,
+      'OData-Version': '4.0',
+    };
     if (continueOnError) h['Preference-Applied'] = 'odata.continue-on-error';
     return { status: 200, headers: h, body: renderMultipart(boundary, out) };
   }
 }
 
-type BatchPart = { kind: 'single'; request: InnerRequest & { contentId?: string } } | { kind: 'changeset'; requests: Array<InnerRequest & { contentId?: string }> };
+type BatchPart =
+  | { kind: 'single'; request: InnerRequest & { contentId?: string } }
+  | { kind: 'changeset'; requests: Array<InnerRequest & { contentId?: string }> };
 
 export async function startDataverseEmulator(opts: DataverseEmulatorOptions = {}): Promise<DataverseEmulator> {
   return new DataverseEmulator(opts).start();

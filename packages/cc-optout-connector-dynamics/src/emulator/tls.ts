@@ -16,7 +16,6 @@ export interface TlsMaterial {
 }
 
 export async function makeLoopbackCert(host: string): Promise<TlsMaterial> {
-   
   const selfsigned = require('selfsigned') as {
     generate(attrs: unknown, opts: unknown): Promise<{ private: string; cert: string }>;
   };
@@ -28,7 +27,13 @@ export async function makeLoopbackCert(host: string): Promise<TlsMaterial> {
     notAfterDate: new Date(now + 7 * 24 * 3600_000),
     extensions: [
       { name: 'basicConstraints', cA: true },
-      { name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }, { type: 2, value: 'localhost' }] },
+      {
+        name: 'subjectAltName',
+        altNames: [
+          { type: 7, ip: '127.0.0.1' },
+          { type: 2, value: 'localhost' },
+        ],
+      },
     ],
   });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dataverse-emulator-'));

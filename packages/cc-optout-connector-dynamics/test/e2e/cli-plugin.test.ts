@@ -39,7 +39,9 @@ describe('dynamics as a plugin of the real CLI (emulate + Dataverse emulator)', 
   it('check, backfill and sync deliver the opt-outs to Dynamics through the plugin; the emulator verifies', async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dyn-cli-'));
     const emuDir = path.join(dir, 'emu');
-    emulate = spawn(process.execPath, [CLI, 'emulate', '--contacts', '300', '--seed', '9', '--dir', emuDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    emulate = spawn(process.execPath, [CLI, 'emulate', '--contacts', '300', '--seed', '9', '--dir', emuDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const t = setTimeout(() => reject(new Error(`emulate did not start: ${out}`)), 60_000);
@@ -57,7 +59,10 @@ describe('dynamics as a plugin of the real CLI (emulate + Dataverse emulator)', 
     const truth = (await axios.get(`${ccOrigin}/__emulator/truth`)).data as { optedOutEmails: string[] };
     assert.ok(truth.optedOutEmails.length > 10);
 
-    dv = await new DataverseEmulator({ seed: 9, people: truth.optedOutEmails.map((email) => ({ email, optedOut: true })) }).start();
+    dv = await new DataverseEmulator({
+      seed: 9,
+      people: truth.optedOutEmails.map((email) => ({ email, optedOut: true })),
+    }).start();
     const c = dv.connection();
     const config = {
       plugins: [PLUGIN],
@@ -70,7 +75,14 @@ describe('dynamics as a plugin of the real CLI (emulate + Dataverse emulator)', 
           connector: 'dynamics',
           config: {
             url: c.url,
-            auth: { type: 'client-credentials', tenantId: c.tenantId, clientId: c.clientId, clientSecret: '${DYNAMICS_CLIENT_SECRET}', authorityHost: c.authorityHost, caPath: c.caFile },
+            auth: {
+              type: 'client-credentials',
+              tenantId: c.tenantId,
+              clientId: c.clientId,
+              clientSecret: '${DYNAMICS_CLIENT_SECRET}',
+              authorityHost: c.authorityHost,
+              caPath: c.caFile,
+            },
             emailFields: ['emailaddress1', 'emailaddress2', 'emailaddress3'],
           },
         },
@@ -78,11 +90,18 @@ describe('dynamics as a plugin of the real CLI (emulate + Dataverse emulator)', 
     };
     const cfgFile = path.join(dir, 'cc-optout.config.json');
     fs.writeFileSync(cfgFile, JSON.stringify(config, null, 2));
-    const env = { ...process.env, ...readEnv(path.join(emuDir, 'emulator.env')), DYNAMICS_CLIENT_SECRET: c.clientSecret };
+    const env = {
+      ...process.env,
+      ...readEnv(path.join(emuDir, 'emulator.env')),
+      DYNAMICS_CLIENT_SECRET: c.clientSecret,
+    };
     // asynchronously: the Dataverse emulator serves from this process
     const run = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
       new Promise((resolve) => {
-        const p = spawn(process.execPath, [CLI, '--config', cfgFile, '--no-progress', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const p = spawn(process.execPath, [CLI, '--config', cfgFile, '--no-progress', ...args], {
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let stdout = '';
         let stderr = '';
         p.stdout.on('data', (d) => (stdout += String(d)));

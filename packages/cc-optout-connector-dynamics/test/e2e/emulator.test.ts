@@ -17,7 +17,14 @@ function configFor(emu: DataverseEmulator, extra: Partial<DynamicsConfig> = {}, 
   const c = emu.connection();
   const raw = {
     url: c.url,
-    auth: { type: 'client-credentials', tenantId: c.tenantId, clientId: c.clientId, clientSecret: secret ?? c.clientSecret, authorityHost: c.authorityHost, caPath: c.caFile },
+    auth: {
+      type: 'client-credentials',
+      tenantId: c.tenantId,
+      clientId: c.clientId,
+      clientSecret: secret ?? c.clientSecret,
+      authorityHost: c.authorityHost,
+      caPath: c.caFile,
+    },
     emailFields: ['emailaddress1', 'emailaddress2', 'emailaddress3'],
     ...extra,
   };
@@ -37,7 +44,8 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     await emu.stop();
   });
 
-  const open = (caps: TestCaps, extra: Partial<DynamicsConfig> = {}, secret?: string): Target => openDynamics(configFor(emu, extra, secret), caps, { backoffBaseMs: 1 });
+  const open = (caps: TestCaps, extra: Partial<DynamicsConfig> = {}, secret?: string): Target =>
+    openDynamics(configFor(emu, extra, secret), caps, { backoffBaseMs: 1 });
 
   it('check: token, WhoAmI, contacts and leads readable with every column; no MSAL discovery; the token never goes to Entra', async () => {
     const caps = testCaps();
@@ -45,7 +53,13 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     assert.equal(report.ok, true, JSON.stringify(report.items));
     assert.deepEqual(
       report.items.map((i) => i.name),
-      ['token', 'whoami', 'contacts readable (emailaddress1, emailaddress2, emailaddress3, donotbulkemail, donotemail)', 'leads readable (emailaddress1, emailaddress2, emailaddress3, donotbulkemail, donotemail, statecode)', 'write privilege'],
+      [
+        'token',
+        'whoami',
+        'contacts readable (emailaddress1, emailaddress2, emailaddress3, donotbulkemail, donotemail)',
+        'leads readable (emailaddress1, emailaddress2, emailaddress3, donotbulkemail, donotemail, statecode)',
+        'write privilege',
+      ],
     );
     assert.deepEqual(emu.discoveryCalls, []);
     assert.equal(emu.requestCounts()['POST /{tenant}/oauth2/v2.0/token'].total, 1);
@@ -56,7 +70,10 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
   it('apply: every contact and Open lead suppressed, closed leads untouched, one outcome per email; a rerun writes nothing', async () => {
     const caps = testCaps();
     const t = emu.truth();
-    assert.ok(t.toSuppress.length > 20 && t.closedLeads.length > 0 && t.alreadySuppressed.length > 0 && t.missing.length > 0, JSON.stringify({ ...t, optedOut: t.optedOut.length }));
+    assert.ok(
+      t.toSuppress.length > 20 && t.closedLeads.length > 0 && t.alreadySuppressed.length > 0 && t.missing.length > 0,
+      JSON.stringify({ ...t, optedOut: t.optedOut.length }),
+    );
     const target = open(caps);
     const batch = t.optedOut.map((e) => optOut(e));
     const r1 = await target.deliver(batch, 'apply');
@@ -64,7 +81,12 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     const v = emu.verify();
     assert.equal(v.ok, true, JSON.stringify(v));
     assert.equal(v.writes, t.toSuppress.length);
-    for (const key of t.closedLeads) assert.equal(emu.records.get(key)!.fields.donotbulkemail, emu.records.get(key)!.initialBulk, `closed lead ${key} changed`);
+    for (const key of t.closedLeads)
+      assert.equal(
+        emu.records.get(key)!.fields.donotbulkemail,
+        emu.records.get(key)!.initialBulk,
+        `closed lead ${key} changed`,
+      );
     const kinds = (k: string): string[] => r1.outcomes.filter((o) => o.kind === k).map((o) => o.email);
     assert.deepEqual(kinds('not-found').sort(), t.missing);
     assert.equal(kinds('failed-retryable').length + kinds('failed-permanent').length, 0);
@@ -82,7 +104,10 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
   it('plan mode writes nothing and says what it would write', async () => {
     const caps = testCaps();
     const t = emu.truth();
-    const r = await open(caps, { alsoSetDoNotEmail: true }).deliver(t.optedOut.map((e) => optOut(e)), 'plan');
+    const r = await open(caps, { alsoSetDoNotEmail: true }).deliver(
+      t.optedOut.map((e) => optOut(e)),
+      'plan',
+    );
     assert.equal(emu.writes.size, 0);
     assert.equal(emu.requestCounts()['POST $batch'], undefined);
     const planned = r.outcomes.filter((o) => o.kind === 'planned');
@@ -94,7 +119,10 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     const caps = testCaps({ instantSleep: false });
     emu.setKnobs({ requestLimit: 4, windowSeconds: 1, retryAfterSeconds: 1, countBatchParts: false });
     const t = emu.truth();
-    const r = await open(caps, { addressesPerQuery: 20 }).deliver(t.optedOut.map((e) => optOut(e)), 'apply');
+    const r = await open(caps, { addressesPerQuery: 20 }).deliver(
+      t.optedOut.map((e) => optOut(e)),
+      'apply',
+    );
     assert.equal(r.outcomes.filter((o) => o.kind.startsWith('failed')).length, 0);
     const throttled = Object.values(emu.requestCounts()).reduce((n, c) => n + (c.byStatus['429'] ?? 0), 0);
     assert.ok(throttled > 0, 'the emulator throttled');
@@ -107,12 +135,18 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     const caps = testCaps();
     emu.setKnobs({ force429: 1, force429RetryAfter: 3600 });
     const t = emu.truth();
-    await assert.rejects(open(caps).deliver(t.optedOut.map((e) => optOut(e)), 'apply'), (e: unknown) => {
-      assert.ok(isTargetHalt(e));
-      assert.equal(e.kind, 'rate-limit');
-      assert.ok(e.retryAt && Date.parse(e.retryAt) - Date.now() > 3500_000, e.retryAt);
-      return true;
-    });
+    await assert.rejects(
+      open(caps).deliver(
+        t.optedOut.map((e) => optOut(e)),
+        'apply',
+      ),
+      (e: unknown) => {
+        assert.ok(isTargetHalt(e));
+        assert.equal(e.kind, 'rate-limit');
+        assert.ok(e.retryAt && Date.parse(e.retryAt) - Date.now() > 3500_000, e.retryAt);
+        return true;
+      },
+    );
     assert.equal(emu.writes.size, 0);
   });
 
@@ -140,7 +174,10 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     const t = emu.truth();
     await target.check();
     emu.expireTokens();
-    const r = await target.deliver(t.optedOut.map((e) => optOut(e)), 'apply');
+    const r = await target.deliver(
+      t.optedOut.map((e) => optOut(e)),
+      'apply',
+    );
     assert.equal(r.outcomes.filter((o) => o.kind.startsWith('failed')).length, 0);
     assert.equal(emu.requestCounts()['POST /{tenant}/oauth2/v2.0/token'].total, 2);
     assert.equal(emu.verify().ok, true);
@@ -157,8 +194,14 @@ describe('dynamics e2e (emulator, real MSAL + axios)', function () {
     assert.equal(failed.length >= 1, true);
     assert.match(failed[0].message ?? '', /HTTP 500/);
     assert.ok(r.outcomes.filter((o) => o.kind === 'applied').length > 10);
-    const again = await target.deliver(failed.map((o) => optOut(o.email)), 'apply');
-    assert.ok(again.outcomes.every((o) => o.kind === 'applied'), JSON.stringify(again.outcomes));
+    const again = await target.deliver(
+      failed.map((o) => optOut(o.email)),
+      'apply',
+    );
+    assert.ok(
+      again.outcomes.every((o) => o.kind === 'applied'),
+      JSON.stringify(again.outcomes),
+    );
     assert.equal(emu.verify().ok, true, JSON.stringify(emu.verify()));
   });
 });
@@ -187,10 +230,16 @@ describe('dynamics e2e: the emulator() hook over the shared World', function () 
     const caps = testCaps();
     const target = connector.open((d as { right: DynamicsConfig }).right, caps);
     const before = world.truth().optedOutEmails;
-    await target.deliver(before.map((e) => optOut(e)), 'apply');
+    await target.deliver(
+      before.map((e) => optOut(e)),
+      'apply',
+    );
     assert.equal(running.verify().ok, true, JSON.stringify(running.verify()));
     const added = world.addOptOuts(10).map((a) => a.email);
-    const r = await target.deliver(added.map((e) => optOut(e)), 'apply');
+    const r = await target.deliver(
+      added.map((e) => optOut(e)),
+      'apply',
+    );
     assert.equal(r.outcomes.length, 10);
     const v = running.verify();
     assert.equal(v.ok, true, JSON.stringify(v));

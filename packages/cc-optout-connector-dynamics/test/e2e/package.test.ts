@@ -21,11 +21,27 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
   });
 
   it('packs dist/ (js + d.ts), README and LICENSE only; the code imports the core only as cc-optout-connector/sdk', () => {
-    const out = execFileSync('npm', ['pack', '--dry-run', '--json'], { cwd: PKG, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json'], {
+      cwd: PKG,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const info = JSON.parse(out.slice(out.indexOf('['))) as Array<{ files: Array<{ path: string }> }>;
     const files = info[0].files.map((f) => f.path).sort();
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/emulator/index.js', 'dist/auth.js', 'README.md', 'LICENSE', 'package.json']) assert.ok(files.includes(f), `${f} missing from the tarball`);
-    assert.deepEqual(files.filter((f) => !/^dist\/|^(README\.md|LICENSE|package\.json)$/.test(f)), []);
+    for (const f of [
+      'dist/index.js',
+      'dist/index.d.ts',
+      'dist/emulator/index.js',
+      'dist/auth.js',
+      'README.md',
+      'LICENSE',
+      'package.json',
+    ])
+      assert.ok(files.includes(f), `${f} missing from the tarball`);
+    assert.deepEqual(
+      files.filter((f) => !/^dist\/|^(README\.md|LICENSE|package\.json)$/.test(f)),
+      [],
+    );
     assert.ok(!files.some((f) => /test/.test(f)), 'no tests in the tarball');
     const pkg = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8'));
     assert.equal(pkg.main, 'dist/index.js');
@@ -37,7 +53,8 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
       const specs = [...text.matchAll(/(?:require\(|from )['"]([^'"]+)['"]/g)].map((m) => m[1]);
       for (const s of specs) {
         assert.ok(!/\.\.\/\.\.\/|(^|\/)src\//.test(s), `${f} reaches outside the package: ${s}`);
-        if (s.startsWith('cc-optout-connector')) assert.match(s, /^cc-optout-connector\/sdk(\/emulator)?$/, `${f} imports ${s}`);
+        if (s.startsWith('cc-optout-connector'))
+          assert.match(s, /^cc-optout-connector\/sdk(\/emulator)?$/, `${f} imports ${s}`);
       }
     }
   });
@@ -52,7 +69,8 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
     fs.mkdirSync(dest);
     fs.cpSync(path.join(PKG, 'dist'), path.join(dest, 'dist'), { recursive: true });
     fs.copyFileSync(path.join(PKG, 'package.json'), path.join(dest, 'package.json'));
-    for (const dep of ['axios', 'io-ts', 'fp-ts', 'selfsigned']) fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(nm, dep), 'dir');
+    for (const dep of ['axios', 'io-ts', 'fp-ts', 'selfsigned'])
+      fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(nm, dep), 'dir');
     fs.symlinkSync(path.join(ROOT, 'node_modules', '@azure', 'msal-node'), path.join(nm, '@azure', 'msal-node'), 'dir');
     const script = `
       const { connector } = require('cc-optout-connector-dynamics');
@@ -74,28 +92,43 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
         console.log(JSON.stringify({ id: connector.id, version: connector.version, check: check.ok, outcomes: r.outcomes.length, verify: run.verify().ok, sdk: sdk.SDK_VERSION, where }));
         await run.stop();
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const out = execFileSync(process.execPath, ['-e', script], { cwd: tmp, encoding: 'utf8', env: { ...process.env, NODE_PATH: '' } });
+    const out = execFileSync(process.execPath, ['-e', script], {
+      cwd: tmp,
+      encoding: 'utf8',
+      env: { ...process.env, NODE_PATH: '' },
+    });
     const r = JSON.parse(out.trim().split('\n').pop()!);
     assert.equal(r.id, 'dynamics');
     assert.equal(r.version, JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')).version);
     assert.equal(r.check, true);
     assert.ok(r.outcomes > 0);
     assert.equal(r.verify, true);
-    assert.equal(r.where, path.join(fs.realpathSync(ROOT), 'dist', 'src', 'sdk', 'index.js'), 'the SDK resolved through the installed core');
+    assert.equal(
+      r.where,
+      path.join(fs.realpathSync(ROOT), 'dist', 'src', 'sdk', 'index.js'),
+      'the SDK resolved through the installed core',
+    );
   });
 
-  it('the installed core\'s CLI lists the plugin by package name (`connectors --json`) and prints its `spec`', () => {
+  it("the installed core's CLI lists the plugin by package name (`connectors --json`) and prints its `spec`", () => {
     assert.ok(tmp, 'runs after the layout test');
     const cfg = path.join(tmp, 'cc-optout.config.json');
     fs.writeFileSync(cfg, JSON.stringify({ plugins: ['cc-optout-connector-dynamics'] }));
     const cli = path.join(tmp, 'node_modules', 'cc-optout-connector', 'dist', 'src', 'cli.js');
-    const list = JSON.parse(execFileSync(process.execPath, [cli, '--config', cfg, '--json', 'connectors'], { cwd: tmp, encoding: 'utf8' })) as Array<{ id: string; version?: string; package: string; capabilities: { dryRun: boolean } }>;
+    const list = JSON.parse(
+      execFileSync(process.execPath, [cli, '--config', cfg, '--json', 'connectors'], { cwd: tmp, encoding: 'utf8' }),
+    ) as Array<{ id: string; version?: string; package: string; capabilities: { dryRun: boolean } }>;
     const dyn = list.find((c) => c.id === 'dynamics');
     assert.ok(dyn, JSON.stringify(list));
     assert.equal(dyn.version, JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')).version);
     assert.equal(dyn.capabilities.dryRun, true);
-    assert.ok(list.some((c) => c.id === 'hubspot') && list.some((c) => c.id === 'salesforce'), 'the built-in connectors too');
-    const spec = JSON.parse(execFileSync(process.execPath, [cli, '--config', cfg, 'spec', 'dynamics'], { cwd: tmp, encoding: 'utf8' })) as { required: string[]; properties: Record<string, unknown> };
+    assert.ok(
+      list.some((c) => c.id === 'hubspot') && list.some((c) => c.id === 'salesforce'),
+      'the built-in connectors too',
+    );
+    const spec = JSON.parse(
+      execFileSync(process.execPath, [cli, '--config', cfg, 'spec', 'dynamics'], { cwd: tmp, encoding: 'utf8' }),
+    ) as { required: string[]; properties: Record<string, unknown> };
     assert.deepEqual(spec.required, ['url', 'auth']);
     assert.ok('emailFields' in spec.properties);
   });

@@ -25,10 +25,21 @@ function fakeTokens(): TokenSource & { calls: boolean[] } {
   };
 }
 
-function client(tokens: TokenSource, caps = testCaps(), over: Partial<{ maxRetryAfterSeconds: number; maxRetries: number }> = {}): { c: DataverseClient; caps: ReturnType<typeof testCaps> } {
+function client(
+  tokens: TokenSource,
+  caps = testCaps(),
+  over: Partial<{ maxRetryAfterSeconds: number; maxRetries: number }> = {},
+): { c: DataverseClient; caps: ReturnType<typeof testCaps> } {
   const pauses: number[] = caps.pauses;
   const c = new DataverseClient(
-    { url: ORG, apiVersion: '9.2', timeoutMs: 5000, maxRetryAfterSeconds: over.maxRetryAfterSeconds ?? 60, maxRetries: over.maxRetries ?? 3, backoffBaseMs: 1 },
+    {
+      url: ORG,
+      apiVersion: '9.2',
+      timeoutMs: 5000,
+      maxRetryAfterSeconds: over.maxRetryAfterSeconds ?? 60,
+      maxRetries: over.maxRetries ?? 3,
+      backoffBaseMs: 1,
+    },
     {
       tokens,
       pacer: { acquire: async () => undefined, pause: (ms) => void pauses.push(ms) },
@@ -47,7 +58,16 @@ describe('dynamics client (nock)', () => {
   it('429: waits the Retry-After seconds (and pauses the limiter), then succeeds', async () => {
     const scope = nock(ORG)
       .get(`${API}/WhoAmI`)
-      .reply(429, { error: { code: '0x80072322', message: 'Number of requests exceeded the limit of 6000 over time window of 300 seconds.' } }, { 'Retry-After': '7' })
+      .reply(
+        429,
+        {
+          error: {
+            code: '0x80072322',
+            message: 'Number of requests exceeded the limit of 6000 over time window of 300 seconds.',
+          },
+        },
+        { 'Retry-After': '7' },
+      )
       .get(`${API}/WhoAmI`)
       .reply(200, { UserId: 'u1' });
     const { c, caps } = client(fakeTokens());
@@ -60,7 +80,9 @@ describe('dynamics client (nock)', () => {
   });
 
   it('429 with a Retry-After over the cap: a rate-limit halt with retryAt, no waiting', async () => {
-    nock(ORG).get(`${API}/WhoAmI`).reply(429, { error: { code: '0x80072321', message: 'Combined execution time ...' } }, { 'Retry-After': '900' });
+    nock(ORG)
+      .get(`${API}/WhoAmI`)
+      .reply(429, { error: { code: '0x80072321', message: 'Combined execution time ...' } }, { 'Retry-After': '900' });
     const { c, caps } = client(fakeTokens(), testCaps(), { maxRetryAfterSeconds: 60 });
     const at = caps.clock.now().getTime();
     await assert.rejects(c.getJson('WhoAmI'), (e: unknown) => {
@@ -91,31 +113,60 @@ describe('dynamics client (nock)', () => {
     nock(ORG).get(`${API}/WhoAmI`).times(2).reply(401, '');
     const tokens = fakeTokens();
     const { c } = client(tokens);
-    await assert.rejects(c.getJson('WhoAmI'), (e: unknown) => e instanceof DataverseHalt && e.kind === 'auth' && /401/.test(e.message));
+    await assert.rejects(
+      c.getJson('WhoAmI'),
+      (e: unknown) => e instanceof DataverseHalt && e.kind === 'auth' && /401/.test(e.message),
+    );
     assert.deepEqual(tokens.calls, [false, true]);
   });
 
   it('403 (missing privilege) halts as auth with Dataverse message; 5xx retries then halts as unavailable', async () => {
-    nock(ORG).get(`${API}/contacts`).query(true).reply(403, { error: { code: '0x80040220', message: 'Principal user is missing prvReadContact privilege' } });
+    nock(ORG)
+      .get(`${API}/contacts`)
+      .query(true)
+      .reply(403, { error: { code: '0x80040220', message: 'Principal user is missing prvReadContact privilege' } });
     const { c } = client(fakeTokens());
-    await assert.rejects(c.getJson('contacts?$top=1'), (e: unknown) => e instanceof DataverseHalt && e.kind === 'auth' && /prvReadContact/.test(e.message));
+    await assert.rejects(
+      c.getJson('contacts?$top=1'),
+      (e: unknown) => e instanceof DataverseHalt && e.kind === 'auth' && /prvReadContact/.test(e.message),
+    );
     nock(ORG).get(`${API}/WhoAmI`).times(4).reply(503, 'busy');
     const { c: c2, caps } = client(fakeTokens());
-    await assert.rejects(c2.getJson('WhoAmI'), (e: unknown) => e instanceof DataverseHalt && e.kind === 'unavailable' && /503/.test(e.message));
+    await assert.rejects(
+      c2.getJson('WhoAmI'),
+      (e: unknown) => e instanceof DataverseHalt && e.kind === 'unavailable' && /503/.test(e.message),
+    );
     assert.equal(caps.callCounts.get('dynamics'), 4);
   });
 
   it('400 is a request error for the caller, not a halt', async () => {
-    nock(ORG).get(`${API}/contacts`).query(true).reply(400, { error: { code: '0x80060888', message: "Could not find a property named 'nope' on type 'Microsoft.Dynamics.CRM.contact'." } });
+    nock(ORG)
+      .get(`${API}/contacts`)
+      .query(true)
+      .reply(400, {
+        error: {
+          code: '0x80060888',
+          message: "Could not find a property named 'nope' on type 'Microsoft.Dynamics.CRM.contact'.",
+        },
+      });
     const { c } = client(fakeTokens());
-    await assert.rejects(c.getJson('contacts?$select=nope'), (e: unknown) => e instanceof DataverseRequestError && e.status === 400 && /nope/.test(e.message));
+    await assert.rejects(
+      c.getJson('contacts?$select=nope'),
+      (e: unknown) => e instanceof DataverseRequestError && e.status === 400 && /nope/.test(e.message),
+    );
   });
 
   it('the token goes only to the environment: a nextLink to another origin and a redirect are refused', async () => {
     const evil = nock('https://evil.example.com').get(/.*/).reply(200, { value: [] });
     const { c } = client(fakeTokens());
-    await assert.rejects(c.getJson('https://evil.example.com/api/data/v9.2/contacts'), (e: unknown) => e instanceof DataverseHalt && /refusing to send the token/.test(e.message));
-    await assert.rejects(c.getJson(`${ORG}/elsewhere`), (e: unknown) => e instanceof DataverseHalt && /refusing/.test(e.message));
+    await assert.rejects(
+      c.getJson('https://evil.example.com/api/data/v9.2/contacts'),
+      (e: unknown) => e instanceof DataverseHalt && /refusing to send the token/.test(e.message),
+    );
+    await assert.rejects(
+      c.getJson(`${ORG}/elsewhere`),
+      (e: unknown) => e instanceof DataverseHalt && /refusing/.test(e.message),
+    );
     nock(ORG).get(`${API}/WhoAmI`).reply(302, '', { Location: 'https://evil.example.com/api/data/v9.2/WhoAmI' });
     await assert.rejects(c.getJson('WhoAmI'), (e: unknown) => e instanceof DataverseHalt && /redirect/.test(e.message));
     assert.equal(evil.isDone(), false, 'nothing was sent to the other host');
@@ -123,13 +174,25 @@ describe('dynamics client (nock)', () => {
 
   it('a lookup page whose nextLink leaves the environment stops the target (fatal), nothing written', async () => {
     const caps = testCaps();
-    const cfg = { url: ORG, auth: { type: 'client-credentials', tenantId: 't', clientId: 'c', clientSecret: 'secret-xyz' }, entities: { lead: false } } as unknown as DynamicsConfig;
+    const cfg = {
+      url: ORG,
+      auth: { type: 'client-credentials', tenantId: 't', clientId: 'c', clientSecret: 'secret-xyz' },
+      entities: { lead: false },
+    } as unknown as DynamicsConfig;
     nock(ORG)
       .get(`${API}/contacts`)
       .query(true)
-      .reply(200, { value: [{ contactid: '00000000-0000-0000-0000-000000000001', emailaddress1: 'a@example.com', donotbulkemail: false }], '@odata.nextLink': 'https://evil.example.com/api/data/v9.2/contacts?$skiptoken=1' });
+      .reply(200, {
+        value: [
+          { contactid: '00000000-0000-0000-0000-000000000001', emailaddress1: 'a@example.com', donotbulkemail: false },
+        ],
+        '@odata.nextLink': 'https://evil.example.com/api/data/v9.2/contacts?$skiptoken=1',
+      });
     const target = openDynamics(cfg, caps, { tokens: fakeTokens() });
-    await assert.rejects(target.deliver([optOut('a@example.com')], 'apply'), (e: unknown) => isTargetHalt(e) && e.kind === 'fatal');
+    await assert.rejects(
+      target.deliver([optOut('a@example.com')], 'apply'),
+      (e: unknown) => isTargetHalt(e) && e.kind === 'fatal',
+    );
   });
 });
 
@@ -145,10 +208,23 @@ describe('dynamics auth: MSAL client credentials (nock)', () => {
         return true;
       })
       .query(true)
-      .reply(200, { token_type: 'Bearer', expires_in: 3599, ext_expires_in: 3599, access_token: 'eyJ0eXAi.access-token-1' });
+      .reply(200, {
+        token_type: 'Bearer',
+        expires_in: 3599,
+        ext_expires_in: 3599,
+        access_token: 'eyJ0eXAi.access-token-1',
+      });
     const registered: string[] = [];
     const src = msalTokenSource(
-      { tenantId: tenant, clientId: 'app-id', clientSecret: 'the-client-secret', authorityHost: 'https://login.microsoftonline.com', ca: null, resource: ORG, timeoutMs: 5000 },
+      {
+        tenantId: tenant,
+        clientId: 'app-id',
+        clientSecret: 'the-client-secret',
+        authorityHost: 'https://login.microsoftonline.com',
+        ca: null,
+        resource: ORG,
+        timeoutMs: 5000,
+      },
       (v) => registered.push(v),
       (s) => s,
     );
@@ -169,11 +245,20 @@ describe('dynamics auth: MSAL client credentials (nock)', () => {
       .query(true)
       .reply(401, {
         error: 'invalid_client',
-        error_description: 'AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value. Trace ID: x Correlation ID: y Timestamp: z',
+        error_description:
+          'AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value. Trace ID: x Correlation ID: y Timestamp: z',
         error_codes: [7000215],
       });
     const src = msalTokenSource(
-      { tenantId: tenant, clientId: 'app-id', clientSecret: 'the-client-secret', authorityHost: 'https://login.microsoftonline.com', ca: null, resource: ORG, timeoutMs: 5000 },
+      {
+        tenantId: tenant,
+        clientId: 'app-id',
+        clientSecret: 'the-client-secret',
+        authorityHost: 'https://login.microsoftonline.com',
+        ca: null,
+        resource: ORG,
+        timeoutMs: 5000,
+      },
       () => undefined,
       (s) => s.split('the-client-secret').join('***'),
     );
@@ -187,7 +272,10 @@ describe('dynamics auth: MSAL client credentials (nock)', () => {
   });
 
   it('through the connector: the bearer token from Entra reaches Dataverse only', async () => {
-    nock('https://login.microsoftonline.com').post(`/${tenant}/oauth2/v2.0/token`).query(true).reply(200, { token_type: 'Bearer', expires_in: 3599, access_token: 'tok-abcdef-123' });
+    nock('https://login.microsoftonline.com')
+      .post(`/${tenant}/oauth2/v2.0/token`)
+      .query(true)
+      .reply(200, { token_type: 'Bearer', expires_in: 3599, access_token: 'tok-abcdef-123' });
     let auth = '';
     nock(ORG)
       .get(`${API}/contacts`)
@@ -197,9 +285,16 @@ describe('dynamics auth: MSAL client credentials (nock)', () => {
         return [200, { value: [] }];
       });
     const caps = testCaps();
-    const cfg = { url: ORG, auth: { type: 'client-credentials', tenantId: tenant, clientId: 'app-id', clientSecret: 'the-client-secret' }, entities: { lead: false } } as unknown as DynamicsConfig;
+    const cfg = {
+      url: ORG,
+      auth: { type: 'client-credentials', tenantId: tenant, clientId: 'app-id', clientSecret: 'the-client-secret' },
+      entities: { lead: false },
+    } as unknown as DynamicsConfig;
     const r = await openDynamics(cfg, caps).deliver([optOut('nobody@example.com')], 'apply');
-    assert.deepEqual(r.outcomes.map((o) => o.kind), ['not-found']);
+    assert.deepEqual(
+      r.outcomes.map((o) => o.kind),
+      ['not-found'],
+    );
     assert.equal(auth, 'Bearer tok-abcdef-123');
     assert.ok(caps.registered.has('the-client-secret') && caps.registered.has('tok-abcdef-123'));
   });

@@ -8,7 +8,24 @@ import { SECURE_URL_PATTERN, formatErrors } from 'cc-optout-connector/sdk';
 import { connector, resolveConfig, DynamicsConfig } from '../../src';
 import { ORIGIN_PATTERN } from '../../src/schema';
 
-const fixtures = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', '..', '..', 'packages', 'cc-optout-connector-dynamics', 'test', 'fixtures', 'configs.json'), 'utf8')) as {
+const fixtures = JSON.parse(
+  fs.readFileSync(
+    path.join(
+      __dirname,
+      '..',
+      '..',
+      '..',
+      '..',
+      '..',
+      'packages',
+      'cc-optout-connector-dynamics',
+      'test',
+      'fixtures',
+      'configs.json',
+    ),
+    'utf8',
+  ),
+) as {
   valid: unknown[];
   invalid: Array<{ why: string; config: unknown }>;
 };
@@ -38,7 +55,11 @@ describe('dynamics config: codec and JSON Schema', () => {
   }
 
   it('errors name the field and the problem', () => {
-    const d = DynamicsConfig.decode({ url: 'https://contoso.crm.dynamics.com/api/data/v9.2', auth: { type: 'client-credentials', tenantId: 't', clientId: 'c', clientSecret: 's3cr3t' }, emailFields: ['email'] });
+    const d = DynamicsConfig.decode({
+      url: 'https://contoso.crm.dynamics.com/api/data/v9.2',
+      auth: { type: 'client-credentials', tenantId: 't', clientId: 'c', clientSecret: 's3cr3t' },
+      emailFields: ['email'],
+    });
     assert.ok(isLeft(d));
     const text = formatErrors(d.left).join('\n');
     assert.match(text, /url/);

@@ -13,16 +13,31 @@ describe('dataverse emulator', function () {
   this.timeout(30_000);
   let emu: DataverseEmulator;
   let token = '';
-  const opts = (extra: AxiosRequestConfig = {}): AxiosRequestConfig => ({ ...extra, validateStatus: () => true, headers: { Authorization: `Bearer ${token}`, ...(extra.headers ?? {}) } });
+  const opts = (extra: AxiosRequestConfig = {}): AxiosRequestConfig => ({
+    ...extra,
+    validateStatus: () => true,
+    headers: { Authorization: `Bearer ${token}`, ...(extra.headers ?? {}) },
+  });
 
   before(async () => {
     emu = await new DataverseEmulator({ seed: 3, contacts: 50 }).start();
     const c = emu.connection();
     const agent = new https.Agent({ ca: fs.readFileSync(c.caFile, 'utf8') });
-    const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: c.clientId, client_secret: c.clientSecret, scope: `${c.url}/.default` });
-    const r = await axios.post(`${c.authorityHost}/${c.tenantId}/oauth2/v2.0/token`, form.toString(), { httpsAgent: agent });
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_id: c.clientId,
+      client_secret: c.clientSecret,
+      scope: `${c.url}/.default`,
+    });
+    const r = await axios.post(`${c.authorityHost}/${c.tenantId}/oauth2/v2.0/token`, form.toString(), {
+      httpsAgent: agent,
+    });
     token = r.data.access_token;
-    const bad = await axios.post(`${c.authorityHost}/${c.tenantId}/oauth2/v2.0/token`, new URLSearchParams({ ...Object.fromEntries(form), scope: 'https://other.crm.dynamics.com/.default' }).toString(), { httpsAgent: agent, validateStatus: () => true });
+    const bad = await axios.post(
+      `${c.authorityHost}/${c.tenantId}/oauth2/v2.0/token`,
+      new URLSearchParams({ ...Object.fromEntries(form), scope: 'https://other.crm.dynamics.com/.default' }).toString(),
+      { httpsAgent: agent, validateStatus: () => true },
+    );
     assert.equal(bad.status, 400);
     assert.equal(bad.data.error, 'invalid_scope');
   });
@@ -47,7 +62,9 @@ describe('dataverse emulator', function () {
     const u = new URL(api);
     const status = await new Promise<string>((resolve, reject) => {
       const sock = net.connect(Number(u.port), u.hostname, () => {
-        sock.write(`GET ${u.pathname}/contacts?$filter=${encodeURIComponent(`emailaddress1 eq '${'x'.repeat(MAX_URL_LENGTH)}'`)} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+        sock.write(
+          `GET ${u.pathname}/contacts?$filter=${encodeURIComponent(`emailaddress1 eq '${'x'.repeat(MAX_URL_LENGTH)}'`)} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+        );
       });
       let got = '';
       sock.on('data', (d) => (got += d.toString()));
@@ -55,7 +72,10 @@ describe('dataverse emulator', function () {
       sock.on('error', reject);
     });
     assert.match(status, /^HTTP\/1\.1 414/);
-    const page1 = await axios.get(`${api}/contacts?$select=emailaddress1`, opts({ headers: { Prefer: 'odata.maxpagesize=5' } }));
+    const page1 = await axios.get(
+      `${api}/contacts?$select=emailaddress1`,
+      opts({ headers: { Prefer: 'odata.maxpagesize=5' } }),
+    );
     assert.equal(page1.data.value.length, 5);
     assert.ok(page1.data.value[0].contactid, 'the primary key comes back unselected');
     const page2 = await axios.get(page1.data['@odata.nextLink'], opts({ headers: { Prefer: 'odata.maxpagesize=5' } }));
@@ -66,7 +86,11 @@ describe('dataverse emulator', function () {
   it('PATCH is an upsert unless If-Match: *; a change set rolls back on its first failure', async () => {
     const api = emu.connection().apiBaseUrl;
     const ghost = '11111111-2222-4333-8444-555555555555';
-    const noUpsert = await axios.patch(`${api}/contacts(${ghost})`, { donotbulkemail: true }, opts({ headers: { 'If-Match': '*' } }));
+    const noUpsert = await axios.patch(
+      `${api}/contacts(${ghost})`,
+      { donotbulkemail: true },
+      opts({ headers: { 'If-Match': '*' } }),
+    );
     assert.equal(noUpsert.status, 404);
     assert.equal(emu.record('contact', ghost), undefined);
     const upsert = await axios.patch(`${api}/contacts(${ghost})`, { donotbulkemail: true }, opts());
@@ -74,9 +98,14 @@ describe('dataverse emulator', function () {
     assert.ok(emu.record('contact', ghost));
 
     const real = [...emu.records.values()].find((r) => r.entity === 'contact' && r.fields.donotbulkemail === false)!;
-    const part = (cid: number, id: string): string => `--cs\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: ${cid}\r\n\r\nPATCH ${api}/contacts(${id}) HTTP/1.1\r\nContent-Type: application/json\r\nIf-Match: *\r\n\r\n{"donotbulkemail":true}\r\n`;
+    const part = (cid: number, id: string): string =>
+      `--cs\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: ${cid}\r\n\r\nPATCH ${api}/contacts(${id}) HTTP/1.1\r\nContent-Type: application/json\r\nIf-Match: *\r\n\r\n{"donotbulkemail":true}\r\n`;
     const body = `--b\r\nContent-Type: multipart/mixed; boundary=cs\r\n\r\n${part(1, real.id)}${part(2, '99999999-2222-4333-8444-555555555555')}--cs--\r\n--b--\r\n`;
-    const res = await axios.post(`${api}/$batch`, body, opts({ headers: { 'Content-Type': 'multipart/mixed; boundary=b' }, responseType: 'text' }));
+    const res = await axios.post(
+      `${api}/$batch`,
+      body,
+      opts({ headers: { 'Content-Type': 'multipart/mixed; boundary=b' }, responseType: 'text' }),
+    );
     assert.equal(res.status, 200);
     assert.match(res.data, /HTTP\/1\.1 404/);
     assert.equal(real.fields.donotbulkemail, false, 'the first PATCH of the failed change set was rolled back');
@@ -85,8 +114,16 @@ describe('dataverse emulator', function () {
   it('a $batch of more than 1,000 requests is refused whole; 429 carries Retry-After past the request limit', async () => {
     const api = emu.connection().apiBaseUrl;
     const id = [...emu.records.values()][0].id;
-    const parts = Array.from({ length: 1001 }, () => `--b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET ${api}/contacts(${id}) HTTP/1.1\r\n\r\n`).join('');
-    const big = await axios.post(`${api}/$batch`, `${parts}--b--\r\n`, opts({ headers: { 'Content-Type': 'multipart/mixed; boundary=b' } }));
+    const parts = Array.from(
+      { length: 1001 },
+      () =>
+        `--b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET ${api}/contacts(${id}) HTTP/1.1\r\n\r\n`,
+    ).join('');
+    const big = await axios.post(
+      `${api}/$batch`,
+      `${parts}--b--\r\n`,
+      opts({ headers: { 'Content-Type': 'multipart/mixed; boundary=b' } }),
+    );
     assert.equal(big.status, 400);
     emu.setKnobs({ requestLimit: 2, windowSeconds: 60 });
     const codes: number[] = [];
