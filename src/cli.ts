@@ -576,17 +576,15 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
           apiUsage: usage,
           resubscribed: ctx.store.events(null, ['left-unsubscribed-set']).map((e) => ({ email: e.email, at: e.at })),
           quarantined: ctx.store.countQuarantined(),
-          lastRuns: ctx.store
-            .recentRuns(5)
-            .map((r) => ({
-              id: r.id,
-              kind: r.kind,
-              dryRun: r.dryRun,
-              startedAt: r.startedAt,
-              finishedAt: r.finishedAt,
-              exitCode: r.exitCode,
-              status: r.status,
-            })),
+          lastRuns: ctx.store.recentRuns(5).map((r) => ({
+            id: r.id,
+            kind: r.kind,
+            dryRun: r.dryRun,
+            startedAt: r.startedAt,
+            finishedAt: r.finishedAt,
+            exitCode: r.exitCode,
+            status: r.status,
+          })),
         };
         if (g().json) {
           out(JSON.stringify(status, null, 2));

@@ -578,11 +578,9 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
     for (const format of ['csv', 'json'] as const) {
       scope.get(`${prefix}/audit.${format}`, async (req, reply) => {
         if (mustSignIn(authOf(req)))
-          return reply
-            .code(401)
-            .send({
-              error: 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)',
-            });
+          return reply.code(401).send({
+            error: 'not authorised: sign in with the service token (or send Authorization: Bearer <service.token>)',
+          });
         const q = req.query as Record<string, string | undefined>;
         const history = q.history === '1' || q.history === 'true';
         let runId: number | null = null;

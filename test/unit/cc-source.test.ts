@@ -155,13 +155,11 @@ describe('cc source', () => {
       memKv({ refresh_token: 'refresh-token-R1-seed', daily_usage: JSON.stringify({ day: '2026-01-01', used: 40 }) }),
     );
     const source = createConstantContactSource(makeConfig(), deps);
-    nock(AUTH_ORIGIN)
-      .post(`${AUTH_PATH}/token`)
-      .reply(200, {
-        access_token: 'access-token-A1-fresh',
-        refresh_token: 'refresh-token-R2-rotated',
-        expires_in: 86400,
-      });
+    nock(AUTH_ORIGIN).post(`${AUTH_PATH}/token`).reply(200, {
+      access_token: 'access-token-A1-fresh',
+      refresh_token: 'refresh-token-R2-rotated',
+      expires_in: 86400,
+    });
     nock(API).get('/v3/contacts/counts').reply(200, { total: 100, unsubscribed: 18 });
     const report = await source.check();
     assert.strictEqual(report.ok, true, JSON.stringify(report));

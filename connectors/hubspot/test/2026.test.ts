@@ -45,16 +45,14 @@ const item = (report: CheckReport, name: string) => {
 };
 const writePaths = (hs: FakeHubSpot) => hs.writes().map((r) => r.path);
 const searchBodies = (hs: FakeHubSpot) =>
-  hs.requests
-    .filter(isPath(P.search))
-    .map(
-      (r) =>
-        r.body as {
-          filterGroups: Array<{ filters: Array<{ propertyName: string; operator: string; values?: string[] }> }>;
-          limit: number;
-          after?: string;
-        },
-    );
+  hs.requests.filter(isPath(P.search)).map(
+    (r) =>
+      r.body as {
+        filterGroups: Array<{ filters: Array<{ propertyName: string; operator: string; values?: string[] }> }>;
+        limit: number;
+        after?: string;
+      },
+  );
 
 describe('hubspot connector: 2026 platform', () => {
   afterEach(() => {

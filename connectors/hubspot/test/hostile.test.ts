@@ -241,15 +241,12 @@ describe('hubspot connector: hostile answers', () => {
         .post(P.single('b@x.com'))
         .query(true)
         .reply(200, '<html>proxy</html>', { 'Content-Type': 'text/html' });
-      nock(BASE)
-        .post(P.single('c@x.com'))
-        .query(true)
-        .reply(200, {
-          status: 'COMPLETE',
-          results: [],
-          startedAt: '2026-03-10T12:00:00Z',
-          completedAt: '2026-03-10T12:00:00Z',
-        });
+      nock(BASE).post(P.single('c@x.com')).query(true).reply(200, {
+        status: 'COMPLETE',
+        results: [],
+        startedAt: '2026-03-10T12:00:00Z',
+        completedAt: '2026-03-10T12:00:00Z',
+      });
       const { target } = open(serviceKey({ suppression: { type: 'unsubscribe-all', batch: 'never' } }));
       const report = await deliver(
         target,
