@@ -150,17 +150,8 @@ export function lagChart(points: readonly LagPoint[], targets: readonly string[]
   const T = 16;
   const B = 40;
   if (points.length === 0) {
-    return html`<svg
-      id="lag-chart"
-      role="img"
-      aria-label="lag chart: no sync deliveries yet"
-      width="${W}"
-      height="80"
-      viewBox="0 0 ${W} 80"
-      xmlns="http://www.w3.org/2000/svg"
-    >
-      <text x="${W / 2}" y="44" text-anchor="middle" fill="#666">no CRM writes of synced opt-outs yet</text>
-    </svg>`;
+    return html`<svg id="lag-chart" role="img" aria-label="lag chart: no sync deliveries yet" width="${W}" height="80" viewBox="0 0 ${W} 80" xmlns="http://www.w3.org/2000/svg">
+<text x="${W / 2}" y="44" text-anchor="middle" fill="#666">no CRM writes of synced opt-outs yet</text></svg>`;
   }
   const xs = points.map((p) => Date.parse(p.writtenAt));
   let x0 = Math.min(...xs);
@@ -183,38 +174,18 @@ export function lagChart(points: readonly LagPoint[], targets: readonly string[]
   const xTicks = [x0, (x0 + x1) / 2, x1];
   const fmt = (t: number): string => new Date(t).toISOString().replace('T', ' ').slice(0, 16) + 'Z';
   const shownTargets = targets.filter((t) => points.some((p) => p.target === t));
-  return html`<svg
-    id="lag-chart"
-    role="img"
-    aria-label="lag from opt-out to CRM write over time"
-    width="${W}"
-    height="${H + 24}"
-    viewBox="0 0 ${W} ${H + 24}"
-    xmlns="http://www.w3.org/2000/svg"
-    font-family="sans-serif"
-    font-size="11"
-  >
-    <rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fafafa" stroke="#ccc" />
-    ${yTicks.map(([s, label]) => html`<line x1="${L}" x2="${W - R}" y1="${py(s).toFixed(1)}" y2="${py(s).toFixed(1)}" stroke="#e4e4e4" /><text x="${L - 6}" y="${(py(s) + 4).toFixed(1)}" text-anchor="end" fill="#444">${label}</text>`)}
-    ${xTicks.map((t, i) => html`<text x="${px(t).toFixed(1)}" y="${H - B + 16}" text-anchor="${i === 0 ? 'start' : i === 2 ? 'end' : 'middle'}" fill="#444">${fmt(t)}</text>`)}
-    <text x="${L + (W - L - R) / 2}" y="${H - 6}" text-anchor="middle" fill="#444">CRM write time (UTC)</text>
-    <text transform="translate(14 ${T + (H - T - B) / 2}) rotate(-90)" text-anchor="middle" fill="#444">
-      lag (log scale)
-    </text>
-    ${points.map(
-      (p) =>
-        html`<circle
-          class="lag-point"
-          cx="${px(Date.parse(p.writtenAt)).toFixed(1)}"
-          cy="${py(p.lagSeconds).toFixed(1)}"
-          r="3"
-          fill="${colour(p.target)}"
-          fill-opacity="0.7"
-          ><title>${p.target}: written ${p.writtenAt}, ${humanDuration(p.lagSeconds)} after the opt-out</title></circle
-        >`,
-    )}
-    ${shownTargets.map((t, i) => html`<circle cx="${L + 8 + i * 150}" cy="${H + 12}" r="5" fill="${colour(t)}" /><text x="${L + 18 + i * 150}" y="${H + 16}" fill="#222">${t}</text>`)}
-  </svg>`;
+  return html`<svg id="lag-chart" role="img" aria-label="lag from opt-out to CRM write over time" width="${W}" height="${H + 24}" viewBox="0 0 ${W} ${H + 24}" xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">
+<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fafafa" stroke="#ccc"/>
+${yTicks.map(([s, label]) => html`<line x1="${L}" x2="${W - R}" y1="${py(s).toFixed(1)}" y2="${py(s).toFixed(1)}" stroke="#e4e4e4"/><text x="${L - 6}" y="${(py(s) + 4).toFixed(1)}" text-anchor="end" fill="#444">${label}</text>`)}
+${xTicks.map((t, i) => html`<text x="${px(t).toFixed(1)}" y="${H - B + 16}" text-anchor="${i === 0 ? 'start' : i === 2 ? 'end' : 'middle'}" fill="#444">${fmt(t)}</text>`)}
+<text x="${L + (W - L - R) / 2}" y="${H - 6}" text-anchor="middle" fill="#444">CRM write time (UTC)</text>
+<text transform="translate(14 ${T + (H - T - B) / 2}) rotate(-90)" text-anchor="middle" fill="#444">lag (log scale)</text>
+${points.map(
+  (p) =>
+    html`<circle class="lag-point" cx="${px(Date.parse(p.writtenAt)).toFixed(1)}" cy="${py(p.lagSeconds).toFixed(1)}" r="3" fill="${colour(p.target)}" fill-opacity="0.7"><title>${p.target}: written ${p.writtenAt}, ${humanDuration(p.lagSeconds)} after the opt-out</title></circle>`,
+)}
+${shownTargets.map((t, i) => html`<circle cx="${L + 8 + i * 150}" cy="${H + 12}" r="5" fill="${colour(t)}"/><text x="${L + 18 + i * 150}" y="${H + 16}" fill="#222">${t}</text>`)}
+</svg>`;
 }
 
 // ------------------------------------------------------------------------------------------- the page
@@ -234,20 +205,9 @@ form.inline{display:inline} button{cursor:pointer} .auth{float:right;font-size:.
 
 function page(nonce: string, title: string, body: Html): string {
   return html`<!doctype html>
-    <html lang="en">
-      <head>
-        <meta charset="utf-8" />
-        <meta name="viewport" content="width=device-width,initial-scale=1" />
-        <meta name="referrer" content="no-referrer" />
-        <title>${title}</title>
-        <style nonce="${nonce}">
-          ${new Html(STYLE)}
-        </style>
-      </head>
-      <body>
-        ${body}
-      </body>
-    </html>`.value;
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="referrer" content="no-referrer"><title>${title}</title><style nonce="${nonce}">${new Html(STYLE)}</style></head>
+<body>${body}</body></html>`.value;
 }
 
 interface PageState {
@@ -268,120 +228,59 @@ function targetSection(store: StateStore, st: TargetStatus, index: number, s: Pa
     ? humanDuration((s.now.getTime() - Date.parse(st.oldestQueuedOptOutAt)) / 1000)
     : null;
   const requeueForm = (email: string | null, label: string): Html =>
-    html`<form class="inline requeue" method="post" action="${s.prefix}/requeue">
-      <input type="hidden" name="target" value="${st.target}" />${
-        email !== null ? html`<input type="hidden" name="email" value="${email}" />` : ''
-      }<input type="hidden" name="csrf" value="${s.csrf}" /><button type="submit">${label}</button>
-    </form>`;
+    html`<form class="inline requeue" method="post" action="${s.prefix}/requeue"><input type="hidden" name="target" value="${st.target}">${
+      email !== null ? html`<input type="hidden" name="email" value="${email}">` : ''
+    }<input type="hidden" name="csrf" value="${s.csrf}"><button type="submit">${label}</button></form>`;
   const link = (o: number, label: string): Html =>
-    html`<a
-      href="${s.prefix}?${new URLSearchParams({ target: st.target, offset: String(o) }).toString()}#target-${index}"
-      >${label}</a
-    >`;
+    html`<a href="${s.prefix}?${new URLSearchParams({ target: st.target, offset: String(o) }).toString()}#target-${index}">${label}</a>`;
   const pager =
     st.parked > pageSize
-      ? html`<p class="pager">
-          showing ${offset + 1}–${offset + parked.length} of ${st.parked}
-          ${offset > 0 ? link(Math.max(0, offset - pageSize), '← previous') : ''}
-          ${offset + pageSize < st.parked ? link(offset + pageSize, 'next →') : ''}
-        </p>`
+      ? html`<p class="pager">showing ${offset + 1}–${offset + parked.length} of ${st.parked}
+         ${offset > 0 ? link(Math.max(0, offset - pageSize), '← previous') : ''} ${offset + pageSize < st.parked ? link(offset + pageSize, 'next →') : ''}</p>`
       : '';
   return html`<section class="target" id="target-${index}" data-target="${st.target}">
-    <h3>${st.target}</h3>
-    <div class="stats">
-      <span>queued <b class="queued">${st.queued}</b> (due ${st.due})</span>
-      <span
-        >oldest queued opt-out:
-        <b class="oldest">${age ?? '—'}</b
-        >${st.oldestQueuedOptOutAt ? html` <span class="muted">(${st.oldestQueuedOptOutAt})</span>` : ''}</span
-      >
-      <span>parked <b class="parked">${st.parked}</b></span>
-      <span>delivered: ${countsText(st.done)}</span>
-      ${st.lastDeliveredAt ? html`<span class="muted">last delivery ${st.lastDeliveredAt}</span>` : ''}
-    </div>
-    ${
-      st.parked > 0
-        ? html`<h4>
-              Parked (fix the cause, then
-              requeue)${canRequeue ? html` ${requeueForm(null, `Requeue all ${st.parked} parked`)}` : ''}
-            </h4>
-            <table class="parked-table">
-              <thead>
-                <tr>
-                  <th>email</th>
-                  <th>reason</th>
-                  <th>parked at</th>
-                  <th class="num">attempts</th>
-                  ${canRequeue ? html`<th></th>` : ''}
-                </tr>
-              </thead>
-              <tbody>
-                ${parked.map(
-                  (r) =>
-                    html`<tr class="parked-row" data-email="${r.email}">
-                      <td class="email">${r.email}</td>
-                      <td class="reason">${r.reason ?? 'no reason given'}</td>
-                      <td>${r.parkedAt ?? ''}</td>
-                      <td class="num">${r.attempts}</td>
-                      ${canRequeue ? html`<td>${requeueForm(r.email, 'Requeue')}</td>` : ''}
-                    </tr>`,
-                )}
-              </tbody>
-            </table>
-            ${pager}`
-        : html`<p class="muted">nothing parked</p>`
-    }
-  </section>`;
+<h3>${st.target}</h3>
+<div class="stats">
+<span>queued <b class="queued">${st.queued}</b> (due ${st.due})</span>
+<span>oldest queued opt-out: <b class="oldest">${age ?? '—'}</b>${st.oldestQueuedOptOutAt ? html` <span class="muted">(${st.oldestQueuedOptOutAt})</span>` : ''}</span>
+<span>parked <b class="parked">${st.parked}</b></span>
+<span>delivered: ${countsText(st.done)}</span>
+${st.lastDeliveredAt ? html`<span class="muted">last delivery ${st.lastDeliveredAt}</span>` : ''}
+</div>
+${
+  st.parked > 0
+    ? html`<h4>Parked (fix the cause, then requeue)${canRequeue ? html` ${requeueForm(null, `Requeue all ${st.parked} parked`)}` : ''}</h4>
+<table class="parked-table"><thead><tr><th>email</th><th>reason</th><th>parked at</th><th class="num">attempts</th>${canRequeue ? html`<th></th>` : ''}</tr></thead><tbody>
+${parked.map(
+  (r) =>
+    html`<tr class="parked-row" data-email="${r.email}"><td class="email">${r.email}</td><td class="reason">${r.reason ?? 'no reason given'}</td><td>${r.parkedAt ?? ''}</td><td class="num">${r.attempts}</td>${
+      canRequeue ? html`<td>${requeueForm(r.email, 'Requeue')}</td>` : ''
+    }</tr>`,
+)}
+</tbody></table>${pager}`
+    : html`<p class="muted">nothing parked</p>`
+}
+</section>`;
 }
 
 function runsTable(runs: readonly RunRecord[]): Html {
   if (runs.length === 0) return html`<p class="muted" id="runs">no runs recorded yet</p>`;
-  return html`<table id="runs">
-    <thead>
-      <tr>
-        <th>#</th>
-        <th>kind</th>
-        <th>status</th>
-        <th>started</th>
-        <th class="num">duration</th>
-        <th>outcomes per target</th>
-        <th>API calls</th>
-        <th>error</th>
-      </tr>
-    </thead>
-    <tbody>
-      ${runs.map((r) => {
-        const d = durationSeconds(r);
-        return html`<tr class="run" data-run="${r.id}">
-          <td>${r.id}</td>
-          <td>${runLabel(r)}</td>
-          <td class="status-${r.status}">${r.status}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}</td>
-          <td>${r.startedAt}</td>
-          <td class="num">${d === null ? '' : `${d.toFixed(1)} s`}</td>
-          <td>${Object.entries(r.counts).map(([t, c]) => html`<div>${t}: ${countsText(c)}</div>`)}</td>
-          <td>${countsText(r.apiCalls)}</td>
-          <td class="reason">${r.error ?? ''}</td>
-        </tr>`;
-      })}
-    </tbody>
-  </table>`;
+  return html`<table id="runs"><thead><tr><th>#</th><th>kind</th><th>status</th><th>started</th><th class="num">duration</th><th>outcomes per target</th><th>API calls</th><th>error</th></tr></thead><tbody>
+${runs.map((r) => {
+  const d = durationSeconds(r);
+  return html`<tr class="run" data-run="${r.id}"><td>${r.id}</td><td>${runLabel(r)}</td><td class="status-${r.status}">${r.status}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''}</td><td>${r.startedAt}</td><td class="num">${d === null ? '' : `${d.toFixed(1)} s`}</td>
+<td>${Object.entries(r.counts).map(([t, c]) => html`<div>${t}: ${countsText(c)}</div>`)}</td><td>${countsText(r.apiCalls)}</td><td class="reason">${r.error ?? ''}</td></tr>`;
+})}
+</tbody></table>`;
 }
 
 function authBox(s: PageState): Html {
   if (!s.auth.enabled) return html`<div class="auth muted">read-only (no <code>service.token</code> configured)</div>`;
   if (s.auth.via === 'session') {
-    return html`<div class="auth">
-      signed in: requeue enabled
-      <form class="inline" method="post" action="${s.prefix}/logout">
-        <input type="hidden" name="csrf" value="${s.csrf}" /><button type="submit">Sign out</button>
-      </form>
-    </div>`;
+    return html`<div class="auth">signed in: requeue enabled <form class="inline" method="post" action="${s.prefix}/logout"><input type="hidden" name="csrf" value="${s.csrf}"><button type="submit">Sign out</button></form></div>`;
   }
   if (s.auth.via === 'bearer') return html`<div class="auth">authorised by bearer token</div>`;
-  return html`<form class="auth" id="sign-in" method="post" action="${s.prefix}/login">
-    <label>service token <input type="password" name="token" autocomplete="current-password" required /></label>
-    <button type="submit">Sign in to requeue</button>
-  </form>`;
+  return html`<form class="auth" id="sign-in" method="post" action="${s.prefix}/login"><label>service token <input type="password" name="token" autocomplete="current-password" required></label> <button type="submit">Sign in to requeue</button></form>`;
 }
 
 function renderStatusPage(deps: StatusPageDeps, names: readonly string[], s: PageState, nonce: string): string {
@@ -390,27 +289,20 @@ function renderStatusPage(deps: StatusPageDeps, names: readonly string[], s: Pag
   const runs = store.recentRuns(deps.runsShown ?? 20, s.now);
   const lag = store.lagPoints(2000);
   const p = s.prefix;
-  const body = html`${authBox(s)}
-    <h1>cc-optout status</h1>
-    <p class="muted">generated ${s.now.toISOString()} · read-only unless signed in</p>
-    ${s.flash ? html`<p class="flash" role="status">${s.flash}</p>` : ''}${s.error ? html`<p class="warn" role="alert">${s.error}</p>` : ''}
-    <h2>Targets</h2>
-    ${statuses.map((st, i) => targetSection(store, st, i, s, deps.parkedPageSize ?? 20))}
-    <h2>Last runs</h2>
-    ${runsTable(runs)}
-    <h2>Lag from opt-out to CRM write</h2>
-    <p class="muted">
-      first CRM write of each opt-out a sync queued (a backfill's lag is the opt-out's age, so it is left out); the
-      newest ${lag.length}
-    </p>
-    ${lagChart(lag, names)}
-    <h2>Audit</h2>
-    <p id="audit-downloads">
-      the same export as <code>cc-optout audit</code>: per record and target <a href="${p}/audit.csv" download>CSV</a> ·
-      <a href="${p}/audit.json" download>JSON</a>; every delivery (<code>--history</code>)
-      <a href="${p}/audit.csv?history=1" download>CSV</a> · <a href="${p}/audit.json?history=1" download>JSON</a>. Add
-      <code>?run=N</code> for one run.
-    </p>`;
+  const body = html`${authBox(s)}<h1>cc-optout status</h1>
+<p class="muted">generated ${s.now.toISOString()} · read-only unless signed in</p>
+${s.flash ? html`<p class="flash" role="status">${s.flash}</p>` : ''}${s.error ? html`<p class="warn" role="alert">${s.error}</p>` : ''}
+<h2>Targets</h2>
+${statuses.map((st, i) => targetSection(store, st, i, s, deps.parkedPageSize ?? 20))}
+<h2>Last runs</h2>
+${runsTable(runs)}
+<h2>Lag from opt-out to CRM write</h2>
+<p class="muted">first CRM write of each opt-out a sync queued (a backfill's lag is the opt-out's age, so it is left out); the newest ${lag.length}</p>
+${lagChart(lag, names)}
+<h2>Audit</h2>
+<p id="audit-downloads">the same export as <code>cc-optout audit</code>: per record and target
+<a href="${p}/audit.csv" download>CSV</a> · <a href="${p}/audit.json" download>JSON</a>; every delivery (<code>--history</code>)
+<a href="${p}/audit.csv?history=1" download>CSV</a> · <a href="${p}/audit.json?history=1" download>JSON</a>. Add <code>?run=N</code> for one run.</p>`;
   return page(nonce, 'cc-optout status', body);
 }
 
@@ -493,10 +385,9 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
       error: extra.error ?? null,
     };
     if (mustSignIn(state.auth)) {
-      const body = html`${authBox(state)}
-        <h1>cc-optout status</h1>
-        <p class="muted">sign in with the service token to see the outbox, parked records, runs and audit</p>
-        ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
+      const body = html`${authBox(state)}<h1>cc-optout status</h1>
+<p class="muted">sign in with the service token to see the outbox, parked records, runs and audit</p>
+${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
       return secure(reply, nonce)
         .code(401)
         .type('text/html; charset=utf-8')
