@@ -29,15 +29,11 @@ import {
   table,
   tmpDir,
   writeBenchConfig,
+  argText,
 } from './lib/harness';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
-
-const SIZES = arg('sizes', '20000,100000,1000000').split(',').map(Number);
-const SEED = Number(arg('seed', '7'));
+const SIZES = argText('sizes', '20000,100000,1000000').split(',').map(Number);
+const SEED = Number(argText('seed', '7'));
 const PAGE = 500;
 const LIFTED = 1000;
 

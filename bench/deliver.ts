@@ -43,16 +43,12 @@ import {
   table,
   tmpDir,
   writeBenchConfig,
+  argNumber,
 } from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? Number(process.argv[i + 1]) : def;
-}
-
-const CONTACTS = arg('contacts', 40_700); // seed 7: M = 4,995 opt-outs (one Bulk-sized batch of 5000)
-const SEED = arg('seed', 7);
+const CONTACTS = argNumber('contacts', 40_700); // seed 7: M = 4,995 opt-outs (one Bulk-sized batch of 5000)
+const SEED = argNumber('seed', 7);
 const RAISED = 100_000;
 const HS_CHUNK = 100;
 /** The naive minimum: one query per 200 addresses (what a lookup URL permits) per object, one Collections call per 200 records. */

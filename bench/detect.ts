@@ -44,16 +44,12 @@ import {
   table,
   tmpDir,
   writeBenchConfig,
+  argNumber,
 } from './lib/harness';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? Number(process.argv[i + 1]) : def;
-}
-
-const CONTACTS = arg('contacts', 100_000);
-const NEW_OPT_OUTS = arg('new', 300);
-const SEED = arg('seed', 7);
+const CONTACTS = argNumber('contacts', 100_000);
+const NEW_OPT_OUTS = argNumber('new', 300);
+const SEED = argNumber('seed', 7);
 const PAGE = 500;
 const REAL_LIMIT = 4;
 const RAISED_LIMIT = 1000;

@@ -30,14 +30,11 @@ import {
   table,
   tmpDir,
   writeBenchConfig,
+  argNumber,
 } from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? Number(process.argv[i + 1]) : def;
-}
-const CONTACTS = arg('contacts', 20_000);
+const CONTACTS = argNumber('contacts', 20_000);
 /** Contact counts for the per-address run at HubSpot's real limit (100 / 10 s): `--real 20000,100000`, `--real 0` skips it. */
 const REAL_SIZES = (() => {
   const i = process.argv.indexOf('--real');
@@ -50,7 +47,7 @@ const REAL_SIZES = (() => {
 const ONLY_REAL = process.argv.includes('--only-real');
 /** HubSpot's limit for private apps and Service Keys on Free/Starter: 100 requests per rolling 10 s. */
 const REAL_LIMIT = 100;
-const SEED = arg('seed', 7);
+const SEED = argNumber('seed', 7);
 const RAISED = 100_000;
 const CHUNK = 100;
 const MAX_BATCH = 1000;

@@ -33,16 +33,12 @@ import {
   table,
   tmpDir,
   writeBenchConfig,
+  argText,
 } from './lib/harness';
 import { probeHubSpot } from './lib/hubspot-probe';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
-
-const SIZES = arg('contacts', '20000,100000').split(',').map(Number);
-const SEED = Number(arg('seed', '7'));
+const SIZES = argText('contacts', '20000,100000').split(',').map(Number);
+const SEED = Number(argText('seed', '7'));
 const MILLION = process.argv.includes('--million');
 
 interface Limits {

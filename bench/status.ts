@@ -19,15 +19,10 @@ import { performance } from 'perf_hooks';
 import { OptOut, Outcome } from '../src/domain';
 import { CHECKPOINT_LAST_FULL, CHECKPOINT_WINDOW, SOURCE_KV } from '../src/engine';
 import { SqliteStateStore } from '../src/store/sqlite';
-import { header, int, machine, mb, sec, table, tmpDir } from './lib/harness';
+import { header, int, machine, mb, sec, table, tmpDir, argNumber } from './lib/harness';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? Number(process.argv[i + 1]) : def;
-}
-
-const N = arg('opt-outs', 1_000_000);
-const RUNS = arg('runs', 7);
+const N = argNumber('opt-outs', 1_000_000);
+const RUNS = argNumber('runs', 7);
 const CHUNK = 20_000;
 const TARGETS = ['hubspot', 'salesforce'];
 const POLICY = { maxAttempts: 12, backoffBaseSeconds: 60, backoffMaxSeconds: 21600 };

@@ -487,3 +487,18 @@ export function seedOutbox(store: StateStore, truth: GroundTruth, targets: reado
   store.finishRun(runId, 0, { seeded: added.length }, now);
   return added;
 }
+
+/** The value after `--name` on the command line, or `def`. */
+export function argText(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+
+/** The number after `--name` on the command line, or `def`. */
+export function argNumber(name: string, def: number): number {
+  const v = argText(name, '');
+  if (v === '') return def;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`--${name}: expected a number, got ${JSON.stringify(v)}`);
+  return n;
+}
