@@ -9,7 +9,7 @@ import { ConfigError, loadConfig, parseListen, scheduleOf, serviceProblems, reso
 import { createRegistry } from '../plugin';
 import { createLogger, LogLevel } from '../log';
 import { cronProblem, parseEvery } from './schedule';
-import { ServiceRunner } from './runner';
+import type { ServiceRunner } from './runner';
 
 interface GlobalOpts {
   config: string;
@@ -83,7 +83,9 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
       const app = openApp({ configFile: opts.config, env: process.env, logger, registry });
       let runner: ServiceRunner;
       try {
-        runner = new ServiceRunner({ app, service, logger });
+        // loaded here, not at start-up: the HTTP server and the metrics client cost every other command ~0.3 s
+        const { ServiceRunner: Runner } = await import('./runner');
+        runner = new Runner({ app, service, logger });
       } catch (err) {
         await app.close();
         throw err;
