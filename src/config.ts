@@ -593,12 +593,35 @@ export interface DecodeOptions {
    * commands such as `status` need no secret); the structure is still validated.
    */
   requireEnv?: boolean;
+  /**
+   * true (`cc-optout run`): the `service` section's `${ENV}` references must be set. Otherwise a service section
+   * whose references are unset is left out (only `run` uses it), so `sync` from cron and the read-only commands
+   * need neither the service token nor the webhook URLs.
+   */
+  serviceEnv?: boolean;
 }
 
 /**
  * Decode a parsed config object. Throws ConfigError listing every problem (paths, values, expectations).
  * `registry` decodes each target's connector config.
  */
+/** resolveEnv over the whole config, the `service` section on its own terms (see DecodeOptions.serviceEnv). */
+function resolveWithService(raw: unknown, env: NodeJS.ProcessEnv, problems: string[], opts: DecodeOptions): unknown {
+  const requireEnv = opts.requireEnv !== false;
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw) || !('service' in raw)) {
+    return resolveEnv(raw, env, problems, '', requireEnv);
+  }
+  const { service, ...rest } = raw as Record<string, unknown>;
+  const resolved = resolveEnv(rest, env, problems, '', requireEnv) as Record<string, unknown>;
+  const serviceProblemsFound: string[] = [];
+  const before = new Set(missingEnvPaths);
+  const svc = resolveEnv(service, env, serviceProblemsFound, 'service', opts.serviceEnv === true && requireEnv);
+  const unset = [...missingEnvPaths].some((p) => !before.has(p) && p.startsWith('service'));
+  problems.push(...serviceProblemsFound);
+  if (unset && opts.serviceEnv !== true) return resolved; // only `run` uses it: it is checked there
+  return { ...resolved, service: svc };
+}
+
 export function decodeConfig(
   raw: unknown,
   env: NodeJS.ProcessEnv,
@@ -611,7 +634,7 @@ export function decodeConfig(
   const problems: string[] = [];
   missingEnvPaths.clear();
   registerInlineSecrets(raw);
-  const resolved = resolveEnv(raw, env, problems, '', opts.requireEnv !== false);
+  const resolved = resolveWithService(raw, env, problems, opts);
   registerWebhookSecrets(raw);
   registerWebhookSecrets(resolved);
   const baseDir = file ? path.dirname(path.resolve(file)) : null;

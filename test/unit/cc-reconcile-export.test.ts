@@ -148,6 +148,8 @@ describe('cc reconcile: narrower pages and bulk export (emulator)', function () 
     ['the activity fails', { exportOutcome: 'failed' }, /ended failed/],
     ['the activity never completes (timeout)', { exportOutcome: 'never' }, /did not complete within/],
     ['its totals disagree with /contacts/counts', { exportDropRows: 40 }, /rows but GET \/contacts\/counts reports/],
+    // a single missing row may be an opt-out nobody would ever see: no tolerance below the counts
+    ['one row fewer than /contacts/counts', { exportDropRows: 1 }, /rows but GET \/contacts\/counts reports/],
     ['too many rows are malformed', { exportCorruptRows: 30 }, /malformed/],
   ] as const) {
     it(`export: falls back to pages, logged, when ${name}`, async () => {

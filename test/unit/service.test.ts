@@ -243,6 +243,31 @@ describe('service: config section and run options', () => {
     }
   };
 
+  it('unset service ${ENV} references stop only `run`: sync and the read-only commands do without the section', () => {
+    const svc = { token: '${SVC_TOKEN_UNSET}', alerts: { webhooks: [{ url: '${HOOK_UNSET}', format: 'slack' }] } };
+    // sync (requireEnv) and status (requireEnv: false) decode, the service section left out
+    assert.equal(decodeConfig(raw(svc), {}, registry).service!.token, null);
+    assert.equal(decodeConfig(raw(svc), {}, registry, null, { requireEnv: false }).service!.alerts.webhooks.length, 0);
+    // run needs them, and names each
+    assert.throws(
+      () => decodeConfig(raw(svc), {}, registry, null, { serviceEnv: true }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.problems.some((p) => /^service\.token: environment variable SVC_TOKEN_UNSET is not set/.test(p)) &&
+        e.problems.some((p) =>
+          /^service\.alerts\.webhooks\[0\]\.url: environment variable HOOK_UNSET is not set/.test(p),
+        ),
+    );
+    // a set reference is used as always, and a broken section with no unset reference still fails every command
+    const ok = decodeConfig(
+      raw(svc),
+      { SVC_TOKEN_UNSET: 'tok-0123456789abcdef', HOOK_UNSET: 'https://hooks.example.test/x' },
+      registry,
+    );
+    assert.equal(ok.service!.token, 'tok-0123456789abcdef');
+    assert.ok(problems({ every: 'soon' }).some((p) => /^service\.every/.test(p)));
+  });
+
   it('defaults: every 5m on 127.0.0.1:9464, no token, no webhooks', () => {
     const c = decodeConfig(raw(undefined), {}, registry);
     assert.deepEqual(c.service!.schedule, { kind: 'every', seconds: 300, text: 'every 5m' });
