@@ -203,8 +203,11 @@ export class ServiceRunner {
       }
     }
     const delivered: Record<string, number> = {};
+    // settled deliveries only: a row that failed and stays queued was not delivered
     for (const [name, t] of Object.entries(summary.targets))
-      delivered[name] = Object.values(t.outcomes).reduce((a, n) => a + (n ?? 0), 0);
+      delivered[name] = Object.entries(t.outcomes)
+        .filter(([kind]) => !kind.startsWith('failed-'))
+        .reduce((a, [, n]) => a + (n ?? 0), 0);
     this.log.info('run finished', {
       runId: summary.runId,
       exitCode: summary.exitCode,
@@ -250,6 +253,10 @@ export class ServiceRunner {
         });
       }
       for (const [name, t] of Object.entries(last.summary?.targets ?? {})) {
+        // a target that tried nothing this run (its rows waiting out a backoff) says nothing about its health:
+        // not observed, so a halt is not "resolved" by a run that never reached the CRM
+        const tried = Object.values(t.outcomes).reduce((a, n) => a + (n ?? 0), 0) > 0;
+        if (!t.halted && !tried) continue;
         out.push({
           key: `target-halted:${name}`,
           target: name,

@@ -553,6 +553,42 @@ describe('service: the runner schedules runs', () => {
     }
   });
 
+  it('a halted target is not "resolved" by a run that never reached it (its rows waiting out their backoff)', async () => {
+    let clock = T0;
+    const halted = {
+      outcomes: { 'failed-retryable': 5 },
+      batches: 1,
+      queued: 5,
+      parked: 0,
+      halted: 'unavailable: HTTP 500',
+    };
+    const idle = { outcomes: {}, batches: 0, queued: 5, parked: 0 };
+    const delivered = { outcomes: { applied: 5 }, batches: 1, queued: 0, parked: 0 };
+    let next: RunSummary['targets']['a'] = halted;
+    const f = fakeApp(async () => summary({ targets: { a: next } }));
+    const r = new ServiceRunner({ app: f.app, service: service(), logger: memoryLogger(), now: () => clock });
+    const haltedState = () => r.conditions().find((c) => c.key === 'target-halted:a');
+    try {
+      clock = at(0);
+      r.tick();
+      await r.idle();
+      assert.equal(haltedState()?.active, true);
+      next = idle;
+      clock = at(100);
+      r.tick();
+      await r.idle();
+      assert.equal(haltedState(), undefined, 'not observed: the alert keeps firing');
+      next = delivered;
+      clock = at(200);
+      r.tick();
+      await r.idle();
+      assert.equal(haltedState()?.active, false, 'resolved once the target delivered again');
+    } finally {
+      await r.stop();
+      f.store.close();
+    }
+  });
+
   it('parked rows and an old queued row become alert conditions (and recover); alerts fire once across a restart', async () => {
     let clock = T0;
     const f = fakeApp(async () => summary());
