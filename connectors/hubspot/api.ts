@@ -127,6 +127,9 @@ export interface CallRequest {
   readonly search?: boolean;
 }
 
+/** An absurd Retry-After (beyond a day) is read as a day: the target halts until then, its rows kept. */
+const RETRY_AFTER_CAP_SECONDS = 86_400;
+
 /** Longest wait for a rate limit (Retry-After, or an interval with none remaining); longer: the target halts with retryAt. */
 export const MAX_RATE_WAIT_MS = 300_000;
 
@@ -550,7 +553,7 @@ export class HubSpotApi {
     const interval = Number(e.headers['x-hubspot-ratelimit-interval-milliseconds']);
     const ms =
       Number.isFinite(retryAfter) && retryAfter > 0
-        ? retryAfter * 1000
+        ? Math.min(retryAfter, RETRY_AFTER_CAP_SECONDS) * 1000
         : Number.isFinite(interval) && interval > 0
           ? interval
           : policy === 'SECONDLY'

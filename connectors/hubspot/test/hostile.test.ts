@@ -302,6 +302,20 @@ describe('hubspot connector: hostile answers', () => {
       }
     });
 
+    it('an absurd Retry-After (1e20 s) is read as a day: a rate-limit halt with a real retryAt, not a crash', async () => {
+      nock(BASE)
+        .post(P.read)
+        .query(true)
+        .reply(429, rateLimit429('TEN_SECONDLY_ROLLING'), { 'Retry-After': '100000000000000000000' });
+      const h = open(serviceKey());
+      const r = await deliverEither(h.target, [optOut('a@x.com')], 'apply');
+      assert.ok(isLeft(r));
+      if (isLeft(r)) {
+        assert.strictEqual(r.left.kind, 'rate-limit');
+        assert.strictEqual(r.left.retryAt, new Date(Date.parse('2026-03-10T12:00:00Z') + 86_400_000).toISOString());
+      }
+    });
+
     it('a huge x-hubspot-ratelimit-interval-milliseconds with remaining 0 defers the target instead of sleeping', async () => {
       nock(BASE)
         .post(P.read)

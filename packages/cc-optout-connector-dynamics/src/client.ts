@@ -82,12 +82,15 @@ export function odataErrorOf(body: string): { code: string; message: string } {
   }
 }
 
-/** Retry-After as seconds (delta-seconds or an HTTP date), or null. */
+/** A Retry-After beyond a day is read as a day (the target stops until then; nothing is lost). */
+export const RETRY_AFTER_CAP_SECONDS = 86_400;
+
+/** Retry-After as seconds (delta-seconds or an HTTP date, at most RETRY_AFTER_CAP_SECONDS), or null. */
 export function retryAfterSeconds(v: string | undefined, now: Date): number | null {
   if (!v) return null;
-  if (/^\s*\d+(\.\d+)?\s*$/.test(v)) return Math.ceil(Number(v));
+  if (/^\s*\d+(\.\d+)?\s*$/.test(v)) return Math.min(RETRY_AFTER_CAP_SECONDS, Math.ceil(Number(v)));
   const t = Date.parse(v);
-  return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - now.getTime()) / 1000));
+  return Number.isNaN(t) ? null : Math.min(RETRY_AFTER_CAP_SECONDS, Math.max(0, Math.ceil((t - now.getTime()) / 1000)));
 }
 
 const TRANSIENT_CODES = new Set([

@@ -95,6 +95,18 @@ describe('dynamics client (nock)', () => {
     assert.deepEqual(caps.sleeps, []);
   });
 
+  it('an absurd Retry-After (1e20 s) is read as a day: a rate-limit halt with a real retryAt, not a crash', async () => {
+    nock(ORG).get(`${API}/WhoAmI`).reply(429, '', { 'Retry-After': '100000000000000000000' });
+    const { c, caps } = client(fakeTokens(), testCaps(), { maxRetryAfterSeconds: 60 });
+    const at = caps.clock.now().getTime();
+    await assert.rejects(c.getJson('WhoAmI'), (e: unknown) => {
+      assert.ok(e instanceof DataverseHalt);
+      assert.equal(e.kind, 'rate-limit');
+      assert.ok(Math.abs(Date.parse(e.retryAt!) - (at + 86_400_000)) < 2000);
+      return true;
+    });
+  });
+
   it('429 again and again: stops after maxRetries', async () => {
     nock(ORG).get(`${API}/WhoAmI`).times(3).reply(429, '', { 'Retry-After': '1' });
     const { c, caps } = client(fakeTokens(), testCaps(), { maxRetries: 2 });
