@@ -201,6 +201,16 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
     } catch (err) {
       throw new PluginError(spec, `failed to load ${file}: ${(err as Error).message}`);
     }
+    try {
+      admit(spec, file, mod);
+    } catch (err) {
+      // a hostile or broken export (a getter that throws, a proxy) is the plugin's error, named as such
+      if (err instanceof PluginError) throw err;
+      throw new PluginError(spec, `${file}: reading its export failed: ${(err as Error)?.message ?? String(err)}`);
+    }
+    plugins.add(file);
+  };
+  const admit = (spec: string, file: string, mod: unknown): void => {
     const list = exported(mod);
     if (!list || list.length === 0)
       throw new PluginError(spec, `${file} exports no "connector" (or "connectors": [...]) object`);
@@ -214,7 +224,6 @@ export function createRegistry(opts: RegistryOptions = {}): Registry {
       if (clash) throw new PluginError(spec, `connector id "${conn.id}" is already provided by ${clash}`);
       loaded.set(conn.id, { connector: conn, info: own(conn, spec, file, version) });
     }
-    plugins.add(file);
   };
 
   const get = (id: string): { connector: Connector<unknown>; info: ConnectorInfo } | undefined => {

@@ -261,6 +261,15 @@ describe('connector SDK (issue 10)', () => {
         /plugin "\.\/broken": connector "x" has no config codec with decode\(\)/,
       ],
       [
+        'an export whose id getter throws',
+        (d: string) =>
+          fs.writeFileSync(
+            path.join(d, 'index.js'),
+            "exports.connector = { get id() { throw new Error('hostile getter'); }, open() {}, config: { decode() {} } };\n",
+          ),
+        /plugin "\.\/broken": .*reading its export failed: hostile getter/,
+      ],
+      [
         "a duplicate id (a built-in connector's)",
         (d: string) =>
           fs.writeFileSync(
