@@ -93,6 +93,26 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
   registerEmulation(program, g, h);
 }
 
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+const PLUGIN_HELP =
+  'also load this connector plugin (package name or path, repeatable) and start its emulator; the config names it in "plugins"';
+
+/** The built-in connectors plus `--plugin` ones (a plugin that does not load is a usage error naming it, exit 2). */
+async function emulationRegistry(
+  plugins: readonly string[],
+  h: CommandHelpers,
+): Promise<import('./registry').Registry> {
+  const { createRegistry, PluginError } = await import('./registry');
+  const registry = createRegistry();
+  try {
+    registry.usePlugins(plugins, process.cwd());
+  } catch (err) {
+    if (err instanceof PluginError) throw new h.ExitError(2, `--plugin: ${err.message}`);
+    throw err;
+  }
+  return registry;
+}
+
 export function registerEmulation(program: Command, g: () => GlobalOpts, h: CommandHelpers): void {
   program
     .command('emulate')
@@ -111,15 +131,17 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
         0,
       ),
     )
-    .action(async (o: { contacts: number; seed: number; dir: string; port: number }) => {
+    .option('--plugin <name-or-path>', PLUGIN_HELP, collect, [] as string[])
+    .action(async (o: { contacts: number; seed: number; dir: string; port: number; plugin: string[] }) => {
       // the Constant Contact emulator, and each connector's own (connector.emulator()), over one dataset
       const { startConnectorEmulators } = await import('./emulate');
-      const { createRegistry } = await import('./registry');
-      const emu = await startConnectorEmulators(createRegistry(), {
+      const registry = await emulationRegistry(o.plugin, h);
+      const emu = await startConnectorEmulators(registry, {
         contacts: o.contacts,
         seed: o.seed,
         dir: o.dir,
         port: o.port,
+        plugins: o.plugin,
       });
       const cfg = { file: emu.file, env: emu.env };
       const env = Object.entries(cfg.env)
@@ -141,6 +163,8 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
           `${'Constant Contact'.padEnd(17)}${emu.cc.apiBaseUrl}  (inspect: ${emu.cc.origin}/__emulator/state?summary=1)`,
         );
         for (const t of emu.targets) h.out(`${t.id.padEnd(17)}${t.url}`);
+        if (emu.withoutEmulator.length)
+          h.out(`(no emulator, left out of the config: ${emu.withoutEmulator.join(', ')})`);
         h.out(`config: ${cfg.file}; its secrets are emulator-only values in ${o.dir}/emulator.env`);
         h.out(`try:   set -a; . ${o.dir}/emulator.env; set +a; node dist/src/cli.js --config ${cfg.file} backfill`);
         h.out('Ctrl-C stops the emulators.');
@@ -159,8 +183,10 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
     .addOption(intOption('--seed <n>', 'dataset seed', 0, 2 ** 32 - 1, 42))
     .addOption(intOption('--new-opt-outs <n>', 'opt-outs created between backfill and sync', 0, 10_000, 25))
     .option('--dir <path>', 'where the demo keeps its config, state and audit', '.demo')
-    .action(async (o: { contacts: number; seed: number; newOptOuts: number; dir: string }) => {
+    .option('--plugin <name-or-path>', PLUGIN_HELP, collect, [] as string[])
+    .action(async (o: { contacts: number; seed: number; newOptOuts: number; dir: string; plugin: string[] }) => {
       const { runDemo } = await import('./demo');
+      const registry = await emulationRegistry(o.plugin, h);
       const bar = h.progressBar(g().progress && !g().json);
       // Ctrl-C: restore the terminal (stop the bars) and exit 130 at once; the demo's state is throw-away
       const control = h.interruptible?.(process.stderr, false);
@@ -170,6 +196,8 @@ export function registerEmulation(program: Command, g: () => GlobalOpts, h: Comm
           seed: o.seed,
           newOptOuts: o.newOptOuts,
           dir: o.dir,
+          registry,
+          plugins: o.plugin,
           progress: bar.onProgress,
           print: (l) => {
             bar.stop();

@@ -24,6 +24,9 @@ import { DEFAULT_EVERY, Schedule, cronProblem, parseEvery } from './service/sche
 import { PluginError, Registry } from './registry';
 import { ConfigError } from './domain';
 
+/** Pages one scan may read when `source.detection.maxPages` is not set (half the default daily budget). */
+export const DEFAULT_MAX_PAGES = 5000;
+
 export const DEFAULT_CONFIG_PATH = './cc-optout.config.json';
 export const DEFAULT_STORE_PATH = './.cc-optout/state.db';
 export const CC_API_BASE = 'https://api.cc.email/v3';
@@ -365,7 +368,7 @@ export function resolveSource(s: ConstantContactConfig): ResolvedSource {
       lagMinutes: s.detection?.lagMinutes ?? 2,
       reconcileEveryHours: s.detection?.reconcileEveryHours ?? 24,
       pageSize: s.detection?.pageSize ?? 500,
-      ...(s.detection?.maxPages !== undefined ? { maxPages: s.detection.maxPages } : {}),
+      maxPages: s.detection?.maxPages ?? DEFAULT_MAX_PAGES,
       reconcileVia: s.detection?.reconcileVia ?? 'auto',
     },
     redirectPort: s.redirectPort ?? 0,

@@ -2,14 +2,17 @@
  * The built-in demo (`npm start` = `cc-optout demo`) and the config that points the connector at the local
  * emulators (also used by `cc-optout emulate` and the end-to-end tests).
  *
- * Demo: start the three emulators with ~20,000 generated contacts, write a config pointing at them, run
+ * Demo: start the Constant Contact emulator and the emulator of every loaded connector (built-in and
+ * `--plugin` ones: `connector.emulator()`) with ~20,000 generated contacts, write a config pointing at them, run
  * `backfill` (progress bar), create new opt-outs in Constant Contact (one of them the `updated_after` trap),
  * run `sync`, and print a report: opt-outs found, outcomes per CRM, API calls against the minimum, lag, and
  * the CRMs checked against the emulators' ground truth. No account, no network beyond 127.0.0.1.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Emulators, startEmulators, minimumCalls } from './emulators';
+import { Emulators, minimumCalls } from './emulators';
+import { startConnectorEmulators } from './emulate';
+import { Registry, createRegistry } from './registry';
 import { ProgressEvent, RunSummary } from './engine';
 import { App, openApp } from './app';
 import { createLogger, LogLevel } from './log';
@@ -109,6 +112,10 @@ export interface DemoOptions {
   seed: number;
   newOptOuts: number;
   dir: string;
+  /** The connectors whose emulators the demo starts (default: the built-in ones). */
+  registry?: Registry;
+  /** Plugins loaded into `registry` (written to the config's `plugins`). */
+  plugins?: readonly string[];
   progress?: (e: ProgressEvent) => void;
   print: (line: string) => void;
   logLevel?: LogLevel;
@@ -139,24 +146,36 @@ export interface DemoResult {
   seconds: number;
 }
 
+const NAMES: Record<string, string> = { hubspot: 'HubSpot', salesforce: 'Salesforce', dynamics: 'Dynamics 365' };
+const nameOf = (id: string): string => NAMES[id] ?? id;
+
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   fs.rmSync(o.dir, { recursive: true, force: true });
+  const registry = o.registry ?? createRegistry();
+  const withEmulator = registry.ids().filter((id) => typeof registry.get(id)?.emulator === 'function');
   o.print(
-    `Starting emulators of Constant Contact, HubSpot and Salesforce with ${o.contacts} contacts (seed ${o.seed}) ...`,
+    `Starting emulators of Constant Contact, ${withEmulator.map(nameOf).join(', ')} with ${o.contacts} contacts (seed ${o.seed}) ...`,
   );
-  const emu = await startEmulators({ contacts: o.contacts, seed: o.seed });
+  const emu = await startConnectorEmulators(registry, {
+    contacts: o.contacts,
+    seed: o.seed,
+    dir: o.dir,
+    port: 0,
+    plugins: o.plugins,
+  });
   try {
-    const { file, env } = writeEmulatorConfig(emu, { dir: o.dir });
-    const truth0 = emu.truth();
+    const { file, env, world } = emu;
+    const ids = emu.running.map((r) => r.id);
+    const truth0 = world.truth();
     o.print(
-      `  Constant Contact ${emu.cc.apiBaseUrl}, HubSpot ${emu.hubspot.baseUrl}, Salesforce ${emu.salesforce.instanceUrl}`,
+      `  Constant Contact ${emu.cc.apiBaseUrl}, ${emu.targets.map((t) => `${nameOf(t.id)} ${t.url}`).join(', ')}`,
     );
     o.print(
       `  ${truth0.optedOutEmails.length} contacts have opted out so far; config written to ${path.relative(process.cwd(), file)}`,
     );
     o.print('');
-    o.print('1) backfill: every past opt-out, into both CRMs');
+    o.print(`1) backfill: every past opt-out, into ${ids.length === 2 ? 'both CRMs' : `all ${ids.length} CRMs`}`);
     const a = openEngine(file, env, o.logLevel ?? 'error', o.progress);
     const backfill = await a.engine.backfill();
     const minBackfill = minimumCalls(truth0, { hubspotBatchAllowed: true });
@@ -168,11 +187,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     o.print(
       `2) ${o.newOptOuts} people opt out now; their personal details (top-level updated_at) do not change, so an updated_after sync would miss every one`,
     );
-    const added = emu.addOptOuts(o.newOptOuts);
+    const added = world.addOptOuts(o.newOptOuts);
     await new Promise((r) => setTimeout(r, 1100)); // their opt-out timestamps are whole seconds: let "now" pass them
     const sync = await a.engine.sync();
-    const truth1 = emu.truth();
-    const verify = emu.verify();
+    const truth1 = world.truth();
+    const verify = world.verify();
+    const checks = emu.running.map(({ id, emu: e }) => ({ id, v: e.verify?.() ?? null }));
     const audit = a.store.audit(null);
     const addedEmails = new Set(added.map((x) => x.email.trim().toLowerCase()));
     const lags = audit.filter((r) => addedEmails.has(r.email) && r.writtenAt).map((r) => r.lagSeconds ?? 0);
@@ -203,20 +223,27 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         );
       }
     }
-    const hsRows = audit.filter((r) => r.target === 'hubspot' && r.closedAt);
-    const secondary = hsRows.filter((r) => r.message === 'matched by additional-email').length;
-    line(
-      `HubSpot matches: ${hsRows.filter((r) => r.message === 'matched by primary').length} by primary address, ${secondary} by secondary address (hs_additional_emails)`,
-    );
+    const hasHs = ids.includes('hubspot');
+    if (hasHs) {
+      const hsRows = audit.filter((r) => r.target === 'hubspot' && r.closedAt);
+      const secondary = hsRows.filter((r) => r.message === 'matched by additional-email').length;
+      line(
+        `HubSpot matches: ${hsRows.filter((r) => r.message === 'matched by primary').length} by primary address, ${secondary} by secondary address (hs_additional_emails)`,
+      );
+    }
     const calls = (s: RunSummary, v: string) => s.apiCalls[v] ?? 0;
+    const minimum: Record<string, string> = {
+      hubspot: ` / ${minBackfill.hubspot}`,
+      salesforce: ` / ${minBackfill.salesforce} (+ token)`,
+    };
     line('API calls (backfill): used / theoretical minimum');
     line(
       `  Constant Contact ${calls(backfill, 'constant-contact')} / ${minBackfill.cc} (the full reconcile also reads deleted contacts; + ${calls(backfill, 'constant-contact-auth')} token)`,
     );
-    line(`  HubSpot          ${calls(backfill, 'hubspot')} / ${minBackfill.hubspot}`);
-    line(`  Salesforce       ${calls(backfill, 'salesforce')} / ${minBackfill.salesforce} (+ token)`);
+    for (const id of ids) line(`  ${nameOf(id).padEnd(16)} ${calls(backfill, id)}${minimum[id] ?? ''}`);
     line(
-      `API calls (sync of ${o.newOptOuts} new opt-outs): Constant Contact ${calls(sync, 'constant-contact')}, HubSpot ${calls(sync, 'hubspot')}, Salesforce ${calls(sync, 'salesforce')}`,
+      `API calls (sync of ${o.newOptOuts} new opt-outs): Constant Contact ${calls(sync, 'constant-contact')}, ` +
+        ids.map((id) => `${nameOf(id)} ${calls(sync, id)}`).join(', '),
     );
     if (lags.length > 0) {
       const sorted = [...lags].sort((x, y) => x - y);
@@ -224,32 +251,51 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         `lag from opt-out to CRM write (sync): median ${sorted[Math.floor(sorted.length / 2)]} s, max ${sorted[sorted.length - 1]} s over ${lags.length} writes`,
       );
     }
+    const detail = (id: string, v: { ok: boolean; expected: number; notSuppressed: readonly string[] }): string => {
+      const base = `${v.expected - v.notSuppressed.length}/${v.expected}`;
+      if (id === 'hubspot')
+        return (
+          `${base} primary-address contacts suppressed, ` +
+          `${verify.hubspot.secondary.expected - verify.hubspot.secondary.notUnsubscribed.length}/${verify.hubspot.secondary.expected} secondary addresses unsubscribed, ` +
+          `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes`
+        );
+      if (id === 'salesforce')
+        return `${base}, ${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes`;
+      return `${base} suppressed`;
+    };
     line(
-      `check against ground truth: HubSpot ${verify.hubspot.ok ? 'OK' : 'FAILED'} (${verify.hubspot.expected - verify.hubspot.notSuppressed.length}/${verify.hubspot.expected} primary-address contacts suppressed, ` +
-        `${verify.hubspot.secondary.expected - verify.hubspot.secondary.notUnsubscribed.length}/${verify.hubspot.secondary.expected} secondary addresses unsubscribed, ` +
-        `${verify.hubspot.unexpectedlyChanged.length} wrongly changed, ${verify.hubspot.repeatedWrites.length} repeated writes); ` +
-        `Salesforce ${verify.salesforce.ok ? 'OK' : 'FAILED'} (${verify.salesforce.expected - verify.salesforce.notSuppressed.length}/${verify.salesforce.expected}, ` +
-        `${verify.salesforce.unexpectedlyChanged.length} wrongly changed, ${verify.salesforce.repeatedWrites.length} repeated writes)`,
+      `check against ground truth: ` +
+        checks
+          .map(({ id, v }) =>
+            v ? `${nameOf(id)} ${v.ok ? 'OK' : 'FAILED'} (${detail(id, v)})` : `${nameOf(id)} not checked`,
+          )
+          .join('; '),
     );
     const sec = verify.hubspot.secondary;
-    line(
-      `HubSpot secondary-address opt-outs: ${sec.expected} required (opted-out addresses a contact holds only in hs_additional_emails), ` +
-        `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
-        (sec.notUnsubscribed.length
-          ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]`
-          : '') +
-        `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`,
-    );
-    const hsDone =
-      verify.hubspot.expected - verify.hubspot.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
-    line(
-      `HubSpot suppressed ${pct(hsDone, verify.hubspot.expected + sec.expected)} (primary and secondary addresses), Salesforce ${pct(verify.salesforce.expected - verify.salesforce.notSuppressed.length, verify.salesforce.expected)}; demo took ${seconds.toFixed(1)} s`,
-    );
+    if (hasHs)
+      line(
+        `HubSpot secondary-address opt-outs: ${sec.expected} required (opted-out addresses a contact holds only in hs_additional_emails), ` +
+          `${sec.expected - sec.notUnsubscribed.length} unsubscribed, ${sec.notUnsubscribed.length} missed` +
+          (sec.notUnsubscribed.length
+            ? ` [${sec.notUnsubscribed.slice(0, 5).join(', ')}${sec.notUnsubscribed.length > 5 ? ', ...' : ''}]`
+            : '') +
+          `; ${truth1.hubspot.secondaryAlreadyUnsubscribed.length} already unsubscribed`,
+      );
+    const shares = checks.map(({ id, v }) => {
+      if (!v) return `${nameOf(id)} -`;
+      if (id === 'hubspot') {
+        const done = v.expected - v.notSuppressed.length + sec.expected - sec.notUnsubscribed.length;
+        return `HubSpot ${pct(done, v.expected + sec.expected)} (primary and secondary addresses)`;
+      }
+      return `${nameOf(id)} ${pct(v.expected - v.notSuppressed.length, v.expected)}`;
+    });
+    line(`suppressed: ${shares.join(', ')}; demo took ${seconds.toFixed(1)} s`);
     line(
       `state, config and audit trail are in ${path.relative(process.cwd(), o.dir) || '.'}; try: node dist/src/cli.js --config ${path.relative(process.cwd(), file)} status`,
     );
     line('(the config needs the emulators running: `cc-optout emulate` starts them on their own)');
-    return { backfill, sync, ok: verify.ok && backfill.exitCode === 0 && sync.exitCode === 0, seconds };
+    const allOk = checks.every(({ v }) => v === null || v.ok);
+    return { backfill, sync, ok: allOk && backfill.exitCode === 0 && sync.exitCode === 0, seconds };
   } finally {
     await emu.stop();
   }

@@ -300,6 +300,8 @@ export class Engine {
   /** Handed to sources and targets: always records into the current run's counter (targets outlive runs). */
   private readonly callSink: CallCounter = { record: (vendor, n) => this.calls.record(vendor, n) };
   private readonly targets = new Map<string, Target>();
+  /** The stop signal of the run in progress (handed to connectors as `caps.signal`). */
+  private stopSignal: AbortSignal | undefined = undefined;
 
   constructor(private readonly deps: EngineDeps) {}
 
@@ -339,6 +341,8 @@ export class Engine {
   private openTarget(t: ResolvedTarget): Target {
     const existing = this.targets.get(t.name);
     if (existing) return existing;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- read by the caps getter below
+    const engine = this;
     const connector = this.deps.registry.get(t.connector);
     if (!connector) throw new Error(`target "${t.name}": connector "${t.connector}" is not installed`);
     const caps: Capabilities = {
@@ -350,6 +354,10 @@ export class Engine {
       readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
       secrets: coreSecrets,
       http: coreHttp(this.deps.clock),
+      // the current run's stop signal (SIGINT/SIGTERM, a lost lease): a target opened once serves several runs
+      get signal(): AbortSignal | undefined {
+        return engine.stopSignal;
+      },
     };
     const target = connector.open(t.config, caps);
     this.targets.set(t.name, target);
@@ -734,6 +742,7 @@ export class Engine {
     const feed = new OutboxFeed();
     const failed = new AbortController();
     const stop = signal ? AbortSignal.any([signal, failed.signal]) : failed.signal;
+    this.stopSignal = stop;
     const scanning = (scan ? scan(feed, stop) : Promise.resolve(emptyDetection())).finally(() => feed.end());
     const workers = targets.map((t) =>
       this.deliverTarget(t, feed, tsum[t.name]!, stop).catch((err: unknown) => {

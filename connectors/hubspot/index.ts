@@ -54,6 +54,7 @@ export const connector: Connector<HubSpotConfig> = {
           env: { HUBSPOT_SERVICE_KEY: c.serviceKey },
         }),
         requestCounts: () => Object.fromEntries(server.counts),
+        verify: () => world.verify().hubspot,
         stop: () => server.stop(),
       };
     },

@@ -110,6 +110,7 @@ export const connector: Connector<SalesforceConfig> = {
           env: { SF_CLIENT_ID: c.clientId, SF_USERNAME: c.username },
         }),
         requestCounts: () => Object.fromEntries(server.counts),
+        verify: () => world.verify().salesforce,
         stop: () => server.stop(),
       };
     },

@@ -296,6 +296,8 @@ export interface RunningEmulator {
   targetConfig(): { config: unknown; env: Record<string, string> };
   /** Requests per endpoint label (for the demo's and benchmarks' call counts). */
   requestCounts?(): Record<string, EndpointCount>;
+  /** This CRM's state against the shared World's ground truth (`ok`: every opt-out suppressed, nothing else touched). */
+  verify?(): { ok: boolean; expected: number; notSuppressed: readonly string[] };
   stop(): Promise<void>;
 }
 

@@ -33,6 +33,7 @@ describe('config', () => {
       lagMinutes: 2,
       reconcileEveryHours: 24,
       pageSize: 500,
+      maxPages: 5000,
       reconcileVia: 'auto',
     });
     assert.strictEqual(c.storePath, './.cc-optout/state.db');

@@ -223,6 +223,16 @@ export class Delivery {
 
     let i = 0;
     while (i < changeSets.length) {
+      // asked to stop (SIGINT/SIGTERM): the $batch in hand has finished; the rest is not sent, stays retryable
+      if (i > 0 && this.caps.signal?.aborted) {
+        for (const cs of changeSets.slice(i))
+          settle(cs.emails, {
+            ok: false,
+            retryable: true,
+            message: 'not attempted: the run was asked to stop before this $batch',
+          });
+        break;
+      }
       const pack: typeof changeSets = [];
       let n = 0;
       while (

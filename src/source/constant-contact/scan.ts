@@ -7,7 +7,7 @@
  * SourceError (everything read up to there was committed page by page; the caller does not move its
  * checkpoint), so distinct cursors without end cannot spend the per-application daily budget.
  */
-import { ResolvedSource } from '../../config';
+import { DEFAULT_MAX_PAGES, ResolvedSource } from '../../config';
 import { Logger } from '../../log';
 import { ScanStats, SourceDeps, SourcePage } from '../types';
 import { ConstantContactClient, QueryParams } from './client';
@@ -16,8 +16,8 @@ import { sourceError } from './errors';
 
 export type OnPage = (page: SourcePage) => Promise<void> | void;
 
-/** Pages one scan may read when `source.detection.maxPages` is not set (half the default daily budget). */
-export const DEFAULT_MAX_PAGES = 5000;
+/** Pages one scan may read when `source.detection.maxPages` is not set (defined with the other defaults in config.ts). */
+export { DEFAULT_MAX_PAGES };
 
 /**
  * Pages a scan may need when the first page says `contacts_count` = `count`: the count plus a margin for

@@ -59,7 +59,8 @@ export function dataverseEmulatorFactory(extra: Partial<DataverseEmulatorOptions
       }).start();
       const c = emu.connection();
       fs.mkdirSync(opts.dir, { recursive: true });
-      const caPath = path.join(opts.dir, 'dynamics-entra-ca.pem');
+      // absolute: the config naming it may live elsewhere than the working directory
+      const caPath = path.resolve(opts.dir, 'dynamics-entra-ca.pem');
       fs.copyFileSync(c.caFile, caPath);
       fs.chmodSync(caPath, 0o600);
       const running: RunningDataverse = {

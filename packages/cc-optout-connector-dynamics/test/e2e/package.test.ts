@@ -5,10 +5,11 @@
  * node_modules links the core (this checkout) and the package's dependencies from this checkout.
  */
 import { strict as assert } from 'assert';
-import { execFileSync } from 'child_process';
+import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import axios from 'axios';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..', '..', '..');
 const PKG = path.join(ROOT, 'packages', 'cc-optout-connector-dynamics');
@@ -16,7 +17,13 @@ const PKG = path.join(ROOT, 'packages', 'cc-optout-connector-dynamics');
 describe('dynamics package: npm pack and a fresh install layout', function () {
   this.timeout(180_000);
   let tmp = '';
-  after(() => {
+  let emulate: ChildProcess | null = null;
+  after(async () => {
+    if (emulate && emulate.exitCode === null) {
+      const gone = new Promise((r) => emulate!.once('exit', r));
+      emulate.kill('SIGTERM');
+      await gone;
+    }
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -131,5 +138,112 @@ describe('dynamics package: npm pack and a fresh install layout', function () {
     ) as { required: string[]; properties: Record<string, unknown> };
     assert.deepEqual(spec.required, ['url', 'auth']);
     assert.ok('emailFields' in spec.properties);
+  });
+
+  it('issue 10 done-when: in that install, `emulate --plugin` starts all three CRMs; `connectors`, `check` and `backfill` run on the printed config; every CRM matches its ground truth', async () => {
+    assert.ok(tmp, 'runs after the layout test');
+    // what `npm init -y` writes, with the two tarballs as dependencies
+    const version = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8')).version as string;
+    const coreVersion = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version as string;
+    fs.writeFileSync(
+      path.join(tmp, 'package.json'),
+      JSON.stringify({
+        name: 'fresh',
+        version: '1.0.0',
+        dependencies: { 'cc-optout-connector': coreVersion, 'cc-optout-connector-dynamics': version },
+      }),
+    );
+    const cli = path.join(tmp, 'node_modules', 'cc-optout-connector', 'dist', 'src', 'cli.js');
+    emulate = spawn(
+      process.execPath,
+      [
+        cli,
+        '--json',
+        'emulate',
+        '--plugin',
+        'cc-optout-connector-dynamics',
+        '--contacts',
+        '400',
+        '--seed',
+        '11',
+        '--dir',
+        'emu',
+      ],
+      { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const urls = await new Promise<Record<string, string>>((resolve, reject) => {
+      let out = '';
+      let err = '';
+      const t = setTimeout(() => reject(new Error(`emulate did not start: ${out}${err}`)), 60_000);
+      emulate!.stderr!.on('data', (d) => (err += String(d)));
+      emulate!.stdout!.on('data', (d) => {
+        out += String(d);
+        const nl = out.indexOf('\n');
+        if (nl >= 0) {
+          clearTimeout(t);
+          resolve(JSON.parse(out.slice(0, nl)) as Record<string, string>);
+        }
+      });
+      emulate!.on('exit', (code) => reject(new Error(`emulate exited ${code}: ${out}${err}`)));
+    });
+    assert.ok(urls.hubspot && urls.salesforce && urls.dynamics, JSON.stringify(urls));
+    const cfgFile = path.join(tmp, 'emu', 'cc-optout.config.json');
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as {
+      plugins: string[];
+      targets: Array<{ connector: string }>;
+    };
+    assert.deepEqual(cfg.plugins, ['cc-optout-connector-dynamics']);
+    assert.deepEqual(cfg.targets.map((x) => x.connector).sort(), ['dynamics', 'hubspot', 'salesforce']);
+    const env: Record<string, string> = { ...process.env } as Record<string, string>;
+    for (const l of fs.readFileSync(path.join(tmp, 'emu', 'emulator.env'), 'utf8').split('\n')) {
+      const m = /^([A-Z0-9_]+)=(.*)$/.exec(l);
+      if (m) env[m[1]] = m[2];
+    }
+    assert.ok(env.DYNAMICS_CLIENT_SECRET, 'the Dynamics secret is in emulator.env');
+    const run = (...args: string[]): Promise<{ status: number | null; out: string }> =>
+      new Promise((resolve) => {
+        const p = spawn(process.execPath, [cli, '--config', cfgFile, '--no-progress', ...args], {
+          cwd: tmp,
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        p.stdout.on('data', (d) => (out += String(d)));
+        p.stderr.on('data', (d) => (out += String(d)));
+        p.on('close', (status) => resolve({ status, out }));
+      });
+
+    const listed = await run('--json', 'connectors');
+    assert.equal(listed.status, 0, listed.out);
+    const list = JSON.parse(listed.out) as Array<{ id: string; version: string; package: string }>;
+    const by = Object.fromEntries(list.map((c) => [c.id, c]));
+    assert.deepEqual(Object.keys(by).sort(), ['dynamics', 'hubspot', 'salesforce']);
+    assert.deepEqual([by.dynamics.version, by.dynamics.package], [version, 'cc-optout-connector-dynamics']);
+    for (const id of ['hubspot', 'salesforce'])
+      assert.deepEqual([by[id].version, by[id].package], [coreVersion, 'cc-optout-connector (built-in)']);
+
+    const check = await run('check');
+    assert.equal(check.status, 0, check.out);
+    for (const id of ['dynamics', 'hubspot', 'salesforce']) assert.match(check.out, new RegExp(id));
+
+    const backfill = await run('--json', 'backfill');
+    assert.equal(backfill.status, 0, backfill.out);
+    assert.ok(!backfill.out.includes(env.DYNAMICS_CLIENT_SECRET), 'the client secret is never printed');
+
+    // ground truth: the Constant Contact emulator judges HubSpot and Salesforce, the Dataverse emulator itself
+    const cc = (await axios.get(`${new URL(urls.cc).origin}/__emulator/verify`)).data as {
+      hubspot: { ok: boolean; expected: number };
+      salesforce: { ok: boolean; expected: number };
+    };
+    const dyn = (await axios.get(`${urls.dynamics}/__emulator/verify`)).data as {
+      ok: boolean;
+      expected: number;
+      writes: number;
+    };
+    assert.equal(cc.hubspot.ok, true, JSON.stringify(cc.hubspot));
+    assert.equal(cc.salesforce.ok, true, JSON.stringify(cc.salesforce));
+    assert.equal(dyn.ok, true, JSON.stringify(dyn));
+    assert.ok(cc.hubspot.expected > 0 && cc.salesforce.expected > 0 && dyn.expected > 0);
+    assert.equal(dyn.writes, dyn.expected, 'each Dynamics record written once');
   });
 });
