@@ -95,6 +95,7 @@ export class ServiceRunner {
       metricsContentType: this.metrics.registry.contentType,
       logger: this.log,
       listenHost: o.service.listen.host,
+      allowedHosts: o.service.allowedHosts ?? [],
     });
     registerStatusPage(this.server, {
       store,

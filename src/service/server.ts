@@ -52,8 +52,8 @@ export function hostHeaderName(header: string | undefined): string {
 }
 
 /** Host names a request may name when no token is configured: loopback, and the configured listen host. */
-export function allowedHostNames(listenHost: string | undefined): Set<string> {
-  const out = new Set(['127.0.0.1', 'localhost', '[::1]']);
+export function allowedHostNames(listenHost: string | undefined, extra: readonly string[] = []): Set<string> {
+  const out = new Set(['127.0.0.1', 'localhost', '[::1]', ...extra.map((h) => h.toLowerCase())]);
   if (listenHost) {
     const h = listenHost.toLowerCase();
     out.add(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h);
@@ -70,12 +70,14 @@ export interface ServiceServerDeps {
   logger: Logger;
   /** The configured listen host: without a token, a request must name it (or a loopback name) as its Host. */
   listenHost?: string;
+  /** `service.allowedHosts`: more `Host` names served without a token. */
+  allowedHosts?: readonly string[];
 }
 
 export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
   // fastify's own logger stays off: request logs would need their own redaction, and the service logs its runs
   const app = Fastify({ logger: false, trustProxy: false });
-  const hosts = allowedHostNames(deps.listenHost);
+  const hosts = allowedHostNames(deps.listenHost, deps.allowedHosts);
   app.addHook('onRequest', async (req, reply) => {
     const route = req.url.split('?')[0] ?? '';
     if (deps.token === null) {
@@ -83,7 +85,7 @@ export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
       if (route === '/healthz' || hosts.has(hostHeaderName(req.headers.host))) return;
       await reply.code(421).send({
         error:
-          'misdirected request: without service.token only a loopback Host (127.0.0.1, localhost, [::1]) or the listen host is served',
+          'misdirected request: without service.token only a loopback Host (127.0.0.1, localhost, [::1]) or the listen host (or service.allowedHosts) is served',
       });
       return reply;
     }

@@ -6,7 +6,10 @@
 import assert from 'assert';
 import * as http from 'http';
 import { AddressInfo } from 'net';
+import Ajv from 'ajv';
+import { ConfigError, decodeConfig } from '../../src/config';
 import { memoryLogger } from '../../src/log';
+import { CONFIG_SCHEMA } from '../../src/spec';
 import { App } from '../../src/app';
 import { RunSummary } from '../../src/engine';
 import { SqliteStateStore } from '../../src/store/sqlite';
@@ -188,6 +191,50 @@ describe('service hardening: DNS rebinding (F2)', () => {
       assert.equal(forged.statusCode, 421);
       const ok = await r.server.inject({ url: '/status/audit.csv', headers: { host: '127.0.0.1:19465' } });
       assert.equal(ok.statusCode, 200);
+    } finally {
+      await r.stop();
+      f.store.close();
+    }
+  });
+});
+
+describe('service hardening: service.allowedHosts (F2)', () => {
+  const registry = testRegistry();
+  const raw = (service: unknown) => ({
+    source: { type: 'constant-contact', clientId: 'c' },
+    targets: [{ name: 'a', connector: 'memory-crm', config: { crm: 'a' } }],
+    service,
+  });
+
+  it('decoded (default none), a bad entry named with its path, the JSON Schema agrees', () => {
+    assert.deepEqual(decodeConfig(raw(undefined), {}, registry).service!.allowedHosts, []);
+    const ok = { allowedHosts: ['cc-optout.internal', '[fd00::1]'] };
+    assert.deepEqual(decodeConfig(raw(ok), {}, registry).service!.allowedHosts, ok.allowedHosts);
+    const bad = { allowedHosts: ['evil.example:9464'] };
+    assert.throws(
+      () => decodeConfig(raw(bad), {}, registry),
+      (e: unknown) =>
+        e instanceof ConfigError && /^service\.allowedHosts\[0\]: got "evil\.example:9464"/.test(e.problems[0]!),
+    );
+    const validate = new Ajv({ strict: false }).compile(CONFIG_SCHEMA);
+    assert.equal(validate(raw(ok)), true, JSON.stringify(validate.errors));
+    assert.equal(validate(raw(bad)), false);
+  });
+
+  it('the runner serves a listed Host name without a token, and still refuses others', async () => {
+    const f = fakeApp(async () => {
+      throw new Error('not run');
+    });
+    const r = new ServiceRunner({
+      app: f.app,
+      service: service({ allowedHosts: ['CC-Optout.internal'] }),
+      logger: memoryLogger(),
+    });
+    try {
+      const listed = await r.server.inject({ url: '/metrics', headers: { host: 'cc-optout.internal:9464' } });
+      assert.equal(listed.statusCode, 200);
+      const other = await r.server.inject({ url: '/metrics', headers: { host: 'attacker.example:9464' } });
+      assert.equal(other.statusCode, 421);
     } finally {
       await r.stop();
       f.store.close();
