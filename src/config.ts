@@ -161,6 +161,15 @@ const ServiceToken = new t.Type<string, string, unknown>(
   (a) => a,
 );
 
+/** A host name a request's `Host` header may name (`service.allowedHosts`): a DNS name, an IPv4, or `[IPv6]`. */
+const AllowedHost = new t.Type<string, string, unknown>(
+  'a host name without port (e.g. cc-optout.internal, 10.0.0.5, [fd00::1])',
+  (u): u is string => typeof u === 'string' && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$/.test(u),
+  (u, c) =>
+    typeof u === 'string' && /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$/.test(u) ? t.success(u) : t.failure(u, c),
+  (a) => a,
+);
+
 export const WebhookConfig = strictObject(
   'WebhookConfig',
   { url: SecureUrl },
@@ -189,6 +198,8 @@ export const ServiceConfig = strictObject(
     cron: CronCodec,
     listen: ListenCodec,
     token: ServiceToken,
+    /** Without a token: more `Host` names served besides loopback and the listen host (DNS rebinding guard). */
+    allowedHosts: t.array(AllowedHost),
     /** Pause after a failed run: baseSeconds, doubling per consecutive failure, at most maxSeconds. */
     backoff: strictObject(
       'ServiceBackoffConfig',
@@ -271,6 +282,8 @@ export interface ResolvedService {
   listen: { host: string; port: number };
   /** Bearer token for everything beyond /healthz and /readyz; null = none. */
   token: string | null;
+  /** Without a token, `Host` names served besides 127.0.0.1, localhost, [::1] and the listen host. */
+  allowedHosts?: string[];
   backoff: { baseSeconds: number; maxSeconds: number };
   alerts: { webhooks: ResolvedWebhook[]; oldestQueuedMinutes: number };
 }
@@ -331,6 +344,7 @@ export function resolveService(s: ServiceConfig | undefined): ResolvedService {
     schedule: scheduleOf(s?.every, s?.cron),
     listen,
     token: s?.token ?? null,
+    allowedHosts: s?.allowedHosts ?? [],
     backoff: { baseSeconds: s?.backoff?.baseSeconds ?? 30, maxSeconds: s?.backoff?.maxSeconds ?? 1800 },
     alerts: {
       webhooks: (s?.alerts?.webhooks ?? []).map((w) => ({

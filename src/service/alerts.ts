@@ -157,21 +157,35 @@ export function maskUrl(url: string): string {
   }
 }
 
+/** A summary carries vendor text (error descriptions): at most this many characters reach a webhook. */
+export const MAX_SUMMARY_CHARS = 500;
+
+/** Vendor detail cut to a bounded length (redacted first, so a cut never leaves half a secret behind). */
+export function boundedSummary(summary: string): string {
+  const s = redact(summary);
+  return s.length > MAX_SUMMARY_CHARS ? `${s.slice(0, MAX_SUMMARY_CHARS - 1)}…` : s;
+}
+
+/** Slack's documented escaping of message text: `&`, `<`, `>` (no mentions, no links from vendor text). */
+export function slackEscape(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
 export function notificationText(n: Notification): string {
   const what = n.state === 'firing' ? 'FIRING' : 'RESOLVED';
   return redact(
-    `[cc-optout on ${os.hostname()}] ${what}: ${n.summary}${n.state === 'resolved' ? ' (recovered)' : ''} (since ${n.since})`,
+    `[cc-optout on ${os.hostname()}] ${what}: ${boundedSummary(n.summary)}${n.state === 'resolved' ? ' (recovered)' : ''} (since ${n.since})`,
   );
 }
 
 export function webhookBody(n: Notification, format: 'slack' | 'json'): unknown {
-  if (format === 'slack') return { text: notificationText(n) };
+  if (format === 'slack') return { text: slackEscape(notificationText(n)) };
   return {
     source: 'cc-optout',
     host: os.hostname(),
     alert: n.key,
     state: n.state,
-    summary: redact(n.summary),
+    summary: boundedSummary(n.summary),
     target: n.target ?? null,
     since: n.since,
     at: new Date().toISOString(),
@@ -181,10 +195,22 @@ export function webhookBody(n: Notification, format: 'slack' | 'json'): unknown 
 
 export type Post = (url: string, body: unknown, timeoutMs: number) => Promise<void>;
 
-/** POST JSON with axios: a 2xx is success; anything else (status, timeout, refused) throws. No redirects. */
+/** A webhook's answer is not read beyond this (a hostile or broken endpoint cannot fill the memory). */
+export const MAX_WEBHOOK_RESPONSE_BYTES = 8 * 1024;
+/** What we send is one short message (the summary is bounded). */
+export const MAX_WEBHOOK_REQUEST_BYTES = 16 * 1024;
+
+/**
+ * POST JSON with axios: a 2xx is success; anything else (status, timeout, refused) throws. No redirects. The
+ * timeout is a deadline for the whole call (axios' own `timeout` is only an idle-socket timeout: an endpoint
+ * that trickles one byte a second would hold it for ever).
+ */
 export const axiosPost: Post = async (url, body, timeoutMs) => {
   await axios.post(url, body, {
     timeout: timeoutMs,
+    signal: AbortSignal.timeout(timeoutMs),
+    maxContentLength: MAX_WEBHOOK_RESPONSE_BYTES,
+    maxBodyLength: MAX_WEBHOOK_REQUEST_BYTES,
     maxRedirects: 0,
     headers: { 'content-type': 'application/json' },
     validateStatus: (s) => s >= 200 && s < 300,

@@ -29,6 +29,8 @@ import { Readiness, STATUS_PREFIX, createServiceServer } from './server';
 import { registerStatusPage } from './page';
 
 export const ALERTS_KV = 'service';
+/** How long `stop()` waits for alert webhook calls still in flight. */
+export const ALERT_DRAIN_MS = 3000;
 
 export interface LastRun {
   finishedAt: string;
@@ -92,6 +94,8 @@ export class ServiceRunner {
       metrics: () => this.metrics.metrics(),
       metricsContentType: this.metrics.registry.contentType,
       logger: this.log,
+      listenHost: o.service.listen.host,
+      allowedHosts: o.service.allowedHosts ?? [],
     });
     registerStatusPage(this.server, {
       store,
@@ -145,9 +149,10 @@ export class ServiceRunner {
     });
   }
 
-  /** Resolves when the run in hand (if any) has finished. */
-  idle(): Promise<void> {
-    return this.running ?? Promise.resolve();
+  /** Resolves when the run in hand (if any) has finished and the alerts it raised have been delivered (or failed). */
+  async idle(): Promise<void> {
+    await this.running;
+    while (this.alerting) await this.alerting;
   }
 
   private async runOnce(): Promise<void> {
@@ -171,7 +176,7 @@ export class ServiceRunner {
         failures: this.failures,
         nextRunNotBefore: this.notBefore?.toISOString(),
       });
-      await this.updateAlerts();
+      void this.updateAlerts();
       return;
     }
     const interrupted = !!summary.interrupted;
@@ -223,7 +228,8 @@ export class ServiceRunner {
       ),
       ...(this.notBefore ? { failures: this.failures, nextRunNotBefore: this.notBefore.toISOString() } : {}),
     });
-    await this.updateAlerts();
+    // off the run path: a slow webhook never holds up the next tick or a shutdown
+    void this.updateAlerts();
   }
 
   private failed(retryAt: string | null): void {
@@ -298,11 +304,23 @@ export class ServiceRunner {
   }
 
   private alerting: Promise<void> | null = null;
+  private alertAgain = false;
 
-  /** One evaluation at a time (a slow webhook must not let two evaluations send the same change twice). */
+  /**
+   * One evaluation at a time (a slow webhook must not let two evaluations send the same change twice). An
+   * evaluation asked for while one is in flight coalesces into one more evaluation after it (not one per ask).
+   */
   private updateAlerts(): Promise<void> {
-    if (this.alerting) return this.alerting;
-    this.alerting = this.evaluateAlerts().finally(() => {
+    if (this.alerting) {
+      this.alertAgain = true;
+      return this.alerting;
+    }
+    this.alerting = (async () => {
+      do {
+        this.alertAgain = false;
+        await this.evaluateAlerts();
+      } while (this.alertAgain);
+    })().finally(() => {
       this.alerting = null;
     });
     return this.alerting;
@@ -357,12 +375,22 @@ export class ServiceRunner {
 
   /** Stop the schedule, let the run in hand finish its batch, close the HTTP server. Idempotent. */
   async stop(reason: NodeJS.Signals | 'stop' = 'stop'): Promise<void> {
-    if (this.stopping) return this.idle();
+    if (this.stopping) return this.running ?? undefined;
     this.stopping = true;
     this.scheduler?.stop();
     this.controller.abort(reason);
-    await this.idle();
-    await this.alerting;
+    await this.running;
+    // alerts in flight get a few seconds (each webhook call has its own whole-call deadline anyway)
+    if (this.alerting) {
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        this.alerting.then(() => true),
+        new Promise<boolean>((res) => (timer = setTimeout(() => res(false), ALERT_DRAIN_MS))),
+      ]);
+      clearTimeout(timer);
+      if (!drained)
+        this.log.warn('service: stopping with an alert webhook call still in flight', { waitedMs: ALERT_DRAIN_MS });
+    }
     await this.server.close();
     this.log.info('service stopped', { reason });
   }

@@ -38,6 +38,29 @@ export interface Readiness {
   [key: string]: unknown;
 }
 
+/**
+ * The hostname of a `Host` header (`name`, `name:port`, `[v6]`, `[v6]:port`), lower case, brackets kept for
+ * IPv6; '' when absent or unreadable.
+ */
+export function hostHeaderName(header: string | undefined): string {
+  const h = (header ?? '').trim().toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end > 0 ? h.slice(0, end + 1) : '';
+  }
+  return h.replace(/:\d*$/, '');
+}
+
+/** Host names a request may name when no token is configured: loopback, and the configured listen host. */
+export function allowedHostNames(listenHost: string | undefined, extra: readonly string[] = []): Set<string> {
+  const out = new Set(['127.0.0.1', 'localhost', '[::1]', ...extra.map((h) => h.toLowerCase())]);
+  if (listenHost) {
+    const h = listenHost.toLowerCase();
+    out.add(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h);
+  }
+  return out;
+}
+
 export interface ServiceServerDeps {
   /** null: no token (loopback only; the config refuses a non-loopback address without one). */
   token: string | null;
@@ -45,14 +68,27 @@ export interface ServiceServerDeps {
   metrics: () => Promise<string>;
   metricsContentType: string;
   logger: Logger;
+  /** The configured listen host: without a token, a request must name it (or a loopback name) as its Host. */
+  listenHost?: string;
+  /** `service.allowedHosts`: more `Host` names served without a token. */
+  allowedHosts?: readonly string[];
 }
 
 export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
   // fastify's own logger stays off: request logs would need their own redaction, and the service logs its runs
   const app = Fastify({ logger: false, trustProxy: false });
+  const hosts = allowedHostNames(deps.listenHost, deps.allowedHosts);
   app.addHook('onRequest', async (req, reply) => {
-    if (deps.token === null) return;
     const route = req.url.split('?')[0] ?? '';
+    if (deps.token === null) {
+      // DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 sends its own Host name
+      if (route === '/healthz' || hosts.has(hostHeaderName(req.headers.host))) return;
+      await reply.code(421).send({
+        error:
+          'misdirected request: without service.token only a loopback Host (127.0.0.1, localhost, [::1]) or the listen host (or service.allowedHosts) is served',
+      });
+      return reply;
+    }
     if (OPEN_ROUTES.has(route)) return;
     // the status page checks the token itself (a browser signs in once and carries a session cookie)
     if (route === STATUS_PREFIX || route.startsWith(`${STATUS_PREFIX}/`)) return;
@@ -65,14 +101,18 @@ export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
   });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/', async (_req, reply) => reply.redirect(STATUS_PREFIX, 302));
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/readyz', async (req, reply) => {
     let r: Readiness;
     try {
       r = deps.readiness();
     } catch (err) {
       r = { ready: false, reasons: [`readiness check failed: ${(err as Error).message}`] };
     }
-    return reply.code(r.ready ? 200 : 503).send({ status: r.ready ? 'ready' : 'not ready', ...r });
+    const status = r.ready ? 'ready' : 'not ready';
+    // open to probes: with a token, the reasons (vendor messages, host, runs) only with the bearer token
+    if (deps.token !== null && !bearerMatches(req.headers.authorization, deps.token))
+      return reply.code(r.ready ? 200 : 503).send({ status, ready: r.ready });
+    return reply.code(r.ready ? 200 : 503).send({ status, ...r });
   });
   app.get('/metrics', async (_req, reply) => {
     const text = await deps.metrics();

@@ -124,13 +124,18 @@ describe('e2e: cc-optout run (service mode)', function () {
     // the first run reconciles the whole unsubscribed set and delivers it; /readyz turns 200 once it finished
     const ready = await waitFor(
       async () => {
-        const r = await axios.get(`${base}/readyz`, { validateStatus: () => true });
+        const r = await axios.get(`${base}/readyz`, {
+          validateStatus: () => true,
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
         return r.status === 200 ? (r.data as { ready: boolean; lastRun: unknown }) : null;
       },
       { timeoutMs: 60_000, intervalMs: 200, what: '/readyz 200' },
     );
     assert.equal(ready.ready, true);
     assert.ok(ready.lastRun);
+    // without the token /readyz says only ready / not ready
+    assert.deepEqual((await axios.get(`${base}/readyz`)).data, { status: 'ready', ready: true });
 
     // new opt-outs in Constant Contact reach both CRMs on the following ticks
     const fresh = subscribedInBothCrms(h.emu, 4);

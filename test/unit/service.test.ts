@@ -187,7 +187,7 @@ describe('service: bearer token and routes', () => {
     });
     try {
       assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200);
-      const r503 = await app.inject({ url: '/readyz' });
+      const r503 = await app.inject({ url: '/readyz', headers: { authorization: `Bearer ${token}` } });
       assert.equal(r503.statusCode, 503);
       assert.deepEqual((r503.json() as { reasons: string[] }).reasons, ['waiting for the first run to finish']);
       ready = true;
