@@ -323,7 +323,7 @@ export function serviceProblems(
   const listen = parseListen(s.listen ?? DEFAULT_LISTEN);
   if (listen && !isLoopbackHost(listen.host) && !s.token) {
     problems.push(
-      `${at}.listen: got ${JSON.stringify(s.listen)}, a non-loopback address; set ${at}.token (a \${ENV} reference) so that /metrics is not open to the network, or listen on 127.0.0.1`,
+      `${at === 'service' ? 'service.listen' : '--listen'}: got ${JSON.stringify(s.listen)}, a non-loopback address; set service.token (a \${ENV} reference) so that /metrics and /status are not open to the network, or listen on 127.0.0.1`,
     );
   }
   if (

@@ -77,7 +77,7 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         listen: o.listen ? parseListen(o.listen)! : base.listen,
       };
       if (o.listen) {
-        const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen / service');
+        const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen');
         if (p.length) throw new ConfigError(p, config.file ?? undefined);
       }
       const app = openApp({ configFile: opts.config, env: process.env, logger, registry });

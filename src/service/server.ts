@@ -9,8 +9,8 @@ import { createHash, timingSafeEqual } from 'crypto';
 import Fastify, { FastifyInstance } from 'fastify';
 import { Logger } from '../log';
 
-/** Routes open without the token (probes of a service manager or an orchestrator). */
-export const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+/** Routes open without the token: the probes of a service manager or an orchestrator, and `/` (a redirect to the status page's sign-in). */
+export const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/']);
 /** Where `cc-optout run` mounts the status page (src/service/page.ts), which does its own authorisation. */
 export const STATUS_PREFIX = '/status';
 

@@ -196,6 +196,9 @@ describe('service: bearer token and routes', () => {
       assert.equal(denied.statusCode, 401);
       assert.ok(!denied.body.includes(token));
       assert.equal((await app.inject({ url: '/metrics', headers: { authorization: 'Bearer nope' } })).statusCode, 401);
+      const root = await app.inject({ url: '/', headers: {} });
+      assert.equal(root.statusCode, 302, 'a browser at / reaches the sign-in form, not a 401');
+      assert.equal(root.headers.location, '/status');
       assert.equal(
         (await app.inject({ url: '/anything-else', headers: {} })).statusCode,
         401,
