@@ -153,12 +153,23 @@ export function parseBatchAnswer(built: BuiltBatch, contentType: string, body: s
         throw new BatchAnswerError(`the answer to change set ${i + 1} lacks some of its requests' answers`);
       else results.push({ ok: true, responses });
     } else {
+      // Dataverse answers a change set that succeeded with a nested changesetresponse; a bare part is how a
+      // failed one answers. A bare success counts only when it names the one request by its Content-ID (an
+      // answer matched by position alone, e.g. from a proxy, never turns into an "applied" that did not happen).
       const r = httpResponse(p);
-      if (r.status < 300 && built.changeSets[i].length === 1) results.push({ ok: true, responses: [r] });
+      const one = built.changeSets[i].length === 1 ? built.changeSets[i][0] : undefined;
+      if (r.status < 300 && one !== undefined && r.contentId === one) results.push({ ok: true, responses: [r] });
       else
         results.push({
           ok: false,
-          failure: r.status < 300 ? { ...r, status: 500, body: 'a change set answered with a single part' } : r,
+          failure:
+            r.status < 300
+              ? {
+                  ...r,
+                  status: 500,
+                  body: `a change set answered with a single part that does not name its request (Content-ID ${r.contentId ?? 'missing'})`,
+                }
+              : r,
         });
     }
   }

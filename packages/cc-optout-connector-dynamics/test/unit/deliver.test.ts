@@ -99,6 +99,24 @@ describe('dynamics OData and $batch helpers', () => {
   });
 });
 
+describe('dynamics $batch answers matched by Content-ID', () => {
+  it('a bare 2xx part without the Content-ID of its one request is not an applied write (retryable)', () => {
+    const built = buildBatch(
+      [
+        [{ url: `${ORG}${API}/contacts(${id(1)})`, body: { donotbulkemail: true } }],
+        [{ url: `${ORG}${API}/contacts(${id(2)})`, body: { donotbulkemail: true } }],
+      ],
+      () => 'y',
+    );
+    const part = (cid: string | null) =>
+      `--batchresponse_y\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n${cid ? `Content-ID: ${cid}\r\n` : ''}\r\nHTTP/1.1 204 No Content\r\n\r\n`;
+    const body = `${part(null)}${part('1')}--batchresponse_y--\r\n`;
+    const r = parseBatchAnswer(built, 'multipart/mixed; boundary=batchresponse_y', body);
+    assert.ok(!r[0].ok && r[0].failure && r[0].failure.status === 500, 'no Content-ID: not applied');
+    assert.ok(!r[1].ok, 'a Content-ID naming another request (1, not 2): not applied');
+  });
+});
+
 describe('dynamics deliver (nock)', () => {
   afterEach(() => nock.cleanAll());
 
