@@ -219,4 +219,10 @@ export interface SchedulerInput {
    * full (idle accounts give their share to active ones); without it, priority / prioritySum x weight.
    */
   readonly weightSum?: number;
+  /**
+   * Optional, in [0, 1): spreads the interval by +-JITTER/2 (0.5: none), so accounts that polled together
+   * (all due at a start, or at a reset) drift apart instead of coming back as a herd. E.g.
+   * hash32(`${account}:${polls}`) / 2 ** 32 (./scheduler).
+   */
+  readonly jitter?: number;
 }
