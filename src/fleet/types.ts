@@ -10,9 +10,11 @@
  * (StaleFence) when it moved on.
  *
  * SHARED BUDGET. One Constant Contact application (client id) is shared by all its accounts: a per-second slot
- * (`next_slot` advanced by `1000/perSecond` ms, below 4/s so a sliding window never sees 4), a daily ledger
- * (UTC day; reserved BEFORE each call, never exceeded), the token endpoint's own 1/s slot, and a day marked
- * spent for everyone on a `quota_exceeded` answer.
+ * (`next_slot` advanced by `1000/perSecond` ms: at 3.5/s grants are 285.7 ms apart, so any sliding 1000 ms
+ * window holds at most floor(1000/285.7) + 1 = 4 of them, Constant Contact's 4/s, with 143 ms to spare before a
+ * 5th; fewer than 4 in every window would need perSecond < 3), a daily ledger (UTC day; reserved BEFORE each
+ * call, never exceeded), the token endpoint's own 1/s slot, and a day marked spent for everyone on a
+ * `quota_exceeded` answer.
  *
  * SCHEDULE. Each account's next poll is computed from the remaining budget, the due accounts, its priority and
  * its recent activity; full reconciles are spread over the day by a hash of the account id.
@@ -40,13 +42,47 @@ export interface HeldLease {
   readonly expiresAt: string;
 }
 
-export interface LeaseRow extends HeldLease {
+/** The lease key of an account's detection (Constant Contact polling, checkpoints, tokens). */
+export function accountLeaseKey(account: string): string {
+  return `account:${account}`;
+}
+
+/** The lease key of one target's outbox of one account. */
+export function deliverLeaseKey(account: string, target: string): string {
+  return `deliver:${account}:${target}`;
+}
+
+export interface LeaseRow {
+  readonly key: string;
+  /** null while free (never claimed, or released). */
+  readonly owner: string | null;
+  readonly fence: number;
   /** null while free. */
-  readonly owner: string;
+  readonly expiresAt: string | null;
   readonly account: string;
   readonly target: string | null;
   readonly nextDueAt: string;
   readonly priority: number;
+  /** The last poll recorded with release() (null: none yet). */
+  readonly lastPollAt: string | null;
+  /** Consecutive polls that found no new opt-out (0 after one that found some, or before the first). */
+  readonly idleStreak: number;
+  /** Average calls per poll (an exponential moving average of the recorded polls; 2 before the first). */
+  readonly callsPerPoll: number;
+  readonly polls: number;
+}
+
+export interface LeaseSummary {
+  readonly accounts: number;
+  readonly prioritySum: number;
+  readonly weightSum: number;
+}
+
+/** What a finished poll tells the schedule (release(lease, nextDueAt, poll)). */
+export interface PollOutcome {
+  readonly at: string;
+  readonly calls: number;
+  readonly found: number;
 }
 
 export interface Leases {
@@ -67,59 +103,28 @@ export interface Leases {
   ): Promise<HeldLease[]>;
   /** Extend; false when no longer ours (taken over or released). */
   renew(lease: HeldLease, ttlMs: number, now: Date): Promise<boolean>;
-  /** Give it back, due again at `nextDueAt` (null: now, for a handover). */
-  release(lease: HeldLease, nextDueAt: string | null): Promise<void>;
+  /**
+   * Give it back, due again at `nextDueAt` (null: now, for a handover); with `poll`, also record the poll
+   * (last poll time, idle streak, calls per poll). Does nothing when the lease is no longer ours.
+   * Returns whether it was still ours.
+   */
+  release(lease: HeldLease, nextDueAt: string | null, poll?: PollOutcome): Promise<boolean>;
   /** For `status` and tests. */
   list(): Promise<LeaseRow[]>;
+  /** One lease row (null: none), e.g. the schedule inputs of the account just claimed. */
+  get(key: string): Promise<LeaseRow | null>;
+  /**
+   * The scheduler's application-wide inputs over the account leases with priority > 0: their number, the
+   * sum of their priorities, and the sum of priority x activityWeight(idleStreak) (an account never polled
+   * counts with weight 1).
+   */
+  summary(): Promise<LeaseSummary>;
   /** The guard a PostgreSQL account store runs in every write transaction (see ../store/backend). */
   guard(held: readonly HeldLease[]): import('../store/backend').PgFenceGuard;
 }
 
-export interface BudgetConfig {
-  /** Requests per UTC day for the whole application (10,000 standard; partner keys more). */
-  readonly dailyLimit: number;
-  /** Per-second rate for the whole application; the slot spacing is 1000/perSecond ms (default 3.5). */
-  readonly perSecond: number;
-  /** Calls held back each day for token refreshes and reconciles (default 2% of dailyLimit). */
-  readonly reserve?: number;
-}
-
-export interface BudgetGrant {
-  /** When this call may be sent (the caller sleeps until then). */
-  readonly at: Date;
-}
-
-export interface BudgetState {
-  readonly app: string;
-  readonly day: string;
-  readonly used: number;
-  readonly limit: number;
-  readonly spent: boolean;
-}
-
-/** Thrown by reserve() when today's budget is gone (ledger full, or the vendor said quota_exceeded). */
-export class SharedBudgetExhausted extends Error {
-  constructor(
-    readonly app: string,
-    readonly day: string,
-  ) {
-    super(
-      `Constant Contact application ${app}: today's request budget (${day} UTC) is spent; polling resumes at 00:00 UTC`,
-    );
-    this.name = 'SharedBudgetExhausted';
-  }
-}
-
-export interface SharedBudget {
-  /** Reserve one call today (throws SharedBudgetExhausted) and a per-second slot; resolves when it may go. */
-  reserve(app: string, now: Date, opts?: { reserved?: boolean }): Promise<BudgetGrant>;
-  /** The token endpoint's own 1/s slot for `app`. */
-  tokenSlot(app: string, now: Date): Promise<BudgetGrant>;
-  /** The vendor answered quota_exceeded: today is spent for every worker. */
-  markSpent(app: string, now: Date): Promise<void>;
-  state(app: string, now: Date): Promise<BudgetState>;
-  configure(app: string, cfg: BudgetConfig): Promise<void>;
-}
+// The shared budget's types live in ./budget (no PostgreSQL types: the Constant Contact client imports them).
+export * from './budget';
 
 export interface PollRecord {
   readonly account: string;
@@ -145,4 +150,16 @@ export interface SchedulerInput {
   readonly idleStreak: number;
   readonly minIntervalMs: number;
   readonly maxIntervalMs: number;
+  /**
+   * Optional: the sum over the application's accounts of priority x activityWeight(idleStreak) (see
+   * ./scheduler). When given, the share is priority x weight / weightSum, so the day's budget is spread in
+   * full (idle accounts give their share to active ones); without it, priority / prioritySum x weight.
+   */
+  readonly weightSum?: number;
+  /**
+   * Optional, in [0, 1): spreads the interval by +-JITTER/2 (0.5: none), so accounts that polled together
+   * (all due at a start, or at a reset) drift apart instead of coming back as a herd. E.g.
+   * hash32(`${account}:${polls}`) / 2 ** 32 (./scheduler).
+   */
+  readonly jitter?: number;
 }
