@@ -321,7 +321,8 @@ export class PgStateStore implements AsyncStateStore {
     // the last of duplicates wins (the SQLite store upserts one after the other)
     const latest = new Map<string, OptOut>();
     for (const o of c.added) latest.set(o.email, o);
-    const added = [...latest.values()];
+    // rows are written in email order: two writers of overlapping emails lock them in the same order (no deadlock)
+    const added = [...latest.values()].sort((x, y) => (x.email < y.email ? -1 : x.email > y.email ? 1 : 0));
     const targets = [...new Set(c.targets)];
     await this.write(
       async (q) => {
@@ -674,7 +675,8 @@ export class PgStateStore implements AsyncStateStore {
           const found = await rows<Row>(
             q,
             `SELECT target, email, last_error FROM cc_outbox
-              WHERE account = $1 AND state = 'parked' AND target = $2 AND email = ANY($3::text[]) FOR UPDATE`,
+              WHERE account = $1 AND state = 'parked' AND target = $2 AND email = ANY($3::text[])
+              ORDER BY email FOR UPDATE`,
             [this.account, target, [...new Set(input.emails)]],
           );
           const byEmail = new Map(found.map((r) => [r.email, r]));

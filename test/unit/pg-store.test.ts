@@ -626,6 +626,44 @@ describe('PostgreSQL state store (a real server)', function () {
     }
   });
 
+  it('recordOutcomes from two instances at once: each reads the row after the other wrote it (row locks)', async () => {
+    const other = await backendOn(db.url);
+    try {
+      const a = await backend.pgAccount('default');
+      const b = await other.pgAccount('default');
+      const runId = await a.startRun('sync', false, T0);
+      const emails = Array.from({ length: 50 }, (_, i) => `r${i}@x.com`);
+      await a.commitDetection({
+        runId,
+        added: emails.map((e) => optOut(e)),
+        resubscribed: [],
+        targets: ['hs'],
+        now: T0,
+      });
+      const retry = (s: typeof a, order: string[]) =>
+        s.recordOutcomes({
+          runId,
+          target: 'hs',
+          now: new Date(T0),
+          policy: { ...policy, maxAttempts: 10 },
+          outcomes: order.map((email) => ({ email, kind: 'failed-retryable' as const, recordIds: [], message: 'x' })),
+        });
+      // opposite orders: the store locks rows in one order, so neither deadlocks
+      await Promise.all([retry(a, emails), retry(b, [...emails].reverse()), retry(a, emails)]);
+      const rows = await a.queuedOutbox('hs', 100, 0);
+      assert.deepStrictEqual(
+        rows.map((r) => r.attempts),
+        emails.map(() => 3),
+      );
+      const history = await a.deliveryHistory(null);
+      const attempts = new Map<string, number[]>();
+      for (const h of history) attempts.set(h.email, [...(attempts.get(h.email) ?? []), h.attempt]);
+      for (const e of emails) assert.deepStrictEqual(attempts.get(e), [1, 2, 3], e);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('the run lock is one per account across instances; a store whose lock was taken over writes nothing (LeaseLost)', async () => {
     const other = await backendOn(db.url);
     try {
