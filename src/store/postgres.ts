@@ -649,7 +649,7 @@ export class PgStateStore implements AsyncStateStore {
                last_error = u.last_error, outcome = u.outcome, record_ids = u.record_ids, completed_at = u.completed_at
               FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
                 AS u(email, state, attempts, next_attempt_at, last_error, outcome, record_ids, completed_at)
-             WHERE o.account = $1 AND o.target = $2 AND o.email = u.email`,
+             WHERE o.account = $1 AND o.target = $2 AND o.email = ANY($3::text[]) AND o.email = u.email`,
             [
               this.account,
               target,
@@ -708,7 +708,8 @@ export class PgStateStore implements AsyncStateStore {
           q,
           `UPDATE cc_outbox o SET state = 'queued', attempts = 0, next_attempt_at = $2, outcome = NULL, origin = 'requeue'
              FROM unnest($3::text[], $4::text[]) AS u(target, email)
-            WHERE o.account = $1 AND o.state = 'parked' AND o.target = u.target AND o.email = u.email`,
+            WHERE o.account = $1 AND o.state = 'parked' AND o.email = ANY($4::text[])
+              AND o.target = u.target AND o.email = u.email`,
           [this.account, now, list.map((r) => r.target), list.map((r) => r.email)],
         );
         await q.query(
@@ -795,7 +796,8 @@ export class PgStateStore implements AsyncStateStore {
     const list = [...new Set(targets)];
     const counts = await rows<{ target: string; state: string; outcome: string | null; n: number }>(
       this.pool,
-      `SELECT target, state, outcome, count(*) AS n FROM cc_outbox WHERE account = $1 AND target = ANY($2::text[])
+      `SELECT target, state, outcome, count(*) AS n FROM cc_outbox
+        WHERE account = $1 AND target = ANY($2::text[]) AND state <> 'queued'
         GROUP BY target, state, outcome`,
       [this.account, list],
     );
@@ -805,6 +807,7 @@ export class PgStateStore implements AsyncStateStore {
       oldest_enqueued: string | null;
       last: string | null;
       due: number;
+      queued: number;
     }>(
       this.pool,
       `SELECT t.target,
@@ -812,22 +815,22 @@ export class PgStateStore implements AsyncStateStore {
           (SELECT min(enqueued_at) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'queued') AS oldest_enqueued,
           (SELECT max(completed_at) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'done') AS last,
           (SELECT count(*) FROM cc_outbox
-            WHERE account = $1 AND target = t.target AND state = 'queued' AND next_attempt_at <= $3) AS due
+            WHERE account = $1 AND target = t.target AND state = 'queued' AND next_attempt_at <= $3) AS due,
+          (SELECT count(*) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'queued') AS queued
          FROM unnest($2::text[]) AS t(target)`,
       [this.account, list, now.toISOString()],
     );
     const byTarget = new Map(times.map((t) => [t.target, t]));
     return targets.map((target) => {
       const done: Record<string, number> = {};
-      let queued = 0;
+      const t = byTarget.get(target);
+      const queued = t?.queued ?? 0;
       let parked = 0;
       for (const c of counts) {
         if (c.target !== target) continue;
-        if (c.state === 'queued') queued += c.n;
-        else if (c.state === 'parked') parked += c.n;
+        if (c.state === 'parked') parked += c.n;
         else if (c.outcome) done[c.outcome] = (done[c.outcome] ?? 0) + c.n;
       }
-      const t = byTarget.get(target);
       return {
         target,
         queued,
