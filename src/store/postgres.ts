@@ -910,12 +910,14 @@ export class PgStateStore implements AsyncStateStore {
          VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8)`,
         [this.account, id, kind, dryRun, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null],
       );
-      // the caller holds the run lock: no other run can still be going, whatever its row says
+      // the caller holds the run lock: no other run can still be going, whatever its row says. Under fleet leases
+      // (a guard) the account's lanes run side by side: only runs whose owner holds no live lease are gone
+      const live = this.guard ? [...(await this.fleetOwners(q, now))] : [];
       await q.query(
         `UPDATE cc_runs SET status = 'abandoned',
            error = COALESCE(error, 'ended without recording a result (killed, crashed, or its run lease lapsed); found by run #' || $2::int || ' at ' || $3::text)
-         WHERE account = $1 AND status = 'running' AND id <> $2`,
-        [this.account, id, now],
+         WHERE account = $1 AND status = 'running' AND id <> $2 AND (owner IS NULL OR NOT (owner = ANY($4::text[])))`,
+        [this.account, id, now, live],
       );
       return id;
     });
@@ -970,8 +972,34 @@ export class PgStateStore implements AsyncStateStore {
   }
 
   /** As the SQLite store: a `running` row is live only while its owner holds a valid run lease. */
+  /** Whether the fleet's lease table (src/fleet/postgres.ts, migration set "fleet") is in this database. */
+  private fleetTable = false;
+
+  /**
+   * The owners of this account's fleet leases (`cc_leases`: the account's and its targets' deliver leases) that
+   * are valid at `now`; none when the fleet tables are not there.
+   */
+  private async fleetOwners(q: Q, now: string): Promise<Set<string>> {
+    if (!this.fleetTable) {
+      const t = await one<{ t: string | null }>(q, `SELECT to_regclass('cc_leases')::text AS t`);
+      if (!t?.t) return new Set();
+      this.fleetTable = true;
+    }
+    const r = await rows<{ owner: string }>(
+      q,
+      `SELECT DISTINCT owner FROM cc_leases
+        WHERE account = $1 AND owner IS NOT NULL AND expires_at >= $2::timestamptz`,
+      [this.account, now],
+    );
+    return new Set(r.map((x) => x.owner));
+  }
+
   private async toRunRecords(list: readonly RunDbRow[], now: Date): Promise<RunRecord[]> {
     const lock = await this.runLock();
+    // a run under a fleet lease (no run lock: the lease is the lock) is live while its owner's lease is
+    const fleet = list.some((r) => r.status === 'running' && r.owner !== null)
+      ? await this.fleetOwners(this.pool, now.toISOString())
+      : new Set<string>();
     const newest =
       (
         await one<{ id: number | null }>(this.pool, 'SELECT max(id) AS id FROM cc_runs WHERE account = $1', [
@@ -986,7 +1014,9 @@ export class PgStateStore implements AsyncStateStore {
       let status = (r.status ?? (r.finished_at === null ? 'running' : runStatusFor(r.exit_code ?? 1))) as RunStatus;
       let error = r.error;
       if (status === 'running') {
-        const live = leaseValid && (r.owner !== null ? lock.owner === r.owner : r.id === newest);
+        const live =
+          (leaseValid && (r.owner !== null ? lock.owner === r.owner : r.id === newest)) ||
+          (r.owner !== null && fleet.has(r.owner));
         if (!live) {
           status = 'abandoned';
           error ??= 'ended without recording a result (killed, crashed, or its run lease lapsed)';
