@@ -18,7 +18,7 @@
  *   key/value row), with `config: null` and priority 1 while it was never added.
  */
 import * as os from 'os';
-import { Pool, PoolClient, types as pgTypes } from 'pg';
+import { Client, Pool, PoolClient, types as pgTypes } from 'pg';
 import { ConfigError, KeyValue, OptOut, isFinal } from '../domain';
 import {
   ACCOUNT_ID,
@@ -1617,12 +1617,15 @@ function openProblem(err: unknown, url: URL | null): string {
   return `cannot be used as a cc-optout state store: ${msg}`;
 }
 
-/** Remove a URL's password (raw and decoded) from a message, whatever produced it. */
+/** Remove a URL's password (raw and decoded, in its user part or a query parameter) from a message. */
 function scrub(text: string, url: URL | null): string {
-  if (!url?.password) return text;
+  if (!url) return text;
+  const secrets = new Set<string>();
+  if (url.password) secrets.add(url.password).add(safeDecode(url.password));
+  for (const [key, value] of url.searchParams)
+    if (/^(password|sslpassword)$/i.test(key) && value) secrets.add(value).add(encodeURIComponent(value));
   let out = text;
-  for (const secret of new Set([url.password, safeDecode(url.password)]))
-    if (secret) out = out.split(secret).join('***');
+  for (const secret of secrets) if (secret) out = out.split(secret).join('***');
   return out;
 }
 
@@ -1652,13 +1655,20 @@ export async function openPgBackend(
   }
   if (!/^postgres(ql)?:$/i.test(parsed.protocol))
     throw new StoreOpenError(location, 'is not a postgres:// URL', 'store.url');
+  // a first connection with a short timeout: a wrong host answers in seconds, not after TCP gives up
+  const probe = new Client({ connectionString: url, connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000 });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+  } catch (err) {
+    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+  } finally {
+    await probe.end().catch(() => undefined);
+  }
   let pool: Pool;
   try {
-    pool = openPgPool(url, {
-      max: opts.poolMax ?? 10,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
-      types: TYPES,
-    });
+    // later waits for a free client of a busy pool may take longer than a first connection
+    pool = openPgPool(url, { max: opts.poolMax ?? 10, connectionTimeoutMillis: 60_000, types: TYPES });
   } catch (err) {
     throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
   }

@@ -587,6 +587,16 @@ describe('PostgreSQL state store (a real server)', function () {
     await assert.rejects(openPgBackend(u.toString()), (e) =>
       check(e, /nothing accepts connections at 127\.0\.0\.1:\d+: is PostgreSQL running/),
     );
+    // a password as a query parameter is masked too
+    const q = new URL(db.url);
+    q.pathname = '/no_such_database_here';
+    q.searchParams.set('password', 'Qp4ss-word');
+    await assert.rejects(openPgBackend(q.toString()), (e: Error) => {
+      assert.ok(e instanceof StoreOpenError, String(e));
+      assert.doesNotMatch(e.message, /Qp4ss/);
+      assert.match(e.message, /password=\*\*\*/);
+      return true;
+    });
     await assert.rejects(
       openPgBackend('postgres://u:pw@[bad'),
       (e: Error) => e instanceof StoreOpenError && !/pw/.test(e.message.replace('postgres://', '')),
