@@ -9,7 +9,8 @@
  */
 import { strict as assert } from 'assert';
 import type { KeyValue, OptOut, Outcome } from '../../src/domain';
-import type { Awaitable, StoreBackend } from '../../src/store/backend';
+import type { Awaitable, PgFenceGuard, StoreBackend } from '../../src/store/backend';
+import { StaleFence } from '../../src/fleet/types';
 import { DEFAULT_ACCOUNT } from '../../src/store/backend';
 import { LeaseLost, RunLocked } from '../../src/store/types';
 import type { RunLockOwner, StateStore } from '../../src/store/types';
@@ -1174,15 +1175,27 @@ export function storeContract(name: string, factory: ContractFactory): void {
       it('a redelivery keeps the first write (written, outcome applied, record ids) and adds to the history', async () => {
         const T1 = at(HOUR);
         const T2 = at(DAY + HOUR);
-        await detect([optOut('a@x.com'), optOut('b@x.com')]);
-        await record('hs', [outcome('a@x.com', 'applied', ['101']), outcome('b@x.com', 'not-found')], T1);
+        await detect([optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com')]);
+        await record(
+          'hs',
+          [
+            outcome('a@x.com', 'applied', ['101']),
+            outcome('b@x.com', 'not-found'),
+            outcome('c@x.com', 'applied', ['c1']),
+          ],
+          T1,
+        );
         assert.strictEqual(
           await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: T2 }),
-          2,
+          3,
         );
         await record(
           'hs',
-          [outcome('a@x.com', 'already-suppressed', ['101', '102']), outcome('b@x.com', 'applied', ['201'])],
+          [
+            outcome('a@x.com', 'already-suppressed', ['101', '102']),
+            outcome('b@x.com', 'applied', ['201']),
+            outcome('c@x.com', 'applied', ['c2']),
+          ],
           T2,
           {
             runId: 2,
@@ -1205,6 +1218,12 @@ export function storeContract(name: string, factory: ContractFactory): void {
         );
         const b = rows.get('b@x.com')!;
         assert.deepStrictEqual([b.writtenAt, b.outcome, b.recordIds], [T2, 'applied', ['201']]);
+        const c = rows.get('c@x.com')!;
+        assert.deepStrictEqual(
+          [c.writtenAt, c.outcome, c.recordIds, c.lastOutcome, c.lastDeliveryAt, c.deliveries],
+          [T1, 'applied', ['c1'], 'applied', T2, 2],
+          'written twice: the first write is the one kept',
+        );
       });
 
       it('audit since and run filters: records delivered or detected by that run', async () => {
@@ -1499,6 +1518,264 @@ export function storeContract(name: string, factory: ContractFactory): void {
       });
     });
 
+    // ------------------------------------------------------------------------------- edge cases, many rows
+    describe('edge cases and volume', () => {
+      it('the same email twice in one commit is one opt-out (the later one wins) and one outbox row per target', async () => {
+        await detect(
+          [
+            optOut('a@x.com', '2026-05-01T00:00:00.000Z'),
+            optOut('a@x.com', '2026-05-09T00:00:00.000Z', { reason: 'r2' }),
+          ],
+          ['hs', 'sf'],
+        );
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 0 });
+        const k = (await s.knownOptOuts(['a@x.com'])).get('a@x.com')!;
+        assert.deepStrictEqual([k.optedOutAt, k.reason], ['2026-05-09T00:00:00.000Z', 'r2']);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual([hs!.queued, sf!.queued], [1, 1]);
+        assert.strictEqual((await s.queuedOutbox('hs', 10, 0))[0]!.optOut.optedOutAt, '2026-05-09T00:00:00.000Z');
+      });
+
+      it('the same resubscribe twice in one commit leaves once (one event)', async () => {
+        await detect([optOut('a@x.com')]);
+        await s.commitDetection({
+          runId: 1,
+          added: [],
+          resubscribed: ['a@x.com', 'a@x.com'],
+          targets: ['hs'],
+          now: at(1),
+        });
+        assert.strictEqual((await s.events(null, ['left-unsubscribed-set'])).length, 1);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 1 });
+      });
+
+      it('3,000 opt-outs in one commit to two targets, and 3,000 outcomes in one call, are all recorded', async () => {
+        const many = Array.from({ length: 3000 }, (_, i) =>
+          optOut(`p${i}@x.com`, new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString()),
+        );
+        await detect(many, ['hs', 'sf'], { checkpoints: { w: 'big' } });
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 3000, left: 0 });
+        await record(
+          'hs',
+          many.map((o, i) =>
+            outcome(o.email, i % 3 === 0 ? 'applied' : i % 3 === 1 ? 'not-found' : 'failed-permanent', [`r${i}`], 'm'),
+          ),
+          at(MIN),
+        );
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(at(MIN)));
+        assert.deepStrictEqual(
+          [hs!.queued, hs!.parked, hs!.done, sf!.queued, sf!.due],
+          [0, 1000, { applied: 1000, 'not-found': 1000 }, 3000, 3000],
+        );
+        assert.strictEqual((await s.deliveryHistory(null)).length, 3000);
+        assert.strictEqual((await s.knownOptOuts(many.map((o) => o.email))).size, 3000);
+        assert.strictEqual((await s.dueOutbox('sf', new Date(at(MIN)), 2500)).length, 2500);
+        assert.strictEqual((await s.dueOutbox('sf', new Date(at(MIN)), 0)).length, 0, 'limit 0');
+        assert.strictEqual((await s.events(null, ['opt-out-detected'])).length, 3000);
+        assert.strictEqual(await s.getCheckpoint('w'), 'big');
+      });
+
+      it('text round-trips exactly: quotes, backslashes, newlines, non-ASCII, emoji (kv, checkpoints, events, raw records)', async () => {
+        const text = `O'Brien "quoted" back\\slash\nnew line\ttab ünïcödé 日本語 ✓ 🎉 %_ ' OR 1=1 --`;
+        const kv = (await s.kv(`ns:${text}`)) as KvWithFlush;
+        await kv.set(text, text);
+        assert.strictEqual(await kv.get(text), text);
+        await s.setCheckpoint(text, text, T0);
+        assert.strictEqual(await s.getCheckpoint(text), text);
+        await s.addEvent(null, 'note', `${text}@x.com`, text, T0);
+        assert.deepStrictEqual(await s.events(null, ['note']), [
+          { at: T0, kind: 'note', email: `${text}@x.com`, detail: text },
+        ]);
+        await s.quarantine(
+          null,
+          'cc',
+          { reason: text, raw: { name: text, n: 1.5, list: [null, true] }, recordId: text },
+          T0,
+        );
+        const [q] = await s.quarantined(1);
+        assert.deepStrictEqual(
+          [q!.reason, q!.recordId, q!.raw],
+          [text, text, { name: text, n: 1.5, list: [null, true] }],
+        );
+      });
+
+      it('a raw record holding a NUL character (\\u0000) in a string is quarantined and read back unchanged', async () => {
+        const raw = { contact_id: 'c1', first_name: 'a\u0000b', email_address: { address: '\u0000' } };
+        await s.quarantine(
+          null,
+          'constant-contact',
+          { reason: 'email_address.address: invalid', raw, recordId: 'c1' },
+          T0,
+        );
+        await s.quarantine(null, 'constant-contact', { reason: 'no id', raw: ['\u0000'], recordId: null }, at(1));
+        const rows = await s.quarantined(10);
+        assert.deepStrictEqual(
+          rows.map((r) => r.raw),
+          [['\u0000'], raw],
+        );
+      });
+
+      it('a raw record that is not an object (a string, a number, null) is kept as it was', async () => {
+        await s.quarantine(null, 'cc', { reason: 'r', raw: 'just text', recordId: null }, at(1));
+        await s.quarantine(null, 'cc', { reason: 'r', raw: 42, recordId: null }, at(2));
+        await s.quarantine(null, 'cc', { reason: 'r', raw: null, recordId: null }, at(3));
+        assert.deepStrictEqual(
+          (await s.quarantined(10)).map((r) => r.raw),
+          [null, 42, 'just text'],
+        );
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------ concurrency
+    describe('concurrent calls', () => {
+      it('commits started together on one store all land (no lost or interleaved transaction)', async () => {
+        await Promise.all(
+          Array.from({ length: 10 }, async (_, k) => {
+            await s.commitDetection({
+              runId: 1,
+              added: Array.from({ length: 20 }, (_, i) => optOut(`k${k}-${i}@x.com`)),
+              resubscribed: [],
+              targets: ['hs', 'sf'],
+              checkpoints: { [`w${k}`]: String(k) },
+              now: at(k),
+            });
+          }),
+        );
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 200, left: 0 });
+        const st = await s.targetStatus(['hs', 'sf'], new Date(at(MIN)));
+        assert.deepStrictEqual(
+          st.map((t) => t.queued),
+          [200, 200],
+        );
+        for (let k = 0; k < 10; k++) assert.strictEqual(await s.getCheckpoint(`w${k}`), String(k));
+        assert.strictEqual((await s.events(null, ['opt-out-detected'])).length, 200);
+      });
+
+      it('outcomes for two targets recorded together both land, with their own attempt numbers', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')], ['hs', 'sf']);
+        await Promise.all([
+          record('hs', [outcome('a@x.com', 'applied', ['1']), outcome('b@x.com', 'not-found')]),
+          record('sf', [outcome('a@x.com', 'failed-permanent', [], 'x'), outcome('b@x.com', 'applied', ['2'])]),
+          (async () => (await s.kv('t')).set('k', 'v'))(),
+        ]);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual(
+          [hs!.done, hs!.queued, sf!.done, sf!.parked],
+          [{ applied: 1, 'not-found': 1 }, 0, { applied: 1 }, 1],
+        );
+        assert.ok((await s.deliveryHistory(null)).every((e) => e.attempt === 1));
+      });
+
+      it('two handles racing for the run lock: exactly one gets it, the other is RunLocked', async function () {
+        const other = await reopen(this);
+        for (let round = 0; round < 5; round++) {
+          const tries = [
+            async () => s.acquireRunLock(owner(`a${round}`, round * DAY)),
+            async () => other.acquireRunLock(owner(`b${round}`, round * DAY)),
+          ];
+          const got = await Promise.allSettled(tries.map((f) => f()));
+          const won = got.flatMap((r, i) => (r.status === 'fulfilled' ? [i === 0 ? `a${round}` : `b${round}`] : []));
+          assert.strictEqual(won.length, 1, `round ${round}: ${JSON.stringify(got)}`);
+          const lost = got.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+          assert.strictEqual((lost.reason as Error).name, 'RunLocked');
+          assert.strictEqual((await s.runLock())!.owner, won[0]);
+        }
+      });
+    });
+
+    // --------------------------------------------------------------------------------- fence guard (PostgreSQL)
+    describe('fence guard (PostgreSQL: account(id, { guard }))', () => {
+      class RecordingGuard implements PgFenceGuard {
+        readonly calls: { account: string; target?: string }[] = [];
+        stale = false;
+        async check(client: import('pg').PoolClient, scope: { account: string; target?: string }): Promise<void> {
+          assert.strictEqual(typeof client.query, 'function', 'the guard gets the transaction client');
+          this.calls.push({ ...scope });
+          if (this.stale) throw new StaleFence(`account:${scope.account}`, 1, 2);
+        }
+      }
+
+      function pgBackend(ctx: Mocha.Context): StoreBackend {
+        if (subject.backend?.kind !== 'postgres') ctx.skip();
+        return subject.backend!;
+      }
+
+      it('is run inside every write transaction, with the target for outbox writes of one target', async function () {
+        const b = pgBackend(this);
+        const guard = new RecordingGuard();
+        const g = await b.account(DEFAULT_ACCOUNT, { guard });
+        extra.push(g);
+        const writes: [string, () => Promise<unknown>, string | undefined][] = [
+          ['commitDetection', () => detect([optOut('a@x.com'), optOut('b@x.com')], ['hs'], {}, g), undefined],
+          ['setCheckpoint', async () => g.setCheckpoint('k', 'v', T0), undefined],
+          ['startRun', async () => g.startRun('sync', false, T0), undefined],
+          ['recordOutcomes', () => record('hs', [outcome('a@x.com', 'applied', ['1'])], T0, {}, g), 'hs'],
+          ['deferQueued', async () => g.deferQueued('hs', at(DAY)), 'hs'],
+          [
+            'enqueueKnown',
+            async () => g.enqueueKnown({ runId: 1, targets: ['sf'], since: null, redeliver: false, now: T0 }),
+            undefined,
+          ],
+          [
+            'kv.set',
+            async () => {
+              const kv = (await g.kv('source:cc')) as KvWithFlush;
+              await kv.set('refresh_token', 'r');
+              await kv.flush?.();
+            },
+            undefined,
+          ],
+        ];
+        for (const [what, write, target] of writes) {
+          const before = guard.calls.length;
+          await write();
+          assert.ok(guard.calls.length > before, `${what} ran the guard`);
+          const last = guard.calls[guard.calls.length - 1]!;
+          assert.strictEqual(last.account, DEFAULT_ACCOUNT, what);
+          if (target) assert.strictEqual(last.target, target, `${what} names its target`);
+        }
+      });
+
+      it('a stale fence refuses the write (StaleFence, a LeaseLost) and the transaction leaves nothing behind', async function () {
+        const b = pgBackend(this);
+        const guard = new RecordingGuard();
+        const g = await b.account(DEFAULT_ACCOUNT, { guard });
+        extra.push(g);
+        await detect([optOut('a@x.com')], ['hs'], {}, g);
+        guard.stale = true;
+        const stale = isError('StaleFence', LeaseLost, /fence 1 is stale/);
+        await rejects(() => detect([optOut('b@x.com')], ['hs'], { checkpoints: { w: 'moved' } }, g), stale);
+        await rejects(() => record('hs', [outcome('a@x.com', 'applied', ['1'])], T0, {}, g), stale);
+        await rejects(() => g.setCheckpoint('w', 'moved', T0), stale);
+        await rejects(async () => {
+          const kv = (await g.kv('source:cc')) as KvWithFlush;
+          await kv.set('refresh_token', 'stolen');
+          await kv.flush?.();
+        }, stale);
+        // the unguarded store sees only what was committed before the fence moved
+        assert.deepStrictEqual([...(await s.activeOptOutEmails())], ['a@x.com']);
+        assert.strictEqual(await s.getCheckpoint('w'), null);
+        assert.deepStrictEqual(await s.deliveryHistory(null), []);
+        assert.strictEqual((await s.targetStatus(['hs'], new Date(T0)))[0]!.queued, 1);
+        const fresh = await b.account(DEFAULT_ACCOUNT);
+        extra.push(fresh);
+        assert.strictEqual(await ((await fresh.kv('source:cc')) as KvWithFlush).get('refresh_token'), null);
+      });
+
+      it("names the account it guards (another account's writes say that account)", async function () {
+        const b = pgBackend(this);
+        await b.putAccount({ id: 'acme', config: {} }, T0);
+        const guard = new RecordingGuard();
+        const g = await b.account('acme', { guard });
+        extra.push(g);
+        await g.setCheckpoint('k', 'v', T0);
+        assert.deepStrictEqual(
+          guard.calls.map((c) => c.account),
+          ['acme'],
+        );
+      });
+    });
+
     // ------------------------------------------------------------------------------------------ registry
     describe('account registry (StoreBackend)', () => {
       function backendOf(ctx: Mocha.Context): StoreBackend {
@@ -1548,7 +1825,7 @@ export function storeContract(name: string, factory: ContractFactory): void {
 
       it('an id that is not an account id is refused, and nothing is added', async function () {
         const b = backendOf(this);
-        for (const id of ['Upper', 'has space', '../escape', '', '-lead', 'x'.repeat(65)])
+        for (const id of ['Upper', 'has space', '../escape', '', '-lead', 'x'.repeat(65), 'a.b', 'é'])
           await rejects(
             () => b.putAccount({ id, config: {} }, T0),
             () => true,
@@ -1557,6 +1834,15 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(
           (await b.listAccounts()).filter((a) => a.id !== DEFAULT_ACCOUNT),
           [],
+        );
+        const fine = ['a', '0', 'a_b-c', 'x'.repeat(64)];
+        for (const id of fine) await b.putAccount({ id, config: {} }, T0);
+        assert.deepStrictEqual(
+          (await b.listAccounts())
+            .filter((a) => a.id !== DEFAULT_ACCOUNT)
+            .map((a) => a.id)
+            .sort(),
+          [...fine].sort(),
         );
       });
 
