@@ -1520,6 +1520,41 @@ export function storeContract(name: string, factory: ContractFactory): void {
 
     // ------------------------------------------------------------------------------- edge cases, many rows
     describe('edge cases and volume', () => {
+      it('an empty string is a value, not null (kv, checkpoints, event fields, a run summary)', async () => {
+        const kv = (await s.kv('n')) as KvWithFlush;
+        await kv.set('k', '');
+        assert.strictEqual(await kv.get('k'), '');
+        await s.setCheckpoint('c', '', T0);
+        assert.strictEqual(await s.getCheckpoint('c'), '');
+        await s.addEvent(null, 'k', '', '', T0);
+        assert.deepStrictEqual(await s.events(null, ['k']), [{ at: T0, kind: 'k', email: '', detail: '' }]);
+        const id = await s.startRun('sync', false, T0);
+        await s.finishRun(id, 0, '', at(1));
+        assert.strictEqual((await s.getRun(id))!.summary, '');
+        const n = await s.startRun('sync', false, T0);
+        await s.finishRun(n, 0, null, at(1));
+        assert.strictEqual((await s.getRun(n))!.summary, null);
+      });
+
+      it("times are kept and compared as text: given without milliseconds they come back so, and '...00Z' sorts after '...00.000Z' (callers canonicalise)", async () => {
+        const noMs = '2026-06-01T00:00:00Z';
+        await s.commitDetection({
+          runId: 1,
+          added: [optOut('a@x.com', '2026-05-01T02:00:00+02:00')],
+          resubscribed: [],
+          targets: ['hs'],
+          now: noMs,
+        });
+        const k = (await s.knownOptOuts(['a@x.com'])).get('a@x.com')!;
+        assert.deepStrictEqual([k.optedOutAt, k.firstSeenAt], ['2026-05-01T02:00:00+02:00', noMs]);
+        assert.strictEqual((await s.queuedOutbox('hs', 1, 0))[0]!.nextAttemptAt, noMs);
+        const id = await s.startRun('sync', false, noMs);
+        assert.strictEqual((await s.getRun(id))!.startedAt, noMs);
+        await s.addEvent(null, 'k', null, null, T0);
+        assert.deepStrictEqual(await s.events(noMs, ['k']), [], 'text comparison: "." < "Z"');
+        assert.strictEqual((await s.events(T0, ['k'])).length, 1);
+      });
+
       it('the same email twice in one commit is one opt-out (the later one wins) and one outbox row per target', async () => {
         await detect(
           [
