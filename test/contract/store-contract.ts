@@ -1362,9 +1362,11 @@ export function storeContract(name: string, factory: ContractFactory): void {
         });
       });
 
-      it('another owner is refused (RunLocked naming the holder) while the lease is valid; the holder re-enters', async () => {
+      it('another owner is refused (RunLocked naming the holder) while the lease is valid; the holder re-enters (which restarts its lease AND its acquiredAt)', async () => {
         await s.acquireRunLock(owner('a', 0));
         await s.acquireRunLock(owner('a', 10));
+        assert.deepStrictEqual([(await s.runLock())!.acquiredAt, (await s.runLock())!.expiresAt], [at(10), at(90_010)]);
+        assert.deepStrictEqual(await s.events(null, ['run-lock-taken-over']), [], 're-entering is no takeover');
         await rejects(
           () => s.acquireRunLock(owner('b', 60_000)),
           isError('RunLocked', RunLocked, /pid 4242 on host-a/),
@@ -1420,6 +1422,9 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual(mine?.owner, 'b');
         await s.acquireRunLock(owner('c', 2));
         assert.strictEqual((await s.runLock())!.owner, 'c', 'free again at once');
+        await s.releaseRunLock(null);
+        assert.strictEqual(await s.renewRunLock('c', at(3)), false, 'nothing to renew once removed');
+        assert.strictEqual(await s.runLock(), null, 'a failed renewal takes nothing');
       });
 
       it('a holder whose lock was removed (unlock) commits nothing more: LeaseLost', async () => {
@@ -1520,6 +1525,61 @@ export function storeContract(name: string, factory: ContractFactory): void {
 
     // ------------------------------------------------------------------------------- edge cases, many rows
     describe('edge cases and volume', () => {
+      it('schemaVersion is a positive integer, the same through a second handle', async function () {
+        assert.ok(Number.isInteger(s.schemaVersion) && s.schemaVersion > 0, String(s.schemaVersion));
+        const other = await reopen(this);
+        assert.strictEqual(other.schemaVersion, s.schemaVersion);
+      });
+
+      it('what one handle commits, a second handle on the same state reads (opt-outs, outbox, runs, events, audit)', async function () {
+        const other = await reopen(this);
+        const run = await s.startRun('sync', false, T0);
+        await s.commitDetection({ runId: run, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: T0 });
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(1), { runId: run });
+        await s.finishRun(run, 0, { ok: true }, at(2));
+        assert.deepStrictEqual([...(await other.activeOptOutEmails())], ['a@x.com']);
+        assert.deepStrictEqual((await other.targetStatus(['hs'], new Date(at(2))))[0]!.done, { applied: 1 });
+        assert.deepStrictEqual(
+          [(await other.getRun(run))!.status, (await other.getRun(run))!.summary],
+          ['ok', { ok: true }],
+        );
+        assert.strictEqual((await other.events(null, ['opt-out-detected'])).length, 1);
+        assert.strictEqual((await other.audit(null))[0]!.writtenAt, at(1));
+      });
+
+      it('an outcome for a row that is not queued (already closed) leaves the row alone but is still appended to the delivery history', async () => {
+        await detect([optOut('a@x.com')]);
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(1));
+        await record('hs', [outcome('a@x.com', 'failed-permanent', [], 'late')], at(2));
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'late')], at(3));
+        const st = await status('hs', at(3));
+        assert.deepStrictEqual([st.done, st.parked, st.queued], [{ applied: 1 }, 0, 0]);
+        assert.deepStrictEqual(
+          (await s.deliveryHistory(null)).map((e) => [e.attempt, e.outcome]),
+          [
+            [1, 'applied'],
+            [2, 'failed-permanent'],
+            [3, 'failed-retryable'],
+          ],
+        );
+        const [a] = await s.audit(null);
+        assert.deepStrictEqual([a!.outcome, a!.attempts, a!.closedAt, a!.deliveries], ['applied', 1, at(1), 3]);
+      });
+
+      it('a detection commit with only checkpoints moves them (and nothing else)', async () => {
+        await s.commitDetection({
+          runId: 1,
+          added: [],
+          resubscribed: [],
+          targets: ['hs'],
+          checkpoints: { w: 'x' },
+          now: T0,
+        });
+        assert.strictEqual(await s.getCheckpoint('w'), 'x');
+        assert.deepStrictEqual(await s.events(null), []);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+      });
+
       it('an empty string is a value, not null (kv, checkpoints, event fields, a run summary)', async () => {
         const kv = (await s.kv('n')) as KvWithFlush;
         await kv.set('k', '');
