@@ -797,6 +797,25 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(h, [['a@x.com', 'requeue', 2, 'applied']]);
       });
 
+      it('requeueParkedRecords: an email named twice is requeued once, but gets a requeued event per mention (surprise, kept as is)', async () => {
+        await parkTwo();
+        const n = await s.requeueParkedRecords({
+          target: 'hs',
+          emails: ['a@x.com', 'a@x.com'],
+          now: at(HOUR),
+          via: 'cli',
+        });
+        assert.strictEqual(n, 1);
+        assert.deepStrictEqual(
+          (await s.events(null, ['requeued'])).map((e) => e.email),
+          ['a@x.com', 'a@x.com'],
+        );
+        assert.deepStrictEqual(
+          (await s.parkedOutbox('hs', 10, 0)).map((p) => p.email),
+          ['b@x.com'],
+        );
+      });
+
       it('requeueParkedRecords with emails but no target is refused', async () => {
         await parkTwo();
         await rejects(
