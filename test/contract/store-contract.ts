@@ -11,6 +11,11 @@ import { strict as assert } from 'assert';
 import type { KeyValue, OptOut, Outcome } from '../../src/domain';
 import type { Awaitable, PgFenceGuard, StoreBackend } from '../../src/store/backend';
 import { StaleFence } from '../../src/fleet/types';
+import { Engine } from '../../src/engine';
+import { fakeClock } from '../../src/http/clock';
+import { memoryLogger } from '../../src/log';
+import { FakeSource, contact, testConfig, testRegistry } from '../helpers';
+import { memoryCrm } from '../fixtures/memory-connector';
 import { DEFAULT_ACCOUNT } from '../../src/store/backend';
 import { LeaseLost, RunLocked } from '../../src/store/types';
 import type { RunLockOwner, StateStore } from '../../src/store/types';
@@ -1793,6 +1798,179 @@ export function storeContract(name: string, factory: ContractFactory): void {
           const lost = got.find((r) => r.status === 'rejected') as PromiseRejectedResult;
           assert.strictEqual((lost.reason as Error).name, 'RunLocked');
           assert.strictEqual((await s.runLock())!.owner, won[0]);
+        }
+      });
+    });
+
+    // ------------------------------------------------------------------------------ the engine over this store
+    describe('the engine over this store (detect -> outbox -> deliver)', () => {
+      let crmSeq = 0;
+      function engineOver(store: StateStore, src: FakeSource, targets: { name: string; crm: string }[]) {
+        const registry = testRegistry();
+        const config = testConfig(registry, targets);
+        const clock = fakeClock(new Date('2026-06-01T12:00:00Z'));
+        const engine = new Engine({
+          config,
+          store,
+          registry,
+          source: () => src,
+          clock,
+          logger: memoryLogger(),
+          random: () => 0.5,
+        });
+        return { engine, clock };
+      }
+      const crmName = (tag: string) => `contract-${tag}-${process.pid}-${++crmSeq}`;
+
+      it('a first sync reconciles and delivers to every target; later syncs deliver only new opt-outs, never twice', async () => {
+        const src = new FakeSource();
+        src.contacts = [
+          contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'),
+          contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z'),
+          contact('c@x.com', 'implicit', null),
+        ];
+        const [oneName, twoName] = [crmName('one'), crmName('two')];
+        const one = memoryCrm(oneName, ['a@x.com', 'b@x.com', 'c@x.com', 'n@x.com']);
+        const two = memoryCrm(twoName, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [
+          { name: 'one', crm: oneName },
+          { name: 'two', crm: twoName },
+        ]);
+        try {
+          const r1 = await engine.sync();
+          assert.deepStrictEqual(
+            [
+              r1.exitCode,
+              r1.detection.mode,
+              r1.detection.newOptOuts,
+              r1.targets.one!.outcomes,
+              r1.targets.two!.outcomes,
+            ],
+            [0, 'full', 2, { applied: 2 }, { applied: 1, 'not-found': 1 }],
+          );
+          clock.advance(15 * MIN);
+          src.contacts.push(
+            contact('n@x.com', 'unsubscribed', new Date(clock.now().getTime() - 5 * MIN).toISOString()),
+          );
+          const r2 = await engine.sync();
+          assert.deepStrictEqual(
+            [r2.exitCode, r2.detection.mode, r2.detection.newOptOuts, r2.targets.one!.outcomes],
+            [0, 'window', 1, { applied: 1 }],
+          );
+          clock.advance(3 * MIN);
+          const r3 = await engine.sync();
+          assert.deepStrictEqual(
+            [r3.detection.newOptOuts, r3.targets.one!.outcomes, r3.targets.two!.outcomes],
+            [0, {}, {}],
+          );
+          assert.deepStrictEqual([one.writes, two.writes], [3, 1], 'no CRM write repeated');
+          assert.deepStrictEqual(
+            one.records
+              .filter((x) => x.suppressed)
+              .map((x) => x.email)
+              .sort(),
+            ['a@x.com', 'b@x.com', 'n@x.com'],
+          );
+          assert.deepStrictEqual(await s.countOptOuts(), { active: 3, left: 0 });
+          const runs = await s.recentRuns(10, clock.now());
+          assert.deepStrictEqual(
+            runs.map((r) => [r.id, r.kind, r.variant, r.status, r.exitCode]),
+            [
+              [r3.runId, 'sync', 'window', 'ok', 0],
+              [r2.runId, 'sync', 'window', 'ok', 0],
+              [r1.runId, 'sync', 'reconcile', 'ok', 0],
+            ],
+          );
+          assert.deepStrictEqual(runs[2]!.counts, { one: { applied: 2 }, two: { applied: 1, 'not-found': 1 } });
+          assert.strictEqual((await s.audit(null)).length, 6);
+          assert.strictEqual((await s.deliveryHistory(null)).length, 6);
+          assert.strictEqual(await s.runLock(), null, 'each run released its lock');
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('a retryable CRM failure stays queued (exit 3) and is delivered by a later sync after its backoff', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('retry');
+        const crm = memoryCrm(name, ['a@x.com']);
+        crm.failRetryable.add('a@x.com');
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          const r1 = await engine.sync();
+          assert.deepStrictEqual([r1.exitCode, r1.targets.crm!.outcomes], [3, { 'failed-retryable': 1 }]);
+          const [row] = await s.queuedOutbox('crm', 10, 0);
+          assert.deepStrictEqual([row!.attempts, row!.optOut.email], [1, 'a@x.com']);
+          crm.failRetryable.clear();
+          clock.advance(10 * MIN);
+          const r2 = await engine.sync();
+          assert.deepStrictEqual([r2.exitCode, r2.targets.crm!.outcomes], [0, { applied: 1 }]);
+          assert.deepStrictEqual(
+            (await s.deliveryHistory(null)).map((e) => [e.attempt, e.outcome, e.runId]),
+            [
+              [1, 'failed-retryable', r1.runId],
+              [2, 'applied', r2.runId],
+            ],
+          );
+          assert.strictEqual((await s.recentRuns(2, clock.now()))[1]!.status, 'incomplete');
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('backfill --redeliver delivers again as already suppressed; the audit keeps the first write', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('redeliver');
+        const crm = memoryCrm(name, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          await engine.sync();
+          const [first] = await s.audit(null);
+          clock.advance(HOUR);
+          const b = await engine.backfill({ redeliver: true, targets: ['crm'] });
+          assert.deepStrictEqual(b.targets.crm!.outcomes, { 'already-suppressed': 1 });
+          assert.strictEqual(crm.writes, 1);
+          const [after] = await s.audit(null);
+          assert.deepStrictEqual(
+            [after!.writtenAt, after!.outcome, after!.lastOutcome, after!.deliveries],
+            [first!.writtenAt, 'applied', 'already-suppressed', 2],
+          );
+          assert.deepStrictEqual(
+            (await s.deliveryHistory(null)).map((e) => [e.origin, e.runKind]),
+            [
+              ['sync', 'sync'],
+              ['redeliver', 'backfill'],
+            ],
+          );
+          const [run] = await s.recentRuns(1, clock.now());
+          assert.deepStrictEqual([run!.kind, run!.variant, run!.status], ['backfill', 'redeliver', 'ok']);
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('a contact that leaves the unsubscribed set is reported on the next reconcile and nothing is written', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('leave');
+        const crm = memoryCrm(name, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          await engine.sync();
+          src.contacts = [contact('a@x.com', 'explicit', null)];
+          clock.advance(25 * HOUR); // past the periodic full reconcile
+          const r = await engine.sync();
+          assert.deepStrictEqual([r.detection.mode, r.detection.resubscribed], ['full', 1]);
+          assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 1 });
+          assert.deepStrictEqual(
+            (await s.events(null, ['left-unsubscribed-set'])).map((e) => e.email),
+            ['a@x.com'],
+          );
+          assert.strictEqual(crm.writes, 1);
+        } finally {
+          await engine.close();
         }
       });
     });
