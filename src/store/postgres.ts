@@ -208,7 +208,7 @@ function toHeldLock(r: LockDbRow): HeldRunLock {
 }
 
 /** One account's state in a PostgreSQL database shared with other accounts and other instances. */
-export class PgStateStore implements AsyncStateStore {
+export class PgStateStore implements StateStore, AsyncStateStore {
   readonly schemaVersion: number;
   private readonly kvCache = new Map<string, Map<string, string>>();
   /** The queued key/value writes, in order (never rejects: a failure is kept in kvFailure). */
@@ -1498,13 +1498,12 @@ export class PgBackend implements StoreBackend {
     const store = new PgStateStore(this.pool, id, this.schemaVersion, opts.guard, (s) => this.open.delete(s));
     await store.load();
     this.open.add(store);
-    // the StateStore interface becomes Awaitable (branch h/async); this store answers every call with a promise
-    return store as unknown as StateStore;
+    return store;
   }
 
   /** The account store itself (typed as what it is: every method returns a promise). */
   async pgAccount(id: string, opts: AccountOpenOptions = {}): Promise<PgStateStore> {
-    return (await this.account(id, opts)) as unknown as PgStateStore;
+    return (await this.account(id, opts)) as PgStateStore;
   }
 
   private async implicitDefault(): Promise<AccountRecord | null> {
