@@ -43,6 +43,16 @@ describe('e2e: the CLI on a PostgreSQL store (--store postgres://...)', function
     return r;
   };
 
+  it('a server that cannot be used exits 2 naming store.url (password masked) and what to check', async () => {
+    const r = ok(await runCli(h, ['--store', `postgres://cc:${secret}@127.0.0.1:1/cc`, 'status']), 2);
+    assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), r.stderr);
+    assert.match(
+      r.stderr,
+      /store\.url: postgres:\/\/cc:\*\*\*@127\.0\.0\.1:1\/cc: cannot connect: nothing accepts connections/,
+    );
+    assert.ok(!fs.existsSync(h.storePath));
+  });
+
   it('check, sync, backfill, status, runs and audit run on the database; a second sync writes nothing again', async () => {
     ok(await cli(['--json', 'check']));
     const syncRun = await cli(['--json', 'sync']);
