@@ -206,6 +206,17 @@ export const MIGRATIONS: readonly string[] = [
   END;
   CREATE INDEX events_kind ON events (kind, id);
   `,
+  // the account registry (src/store/sqlite-backend.ts): used in the store.path file; the account `default` is that
+  // file itself, an added account `x` is its own file <store.path>.accounts/x.db
+  `
+  CREATE TABLE accounts (
+    id          TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,
+    priority    REAL NOT NULL DEFAULT 1,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+  );
+  `,
 ];
 
 /** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
@@ -732,6 +743,8 @@ export class SqliteStateStore implements StateStore {
           )
           .run(kind, dryRun ? 1 : 0, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null).lastInsertRowid,
       );
+      // under an external lease other lanes' runs may be live: only the run lock's holder may conclude they ended
+      if (who?.exclusive === false) return id;
       this.db
         .prepare(
           `UPDATE runs SET status = 'abandoned',
@@ -1318,7 +1331,7 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-export function openStore(file: string): StateStore {
+export function openStore(file: string): SqliteStateStore {
   return new SqliteStateStore(file);
 }
 
