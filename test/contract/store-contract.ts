@@ -2222,6 +2222,124 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual(await s.runLock(), null);
       });
 
+      it('an empty account sees nothing of a full one through any read, and its writes touch none of it', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'full', config: {} }, T0);
+        await b.putAccount({ id: 'empty', config: {} }, T0);
+        const full = await b.account('full');
+        const empty = await b.account('empty');
+        extra.push(full, empty);
+        // every kind of state in `full`
+        const run = await full.startRun('sync', false, T0);
+        await full.commitDetection({
+          runId: run,
+          added: [optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com'), optOut('d@x.com')],
+          resubscribed: [],
+          targets: ['hs'],
+          checkpoints: { w: 'full' },
+          now: T0,
+        });
+        await full.commitDetection({ runId: run, added: [], resubscribed: ['d@x.com'], targets: ['hs'], now: T0 });
+        await record(
+          'hs',
+          [
+            outcome('a@x.com', 'applied', ['1']),
+            outcome('b@x.com', 'not-found'),
+            outcome('c@x.com', 'failed-permanent', [], 'x'),
+          ],
+          at(MIN),
+          { runId: run },
+          full,
+        );
+        await full.finishRun(run, 0, {}, at(2 * MIN));
+        await full.quarantine(run, 'cc', { reason: 'bad', raw: {}, recordId: 'q' }, T0);
+        await full.addEvent(run, 'note', null, null, T0);
+        const job = await full.openBackfill(null, ['hs'], T0);
+        const kv = (await full.kv('source:cc')) as KvWithFlush;
+        await kv.set('refresh_token', 'full');
+        await kv.flush?.();
+        await full.acquireRunLock(owner('full-owner', 0));
+
+        const late = new Date(at(DAY));
+        assert.deepStrictEqual(
+          {
+            known: (await empty.knownOptOuts(['a@x.com', 'd@x.com'])).size,
+            active: (await empty.activeOptOutEmails()).size,
+            counts: await empty.countOptOuts(),
+            candidates: await empty.backfillCandidates('hs', null, true),
+            due: await empty.dueOutbox('hs', late, 10),
+            queued: await empty.queuedOutbox('hs', 10, 0),
+            parked: await empty.parkedOutbox('hs', 10, 0),
+            status: (await empty.targetStatus(['hs'], late))[0],
+            countDue: await empty.countDue('hs', late),
+            checkpoint: await empty.getCheckpoint('w'),
+            kv: await ((await empty.kv('source:cc')) as KvWithFlush).get('refresh_token'),
+            runs: await empty.recentRuns(10),
+            run: await empty.getRun(run),
+            quarantined: await empty.quarantined(10),
+            countQuarantined: await empty.countQuarantined(),
+            events: await empty.events(null),
+            audit: await empty.audit(null),
+            history: await empty.deliveryHistory(null),
+            lag: await empty.lagPoints(10),
+            lock: await empty.runLock(),
+          },
+          {
+            known: 0,
+            active: 0,
+            counts: { active: 0, left: 0 },
+            candidates: [],
+            due: [],
+            queued: [],
+            parked: [],
+            status: {
+              target: 'hs',
+              queued: 0,
+              due: 0,
+              parked: 0,
+              done: {},
+              oldestQueuedOptOutAt: null,
+              oldestQueuedAt: null,
+              lastDeliveredAt: null,
+            },
+            countDue: 0,
+            checkpoint: null,
+            kv: null,
+            runs: [],
+            run: null,
+            quarantined: [],
+            countQuarantined: 0,
+            events: [],
+            audit: [],
+            history: [],
+            lag: [],
+            lock: null,
+          },
+        );
+        // writes of the empty account that select rows by state never reach the full one's
+        assert.strictEqual(await empty.requeueParked(null, at(DAY)), 0);
+        assert.strictEqual(await empty.requeueNotFound(at(DAY), at(DAY)), 0);
+        assert.strictEqual(await empty.deferQueued('hs', at(2 * DAY)), 0);
+        assert.strictEqual(
+          await empty.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: true, now: at(DAY) }),
+          0,
+        );
+        const other = await empty.openBackfill(null, ['hs'], at(DAY));
+        assert.strictEqual(other.startedAt, at(DAY), "not the full account's job");
+        await empty.acquireRunLock(owner('empty-owner', 0));
+        await empty.startRun('sync', false, at(DAY), { owner: 'empty-owner', pid: 4242, host: 'host-empty-owner' });
+        // the full account is as it was
+        const [st] = await full.targetStatus(['hs'], late);
+        assert.deepStrictEqual(
+          [st!.queued, st!.parked, st!.done, st!.due],
+          [1, 1, { applied: 1, 'not-found': 1 }, 1],
+          "d's row is still queued (it left the set after it was queued)",
+        );
+        assert.deepStrictEqual([(await full.getRun(run))!.status, (await full.runLock())!.owner], ['ok', 'full-owner']);
+        assert.strictEqual((await full.openBackfill(null, ['hs'], at(DAY))).id, job.id, 'its job is still open');
+        assert.strictEqual((await full.parkedOutbox('hs', 10, 0))[0]!.email, 'c@x.com');
+      });
+
       it("removeAccount deletes the account's state: added again, it starts empty; other accounts keep theirs", async function () {
         const b = backendOf(this);
         await b.putAccount({ id: 'temp', config: {} }, T0);
