@@ -8,6 +8,8 @@
  * Derived from the behaviour pinned by test/unit/store*.test.ts, run-history.test.ts and src/store/sqlite.ts.
  */
 import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
+import * as os from 'os';
 import type { KeyValue, OptOut, Outcome } from '../../src/domain';
 import type { Awaitable, PgFenceGuard, StoreBackend } from '../../src/store/backend';
 import { StaleFence } from '../../src/fleet/types';
@@ -1513,6 +1515,26 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual((await other.runLock())!.owner, 'second');
       });
 
+      it('on the same host, a holder whose process is gone is taken over at once; a live one blocks', async () => {
+        const here = os.hostname();
+        const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+        await s.acquireRunLock({ owner: 'dead', pid: dead, host: here, command: 'sync', now: T0 });
+        const id = await s.startRun('sync', false, T0, { owner: 'dead', pid: dead, host: here });
+        assert.strictEqual(
+          (await s.getRun(id, new Date(at(1000))))!.status,
+          'abandoned',
+          'its run reads abandoned at once',
+        );
+        await s.acquireRunLock({ owner: 'me', pid: process.pid, host: here, command: 'sync', now: at(1000) });
+        assert.strictEqual((await s.runLock())!.owner, 'me', 'taken over long before the lease ends');
+        const ev = await s.events(null, ['run-lock-taken-over']);
+        assert.match(ev[0]!.detail!, /holder process is gone \(same host\)/);
+        await rejects(
+          () => s.acquireRunLock({ owner: 'other', pid: process.pid, host: here, command: 'sync', now: at(2000) }),
+          isError('RunLocked', RunLocked, new RegExp(`pid ${process.pid} on `)),
+        );
+      });
+
       it('RunLocked holds across two handles on the same state', async function () {
         const other = await reopen(this);
         await s.acquireRunLock(owner('a', 0));
@@ -2370,6 +2392,38 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(await keep.countOptOuts(), { active: 1, left: 0 });
         assert.strictEqual(await keep.getCheckpoint('w'), 'x');
         assert.strictEqual(await keep.countQuarantined(), 1);
+      });
+
+      it('the engine over an added account writes that account only', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'acme', config: {} }, T0);
+        const acme = await b.account('acme');
+        extra.push(acme);
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = `contract-acme-${process.pid}-${Date.now()}`;
+        const crm = memoryCrm(name, ['a@x.com']);
+        const registry = testRegistry();
+        const engine = new Engine({
+          config: testConfig(registry, [{ name: 'crm', crm: name }]),
+          store: acme,
+          registry,
+          source: () => src,
+          clock: fakeClock(new Date('2026-06-01T12:00:00Z')),
+          logger: memoryLogger(),
+          random: () => 0.5,
+        });
+        try {
+          const r = await engine.sync();
+          assert.deepStrictEqual([r.exitCode, r.targets.crm!.outcomes, crm.writes], [0, { applied: 1 }, 1]);
+        } finally {
+          await engine.close();
+        }
+        assert.deepStrictEqual(await acme.countOptOuts(), { active: 1, left: 0 });
+        assert.strictEqual((await acme.recentRuns(5)).length, 1);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+        assert.deepStrictEqual(await s.recentRuns(5), []);
+        assert.deepStrictEqual(await s.audit(null), []);
       });
 
       it('the default account needs no registry entry and is a store like any other', async function () {
