@@ -773,3 +773,40 @@ export function loadSourceConfig(
   if (problems.length > 0 || isLeft(source) || isLeft(store)) throw new ConfigError(problems, file);
   return { file, storePath: store.right?.path ?? DEFAULT_STORE_PATH, source: resolveSource(source.right) };
 }
+
+/** The keys of an account's config document (AccountRecord.config); `store`, `service` and `plugins` belong to the file. */
+export const ACCOUNT_CONFIG_KEYS: readonly string[] = ['source', 'targets', 'delivery'];
+
+/**
+ * Decode an account's config document from the registry (AccountRecord.config): the shape of a config file's
+ * `source`, `targets` and `delivery`, with `${ENV}` references resolved from `env` (never stored resolved).
+ * Relative paths in it are relative to the working directory. Throws ConfigError naming `account <id>` and every
+ * problem; `storePath` of the result is meaningless (the account's state is in the store backend).
+ */
+export function decodeAccountConfig(
+  account: string,
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+  registry: Registry,
+  opts: DecodeOptions = {},
+): Config {
+  const where = `account ${account}`;
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ConfigError([`expected an object with source and targets, got ${JSON.stringify(raw)}`], where);
+  const extra = Object.keys(raw).filter((k) => !ACCOUNT_CONFIG_KEYS.includes(k) && !isCommentKey(k));
+  if (extra.length > 0)
+    throw new ConfigError(
+      extra.map(
+        (k) =>
+          `${k}: not part of an account's config (it has ${ACCOUNT_CONFIG_KEYS.join(', ')}; store, service and plugins belong to the config file)`,
+      ),
+      where,
+    );
+  try {
+    const c = decodeConfig(raw, env, registry, null, opts);
+    return { ...c, service: undefined };
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(err.problems, where);
+    throw err;
+  }
+}
