@@ -1,0 +1,309 @@
+/**
+ * `cc-optout accounts add | list | remove | set`: the accounts one store holds (registered by one call in
+ * src/cli.ts). `default` is the config file's account (its `source` and `targets`); every other account is a
+ * document in the store's registry (see src/accounts.ts), selected on the other commands with `--account <id>`.
+ */
+import * as os from 'os';
+import * as path from 'path';
+import { Command } from 'commander';
+import type { CommandHelpers, GlobalOpts } from './cli-output';
+import { EXIT } from './cli-output';
+import { ConfigError, loadConfig } from './config';
+import { createRegistry } from './registry';
+import { pidAlive } from './store/sqlite';
+import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from './store/backend';
+import {
+  DEFAULT_PRIORITY,
+  PRIORITY_MAX,
+  accountIdProblem,
+  decodeAccount,
+  documentTargets,
+  literalSecretFields,
+  prefixed,
+  readAccountFile,
+  storedDocument,
+  unknownAccountMessage,
+  usePluginsOf,
+} from './accounts';
+import { intOption } from './commands';
+
+/** Opens the store the global options name (the config's `store`, or `--store`). */
+export type BackendOpener = (g: GlobalOpts) => Promise<StoreBackend>;
+
+/** What `accounts list` shows of one account. */
+export interface AccountListing {
+  id: string;
+  /** `config file` for default, `store` for an added account. */
+  from: 'config file' | 'store';
+  priority: number;
+  targets: string[];
+  createdAt: string | null;
+  updatedAt: string | null;
+  /** The newest run of the account (any kind), from its run history. */
+  lastRun: { id: number; kind: string; startedAt: string; finishedAt: string | null; status: string } | null;
+}
+
+/** `${NAME}` references in `doc` whose variable is not set in `env` (needed when the account runs). */
+function unsetReferences(doc: unknown, env: NodeJS.ProcessEnv): string[] {
+  const names = new Set<string>();
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string') {
+      for (const m of v.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g))
+        if (env[m[1]!] === undefined || env[m[1]!] === '') names.add(m[1]!);
+    } else if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object')
+      for (const [k, x] of Object.entries(v)) if (!k.startsWith('//') && k !== '$comment') walk(x);
+  };
+  walk(doc);
+  return [...names];
+}
+
+async function withBackend<T>(open: BackendOpener, g: GlobalOpts, fn: (b: StoreBackend) => Promise<T>): Promise<T> {
+  const backend = await open(g);
+  try {
+    return await fn(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/** The id given to an accounts command: a valid id (exit 2 naming it otherwise). */
+function checkId(cmd: string, id: string, h: CommandHelpers): void {
+  const p = accountIdProblem(id);
+  if (p) throw new h.ExitError(EXIT.config, `accounts ${cmd} ${id}: id: ${p}`);
+}
+
+/** The account's newest run, or null (the account's store is opened read-only for it). */
+async function lastRunOf(backend: StoreBackend, id: string): Promise<AccountListing['lastRun']> {
+  const store = await backend.account(id);
+  try {
+    const [r] = await store.recentRuns(1);
+    return r ? { id: r.id, kind: r.kind, startedAt: r.startedAt, finishedAt: r.finishedAt, status: r.status } : null;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Every account the store knows: `default` (the config file's) first, then the registry's by id. */
+export async function listAccounts(backend: StoreBackend, g: GlobalOpts, withRuns = true): Promise<AccountListing[]> {
+  const records = await backend.listAccounts();
+  const out: AccountListing[] = [];
+  const registered = new Map(records.map((r) => [r.id, r]));
+  const def = registered.get(DEFAULT_ACCOUNT);
+  let defaultTargets: string[] = [];
+  try {
+    defaultTargets = loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }).targets.map(
+      (t) => t.name,
+    );
+  } catch {
+    defaultTargets = []; // no (valid) config file: default has no targets to show
+  }
+  out.push({
+    id: DEFAULT_ACCOUNT,
+    from: 'config file',
+    priority: def?.priority ?? DEFAULT_PRIORITY,
+    targets: defaultTargets,
+    createdAt: def?.createdAt ?? null,
+    updatedAt: def?.updatedAt ?? null,
+    lastRun: withRuns ? await lastRunOf(backend, DEFAULT_ACCOUNT).catch(() => null) : null,
+  });
+  for (const r of [...records].sort((a, b) => a.id.localeCompare(b.id))) {
+    if (r.id === DEFAULT_ACCOUNT) continue;
+    out.push({
+      id: r.id,
+      from: 'store',
+      priority: r.priority,
+      targets: documentTargets(r.config),
+      createdAt: r.createdAt,
+      updatedAt: r.updatedAt,
+      lastRun: withRuns ? await lastRunOf(backend, r.id) : null,
+    });
+  }
+  return out;
+}
+
+/** The registry's record of `id`, or exit 2 naming it and listing the known ids. */
+async function registered(backend: StoreBackend, cmd: string, id: string, h: CommandHelpers): Promise<AccountRecord> {
+  const rec = await backend.getAccount(id);
+  if (rec) return rec;
+  throw new h.ExitError(EXIT.config, unknownAccountMessage(id, await backend.listAccounts(), `accounts ${cmd}`));
+}
+
+export function registerAccountCommands(
+  program: Command,
+  g: () => GlobalOpts,
+  h: CommandHelpers,
+  open: BackendOpener,
+): void {
+  const accounts = program
+    .command('accounts')
+    .description(
+      'the Constant Contact accounts this store serves: add, list, remove, set (default is the config file)',
+    );
+
+  accounts
+    .command('add <id>')
+    .description(
+      'add an account from a file with the config file\'s "source", "targets" and "delivery" (secrets as ${ENV} references); checked before anything is written',
+    )
+    .requiredOption('--from <file>', 'the account file (JSON; comments allowed, as in the config file)')
+    .addOption(
+      intOption(
+        '--priority <n>',
+        `polls sooner when the budget is short; 0 pauses it (default ${DEFAULT_PRIORITY})`,
+        0,
+        PRIORITY_MAX,
+      ),
+    )
+    .option('--replace', 'replace the config of an account that exists (its state is kept)')
+    .action(async (id: string, o: { from: string; priority?: number; replace?: boolean }) => {
+      checkId('add', id, h);
+      const at = `accounts add ${id}`;
+      if (id === DEFAULT_ACCOUNT)
+        throw new h.ExitError(
+          EXIT.config,
+          `${at}: "default" is the config file's account (${g().config}): edit that file, or choose another id`,
+        );
+      const registry = createRegistry();
+      let doc: unknown;
+      try {
+        usePluginsOf(g().config, registry);
+        const raw = readAccountFile(o.from);
+        // validated fully (structure, every connector's config) before anything is written; unset references
+        // are allowed here (the account may run elsewhere) and reported
+        decodeAccount(raw, process.env, registry, { requireEnv: false, configFile: g().config });
+        doc = storedDocument(raw, path.dirname(path.resolve(o.from)));
+      } catch (err) {
+        if (err instanceof ConfigError) throw new h.ExitError(EXIT.config, prefixed(at, err.problems));
+        throw err;
+      }
+      const literal = literalSecretFields(doc);
+      await withBackend(open, g(), async (backend) => {
+        const existing = await backend.getAccount(id);
+        if (existing && !o.replace)
+          throw new h.ExitError(
+            EXIT.config,
+            `${at}: the account exists (added ${existing.createdAt}); pass --replace to replace its config (its state is kept), or \`accounts set ${id} --priority N\``,
+          );
+        const rec = await backend.putAccount(
+          { id, config: doc, priority: o.priority ?? existing?.priority ?? DEFAULT_PRIORITY },
+          new Date().toISOString(),
+        );
+        for (const f of literal)
+          process.stderr.write(
+            `warning: ${at}: ${f}: an inline secret is stored as given in ${backend.location}; a \${ENV} reference is recommended\n`,
+          );
+        const unset = unsetReferences(doc, process.env);
+        const targets = documentTargets(doc);
+        if (g().json)
+          h.out(
+            JSON.stringify({
+              [existing ? 'replaced' : 'added']: rec.id,
+              priority: rec.priority,
+              targets,
+              store: backend.location,
+              unsetReferences: unset,
+            }),
+          );
+        else {
+          h.out(
+            `account ${rec.id} ${existing ? 'replaced' : 'added'} (priority ${rec.priority}; targets ${targets.join(', ')}) in ${backend.location}`,
+          );
+          if (unset.length)
+            h.out(`  not set in this environment (needed where it runs): ${unset.map((n) => `\${${n}}`).join(', ')}`);
+          h.out(
+            `next: cc-optout --account ${rec.id} auth constant-contact (unless source.refreshToken seeds it), then check`,
+          );
+        }
+      });
+    });
+
+  accounts
+    .command('list')
+    .description('every account: id, priority, targets, created, last run')
+    .action(async () =>
+      withBackend(open, g(), async (backend) => {
+        const rows = await listAccounts(backend, g());
+        if (g().json) {
+          h.out(JSON.stringify(rows, null, 2));
+          return;
+        }
+        for (const r of rows)
+          h.out(
+            `${r.id}\tpriority ${r.priority}${r.priority === 0 ? ' (paused)' : ''}\ttargets ${r.targets.join(', ') || 'none'}\t` +
+              `${r.from === 'config file' ? `from ${g().config}` : `added ${r.createdAt}`}\t` +
+              `last run ${r.lastRun ? `${r.lastRun.kind} ${r.lastRun.startedAt} ${r.lastRun.status}` : 'never'}`,
+          );
+      }),
+    );
+
+  accounts
+    .command('remove <id>')
+    .description('remove an added account and ALL its state (tokens, checkpoints, outbox, audit); needs --yes')
+    .option('--yes', 'really delete it')
+    .action(async (id: string, o: { yes?: boolean }) => {
+      checkId('remove', id, h);
+      const at = `accounts remove ${id}`;
+      if (id === DEFAULT_ACCOUNT)
+        throw new h.ExitError(
+          EXIT.config,
+          `${at}: "default" is the config file's account (${g().config}) and is never removed by this command; its state is the config's store`,
+        );
+      await withBackend(open, g(), async (backend) => {
+        const rec = await registered(backend, 'remove', id, h);
+        const store = await backend.account(id);
+        let what: string;
+        try {
+          const lock = await store.runLock();
+          if (lock && lock.host === os.hostname() && pidAlive(lock.pid))
+            throw new h.ExitError(
+              EXIT.incomplete,
+              `${at}: a run of this account is in progress: cc-optout ${lock.command} (pid ${lock.pid}, since ${lock.acquiredAt}); nothing removed. Stop it first.`,
+            );
+          const n = await store.countOptOuts();
+          const runs = await store.recentRuns(1);
+          const targets = documentTargets(rec.config);
+          what =
+            `the account ${id} (targets ${targets.join(', ') || 'none'}) and its state in ${backend.location}: ` +
+            `${n.active + n.left} known opt-outs, the outbox and audit of ${targets.length} target(s), ` +
+            `the run history (${runs[0] ? `last run #${runs[0].id}` : 'no runs'}), its Constant Contact tokens and checkpoints`;
+        } finally {
+          await store.close();
+        }
+        if (!o.yes) throw new h.ExitError(EXIT.config, `${at}: would delete ${what}; pass --yes to delete them`);
+        const removed = await backend.removeAccount(id);
+        if (g().json) h.out(JSON.stringify({ removed: removed ? id : null, store: backend.location }));
+        else h.out(removed ? `removed ${what}` : `${at}: already gone`);
+      });
+    });
+
+  accounts
+    .command('set <id>')
+    .description("change an added account's priority (its config: `accounts add ID --from FILE --replace`)")
+    .addOption(
+      intOption(
+        '--priority <n>',
+        `polls sooner when the budget is short; 0 pauses it (0..${PRIORITY_MAX})`,
+        0,
+        PRIORITY_MAX,
+      ).makeOptionMandatory(),
+    )
+    .action(async (id: string, o: { priority: number }) => {
+      checkId('set', id, h);
+      await withBackend(open, g(), async (backend) => {
+        if (id === DEFAULT_ACCOUNT && !(await backend.getAccount(id)))
+          throw new h.ExitError(
+            EXIT.config,
+            `accounts set ${id}: "default" is the config file's account; its priority is not stored in this store`,
+          );
+        const rec = await registered(backend, 'set', id, h);
+        const next = await backend.putAccount(
+          { id, config: rec.config, priority: o.priority },
+          new Date().toISOString(),
+        );
+        if (g().json) h.out(JSON.stringify({ id, priority: next.priority }));
+        else
+          h.out(`account ${id}: priority ${rec.priority} -> ${next.priority}${next.priority === 0 ? ' (paused)' : ''}`);
+      });
+    });
+}
