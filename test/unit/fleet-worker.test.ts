@@ -20,9 +20,6 @@ import {
 import { HeldLease, LeaseRow, Leases } from '../../src/fleet/types';
 import { AccountRecord, PgFenceGuard, StoreBackend } from '../../src/store/backend';
 import { StateStore } from '../../src/store/types';
-import { decodeAccountConfig } from '../../src/config';
-import { ConfigError } from '../../src/domain';
-import { createRegistry } from '../../src/registry';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -411,39 +408,6 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     } finally {
       await w.stop();
     }
-  });
-});
-
-describe('decodeAccountConfig (src/config.ts)', () => {
-  const registry = createRegistry();
-  const doc = {
-    source: { type: 'constant-contact', clientId: '${CID}', refreshToken: '${RT}', clientSecret: 'x' },
-    targets: [
-      { name: 'hubspot', connector: 'hubspot', config: { auth: { type: 'private-app', accessToken: '${HS}' } } },
-    ],
-  };
-  it('decodes an account document with its ${ENV} references resolved from the environment', () => {
-    const c = decodeAccountConfig('acme', doc, { CID: 'client-1', RT: 'rt-1', HS: 'pat-1' }, registry);
-    assert.equal(c.source.clientId, 'client-1');
-    assert.equal(c.source.refreshToken, 'rt-1');
-    assert.deepEqual(
-      c.targets.map((t) => t.name),
-      ['hubspot'],
-    );
-  });
-  it('names the account and every problem: unset references, keys that belong to the file', () => {
-    assert.throws(
-      () => decodeAccountConfig('acme', doc, {}, registry),
-      (e: unknown) => e instanceof ConfigError && /account acme/.test(e.message) && /CID/.test(e.message),
-    );
-    assert.throws(
-      () => decodeAccountConfig('acme', { ...doc, store: { path: 'x' } }, { CID: 'a', RT: 'b', HS: 'c' }, registry),
-      (e: unknown) => e instanceof ConfigError && /account acme/.test(e.message) && /store: not part/.test(e.message),
-    );
-    assert.throws(
-      () => decodeAccountConfig('acme', 'nope', {}, registry),
-      (e: unknown) => e instanceof ConfigError && /expected an object/.test(e.message),
-    );
   });
 });
 
