@@ -324,6 +324,7 @@ export class FleetWorker {
       }
       for (const lease of claimed) {
         this.counts.claimed += 1;
+        this.log.debug('lease claimed', { lease: lease.key, fence: lease.fence });
         const controller = new AbortController();
         const done = this.work(lease, records, controller).finally(() => {
           this.inHand.delete(lease.key);
@@ -351,6 +352,8 @@ export class FleetWorker {
   }
 
   private async releaseQuietly(lease: HeldLease, nextDueAt: string | null): Promise<void> {
+    // logged before: once released, another worker may claim it (and log) at once
+    this.log.debug('lease releasing', { lease: lease.key, fence: lease.fence, nextDueAt: nextDueAt ?? 'now' });
     try {
       await this.o.leases.release(lease, nextDueAt);
     } catch (err) {
