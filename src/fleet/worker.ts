@@ -25,21 +25,23 @@ import { randomBytes } from 'crypto';
 import { Logger, redact } from '../log';
 import { AccountRecord, PgFenceGuard, StoreBackend } from '../store/backend';
 import { LeaseLost, StateStore } from '../store/types';
-import { HeldLease, Leases, SchedulerInput, SharedBudget } from './types';
+import { activityWeight, DEFAULT_MAX_INTERVAL_MS, DEFAULT_MIN_INTERVAL_MS, nextPollDelayMs } from './scheduler';
+import {
+  accountLeaseKey,
+  deliverLeaseKey,
+  HeldLease,
+  LeaseRow,
+  Leases,
+  PollOutcome,
+  SchedulerInput,
+  SharedBudget,
+} from './types';
+
+export { accountLeaseKey, deliverLeaseKey };
 
 export const DEFAULT_DELIVER_IDLE_MS = 5 * 60_000;
 
 export type LeaseKind = 'account' | 'deliver';
-
-/** `account:<id>` */
-export function accountLeaseKey(account: string): string {
-  return `account:${account}`;
-}
-
-/** `deliver:<id>:<target>` */
-export function deliverLeaseKey(account: string, target: string): string {
-  return `deliver:${account}:${target}`;
-}
 
 /** What a lease key stands for (null: not a key this worker knows). */
 export function parseLeaseKey(key: string): { kind: LeaseKind; account: string; target: string | null } | null {
@@ -68,7 +70,7 @@ export function enabledTargetNames(config: unknown): string[] {
 }
 
 /** What one detection poll did. */
-export interface PollOutcome {
+export interface DetectOutcome {
   /** Constant Contact calls it spent (API and token endpoint). */
   readonly calls: number;
   /** New opt-outs it committed. */
@@ -98,7 +100,7 @@ export interface AccountWork {
   readonly store: StateStore;
   /** The Constant Contact application (client id) the account spends the shared budget of. */
   readonly app: string;
-  detect(signal: AbortSignal): Promise<PollOutcome>;
+  detect(signal: AbortSignal): Promise<DetectOutcome>;
   deliver(target: string, signal: AbortSignal): Promise<DeliverOutcome>;
   close(): Promise<void>;
 }
@@ -110,64 +112,69 @@ export interface OpenAccountInput {
   readonly signal: AbortSignal;
 }
 
-/** The per-account poll record (for the scheduler and `status`). */
-export interface AccountPollState {
-  readonly account: string;
-  readonly lastPollAt: string | null;
-  /** The UTC day `callsToday` counts. */
+/** The account key/value namespace of the fleet's per-account poll record (`status` reads it). */
+export const FLEET_KV = 'fleet';
+export const POLL_RECORD_KEY = 'poll';
+
+/**
+ * What the worker keeps per account in the account's own store (key/value `fleet`/`poll`, written under the
+ * account lease): the Constant Contact calls spent on the UTC `day`, and the consecutive failed polls (backoff).
+ * The last poll time, idle streak and calls per poll are on the account's lease row (Leases.release with a poll).
+ */
+export interface AccountPollRecord {
   readonly day: string;
   readonly callsToday: number;
-  /** Consecutive polls without a new opt-out. */
-  readonly idleStreak: number;
-  /** Average Constant Contact calls per poll (exponential average). */
-  readonly callsPerPoll: number;
-  /** Consecutive failed polls (backoff). */
   readonly failures: number;
-}
-
-export interface PollBook {
-  get(account: string): Promise<AccountPollState | null>;
-  /** Record one poll (calls are added to today's count; `ok` false counts a failure). */
-  record(p: { account: string; at: string; calls: number; found: number }, ok: boolean): Promise<AccountPollState>;
-  list(): Promise<AccountPollState[]>;
+  readonly lastPollAt: string | null;
+  /** The last failure, redacted (null after a good poll). */
+  readonly lastError: string | null;
 }
 
 export const utcDay = (d: Date): string => d.toISOString().slice(0, 10);
 
-/** The next state of an account's poll record after one poll (shared by every PollBook). */
-export function nextPollState(
-  prev: AccountPollState | null,
-  p: { account: string; at: string; calls: number; found: number },
-  ok: boolean,
-): AccountPollState {
+/** The record as stored (null when absent or unreadable). */
+export async function readPollRecord(store: StateStore): Promise<AccountPollRecord | null> {
+  const raw = await store.kv(FLEET_KV).get(POLL_RECORD_KEY);
+  if (!raw) return null;
+  try {
+    const v = JSON.parse(raw) as Partial<AccountPollRecord>;
+    if (typeof v.day !== 'string' || typeof v.callsToday !== 'number') return null;
+    return {
+      day: v.day,
+      callsToday: v.callsToday,
+      failures: typeof v.failures === 'number' ? v.failures : 0,
+      lastPollAt: typeof v.lastPollAt === 'string' ? v.lastPollAt : null,
+      lastError: typeof v.lastError === 'string' ? v.lastError : null,
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** Calls spent today by the record's account (0 when the record is of another day). */
+export function callsOn(rec: AccountPollRecord | null, day: string): number {
+  return rec && rec.day === day ? rec.callsToday : 0;
+}
+
+/** The next record after one poll. */
+export function nextPollRecord(
+  prev: AccountPollRecord | null,
+  p: { at: string; calls: number; error: string | null },
+): AccountPollRecord {
   const day = p.at.slice(0, 10);
-  const callsToday = (prev && prev.day === day ? prev.callsToday : 0) + p.calls;
-  const callsPerPoll = prev && prev.lastPollAt ? prev.callsPerPoll * 0.8 + p.calls * 0.2 : Math.max(p.calls, 1);
   return {
-    account: p.account,
-    lastPollAt: p.at,
     day,
-    callsToday,
-    idleStreak: !ok ? (prev?.idleStreak ?? 0) : p.found > 0 ? 0 : (prev?.idleStreak ?? 0) + 1,
-    callsPerPoll: ok ? callsPerPoll : (prev?.callsPerPoll ?? 2),
-    failures: ok ? 0 : (prev?.failures ?? 0) + 1,
+    callsToday: callsOn(prev, day) + p.calls,
+    failures: p.error === null ? 0 : (prev?.failures ?? 0) + 1,
+    lastPollAt: p.at,
+    lastError: p.error,
   };
 }
 
-/** A PollBook in memory (tests; a single process). */
-export class MemoryPollBook implements PollBook {
-  private readonly rows = new Map<string, AccountPollState>();
-  get(account: string): Promise<AccountPollState | null> {
-    return Promise.resolve(this.rows.get(account) ?? null);
-  }
-  record(p: { account: string; at: string; calls: number; found: number }, ok: boolean): Promise<AccountPollState> {
-    const next = nextPollState(this.rows.get(p.account) ?? null, p, ok);
-    this.rows.set(p.account, next);
-    return Promise.resolve(next);
-  }
-  list(): Promise<AccountPollState[]> {
-    return Promise.resolve([...this.rows.values()]);
-  }
+async function writePollRecord(store: StateStore, rec: AccountPollRecord): Promise<void> {
+  const kv = store.kv(FLEET_KV) as ReturnType<StateStore['kv']> & { flush?: () => unknown };
+  await kv.set(POLL_RECORD_KEY, JSON.stringify(rec));
+  await kv.flush?.();
 }
 
 /** Interval to the next poll, in ms (the fair scheduler: ./scheduler). */
@@ -178,12 +185,17 @@ export interface FleetWorkerOptions {
   readonly leases: Leases;
   /** The shared Constant Contact budget (its state feeds the scheduler). */
   readonly budget?: SharedBudget;
-  readonly polls: PollBook;
   /** Open an account's store (with the guard) and build its engine. */
   readonly open: (input: OpenAccountInput) => Promise<AccountWork>;
   /** The accounts this worker serves (default: the backend's registry). */
   readonly accounts?: () => Promise<AccountRecord[]>;
-  readonly schedule: ScheduleFn;
+  /** The fair scheduler (default ./scheduler nextPollDelayMs). */
+  readonly schedule?: ScheduleFn;
+  /**
+   * Make a free lease due at `dueAt` unless it is due earlier already (a poll that found opt-outs wakes the
+   * account's deliver leases); optional: without it they come due after `deliverIdleMs`.
+   */
+  readonly wake?: (key: string, dueAt: string) => Promise<void>;
   readonly logger: Logger;
   /** Leases worked at once (default 2). */
   readonly concurrency?: number;
@@ -191,7 +203,7 @@ export interface FleetWorkerOptions {
   readonly ttlMs?: number;
   /** How long an idle loop waits before it looks for due leases again (default 1 s). */
   readonly idleMs?: number;
-  /** Bounds of a poll interval (scheduler input; defaults 1 min and 24 h). */
+  /** Bounds of a poll interval (scheduler input; defaults ./scheduler's 1 min and 24 h). */
   readonly minIntervalMs?: number;
   readonly maxIntervalMs?: number;
   /**
@@ -351,11 +363,11 @@ export class FleetWorker {
     });
   }
 
-  private async releaseQuietly(lease: HeldLease, nextDueAt: string | null): Promise<void> {
+  private async releaseQuietly(lease: HeldLease, nextDueAt: string | null, poll?: PollOutcome): Promise<void> {
     // logged before: once released, another worker may claim it (and log) at once
     this.log.debug('lease releasing', { lease: lease.key, fence: lease.fence, nextDueAt: nextDueAt ?? 'now' });
     try {
-      await this.o.leases.release(lease, nextDueAt);
+      await this.o.leases.release(lease, nextDueAt, poll);
     } catch (err) {
       // not given back: it expires after its TTL and another worker takes it over then
       this.log.warn('fleet worker: could not release a lease (it expires after its TTL)', {
@@ -403,12 +415,12 @@ export class FleetWorker {
   private async work(lease: HeldLease, records: readonly AccountRecord[], controller: AbortController): Promise<void> {
     const what = parseLeaseKey(lease.key);
     const hb = this.heartbeat(lease, controller);
-    let next: string | null = null;
+    let result: LeaseResult = { next: null };
     let forgotten = false;
     try {
       if (!what) {
         this.log.warn('fleet worker: a lease key it does not know; given back for a day', { lease: lease.key });
-        next = new Date(this.now().getTime() + 86_400_000).toISOString();
+        result = { next: this.after(DAY_MS) };
         return;
       }
       const record = records.find((r) => r.id === what.account) ?? (await this.o.backend.getAccount(what.account));
@@ -418,43 +430,44 @@ export class FleetWorker {
         forgotten = true;
         return;
       }
-      if (record.priority <= 0) {
-        next = new Date(this.now().getTime() + this.maxMs()).toISOString();
+      if (
+        record.priority <= 0 ||
+        (what.kind === 'deliver' && !enabledTargetNames(record.config).includes(what.target!))
+      ) {
+        // paused, or a target no longer enabled: looked at again later
+        result = { next: this.after(this.maxMs()) };
         return;
       }
-      if (what.kind === 'deliver' && !enabledTargetNames(record.config).includes(what.target!)) {
-        next = new Date(this.now().getTime() + this.maxMs()).toISOString();
-        return;
-      }
-      next = await this.runLease(lease, record, what.kind, what.target, controller.signal);
+      result = await this.runLease(lease, record, what.kind, what.target, controller.signal);
     } catch (err) {
-      next = new Date(this.now().getTime() + (this.o.failureBackoffMs ?? 30_000)).toISOString();
+      result = { next: this.after(this.o.failureBackoffMs ?? 30_000) };
       this.log.error('fleet worker: a lease failed', { lease: lease.key, error: redact((err as Error).message) });
     } finally {
       hb.stop();
       if (!hb.lost() && !forgotten) {
         // stopping: due now, another worker picks it up at once
-        if (this.stopping) {
-          next = null;
-          this.counts.handedOver += 1;
-        }
-        await this.releaseQuietly(lease, next);
+        if (this.stopping) this.counts.handedOver += 1;
+        await this.releaseQuietly(lease, this.stopping ? null : result.next, result.poll);
       }
     }
   }
 
-  private maxMs(): number {
-    return this.o.maxIntervalMs ?? 24 * 3600_000;
+  private after(ms: number): string {
+    return new Date(this.now().getTime() + ms).toISOString();
   }
 
-  /** Run one lease's work; returns when it is due again. */
+  private maxMs(): number {
+    return this.o.maxIntervalMs ?? DEFAULT_MAX_INTERVAL_MS;
+  }
+
+  /** Run one lease's work; returns when it is due again (and, for a poll, what the poll did). */
   private async runLease(
     lease: HeldLease,
     record: AccountRecord,
     kind: LeaseKind,
     target: string | null,
     signal: AbortSignal,
-  ): Promise<string> {
+  ): Promise<LeaseResult> {
     const started = this.now();
     let work: AccountWork;
     try {
@@ -463,12 +476,14 @@ export class FleetWorker {
       this.counts.failures += 1;
       const message = redact((err as Error).message ?? String(err));
       this.log.error('account could not be opened', { account: record.id, lease: lease.key, error: message });
-      if (kind === 'account')
-        await this.o.polls.record({ account: record.id, at: started.toISOString(), calls: 0, found: 0 }, false);
-      return this.backoff(record.id, kind);
+      return { next: this.backoffAt(this.localFailures(record.id, true)) };
     }
+    let prior: AccountPollRecord | null = null;
     try {
-      if (kind === 'account') return await this.poll(record, work, signal, started);
+      if (kind === 'account') {
+        prior = await readPollRecord(work.store);
+        return await this.poll(record, work, signal, started, prior);
+      }
       return await this.deliver(record, work, target!, signal);
     } catch (err) {
       this.counts.failures += 1;
@@ -478,12 +493,12 @@ export class FleetWorker {
         ...(target ? { target } : {}),
         error: message,
       });
-      if (kind === 'account')
-        await this.o.polls
-          .record({ account: record.id, at: started.toISOString(), calls: 0, found: 0 }, false)
-          .catch(() => undefined);
-      return this.backoff(record.id, kind);
+      if (kind !== 'account') return { next: this.backoffAt(this.localFailures(lease.key, true)) };
+      const rec = nextPollRecord(prior, { at: started.toISOString(), calls: 0, error: message });
+      await writePollRecord(work.store, rec).catch(() => undefined);
+      return { next: this.backoffAt(rec.failures) };
     } finally {
+      if (kind === 'account' || target) this.localFailures(kind === 'account' ? record.id : lease.key, false);
       await work
         .close()
         .catch((err: Error) =>
@@ -492,67 +507,108 @@ export class FleetWorker {
     }
   }
 
-  private async backoff(account: string, kind: LeaseKind): Promise<string> {
-    const base = this.o.failureBackoffMs ?? 30_000;
-    const failures = kind === 'account' ? ((await this.o.polls.get(account).catch(() => null))?.failures ?? 1) : 1;
-    const ms = Math.min(this.maxMs(), base * 2 ** Math.max(0, failures - 1));
-    return new Date(this.now().getTime() + ms).toISOString();
+  /** Consecutive failures this worker saw of a key it could not record in a store (open failed, deliveries). */
+  private readonly failuresSeen = new Map<string, number>();
+  private localFailures(key: string, failed: boolean): number {
+    if (!failed) {
+      this.failuresSeen.delete(key);
+      return 0;
+    }
+    const n = (this.failuresSeen.get(key) ?? 0) + 1;
+    this.failuresSeen.set(key, n);
+    return n;
   }
 
-  private async poll(record: AccountRecord, work: AccountWork, signal: AbortSignal, started: Date): Promise<string> {
+  /** Backoff after `failures` consecutive failures: failureBackoffMs doubling, at most maxIntervalMs. */
+  private backoffAt(failures: number): string {
+    const base = this.o.failureBackoffMs ?? 30_000;
+    return this.after(Math.min(this.maxMs(), base * 2 ** Math.max(0, failures - 1)));
+  }
+
+  private leaseCache: { at: number; rows: LeaseRow[] } | null = null;
+
+  /** The account lease rows (the scheduler's view of the fleet), read at most every few seconds. */
+  private async accountRows(): Promise<LeaseRow[]> {
+    const t = Date.now();
+    if (!this.leaseCache || t - this.leaseCache.at > 5_000)
+      this.leaseCache = { at: t, rows: (await this.o.leases.list()).filter((r) => r.target === null) };
+    return this.leaseCache.rows;
+  }
+
+  private async poll(
+    record: AccountRecord,
+    work: AccountWork,
+    signal: AbortSignal,
+    started: Date,
+    prior: AccountPollRecord | null,
+  ): Promise<LeaseResult> {
     const r = await work.detect(signal);
     this.counts.polls += 1;
     const ok = r.exitCode === 0 || !!r.interrupted;
-    const state = await this.o.polls.record(
-      { account: record.id, at: started.toISOString(), calls: r.calls, found: r.found },
-      ok,
-    );
+    const rec = nextPollRecord(prior, {
+      at: started.toISOString(),
+      calls: r.calls,
+      error: ok ? null : `detection ended with exit code ${r.exitCode}`,
+    });
+    await writePollRecord(work.store, rec);
+    const poll: PollOutcome = { at: started.toISOString(), calls: r.calls, found: r.found };
     if (r.found > 0) await this.wakeDeliveries(record);
     const now = this.now();
     if (r.retryAt) {
       const at = Date.parse(r.retryAt);
-      if (!Number.isNaN(at) && at > now.getTime()) return new Date(at).toISOString();
+      if (!Number.isNaN(at) && at > now.getTime()) return { next: new Date(at).toISOString(), poll };
     }
-    if (!ok) return this.backoff(record.id, 'account');
-    const records = await this.accounts();
-    const active = records.filter((a) => a.priority > 0);
-    let remaining = Number.MAX_SAFE_INTEGER;
-    if (this.o.budget) {
-      const b = await this.o.budget.state(work.app, now);
-      remaining = b.spent ? 0 : Math.max(0, b.limit - b.used);
-    }
-    const interval = this.o.schedule({
-      now,
-      remaining,
-      accounts: Math.max(1, active.length),
-      callsPerPoll: state.callsPerPoll || 2,
-      priority: record.priority,
-      prioritySum: Math.max(
-        record.priority,
-        active.reduce((a, x) => a + x.priority, 0),
-      ),
-      idleStreak: state.idleStreak,
-      minIntervalMs: this.o.minIntervalMs ?? 60_000,
-      maxIntervalMs: this.maxMs(),
-    });
+    if (!ok) return { next: this.backoffAt(rec.failures), poll };
+    const interval = await this.interval(record, work, r, now);
     this.log.info('poll finished', {
       account: record.id,
       calls: r.calls,
       newOptOuts: r.found,
+      callsToday: rec.callsToday,
       nextPollInMs: Math.round(interval),
       ...(r.interrupted ? { interrupted: true } : {}),
     });
-    return new Date(now.getTime() + interval).toISOString();
+    return { next: new Date(now.getTime() + interval).toISOString(), poll };
   }
 
-  /** New opt-outs are in the outbox: the account's deliver leases are due now (when the Leases can say so). */
+  /** The scheduler's interval for the account after this poll (from the budget left and the other accounts). */
+  private async interval(record: AccountRecord, work: AccountWork, r: DetectOutcome, now: Date): Promise<number> {
+    const rows = await this.accountRows();
+    const mine = rows.find((x) => x.account === record.id);
+    // this poll as the lease row will record it on release
+    const idleStreak = r.found > 0 ? 0 : (mine?.idleStreak ?? 0) + 1;
+    const callsPerPoll = mine && mine.polls > 0 ? mine.callsPerPoll * 0.8 + r.calls * 0.2 : Math.max(1, r.calls);
+    const active = rows.filter((x) => x.priority > 0);
+    const weight = (p: number, idle: number): number => p * activityWeight(idle);
+    const weightSum =
+      active.filter((x) => x.account !== record.id).reduce((a, x) => a + weight(x.priority, x.idleStreak), 0) +
+      weight(record.priority, idleStreak);
+    let remaining = Number.MAX_SAFE_INTEGER;
+    if (this.o.budget) remaining = (await this.o.budget.state(work.app, now)).remaining;
+    return (this.o.schedule ?? nextPollDelayMs)({
+      now,
+      remaining,
+      accounts: Math.max(1, active.length),
+      callsPerPoll: Math.max(0.1, callsPerPoll),
+      priority: record.priority,
+      prioritySum: Math.max(
+        record.priority,
+        active.filter((x) => x.account !== record.id).reduce((a, x) => a + x.priority, 0) + record.priority,
+      ),
+      idleStreak,
+      weightSum: weightSum > 0 ? weightSum : undefined,
+      minIntervalMs: this.o.minIntervalMs ?? DEFAULT_MIN_INTERVAL_MS,
+      maxIntervalMs: this.maxMs(),
+    });
+  }
+
+  /** New opt-outs are in the outbox: the account's deliver leases are due now. */
   private async wakeDeliveries(record: AccountRecord): Promise<void> {
-    const wake = (this.o.leases as Partial<WakeableLeases>).wake;
-    if (typeof wake !== 'function') return;
+    if (!this.o.wake) return;
     const now = this.now().toISOString();
     for (const t of enabledTargetNames(record.config)) {
       try {
-        await wake.call(this.o.leases, deliverLeaseKey(record.id, t), now);
+        await this.o.wake(deliverLeaseKey(record.id, t), now);
       } catch (err) {
         this.log.warn('could not make a deliver lease due now', {
           account: record.id,
@@ -568,7 +624,7 @@ export class FleetWorker {
     work: AccountWork,
     target: string,
     signal: AbortSignal,
-  ): Promise<string> {
+  ): Promise<LeaseResult> {
     const r = await work.deliver(target, signal);
     this.counts.deliveries += 1;
     const now = this.now().getTime();
@@ -582,16 +638,19 @@ export class FleetWorker {
       });
     if (r.halted && r.retryAt) {
       const at = Date.parse(r.retryAt);
-      if (!Number.isNaN(at)) return new Date(Math.max(at, now)).toISOString();
+      if (!Number.isNaN(at)) return { next: new Date(Math.max(at, now)).toISOString() };
     }
-    if (r.halted) return this.backoff(record.id, 'deliver');
-    if (r.nextDueAt === null) return new Date(later).toISOString();
+    if (r.halted) return { next: this.backoffAt(this.localFailures(deliverLeaseKey(record.id, target), true)) };
+    if (r.nextDueAt === null) return { next: new Date(later).toISOString() };
     const at = Date.parse(r.nextDueAt);
-    return new Date(Number.isNaN(at) ? later : Math.min(Math.max(at, now), later)).toISOString();
+    return { next: new Date(Number.isNaN(at) ? later : Math.min(Math.max(at, now), later)).toISOString() };
   }
 }
 
-/** Leases that can make a free row due earlier (never later); optional for a Leases implementation. */
-export interface WakeableLeases extends Leases {
-  wake(key: string, dueAt: string): Promise<void>;
+interface LeaseResult {
+  /** Due again then (null: now). */
+  readonly next: string | null;
+  readonly poll?: PollOutcome;
 }
+
+const DAY_MS = 86_400_000;

@@ -10,112 +10,64 @@ import {
   AccountWork,
   DeliverOutcome,
   FleetWorker,
-  MemoryPollBook,
   OpenAccountInput,
-  PollOutcome,
+  DetectOutcome,
   deliverLeaseKey,
   enabledTargetNames,
   parseLeaseKey,
+  readPollRecord,
 } from '../../src/fleet/worker';
-import { HeldLease, LeaseRow, Leases } from '../../src/fleet/types';
-import { AccountRecord, PgFenceGuard, StoreBackend } from '../../src/store/backend';
+import Database from 'better-sqlite3';
+import { Leases, SchedulerInput } from '../../src/fleet/types';
+import { createSqliteLeases } from '../../src/fleet/sqlite';
+import { sqliteWake } from '../../src/fleet/wake';
+import { fleetStatus } from '../../src/fleet/status';
+import { AccountRecord, StoreBackend } from '../../src/store/backend';
 import { StateStore } from '../../src/store/types';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface Row {
-  key: string;
-  account: string;
-  target: string | null;
-  owner: string | null;
-  fence: number;
-  expiresAt: number;
-  nextDueAt: number;
-  priority: number;
+/** The fleet's SQLite leases (src/fleet/sqlite.ts) on a private in-memory database, and its wake. */
+function sqliteLeases(): { leases: Leases; db: Database.Database; wake: (k: string, at: string) => Promise<void> } {
+  const db = new Database(':memory:');
+  return { leases: createSqliteLeases(db), db, wake: sqliteWake(db) };
 }
 
-/** Leases in memory with the contract of src/fleet/types (claims are atomic: one event loop). */
-class MemoryLeases implements Leases {
-  readonly rows = new Map<string, Row>();
-  readonly releases: { key: string; nextDueAt: string | null }[] = [];
-  ensure(key: string, account: string, target: string | null, dueAt: string, priority = 1): Promise<void> {
-    if (!this.rows.has(key))
-      this.rows.set(key, {
-        key,
-        account,
-        target,
-        owner: null,
-        fence: 0,
-        expiresAt: 0,
-        nextDueAt: Date.parse(dueAt),
-        priority,
-      });
-    return Promise.resolve();
-  }
-  forget(account: string): Promise<void> {
-    for (const [k, r] of this.rows) if (r.account === account) this.rows.delete(k);
-    return Promise.resolve();
-  }
-  claim(
-    owner: string,
-    limit: number,
-    ttlMs: number,
-    now: Date,
-    kinds?: readonly ('account' | 'deliver')[],
-  ): Promise<HeldLease[]> {
-    const t = now.getTime();
-    const due = [...this.rows.values()]
-      .filter((r) => r.nextDueAt <= t && (r.owner === null || r.expiresAt <= t))
-      .filter((r) => !kinds || kinds.includes(r.key.startsWith('account:') ? 'account' : 'deliver'))
-      .sort((a, b) => b.priority - a.priority || a.nextDueAt - b.nextDueAt)
-      .slice(0, limit);
-    return Promise.resolve(
-      due.map((r) => {
-        r.owner = owner;
-        r.fence += 1;
-        r.expiresAt = t + ttlMs;
-        return { key: r.key, owner, fence: r.fence, expiresAt: new Date(r.expiresAt).toISOString() };
-      }),
-    );
-  }
-  renew(lease: HeldLease, ttlMs: number, now: Date): Promise<boolean> {
-    const r = this.rows.get(lease.key);
-    if (!r || r.owner !== lease.owner || r.fence !== lease.fence) return Promise.resolve(false);
-    r.expiresAt = now.getTime() + ttlMs;
-    return Promise.resolve(true);
-  }
-  release(lease: HeldLease, nextDueAt: string | null): Promise<void> {
-    const r = this.rows.get(lease.key);
-    this.releases.push({ key: lease.key, nextDueAt });
-    if (r && r.owner === lease.owner && r.fence === lease.fence) {
-      r.owner = null;
-      r.expiresAt = 0;
-      r.nextDueAt = nextDueAt === null ? Date.now() : Date.parse(nextDueAt);
-    }
-    return Promise.resolve();
-  }
-  wake(key: string, dueAt: string): Promise<void> {
-    const r = this.rows.get(key);
-    if (r) r.nextDueAt = Math.min(r.nextDueAt, Date.parse(dueAt));
-    return Promise.resolve();
-  }
-  list(): Promise<LeaseRow[]> {
-    return Promise.resolve(
-      [...this.rows.values()].map((r) => ({
-        key: r.key,
-        account: r.account,
-        target: r.target,
-        owner: r.owner as string,
-        fence: r.fence,
-        expiresAt: new Date(r.expiresAt).toISOString(),
-        nextDueAt: new Date(r.nextDueAt).toISOString(),
-        priority: r.priority,
-      })),
-    );
-  }
-  guard(held: readonly HeldLease[]): PgFenceGuard {
-    return { check: () => Promise.resolve(), held } as unknown as PgFenceGuard;
-  }
+interface LeaseSnapshot {
+  key: string;
+  owner: string | null;
+  fence: number;
+  nextDueAt: number;
+}
+
+async function rows(leases: Leases): Promise<Map<string, LeaseSnapshot>> {
+  return new Map(
+    (await leases.list()).map((r) => [
+      r.key,
+      { key: r.key, owner: r.owner, fence: r.fence, nextDueAt: Date.parse(r.nextDueAt) },
+    ]),
+  );
+}
+
+/** Every release call (key, nextDueAt) on top of the real leases. */
+function recordingReleases(leases: Leases): { leases: Leases; releases: { key: string; nextDueAt: string | null }[] } {
+  const releases: { key: string; nextDueAt: string | null }[] = [];
+  const wrapped: Leases = Object.create(leases) as Leases;
+  wrapped.release = (lease, nextDueAt, poll) => {
+    releases.push({ key: lease.key, nextDueAt });
+    return leases.release(lease, nextDueAt, poll);
+  };
+  return { leases: wrapped, releases };
+}
+
+function memoryStore(): StateStore {
+  const kv = new Map<string, string>();
+  return {
+    kv: (ns: string) => ({
+      get: (k: string) => kv.get(`${ns}/${k}`) ?? null,
+      set: (k: string, v: string) => void kv.set(`${ns}/${k}`, v),
+    }),
+  } as unknown as StateStore;
 }
 
 function account(id: string, targets = ['hubspot'], priority = 1): AccountRecord {
@@ -147,7 +99,7 @@ interface Fake {
   overlaps: string[];
   polls: Map<string, number>;
   deliveries: Map<string, number>;
-  detect?: (input: OpenAccountInput, signal: AbortSignal) => Promise<PollOutcome>;
+  detect?: (input: OpenAccountInput, signal: AbortSignal) => Promise<DetectOutcome>;
   deliver?: (input: OpenAccountInput, target: string, signal: AbortSignal) => Promise<DeliverOutcome>;
   openFails?: Set<string>;
 }
@@ -165,7 +117,7 @@ function fakeOpen(f: Fake): (input: OpenAccountInput) => Promise<AccountWork> {
       f.busy.delete(input.lease.key);
     };
     return Promise.resolve({
-      store: {} as StateStore,
+      store: memoryStore(),
       app: 'app-1',
       async detect(signal) {
         enter();
@@ -199,16 +151,29 @@ function newFake(): Fake {
   return { busy: new Map(), overlaps: [], polls: new Map(), deliveries: new Map() };
 }
 
+interface Setup {
+  leases: Leases;
+  db: Database.Database;
+  wake: (k: string, at: string) => Promise<void>;
+  releases: { key: string; nextDueAt: string | null }[];
+}
+
+function setup(): Setup {
+  const base = sqliteLeases();
+  const r = recordingReleases(base.leases);
+  return { ...base, leases: r.leases, releases: r.releases };
+}
+
 function worker(
-  leases: MemoryLeases,
+  s: Setup,
   accounts: AccountRecord[],
   f: Fake,
   extra: Partial<ConstructorParameters<typeof FleetWorker>[0]> = {},
 ): FleetWorker {
   return new FleetWorker({
     backend: backendOf(accounts),
-    leases,
-    polls: new MemoryPollBook(),
+    leases: s.leases,
+    wake: s.wake,
     open: fakeOpen(f),
     schedule: () => 60_000,
     logger: memoryLogger('info'),
@@ -236,42 +201,46 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
   });
 
   it('ensures a lease row per account and enabled target; two workers share the accounts, never one key at once', async () => {
-    const leases = new MemoryLeases();
+    const s = setup();
     const accounts = ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => account(id, ['hubspot', 'salesforce']));
     const f = newFake();
     f.detect = async () => {
       await sleep(15);
       return { calls: 3, found: 0, exitCode: 0 };
     };
-    const w1 = worker(leases, accounts, f);
-    const w2 = worker(leases, accounts, f);
+    const w1 = worker(s, accounts, f);
+    const w2 = worker(s, accounts, f);
     w1.start();
     w2.start();
     try {
       await waitUntil(
-        () =>
-          f.polls.size === 6 && f.deliveries.size === 12 && [...leases.rows.values()].every((r) => r.owner === null),
+        async () =>
+          f.polls.size === 6 &&
+          f.deliveries.size === 12 &&
+          [...(await rows(s.leases)).values()].every((r) => r.owner === null),
         'every account polled, every target run, every lease back',
       );
     } finally {
       await Promise.all([w1.stop(), w2.stop()]);
     }
-    assert.equal(leases.rows.size, 18, '6 account leases + 12 deliver leases');
+    const all = await rows(s.leases);
+    assert.equal(all.size, 18, '6 account leases + 12 deliver leases');
     assert.deepEqual(f.overlaps, [], 'no key worked by two workers at once');
     assert.ok(
       w1.counts.claimed > 0 && w2.counts.claimed > 0,
       `both claimed (${w1.counts.claimed}, ${w2.counts.claimed})`,
     );
-    // polled once each: the schedule said 60 s; the deliver leases with nothing queued come back after maxIntervalMs
+    // polled once each: the schedule said 60 s; the deliver leases with nothing queued come back after 5 min
     for (const n of f.polls.values()) assert.equal(n, 1);
-    for (const r of leases.rows.values()) {
-      assert.equal(r.owner, null, `${r.key} released`);
-      assert.ok(r.nextDueAt > Date.now() + 30_000, `${r.key} is due later`);
-    }
+    for (const r of all.values()) assert.ok(r.nextDueAt > Date.now() + 30_000, `${r.key} is due later`);
+    const listed = (await s.leases.list()).find((r) => r.key === 'account:a')!;
+    assert.equal(listed.polls, 1, 'the poll is recorded on the lease row');
+    assert.equal(listed.callsPerPoll, 3);
+    assert.notEqual(listed.lastPollAt, null);
   });
 
   it('a poll that found opt-outs makes its deliver leases due at once; the next poll follows the schedule', async () => {
-    const leases = new MemoryLeases();
+    const s = setup();
     const accounts = [account('a', ['hubspot'])];
     const f = newFake();
     let queued = 0;
@@ -286,15 +255,12 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
       queued = 0;
       return Promise.resolve({ settled, nextDueAt: null });
     };
-    const polls = new MemoryPollBook();
-    const seen: number[] = [];
-    const w = worker(leases, accounts, f, {
-      polls,
-      deliverIdleMs: 3_600_000,
+    const seen: SchedulerInput[] = [];
+    const w = worker(s, accounts, f, {
       concurrency: 1,
-      kinds: ['account', 'deliver'],
+      deliverIdleMs: 3_600_000,
       schedule: (i) => {
-        seen.push(i.callsPerPoll, i.idleStreak);
+        seen.push(i);
         return 120_000;
       },
     });
@@ -304,16 +270,30 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     } finally {
       await w.stop();
     }
-    const st = await polls.get('a');
-    assert.equal(st?.callsToday, 4);
-    assert.equal(st?.idleStreak, 0);
-    assert.deepEqual(seen.slice(0, 2), [4, 0], 'the scheduler saw the poll');
-    const row = leases.rows.get('account:a')!;
+    assert.equal(seen[0]?.callsPerPoll, 4, 'the scheduler saw the poll');
+    assert.equal(seen[0]?.idleStreak, 0);
+    assert.equal(seen[0]?.accounts, 1);
+    const row = (await rows(s.leases)).get('account:a')!;
     assert.ok(Math.abs(row.nextDueAt - (Date.now() + 120_000)) < 5_000, 'next poll at the scheduled interval');
   });
 
+  it('without a schedule given, the fair scheduler decides (no budget named: clamped to minIntervalMs)', async () => {
+    const s = setup();
+    const f = newFake();
+    const w = worker(s, [account('a', [])], f, { schedule: undefined, minIntervalMs: 90_000 });
+    w.start();
+    try {
+      await waitUntil(() => f.polls.get('a') === 1, 'polled');
+      await waitUntil(async () => (await rows(s.leases)).get('account:a')!.owner === null, 'released');
+    } finally {
+      await w.stop();
+    }
+    const row = (await rows(s.leases)).get('account:a')!;
+    assert.ok(row.nextDueAt >= Date.now() + 80_000, 'at least minIntervalMs later');
+  });
+
   it('a lease taken over aborts the work in hand and is not released by the loser', async () => {
-    const leases = new MemoryLeases();
+    const s = setup();
     const f = newFake();
     let aborted: unknown = null;
     f.detect = (_i, signal) =>
@@ -323,41 +303,36 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
           resolve({ calls: 1, found: 0, exitCode: 1, interrupted: true });
         });
       });
-    const w = worker(leases, [account('a', [])], f);
+    const w = worker(s, [account('a', [])], f);
     w.start();
     try {
       await waitUntil(() => f.busy.has('account:a'), 'the poll started');
-      // a successor took it over (fence moved on)
-      const row = leases.rows.get('account:a')!;
-      row.owner = 'someone-else';
-      row.fence += 1;
+      // a successor took it over (its fence moved on)
+      s.db.prepare(`UPDATE cc_leases SET owner = 'someone-else', fence = fence + 1 WHERE key = 'account:a'`).run();
       await waitUntil(() => aborted !== null, 'the work was aborted');
     } finally {
       await w.stop();
     }
     assert.match(String((aborted as Error).message), /taken over/);
     assert.equal(w.counts.lost, 1);
-    assert.equal(leases.rows.get('account:a')!.owner, 'someone-else', 'the successor keeps it');
-    assert.ok(!leases.releases.some((r) => r.key === 'account:a'), 'the loser released nothing');
+    assert.equal((await rows(s.leases)).get('account:a')!.owner, 'someone-else', 'the successor keeps it');
+    assert.ok(!s.releases.some((r) => r.key === 'account:a'), 'the loser released nothing');
   });
 
   it("one account's failure never stops the worker: it backs off, the others go on", async () => {
-    const leases = new MemoryLeases();
+    const s = setup();
     const accounts = [account('bad', []), account('good', [])];
     const f = newFake();
     f.openFails = new Set(['bad']);
     const logger = memoryLogger('info');
-    const w = worker(leases, accounts, f, { logger, failureBackoffMs: 10_000 });
+    const w = worker(s, accounts, f, { logger, failureBackoffMs: 10_000 });
     w.start();
     try {
-      await waitUntil(
-        () => f.polls.get('good') === 1 && leases.releases.some((r) => r.key === 'account:bad'),
-        'both ran',
-      );
+      await waitUntil(() => f.polls.get('good') === 1 && s.releases.some((r) => r.key === 'account:bad'), 'both ran');
     } finally {
       await w.stop();
     }
-    const bad = leases.rows.get('account:bad')!;
+    const bad = (await rows(s.leases)).get('account:bad')!;
     assert.ok(bad.nextDueAt > Date.now() + 5_000 && bad.nextDueAt < Date.now() + 11_000, 'backed off ~10 s');
     assert.ok(
       logger.lines.some((l) => l.includes('broken config')),
@@ -366,55 +341,124 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     assert.equal(w.counts.failures, 1);
   });
 
+  it('a failing poll is recorded in the account (failures, the error) and backs off doubling', async () => {
+    const s = setup();
+    const f = newFake();
+    const store = memoryStore();
+    let n = 0;
+    f.detect = () => {
+      n += 1;
+      return Promise.reject(new Error('Constant Contact said 500'));
+    };
+    const open = fakeOpen(f);
+    const w = worker(s, [account('a', [])], f, {
+      failureBackoffMs: 10_000,
+      open: async (i) => ({ ...(await open(i)), store }),
+    });
+    w.start();
+    try {
+      await waitUntil(async () => n === 1 && (await rows(s.leases)).get('account:a')!.owner === null, 'failed once');
+    } finally {
+      await w.stop();
+    }
+    const rec = await readPollRecord(store);
+    assert.equal(rec?.failures, 1);
+    assert.match(rec?.lastError ?? '', /500/);
+    assert.equal(rec?.callsToday, 0);
+  });
+
   it('stop() aborts the work in hand and hands every held lease back due now', async () => {
-    const leases = new MemoryLeases();
+    const s = setup();
     const f = newFake();
     f.detect = (_i, signal) =>
       new Promise((resolve) =>
         signal.addEventListener('abort', () => resolve({ calls: 1, found: 0, exitCode: 143, interrupted: true })),
       );
-    const w = worker(leases, [account('a', []), account('b', [])], f);
+    const accounts = [account('a', []), account('b', [])];
+    const w = worker(s, accounts, f);
     w.start();
     await waitUntil(() => f.busy.size === 2, 'both polls in hand');
     const t0 = Date.now();
     await w.stop('SIGTERM');
     assert.ok(Date.now() - t0 < 1000, 'stopped promptly');
     assert.equal(w.counts.handedOver, 2);
+    const all = await rows(s.leases);
     for (const k of ['account:a', 'account:b']) {
-      const r = leases.rows.get(k)!;
+      const r = all.get(k)!;
       assert.equal(r.owner, null, `${k} released`);
       assert.ok(r.nextDueAt <= Date.now(), `${k} due now`);
-      assert.ok(leases.releases.some((x) => x.key === k && x.nextDueAt === null));
+      assert.ok(s.releases.some((x) => x.key === k && x.nextDueAt === null));
     }
     // a second worker picks them up at once
     const f2 = newFake();
-    const w2 = worker(leases, [account('a', []), account('b', [])], f2);
+    const w2 = worker(s, accounts, f2);
+    const t1 = Date.now();
     w2.start();
     try {
       await waitUntil(() => f2.polls.size === 2, 'taken over at once');
+      assert.ok(Date.now() - t1 < 500, 'at once');
     } finally {
       await w2.stop();
     }
   });
 
   it('an account removed from the registry has its lease rows forgotten', async () => {
-    const leases = new MemoryLeases();
-    await leases.ensure('account:gone', 'gone', null, new Date().toISOString());
-    await leases.ensure(deliverLeaseKey('gone', 'hubspot'), 'gone', 'hubspot', new Date().toISOString());
-    const w = worker(leases, [], newFake());
+    const s = setup();
+    await s.leases.ensure('account:gone', 'gone', null, new Date().toISOString());
+    await s.leases.ensure(deliverLeaseKey('gone', 'hubspot'), 'gone', 'hubspot', new Date().toISOString());
+    const w = worker(s, [], newFake());
     w.start();
     try {
-      await waitUntil(() => leases.rows.size === 0, 'rows forgotten');
+      await waitUntil(async () => (await rows(s.leases)).size === 0, 'rows forgotten');
     } finally {
       await w.stop();
     }
   });
 });
 
-async function waitUntil(pred: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+async function waitUntil(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out waiting: ${what}`);
     await sleep(10);
   }
 }
+
+describe('fleetStatus (src/fleet/status.ts)', () => {
+  it('per account: last and next poll from the lease rows, calls today from its poll record, the scheduler share', async () => {
+    const s = setup();
+    const accounts = [account('a', []), account('b', [], 3), account('p', [], 0)];
+    const stores = new Map(accounts.map((a) => [a.id, memoryStore()]));
+    const f = newFake();
+    const open = fakeOpen(f);
+    f.detect = (i) => Promise.resolve({ calls: i.record.id === 'a' ? 5 : 2, found: 0, exitCode: 0 });
+    const w = worker(s, accounts, f, { open: async (i) => ({ ...(await open(i)), store: stores.get(i.record.id)! }) });
+    w.start();
+    try {
+      await waitUntil(async () => {
+        const r = await rows(s.leases);
+        return f.polls.size === 2 && ['account:a', 'account:b'].every((k) => r.get(k)?.owner === null);
+      }, 'a and b polled (p is paused)');
+    } finally {
+      await w.stop();
+    }
+    const st = await fleetStatus({
+      backend: backendOf(accounts),
+      leases: s.leases,
+      openStore: (id) => Promise.resolve(stores.get(id)!),
+      closeAfterRead: false,
+    });
+    const by = new Map(st.accounts.map((x) => [x.id, x]));
+    assert.deepEqual([...by.keys()], ['a', 'b', 'p']);
+    assert.equal(by.get('a')!.callsToday, 5);
+    assert.equal(by.get('b')!.callsToday, 2);
+    assert.equal(by.get('p')!.callsToday, 0);
+    assert.notEqual(by.get('a')!.lastPollAt, null);
+    assert.equal(by.get('p')!.lastPollAt, null, 'paused: never polled');
+    assert.ok(Date.parse(by.get('a')!.nextPollAt!) > Date.now() + 30_000);
+    // priority 1 and 3, both one idle poll (weight 1): shares 1/4 and 3/4; paused 0
+    assert.ok(Math.abs(by.get('a')!.share - 0.25) < 1e-9, String(by.get('a')!.share));
+    assert.ok(Math.abs(by.get('b')!.share - 0.75) < 1e-9);
+    assert.equal(by.get('p')!.share, 0);
+  });
+});
