@@ -21,7 +21,7 @@ import { Logger, redact } from '../log';
 import { Registry } from '../registry';
 import { createConstantContactSource, ConstantContactSourceOptions } from '../source/constant-contact';
 import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from '../store/backend';
-import { StateStore } from '../store/types';
+import { LeaseLost, StateStore } from '../store/types';
 import { BudgetConfig, SharedBudget } from './types';
 import { AccountWork, DeliverOutcome, DetectOutcome, OpenAccountInput } from './worker';
 
@@ -92,7 +92,7 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
       throw err;
     }
   };
-  return async ({ record, guard }) => {
+  return async ({ record, guard, lease, signal }) => {
     const store = await o.backend.account(record.id, { guard });
     let config: Config;
     try {
@@ -123,7 +123,11 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
       registry: o.registry,
       clock,
       logger,
-      externalLease: true,
+      // the fleet's lease is the lock: lost once the worker's heartbeat found it taken over (the signal says why)
+      externalLease: {
+        owner: lease.owner,
+        lost: () => (signal.aborted && signal.reason instanceof LeaseLost ? signal.reason.message : null),
+      },
       source: (deps) =>
         createConstantContactSource(config.source, deps, {
           ...(o.sourceOptions ?? {}),

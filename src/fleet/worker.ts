@@ -134,7 +134,8 @@ export const utcDay = (d: Date): string => d.toISOString().slice(0, 10);
 
 /** The record as stored (null when absent or unreadable). */
 export async function readPollRecord(store: StateStore): Promise<AccountPollRecord | null> {
-  const raw = await store.kv(FLEET_KV).get(POLL_RECORD_KEY);
+  const kv = await store.kv(FLEET_KV);
+  const raw = await kv.get(POLL_RECORD_KEY);
   if (!raw) return null;
   try {
     const v = JSON.parse(raw) as Partial<AccountPollRecord>;
@@ -172,7 +173,7 @@ export function nextPollRecord(
 }
 
 async function writePollRecord(store: StateStore, rec: AccountPollRecord): Promise<void> {
-  const kv = store.kv(FLEET_KV) as ReturnType<StateStore['kv']> & { flush?: () => unknown };
+  const kv = (await store.kv(FLEET_KV)) as Awaited<ReturnType<StateStore['kv']>> & { flush?: () => unknown };
   await kv.set(POLL_RECORD_KEY, JSON.stringify(rec));
   await kv.flush?.();
 }
