@@ -22,6 +22,7 @@ import { Pool, PoolClient } from 'pg';
 import type { PgFenceGuard } from '../store/backend';
 import { LeaseLost } from '../store/types';
 import { migrate } from '../store/pg/pool';
+import { activityWeight } from './scheduler';
 import {
   accountLeaseKey,
   BudgetConfig,
@@ -33,6 +34,7 @@ import {
   HeldLease,
   LeaseRow,
   Leases,
+  LeaseSummary,
   PollOutcome,
   SharedBudget,
   SharedBudgetExhausted,
@@ -175,6 +177,34 @@ interface LeaseDbRow {
   polls: number;
 }
 
+function leaseRow(x: LeaseDbRow): LeaseRow {
+  return {
+    key: x.key,
+    owner: x.owner,
+    fence: Number(x.fence),
+    expiresAt: isoOrNull(x.expires_at),
+    account: x.account,
+    target: x.target,
+    nextDueAt: iso(x.next_due_at),
+    priority: x.priority,
+    lastPollAt: isoOrNull(x.last_poll_at),
+    idleStreak: x.idle_streak,
+    callsPerPoll: Number(x.calls_per_poll),
+    polls: x.polls,
+  };
+}
+
+/** LeaseSummary from the account rows with priority > 0. */
+export function summarize(rows: readonly { priority: number; idle_streak: number; polls: number }[]): LeaseSummary {
+  let prioritySum = 0;
+  let weightSum = 0;
+  for (const r of rows) {
+    prioritySum += r.priority;
+    weightSum += r.priority * (r.polls === 0 ? 1 : activityWeight(r.idle_streak));
+  }
+  return { accounts: rows.length, prioritySum, weightSum };
+}
+
 export function createPgLeases(pool: Pool, opts: PgFleetOptions = {}): Leases {
   const time = opts.time ?? 'database';
   return {
@@ -270,20 +300,21 @@ export function createPgLeases(pool: Pool, opts: PgFleetOptions = {}): Leases {
     async list() {
       await ready(pool);
       const r = await pool.query<LeaseDbRow>('SELECT * FROM cc_leases ORDER BY key');
-      return r.rows.map((x): LeaseRow => ({
-        key: x.key,
-        owner: x.owner,
-        fence: Number(x.fence),
-        expiresAt: isoOrNull(x.expires_at),
-        account: x.account,
-        target: x.target,
-        nextDueAt: iso(x.next_due_at),
-        priority: x.priority,
-        lastPollAt: isoOrNull(x.last_poll_at),
-        idleStreak: x.idle_streak,
-        callsPerPoll: Number(x.calls_per_poll),
-        polls: x.polls,
-      }));
+      return r.rows.map(leaseRow);
+    },
+
+    async get(key) {
+      await ready(pool);
+      const r = await pool.query<LeaseDbRow>('SELECT * FROM cc_leases WHERE key = $1', [key]);
+      return r.rows[0] ? leaseRow(r.rows[0]) : null;
+    },
+
+    async summary() {
+      await ready(pool);
+      const r = await pool.query<{ priority: number; idle_streak: number; polls: number }>(
+        'SELECT priority, idle_streak, polls FROM cc_leases WHERE target IS NULL AND priority > 0',
+      );
+      return summarize(r.rows);
     },
 
     guard(held) {

@@ -13,7 +13,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { PgFenceGuard } from '../store/backend';
-import { checkBudgetConfig, checkLeaseKey, guardingLeases, noLeaseHeld, staleUnless } from './postgres';
+import { checkBudgetConfig, checkLeaseKey, guardingLeases, noLeaseHeld, staleUnless, summarize } from './postgres';
 import {
   BudgetConfig,
   BudgetState,
@@ -104,6 +104,23 @@ interface LeaseSqlRow {
   polls: number;
 }
 
+function leaseRow(x: LeaseSqlRow): LeaseRow {
+  return {
+    key: x.key,
+    owner: x.owner,
+    fence: x.fence,
+    expiresAt: isoMs(x.expires_at),
+    account: x.account,
+    target: x.target,
+    nextDueAt: isoMs(x.next_due_at)!,
+    priority: x.priority,
+    lastPollAt: isoMs(x.last_poll_at),
+    idleStreak: x.idle_streak,
+    callsPerPoll: x.calls_per_poll,
+    polls: x.polls,
+  };
+}
+
 export function createSqliteLeases(db: Db): Leases {
   migrateSqliteFleet(db);
   const ensureStmt = db.prepare(
@@ -188,21 +205,19 @@ export function createSqliteLeases(db: Db): Leases {
     },
 
     async list() {
-      const rows = db.prepare('SELECT * FROM cc_leases ORDER BY key').all() as LeaseSqlRow[];
-      return rows.map((x): LeaseRow => ({
-        key: x.key,
-        owner: x.owner,
-        fence: x.fence,
-        expiresAt: isoMs(x.expires_at),
-        account: x.account,
-        target: x.target,
-        nextDueAt: isoMs(x.next_due_at)!,
-        priority: x.priority,
-        lastPollAt: isoMs(x.last_poll_at),
-        idleStreak: x.idle_streak,
-        callsPerPoll: x.calls_per_poll,
-        polls: x.polls,
-      }));
+      return (db.prepare('SELECT * FROM cc_leases ORDER BY key').all() as LeaseSqlRow[]).map(leaseRow);
+    },
+
+    async get(key) {
+      const r = db.prepare('SELECT * FROM cc_leases WHERE key = ?').get(key) as LeaseSqlRow | undefined;
+      return r ? leaseRow(r) : null;
+    },
+
+    async summary() {
+      const rows = db
+        .prepare('SELECT priority, idle_streak, polls FROM cc_leases WHERE target IS NULL AND priority > 0')
+        .all() as { priority: number; idle_streak: number; polls: number }[];
+      return summarize(rows);
     },
 
     guard(held) {

@@ -70,6 +70,12 @@ export interface LeaseRow {
   readonly polls: number;
 }
 
+export interface LeaseSummary {
+  readonly accounts: number;
+  readonly prioritySum: number;
+  readonly weightSum: number;
+}
+
 /** What a finished poll tells the schedule (release(lease, nextDueAt, poll)). */
 export interface PollOutcome {
   readonly at: string;
@@ -103,6 +109,14 @@ export interface Leases {
   release(lease: HeldLease, nextDueAt: string | null, poll?: PollOutcome): Promise<boolean>;
   /** For `status` and tests. */
   list(): Promise<LeaseRow[]>;
+  /** One lease row (null: none), e.g. the schedule inputs of the account just claimed. */
+  get(key: string): Promise<LeaseRow | null>;
+  /**
+   * The scheduler's application-wide inputs over the account leases with priority > 0: their number, the
+   * sum of their priorities, and the sum of priority x activityWeight(idleStreak) (an account never polled
+   * counts with weight 1).
+   */
+  summary(): Promise<LeaseSummary>;
   /** The guard a PostgreSQL account store runs in every write transaction (see ../store/backend). */
   guard(held: readonly HeldLease[]): import('../store/backend').PgFenceGuard;
 }

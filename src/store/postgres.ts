@@ -172,9 +172,18 @@ function runResultColumns(r: RunResult | undefined): [string | null, string | nu
   return [r ? JSON.stringify(r.counts) : null, r ? JSON.stringify(r.apiCalls) : null, r?.variant ?? null];
 }
 
-const OUTBOX_SELECT = `SELECT o.target, o.state AS ostate, o.attempts, o.next_attempt_at, o.last_error,
+/**
+ * Outbox rows with their opt-outs. The page is chosen from the outbox alone (its `opted_out_at` copy, kept equal to
+ * the opt-out's by a trigger, orders it in an index), then each row's opt-out is read by its primary key: a plan
+ * that holds with or without table statistics (a new database, a burst of new rows).
+ */
+function outboxPage(where: string, order: string, page: string): string {
+  return `SELECT o.target, o.state AS ostate, o.attempts, o.next_attempt_at, o.last_error,
          p.email, p.contact_id, p.opted_out_at, p.source, p.reason, p.deleted, p.state, p.first_seen_at
-  FROM cc_outbox o JOIN cc_opt_outs p ON p.account = o.account AND p.email = o.email`;
+    FROM (SELECT * FROM cc_outbox o WHERE ${where} ORDER BY ${order} ${page}) o
+    CROSS JOIN LATERAL (SELECT * FROM cc_opt_outs p WHERE p.account = o.account AND p.email = o.email OFFSET 0) p
+   ORDER BY ${order}`;
+}
 
 interface LockDbRow {
   owner: string;
@@ -492,9 +501,11 @@ export class PgStateStore implements AsyncStateStore {
   async dueOutbox(target: string, now: Date, limit: number): Promise<OutboxRow[]> {
     const r = await rows<OutboxDbRow>(
       this.pool,
-      `${OUTBOX_SELECT}
-        WHERE o.account = $1 AND o.target = $2 AND o.state = 'queued' AND o.next_attempt_at <= $3
-        ORDER BY o.next_attempt_at, p.opted_out_at, o.email LIMIT $4`,
+      outboxPage(
+        `o.account = $1 AND o.target = $2 AND o.state = 'queued' AND o.next_attempt_at <= $3`,
+        'o.next_attempt_at, o.opted_out_at, o.email',
+        'LIMIT $4',
+      ),
       [this.account, target, now.toISOString(), limit],
     );
     return r.map(toOutboxRow);
@@ -503,9 +514,11 @@ export class PgStateStore implements AsyncStateStore {
   async queuedOutbox(target: string, limit: number, offset: number): Promise<OutboxRow[]> {
     const r = await rows<OutboxDbRow>(
       this.pool,
-      `${OUTBOX_SELECT}
-        WHERE o.account = $1 AND o.target = $2 AND o.state = 'queued'
-        ORDER BY p.opted_out_at, p.email LIMIT $3 OFFSET $4`,
+      outboxPage(
+        `o.account = $1 AND o.target = $2 AND o.state = 'queued'`,
+        'o.opted_out_at, o.email',
+        'LIMIT $3 OFFSET $4',
+      ),
       [this.account, target, limit, offset],
     );
     return r.map(toOutboxRow);
@@ -928,7 +941,7 @@ export class PgStateStore implements AsyncStateStore {
 
   async failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): Promise<void> {
     // no lease check and no guard: a run that lost its lease still says how it ended (its own row only)
-    await this.flush().catch(() => undefined);
+    await this.kvChain; // after the queued key/value writes (a failed one is still reported by the next flush)
     await this.pool.query(
       `UPDATE cc_runs SET finished_at = $3, exit_code = $4, status = 'failed', error = $5,
          counts = COALESCE($6, counts), api_calls = COALESCE($7, api_calls), variant = COALESCE($8, variant)

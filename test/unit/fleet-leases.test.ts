@@ -155,7 +155,8 @@ function suite(name: string, factory: Factory, skip: () => boolean): void {
       const [l2] = await b.leases.claim('w2', 1, TTL, at(3_600_000));
       assert.equal(l2!.fence, 2);
       await b.leases.release(l2!, at(7_200_000).toISOString(), { at: at(3_600_001).toISOString(), calls: 1, found: 0 });
-      row = (await b.leases.list())[0]!;
+      row = (await b.leases.get('account:a00'))!;
+      assert.equal(await b.leases.get('account:nope'), null);
       assert.equal(row.idleStreak, 1);
       assert.ok(Math.abs(row.callsPerPoll - (4 * 0.8 + 1 * 0.2)) < 1e-9);
       // a handover (null) keeps it due
@@ -179,11 +180,16 @@ function suite(name: string, factory: Factory, skip: () => boolean): void {
         ['account:a'],
       );
       await b.leases.ensure(accountLeaseKey('p'), 'p', null, at(0).toISOString()); // no priority: unchanged
+      await b.leases.ensure(accountLeaseKey('q'), 'q', null, at(0).toISOString(), 3);
+      const [q] = await b.leases.claim('w1', 1, TTL, at(1));
+      await b.leases.release(q!, at(10).toISOString(), { at: at(1).toISOString(), calls: 2, found: 5 });
+      // a (never polled: weight 1) + q (priority 3, just found opt-outs: weight 2); the paused p is left out
+      assert.deepEqual(await b.leases.summary(), { accounts: 2, prioritySum: 4, weightSum: 1 + 3 * 2 });
       assert.deepEqual(await b.leases.claim('w1', 10, TTL, at(2)), []);
       await b.leases.forget('a');
       assert.deepEqual(
         (await b.leases.list()).map((r) => r.key),
-        ['account:p'],
+        ['account:p', 'account:q'],
       );
     });
 

@@ -264,7 +264,7 @@ async function answer(fn: () => unknown): Promise<unknown> {
 }
 
 /** Maps and sets as sorted lists (their order is not part of the contract), through JSON. */
-function plain(v: unknown, edit: (json: string) => string = (j) => j): unknown {
+function plain(v: unknown): unknown {
   const json = JSON.stringify(v, (_k, x: unknown) =>
     x instanceof Map
       ? { map: [...x.entries()].sort(([a], [b]) => String(a).localeCompare(String(b))) }
@@ -272,7 +272,7 @@ function plain(v: unknown, edit: (json: string) => string = (j) => j): unknown {
         ? { set: [...x].sort() }
         : x,
   );
-  return JSON.parse(edit(json)) as unknown;
+  return JSON.parse(json) as unknown;
 }
 
 async function backendOn(url: string, poolMax?: number): Promise<PgBackend> {
@@ -306,11 +306,7 @@ describe('PostgreSQL state store (a real server)', function () {
     const b = scenario();
     for (let i = 0; i < a.length; i++) {
       const [name, fn] = a[i]!;
-      // the SQLite store binds the run id as a float in startRun's abandoned note ("found by run #3.0"): a
-      // cosmetic bug of sqlite.ts, left as it is there; the PostgreSQL store writes "#3"
-      const want = plain(await answer(() => fn(lite)), (json) =>
-        json.replace(/found by run #(\d+)\.0 /g, 'found by run #$1 '),
-      );
+      const want = plain(await answer(() => fn(lite)));
       const got = plain(await answer(() => b[i]![1](pg)));
       assert.deepStrictEqual(got, want, `step ${name}`);
     }
@@ -707,8 +703,11 @@ describe('PostgreSQL state store (a real server)', function () {
     await s.commitDetection({ runId, added, resubscribed: [], targets: ['hs', 'sf'], now: T0, checkpoints: { w: T0 } });
     const detectMs = Number(process.hrtime.bigint() - t0) / 1e6;
     const t1 = process.hrtime.bigint();
+    await s.dueOutbox('hs', new Date(T0), 100); // the first read of new rows also sets their hint bits
+    const firstDueMs = Number(process.hrtime.bigint() - t1) / 1e6;
+    const t1b = process.hrtime.bigint();
     const due = await s.dueOutbox('hs', new Date(T0), 100);
-    const dueMs = Number(process.hrtime.bigint() - t1) / 1e6;
+    const dueMs = Number(process.hrtime.bigint() - t1b) / 1e6;
     const t2 = process.hrtime.bigint();
     await s.recordOutcomes({
       runId,
@@ -728,7 +727,7 @@ describe('PostgreSQL state store (a real server)', function () {
     assert.equal(status[0]!.queued, 901);
     assert.equal(status[1]!.queued, 1001);
     console.log(
-      `      pg: commitDetection 1000x2 ${detectMs.toFixed(0)} ms; dueOutbox(100) ${dueMs.toFixed(1)} ms; ` +
+      `      pg: commitDetection 1000x2 ${detectMs.toFixed(0)} ms; dueOutbox(100) first ${firstDueMs.toFixed(1)} ms, then ${dueMs.toFixed(1)} ms; ` +
         `recordOutcomes(100) ${outcomesMs.toFixed(1)} ms; enqueueKnown 1001x2 ${enqueueMs.toFixed(0)} ms; ` +
         `targetStatus(4) ${statusMs.toFixed(1)} ms`,
     );

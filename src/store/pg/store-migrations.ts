@@ -56,8 +56,9 @@ export const STORE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (account, target, email),
     FOREIGN KEY (account, email) REFERENCES cc_opt_outs (account, email)
   );
-  CREATE INDEX cc_outbox_due ON cc_outbox (account, target, next_attempt_at) WHERE state = 'queued';
-  CREATE INDEX cc_outbox_queued ON cc_outbox (account, target, opted_out_at) WHERE state = 'queued';
+  -- dueOutbox and queuedOutbox read their page in index order (a LIMIT stops the scan), however many are queued
+  CREATE INDEX cc_outbox_due ON cc_outbox (account, target, next_attempt_at, opted_out_at, email) WHERE state = 'queued';
+  CREATE INDEX cc_outbox_queued ON cc_outbox (account, target, opted_out_at, email) WHERE state = 'queued';
   CREATE INDEX cc_outbox_counts ON cc_outbox (account, target, state, outcome);
   CREATE INDEX cc_outbox_done ON cc_outbox (account, target, completed_at) WHERE state = 'done';
   CREATE INDEX cc_outbox_email ON cc_outbox (account, email);
