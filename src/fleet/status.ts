@@ -60,7 +60,7 @@ export async function fleetStatus(i: FleetStatusInput): Promise<FleetStatus> {
   const ids = new Set<string>([...rows.map((r) => r.account), ...(await i.backend.listAccounts()).map((a) => a.id)]);
   const registry = new Map((await i.backend.listAccounts()).map((a) => [a.id, a]));
   const weight = (r: LeaseRow | undefined, priority: number): number =>
-    priority > 0 ? priority * activityWeight(r?.idleStreak ?? 0) : 0;
+    priority > 0 ? priority * (r && r.polls > 0 ? activityWeight(r.idleStreak) : 1) : 0;
   const priorityOf = (id: string): number => registry.get(id)?.priority ?? byAccount.get(id)?.priority ?? 1;
   const weightSum = [...ids].reduce((a, id) => a + weight(byAccount.get(id), priorityOf(id)), 0);
   const open = i.openStore === undefined ? (id: string) => i.backend.account(id) : i.openStore;

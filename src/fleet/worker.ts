@@ -30,7 +30,6 @@ import {
   accountLeaseKey,
   deliverLeaseKey,
   HeldLease,
-  LeaseRow,
   Leases,
   PollOutcome,
   SchedulerInput,
@@ -526,16 +525,6 @@ export class FleetWorker {
     return this.after(Math.min(this.maxMs(), base * 2 ** Math.max(0, failures - 1)));
   }
 
-  private leaseCache: { at: number; rows: LeaseRow[] } | null = null;
-
-  /** The account lease rows (the scheduler's view of the fleet), read at most every few seconds. */
-  private async accountRows(): Promise<LeaseRow[]> {
-    const t = Date.now();
-    if (!this.leaseCache || t - this.leaseCache.at > 5_000)
-      this.leaseCache = { at: t, rows: (await this.o.leases.list()).filter((r) => r.target === null) };
-    return this.leaseCache.rows;
-  }
-
   private async poll(
     record: AccountRecord,
     work: AccountWork,
@@ -574,28 +563,24 @@ export class FleetWorker {
 
   /** The scheduler's interval for the account after this poll (from the budget left and the other accounts). */
   private async interval(record: AccountRecord, work: AccountWork, r: DetectOutcome, now: Date): Promise<number> {
-    const rows = await this.accountRows();
-    const mine = rows.find((x) => x.account === record.id);
-    // this poll as the lease row will record it on release
+    const [mine, sum] = await Promise.all([this.o.leases.get(accountLeaseKey(record.id)), this.o.leases.summary()]);
+    // this poll as the lease row records it on release
     const idleStreak = r.found > 0 ? 0 : (mine?.idleStreak ?? 0) + 1;
     const callsPerPoll = mine && mine.polls > 0 ? mine.callsPerPoll * 0.8 + r.calls * 0.2 : Math.max(1, r.calls);
-    const active = rows.filter((x) => x.priority > 0);
-    const weight = (p: number, idle: number): number => p * activityWeight(idle);
-    const weightSum =
-      active.filter((x) => x.account !== record.id).reduce((a, x) => a + weight(x.priority, x.idleStreak), 0) +
-      weight(record.priority, idleStreak);
+    // the summary counts this account as it was before this poll (never polled: weight 1)
+    const before =
+      mine && mine.priority > 0 ? mine.priority * (mine.polls > 0 ? activityWeight(mine.idleStreak) : 1) : 0;
+    const weightSum = Math.max(0, sum.weightSum - before) + record.priority * activityWeight(idleStreak);
+    const counted = mine && mine.priority > 0;
     let remaining = Number.MAX_SAFE_INTEGER;
     if (this.o.budget) remaining = (await this.o.budget.state(work.app, now)).remaining;
     return (this.o.schedule ?? nextPollDelayMs)({
       now,
       remaining,
-      accounts: Math.max(1, active.length),
+      accounts: Math.max(1, sum.accounts + (counted ? 0 : 1)),
       callsPerPoll: Math.max(0.1, callsPerPoll),
       priority: record.priority,
-      prioritySum: Math.max(
-        record.priority,
-        active.filter((x) => x.account !== record.id).reduce((a, x) => a + x.priority, 0) + record.priority,
-      ),
+      prioritySum: Math.max(record.priority, sum.prioritySum - (counted ? mine.priority : 0) + record.priority),
       idleStreak,
       weightSum: weightSum > 0 ? weightSum : undefined,
       minIntervalMs: this.o.minIntervalMs ?? DEFAULT_MIN_INTERVAL_MS,
