@@ -383,7 +383,8 @@ export class FleetWorker {
     let expiresAt = Date.parse(lease.expiresAt);
     let current = lease;
     const beat = async (): Promise<void> => {
-      if (lost || controller.signal.aborted) return;
+      // renewed while the work is in hand, a stop's last batch included: it must not expire under a successor
+      if (lost) return;
       try {
         const ok = await this.o.leases.renew(current, this.ttlMs, this.now());
         if (!ok) {

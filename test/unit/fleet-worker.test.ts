@@ -402,6 +402,43 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     }
   });
 
+  it('a stop whose last batch outlasts the TTL keeps renewing: no other worker takes the lease meanwhile', async () => {
+    const s = setup();
+    const f = newFake();
+    let finished = 0;
+    f.detect = (_i, signal) =>
+      new Promise((resolve) =>
+        signal.addEventListener('abort', () =>
+          // the batch in hand takes 3 TTLs to finish
+          setTimeout(() => {
+            finished = Date.now();
+            resolve({ calls: 1, found: 0, exitCode: 143, interrupted: true });
+          }, 900),
+        ),
+      );
+    const accounts = [account('a', [])];
+    const w = worker(s, accounts, f);
+    w.start();
+    await waitUntil(() => f.busy.has('account:a'), 'the poll in hand');
+    const stopping = w.stop('SIGTERM');
+    const f2 = newFake();
+    const w2 = worker(s, accounts, f2);
+    w2.start();
+    let claimedAt = 0;
+    f2.detect = () => {
+      claimedAt = Date.now();
+      return Promise.resolve({ calls: 1, found: 0, exitCode: 0 });
+    };
+    try {
+      await stopping;
+      await waitUntil(() => claimedAt > 0, 'handed over after the batch');
+    } finally {
+      await w2.stop();
+    }
+    assert.ok(claimedAt >= finished, 'the successor started only after the batch in hand finished');
+    assert.equal(w.counts.lost, 0);
+  });
+
   it('an account removed from the registry has its lease rows forgotten', async () => {
     const s = setup();
     await s.leases.ensure('account:gone', 'gone', null, new Date().toISOString());
