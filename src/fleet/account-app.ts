@@ -69,13 +69,6 @@ async function nextDue(store: StateStore, target: string, now: Date): Promise<st
   return queued.map((r) => r.nextAttemptAt).sort()[0]!;
 }
 
-/** The engine calls of the fleet's two lanes (detect-only and deliver-only, without the store's run lock). */
-interface LaneEngine {
-  sync(o: { deliver: false; signal?: AbortSignal }): Promise<RunSummary>;
-  deliver(o: { targets: readonly string[]; signal?: AbortSignal }): Promise<RunSummary>;
-  close(): Promise<void>;
-}
-
 export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput) => Promise<AccountWork> {
   const configured = new Map<string, string>();
   const clock = o.clock ?? systemClock;
@@ -94,12 +87,17 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
   };
   return async ({ record, guard, lease, signal }) => {
     const store = await o.backend.account(record.id, { guard });
+    // a PostgreSQL account store is this lease's own (closed with it: its queued key/value writes flushed); a SQLite
+    // one is the backend's, shared by every lease of the account in this process (closed with the backend)
+    const closeStore = async (): Promise<void> => {
+      if (o.backend.kind === 'postgres') await store.close();
+    };
     let config: Config;
     try {
       config = configFor(record);
     } catch (err) {
       await recordFailure(store, record.id, err, clock, o.logger);
-      await store.close();
+      await closeStore();
       throw err;
     }
     const app = config.source.clientId;
@@ -114,7 +112,7 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
         }
       }
     } catch (err) {
-      await store.close();
+      await closeStore();
       throw err;
     }
     const engine = new Engine({
@@ -133,7 +131,7 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
           ...(o.sourceOptions ?? {}),
           ...(o.budget ? { sharedBudget: { app, budget: o.budget } } : {}),
         }),
-    } as ConstructorParameters<typeof Engine>[0]) as unknown as LaneEngine;
+    });
     return {
       store,
       app,
@@ -148,6 +146,9 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
         };
       },
       async deliver(target, signal): Promise<DeliverOutcome> {
+        // nothing due: no run recorded, the lease comes back when the next queued row is due
+        if ((await store.countDue(target, clock.now(), 1)) === 0)
+          return { settled: 0, nextDueAt: await nextDue(store, target, clock.now()) };
         const s = await engine.deliver({ targets: [target], signal });
         const t = s.targets[target];
         return {
@@ -162,7 +163,7 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
         try {
           await engine.close();
         } finally {
-          await store.close();
+          await closeStore();
         }
       },
     };

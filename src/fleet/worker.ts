@@ -134,7 +134,7 @@ export const utcDay = (d: Date): string => d.toISOString().slice(0, 10);
 /** The record as stored (null when absent or unreadable). */
 export async function readPollRecord(store: StateStore): Promise<AccountPollRecord | null> {
   const kv = await store.kv(FLEET_KV);
-  const raw = await kv.get(POLL_RECORD_KEY);
+  const raw = kv.get(POLL_RECORD_KEY);
   if (!raw) return null;
   try {
     const v = JSON.parse(raw) as Partial<AccountPollRecord>;
@@ -172,8 +172,8 @@ export function nextPollRecord(
 }
 
 async function writePollRecord(store: StateStore, rec: AccountPollRecord): Promise<void> {
-  const kv = (await store.kv(FLEET_KV)) as Awaited<ReturnType<StateStore['kv']>> & { flush?: () => unknown };
-  await kv.set(POLL_RECORD_KEY, JSON.stringify(rec));
+  const kv = await store.kv(FLEET_KV);
+  kv.set(POLL_RECORD_KEY, JSON.stringify(rec));
   await kv.flush?.();
 }
 

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import type { CommandHelpers } from '../cli';
-import { openApp } from '../app';
+import { openAppAsync } from '../app';
 import {
   Config,
   ConfigError,
@@ -40,6 +40,7 @@ interface GlobalOpts {
   logFormat: 'text' | 'json';
   logLevel: LogLevel;
   progress: boolean;
+  store?: string;
 }
 
 interface RunOpts extends FleetRunOpts {
@@ -121,37 +122,41 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         if (p.length) throw new ConfigError(p, config.file ?? undefined);
       }
       // fleet mode (see ./fleet-cli): many accounts, leases shared with every instance on the same store
-      const backend = await openRunBackend(opts as GlobalOpts & { store?: string }, config, o);
-      if (backend) {
-        let fleet = false;
-        try {
-          fleet = fleetModeWanted(o, await backend.listAccounts());
-        } catch (err) {
-          await backend.close();
-          throw err;
-        }
-        if (fleet) {
-          if (o.cron !== undefined)
-            throw new h.ExitError(
-              2,
-              '--cron: fleet mode schedules every account itself (the fair scheduler); --every sets the shortest poll interval',
-            );
-          await runFleet({
-            backend,
-            config,
-            configFile: opts.config,
-            registry,
-            service,
-            logger,
-            settings: fleetOpts.settings,
-            minIntervalMs: service.schedule.kind === 'every' ? service.schedule.seconds * 1000 : undefined,
-            h,
-          });
-          return;
-        }
+      const backend = await openRunBackend(opts.store, config);
+      let fleet = false;
+      try {
+        fleet = fleetModeWanted(o, await backend.listAccounts());
+        if (fleet && o.cron !== undefined)
+          throw new h.ExitError(
+            2,
+            '--cron: fleet mode schedules every account itself (the fair scheduler); --every sets the shortest poll interval',
+          );
+      } catch (err) {
         await backend.close();
+        throw err;
       }
-      const app = openApp({ configFile: opts.config, env: process.env, logger, registry });
+      if (fleet) {
+        await runFleet({
+          backend,
+          config,
+          configFile: opts.config,
+          registry,
+          service,
+          logger,
+          settings: fleetOpts.settings,
+          minIntervalMs: service.schedule.kind === 'every' ? service.schedule.seconds * 1000 : undefined,
+          h,
+        });
+        return;
+      }
+      await backend.close();
+      const app = await openAppAsync({
+        configFile: opts.config,
+        env: process.env,
+        logger,
+        registry,
+        store: opts.store,
+      });
       let runner: ServiceRunner;
       try {
         // loaded here, not at start-up: the HTTP server and the metrics client cost every other command ~0.3 s
@@ -208,7 +213,7 @@ async function runFleet(a: {
 }): Promise<void> {
   let runner: FleetRunner;
   try {
-    const tables = fleetTablesOf(a.backend);
+    const tables = await fleetTablesOf(a.backend);
     const { FleetRunner: Runner } = await import('./fleet-runner');
     runner = new Runner({
       service: a.service,

@@ -8,8 +8,8 @@
  * file's own account as `default` (its `source` and `targets`), each with its own lease rows.
  */
 import * as fs from 'fs';
-import { Config, ConfigError, isCommentKey, parseJsonText } from '../config';
-import { isPostgresUrl } from '../store/pg/pool';
+import { Config, isCommentKey, parseJsonText } from '../config';
+import { openBackend, storeSpecFor } from '../store/open';
 import { accountOpener } from '../fleet/account-app';
 import { createPgBudget, createPgLeases } from '../fleet/postgres';
 import { createSqliteBudget, createSqliteLeases } from '../fleet/sqlite';
@@ -86,13 +86,15 @@ export interface FleetTables {
   wake: Wake;
 }
 
-export function fleetTablesOf(backend: StoreBackend): FleetTables {
+export async function fleetTablesOf(backend: StoreBackend): Promise<FleetTables> {
   const pg = (backend as { pool?: import('pg').Pool }).pool;
   if (backend.kind === 'postgres' && pg)
     return { leases: createPgLeases(pg), budget: createPgBudget(pg), wake: pgWake(pg) };
-  const db = (backend as { registryDb?: () => import('better-sqlite3').Database }).registryDb?.();
-  if (backend.kind === 'sqlite' && db)
-    return { leases: createSqliteLeases(db), budget: createSqliteBudget(db), wake: sqliteWake(db) };
+  if (backend.kind === 'sqlite') {
+    // the store.path file (the default account's, which holds the registry) holds the fleet's tables too
+    const db = ((await backend.account(DEFAULT_ACCOUNT)) as unknown as { db?: import('better-sqlite3').Database }).db;
+    if (db) return { leases: createSqliteLeases(db), budget: createSqliteBudget(db), wake: sqliteWake(db) };
+  }
   throw new Error(`the ${backend.kind} store at ${backend.location} has no fleet tables this cc-optout can open`);
 }
 
@@ -147,22 +149,9 @@ export function fleetWorkerOptions(w: FleetWiring): import('./fleet-runner').Fle
 }
 
 /**
- * The store backend `run` works on, when it can hold a fleet: PostgreSQL (`--store postgres://...`). null: the
- * single-account SQLite file (unless fleet options were given: then a ConfigError).
+ * The store backend `run` works on (`--store`, else the config's store.url / store.path), opened to read its
+ * registry: the caller decides fleet mode from it (and closes it when it runs the single-account service).
  */
-export async function openRunBackend(
-  globals: { store?: string },
-  config: Config,
-  o: FleetRunOpts,
-): Promise<StoreBackend | null> {
-  const spec = globals.store ?? (config as Config & { storeUrl?: string | null }).storeUrl ?? null;
-  if (spec && isPostgresUrl(spec)) {
-    const { openPgBackend } = await import('../store/postgres');
-    return openPgBackend(spec);
-  }
-  if (o.fleet || o.workers !== undefined)
-    throw new ConfigError([
-      '--fleet/--workers: fleet mode needs a store that can hold many accounts (--store postgres://...)',
-    ]);
-  return null;
+export async function openRunBackend(store: string | undefined, config: Config): Promise<StoreBackend> {
+  return openBackend(storeSpecFor(config, store));
 }
