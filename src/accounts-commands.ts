@@ -73,15 +73,11 @@ function checkId(cmd: string, id: string, h: CommandHelpers): void {
   if (p) throw new h.ExitError(EXIT.config, `accounts ${cmd} ${id}: id: ${p}`);
 }
 
-/** The account's newest run, or null (the account's store is opened read-only for it). */
+/** The account's newest run, or null (the backend owns the account's store: it is not closed here). */
 async function lastRunOf(backend: StoreBackend, id: string): Promise<AccountListing['lastRun']> {
   const store = await backend.account(id);
-  try {
-    const [r] = await store.recentRuns(1);
-    return r ? { id: r.id, kind: r.kind, startedAt: r.startedAt, finishedAt: r.finishedAt, status: r.status } : null;
-  } finally {
-    await store.close();
-  }
+  const [r] = await store.recentRuns(1);
+  return r ? { id: r.id, kind: r.kind, startedAt: r.startedAt, finishedAt: r.finishedAt, status: r.status } : null;
 }
 
 /** Every account the store knows: `default` (the config file's) first, then the registry's by id. */
@@ -253,7 +249,7 @@ export function registerAccountCommands(
         const rec = await registered(backend, 'remove', id, h);
         const store = await backend.account(id);
         let what: string;
-        try {
+        {
           const lock = await store.runLock();
           if (lock && lock.host === os.hostname() && pidAlive(lock.pid))
             throw new h.ExitError(
@@ -267,8 +263,6 @@ export function registerAccountCommands(
             `the account ${id} (targets ${targets.join(', ') || 'none'}) and its state in ${backend.location}: ` +
             `${n.active + n.left} known opt-outs, the outbox and audit of ${targets.length} target(s), ` +
             `the run history (${runs[0] ? `last run #${runs[0].id}` : 'no runs'}), its Constant Contact tokens and checkpoints`;
-        } finally {
-          await store.close();
         }
         if (!o.yes) throw new h.ExitError(EXIT.config, `${at}: would delete ${what}; pass --yes to delete them`);
         const removed = await backend.removeAccount(id);
