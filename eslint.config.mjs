@@ -25,6 +25,20 @@ export default tseslint.config(
     },
   },
   {
+    // Type-aware rules for the product's own code: the state store is asynchronous (a StateStore method may return
+    // a promise), so a store call that is not awaited is a lint error, never a silently unordered write.
+    files: ['src/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/await-thenable': 'error',
+      '@typescript-eslint/no-misused-promises': [
+        'error',
+        { checksVoidReturn: { arguments: false, attributes: false } },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts', 'connectors/*/test/**/*.ts', 'packages/*/test/**/*.ts', 'bench/**/*.ts'],
     rules: {
       '@typescript-eslint/no-non-null-assertion': 'off',

@@ -86,7 +86,7 @@ async function runs(
           wallMs: open.probe.detectMs() || m.ms,
           cpuMs: m.cpuMs,
           contacts: s.detection.contactsSeen,
-          found: open.store.countOptOuts().active,
+          found: (await open.store.countOptOuts()).active,
           complete: s.detection.complete,
         });
       }

@@ -145,14 +145,14 @@ async function deliverRun(
   const open = openBenchEngine(cfg);
   try {
     if (redeliver)
-      open.store.enqueueKnown({
-        runId: open.store.startRun('bench-requeue', false, new Date().toISOString()),
+      await open.store.enqueueKnown({
+        runId: await open.store.startRun('bench-requeue', false, new Date().toISOString()),
         targets: [target],
         since: null,
         redeliver: true,
         now: new Date().toISOString(),
       });
-    const m = open.store.targetStatus([target], new Date())[0]!.due;
+    const m = (await open.store.targetStatus([target], new Date()))[0]!.due;
     const before = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
     open.probe.reset();
     const r = await measure(() => open.engine.sync({ targets: [target] }));
@@ -228,7 +228,7 @@ async function scenarioA(): Promise<Scenario & { truth: GroundTruth; note: strin
       hubspot: { ...platform.settings, rateLimit: { per10Seconds: RAISED } },
     });
     const seeding = openBenchEngine(real);
-    const m = seedOutbox(seeding.store, truth, ['hubspot', 'salesforce']).length;
+    const m = (await seedOutbox(seeding.store, truth, ['hubspot', 'salesforce'])).length;
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
@@ -287,7 +287,7 @@ async function scenarioB(): Promise<Scenario> {
       delivery: { batchSize: 5000 },
     });
     const seeding = openBenchEngine(cfg);
-    const m = seedOutbox(seeding.store, truth, ['hubspot', 'salesforce']).length;
+    const m = (await seedOutbox(seeding.store, truth, ['hubspot', 'salesforce'])).length;
     await seeding.close();
     const kHs = truth.hubspot.emailsToUnsubscribe.length;
     const kSf = truth.salesforce.toSuppress.length;
@@ -353,7 +353,7 @@ async function scenarioSf(contacts: number): Promise<Scenario> {
     const truth = await emu.call<GroundTruth>({ cmd: 'truth' });
     const cfg = writeBenchConfig(emu.connection, { dir, targets: ['salesforce'] });
     const seeding = openBenchEngine(cfg);
-    const m = seedOutbox(seeding.store, truth, ['salesforce']).length;
+    const m = (await seedOutbox(seeding.store, truth, ['salesforce'])).length;
     await seeding.close();
     const kSf = truth.salesforce.toSuppress.length;
     const lookupsSf = 2 * Math.ceil(m / SF_QUERY_CHUNK);

@@ -145,28 +145,28 @@ async function scenario(
       },
     });
     const seeding = openBenchEngine(cfg);
-    seedOutbox(seeding.store, truth, ['hubspot']);
+    await seedOutbox(seeding.store, truth, ['hubspot']);
     await seeding.close();
     const rows: Row[] = [];
     for (const rerun of opts.rerun === false ? [false] : [false, true]) {
       const open = openBenchEngine(cfg);
       try {
         if (rerun)
-          open.store.enqueueKnown({
-            runId: open.store.startRun('bench-requeue', false, new Date().toISOString()),
+          await open.store.enqueueKnown({
+            runId: await open.store.startRun('bench-requeue', false, new Date().toISOString()),
             targets: ['hubspot'],
             since: null,
             redeliver: true,
             now: new Date().toISOString(),
           });
-        const queued = open.store.queuedOutbox('hubspot', 1_000_000, 0).map((r) => r.optOut.email);
+        const queued = (await open.store.queuedOutbox('hubspot', 1_000_000, 0)).map((r) => r.optOut.email);
         const before = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
         const r = await measure(() => open.engine.sync({ targets: ['hubspot'] }));
         const after = await emu.call<RequestCounts>({ cmd: 'requestCounts' });
         const c = classify(countsDelta(after, before, 'hubspot'));
         const o = r.value.targets.hubspot?.outcomes ?? {};
         // How each address was matched, from the audit (closed rows say "matched by ...").
-        const audit = open.store.audit(null).filter((x) => x.target === 'hubspot');
+        const audit = (await open.store.audit(null)).filter((x) => x.target === 'hubspot');
         const primary = new Set(audit.filter((x) => x.message === 'matched by primary').map((x) => x.email));
         const secondaryEmails = new Set(
           audit.filter((x) => x.message === 'matched by additional-email').map((x) => x.email),

@@ -4,12 +4,15 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Config, loadConfig } from './config';
-import { Engine, ProgressEvent } from './engine';
+import { Config, ConfigError, decodeConfig, loadConfig, parseJsonText } from './config';
+import { Engine, ExternalLease, ProgressEvent } from './engine';
 import { Logger } from './log';
 import { createRegistry, Registry } from './registry';
 import { openStore } from './store/sqlite';
 import { StateStore, StoreOpenError } from './store/types';
+import { AccountOpenOptions, DEFAULT_ACCOUNT, PgFenceGuard, StoreBackend } from './store/backend';
+import { openBackend, storeSpecFor } from './store/open';
+import { UnknownAccount } from './store/sqlite-backend';
 import { Clock, systemClock } from './http/clock';
 import { OptOutSource } from './source/types';
 import { ConstantContactSourceOptions, createConstantContactSource } from './source/constant-contact';
@@ -105,4 +108,96 @@ export function openApp(o: AppOptions): App {
       }
     },
   };
+}
+
+export interface AsyncAppOptions extends AppOptions {
+  /** `--store`: a path (SQLite) or a postgres:// URL, instead of the config's store.url / store.path. */
+  store?: string;
+  /** The account to open (default `default`: the config file's own source and targets). */
+  account?: string;
+  /** An already open backend (the fleet's workers share one); it is NOT closed by `close()`. */
+  backend?: StoreBackend;
+  /** PostgreSQL: the lease fence checked in every write transaction of the account's store. */
+  guard?: PgFenceGuard;
+  /** The fleet holds this account's lease: the engine takes no store run lock (see EngineDeps.externalLease). */
+  externalLease?: ExternalLease;
+}
+
+export interface AsyncApp extends App {
+  /** Where the state lives (the registry of accounts, and each account's store). */
+  backend: StoreBackend;
+  /** The account `store` belongs to. */
+  account: string;
+}
+
+/**
+ * The config of an added account: the config file with the account's `source`, `targets` and `delivery` (its registry
+ * document) in place of the file's own; the file's other sections (store, service, plugins) stay.
+ */
+function accountConfig(o: AsyncAppOptions, registry: Registry, accountDoc: unknown): Config {
+  const raw = parseJsonText(fs.readFileSync(o.configFile, 'utf8'), o.configFile);
+  if (!accountDoc || typeof accountDoc !== 'object' || Array.isArray(accountDoc)) {
+    throw new ConfigError([`account "${o.account}": its stored config is not an object`], o.configFile);
+  }
+  const doc = accountDoc as Record<string, unknown>;
+  const merged: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
+  for (const k of ['source', 'targets', 'delivery'] as const) if (k in doc) merged[k] = doc[k];
+  return decodeConfig(merged, o.env, registry, o.configFile, { requireEnv: o.requireSecrets !== false });
+}
+
+/**
+ * openApp for any backend (SQLite or PostgreSQL) and any account: decode the config (ConfigError before anything is
+ * opened), open the backend (`o.store`, else the config's store.url / store.path), the account's store, and the engine.
+ * A read-only command (`requireSecrets: false`) never creates a SQLite store. `close()` closes the targets and
+ * releases the run lock, then the backend when this call opened it.
+ */
+export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
+  const registry = o.registry ?? createRegistry();
+  const fileConfig = loadConfig(o.configFile, o.env, registry, { requireEnv: o.requireSecrets !== false });
+  const account = o.account ?? DEFAULT_ACCOUNT;
+  const backend =
+    o.backend ?? (await openBackend(storeSpecFor(fileConfig, o.store), { mustExist: o.requireSecrets === false }));
+  const owned = !o.backend;
+  try {
+    let config = fileConfig;
+    if (account !== DEFAULT_ACCOUNT) {
+      const rec = await backend.getAccount(account);
+      if (!rec) throw new UnknownAccount(account);
+      config = accountConfig(o, registry, rec.config);
+    }
+    const accountOpts: AccountOpenOptions = o.guard ? { guard: o.guard } : {};
+    const raw = await backend.account(account, accountOpts);
+    const store = o.wrapStore ? o.wrapStore(raw) : raw;
+    const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
+    const engine = new Engine({
+      config,
+      store,
+      registry,
+      clock: o.clock ?? systemClock,
+      logger: o.logger,
+      onProgress: o.onProgress,
+      leaseRenewMs: o.leaseRenewMs,
+      externalLease: o.externalLease,
+      source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
+    });
+    return {
+      config,
+      store,
+      registry,
+      logger: o.logger,
+      engine,
+      backend,
+      account,
+      close: async () => {
+        try {
+          await engine.close();
+        } finally {
+          if (owned) await backend.close();
+        }
+      },
+    };
+  } catch (err) {
+    if (owned) await backend.close().catch(() => undefined);
+    throw err;
+  }
 }

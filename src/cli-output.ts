@@ -14,6 +14,8 @@ export interface GlobalOpts {
   logFormat: 'text' | 'json';
   logLevel: LogLevel;
   progress: boolean;
+  /** `--store`: a path (SQLite) or a postgres:// URL, overriding the config's store.url / store.path. */
+  store?: string;
 }
 
 /** Output that never carries a secret. */

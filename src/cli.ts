@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Command, Option } from 'commander';
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
-import { App, openApp } from './app';
+import { AsyncApp, openAppAsync } from './app';
 import { ConfigError, DEFAULT_CONFIG_PATH } from './config';
 import {
   PlanEntry,
@@ -38,7 +38,7 @@ import { writePrivateFile } from './private-file';
 
 export { EXIT };
 
-export type Context = App;
+export type Context = AsyncApp;
 
 /** `--config` must name a file (or a path where `init` may create one), never a directory. */
 export function checkConfigOption(file: string): void {
@@ -62,10 +62,14 @@ export function checkTargets(ctx: Pick<Context, 'config'>, names: readonly strin
     if (!configured.includes(n)) throw new ExitError(EXIT.config, new UnknownTarget(n, configured).message);
 }
 
-export function openContext(g: GlobalOpts, onProgress?: (e: ProgressEvent) => void, requireSecrets = true): Context {
+export function openContext(
+  g: GlobalOpts,
+  onProgress?: (e: ProgressEvent) => void,
+  requireSecrets = true,
+): Promise<Context> {
   checkConfigOption(g.config);
   const logger = createLogger({ format: g.logFormat, level: g.logLevel });
-  return openApp({ configFile: g.config, env: process.env, logger, onProgress, requireSecrets });
+  return openAppAsync({ configFile: g.config, env: process.env, logger, onProgress, requireSecrets, store: g.store });
 }
 
 function fmtCounts(c: Partial<Record<string, number>>): string {
@@ -281,7 +285,7 @@ async function withContext<T>(
   onProgress?: (e: ProgressEvent) => void,
   requireSecrets = true,
 ): Promise<T> {
-  const ctx = openContext(g, onProgress, requireSecrets);
+  const ctx = await openContext(g, onProgress, requireSecrets);
   try {
     return await fn(ctx);
   } finally {
@@ -436,6 +440,10 @@ export function buildProgram(): Command {
     .description('Propagate Constant Contact unsubscribes to HubSpot and Salesforce, durably.')
     .option('-c, --config <path>', 'config file', DEFAULT_CONFIG_PATH)
     .option('--json', 'print one JSON summary object on stdout')
+    .option(
+      '--store <path|url>',
+      "the state store: a SQLite file path, or a postgres:// URL (instead of the config's store.path / store.url)",
+    )
     .addOption(
       new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'),
     )
@@ -551,32 +559,35 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
     .action(async () =>
       withStoreContext(g(), async (ctx) => {
         const now = new Date();
-        const targets = ctx.store.targetStatus(
+        const targets = await ctx.store.targetStatus(
           ctx.config.targets.map((t) => t.name),
           now,
         );
         const usage: Record<string, unknown> = {};
         for (const t of ctx.config.targets) {
           // what each connector asks `status` to show (manifest capabilities.statusKeys): API usage, decisions
-          const kv = ctx.store.kv(`target:${t.name}`);
+          const kv = await ctx.store.kv(`target:${t.name}`);
           for (const key of ctx.registry.entry(t.connector)?.capabilities.statusKeys ?? []) {
             const v = kv.get(key);
             if (v !== null) usage[`${t.name} ${key}`] = parseMaybeJson(v);
           }
         }
-        const ccDaily = ctx.store.kv(SOURCE_KV).get('daily_usage');
+        const ccDaily = (await ctx.store.kv(SOURCE_KV)).get('daily_usage');
         const status = {
-          optOuts: ctx.store.countOptOuts(),
+          optOuts: await ctx.store.countOptOuts(),
           checkpoints: {
-            windowBefore: ctx.store.getCheckpoint(CHECKPOINT_WINDOW),
-            lastFullReconcile: ctx.store.getCheckpoint(CHECKPOINT_LAST_FULL),
+            windowBefore: await ctx.store.getCheckpoint(CHECKPOINT_WINDOW),
+            lastFullReconcile: await ctx.store.getCheckpoint(CHECKPOINT_LAST_FULL),
           },
           constantContactDailyUsage: ccDaily ? (JSON.parse(ccDaily) as unknown) : null,
           targets,
           apiUsage: usage,
-          resubscribed: ctx.store.events(null, ['left-unsubscribed-set']).map((e) => ({ email: e.email, at: e.at })),
-          quarantined: ctx.store.countQuarantined(),
-          lastRuns: ctx.store.recentRuns(5).map((r) => ({
+          resubscribed: (await ctx.store.events(null, ['left-unsubscribed-set'])).map((e) => ({
+            email: e.email,
+            at: e.at,
+          })),
+          quarantined: await ctx.store.countQuarantined(),
+          lastRuns: (await ctx.store.recentRuns(5)).map((r) => ({
             id: r.id,
             kind: r.kind,
             dryRun: r.dryRun,
@@ -652,9 +663,14 @@ function registerAudit(program: Command, g: () => GlobalOpts): void {
       withStoreContext(g(), async (ctx) => {
         const since = o.since ? parseDate(o.since, '--since') : null;
         const format = o.format ?? (g().json || (o.output && /\.json$/i.test(o.output)) ? 'json' : 'csv');
-        if (o.run !== undefined && !ctx.store.getRun(o.run))
+        if (o.run !== undefined && !(await ctx.store.getRun(o.run)))
           throw new ExitError(EXIT.config, `--run ${o.run}: no such run in this store (\`cc-optout runs\` lists them)`);
-        const { text, count } = auditExport(ctx.store, { format, since, history: o.history, runId: o.run ?? null });
+        const { text, count } = await auditExport(ctx.store, {
+          format,
+          since,
+          history: o.history,
+          runId: o.run ?? null,
+        });
         if (o.output) {
           try {
             writePrivateFile(o.output, text);
@@ -678,9 +694,9 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
       withStoreContext(g(), async (ctx) => {
         checkTargets(ctx, o.target);
         const now = new Date().toISOString();
-        const n = o.target?.length
-          ? o.target.reduce((sum, t) => sum + ctx.store.requeueParked(t, now), 0)
-          : ctx.store.requeueParked(null, now);
+        let n = 0;
+        if (o.target?.length) for (const t of o.target) n += await ctx.store.requeueParked(t, now);
+        else n = await ctx.store.requeueParked(null, now);
         if (g().json) out(JSON.stringify({ requeued: n, targets: o.target ?? ctx.config.targets.map((t) => t.name) }));
         else out(`re-queued ${n} parked records; the next sync delivers them`);
       }),
@@ -695,7 +711,7 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
     .action(async (o: { force?: boolean }) =>
       withStoreContext(g(), async (ctx) => {
         // a holder alive on this host is certainly running: removing its lock would let two runs race the token
-        const current = ctx.store.runLock();
+        const current = await ctx.store.runLock();
         if (current && !o.force && current.host === os.hostname() && pidAlive(current.pid)) {
           throw new ExitError(
             EXIT.incomplete,
@@ -703,7 +719,7 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
               `not removed. Stop that run first (it releases the lock), or pass --force if you are sure.`,
           );
         }
-        const held = ctx.store.releaseRunLock(null);
+        const held = await ctx.store.releaseRunLock(null);
         if (g().json) out(JSON.stringify({ removed: held !== null, lock: held }, null, 2));
         else if (held) {
           out(
@@ -719,7 +735,7 @@ function registerStoreFixes(program: Command, g: () => GlobalOpts): void {
     .addOption(intOption('--limit <n>', 'how many', 1, 100_000, 50))
     .action(async (o: { limit: number }) =>
       withStoreContext(g(), async (ctx) => {
-        const rows = ctx.store.quarantined(o.limit);
+        const rows = await ctx.store.quarantined(o.limit);
         if (g().json) out(JSON.stringify(rows, null, 2));
         else
           for (const r of rows)

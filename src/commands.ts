@@ -5,10 +5,10 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as os from 'os';
 import type { CommandHelpers } from './cli-output';
-import { storePathFor } from './app';
 import { loadSourceConfig } from './config';
 import { createLogger } from './log';
-import { openStore } from './store/sqlite';
+import { describeStore, openBackend, storeSpecFor } from './store/open';
+import { DEFAULT_ACCOUNT } from './store/backend';
 import { Lease, holdRunLock } from './store/lease';
 import { SOURCE_KV } from './engine';
 import { systemClock } from './http/clock';
@@ -21,6 +21,7 @@ interface GlobalOpts {
   logFormat: 'text' | 'json';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   progress: boolean;
+  store?: string;
 }
 
 /** A whole-number option in [min, max]; anything else is a usage error (exit 2) naming the option. */
@@ -49,21 +50,26 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
     .action(async (o: { device?: boolean; port?: number }) => {
       // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
       const cfg = loadSourceConfig(g().config, process.env);
-      const storePath = storePathFor(cfg);
-      const store = openStore(storePath);
+      const spec = storeSpecFor(cfg, g().store);
+      const storePath = describeStore(spec);
+      const backend = await openBackend(spec);
+      const store = await backend.account(DEFAULT_ACCOUNT).catch(async (err: unknown) => {
+        await backend.close();
+        throw err;
+      });
       const owner = `auth-${process.pid}`;
       const logger = createLogger({ format: g().logFormat, level: g().logLevel });
       let lease: Lease | null = null;
       try {
         // the same lock as runs (a lease, renewed while the person authorises): a sync must not refresh with the
         // token this command is replacing
-        lease = holdRunLock(
+        lease = await holdRunLock(
           store,
           { owner, pid: process.pid, host: os.hostname(), command: 'auth' },
           { now: () => new Date(), onLost: (m) => logger.error(m) },
         );
         const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
-        const deps = { clock: systemClock, logger, kv: store.kv(SOURCE_KV) };
+        const deps = { clock: systemClock, logger, kv: await store.kv(SOURCE_KV) };
         // with --json the instructions go to stderr and stdout carries one JSON object
         const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };
         const r = o.device
@@ -85,9 +91,12 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
           );
         if (!r.refreshToken) throw new h.ExitError(1, '');
       } finally {
-        if (lease) lease.release();
-        else store.releaseRunLock(owner);
-        store.close();
+        try {
+          if (lease) await lease.release();
+          else await store.releaseRunLock(owner);
+        } finally {
+          await backend.close();
+        }
       }
     });
   registerEmulation(program, g, h);

@@ -23,6 +23,7 @@ import { registerSecret } from './log';
 import { DEFAULT_EVERY, Schedule, cronProblem, parseEvery } from './service/schedule';
 import { PluginError, Registry } from './registry';
 import { ConfigError } from './domain';
+import { maskUrl } from './store/pg/url';
 
 /** Pages one scan may read when `source.detection.maxPages` is not set (half the default daily budget). */
 export const DEFAULT_MAX_PAGES = 5000;
@@ -211,6 +212,36 @@ export const ServiceConfig = strictObject(
 );
 export type ServiceConfig = t.TypeOf<typeof ServiceConfig>;
 
+/**
+ * Where the state lives: `path` (a SQLite file; default ./.cc-optout/state.db) or `url` (a postgres:// URL: the
+ * PostgreSQL store), not both. Write the URL's password as a `${ENV}` reference; it never appears in a message.
+ */
+export const StoreConfig = strictObject('StoreConfig', {}, { path: NonEmptyString, url: NonEmptyString });
+export type StoreConfig = t.TypeOf<typeof StoreConfig>;
+
+/** What is wrong with a decoded `store` section (both given, a url that is not postgres://); [] when fine. */
+export function storeProblems(store: StoreConfig | undefined): string[] {
+  if (!store) return [];
+  const problems: string[] = [];
+  if (store.path !== undefined && store.url !== undefined)
+    problems.push('store: give either store.path (SQLite) or store.url (PostgreSQL), not both');
+  if (store.url !== undefined && !/\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(store.url)) {
+    if (!/^postgres(ql)?:\/\/[^/\s]/i.test(store.url)) {
+      problems.push(
+        `store.url: got ${JSON.stringify(maskUrl(store.url))}, expected a postgres:// (or postgresql://) URL`,
+      );
+    } else {
+      try {
+        const pw = new URL(store.url).password;
+        if (pw) registerSecret(decodeURIComponent(pw));
+      } catch {
+        problems.push(`store.url: got ${JSON.stringify(maskUrl(store.url))}, which is not a valid URL`);
+      }
+    }
+  }
+  return problems;
+}
+
 export const FileConfig = strictObject(
   'Config',
   {
@@ -220,7 +251,7 @@ export const FileConfig = strictObject(
   {
     $schema: t.string,
     $comment: t.unknown,
-    store: strictObject('StoreConfig', {}, { path: NonEmptyString }),
+    store: StoreConfig,
     delivery: DeliveryConfig,
     service: ServiceConfig,
     /** Installed connectors: package names (resolved from the config's folder, the cwd, then this package) or paths. */
@@ -291,6 +322,8 @@ export interface ResolvedService {
 export interface Config {
   file: string | null;
   storePath: string;
+  /** `store.url`: a postgres:// URL (the PostgreSQL store) instead of the SQLite file at storePath. */
+  storeUrl?: string;
   source: ResolvedSource;
   targets: ResolvedTarget[];
   delivery: ResolvedDelivery;
@@ -720,10 +753,12 @@ export function decodeConfig(
   const c = decoded.value;
   if (c.targets.length === 0) problems.push('targets: expected at least one target');
   if (c.service) problems.push(...serviceProblems(c.service));
+  problems.push(...storeProblems(c.store));
   if (problems.length > 0) throw new ConfigError(problems, file ?? undefined);
   return {
     file,
     storePath: c.store?.path ?? DEFAULT_STORE_PATH,
+    ...(c.store?.url !== undefined ? { storeUrl: c.store.url } : {}),
     source: resolveSource(c.source),
     targets,
     delivery: {
@@ -755,7 +790,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Regis
 export function loadSourceConfig(
   file: string,
   env: NodeJS.ProcessEnv,
-): { file: string; storePath: string; source: ResolvedSource } {
+): { file: string; storePath: string; storeUrl?: string; source: ResolvedSource } {
   if (!fs.existsSync(file)) {
     throw new ConfigError(
       [`file not found: ${file} (create one with \`cc-optout init\`, or pass --config PATH)`],
@@ -767,9 +802,16 @@ export function loadSourceConfig(
   missingEnvPaths.clear();
   registerInlineSecrets(raw?.source);
   const source = ConstantContactConfig.decode(resolveEnv(raw?.source, env, problems, 'source'));
-  const store = t.union([t.undefined, strictObject('StoreConfig', {}, { path: NonEmptyString })]).decode(raw?.store);
+  // the store section's `${ENV}` references are always resolved (the command needs the store it writes to)
+  const store = t.union([t.undefined, StoreConfig]).decode(resolveEnv(raw?.store, env, problems, 'store'));
   if (isLeft(source)) problems.push(...withoutEnvDuplicates(formatErrors(source.left, 'source')));
   if (isLeft(store)) problems.push(...formatErrors(store.left, 'store'));
+  else problems.push(...storeProblems(store.right));
   if (problems.length > 0 || isLeft(source) || isLeft(store)) throw new ConfigError(problems, file);
-  return { file, storePath: store.right?.path ?? DEFAULT_STORE_PATH, source: resolveSource(source.right) };
+  return {
+    file,
+    storePath: store.right?.path ?? DEFAULT_STORE_PATH,
+    ...(store.right?.url !== undefined ? { storeUrl: store.right.url } : {}),
+    source: resolveSource(source.right),
+  };
 }

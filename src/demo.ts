@@ -193,7 +193,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const truth1 = world.truth();
     const verify = world.verify();
     const checks = emu.running.map(({ id, emu: e }) => ({ id, v: e.verify?.() ?? null }));
-    const audit = a.store.audit(null);
+    const audit = await a.store.audit(null);
     const addedEmails = new Set(added.map((x) => x.email.trim().toLowerCase()));
     const lags = audit.filter((r) => addedEmails.has(r.email) && r.writtenAt).map((r) => r.lagSeconds ?? 0);
     await a.close();

@@ -123,8 +123,17 @@ export function mappedValue(v: MappedValue, o: OptOut): string | number | boolea
 /** A namespaced key/value store (tokens, usage counters), durable per call. Re-exported by the plugin contract. */
 export interface KeyValue {
   get(key: string): string | null;
-  /** Written durably (committed) before it returns. */
+  /**
+   * Store a value. An embedded store (SQLite) writes it durably (committed) before it returns; a server-backed
+   * store (PostgreSQL) may queue the write and make it durable in `flush()`: a caller that must not lose the value
+   * (a rotated refresh token) awaits `kv.flush?.()` right after.
+   */
   set(key: string, value: string): void;
+  /**
+   * Resolves once every `set()` so far is durable; rejects when one could not be stored. Absent (or a no-op) when
+   * `set()` is durable already. Call it as `await kv.flush?.()`.
+   */
+  flush?(): Promise<void>;
 }
 
 /** A source record that cannot be trusted, kept aside with the reason. Re-exported by source/types. */

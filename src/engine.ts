@@ -13,7 +13,7 @@ import * as os from 'os';
 import * as E from 'fp-ts/Either';
 import { Config, ResolvedTarget } from './config';
 import { computeDelta, missingFromFullScan } from './delta';
-import { OUTCOME_KINDS, OptOut, Outcome, OutcomeKind, isOptedOut } from './domain';
+import { KeyValue, OUTCOME_KINDS, OptOut, Outcome, OutcomeKind, isOptedOut } from './domain';
 import { Clock } from './http/clock';
 import { Logger, redact } from './log';
 import { CallCounter, Capabilities, CheckReport, HaltInfo, Target, isTargetHalt } from './sdk';
@@ -79,6 +79,18 @@ export type ProgressEvent =
   | { phase: 'scan'; pages: number; contacts: number; optOuts: number; total?: number | null }
   | { phase: 'deliver'; target: string; done: number; total: number };
 
+/**
+ * A lease the caller holds on this store's account (the fleet's account or delivery lease, with its fence): the
+ * engine then takes no run lock of its own. The lease's fence guards the store's writes (PgFenceGuard); the engine
+ * checks `lost()` before each page and batch, and stops with LeaseLost once it returns a reason.
+ */
+export interface ExternalLease {
+  /** Why the lease was lost (taken over, expired, released), or null while it is held. */
+  lost(): string | null;
+  /** Who holds it (recorded as the run's owner). */
+  readonly owner: string;
+}
+
 export interface EngineDeps {
   readonly config: Config;
   readonly store: StateStore;
@@ -92,6 +104,8 @@ export interface EngineDeps {
   readonly readFile?: (p: string) => string;
   /** How often the run lease is renewed (it lasts 3 intervals). Default 30 s. */
   readonly leaseRenewMs?: number;
+  /** Given: the caller's lease fences this account (no store run lock is taken); see ExternalLease. */
+  readonly externalLease?: ExternalLease;
 }
 
 export interface DetectionSummary {
@@ -260,6 +274,18 @@ export interface SyncOptions {
   targets?: readonly string[];
   /** Stop after the batch (or detection page) in hand once aborted. */
   signal?: AbortSignal;
+  /**
+   * false: detect and queue only (no CRM write, no plan); the outbox is left to a deliver run (`Engine.deliver`),
+   * e.g. the fleet's delivery lanes. Default true.
+   */
+  deliver?: boolean;
+}
+
+/** A deliver-only run: drain the due outbox rows of these targets (default: every enabled one); no detection. */
+export interface DeliverOptions {
+  targets?: readonly string[];
+  /** Stop after the batch in hand once aborted. */
+  signal?: AbortSignal;
 }
 
 export interface BackfillOptions {
@@ -323,22 +349,66 @@ export class Engine {
     return all.filter((t) => only.includes(t.name));
   }
 
-  private buildSource(): OptOutSource {
+  /** The key/value stores handed out (flushed before a run ends: a server-backed store queues their writes). */
+  private readonly kvs = new Map<string, KeyValue>();
+
+  private async kvFor(namespace: string): Promise<KeyValue> {
+    const existing = this.kvs.get(namespace);
+    if (existing) return existing;
+    const kv = await this.deps.store.kv(namespace);
+    this.kvs.set(namespace, kv);
+    return kv;
+  }
+
+  /** Make every key/value write of the run durable (tokens, usage counters); rethrows the first failure. */
+  private async flushKv(): Promise<void> {
+    for (const kv of this.kvs.values()) await kv.flush?.();
+  }
+
+  /** Quarantine writes the source asked for (its callback is synchronous): awaited before the next commit. */
+  private pendingWrites: Promise<void>[] = [];
+  private pendingWriteError: unknown = null;
+
+  private trackWrite(w: unknown): void {
+    if (!(w instanceof Promise)) return;
+    this.pendingWrites.push(
+      (w as Promise<unknown>).then(
+        () => undefined,
+        (err: unknown) => {
+          this.pendingWriteError ??= err;
+        },
+      ),
+    );
+  }
+
+  /** Wait for the tracked writes; throws the first that failed. */
+  private async settleWrites(): Promise<void> {
+    while (this.pendingWrites.length > 0) await Promise.all(this.pendingWrites.splice(0));
+    const err = this.pendingWriteError;
+    this.pendingWriteError = null;
+    if (err) throw err;
+  }
+
+  private async buildSource(): Promise<OptOutSource> {
     const { store, clock, logger } = this.deps;
     return this.deps.source({
       clock,
       logger: logger.child({ component: 'constant-contact' }),
-      kv: store.kv(SOURCE_KV),
+      kv: await this.kvFor(SOURCE_KV),
       calls: this.callSink,
       random: this.deps.random,
       quarantine: (rec) => {
-        store.quarantine(this.runId, 'constant-contact', rec, this.now().toISOString());
+        try {
+          this.trackWrite(store.quarantine(this.runId, 'constant-contact', rec, this.now().toISOString()));
+        } catch (err) {
+          this.pendingWriteError ??= err;
+        }
         logger.warn('quarantined a malformed Constant Contact record', { recordId: rec.recordId, reason: rec.reason });
       },
     });
   }
 
-  private openTarget(t: ResolvedTarget): Target {
+  private async openTarget(t: ResolvedTarget): Promise<Target> {
     const existing = this.targets.get(t.name);
     if (existing) return existing;
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- read by the caps getter below
@@ -348,7 +418,7 @@ export class Engine {
     const caps: Capabilities = {
       clock: this.deps.clock,
       logger: this.deps.logger.child({ target: t.name }),
-      kv: this.deps.store.kv(`target:${t.name}`),
+      kv: await this.kvFor(`target:${t.name}`),
       calls: this.callSink,
       targetName: t.name,
       readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
@@ -359,6 +429,8 @@ export class Engine {
         return engine.stopSignal;
       },
     };
+    const existingNow = this.targets.get(t.name);
+    if (existingNow) return existingNow;
     const target = connector.open(t.config, caps);
     this.targets.set(t.name, target);
     return target;
@@ -367,37 +439,52 @@ export class Engine {
   async close(): Promise<void> {
     for (const t of this.targets.values()) await t.close?.();
     this.targets.clear();
-    this.releaseLease();
+    try {
+      await this.flushKv();
+    } finally {
+      await this.releaseLease();
+    }
   }
 
   private readonly lockOwner = `${process.pid}-${Math.random().toString(36).slice(2)}`;
   private lease: Lease | null = null;
 
-  private releaseLease(): void {
-    this.lease?.release();
+  private async releaseLease(): Promise<void> {
+    const lease = this.lease;
     this.lease = null;
-    this.deps.store.releaseRunLock(this.lockOwner);
+    await lease?.release();
+    // an external lease is the caller's to release; this engine never took the store's run lock then
+    if (!this.deps.externalLease) await this.deps.store.releaseRunLock(this.lockOwner);
   }
 
   /** Stop before the next page or batch once the lease is lost (the store refuses the writes anyway). */
   private assertLease(): void {
-    const lost = this.lease?.lost();
+    const lost = this.deps.externalLease ? this.deps.externalLease.lost() : this.lease?.lost();
     if (lost) throw new LeaseLost(lost);
   }
 
-  private begin(kind: string, dryRun: boolean): { runId: number; started: Date } {
+  private async begin(kind: string, dryRun: boolean): Promise<{ runId: number; started: Date }> {
     this.calls = new CallCounts();
     const started = this.now();
     // One run at a time per store: overlapping runs would race the rotating refresh token and double-deliver.
     // The lock is a lease renewed in the background: a holder that died on any host is taken over once it expires.
-    this.lease?.release();
-    this.lease = holdRunLock(
-      this.deps.store,
-      { owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind },
-      { renewMs: this.deps.leaseRenewMs, now: () => this.now(), onLost: (m) => this.deps.logger.error(m) },
-    );
-    this.runId = this.deps.store.startRun(kind, dryRun, started.toISOString(), {
-      owner: this.lockOwner,
+    const previous = this.lease;
+    this.lease = null;
+    await previous?.release();
+    const external = this.deps.externalLease;
+    if (external) {
+      // the caller's lease fences this account's writes: no store run lock; a lease already lost starts nothing
+      const lost = external.lost();
+      if (lost) throw new LeaseLost(lost);
+    } else {
+      this.lease = await holdRunLock(
+        this.deps.store,
+        { owner: this.lockOwner, pid: process.pid, host: os.hostname(), command: kind },
+        { renewMs: this.deps.leaseRenewMs, now: () => this.now(), onLost: (m) => this.deps.logger.error(m) },
+      );
+    }
+    this.runId = await this.deps.store.startRun(kind, dryRun, started.toISOString(), {
+      owner: external ? external.owner : this.lockOwner,
       pid: process.pid,
       host: os.hostname(),
     });
@@ -432,7 +519,13 @@ export class Engine {
       if (this.runOpen && this.runId !== null) {
         this.runOpen = false;
         try {
-          this.deps.store.failRun(
+          await this.settleWrites().catch(() => undefined);
+          await this.flushKv();
+        } catch (e) {
+          this.deps.logger.error("could not store the run's key/value writes", { error: redact((e as Error).message) });
+        }
+        try {
+          await this.deps.store.failRun(
             this.runId,
             1,
             redact((err as Error)?.message ?? String(err)),
@@ -445,7 +538,7 @@ export class Engine {
             error: redact((e as Error).message),
           });
         }
-        this.releaseLease();
+        await this.releaseLease();
       }
       throw err;
     }
@@ -461,8 +554,8 @@ export class Engine {
    * date-time or lies in the future (beyond a day of clock skew). Either way a full reconcile follows, and
    * it writes both checkpoints afresh: a garbage value never reaches date arithmetic.
    */
-  private checkpointTime(key: string): number | null {
-    const raw = this.deps.store.getCheckpoint(key);
+  private async checkpointTime(key: string): Promise<number | null> {
+    const raw = await this.deps.store.getCheckpoint(key);
     if (raw === null || raw === '') return null;
     const t = Date.parse(raw);
     const latest = this.now().getTime() + 24 * 3600_000;
@@ -478,11 +571,11 @@ export class Engine {
   }
 
   /** Is a full reconcile due (mode full, forced, never done, or older than reconcileEveryHours)? */
-  fullReconcileDue(force: boolean): boolean {
+  async fullReconcileDue(force: boolean): Promise<boolean> {
     const d = this.deps.config.source.detection;
     // both are read (not short-circuited) so that each garbage value is reported
-    const window = this.checkpointTime(CHECKPOINT_WINDOW);
-    const last = this.checkpointTime(CHECKPOINT_LAST_FULL);
+    const window = await this.checkpointTime(CHECKPOINT_WINDOW);
+    const last = await this.checkpointTime(CHECKPOINT_LAST_FULL);
     if (force || d.mode === 'full') return true;
     if (window === null || last === null) return true;
     return this.now().getTime() - last >= d.reconcileEveryHours * 3600_000;
@@ -495,27 +588,29 @@ export class Engine {
    * opt-outs come back in `pending`. Every committed page wakes the delivery workers through `feed`.
    */
   private async detect(mode: ScanMode, opts: DetectOptions): Promise<Detection> {
-    const scan = this.newScan(opts);
-    const onPage = (page: SourcePage): void => this.takePage(scan, page);
+    const scan = await this.newScan(opts);
+    const onPage = (page: SourcePage): Promise<void> => this.takePage(scan, page);
     try {
       // 1. read and commit page by page; 2. conclude (leavers, checkpoints) once the scan is whole
       if (mode === 'since') await this.scanSince(scan, onPage);
       else if (mode === 'full') await this.reconcileFully(scan, onPage);
       else await this.scanFromCheckpoint(scan, onPage);
+      await this.settleWrites();
       scan.summary.complete = true;
     } catch (err) {
+      await this.settleWrites().catch(() => undefined);
       this.stoppedEarly(scan, err);
     }
     return { summary: scan.summary, pending: scan.pending };
   }
 
-  private newScan(opts: DetectOptions): ScanState {
+  private async newScan(opts: DetectOptions): Promise<ScanState> {
     const summary = emptyDetection();
     if (this.checkpointRepairs.length > 0) (summary.warnings ??= []).push(...this.checkpointRepairs.splice(0));
     return {
       ...opts,
       runId: this.runId!,
-      source: this.buildSource(),
+      source: await this.buildSource(),
       started: this.now(),
       summary,
       pending: [],
@@ -535,8 +630,10 @@ export class Engine {
   }
 
   /** One page: count it, compute its delta against the store, commit it (or keep it, in a dry run), report it. */
-  private takePage(scan: ScanState, page: SourcePage): void {
+  private async takePage(scan: ScanState, page: SourcePage): Promise<void> {
     this.assertLease();
+    // the page's quarantined records are stored before the page commits
+    await this.settleWrites();
     const { summary } = scan;
     summary.pages += 1;
     summary.contactsSeen += page.contacts.length;
@@ -545,7 +642,7 @@ export class Engine {
     for (const e of page.quarantinedEmails ?? []) scan.quarantinedEmails.add(e);
     scan.quarantinedUnidentified += page.quarantinedUnidentified ?? 0;
     const nowIso = this.now().toISOString();
-    const known = this.deps.store.knownOptOuts(page.contacts.map((c) => c.email));
+    const known = await this.deps.store.knownOptOuts(page.contacts.map((c) => c.email));
     const delta = computeDelta(known, page.contacts, nowIso);
     const optedOut = page.contacts.filter(isOptedOut);
     summary.optOutsSeen += optedOut.length;
@@ -565,7 +662,7 @@ export class Engine {
       const seenDeleted = optedOut
         .filter((c) => c.deleted && known.get(c.email)?.deleted === false)
         .map((c) => c.email);
-      this.deps.store.commitDetection({
+      await this.deps.store.commitDetection({
         runId: scan.runId,
         added: delta.added,
         resubscribed: delta.resubscribed,
@@ -590,7 +687,7 @@ export class Engine {
   }
 
   /** backfill --since: only the opt-outs since that date (an opt-out window), not the whole set; no checkpoint. */
-  private async scanSince(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+  private async scanSince(scan: ScanState, onPage: (p: SourcePage) => Promise<void>): Promise<void> {
     const since = scan.since!;
     const before = this.windowEnd(scan);
     scan.summary.mode = 'window';
@@ -599,24 +696,26 @@ export class Engine {
   }
 
   /** The whole unsubscribed set; then who left it, and both checkpoints, in one transaction. */
-  private async reconcileFully(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+  private async reconcileFully(scan: ScanState, onPage: (p: SourcePage) => Promise<void>): Promise<void> {
     const { store, logger } = this.deps;
     scan.summary.mode = 'full';
     // Everything opted out before `started` is in the unsubscribed set we are about to read.
-    const knownActive = store.activeOptOutEmails();
+    const knownActive = await store.activeOptOutEmails();
     scan.total = await this.unsubscribedCount(scan);
     scan.summary.unsubscribedCount = scan.total;
     // deleted contacts only since the last reconcile (minus the overlap): the source's ReconcilePlan
-    const lastFull = this.checkpointTime(CHECKPOINT_LAST_FULL);
+    const lastFull = await this.checkpointTime(CHECKPOINT_LAST_FULL);
     const deletedSince =
       lastFull === null ? null : new Date(lastFull - this.deps.config.source.detection.overlapMinutes * MINUTE);
-    const knownDeleted = (emails: readonly string[]): Set<string> =>
-      new Set([...store.knownOptOuts(emails)].filter(([, k]) => k.deleted && k.state === 'active').map(([e]) => e));
+    const knownDeleted = async (emails: readonly string[]): Promise<Set<string>> =>
+      new Set(
+        [...(await store.knownOptOuts(emails))].filter(([, k]) => k.deleted && k.state === 'active').map(([e]) => e),
+      );
     await scan.source.scanUnsubscribed(onPage, { knownActive, deletedSince, knownDeleted });
-    const missing = this.leftTheSet(scan, knownActive, knownDeleted);
+    const missing = await this.leftTheSet(scan, knownActive, knownDeleted);
     scan.summary.resubscribed += missing.length;
     if (!scan.dryRun) {
-      store.commitDetection({
+      await store.commitDetection({
         runId: scan.runId,
         added: [],
         resubscribed: missing,
@@ -652,17 +751,17 @@ export class Engine {
    * known opt-out left the set: a quarantined record of that person says nothing either way, and quarantined
    * records with an unreadable address may belong to anyone, so then nobody is concluded to have left.
    */
-  private leftTheSet(
+  private async leftTheSet(
     scan: ScanState,
     knownActive: ReadonlySet<string>,
-    knownDeleted: (emails: readonly string[]) => Set<string>,
-  ): string[] {
+    knownDeleted: (emails: readonly string[]) => Promise<Set<string>>,
+  ): Promise<string[]> {
     let missing = missingFromFullScan(knownActive, scan.seen).filter(
       (e) => !scan.quarantinedEmails.has(e) && !scan.alreadyLeft.has(e),
     );
     // opted out, then deleted, when last seen: deleted contacts are not read again, so their absence says nothing
     if (missing.length > 0) {
-      const stillDeleted = knownDeleted(missing);
+      const stillDeleted = await knownDeleted(missing);
       missing = missing.filter((e) => !stillDeleted.has(e));
     }
     if (scan.quarantinedUnidentified === 0 || missing.length === 0) return missing;
@@ -675,10 +774,10 @@ export class Engine {
   }
 
   /** The opt-out window from the stored checkpoint (minus the overlap) to now − lag; then the checkpoint moves. */
-  private async scanFromCheckpoint(scan: ScanState, onPage: (p: SourcePage) => void): Promise<void> {
+  private async scanFromCheckpoint(scan: ScanState, onPage: (p: SourcePage) => Promise<void>): Promise<void> {
     const { store, config, logger } = this.deps;
     scan.summary.mode = 'window';
-    const checkpoint = store.getCheckpoint(CHECKPOINT_WINDOW)!;
+    const checkpoint = (await store.getCheckpoint(CHECKPOINT_WINDOW))!;
     if (Number.isNaN(Date.parse(checkpoint))) {
       // fullReconcileDue() sends a garbage checkpoint to a full reconcile; never do date arithmetic on one
       throw new Error(
@@ -695,7 +794,7 @@ export class Engine {
     await scan.source.scanWindow(after, before, onPage);
     // The window's opt-outs are committed (page by page); only now may the checkpoint move.
     if (!scan.dryRun) {
-      store.commitDetection({
+      await store.commitDetection({
         runId: scan.runId,
         added: [],
         resubscribed: [],
@@ -766,7 +865,7 @@ export class Engine {
     summary: TargetSummary,
     signal?: AbortSignal,
   ): Promise<void> {
-    const open = this.openForDelivery(t, summary);
+    const open = await this.openForDelivery(t, summary);
     if (!open) return;
     let done = 0;
     for (;;) {
@@ -778,7 +877,7 @@ export class Engine {
         phase: 'deliver',
         target: t.name,
         done,
-        total: done + this.deps.store.countDue(t.name, this.now()),
+        total: done + (await this.deps.store.countDue(t.name, this.now())),
       });
       if (!halt) continue;
       // a dated stop (daily limit) holds the whole outbox of this target: also what the scan queues after it
@@ -790,7 +889,7 @@ export class Engine {
   /** Once the scan is over, defer every queued row of the target to `retryAt` (rows it queued after the stop too). */
   private async holdUntil(target: string, retryAt: string, feed: OutboxFeed, signal?: AbortSignal): Promise<void> {
     while (!feed.ended && !signal?.aborted) await feed.next(signal);
-    this.deps.store.deferQueued(target, new Date(retryAt).toISOString());
+    await this.deps.store.deferQueued(target, new Date(retryAt).toISOString());
   }
 
   /**
@@ -809,23 +908,23 @@ export class Engine {
       this.assertLease();
       if (signal?.aborted) return null;
       const scanning = !feed.ended;
-      const due = store.countDue(target, this.now(), batchSize);
+      const due = await store.countDue(target, this.now(), batchSize);
       if (due >= batchSize || (due > 0 && !scanning))
-        return store.dueOutbox(target, this.now(), batchSize).map((r) => r.optOut);
+        return (await store.dueOutbox(target, this.now(), batchSize)).map((r) => r.optOut);
       if (!scanning) return null;
       await feed.next(signal);
     }
   }
 
   /** The target, its batch size and logger; null (and the summary says why) when it cannot be opened. */
-  private openForDelivery(
+  private async openForDelivery(
     t: ResolvedTarget,
     summary: TargetSummary,
-  ): { target: Target; batchSize: number; log: Logger } | null {
+  ): Promise<{ target: Target; batchSize: number; log: Logger } | null> {
     const { config, logger, registry } = this.deps;
     const log = logger.child({ target: t.name });
     try {
-      const target = this.openTarget(t);
+      const target = await this.openTarget(t);
       const maxBatch = registry.get(t.connector)!.maxBatch ?? config.delivery.batchSize;
       return { target, batchSize: Math.max(1, Math.min(config.delivery.batchSize, maxBatch)), log };
     } catch (err) {
@@ -860,7 +959,7 @@ export class Engine {
         ? new Date(halt.retryAt)
         : new Date(this.now().getTime() + this.deps.config.delivery.backoffBaseSeconds * 1000)
       : undefined;
-    this.deps.store.recordOutcomes({
+    await this.deps.store.recordOutcomes({
       runId: this.runId!,
       target: name,
       outcomes,
@@ -874,7 +973,7 @@ export class Engine {
     summary.halted = `${halt.kind}: ${halt.message}`;
     if (halt.retryAt) summary.retryAt = new Date(halt.retryAt).toISOString();
     // a dated stop (daily limit) holds the whole outbox of this target, not just this batch
-    if (halt.retryAt) this.deps.store.deferQueued(name, new Date(halt.retryAt).toISOString());
+    if (halt.retryAt) await this.deps.store.deferQueued(name, new Date(halt.retryAt).toISOString());
     log.error('target stopped for this run; its outbox is kept', { error: summary.halted, retryAt: halt.retryAt });
     return halt;
   }
@@ -887,9 +986,9 @@ export class Engine {
     plan: PlanEntry[],
     signal?: AbortSignal,
   ): Promise<void> {
-    const open = this.openForDelivery(t, summary);
+    const open = await this.openForDelivery(t, summary);
     if (!open) return;
-    const batches = this.planBatches(t.name, extra, open.batchSize);
+    const batches = await this.planBatches(t.name, extra, open.batchSize);
     const total = batches.reduce((n, b) => n + b.length, 0);
     let done = 0;
     for (const batch of batches) {
@@ -921,10 +1020,10 @@ export class Engine {
   }
 
   /** The queued rows of a target in batches, then the `extra` opt-outs not among them. */
-  private planBatches(target: string, extra: readonly OptOut[], batchSize: number): OptOut[][] {
+  private async planBatches(target: string, extra: readonly OptOut[], batchSize: number): Promise<OptOut[][]> {
     const batches: OptOut[][] = [];
     for (let offset = 0; ;) {
-      const rows = this.deps.store.queuedOutbox(target, batchSize, offset);
+      const rows = await this.deps.store.queuedOutbox(target, batchSize, offset);
       if (rows.length === 0) break;
       batches.push(rows.map((r) => r.optOut));
       offset += rows.length;
@@ -1095,7 +1194,7 @@ export class Engine {
 
   // ----------------------------------------------------------------------------------------- commands
 
-  private finish(
+  private async finish(
     command: string,
     dryRun: boolean,
     started: Date,
@@ -1105,12 +1204,14 @@ export class Engine {
     messages: string[],
     interrupted = false,
     signal?: AbortSignal,
-  ): RunSummary {
+  ): Promise<RunSummary> {
     const { store } = this.deps;
+    // the run's key/value writes (rotated tokens, usage counters) are durable before the run is recorded as ended
+    await this.flushKv();
     // a paused target ("enabled": false) delivers nothing: say what waits for it, and that the run is not complete
     const paused = this.deps.config.targets.filter((t) => !t.enabled).map((t) => t.name);
     let waiting = 0;
-    for (const st of store.targetStatus([...Object.keys(tsum), ...paused], this.now())) {
+    for (const st of await store.targetStatus([...Object.keys(tsum), ...paused], this.now())) {
       const delivered = tsum[st.target];
       if (delivered) {
         delivered.queued = st.queued;
@@ -1149,7 +1250,7 @@ export class Engine {
       detection,
       targets: tsum,
       apiCalls: { ...this.calls.counts },
-      quarantined: store.countQuarantined(),
+      quarantined: await store.countQuarantined(),
       ...(plan ? { plan } : {}),
       exitCode,
       messages,
@@ -1157,7 +1258,7 @@ export class Engine {
     };
     this.runTargets = tsum;
     if (command === 'sync') this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
-    store.finishRun(
+    await store.finishRun(
       this.runId!,
       exitCode,
       { ...summary, plan: plan ? `${plan.length} entries` : undefined },
@@ -1165,7 +1266,7 @@ export class Engine {
       this.runResult(),
     );
     this.runOpen = false;
-    this.releaseLease();
+    await this.releaseLease();
     return summary;
   }
 
@@ -1184,9 +1285,11 @@ export class Engine {
     const dryRun = !!opts.dryRun;
     const signal = opts.signal;
     // 1. validate the targets (an unknown one leaves no run row behind) and take the run lock
-    const deliverTo = this.enabledTargets(opts.targets);
-    const { started } = this.begin('sync', dryRun);
-    const mode: ScanMode = this.fullReconcileDue(!!opts.full) ? 'full' : 'window';
+    const validated = this.enabledTargets(opts.targets);
+    // deliver: false (detect and queue only): no target is delivered to or planned; the outbox waits for `deliver`
+    const deliverTo = opts.deliver === false ? [] : validated;
+    const { started } = await this.begin('sync', dryRun);
+    const mode: ScanMode = (await this.fullReconcileDue(!!opts.full)) ? 'full' : 'window';
     // A disabled target is paused, not forgotten: new opt-outs queue for it and wait until it is enabled again.
     const queueFor = this.deps.config.targets.map((t) => t.name);
     const tsum = this.emptyTargetSummaries(deliverTo);
@@ -1214,13 +1317,43 @@ export class Engine {
     let recheck: string[] = [];
     const scan = async (feed: OutboxFeed, stop: AbortSignal): Promise<DetectionSummary> => {
       const d = await this.detect(mode, { dryRun, targets: queueFor, signal: stop, feed });
-      recheck = this.requeueNotFound(stop);
+      recheck = await this.requeueNotFound(stop);
       return d.summary;
     };
     const detection = await this.detectAndDeliver(scan, deliverTo, tsum, signal);
     this.runVariant = detection.mode === 'full' ? 'reconcile' : detection.mode;
     const messages = [...this.detectionMessages(detection), ...recheck];
+    if (opts.deliver === false) messages.push(...(await this.queuedForDelivery(validated)));
     return this.finish('sync', dryRun, started, detection, tsum, undefined, messages, !!signal?.aborted, signal);
+  }
+
+  /** A detect-only run's word on what waits for a deliver run. */
+  private async queuedForDelivery(targets: readonly ResolvedTarget[]): Promise<string[]> {
+    const st = await this.deps.store.targetStatus(
+      targets.map((t) => t.name),
+      this.now(),
+    );
+    return st
+      .filter((s) => s.queued > 0)
+      .map((s) => `detect only: ${s.queued} opt-out(s) queued for ${s.target} wait for a deliver run`);
+  }
+
+  /**
+   * Deliver only: drain the due outbox rows of `targets` (default every enabled target), reading nothing from
+   * Constant Contact (run kind `deliver`). Stops as sync's delivery does: a target's halt, the signal, a lost lease.
+   */
+  deliver(opts: DeliverOptions = {}): Promise<RunSummary> {
+    return this.recorded(() => this.runDeliver(opts));
+  }
+
+  private async runDeliver(opts: DeliverOptions): Promise<RunSummary> {
+    const signal = opts.signal;
+    const targets = this.enabledTargets(opts.targets);
+    const { started } = await this.begin('deliver', false);
+    const tsum = this.emptyTargetSummaries(targets);
+    this.runTargets = tsum;
+    const detection = await this.detectAndDeliver(null, targets, tsum, signal);
+    return this.finish('deliver', false, started, detection, tsum, undefined, [], !!signal?.aborted, signal);
   }
 
   private detectionMessages(d: DetectionSummary): string[] {
@@ -1228,11 +1361,11 @@ export class Engine {
   }
 
   /** A person not in a CRM when they opted out may be added to it later (an import, a form): look again. */
-  private requeueNotFound(signal?: AbortSignal): string[] {
+  private async requeueNotFound(signal?: AbortSignal): Promise<string[]> {
     const recheck = this.deps.config.delivery.recheckNotFoundHours;
     if (recheck <= 0 || signal?.aborted) return [];
     const now = this.now();
-    const n = this.deps.store.requeueNotFound(
+    const n = await this.deps.store.requeueNotFound(
       new Date(now.getTime() - recheck * 3600_000).toISOString(),
       now.toISOString(),
     );
@@ -1254,7 +1387,7 @@ export class Engine {
     const only = [...(opts.targets ?? []), ...(opts.target ? [opts.target] : [])];
     // 1. validate the targets (an unknown one leaves no run row behind) and take the run lock
     const targets = this.enabledTargets(only.length ? only : null);
-    const { runId, started } = this.begin('backfill', dryRun);
+    const { runId, started } = await this.begin('backfill', dryRun);
     this.runVariant = opts.redeliver ? 'redeliver' : opts.since ? 'since' : null;
     const { store, logger } = this.deps;
     const names = targets.map((t) => t.name);
@@ -1270,7 +1403,7 @@ export class Engine {
       const plan: PlanEntry[] = [];
       for (const t of targets) {
         // what enqueueKnown would add for this target (queued rows are planned by planTarget itself)
-        const wouldQueue = store.backfillCandidates(t.name, since, !!opts.redeliver);
+        const wouldQueue = await store.backfillCandidates(t.name, since, !!opts.redeliver);
         await this.planTarget(t, [...extra, ...wouldQueue], tsum[t.name]!, plan, signal);
       }
       return this.finish(
@@ -1286,13 +1419,13 @@ export class Engine {
       );
     }
     // 2. the job (a rerun resumes the unfinished one); 3. queue the opt-outs already known, so that delivery starts on them
-    const job = store.openBackfill(since, names, started.toISOString());
+    const job = await store.openBackfill(since, names, started.toISOString());
     const messages: string[] = [];
     if (job.scanCompletedAt)
       messages.push(
         `resuming backfill #${job.id} started ${job.startedAt}: its scan completed at ${job.scanCompletedAt}, so only delivery continues`,
       );
-    const n = store.enqueueKnown({
+    const n = await store.enqueueKnown({
       runId,
       targets: names,
       since,
@@ -1303,15 +1436,25 @@ export class Engine {
     // 4. scan (new opt-outs are queued page by page) and deliver at once
     const scan = async (feed: OutboxFeed, stop: AbortSignal): Promise<DetectionSummary> => {
       const d = await this.detect(mode, { dryRun, targets: queueFor, signal: stop, since, feed });
-      if (d.summary.complete) store.markBackfillScanned(job.id, this.now().toISOString());
+      if (d.summary.complete) await store.markBackfillScanned(job.id, this.now().toISOString());
       return d.summary;
     };
     const detection = await this.detectAndDeliver(job.scanCompletedAt ? null : scan, targets, tsum, signal);
     messages.push(...this.detectionMessages(detection));
     const interrupted = !!signal?.aborted;
-    const summary = this.finish('backfill', dryRun, started, detection, tsum, undefined, messages, interrupted, signal);
+    const summary = await this.finish(
+      'backfill',
+      dryRun,
+      started,
+      detection,
+      tsum,
+      undefined,
+      messages,
+      interrupted,
+      signal,
+    );
     if (!interrupted && detection.complete && !Object.values(tsum).some((s) => s.halted))
-      store.finishBackfill(job.id, this.now().toISOString());
+      await store.finishBackfill(job.id, this.now().toISOString());
     return summary;
   }
 
@@ -1321,9 +1464,9 @@ export class Engine {
   }
 
   private async runCheck(): Promise<{ ok: boolean; source: CheckReport; targets: Record<string, CheckReport> }> {
-    this.begin('check', true);
+    await this.begin('check', true);
     const source = await this.buildSource()
-      .check()
+      .then((s) => s.check())
       .catch((err: Error): CheckReport => ({
         ok: false,
         items: [{ name: 'constant-contact', ok: false, detail: redact(err.message) }],
@@ -1331,7 +1474,7 @@ export class Engine {
     const targets: Record<string, CheckReport> = {};
     for (const t of this.enabledTargets()) {
       try {
-        targets[t.name] = await this.openTarget(t).check();
+        targets[t.name] = await (await this.openTarget(t)).check();
       } catch (err) {
         const { halt, halted } = readTargetFailure(err);
         targets[t.name] = {
@@ -1347,12 +1490,13 @@ export class Engine {
       }
     }
     const ok = source.ok && Object.values(targets).every((r) => r.ok);
-    this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString(), {
+    await this.flushKv();
+    await this.deps.store.finishRun(this.runId!, ok ? 0 : 1, { source, targets }, this.now().toISOString(), {
       counts: {},
       apiCalls: { ...this.calls.counts },
     });
     this.runOpen = false;
-    this.releaseLease();
+    await this.releaseLease();
     return { ok, source, targets };
   }
 }

@@ -20,13 +20,13 @@ export interface AuditExportOptions {
 }
 
 /** The audit as `cc-optout audit` writes it (redacted); `count` is rows, or delivery events with `history`. */
-export function auditExport(store: StateStore, o: AuditExportOptions): { text: string; count: number } {
+export async function auditExport(store: StateStore, o: AuditExportOptions): Promise<{ text: string; count: number }> {
   const since = o.since ?? null;
   const runId = o.runId ?? null;
   let text: string;
   let count: number;
   if (o.history) {
-    const history = store.deliveryHistory(since, runId);
+    const history = await store.deliveryHistory(since, runId);
     count = history.length;
     if (o.format === 'json') text = JSON.stringify({ history }, null, 2);
     else {
@@ -59,8 +59,8 @@ export function auditExport(store: StateStore, o: AuditExportOptions): { text: s
       text = toCsv([header, ...body]);
     }
   } else {
-    const rows = store.audit(since, runId);
-    const events = store.events(since, ['left-unsubscribed-set'], runId);
+    const rows = await store.audit(since, runId);
+    const events = await store.events(since, ['left-unsubscribed-set'], runId);
     count = rows.length;
     if (o.format === 'json') {
       text = JSON.stringify({ rows, resubscribed: events }, null, 2);
@@ -166,7 +166,7 @@ export function registerRunsCommand<G extends GlobalOpts>(
     .addOption(intOption('--limit <n>', 'how many runs', 1, 100_000, 20))
     .action(async (o: { limit: number }) =>
       withStoreContext(g(), async (ctx) => {
-        const runs = ctx.store.recentRuns(o.limit);
+        const runs = await ctx.store.recentRuns(o.limit);
         if (g().json) {
           out(
             JSON.stringify(

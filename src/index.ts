@@ -50,7 +50,8 @@ export type {
   SyncOptions,
   TargetSummary,
 } from './engine';
-export { openApp, storePathFor } from './app';
+export { openApp, openAppAsync, storePathFor } from './app';
+export { openBackend, storeSpecFor } from './store/open';
 export type { App, AppOptions } from './app';
 
 // The state store (the SQLite implementation stays internal: its declarations would need @types/better-sqlite3)

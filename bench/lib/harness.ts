@@ -465,9 +465,9 @@ export function machine(): string {
 }
 
 /** Every opted-out email of the ground truth queued for `targets`, checkpoints at now (a backfill's scan, done). */
-export function seedOutbox(store: StateStore, truth: GroundTruth, targets: readonly string[]): OptOut[] {
+export async function seedOutbox(store: StateStore, truth: GroundTruth, targets: readonly string[]): Promise<OptOut[]> {
   const now = new Date().toISOString();
-  const runId = store.startRun('bench-seed', false, now);
+  const runId = await store.startRun('bench-seed', false, now);
   const added: OptOut[] = truth.optOuts.map((o) => ({
     email: o.email,
     contactId: o.contactId,
@@ -476,7 +476,7 @@ export function seedOutbox(store: StateStore, truth: GroundTruth, targets: reado
     reason: o.reason,
     deleted: o.deleted,
   }));
-  store.commitDetection({
+  await store.commitDetection({
     runId,
     added,
     resubscribed: [],
@@ -484,7 +484,7 @@ export function seedOutbox(store: StateStore, truth: GroundTruth, targets: reado
     now,
     checkpoints: { [CHECKPOINT_WINDOW]: now, [CHECKPOINT_LAST_FULL]: now },
   });
-  store.finishRun(runId, 0, { seeded: added.length }, now);
+  await store.finishRun(runId, 0, { seeded: added.length }, now);
   return added;
 }
 

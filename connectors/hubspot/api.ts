@@ -287,6 +287,8 @@ class OAuthTokens implements Tokens {
     };
     // Persist (durably) before use: a rotated refresh token must never be lost.
     this.kv.set(OAUTH_KV_KEY, JSON.stringify(next));
+    // a server-backed store queues set(): durable before the new token is used
+    await this.kv.flush?.();
     this.state = next;
     this.logger.debug('hubspot oauth token refreshed', {
       rotated: refreshToken !== this.auth.refreshToken,

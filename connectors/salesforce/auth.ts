@@ -157,6 +157,8 @@ export class Authenticator {
           KV_REFRESH_TOKEN,
           JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token }),
         );
+        // a server-backed store queues set(): durable before the new access token is used
+        await this.caps.kv.flush?.();
       }
     }
     if (typeof res.access_token !== 'string' || res.access_token === '') {

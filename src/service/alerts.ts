@@ -253,6 +253,7 @@ export class Alerter {
       const { next, notify } = evaluateAlerts(this.state(), conditions, now, this.hooks.length);
       // persisted before the calls: a crash while calling does not fire the change again on restart
       this.kv.set(ALERTS_KV_KEY, JSON.stringify(next));
+      await this.kv.flush?.();
       const results: { n: Notification; failed: number[] }[] = [];
       for (const n of notify) {
         const failed: number[] = [];
@@ -281,7 +282,10 @@ export class Alerter {
         );
         results.push({ n, failed: failed.sort((a, b) => a - b) });
       }
-      if (results.length > 0) this.kv.set(ALERTS_KV_KEY, JSON.stringify(settleAlerts(next, results)));
+      if (results.length > 0) {
+        this.kv.set(ALERTS_KV_KEY, JSON.stringify(settleAlerts(next, results)));
+        await this.kv.flush?.();
+      }
       return notify;
     } catch (err) {
       this.logger.error('service: alert evaluation failed', { error: redact((err as Error).message) });

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import type { CommandHelpers } from '../cli';
-import { openApp } from '../app';
+import { openAppAsync } from '../app';
 import { ConfigError, loadConfig, parseListen, scheduleOf, serviceProblems, resolveService } from '../config';
 import { createRegistry } from '../plugin';
 import { createLogger, LogLevel } from '../log';
@@ -17,6 +17,7 @@ interface GlobalOpts {
   logFormat: 'text' | 'json';
   logLevel: LogLevel;
   progress: boolean;
+  store?: string;
 }
 
 interface RunOpts {
@@ -80,7 +81,13 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen');
         if (p.length) throw new ConfigError(p, config.file ?? undefined);
       }
-      const app = openApp({ configFile: opts.config, env: process.env, logger, registry });
+      const app = await openAppAsync({
+        configFile: opts.config,
+        env: process.env,
+        logger,
+        registry,
+        store: opts.store,
+      });
       let runner: ServiceRunner;
       try {
         // loaded here, not at start-up: the HTTP server and the metrics client cost every other command ~0.3 s

@@ -100,8 +100,8 @@ export class ServiceMetrics {
       help: 'Outbox rows queued (waiting or retrying) per target',
       labelNames: ['target'],
       registers: [r],
-      collect() {
-        for (const s of statusOf()) this.set({ target: s.target }, s.queued);
+      async collect() {
+        for (const s of await statusOf()) this.set({ target: s.target }, s.queued);
       },
     });
     new Gauge({
@@ -109,8 +109,8 @@ export class ServiceMetrics {
       help: 'Queued outbox rows whose next attempt is due now, per target',
       labelNames: ['target'],
       registers: [r],
-      collect() {
-        for (const s of statusOf()) this.set({ target: s.target }, s.due);
+      async collect() {
+        for (const s of await statusOf()) this.set({ target: s.target }, s.due);
       },
     });
     new Gauge({
@@ -118,8 +118,8 @@ export class ServiceMetrics {
       help: 'Outbox rows parked (failed-permanent; `cc-optout requeue` after fixing the cause) per target',
       labelNames: ['target'],
       registers: [r],
-      collect() {
-        for (const s of statusOf()) this.set({ target: s.target }, s.parked);
+      async collect() {
+        for (const s of await statusOf()) this.set({ target: s.target }, s.parked);
       },
     });
     new Gauge({
@@ -127,9 +127,9 @@ export class ServiceMetrics {
       help: 'Age of the oldest queued outbox row per target (since it was queued; 0 when none)',
       labelNames: ['target'],
       registers: [r],
-      collect() {
+      async collect() {
         const t = now().getTime();
-        for (const s of statusOf()) {
+        for (const s of await statusOf()) {
           const at = s.oldestQueuedAt ? Date.parse(s.oldestQueuedAt) : NaN;
           this.set({ target: s.target }, Number.isNaN(at) ? 0 : Math.max(0, (t - at) / 1000));
         }
@@ -139,8 +139,8 @@ export class ServiceMetrics {
       name: `${PREFIX}constant_contact_daily_budget_remaining`,
       help: 'Constant Contact requests left today (UTC) of source.rateLimit.dailyBudget, as this store counts them',
       registers: [r],
-      collect() {
-        this.set(constantContactBudgetLeft(store, deps.dailyBudget, now()));
+      async collect() {
+        this.set(await constantContactBudgetLeft(store, deps.dailyBudget, now()));
       },
     });
   }
@@ -159,8 +159,8 @@ export class ServiceMetrics {
   }
 
   /** First CRM writes made since `since` (from the audit): their opt-out-to-write lag. */
-  observeLag(since: string): void {
-    for (const row of this.deps.store.audit(since)) {
+  async observeLag(since: string): Promise<void> {
+    for (const row of await this.deps.store.audit(since)) {
       if (row.lagSeconds === null || !row.writtenAt || row.writtenAt < since) continue;
       this.lag.observe({ target: row.target }, row.lagSeconds);
     }
@@ -172,8 +172,8 @@ export class ServiceMetrics {
 }
 
 /** Requests left today of the per-application daily budget (the whole budget when nothing was counted today). */
-export function constantContactBudgetLeft(store: StateStore, budget: number, now: Date): number {
-  const raw = store.kv(SOURCE_KV).get('daily_usage');
+export async function constantContactBudgetLeft(store: StateStore, budget: number, now: Date): Promise<number> {
+  const raw = (await store.kv(SOURCE_KV)).get('daily_usage');
   if (!raw) return budget;
   try {
     const u = JSON.parse(raw) as { day?: unknown; used?: unknown };

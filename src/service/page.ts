@@ -220,9 +220,15 @@ interface PageState {
   offsets: Record<string, number>;
 }
 
-function targetSection(store: StateStore, st: TargetStatus, index: number, s: PageState, pageSize: number): Html {
+async function targetSection(
+  store: StateStore,
+  st: TargetStatus,
+  index: number,
+  s: PageState,
+  pageSize: number,
+): Promise<Html> {
   const offset = Math.max(0, Math.min(s.offsets[st.target] ?? 0, Math.max(0, st.parked - 1)));
-  const parked: ParkedRow[] = st.parked > 0 ? store.parkedOutbox(st.target, pageSize, offset) : [];
+  const parked: ParkedRow[] = st.parked > 0 ? await store.parkedOutbox(st.target, pageSize, offset) : [];
   const canRequeue = s.auth.via !== null;
   const age = st.oldestQueuedOptOutAt
     ? humanDuration((s.now.getTime() - Date.parse(st.oldestQueuedOptOutAt)) / 1000)
@@ -283,17 +289,25 @@ function authBox(s: PageState): Html {
   return html`<form class="auth" id="sign-in" method="post" action="${s.prefix}/login"><label>service token <input type="password" name="token" autocomplete="current-password" required></label> <button type="submit">Sign in to requeue</button></form>`;
 }
 
-function renderStatusPage(deps: StatusPageDeps, names: readonly string[], s: PageState, nonce: string): string {
+async function renderStatusPage(
+  deps: StatusPageDeps,
+  names: readonly string[],
+  s: PageState,
+  nonce: string,
+): Promise<string> {
   const { store } = deps;
-  const statuses = store.targetStatus(names, s.now);
-  const runs = store.recentRuns(deps.runsShown ?? 20, s.now);
-  const lag = store.lagPoints(2000);
+  const statuses = await store.targetStatus(names, s.now);
+  const runs = await store.recentRuns(deps.runsShown ?? 20, s.now);
+  const lag = await store.lagPoints(2000);
+  const sections: Html[] = [];
+  for (const [i, st] of statuses.entries())
+    sections.push(await targetSection(store, st, i, s, deps.parkedPageSize ?? 20));
   const p = s.prefix;
   const body = html`${authBox(s)}<h1>cc-optout status</h1>
 <p class="muted">generated ${s.now.toISOString()} · read-only unless signed in</p>
 ${s.flash ? html`<p class="flash" role="status">${s.flash}</p>` : ''}${s.error ? html`<p class="warn" role="alert">${s.error}</p>` : ''}
 <h2>Targets</h2>
-${statuses.map((st, i) => targetSection(store, st, i, s, deps.parkedPageSize ?? 20))}
+${sections}
 <h2>Last runs</h2>
 ${runsTable(runs)}
 <h2>Lag from opt-out to CRM write</h2>
@@ -362,12 +376,12 @@ export function registerStatusPage(app: FastifyInstance, deps: StatusPageDeps): 
       .header('x-frame-options', 'DENY')
       .header('cache-control', 'no-store');
 
-  const showPage = (
+  const showPage = async (
     req: FastifyRequest,
     reply: FastifyReply,
     code: number,
     extra: { flash?: string | null; error?: string | null } = {},
-  ): FastifyReply => {
+  ): Promise<FastifyReply> => {
     const q = req.query as Record<string, string | undefined>;
     const offsets: Record<string, number> = {};
     if (q.target && names.includes(q.target) && /^\d{1,9}$/.test(q.offset ?? '')) offsets[q.target] = Number(q.offset);
@@ -396,7 +410,7 @@ ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
     return secure(reply, nonce)
       .code(code)
       .type('text/html; charset=utf-8')
-      .send(renderStatusPage(deps, names, state, nonce));
+      .send(await renderStatusPage(deps, names, state, nonce));
   };
 
   const bodyOf = (req: FastifyRequest): Record<string, unknown> =>
@@ -438,7 +452,7 @@ ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
     scope.post(`${prefix}/requeue`, async (req, reply) => {
       const body = bodyOf(req);
       const bearer = authOf(req).via === 'bearer';
-      const refuse = (code: number, error: string): FastifyReply =>
+      const refuse = (code: number, error: string): FastifyReply | Promise<FastifyReply> =>
         bearer || !String(req.headers.accept ?? '').includes('text/html')
           ? reply.code(code).send({ error })
           : showPage(req, reply, code, { error });
@@ -456,7 +470,7 @@ ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
       const email = body.email;
       if (email !== undefined && (typeof email !== 'string' || email === ''))
         return refuse(400, 'email: expected a parked email address');
-      const n = deps.store.requeueParkedRecords({
+      const n = await deps.store.requeueParkedRecords({
         target,
         emails: typeof email === 'string' ? [email] : null,
         now: now().toISOString(),
@@ -476,7 +490,7 @@ ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
         const history = q.history === '1' || q.history === 'true';
         let runId: number | null = null;
         if (q.run !== undefined) {
-          if (!/^\d{1,15}$/.test(q.run) || !deps.store.getRun(Number(q.run)))
+          if (!/^\d{1,15}$/.test(q.run) || !(await deps.store.getRun(Number(q.run))))
             return reply.code(400).send({ error: `run: no such run ${JSON.stringify(q.run)}` });
           runId = Number(q.run);
         }
@@ -489,7 +503,7 @@ ${state.error ? html`<p class="warn" role="alert">${state.error}</p>` : ''}`;
               .send({ error: `since: expected a date such as 2024-06-01, got ${JSON.stringify(q.since)}` });
           since = new Date(t).toISOString();
         }
-        const { text } = auditExport(deps.store, { format, since, history, runId });
+        const { text } = await auditExport(deps.store, { format, since, history, runId });
         const name = `cc-optout-audit${history ? '-history' : ''}${runId !== null ? `-run-${runId}` : ''}.${format}`;
         return reply
           .header('cache-control', 'no-store')

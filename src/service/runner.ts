@@ -59,7 +59,9 @@ export function haltKind(halted: string): string {
 export class ServiceRunner {
   readonly metrics: ServiceMetrics;
   readonly server: FastifyInstance;
-  private readonly alerter: Alerter;
+  private alerter: Alerter | null = null;
+  /** What the constructor cannot read from the (asynchronous) store: the last good sync, the alert state. */
+  private initialised: Promise<void> | null = null;
   private readonly controller = new AbortController();
   private scheduler: Scheduler | null = null;
   private running: Promise<void> | null = null;
@@ -81,13 +83,6 @@ export class ServiceRunner {
       dailyBudget: config.source.rateLimit.dailyBudget,
       now: this.now,
     });
-    // the last good sync before this process started (a restart must not look like "never")
-    const prior = store.recentRuns(50).find((r) => r.kind === 'sync' && !r.dryRun && r.exitCode === 0 && r.finishedAt);
-    if (prior?.finishedAt) {
-      this.lastSuccessAt = prior.finishedAt;
-      this.metrics.lastSuccess.set(Date.parse(prior.finishedAt) / 1000);
-    }
-    this.alerter = new Alerter(o.service.alerts.webhooks, store.kv(ALERTS_KV), this.log, o.post);
     this.server = createServiceServer({
       token: o.service.token,
       readiness: () => this.readiness(),
@@ -107,6 +102,27 @@ export class ServiceRunner {
     });
   }
 
+  /** Read the last good sync before this process started and open the alert state (once; start() does it). */
+  init(): Promise<void> {
+    this.initialised ??= (async () => {
+      const { store } = this.o.app;
+      // the last good sync before this process started (a restart must not look like "never")
+      const prior = (await store.recentRuns(50)).find(
+        (r) => r.kind === 'sync' && !r.dryRun && r.exitCode === 0 && r.finishedAt,
+      );
+      if (prior?.finishedAt && this.lastSuccessAt === null) {
+        this.lastSuccessAt = prior.finishedAt;
+        this.metrics.lastSuccess.set(Date.parse(prior.finishedAt) / 1000);
+      }
+      this.alerter = new Alerter(this.o.service.alerts.webhooks, await store.kv(ALERTS_KV), this.log, this.o.post);
+    })().catch((err: unknown) => {
+      // a store that failed to answer: the next run or evaluation tries again
+      this.initialised = null;
+      throw err;
+    });
+    return this.initialised;
+  }
+
   listenAddress(): { host: string; port: number } {
     return this.o.service.listen;
   }
@@ -114,6 +130,7 @@ export class ServiceRunner {
   /** Listen, run once now, then on the schedule. Resolves with the bound address once listening. */
   async start(): Promise<string> {
     const { host, port } = this.o.service.listen;
+    await this.init();
     const address = await this.server.listen({ host, port });
     if (this.stopping) return address;
     this.log.info('service listening', {
@@ -158,9 +175,14 @@ export class ServiceRunner {
   private async runOnce(): Promise<void> {
     const started = this.now();
     let summary: RunSummary | null = null;
+    // the engine is called at once (a tick starts its run synchronously); the run history is read alongside
+    const ready = this.init().catch((err: unknown) => {
+      this.log.warn('service: could not read the run history', { error: redact((err as Error).message) });
+    });
     try {
       summary = await this.o.app.engine.sync({ signal: this.controller.signal });
     } catch (err) {
+      await ready;
       if (err instanceof RunLocked) {
         this.metrics.ticksSkipped.inc({ reason: 'locked' });
         this.log.warn('tick skipped: another run holds the store', { error: redact(err.message) });
@@ -179,11 +201,12 @@ export class ServiceRunner {
       void this.updateAlerts();
       return;
     }
+    await ready;
     const interrupted = !!summary.interrupted;
     const result = interrupted ? 'interrupted' : summary.exitCode === 0 ? 'ok' : 'incomplete';
     this.metrics.recordRun(summary, result);
     try {
-      this.metrics.observeLag(started.toISOString());
+      await this.metrics.observeLag(started.toISOString());
     } catch (err) {
       this.log.warn('service: could not read the lag of this run', { error: (err as Error).message });
     }
@@ -238,7 +261,7 @@ export class ServiceRunner {
   }
 
   /** What the last run and the store say, as alert conditions. */
-  conditions(): Condition[] {
+  async conditions(): Promise<Condition[]> {
     const { config, store } = this.o.app;
     const out: Condition[] = [];
     const last = this.lastRun;
@@ -275,7 +298,7 @@ export class ServiceRunner {
     }
     const minutes = this.o.service.alerts.oldestQueuedMinutes;
     const now = this.now().getTime();
-    for (const s of store.targetStatus(
+    for (const s of await store.targetStatus(
       config.targets.map((t) => t.name),
       this.now(),
     )) {
@@ -329,18 +352,19 @@ export class ServiceRunner {
   private async evaluateAlerts(): Promise<void> {
     let conditions: Condition[];
     try {
-      conditions = this.conditions();
+      await this.init();
+      conditions = await this.conditions();
     } catch (err) {
       this.log.warn('service: could not evaluate alert conditions', { error: redact((err as Error).message) });
       return;
     }
-    await this.alerter.update(conditions, this.now());
+    await this.alerter!.update(conditions, this.now());
   }
 
-  readiness(): Readiness {
+  async readiness(): Promise<Readiness> {
     const reasons: string[] = [];
     try {
-      this.o.app.store.countOptOuts();
+      await this.o.app.store.countOptOuts();
     } catch (err) {
       reasons.push(`store: ${redact((err as Error).message)}`);
     }

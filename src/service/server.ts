@@ -64,7 +64,7 @@ export function allowedHostNames(listenHost: string | undefined, extra: readonly
 export interface ServiceServerDeps {
   /** null: no token (loopback only; the config refuses a non-loopback address without one). */
   token: string | null;
-  readiness: () => Readiness;
+  readiness: () => Readiness | Promise<Readiness>;
   metrics: () => Promise<string>;
   metricsContentType: string;
   logger: Logger;
@@ -104,7 +104,7 @@ export function createServiceServer(deps: ServiceServerDeps): FastifyInstance {
   app.get('/readyz', async (req, reply) => {
     let r: Readiness;
     try {
-      r = deps.readiness();
+      r = await deps.readiness();
     } catch (err) {
       r = { ready: false, reasons: [`readiness check failed: ${(err as Error).message}`] };
     }

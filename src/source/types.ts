@@ -58,7 +58,7 @@ export interface ReconcilePlan {
    * Which of `emails` the store last saw as deleted contacts (opted out, then deleted). Deleted contacts do not
    * change, so these count as accounted for without being read again.
    */
-  readonly knownDeleted: (emails: readonly string[]) => ReadonlySet<string>;
+  readonly knownDeleted: (emails: readonly string[]) => ReadonlySet<string> | Promise<ReadonlySet<string>>;
 }
 
 export interface OptOutSource {

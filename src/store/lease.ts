@@ -17,9 +17,9 @@ export interface Lease {
   /** Why the lease was lost, or null while it is held. */
   lost(): string | null;
   /** Renew now (also done by the timer); false once lost. */
-  renew(): boolean;
+  renew(): Promise<boolean>;
   /** Stop renewing and release the lock. */
-  release(): void;
+  release(): Promise<void>;
 }
 
 export const LEASE_INTERVALS = 3;
@@ -29,23 +29,35 @@ export function leaseMsFor(renewMs: number = DEFAULT_LEASE_RENEW_MS): number {
 }
 
 /** Acquire the run lock (throws RunLocked) and keep it renewed until `release()`. */
-export function holdRunLock(store: StateStore, lock: Omit<RunLockOwner, 'now' | 'leaseMs'>, o: LeaseOptions): Lease {
+export async function holdRunLock(
+  store: StateStore,
+  lock: Omit<RunLockOwner, 'now' | 'leaseMs'>,
+  o: LeaseOptions,
+): Promise<Lease> {
   const renewMs = o.renewMs ?? DEFAULT_LEASE_RENEW_MS;
   const leaseMs = leaseMsFor(renewMs);
-  store.acquireRunLock({ ...lock, now: o.now().toISOString(), leaseMs });
+  await store.acquireRunLock({ ...lock, now: o.now().toISOString(), leaseMs });
   let lost: string | null = null;
   let timer: NodeJS.Timeout | null = null;
-  const renew = (): boolean => {
+  let released = false;
+  const renew = async (): Promise<boolean> => {
     if (lost) return false;
+    if (released) return true;
     let held: boolean;
     try {
-      held = store.renewRunLock(lock.owner, o.now().toISOString(), leaseMs);
+      held = await store.renewRunLock(lock.owner, o.now().toISOString(), leaseMs);
     } catch {
       // a busy or failing store: the lease stays valid for a while, the next tick tries again
       return true;
     }
     if (!held) {
-      const by = store.runLock();
+      if (released || lost) return !lost;
+      let by: Awaited<ReturnType<StateStore['runLock']>> = null;
+      try {
+        by = await store.runLock();
+      } catch {
+        by = null;
+      }
       lost = by
         ? `the run lock was taken over by cc-optout ${by.command} (pid ${by.pid} on ${by.host}) while this run held it; this run stops committing`
         : 'the run lock was removed while this run held it (cc-optout unlock); this run stops committing';
@@ -55,15 +67,16 @@ export function holdRunLock(store: StateStore, lock: Omit<RunLockOwner, 'now' | 
     }
     return true;
   };
-  timer = setInterval(renew, renewMs);
+  timer = setInterval(() => void renew().catch(() => undefined), renewMs);
   timer.unref();
   return {
     lost: () => lost,
     renew,
-    release: () => {
+    release: async () => {
+      released = true;
       if (timer) clearInterval(timer);
       timer = null;
-      store.releaseRunLock(lock.owner);
+      await store.releaseRunLock(lock.owner);
     },
   };
 }

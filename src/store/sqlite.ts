@@ -206,6 +206,17 @@ export const MIGRATIONS: readonly string[] = [
   END;
   CREATE INDEX events_kind ON events (kind, id);
   `,
+  // the account registry (src/store/sqlite-backend.ts): used in the store.path file; the account `default` is that
+  // file itself, an added account `x` is its own file <store.path>.accounts/x.db
+  `
+  CREATE TABLE accounts (
+    id          TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,
+    priority    REAL NOT NULL DEFAULT 1,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+  );
+  `,
 ];
 
 /** The quarantine row key of a record (migration 3): its id, else a hash of its raw JSON. */
@@ -1318,7 +1329,7 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-export function openStore(file: string): StateStore {
+export function openStore(file: string): SqliteStateStore {
   return new SqliteStateStore(file);
 }
 

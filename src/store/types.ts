@@ -2,6 +2,7 @@
  * The StateStore contract. The engine talks to this interface, never to SQLite, so a server-backed
  * store (Postgres, say) can be added later. Every method that changes several tables is atomic.
  */
+import type { Awaitable } from './backend';
 import { ConfigError, KeyValue, ObservedContact, OptOut, Outcome, OutcomeKind, QuarantinedRecord } from '../domain';
 
 export interface KnownOptOut extends OptOut {
@@ -270,13 +271,13 @@ export class StoreOpenError extends ConfigError {
 
 export interface StateStore {
   readonly schemaVersion: number;
-  close(): void;
+  close(): Awaitable<void>;
 
   // opt-outs
-  knownOptOuts(emails: readonly string[]): Map<string, KnownOptOut>;
-  activeOptOutEmails(): Set<string>;
-  countOptOuts(): { active: number; left: number };
-  commitDetection(c: DetectionCommit): void;
+  knownOptOuts(emails: readonly string[]): Awaitable<Map<string, KnownOptOut>>;
+  activeOptOutEmails(): Awaitable<Set<string>>;
+  countOptOuts(): Awaitable<{ active: number; left: number }>;
+  commitDetection(c: DetectionCommit): Awaitable<void>;
 
   // outbox
   enqueueKnown(input: {
@@ -285,13 +286,13 @@ export interface StateStore {
     since: string | null;
     redeliver: boolean;
     now: string;
-  }): number;
+  }): Awaitable<number>;
   /** What `enqueueKnown` would queue for `target` (dry runs): active opt-outs with no outbox row, or a done one. */
-  backfillCandidates(target: string, since: string | null, redeliver: boolean): OptOut[];
-  dueOutbox(target: string, now: Date, limit: number): OutboxRow[];
-  queuedOutbox(target: string, limit: number, offset: number): OutboxRow[];
-  recordOutcomes(input: RecordOutcomesInput): void;
-  requeueParked(target: string | null, now: string): number;
+  backfillCandidates(target: string, since: string | null, redeliver: boolean): Awaitable<OptOut[]>;
+  dueOutbox(target: string, now: Date, limit: number): Awaitable<OutboxRow[]>;
+  queuedOutbox(target: string, limit: number, offset: number): Awaitable<OutboxRow[]>;
+  recordOutcomes(input: RecordOutcomesInput): Awaitable<void>;
+  requeueParked(target: string | null, now: string): Awaitable<number>;
   /**
    * Queue parked rows again (all of `target`'s, all targets' with null, or only `emails`), recorded in the audit:
    * the rows' origin becomes `requeue` (their next deliveries say so in `audit --history`) and each gets a
@@ -302,48 +303,54 @@ export interface StateStore {
     emails?: readonly string[] | null;
     now: string;
     via: string;
-  }): number;
+  }): Awaitable<number>;
   /** Parked rows of a target, oldest opt-out first. */
-  parkedOutbox(target: string, limit: number, offset: number): ParkedRow[];
+  parkedOutbox(target: string, limit: number, offset: number): Awaitable<ParkedRow[]>;
   /** Queue again the rows closed `not-found` before `closedBefore`, to look them up once more. */
-  requeueNotFound(closedBefore: string, now: string): number;
+  requeueNotFound(closedBefore: string, now: string): Awaitable<number>;
   /** A target-wide limit until `until` (e.g. a CRM's daily limit): every queued row of the target waits. */
-  deferQueued(target: string, until: string): number;
-  targetStatus(targets: readonly string[], now: Date): TargetStatus[];
+  deferQueued(target: string, until: string): Awaitable<number>;
+  targetStatus(targets: readonly string[], now: Date): Awaitable<TargetStatus[]>;
   /** Queued rows of `target` due at `now` (at most `limit`, when given: a cheap "is a full batch there?"). */
-  countDue(target: string, now: Date, limit?: number): number;
+  countDue(target: string, now: Date, limit?: number): Awaitable<number>;
 
   // checkpoints and key/value
-  getCheckpoint(key: string): string | null;
-  setCheckpoint(key: string, value: string, now: string): void;
-  kv(namespace: string): KeyValue;
+  getCheckpoint(key: string): Awaitable<string | null>;
+  setCheckpoint(key: string, value: string, now: string): Awaitable<void>;
+  kv(namespace: string): Awaitable<KeyValue>;
 
   // runs, quarantine, audit
   /**
    * Record a new run. Called with the run lock held, so every other run still `running` is gone (killed, crashed,
    * or its lease was taken over): those are marked `abandoned` in the same transaction.
    */
-  startRun(kind: string, dryRun: boolean, now: string, who?: RunStart): number;
-  finishRun(id: number, exitCode: number, summary: unknown, now: string, result?: RunResult): void;
+  startRun(kind: string, dryRun: boolean, now: string, who?: RunStart): Awaitable<number>;
+  finishRun(id: number, exitCode: number, summary: unknown, now: string, result?: RunResult): Awaitable<void>;
   /** A run that stopped on an error: status `failed`, the (redacted) message, what it did so far. Needs no lease. */
-  failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): void;
+  failRun(id: number, exitCode: number, error: string, now: string, result?: RunResult): Awaitable<void>;
   /** Newest first. */
-  recentRuns(limit: number, now?: Date): RunRecord[];
-  getRun(id: number, now?: Date): RunRecord | null;
-  quarantine(runId: number | null, source: string, rec: QuarantinedRecord, now: string): void;
-  quarantined(limit: number): QuarantineRow[];
-  countQuarantined(): number;
-  addEvent(runId: number | null, kind: string, email: string | null, detail: string | null, now: string): void;
-  events(since: string | null, kinds?: readonly string[], runId?: number | null): AuditEvent[];
+  recentRuns(limit: number, now?: Date): Awaitable<RunRecord[]>;
+  getRun(id: number, now?: Date): Awaitable<RunRecord | null>;
+  quarantine(runId: number | null, source: string, rec: QuarantinedRecord, now: string): Awaitable<void>;
+  quarantined(limit: number): Awaitable<QuarantineRow[]>;
+  countQuarantined(): Awaitable<number>;
+  addEvent(
+    runId: number | null,
+    kind: string,
+    email: string | null,
+    detail: string | null,
+    now: string,
+  ): Awaitable<void>;
+  events(since: string | null, kinds?: readonly string[], runId?: number | null): Awaitable<AuditEvent[]>;
   /**
    * Per record and target. `writtenAt` is the first CRM write (the first `applied` delivery, kept when later
    * deliveries find the record already suppressed); `outcome` of a closed row that was ever applied is `applied`.
    */
-  audit(since: string | null, runId?: number | null): AuditRow[];
+  audit(since: string | null, runId?: number | null): Awaitable<AuditRow[]>;
   /** Every delivery event (append-only), oldest first; `since` filters on the delivery time, `runId` on the run. */
-  deliveryHistory(since: string | null, runId?: number | null): DeliveryEvent[];
+  deliveryHistory(since: string | null, runId?: number | null): Awaitable<DeliveryEvent[]>;
   /** First CRM writes (`applied`) of opt-outs a sync queued, newest `limit`, oldest first. */
-  lagPoints(limit: number): LagPoint[];
+  lagPoints(limit: number): Awaitable<LagPoint[]>;
 
   /**
    * One run at a time: throws RunLocked while another holder's lease is valid. An expired lease (not renewed for
@@ -351,15 +358,15 @@ export interface StateStore {
    * While this store holds the lease, every outbox, checkpoint and run write first checks that it still does
    * (LeaseLost otherwise).
    */
-  acquireRunLock(lock: RunLockOwner): void;
+  acquireRunLock(lock: RunLockOwner): Awaitable<void>;
   /** Extend this owner's lease to `now + leaseMs`; false when it is no longer held by `owner` (taken over, removed). */
-  renewRunLock(owner: string, now: string, leaseMs?: number): boolean;
+  renewRunLock(owner: string, now: string, leaseMs?: number): Awaitable<boolean>;
   /** Release this owner's lock (null: whoever holds it, for `cc-optout unlock`); returns the lock removed, if any. */
-  releaseRunLock(owner: string | null): HeldRunLock | null;
-  runLock(): HeldRunLock | null;
+  releaseRunLock(owner: string | null): Awaitable<HeldRunLock | null>;
+  runLock(): Awaitable<HeldRunLock | null>;
 
   // backfill jobs
-  openBackfill(since: string | null, targets: readonly string[], now: string): BackfillJob;
-  markBackfillScanned(id: number, now: string): void;
-  finishBackfill(id: number, now: string): void;
+  openBackfill(since: string | null, targets: readonly string[], now: string): Awaitable<BackfillJob>;
+  markBackfillScanned(id: number, now: string): Awaitable<void>;
+  finishBackfill(id: number, now: string): Awaitable<void>;
 }

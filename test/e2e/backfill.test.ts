@@ -25,7 +25,7 @@ describe('e2e: backfill suppresses exactly the expected CRM records', function (
     h = await startHarness({ contacts: 3000, seed: 101, delivery: { batchSize: 200 } });
     ({ summary, audit } = await runOnce(h, async (p) => {
       const s = await p.engine.backfill();
-      return { summary: s, audit: p.store.audit(null) };
+      return { summary: s, audit: await p.store.audit(null) };
     }));
   });
   after(() => h?.stop());

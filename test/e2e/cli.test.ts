@@ -445,9 +445,9 @@ describe('e2e CLI: JSON summary, exit codes, status and audit', function () {
       const st = parseJsonOut<StatusJson>(ok(await runCli(h, ['--json', 'status']), 3));
       assert.equal(st.targets.find((t) => t.target === 'hubspot')!.queued, hs.queued);
       await runOnce(h, async (p) => {
-        const open = p.store
-          .audit(null)
-          .filter((x) => x.target === 'hubspot' && !['applied', 'already-suppressed', 'not-found'].includes(x.outcome));
+        const open = (await p.store.audit(null)).filter(
+          (x) => x.target === 'hubspot' && !['applied', 'already-suppressed', 'not-found'].includes(x.outcome),
+        );
         assert.equal(open.length, hs.queued, 'the kept HubSpot rows are in the audit as not yet delivered');
       });
     });

@@ -216,7 +216,9 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       await quiesce(h.emu);
       const kill = snapshot(h.emu);
       // at least one landed write was never recorded as delivered by the killed process
-      const recorded = await runOnce(h, async (p) => p.store.audit(null).filter((x) => x.outcome === 'applied'));
+      const recorded = await runOnce(h, async (p) =>
+        (await p.store.audit(null)).filter((x) => x.outcome === 'applied'),
+      );
       const recordedHs = new Set(recorded.filter((x) => x.target === 'hubspot').map((x) => x.email));
       const landedUnrecorded = [...atKill.hsWrites.keys()].filter(
         (id) => !recordedHs.has(h.emu.world.hsById.get(id)!.norm),
@@ -263,7 +265,7 @@ describe('e2e: a backfill killed mid-run (SIGKILL) and rerun', function () {
       const kill = snapshot(h.emu);
       assert.equal(h.emu.verify().hubspot.writes + h.emu.verify().salesforce.writes, 0, 'killed before any delivery');
       const committed = await runOnce(h, async (p) => ({
-        known: p.store.countOptOuts().active,
+        known: (await p.store.countOptOuts()).active,
         checkpoint: p.store.getCheckpoint('cc.optout_window.before'),
       }));
       assert.ok(

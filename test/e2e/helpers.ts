@@ -573,12 +573,12 @@ export async function syncUntilDelivered(h: Harness, maxRuns: number, timeoutMs 
         runOnce(
           h,
           async (p) =>
-            p.store
-              .targetStatus(
+            (
+              await p.store.targetStatus(
                 p.config.targets.map((t) => t.name),
                 new Date(),
               )
-              .some((t) => t.due > 0) || Date.now() > deadline,
+            ).some((t) => t.due > 0) || Date.now() > deadline,
         ),
       { timeoutMs: Math.max(1000, deadline - Date.now() + 1000), intervalMs: 200, what: 'a queued row to become due' },
     );

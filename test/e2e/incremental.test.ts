@@ -36,13 +36,13 @@ describe('e2e: incremental sync after new opt-outs', function () {
   before(async () => {
     h = await startHarness({ contacts: 2000, seed: 202 });
     backfill = await runOnce(h, (p) => p.engine.backfill());
-    checkpointBefore = await runOnce(h, async (p) => p.store.getCheckpoint('cc.optout_window.before')!);
+    checkpointBefore = await runOnce(h, async (p) => (await p.store.getCheckpoint('cc.optout_window.before'))!);
     added = h.emu.addOptOuts(15);
     const q0 = h.taps.ccContactQueries.length;
     const c0 = countsSnapshot(h.emu);
     sync = await runOnce(h, async (p) => {
       const s = await p.engine.sync();
-      audit = p.store.audit(null);
+      audit = await p.store.audit(null);
       return s;
     });
     syncQueries = h.taps.ccContactQueries.slice(q0);
@@ -155,7 +155,7 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     h = await startHarness({ contacts: 2500, seed: 303 });
     const b = await runOnce(h, (p) => p.engine.backfill());
     assert.equal(b.exitCode, 0);
-    checkpoint = await runOnce(h, async (p) => p.store.getCheckpoint('cc.optout_window.before')!);
+    checkpoint = await runOnce(h, async (p) => (await p.store.getCheckpoint('cc.optout_window.before'))!);
     // In the window: new traps (personal details untouched), one unsubscribed-then-deleted, a brand-new contact
     // with a messy address, and two deleted-NOT-unsubscribed contacts (their deletion shows as an opt_out_date).
     const pool = subscribedInBothCrms(h.emu, 6);
@@ -167,7 +167,7 @@ describe('e2e: the updated_after trap and the deleted / SMS-only cases', functio
     deletedNow = [deleteContactNow(h.emu, pool[1]!.contactId), deleteContactNow(h.emu, pool[2]!.contactId)];
     const s = await runOnce(h, async (p) => {
       const r = await p.engine.sync();
-      audit = p.store.audit(null);
+      audit = await p.store.audit(null);
       return r;
     });
     assert.equal(s.exitCode, 0, JSON.stringify(s.targets));

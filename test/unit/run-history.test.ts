@@ -156,7 +156,7 @@ describe('run history (issue 11 item 4)', () => {
       ['b@x.com'],
     );
     assert.equal(store.audit(null).length, 2);
-    const csv = auditExport(store, { format: 'csv', runId: r2.runId, history: true }).text;
+    const csv = (await auditExport(store, { format: 'csv', runId: r2.runId, history: true })).text;
     assert.equal(csv.trim().split('\n').length, 2, csv);
     assert.match(csv, new RegExp(`^[^,]+,${r2.runId},sync,crm,b@x\\.com,`, 'm'));
     assert.equal(store.schemaVersion, MIGRATIONS.length);

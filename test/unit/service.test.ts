@@ -496,14 +496,14 @@ describe('service: the runner schedules runs', () => {
       assert.equal(f.calls(), 3);
       await tickAt(210); // fourth: still +120 s
       assert.equal(f.calls(), 4);
-      assert.equal(r.readiness().ready, false);
-      assert.match(r.readiness().reasons.join(' '), /last run failed: connect ECONNREFUSED/);
+      assert.equal((await r.readiness()).ready, false);
+      assert.match((await r.readiness()).reasons.join(' '), /last run failed: connect ECONNREFUSED/);
       fail = false;
       await tickAt(330);
       assert.equal(f.calls(), 5);
       await tickAt(332);
       assert.equal(f.calls(), 6, 'after a success every tick runs again');
-      assert.equal(r.readiness().ready, true);
+      assert.equal((await r.readiness()).ready, true);
       assert.ok(logger.lines.some((l) => /tick skipped: backing off after failed runs/.test(l)));
     } finally {
       await r.stop();
@@ -539,12 +539,11 @@ describe('service: the runner schedules runs', () => {
         throw new ReauthorizationRequired('Constant Contact refused the refresh token (invalid_grant)');
       };
       await tickAt(7204);
-      const rd = r.readiness();
+      const rd = await r.readiness();
       assert.equal(rd.ready, false);
       assert.match(rd.reasons.join(' '), /Constant Contact credentials: .*invalid_grant.*auth constant-contact/);
       assert.deepEqual(
-        r
-          .conditions()
+        (await r.conditions())
           .filter((c) => c.active)
           .map((c) => c.key)
           .sort(),
@@ -570,22 +569,22 @@ describe('service: the runner schedules runs', () => {
     let next: RunSummary['targets']['a'] = halted;
     const f = fakeApp(async () => summary({ targets: { a: next } }));
     const r = new ServiceRunner({ app: f.app, service: service(), logger: memoryLogger(), now: () => clock });
-    const haltedState = () => r.conditions().find((c) => c.key === 'target-halted:a');
+    const haltedState = async () => (await r.conditions()).find((c) => c.key === 'target-halted:a');
     try {
       clock = at(0);
       r.tick();
       await r.idle();
-      assert.equal(haltedState()?.active, true);
+      assert.equal((await haltedState())?.active, true);
       next = idle;
       clock = at(100);
       r.tick();
       await r.idle();
-      assert.equal(haltedState(), undefined, 'not observed: the alert keeps firing');
+      assert.equal(await haltedState(), undefined, 'not observed: the alert keeps firing');
       next = delivered;
       clock = at(200);
       r.tick();
       await r.idle();
-      assert.equal(haltedState()?.active, false, 'resolved once the target delivered again');
+      assert.equal((await haltedState())?.active, false, 'resolved once the target delivered again');
     } finally {
       await r.stop();
       f.store.close();
@@ -632,17 +631,16 @@ describe('service: the runner schedules runs', () => {
       policy: { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 60 },
       outcomes: [{ email: 'p@x.com', kind: 'failed-permanent', recordIds: [], message: 'bad' }],
     });
-    const active = (r: ServiceRunner) =>
-      r
-        .conditions()
+    const active = async (r: ServiceRunner) =>
+      (await r.conditions())
         .filter((c) => c.active)
         .map((c) => c.key)
         .sort();
     let r = mk();
     try {
-      assert.deepEqual(active(r), ['parked:a'], 'q@x.com was queued just now');
+      assert.deepEqual(await active(r), ['parked:a'], 'q@x.com was queued just now');
       clock = at(31 * 60);
-      assert.deepEqual(active(r), ['oldest-queued:a', 'parked:a']);
+      assert.deepEqual(await active(r), ['oldest-queued:a', 'parked:a']);
       r.tick();
       await r.idle();
       assert.deepEqual(posts.map((p) => `${String(p.alert)} ${String(p.state)}`).sort(), [

@@ -239,9 +239,9 @@ describe('status page (issue 11 item 5)', () => {
     const csv = await app.inject({ method: 'GET', url: '/status/audit.csv' });
     assert.equal(csv.statusCode, 200);
     assert.match(String(csv.headers['content-disposition']), /attachment; filename="cc-optout-audit\.csv"/);
-    assert.equal(csv.body, auditExport(seeded.store, { format: 'csv' }).text);
+    assert.equal(csv.body, (await auditExport(seeded.store, { format: 'csv' })).text);
     const hist = await app.inject({ method: 'GET', url: '/status/audit.json?history=1&run=1' });
-    assert.equal(hist.body, auditExport(seeded.store, { format: 'json', history: true, runId: 1 }).text);
+    assert.equal(hist.body, (await auditExport(seeded.store, { format: 'json', history: true, runId: 1 })).text);
     const events = (hist.json() as { history: { runId: number }[] }).history;
     assert.ok(events.length > 0 && events.every((e) => e.runId === 1));
     const bad = await app.inject({ method: 'GET', url: '/status/audit.csv?run=999' });

@@ -381,7 +381,7 @@ describe('store hardening: runs renew their lease and stop when it is taken over
     const s = new SqliteStateStore(':memory:');
     let now = Date.parse(NOW);
     const lost: string[] = [];
-    const lease = holdRunLock(
+    const lease = await holdRunLock(
       s,
       { owner: 'a', pid: 1, host: 'h1', command: 'sync' },
       { renewMs: 20, now: () => new Date(now), onLost: (m) => lost.push(m) },
@@ -399,7 +399,7 @@ describe('store hardening: runs renew their lease and stop when it is taken over
     assert.strictEqual(lost.length, 1, 'reported once');
     assert.match(lost[0]!, /taken over by cc-optout backfill \(pid 2 on h2\).*stops committing/);
     assert.strictEqual(lease.lost(), lost[0]);
-    lease.release();
+    await lease.release();
     assert.strictEqual(s.runLock()!.owner, 'b', 'releasing a lost lease leaves the new holder alone');
   });
 

@@ -357,6 +357,8 @@ export class TokenManager {
     }
     // Durable first: the rotated refresh token, even if the rest of the body turns out to be unusable.
     const rotatedStored = persistRefreshTokenFirst(this.deps.kv, res.data);
+    // a server-backed store queues set(): the rotated refresh token is durable before anything else happens
+    if (rotatedStored) await this.deps.kv.flush?.();
     let tokens: TokenResponse;
     try {
       tokens = decodeTokenResponse(res.data, 'Constant Contact token refresh');
@@ -370,6 +372,7 @@ export class TokenManager {
     }
     // Then the access token and its expiry.
     const expiresAt = storeTokens(this.deps.kv, tokens, this.deps.clock, this.deps.logger);
+    await this.deps.kv.flush?.();
     this.deps.logger.debug('constant-contact: access token refreshed', {
       expiresAt: expiresAt.toISOString(),
       rotated: typeof tokens.refresh_token === 'string' && tokens.refresh_token !== refreshToken,

@@ -186,10 +186,12 @@ function tokenFailure(what: string, r: Extract<TokenEndpointResult, { ok: false 
   return sourceError(`${what} failed (${describeOAuthError(r)}).`, r.status, r.error);
 }
 
-function finishWith(data: unknown, what: string, deps: AuthDeps): AuthorizeResult {
-  persistRefreshTokenFirst(deps.kv, data);
+async function finishWith(data: unknown, what: string, deps: AuthDeps): Promise<AuthorizeResult> {
+  // a server-backed store queues set(): the new refresh token is durable before anything else happens
+  if (persistRefreshTokenFirst(deps.kv, data)) await deps.kv.flush?.();
   const tokens = decodeTokenResponse(data, what);
   const expiresAt = storeTokens(deps.kv, tokens, deps.clock, deps.logger);
+  await deps.kv.flush?.();
   const hasRefresh = typeof tokens.refresh_token === 'string' && tokens.refresh_token !== '';
   if (!hasRefresh) {
     deps.logger.warn(
@@ -240,7 +242,7 @@ export async function authorizeWithPkce(
       code_verifier: verifier,
     });
     if (!res.ok) throw tokenFailure('Constant Contact authorization code exchange', res);
-    const result = finishWith(res.data, 'Constant Contact authorization code exchange', deps);
+    const result = await finishWith(res.data, 'Constant Contact authorization code exchange', deps);
     io.print('Constant Contact is authorised; the tokens are stored.');
     return result;
   } finally {
@@ -300,7 +302,7 @@ export async function authorizeWithDeviceFlow(
     }
     const res = await endpoint.post('/token', { grant_type: DEVICE_CODE_GRANT, device_code: da.device_code });
     if (res.ok) {
-      const result = finishWith(res.data, 'Constant Contact device authorization', deps);
+      const result = await finishWith(res.data, 'Constant Contact device authorization', deps);
       io.print('Constant Contact is authorised; the tokens are stored.');
       return result;
     }

@@ -48,7 +48,7 @@ export async function reconcileWithPlan(io: ReconcileIo, plan: ReconcilePlan, on
   stats = addStats(stats, await io.scan(deletedQuery, track));
 
   const notSeen = [...plan.knownActive].filter((e) => !accounted.has(e));
-  const deletedBefore = notSeen.length > 0 ? plan.knownDeleted(notSeen) : new Set<string>();
+  const deletedBefore = notSeen.length > 0 ? await plan.knownDeleted(notSeen) : new Set<string>();
   const unaccounted = notSeen.filter((e) => !deletedBefore.has(e)).sort();
   if (unaccounted.length === 0) return stats;
   if (unaccounted.length <= RECHECK_MAX) {

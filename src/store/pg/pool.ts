@@ -6,20 +6,8 @@
  */
 import { Pool, PoolClient, PoolConfig } from 'pg';
 
-/** `postgres://user:secret@host/db` -> `postgres://user:***@host/db` (for messages and logs). */
-export function maskUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgres://(unparseable URL)';
-  }
-}
-
-export function isPostgresUrl(spec: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(spec);
-}
+// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`; kept in ./url so that the CLI need not load pg
+export { maskUrl, isPostgresUrl } from './url';
 
 export function openPgPool(url: string, extra: Omit<PoolConfig, 'connectionString'> = {}): Pool {
   const pool = new Pool({ connectionString: url, max: 5, idleTimeoutMillis: 10_000, ...extra });
