@@ -40,13 +40,47 @@ export interface HeldLease {
   readonly expiresAt: string;
 }
 
-export interface LeaseRow extends HeldLease {
+/** The lease key of an account's detection (Constant Contact polling, checkpoints, tokens). */
+export function accountLeaseKey(account: string): string {
+  return `account:${account}`;
+}
+
+/** The lease key of one target's outbox of one account. */
+export function deliverLeaseKey(account: string, target: string): string {
+  return `deliver:${account}:${target}`;
+}
+
+export interface LeaseRow {
+  readonly key: string;
+  /** null while free (never claimed, or released). */
+  readonly owner: string | null;
+  readonly fence: number;
   /** null while free. */
-  readonly owner: string;
+  readonly expiresAt: string | null;
   readonly account: string;
   readonly target: string | null;
   readonly nextDueAt: string;
   readonly priority: number;
+  /** The last poll recorded with release() (null: none yet). */
+  readonly lastPollAt: string | null;
+  /** Consecutive polls that found no new opt-out (0 after one that found some, or before the first). */
+  readonly idleStreak: number;
+  /** Average calls per poll (an exponential moving average of the recorded polls; 2 before the first). */
+  readonly callsPerPoll: number;
+  readonly polls: number;
+}
+
+export interface LeaseSummary {
+  readonly accounts: number;
+  readonly prioritySum: number;
+  readonly weightSum: number;
+}
+
+/** What a finished poll tells the schedule (release(lease, nextDueAt, poll)). */
+export interface PollOutcome {
+  readonly at: string;
+  readonly calls: number;
+  readonly found: number;
 }
 
 export interface Leases {
@@ -67,10 +101,22 @@ export interface Leases {
   ): Promise<HeldLease[]>;
   /** Extend; false when no longer ours (taken over or released). */
   renew(lease: HeldLease, ttlMs: number, now: Date): Promise<boolean>;
-  /** Give it back, due again at `nextDueAt` (null: now, for a handover). */
-  release(lease: HeldLease, nextDueAt: string | null): Promise<void>;
+  /**
+   * Give it back, due again at `nextDueAt` (null: now, for a handover); with `poll`, also record the poll
+   * (last poll time, idle streak, calls per poll). Does nothing when the lease is no longer ours.
+   * Returns whether it was still ours.
+   */
+  release(lease: HeldLease, nextDueAt: string | null, poll?: PollOutcome): Promise<boolean>;
   /** For `status` and tests. */
   list(): Promise<LeaseRow[]>;
+  /** One lease row (null: none), e.g. the schedule inputs of the account just claimed. */
+  get(key: string): Promise<LeaseRow | null>;
+  /**
+   * The scheduler's application-wide inputs over the account leases with priority > 0: their number, the
+   * sum of their priorities, and the sum of priority x activityWeight(idleStreak) (an account never polled
+   * counts with weight 1).
+   */
+  summary(): Promise<LeaseSummary>;
   /** The guard a PostgreSQL account store runs in every write transaction (see ../store/backend). */
   guard(held: readonly HeldLease[]): import('../store/backend').PgFenceGuard;
 }
@@ -85,8 +131,13 @@ export interface BudgetConfig {
 }
 
 export interface BudgetGrant {
-  /** When this call may be sent (the caller sleeps until then). */
+  /** When this call may be sent (on the clock the budget runs on: the database's, or the caller's). */
   readonly at: Date;
+  /**
+   * How long to wait from the moment of the grant (at - the budget's now, >= 0): sleep this long, so that a
+   * worker whose clock disagrees with the database's still keeps the spacing.
+   */
+  readonly waitMs: number;
 }
 
 export interface BudgetState {
@@ -95,6 +146,19 @@ export interface BudgetState {
   readonly used: number;
   readonly limit: number;
   readonly spent: boolean;
+  readonly perSecond: number;
+  /** Calls held back for reserve({reserved: true}) (token refreshes, reconciles). */
+  readonly reserve: number;
+  /** Calls left today for ordinary reserve() (0 once spent): limit - reserve - used. */
+  readonly remaining: number;
+}
+
+/** The budget of an application nobody configured: Constant Contact's standard key. */
+export const DEFAULT_BUDGET: Required<BudgetConfig> = { dailyLimit: 10_000, perSecond: 3.5, reserve: 200 };
+
+/** The reserve when a configuration names none: 2% of the daily limit. */
+export function defaultReserve(dailyLimit: number): number {
+  return Math.floor(dailyLimit * 0.02);
 }
 
 /** Thrown by reserve() when today's budget is gone (ledger full, or the vendor said quota_exceeded). */
@@ -111,9 +175,13 @@ export class SharedBudgetExhausted extends Error {
 }
 
 export interface SharedBudget {
-  /** Reserve one call today (throws SharedBudgetExhausted) and a per-second slot; resolves when it may go. */
+  /**
+   * Reserve one call today (throws SharedBudgetExhausted when the ledger is full, or spent) and a per-second
+   * slot. Resolves at once with the grant: the caller sleeps `waitMs` before sending. `reserved`: may use the
+   * calls held back (token refreshes, reconciles). An application never configured gets DEFAULT_BUDGET.
+   */
   reserve(app: string, now: Date, opts?: { reserved?: boolean }): Promise<BudgetGrant>;
-  /** The token endpoint's own 1/s slot for `app`. */
+  /** The token endpoint's own 1/s slot for `app` (no daily count); the caller sleeps `waitMs`. */
   tokenSlot(app: string, now: Date): Promise<BudgetGrant>;
   /** The vendor answered quota_exceeded: today is spent for every worker. */
   markSpent(app: string, now: Date): Promise<void>;
@@ -145,4 +213,10 @@ export interface SchedulerInput {
   readonly idleStreak: number;
   readonly minIntervalMs: number;
   readonly maxIntervalMs: number;
+  /**
+   * Optional: the sum over the application's accounts of priority x activityWeight(idleStreak) (see
+   * ./scheduler). When given, the share is priority x weight / weightSum, so the day's budget is spread in
+   * full (idle accounts give their share to active ones); without it, priority / prioritySum x weight.
+   */
+  readonly weightSum?: number;
 }

@@ -746,7 +746,7 @@ export class SqliteStateStore implements StateStore {
       this.db
         .prepare(
           `UPDATE runs SET status = 'abandoned',
-             error = COALESCE(error, 'ended without recording a result (killed, crashed, or its run lease lapsed); found by run #' || @id || ' at ' || @now)
+             error = COALESCE(error, 'ended without recording a result (killed, crashed, or its run lease lapsed); found by run #' || CAST(@id AS INTEGER) || ' at ' || @now)
            WHERE status = 'running' AND id != @id`,
         )
         .run({ id, now });

@@ -262,9 +262,11 @@ export class StoreOpenError extends ConfigError {
   constructor(
     readonly path: string,
     problem: string,
+    /** `store.url` for a PostgreSQL store (`path` is then its URL with the password masked). */
+    readonly field: 'store.path' | 'store.url' = 'store.path',
   ) {
-    super([`store.path: ${path}: ${problem}`]);
-    this.message = `store.path: ${path}: ${problem}`;
+    super([`${field}: ${path}: ${problem}`]);
+    this.message = `${field}: ${path}: ${problem}`;
     this.name = 'StoreOpenError';
   }
 }

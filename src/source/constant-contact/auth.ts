@@ -76,6 +76,11 @@ export interface TokenEndpointOptions {
   /** axios instance to use (tests may inject one); defaults to a fresh instance on the Node http adapter. */
   readonly http?: AxiosInstance;
   readonly retry?: RetryPolicy;
+  /**
+   * Many workers under one application (src/fleet): the token endpoint's SHARED 1/s slot, taken before
+   * every request (retries included) and slept on (`waitMs`, on the deps' clock) before the local limiter.
+   */
+  readonly tokenSlot?: () => Promise<{ readonly waitMs: number }>;
 }
 
 /** What the OAuth server answered: a JSON body on 2xx, or an RFC 6749 error (`invalid_grant`, ...). */
@@ -109,6 +114,7 @@ export class TokenEndpoint {
   private readonly http: AxiosInstance;
   private readonly limiter: RateLimiter;
   private readonly retry: RetryPolicy;
+  private readonly tokenSlot: (() => Promise<{ readonly waitMs: number }>) | null;
 
   constructor(
     private readonly config: Pick<ResolvedSource, 'authBaseUrl' | 'clientId' | 'clientSecret'>,
@@ -118,6 +124,7 @@ export class TokenEndpoint {
     this.http = options.http ?? createHttp();
     this.retry = options.retry ?? { maxAttempts: 4, baseDelayMs: 1000, maxDelayMs: 15_000 };
     this.limiter = new RateLimiter({ perWindow: 1, windowMs: 1000, clock: deps.clock });
+    this.tokenSlot = options.tokenSlot ?? null;
   }
 
   /** POST `fields` (+ client authentication) to `${authBaseUrl}${path}`. */
@@ -138,6 +145,10 @@ export class TokenEndpoint {
       return await withRetry(
         async (attempt) => {
           attemptNo = attempt;
+          if (this.tokenSlot) {
+            const slot = await this.tokenSlot();
+            if (slot.waitMs > 0) await this.deps.clock.sleep(slot.waitMs);
+          }
           await this.limiter.acquire();
           this.deps.calls?.record(AUTH_CALLS_VENDOR);
           let res;

@@ -16,6 +16,11 @@
  * - Error bodies come as `[{error_key, error_message}]` or, for 401, `{error_key, error_message}`; messages
  *   carry status, key and vendor message, never a token.
  * - Pagination: `_links.next.href` is host-relative and already starts with `/v3`; see `resolveNextHref`.
+ * - Many accounts under one application (src/fleet): with `sharedBudget`, every request first reserves a call
+ *   from the application's SHARED budget (daily ledger + per-second slot, across all workers) and sleeps until
+ *   its slot, then takes the local limiter's slot as before. A spent shared budget (SharedBudgetExhausted) ends
+ *   detection like our own budget does (QuotaExceeded: the run is incomplete, nothing is lost, the next run
+ *   after 00:00 UTC resumes), and a `quota_exceeded` answer marks the day spent for every worker.
  */
 import { AxiosInstance } from 'axios';
 import { isLeft } from 'fp-ts/Either';
@@ -23,7 +28,9 @@ import { ResolvedSource } from '../../config';
 import { nextUtcMidnight } from '../../http/clock';
 import { BudgetExhausted, RateLimiter } from '../../http/limiter';
 import { backoffDelay, DEFAULT_RETRY, RetryPolicy, withRetry } from '../../http/retry';
+import { Clock } from '../../http/clock';
 import { Logger } from '../../log';
+import { SharedBudget, SharedBudgetExhausted } from '../../fleet/types';
 import { QuotaExceeded, SourceDeps, SourceError } from '../types';
 import { createHttp, TokenManager } from './auth';
 import { DailyUsage, parseApiError } from './codecs';
@@ -42,6 +49,17 @@ export interface ClientOptions {
   readonly retry?: RetryPolicy;
   /** Persist the daily count after this many requests (default USAGE_FLUSH_EVERY; 1 = every request). */
   readonly usageFlushEvery?: number;
+  /**
+   * The application's budget shared by every account and worker (src/fleet): `app` is the application
+   * (client id) it is kept under; `clock` (default the source's) is what the client sleeps on until a grant.
+   */
+  readonly sharedBudget?: SharedBudgetHook;
+}
+
+export interface SharedBudgetHook {
+  readonly app: string;
+  readonly budget: SharedBudget;
+  readonly clock?: Clock;
 }
 
 export type QueryParams = Record<string, string | number | boolean>;
@@ -135,6 +153,7 @@ export class ConstantContactClient {
   private readonly limiter: RateLimiter;
   private readonly logger: Logger;
   private readonly flushEvery: number;
+  private readonly shared: SharedBudgetHook | null;
   /** The count as last written to the store, and when. */
   private persisted: { day: string; used: number; at: number } | null = null;
 
@@ -148,6 +167,7 @@ export class ConstantContactClient {
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.logger = deps.logger.child({ source: 'constant-contact' });
     this.flushEvery = Math.max(1, Math.floor(options.usageFlushEvery ?? USAGE_FLUSH_EVERY));
+    this.shared = options.sharedBudget ?? null;
     const stored = readDailyUsage(deps, this.logger);
     if (stored) this.persisted = { ...stored, at: deps.clock.now().getTime() };
     this.limiter = new RateLimiter({
@@ -268,7 +288,42 @@ export class ConstantContactClient {
       res = await this.send(req, what, () => this.tokens.refreshAfterUnauthorized(rejected));
     }
     if (res.status >= 200 && res.status < 300) return res.data;
-    throw this.failure(res.status, res.data, what, state.refreshed);
+    const failure = this.failure(res.status, res.data, what, state.refreshed);
+    if (failure instanceof QuotaExceeded) await this.markSharedSpent();
+    throw failure;
+  }
+
+  /** The vendor said quota_exceeded: today is spent for every worker of the application (best effort). */
+  private async markSharedSpent(): Promise<void> {
+    if (!this.shared) return;
+    const clock = this.shared.clock ?? this.deps.clock;
+    try {
+      await this.shared.budget.markSpent(this.shared.app, clock.now());
+    } catch (err) {
+      this.logger.warn('constant-contact: could not mark the shared budget spent', { error: (err as Error).message });
+    }
+  }
+
+  /** A call from the application's shared budget, and the wait for its slot (throws QuotaExceeded when spent). */
+  private async reserveShared(what: string): Promise<void> {
+    if (!this.shared) return;
+    const clock = this.shared.clock ?? this.deps.clock;
+    let grant;
+    try {
+      grant = await this.shared.budget.reserve(this.shared.app, clock.now());
+    } catch (err) {
+      if (err instanceof SharedBudgetExhausted) {
+        this.flushUsage();
+        const resetAt = nextUtcMidnight(clock.now());
+        throw new QuotaExceeded(
+          resetAt,
+          `The shared daily Constant Contact request budget of application ${err.app} (every account and worker it ` +
+            `serves) is spent for ${err.day}; it resets at ${resetAt.toISOString()} (00:00 UTC). Detection stopped before ${what}.`,
+        );
+      }
+      throw err;
+    }
+    if (grant.waitMs > 0) await clock.sleep(grant.waitMs);
   }
 
   /**
@@ -280,6 +335,7 @@ export class ConstantContactClient {
     what: string,
     token: () => Promise<string>,
   ): Promise<{ status: number; data: unknown; token: string }> {
+    await this.reserveShared(what);
     try {
       await this.limiter.acquire();
     } catch (err) {

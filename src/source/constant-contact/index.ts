@@ -49,6 +49,7 @@ export { authorizeWithPkce, authorizeWithDeviceFlow, buildAuthorizeUrl, createPk
 export type { AuthorizeIo, AuthorizeResult } from './authorize';
 export { DEFAULT_MAX_PAGES, pagesForCount } from './scan';
 
+/** `sharedBudget` (ClientOptions) also gives the token endpoint the application's shared 1/s slot. */
 export interface ConstantContactSourceOptions extends ClientOptions {
   /** Export polling and timeout (tests shorten them). */
   readonly exportTiming?: ExportTiming;
@@ -278,7 +279,12 @@ export function createConstantContactSource(
   deps: SourceDeps,
   options: ConstantContactSourceOptions = {},
 ): ConstantContactSource {
-  const tokens = new TokenManager(config, deps, { http: options.http });
+  const shared = options.sharedBudget;
+  const tokens = new TokenManager(config, deps, {
+    http: options.http,
+    // the application's token endpoint slot, shared by every worker (src/fleet)
+    ...(shared ? { tokenSlot: () => shared.budget.tokenSlot(shared.app, (shared.clock ?? deps.clock).now()) } : {}),
+  });
   const client = new ConstantContactClient(config, deps, tokens, options);
   const logger = deps.logger.child({ source: 'constant-contact' });
   const ctx: Ctx = {

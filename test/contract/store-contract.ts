@@ -1,0 +1,1670 @@
+/**
+ * The StateStore contract (src/store/types.ts) and the StoreBackend registry (src/store/backend.ts), as ONE suite
+ * that every store implementation runs (test/contract/*.test.ts): SQLite in-process, PostgreSQL on a real server.
+ *
+ * Every store call is awaited: the interface is Awaitable (SQLite answers synchronously, PostgreSQL with promises),
+ * and a failure may be a synchronous throw or a rejected promise (see `rejects`). Times are ISO strings with
+ * milliseconds, as the engine writes them; the store must give them back unchanged.
+ * Derived from the behaviour pinned by test/unit/store*.test.ts, run-history.test.ts and src/store/sqlite.ts.
+ */
+import { strict as assert } from 'assert';
+import type { KeyValue, OptOut, Outcome } from '../../src/domain';
+import type { Awaitable, StoreBackend } from '../../src/store/backend';
+import { DEFAULT_ACCOUNT } from '../../src/store/backend';
+import { LeaseLost, RunLocked } from '../../src/store/types';
+import type { RunLockOwner, StateStore } from '../../src/store/types';
+
+/** What a runner's factory gives each test: a fresh, empty store (and the backend it came from, when there is one). */
+export interface ContractSubject {
+  /** The registry the store came from (the registry tests run only when it is given). */
+  readonly backend?: StoreBackend;
+  /** A fresh, empty store (the `default` account when it came from a backend). */
+  readonly store: StateStore;
+  /**
+   * Another handle on the SAME state (a second process, say): for durability and lease-takeover tests. Without
+   * it (`:memory:`) those tests are skipped; with a backend, `backend.account(DEFAULT_ACCOUNT)` is used.
+   */
+  readonly reopen?: () => Promise<StateStore>;
+  cleanup(): Promise<void>;
+}
+
+export type ContractFactory = () => Promise<ContractSubject>;
+
+const T0 = '2026-06-01T00:00:00.000Z';
+const POLICY = { maxAttempts: 3, backoffBaseSeconds: 60, backoffMaxSeconds: 3600 };
+
+/** `T0 + ms` as an ISO string. */
+function at(ms: number): string {
+  return new Date(Date.parse(T0) + ms).toISOString();
+}
+const MIN = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+
+function optOut(email: string, optedOutAt = '2026-05-01T00:00:00.000Z', extra: Partial<OptOut> = {}): OptOut {
+  return { email, contactId: `c-${email}`, optedOutAt, source: 'Contact', reason: null, deleted: false, ...extra };
+}
+
+function outcome(email: string, kind: Outcome['kind'], recordIds: string[] = [], message?: string): Outcome {
+  return message === undefined ? { email, kind, recordIds } : { email, kind, recordIds, message };
+}
+
+/** A seeded pseudo-random generator (mulberry32): the same sequence on every run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The call fails, whether it throws synchronously (SQLite) or rejects (PostgreSQL). */
+async function rejects(fn: () => unknown, check: RegExp | ((e: unknown) => boolean), message?: string): Promise<void> {
+  await assert.rejects(
+    async () => {
+      await fn();
+    },
+    check as RegExp,
+    message,
+  );
+}
+
+function isError(name: string, cls: new (m: string) => Error, re: RegExp): (e: unknown) => boolean {
+  return (e: unknown) => {
+    assert.ok(e instanceof Error, `an Error, got ${String(e)}`);
+    assert.strictEqual(e.name, name, `${name} expected, got ${e.name}: ${e.message}`);
+    assert.ok(e instanceof cls, `an instance of ${name}`);
+    assert.match(e.message, re);
+    return true;
+  };
+}
+
+type KvWithFlush = KeyValue & { flush?: () => Awaitable<void> };
+
+/** Another host than this one: the SQLite lock takes a dead pid on THIS host over at once, which is not the contract. */
+function owner(name: string, ms: number, leaseMs?: number, host = `host-${name}`): RunLockOwner {
+  return { owner: name, pid: 4242, host, command: 'sync', now: at(ms), ...(leaseMs !== undefined ? { leaseMs } : {}) };
+}
+
+export function storeContract(name: string, factory: ContractFactory): void {
+  describe(`store contract: ${name}`, function () {
+    this.timeout(60_000);
+    let subject: ContractSubject;
+    let s: StateStore;
+    const extra: StateStore[] = [];
+
+    beforeEach(async () => {
+      subject = await factory();
+      s = subject.store;
+    });
+    afterEach(async () => {
+      for (const x of extra.splice(0)) {
+        try {
+          await x.close();
+        } catch {
+          // closed by cleanup already
+        }
+      }
+      await subject?.cleanup();
+    });
+
+    /** A second handle on the same state, or skip the test (a `:memory:` store has none). */
+    async function reopen(ctx: Mocha.Context): Promise<StateStore> {
+      let other: StateStore;
+      if (subject.reopen) other = await subject.reopen();
+      else if (subject.backend) other = await subject.backend.account(DEFAULT_ACCOUNT);
+      else {
+        ctx.skip();
+      }
+      extra.push(other);
+      return other;
+    }
+
+    async function detect(
+      added: OptOut[],
+      targets: string[] = ['hs'],
+      more: Partial<Parameters<StateStore['commitDetection']>[0]> = {},
+      store: StateStore = s,
+    ): Promise<void> {
+      await store.commitDetection({ runId: 1, added, resubscribed: [], targets, now: T0, ...more });
+    }
+
+    async function record(
+      target: string,
+      outcomes: Outcome[],
+      now: string = T0,
+      more: Partial<Parameters<StateStore['recordOutcomes']>[0]> = {},
+      store: StateStore = s,
+    ): Promise<void> {
+      await store.recordOutcomes({ runId: 1, target, outcomes, now: new Date(now), policy: POLICY, ...more });
+    }
+
+    async function status(target: string, now: string = T0) {
+      const [st] = await s.targetStatus([target], new Date(now));
+      return st!;
+    }
+
+    // ------------------------------------------------------------------------------------------------ detection
+    describe('opt-out detection', () => {
+      it('commits opt-outs, one outbox row per target and the checkpoints in one commit', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')], ['hs', 'sf'], { checkpoints: { w: at(5), r: 'x' } });
+        assert.strictEqual(await s.getCheckpoint('w'), at(5));
+        assert.strictEqual(await s.getCheckpoint('r'), 'x');
+        const st = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual(
+          st.map((t) => [t.target, t.queued, t.due]),
+          [
+            ['hs', 2, 2],
+            ['sf', 2, 2],
+          ],
+        );
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 2, left: 0 });
+      });
+
+      it('knownOptOuts returns every field of the known ones and nothing for unknown emails', async () => {
+        await detect([optOut('a@x.com', '2026-05-02T03:04:05.678Z', { source: 'Account', reason: 'spam' })], []);
+        const known = await s.knownOptOuts(['a@x.com', 'nobody@x.com']);
+        assert.deepStrictEqual([...known.keys()], ['a@x.com']);
+        assert.deepStrictEqual(known.get('a@x.com'), {
+          email: 'a@x.com',
+          contactId: 'c-a@x.com',
+          optedOutAt: '2026-05-02T03:04:05.678Z',
+          source: 'Account',
+          reason: 'spam',
+          deleted: false,
+          state: 'active',
+          firstSeenAt: T0,
+        });
+        assert.strictEqual((await s.knownOptOuts([])).size, 0);
+      });
+
+      it('knownOptOuts answers for a list longer than one SQL chunk (1,200 emails)', async () => {
+        const many = Array.from({ length: 1200 }, (_, i) => optOut(`p${i}@x.com`));
+        await detect(many, []);
+        const known = await s.knownOptOuts([...many.map((o) => o.email), 'x@none.com']);
+        assert.strictEqual(known.size, 1200);
+        assert.strictEqual(known.get('p1199@x.com')!.contactId, 'c-p1199@x.com');
+        assert.strictEqual((await s.activeOptOutEmails()).size, 1200);
+      });
+
+      it('a commit that fails part-way writes nothing: no opt-out, no outbox row, the checkpoint does not move', async () => {
+        const bad = { ...optOut('bad@x.com'), contactId: null as unknown as string }; // NOT NULL
+        await rejects(
+          () => detect([optOut('ok@x.com'), bad], ['hs'], { checkpoints: { w: T0 } }),
+          () => true,
+        );
+        assert.strictEqual(await s.getCheckpoint('w'), null);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+        assert.strictEqual((await status('hs')).queued, 0);
+        assert.deepStrictEqual(await s.events(null), []);
+      });
+
+      it('a resubscribe (email) marks the opt-out left, with one left-unsubscribed-set event and no detail', async () => {
+        const run = await s.startRun('sync', false, T0);
+        await detect([optOut('a@x.com'), optOut('b@x.com')]);
+        await s.commitDetection({ runId: run, added: [], resubscribed: ['a@x.com'], targets: ['hs'], now: at(MIN) });
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 1 });
+        assert.deepStrictEqual([...(await s.activeOptOutEmails())], ['b@x.com']);
+        assert.strictEqual((await s.knownOptOuts(['a@x.com'])).get('a@x.com')!.state, 'left');
+        assert.deepStrictEqual(await s.events(null, ['left-unsubscribed-set']), [
+          { at: at(MIN), kind: 'left-unsubscribed-set', email: 'a@x.com', detail: null },
+        ]);
+      });
+
+      it('a resubscribe as an observed contact records its contact id and permission; unknown or already-left emails add no event', async () => {
+        await detect([optOut('a@x.com')]);
+        const seen = {
+          email: 'a@x.com',
+          contactId: 'c-a',
+          permission: 'implicit',
+          optedOutAt: null,
+          source: null,
+          reason: null,
+          deleted: false,
+        };
+        await s.commitDetection({ runId: 1, added: [], resubscribed: [seen], targets: [], now: at(1) });
+        await s.commitDetection({ runId: 1, added: [], resubscribed: [seen], targets: [], now: at(2) });
+        await s.commitDetection({ runId: 1, added: [], resubscribed: ['zz@x.com'], targets: [], now: at(3) });
+        const ev = await s.events(null, ['left-unsubscribed-set']);
+        assert.strictEqual(ev.length, 1);
+        assert.deepStrictEqual(JSON.parse(ev[0]!.detail!), { contactId: 'c-a', permission: 'implicit' });
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 1 });
+      });
+
+      it('an opt-out that comes back is active again, queued again, and keeps its first sighting', async () => {
+        await detect([optOut('a@x.com')]);
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])]);
+        await s.commitDetection({ runId: 2, added: [], resubscribed: ['a@x.com'], targets: ['hs'], now: at(HOUR) });
+        await detect([optOut('a@x.com', '2026-05-20T00:00:00.000Z')], ['hs'], { now: at(2 * HOUR) });
+        const k = (await s.knownOptOuts(['a@x.com'])).get('a@x.com')!;
+        assert.deepStrictEqual([k.state, k.optedOutAt, k.firstSeenAt], ['active', '2026-05-20T00:00:00.000Z', T0]);
+        const st = await status('hs', at(2 * HOUR));
+        assert.deepStrictEqual([st.queued, st.done], [1, {}]);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 0 });
+      });
+
+      it('detecting a queued opt-out again does not reset its attempts or retry time', async () => {
+        await detect([optOut('a@x.com')]);
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'lock')], T0, { random: () => 0.5 });
+        const [before] = await s.queuedOutbox('hs', 10, 0);
+        await detect([optOut('a@x.com')], ['hs'], { now: at(MIN) });
+        const [after] = await s.queuedOutbox('hs', 10, 0);
+        assert.deepStrictEqual(
+          [after!.attempts, after!.nextAttemptAt, after!.lastError],
+          [1, before!.nextAttemptAt, 'lock'],
+        );
+        assert.strictEqual(after!.nextAttemptAt, at(45_000));
+      });
+
+      it('seenDeleted sets the deleted flag of active opt-outs only; seen leaves the data alone', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')], []);
+        await s.commitDetection({ runId: 1, added: [], resubscribed: ['b@x.com'], targets: [], now: at(1) });
+        await s.commitDetection({
+          runId: 1,
+          added: [],
+          resubscribed: [],
+          seen: ['a@x.com', 'unknown@x.com'],
+          seenDeleted: ['a@x.com', 'b@x.com', 'unknown@x.com'],
+          targets: [],
+          now: at(2),
+        });
+        const k = await s.knownOptOuts(['a@x.com', 'b@x.com', 'unknown@x.com']);
+        assert.deepStrictEqual([...k.values()].map((o) => [o.email, o.deleted, o.state]).sort(), [
+          ['a@x.com', true, 'active'],
+          ['b@x.com', false, 'left'],
+        ]);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 1 });
+      });
+
+      it('records an opt-out-detected event per new opt-out, with its contact id, date and source, under its run', async () => {
+        const run = await s.startRun('sync', false, T0);
+        await s.commitDetection({
+          runId: run,
+          added: [optOut('a@x.com', '2026-05-03T00:00:00.000Z')],
+          resubscribed: [],
+          targets: ['hs'],
+          now: at(1),
+        });
+        const ev = await s.events(null, ['opt-out-detected'], run);
+        assert.strictEqual(ev.length, 1);
+        assert.deepStrictEqual([ev[0]!.at, ev[0]!.email], [at(1), 'a@x.com']);
+        assert.deepStrictEqual(JSON.parse(ev[0]!.detail!), {
+          contactId: 'c-a@x.com',
+          optedOutAt: '2026-05-03T00:00:00.000Z',
+          source: 'Contact',
+        });
+        assert.deepStrictEqual(await s.events(null, ['opt-out-detected'], run + 1000), []);
+      });
+
+      it('an opt-out detected with no targets is recorded but queues nothing', async () => {
+        await detect([optOut('a@x.com')], []);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 0 });
+        assert.deepStrictEqual(await s.dueOutbox('hs', new Date(at(DAY)), 10), []);
+        assert.strictEqual((await status('hs')).queued, 0);
+      });
+
+      it("rows queued by a backfill run's scan say so (origin backfill); a sync's say sync", async () => {
+        const b = await s.startRun('backfill', false, T0);
+        const y = await s.startRun('sync', false, T0);
+        await s.commitDetection({ runId: b, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: T0 });
+        await s.commitDetection({ runId: y, added: [optOut('b@x.com')], resubscribed: [], targets: ['hs'], now: T0 });
+        await record('hs', [outcome('a@x.com', 'applied', ['1']), outcome('b@x.com', 'applied', ['2'])]);
+        const h = await s.deliveryHistory(null);
+        assert.deepStrictEqual(h.map((e) => [e.email, e.origin]).sort(), [
+          ['a@x.com', 'backfill'],
+          ['b@x.com', 'sync'],
+        ]);
+      });
+    });
+
+    // --------------------------------------------------------------------------------------------- backfill
+    describe('backfill enqueue and candidates', () => {
+      async function seed(): Promise<void> {
+        await detect(
+          [
+            optOut('old@x.com', '2025-01-01T00:00:00.000Z'),
+            optOut('new@x.com', '2026-03-01T00:00:00.000Z'),
+            optOut('gone@x.com', '2026-03-02T00:00:00.000Z'),
+          ],
+          [],
+        );
+        await s.commitDetection({ runId: 1, added: [], resubscribed: ['gone@x.com'], targets: [], now: T0 });
+      }
+
+      it('enqueueKnown queues active opt-outs without a row (left ones never), once, honouring since', async () => {
+        await seed();
+        assert.strictEqual(
+          await s.enqueueKnown({
+            runId: 1,
+            targets: ['hs'],
+            since: '2026-01-01T00:00:00.000Z',
+            redeliver: false,
+            now: T0,
+          }),
+          1,
+        );
+        assert.deepStrictEqual(
+          (await s.queuedOutbox('hs', 10, 0)).map((r) => r.optOut.email),
+          ['new@x.com'],
+        );
+        assert.strictEqual(
+          await s.enqueueKnown({ runId: 1, targets: ['hs', 'sf'], since: null, redeliver: false, now: T0 }),
+          3,
+          'hs: old only (new already queued); sf: old and new',
+        );
+        assert.strictEqual(
+          await s.enqueueKnown({ runId: 1, targets: ['hs', 'sf'], since: null, redeliver: false, now: T0 }),
+          0,
+        );
+      });
+
+      it('enqueueKnown with redeliver queues delivered rows again (origin redeliver), never parked or queued ones', async () => {
+        await seed();
+        await s.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: false, now: T0 });
+        await record('hs', [
+          outcome('old@x.com', 'applied', ['1']),
+          outcome('new@x.com', 'failed-permanent', [], 'converted lead'),
+        ]);
+        assert.strictEqual(
+          await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: false, now: at(1) }),
+          0,
+        );
+        assert.strictEqual(
+          await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: at(2) }),
+          1,
+        );
+        const st = await status('hs', at(2));
+        assert.deepStrictEqual([st.queued, st.parked, st.done], [1, 1, {}]);
+        await record('hs', [outcome('old@x.com', 'already-suppressed', ['1'])], at(3));
+        const h = (await s.deliveryHistory(null)).filter((e) => e.email === 'old@x.com');
+        assert.deepStrictEqual(
+          h.map((e) => [e.attempt, e.origin, e.outcome]),
+          [
+            [1, 'backfill', 'applied'],
+            [2, 'redeliver', 'already-suppressed'],
+          ],
+        );
+      });
+
+      it('redeliver honours since too', async () => {
+        await seed();
+        await s.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: false, now: T0 });
+        await record('hs', [outcome('old@x.com', 'applied', ['1']), outcome('new@x.com', 'applied', ['2'])]);
+        assert.strictEqual(
+          await s.enqueueKnown({
+            runId: 2,
+            targets: ['hs'],
+            since: '2026-01-01T00:00:00.000Z',
+            redeliver: true,
+            now: at(1),
+          }),
+          1,
+        );
+        assert.deepStrictEqual(
+          (await s.queuedOutbox('hs', 10, 0)).map((r) => r.optOut.email),
+          ['new@x.com'],
+        );
+      });
+
+      it('backfillCandidates is exactly what enqueueKnown would queue, oldest opt-out first, with every field', async () => {
+        await seed();
+        await detect([optOut('b@x.com', '2025-01-01T00:00:00.000Z', { reason: 'r', deleted: true })], []);
+        assert.deepStrictEqual(await s.backfillCandidates('hs', null, false), [
+          {
+            email: 'b@x.com',
+            contactId: 'c-b@x.com',
+            optedOutAt: '2025-01-01T00:00:00.000Z',
+            source: 'Contact',
+            reason: 'r',
+            deleted: true,
+          },
+          optOut('old@x.com', '2025-01-01T00:00:00.000Z'),
+          optOut('new@x.com', '2026-03-01T00:00:00.000Z'),
+        ]);
+        assert.deepStrictEqual(
+          (await s.backfillCandidates('hs', '2026-01-01T00:00:00.000Z', false)).map((o) => o.email),
+          ['new@x.com'],
+        );
+        await s.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: false, now: T0 });
+        assert.deepStrictEqual(await s.backfillCandidates('hs', null, false), []);
+        await record('hs', [outcome('old@x.com', 'applied', ['1'])]);
+        assert.deepStrictEqual(
+          (await s.backfillCandidates('hs', null, true)).map((o) => o.email),
+          ['old@x.com'],
+        );
+        assert.deepStrictEqual(
+          (await s.backfillCandidates('sf', null, false)).map((o) => o.email),
+          ['b@x.com', 'old@x.com', 'new@x.com'],
+        );
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------- outbox
+    describe('outbox reads', () => {
+      it('dueOutbox gives full rows of due queued rows, earliest retry first, then oldest opt-out, up to the limit', async () => {
+        await detect(
+          [
+            optOut('a@x.com', '2026-05-05T00:00:00.000Z'),
+            optOut('b@x.com', '2026-05-04T00:00:00.000Z'),
+            optOut('c@x.com', '2026-05-03T00:00:00.000Z'),
+            optOut('d@x.com', '2026-05-02T00:00:00.000Z'),
+          ],
+          ['hs', 'sf'],
+        );
+        await record('hs', [outcome('d@x.com', 'failed-retryable', [], 'x')], T0, {
+          deferUntil: new Date(at(2 * HOUR)),
+        });
+        await record('hs', [outcome('c@x.com', 'failed-retryable', [], 'y')], T0, { deferUntil: new Date(at(HOUR)) });
+        const due = await s.dueOutbox('hs', new Date(at(3 * HOUR)), 10);
+        assert.deepStrictEqual(
+          due.map((r) => r.optOut.email),
+          ['b@x.com', 'a@x.com', 'c@x.com', 'd@x.com'],
+        );
+        assert.deepStrictEqual(
+          (await s.dueOutbox('hs', new Date(at(3 * HOUR)), 3)).map((r) => r.optOut.email),
+          ['b@x.com', 'a@x.com', 'c@x.com'],
+        );
+        assert.deepStrictEqual(
+          (await s.dueOutbox('hs', new Date(at(HOUR)), 10)).map((r) => r.optOut.email),
+          ['b@x.com', 'a@x.com', 'c@x.com'],
+          'due at its time exactly',
+        );
+        assert.deepStrictEqual(due[0], {
+          target: 'hs',
+          optOut: optOut('b@x.com', '2026-05-04T00:00:00.000Z'),
+          state: 'queued',
+          attempts: 0,
+          nextAttemptAt: T0,
+          lastError: null,
+        });
+        assert.deepStrictEqual([due[3]!.attempts, due[3]!.nextAttemptAt, due[3]!.lastError], [0, at(2 * HOUR), 'x']);
+      });
+
+      it('dueOutbox leaves out other targets, closed and parked rows, and rows not yet due', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com')], ['hs']);
+        await detect([optOut('z@x.com')], ['sf']);
+        await record('hs', [outcome('a@x.com', 'applied', ['1']), outcome('b@x.com', 'failed-permanent', [], 'no')]);
+        assert.deepStrictEqual(
+          (await s.dueOutbox('hs', new Date(T0), 10)).map((r) => r.optOut.email),
+          ['c@x.com'],
+        );
+        assert.deepStrictEqual(await s.dueOutbox('hs', new Date(at(-1)), 10), []);
+        assert.deepStrictEqual(await s.dueOutbox('nobody', new Date(T0), 10), []);
+      });
+
+      it('queuedOutbox pages every queued row (due or not) by opt-out date and email', async () => {
+        await detect(
+          [
+            optOut('b@x.com', '2026-05-01T00:00:00.000Z'),
+            optOut('a@x.com', '2026-05-01T00:00:00.000Z'),
+            optOut('c@x.com', '2026-04-01T00:00:00.000Z'),
+            optOut('d@x.com', '2026-06-01T00:00:00.000Z'),
+          ],
+          ['hs'],
+        );
+        await record('hs', [outcome('c@x.com', 'failed-retryable', [], 'later')], T0, {
+          deferUntil: new Date(at(DAY)),
+        });
+        await record('hs', [outcome('d@x.com', 'applied', ['1'])]);
+        const page = async (limit: number, offset: number) =>
+          (await s.queuedOutbox('hs', limit, offset)).map((r) => r.optOut.email);
+        assert.deepStrictEqual(await page(10, 0), ['c@x.com', 'a@x.com', 'b@x.com']);
+        assert.deepStrictEqual(await page(2, 0), ['c@x.com', 'a@x.com']);
+        assert.deepStrictEqual(await page(2, 2), ['b@x.com']);
+        assert.deepStrictEqual(await page(2, 4), []);
+      });
+
+      it('countDue counts due queued rows of one target, stopping at the limit', async () => {
+        await detect(
+          ['a', 'b', 'c', 'd'].map((e) => optOut(`${e}@x.com`)),
+          ['hs', 'sf'],
+        );
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])]);
+        await record('hs', [outcome('b@x.com', 'failed-retryable', [], 'x')], T0, { deferUntil: new Date(at(HOUR)) });
+        assert.strictEqual(await s.countDue('hs', new Date(T0)), 2);
+        assert.strictEqual(await s.countDue('hs', new Date(at(HOUR))), 3);
+        assert.strictEqual(await s.countDue('hs', new Date(at(HOUR)), 2), 2);
+        assert.strictEqual(await s.countDue('sf', new Date(T0), 10), 4);
+        assert.strictEqual(await s.countDue('none', new Date(T0)), 0);
+      });
+
+      it('targetStatus reports every field exactly, per target, and zeros for a target with nothing', async () => {
+        await detect(
+          [optOut('a@x.com', '2026-05-03T00:00:00.000Z'), optOut('b@x.com', '2026-05-01T00:00:00.000Z')],
+          ['hs'],
+        );
+        await detect([optOut('c@x.com', '2026-04-01T00:00:00.000Z')], ['hs'], { now: at(MIN) });
+        await detect([optOut('d@x.com'), optOut('e@x.com')], ['hs'], { now: at(2 * MIN) });
+        await record('hs', [outcome('d@x.com', 'applied', ['1'])], at(10 * MIN));
+        await record('hs', [outcome('e@x.com', 'not-found')], at(11 * MIN));
+        await record('hs', [outcome('c@x.com', 'failed-permanent', [], 'bad')], at(12 * MIN));
+        await record('hs', [outcome('b@x.com', 'failed-retryable', [], 'later')], at(13 * MIN), {
+          deferUntil: new Date(at(DAY)),
+        });
+        assert.deepStrictEqual(await s.targetStatus(['hs', 'sf'], new Date(at(HOUR))), [
+          {
+            target: 'hs',
+            queued: 2,
+            due: 1,
+            parked: 1,
+            done: { applied: 1, 'not-found': 1 },
+            oldestQueuedOptOutAt: '2026-05-01T00:00:00.000Z',
+            oldestQueuedAt: T0,
+            lastDeliveredAt: at(11 * MIN),
+          },
+          {
+            target: 'sf',
+            queued: 0,
+            due: 0,
+            parked: 0,
+            done: {},
+            oldestQueuedOptOutAt: null,
+            oldestQueuedAt: null,
+            lastDeliveredAt: null,
+          },
+        ]);
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------- outcomes
+    describe('recording outcomes', () => {
+      it('each final kind closes its row (done) with that outcome; planned records nothing', async () => {
+        await detect(['a', 'b', 'c', 'd'].map((e) => optOut(`${e}@x.com`)));
+        await record('hs', [
+          outcome('a@x.com', 'applied', ['1']),
+          outcome('b@x.com', 'already-suppressed', ['2']),
+          outcome('c@x.com', 'not-found'),
+          { email: 'd@x.com', kind: 'planned', recordIds: [], action: 'would write' },
+        ]);
+        const st = await status('hs');
+        assert.deepStrictEqual(
+          [st.queued, st.parked, st.done],
+          [1, 0, { applied: 1, 'already-suppressed': 1, 'not-found': 1 }],
+        );
+        assert.deepStrictEqual(
+          (await s.queuedOutbox('hs', 10, 0)).map((r) => [r.optOut.email, r.attempts]),
+          [['d@x.com', 0]],
+        );
+        assert.deepStrictEqual((await s.deliveryHistory(null)).map((e) => [e.email, e.outcome]).sort(), [
+          ['a@x.com', 'applied'],
+          ['b@x.com', 'already-suppressed'],
+          ['c@x.com', 'not-found'],
+        ]);
+      });
+
+      it('failed-permanent parks the row with the reason, the record ids and one attempt', async () => {
+        await detect([optOut('a@x.com', '2026-05-07T00:00:00.000Z')]);
+        await record('hs', [outcome('a@x.com', 'failed-permanent', ['3'], 'CANNOT_UPDATE_CONVERTED_LEAD')], at(MIN));
+        assert.deepStrictEqual(await s.parkedOutbox('hs', 10, 0), [
+          {
+            target: 'hs',
+            email: 'a@x.com',
+            optedOutAt: '2026-05-07T00:00:00.000Z',
+            parkedAt: at(MIN),
+            attempts: 1,
+            reason: 'CANNOT_UPDATE_CONVERTED_LEAD',
+          },
+        ]);
+        const [a] = await s.audit(null);
+        assert.deepStrictEqual(
+          [a!.outcome, a!.recordIds, a!.attempts, a!.closedAt, a!.writtenAt],
+          ['failed-permanent', ['3'], 1, at(MIN), null],
+        );
+      });
+
+      it('failed-retryable stays queued with one more attempt, the message, and a backoff of base/2..base for the first', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com')]);
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'lock')], T0, { random: () => 0.5 });
+        await record('hs', [outcome('b@x.com', 'failed-retryable', [], 'lock')], T0, { random: () => 0 });
+        await record('hs', [outcome('c@x.com', 'failed-retryable', [], 'lock')], T0, { random: () => 0.999 });
+        const rows = new Map((await s.queuedOutbox('hs', 10, 0)).map((r) => [r.optOut.email, r]));
+        assert.deepStrictEqual(
+          [rows.get('a@x.com')!.attempts, rows.get('a@x.com')!.lastError, rows.get('a@x.com')!.state],
+          [1, 'lock', 'queued'],
+        );
+        const delay = (e: string) => Date.parse(rows.get(e)!.nextAttemptAt) - Date.parse(T0);
+        assert.strictEqual(delay('a@x.com'), 45_000, 'base 60 s, jitter 0.5 -> 45 s');
+        assert.strictEqual(delay('b@x.com'), 30_000);
+        assert.ok(delay('c@x.com') > 59_000 && delay('c@x.com') <= 60_000, String(delay('c@x.com')));
+        assert.strictEqual(await s.countDue('hs', new Date(at(44_999))), 1, 'only b is due at T0+45 s - 1 ms');
+        const st = await status('hs');
+        assert.deepStrictEqual([st.queued, st.due], [3, 0]);
+      });
+
+      it('retry backoff doubles per attempt within the policy bounds (seeded random), capped at backoffMaxSeconds', async () => {
+        const policy = { maxAttempts: 12, backoffBaseSeconds: 10, backoffMaxSeconds: 300 };
+        const random = seeded(1234);
+        await detect([optOut('a@x.com')]);
+        let now = Date.parse(T0);
+        const delays: number[] = [];
+        for (let attempt = 1; attempt <= 8; attempt++) {
+          await record(
+            'hs',
+            [outcome('a@x.com', 'failed-retryable', [], `try ${attempt}`)],
+            new Date(now).toISOString(),
+            {
+              policy,
+              random,
+            },
+          );
+          const [row] = await s.queuedOutbox('hs', 1, 0);
+          assert.strictEqual(row!.attempts, attempt);
+          const d = Date.parse(row!.nextAttemptAt) - now;
+          const cap = Math.min(300, 10 * 2 ** (attempt - 1)) * 1000;
+          assert.ok(d >= cap / 2 && d <= cap, `attempt ${attempt}: ${d} ms not within [${cap / 2}, ${cap}]`);
+          delays.push(d);
+          now = Date.parse(row!.nextAttemptAt);
+        }
+        assert.ok(
+          delays.slice(5).every((d) => d <= 300_000 && d >= 150_000),
+          delays.join(','),
+        );
+        // the same seed gives the same schedule on every backend (the jitter is the caller's random)
+        const check = seeded(1234);
+        const expected = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => {
+          const exp = Math.min(300, 10 * 2 ** (n - 1));
+          return (exp / 2 + check() * (exp / 2)) * 1000;
+        });
+        delays.forEach((d, i) =>
+          assert.ok(Math.abs(d - expected[i]!) <= 1, `attempt ${i + 1}: ${d} ms, expected ${expected[i]} ms (+-1)`),
+        );
+      });
+
+      it('after maxAttempts retryable failures the row is parked: "gave up after N attempts: <message>"', async () => {
+        await detect([optOut('a@x.com')]);
+        for (let i = 0; i < 3; i++) {
+          await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'lock')], at(i * HOUR), { random: () => 0.5 });
+        }
+        const st = await status('hs', at(3 * HOUR));
+        assert.deepStrictEqual([st.queued, st.parked], [0, 1]);
+        const [p] = await s.parkedOutbox('hs', 10, 0);
+        assert.deepStrictEqual(
+          [p!.attempts, p!.reason, p!.parkedAt],
+          [3, 'gave up after 3 attempts: lock', at(2 * HOUR)],
+        );
+        assert.deepStrictEqual(
+          (await s.deliveryHistory(null)).map((e) => e.attempt),
+          [1, 2, 3],
+        );
+      });
+
+      it('a target-wide deferral (deferUntil) keeps the rows queued until then without counting an attempt', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')]);
+        const until = at(DAY);
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'daily limit')], T0, {
+          deferUntil: new Date(until),
+        });
+        const rows = new Map((await s.queuedOutbox('hs', 10, 0)).map((r) => [r.optOut.email, r]));
+        const a = rows.get('a@x.com')!;
+        assert.deepStrictEqual([a.attempts, a.nextAttemptAt, a.lastError], [0, until, 'daily limit']);
+        assert.strictEqual(rows.get('b@x.com')!.nextAttemptAt, T0, 'only the rows in the outcomes');
+        // deferred as often as the CRM says: never parked for it
+        for (let i = 0; i < 5; i++)
+          await record('hs', [outcome('a@x.com', 'failed-retryable')], at(i), { deferUntil: new Date(until) });
+        assert.strictEqual((await status('hs')).parked, 0);
+        assert.strictEqual((await s.queuedOutbox('hs', 10, 0)).find((r) => r.optOut.email === 'a@x.com')!.attempts, 0);
+      });
+
+      it('a closed row shows how its records were matched (matchedBy) and keeps no error', async () => {
+        await detect([optOut('a@x.com')]);
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'lock')], T0, { random: () => 0 });
+        await record(
+          'hs',
+          [{ email: 'a@x.com', kind: 'applied', recordIds: ['9'], matchedBy: 'additional-email' }],
+          at(MIN),
+        );
+        const [a] = await s.audit(null);
+        assert.deepStrictEqual(
+          [a!.outcome, a!.message, a!.attempts, a!.recordIds],
+          ['applied', 'matched by additional-email', 2, ['9']],
+        );
+      });
+
+      it('outcomes of one target never touch another target', async () => {
+        await detect([optOut('a@x.com')], ['hs', 'sf']);
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])]);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual([hs!.queued, hs!.done, sf!.queued, sf!.done], [0, { applied: 1 }, 1, {}]);
+      });
+    });
+
+    // ------------------------------------------------------------------------------------ requeue, deferrals
+    describe('requeue and deferrals', () => {
+      async function parkTwo(): Promise<void> {
+        await detect(
+          [optOut('a@x.com', '2026-05-02T00:00:00.000Z'), optOut('b@x.com', '2026-05-01T00:00:00.000Z')],
+          ['hs', 'sf'],
+        );
+        await record('hs', [
+          outcome('a@x.com', 'failed-permanent', [], 'A'),
+          outcome('b@x.com', 'failed-permanent', [], 'B'),
+        ]);
+        await record('sf', [outcome('a@x.com', 'failed-permanent', [], 'C')]);
+      }
+
+      it("requeueParked(target) queues that target's parked rows again, due now, attempts reset, with requeued events", async () => {
+        await parkTwo();
+        assert.strictEqual(await s.requeueParked('hs', at(HOUR)), 2);
+        const rows = await s.dueOutbox('hs', new Date(at(HOUR)), 10);
+        assert.deepStrictEqual(
+          rows.map((r) => [r.optOut.email, r.attempts, r.nextAttemptAt]),
+          [
+            ['b@x.com', 0, at(HOUR)],
+            ['a@x.com', 0, at(HOUR)],
+          ],
+        );
+        assert.strictEqual((await status('sf')).parked, 1, 'the other target stays parked');
+        const ev = await s.events(null, ['requeued']);
+        assert.deepStrictEqual(ev.map((e) => [e.email, e.at, JSON.parse(e.detail!)]).sort(), [
+          ['a@x.com', at(HOUR), { target: 'hs', via: 'cli', parkedFor: 'A' }],
+          ['b@x.com', at(HOUR), { target: 'hs', via: 'cli', parkedFor: 'B' }],
+        ]);
+        assert.strictEqual(await s.requeueParked('hs', at(HOUR)), 0);
+      });
+
+      it("requeueParked(null) queues every target's parked rows", async () => {
+        await parkTwo();
+        assert.strictEqual(await s.requeueParked(null, at(HOUR)), 3);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(at(HOUR)));
+        assert.deepStrictEqual([hs!.parked, hs!.due, sf!.parked, sf!.due], [0, 2, 0, 2]);
+      });
+
+      it('requeueParkedRecords queues only the named emails (unknown or unparked ones ignored), origin requeue', async () => {
+        await parkTwo();
+        await detect([optOut('q@x.com')], ['hs']);
+        const n = await s.requeueParkedRecords({
+          target: 'hs',
+          emails: ['a@x.com', 'q@x.com', 'nobody@x.com'],
+          now: at(HOUR),
+          via: 'status-page',
+        });
+        assert.strictEqual(n, 1);
+        assert.deepStrictEqual(
+          (await s.parkedOutbox('hs', 10, 0)).map((p) => p.email),
+          ['b@x.com'],
+        );
+        const ev = await s.events(null, ['requeued']);
+        assert.deepStrictEqual(
+          ev.map((e) => [e.email, JSON.parse(e.detail!)]),
+          [['a@x.com', { target: 'hs', via: 'status-page', parkedFor: 'A' }]],
+        );
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(2 * HOUR));
+        const h = (await s.deliveryHistory(at(2 * HOUR))).map((e) => [e.email, e.origin, e.attempt, e.outcome]);
+        assert.deepStrictEqual(h, [['a@x.com', 'requeue', 2, 'applied']]);
+      });
+
+      it('requeueParkedRecords with emails but no target is refused', async () => {
+        await parkTwo();
+        await rejects(
+          () => s.requeueParkedRecords({ target: null, emails: ['a@x.com'], now: T0, via: 'cli' }),
+          /target/,
+        );
+        assert.strictEqual((await status('hs')).parked, 2);
+      });
+
+      it("parkedOutbox pages a target's parked rows, oldest opt-out first", async () => {
+        await detect(
+          [
+            optOut('c@x.com', '2026-05-03T00:00:00.000Z'),
+            optOut('a@x.com', '2026-05-01T00:00:00.000Z'),
+            optOut('b@x.com', '2026-05-02T00:00:00.000Z'),
+          ],
+          ['hs'],
+        );
+        await record(
+          'hs',
+          ['a', 'b', 'c'].map((e) => outcome(`${e}@x.com`, 'failed-permanent', [], e)),
+        );
+        const page = async (limit: number, offset: number) =>
+          (await s.parkedOutbox('hs', limit, offset)).map((p) => p.email);
+        assert.deepStrictEqual(await page(10, 0), ['a@x.com', 'b@x.com', 'c@x.com']);
+        assert.deepStrictEqual(await page(1, 1), ['b@x.com']);
+        assert.deepStrictEqual(await s.parkedOutbox('sf', 10, 0), []);
+      });
+
+      it('requeueNotFound queues not-found rows closed before the cutoff, of active opt-outs only', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com'), optOut('d@x.com')], ['hs']);
+        await record(
+          'hs',
+          [outcome('a@x.com', 'not-found'), outcome('b@x.com', 'not-found'), outcome('d@x.com', 'applied', ['1'])],
+          at(0),
+        );
+        await record('hs', [outcome('c@x.com', 'not-found')], at(2 * DAY));
+        await s.commitDetection({ runId: 1, added: [], resubscribed: ['b@x.com'], targets: ['hs'], now: at(DAY) });
+        assert.strictEqual(await s.requeueNotFound(at(DAY), at(3 * DAY)), 1);
+        const due = await s.dueOutbox('hs', new Date(at(3 * DAY)), 10);
+        assert.deepStrictEqual(
+          due.map((r) => [r.optOut.email, r.attempts, r.nextAttemptAt, r.lastError]),
+          [['a@x.com', 0, at(3 * DAY), null]],
+        );
+        assert.deepStrictEqual((await status('hs', at(3 * DAY))).done, { 'not-found': 2, applied: 1 });
+      });
+
+      it('deferQueued holds every queued row of one target until then, never pulls a later retry earlier', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')], ['hs', 'sf']);
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'x')], T0, {
+          deferUntil: new Date(at(3 * DAY)),
+        });
+        assert.strictEqual(await s.deferQueued('hs', at(DAY)), 1, 'b only: a already waits longer');
+        assert.strictEqual(await s.countDue('hs', new Date(at(DAY - 1))), 0);
+        assert.strictEqual(await s.countDue('hs', new Date(at(DAY))), 1);
+        assert.strictEqual(await s.countDue('sf', new Date(T0)), 2, 'the other target is not held');
+        const rows = new Map((await s.queuedOutbox('hs', 10, 0)).map((r) => [r.optOut.email, r.nextAttemptAt]));
+        assert.deepStrictEqual([rows.get('a@x.com'), rows.get('b@x.com')], [at(3 * DAY), at(DAY)]);
+        assert.strictEqual(await s.deferQueued('hs', at(HOUR)), 0);
+      });
+    });
+
+    // ------------------------------------------------------------------------------------ checkpoints and kv
+    describe('checkpoints and key/value', () => {
+      it('a checkpoint is null until set, then its latest value', async () => {
+        assert.strictEqual(await s.getCheckpoint('cc:window'), null);
+        await s.setCheckpoint('cc:window', at(1), at(1));
+        await s.setCheckpoint('cc:other', 'o', at(1));
+        await s.setCheckpoint('cc:window', at(2), at(2));
+        assert.strictEqual(await s.getCheckpoint('cc:window'), at(2));
+        assert.strictEqual(await s.getCheckpoint('cc:other'), 'o');
+      });
+
+      it('kv: get null until set, overwrite, namespaces isolated', async () => {
+        const a = (await s.kv('source:cc')) as KvWithFlush;
+        const b = (await s.kv('target:hs')) as KvWithFlush;
+        assert.strictEqual(await a.get('refresh_token'), null);
+        await a.set('refresh_token', 'r1');
+        await a.set('refresh_token', 'r2');
+        await a.set('access_token', 'x'.repeat(5000));
+        await b.set('refresh_token', 'other');
+        assert.strictEqual(await a.get('refresh_token'), 'r2');
+        assert.strictEqual(await a.get('access_token'), 'x'.repeat(5000));
+        assert.strictEqual(await b.get('refresh_token'), 'other');
+        assert.strictEqual(await b.get('access_token'), null);
+        const again = (await s.kv('source:cc')) as KvWithFlush;
+        assert.strictEqual(await again.get('refresh_token'), 'r2', 'a new handle on the namespace sees it');
+        assert.strictEqual(await (await s.kv('source')).get('refresh_token'), null, 'no prefix matching');
+      });
+
+      it('kv values and checkpoints written (and flushed) are there for a fresh store on the same state', async function () {
+        const kv = (await s.kv('source:cc')) as KvWithFlush;
+        await kv.set('refresh_token', 'rotated-1');
+        await kv.set('refresh_token', 'rotated-2');
+        await s.setCheckpoint('w', at(7), at(7));
+        await kv.flush?.();
+        const other = await reopen(this);
+        assert.strictEqual(await ((await other.kv('source:cc')) as KvWithFlush).get('refresh_token'), 'rotated-2');
+        assert.strictEqual(await other.getCheckpoint('w'), at(7));
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------- runs
+    describe('runs', () => {
+      it('a started run reads running (with who ran it) while its owner holds the lease', async () => {
+        await s.acquireRunLock(owner('me', 0));
+        const id = await s.startRun('sync', false, at(1), { owner: 'me', pid: 4242, host: 'host-me' });
+        assert.deepStrictEqual(await s.getRun(id, new Date(at(MIN))), {
+          id,
+          kind: 'sync',
+          dryRun: false,
+          startedAt: at(1),
+          finishedAt: null,
+          exitCode: null,
+          summary: null,
+          status: 'running',
+          variant: null,
+          counts: {},
+          apiCalls: {},
+          error: null,
+          pid: 4242,
+          host: 'host-me',
+        });
+      });
+
+      it('run ids grow; recentRuns is newest first up to the limit; getRun of an unknown id is null', async () => {
+        const a = await s.startRun('sync', false, at(1));
+        const b = await s.startRun('backfill', true, at(2));
+        const c = await s.startRun('sync', false, at(3));
+        assert.ok(a < b && b < c, `${a} < ${b} < ${c}`);
+        assert.deepStrictEqual(
+          (await s.recentRuns(2)).map((r) => [r.id, r.kind, r.dryRun]),
+          [
+            [c, 'sync', false],
+            [b, 'backfill', true],
+          ],
+        );
+        assert.strictEqual((await s.recentRuns(10)).length, 3);
+        assert.strictEqual(await s.getRun(c + 100), null);
+      });
+
+      it('finishRun records end, exit code, summary, counts, API calls and variant; the status follows the exit code', async () => {
+        const codes: [number, string][] = [
+          [0, 'ok'],
+          [3, 'incomplete'],
+          [130, 'interrupted'],
+          [143, 'interrupted'],
+          [2, 'failed'],
+        ];
+        for (const [code, want] of codes) {
+          const id = await s.startRun('sync', false, at(code));
+          await s.finishRun(id, code, { note: `exit ${code}`, nested: [1, { x: true }] }, at(code + 1000), {
+            counts: { hubspot: { applied: 2, 'not-found': 1 } },
+            apiCalls: { hubspot: 3, 'constant-contact': 1 },
+            variant: 'reconcile',
+          });
+          const r = (await s.getRun(id))!;
+          assert.deepStrictEqual(
+            [r.status, r.exitCode, r.finishedAt, r.summary, r.counts, r.apiCalls, r.variant, r.error],
+            [
+              want,
+              code,
+              at(code + 1000),
+              { note: `exit ${code}`, nested: [1, { x: true }] },
+              { hubspot: { applied: 2, 'not-found': 1 } },
+              { hubspot: 3, 'constant-contact': 1 },
+              'reconcile',
+              null,
+            ],
+            `exit ${code}`,
+          );
+        }
+      });
+
+      it('failRun records a failed run with its error and what it did so far', async () => {
+        const id = await s.startRun('backfill', false, at(1));
+        await s.failRun(id, 1, 'the refresh token was revoked', at(2), {
+          counts: { sf: { applied: 1 } },
+          apiCalls: { 'constant-contact': 4 },
+          variant: 'redeliver',
+        });
+        const r = (await s.getRun(id))!;
+        assert.deepStrictEqual(
+          [r.status, r.exitCode, r.finishedAt, r.error, r.counts, r.apiCalls, r.variant],
+          [
+            'failed',
+            1,
+            at(2),
+            'the refresh token was revoked',
+            { sf: { applied: 1 } },
+            { 'constant-contact': 4 },
+            'redeliver',
+          ],
+        );
+      });
+
+      it('a running run reads abandoned once the run lock is gone or its lease lapsed (a read writes nothing)', async () => {
+        await s.acquireRunLock(owner('me', 0, 90_000));
+        const id = await s.startRun('sync', false, at(1), { owner: 'me', pid: 4242, host: 'host-me' });
+        assert.strictEqual((await s.getRun(id, new Date(at(MIN))))!.status, 'running');
+        const lapsed = (await s.getRun(id, new Date(at(10 * MIN))))!;
+        assert.strictEqual(lapsed.status, 'abandoned');
+        assert.match(lapsed.error!, /ended without recording a result/);
+        assert.strictEqual((await s.getRun(id, new Date(at(MIN))))!.status, 'running', 'reading changed nothing');
+        await s.releaseRunLock('me');
+        const gone = (await s.recentRuns(1, new Date(at(MIN))))[0]!;
+        assert.deepStrictEqual([gone.id, gone.status], [id, 'abandoned']);
+      });
+
+      it('a running run of another owner than the lock holder reads abandoned', async () => {
+        await s.acquireRunLock(owner('new', 0));
+        const id = await s.startRun('sync', false, at(1), { owner: 'old', pid: 1, host: 'host-old' });
+        assert.strictEqual((await s.getRun(id, new Date(at(MIN))))!.status, 'abandoned');
+      });
+
+      it('starting a run marks every other running run abandoned, naming the run that found it (as an integer: was "#2.0")', async () => {
+        await s.acquireRunLock(owner('me', 0));
+        const who = { owner: 'me', pid: 4242, host: 'host-me' };
+        const first = await s.startRun('sync', false, at(1), who);
+        const done = await s.startRun('sync', false, at(2), who);
+        await s.finishRun(done, 0, {}, at(3));
+        const second = await s.startRun('sync', false, at(4), who);
+        const r1 = (await s.getRun(first, new Date(at(MIN))))!;
+        assert.strictEqual(r1.status, 'abandoned');
+        assert.match(r1.error!, new RegExp(`; found by run #${done} at ${at(2).replace(/\./g, '\\.')}$`));
+        assert.strictEqual((await s.getRun(done, new Date(at(MIN))))!.status, 'ok');
+        assert.strictEqual((await s.getRun(second, new Date(at(MIN))))!.status, 'running');
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------- quarantine
+    describe('quarantine', () => {
+      it('keeps one row per record id: seen again, it counts, keeps its first time and takes the latest reason and run', async () => {
+        const rec = (reason: string, raw: unknown) => ({ reason, raw, recordId: 'cc-1' });
+        await s.quarantine(1, 'constant-contact', rec('contact_id: missing', { a: 1 }), at(1));
+        await s.quarantine(2, 'constant-contact', rec('email: invalid', { a: 2 }), at(2));
+        await s.quarantine(3, 'constant-contact', rec('email: invalid', { a: 3 }), at(3));
+        assert.strictEqual(await s.countQuarantined(), 1);
+        const [row] = await s.quarantined(10);
+        const { id: _id, ...rest } = row!;
+        assert.deepStrictEqual(rest, {
+          runId: 3,
+          source: 'constant-contact',
+          recordId: 'cc-1',
+          reason: 'email: invalid',
+          raw: { a: 3 },
+          at: at(1),
+          lastSeenAt: at(3),
+          timesSeen: 3,
+        });
+      });
+
+      it('records without an id are told apart by their raw content; sources are separate', async () => {
+        const noId = (raw: unknown) => ({ reason: 'no id', raw, recordId: null });
+        await s.quarantine(null, 'constant-contact', noId({ email_address: { address: 'x' } }), at(1));
+        await s.quarantine(null, 'constant-contact', noId({ email_address: { address: 'x' } }), at(2));
+        await s.quarantine(null, 'constant-contact', noId({ email_address: { address: 'y' } }), at(3));
+        await s.quarantine(null, 'other-source', noId({ email_address: { address: 'x' } }), at(4));
+        await s.quarantine(null, 'constant-contact', { reason: 'empty id', raw: 'text', recordId: '' }, at(5));
+        assert.strictEqual(await s.countQuarantined(), 4);
+        const rows = await s.quarantined(10);
+        assert.deepStrictEqual(
+          rows.map((r) => [r.source, r.raw, r.timesSeen, r.at, r.lastSeenAt, r.runId]),
+          [
+            ['constant-contact', 'text', 1, at(5), at(5), null],
+            ['other-source', { email_address: { address: 'x' } }, 1, at(4), at(4), null],
+            ['constant-contact', { email_address: { address: 'y' } }, 1, at(3), at(3), null],
+            ['constant-contact', { email_address: { address: 'x' } }, 2, at(1), at(2), null],
+          ],
+        );
+      });
+
+      it('quarantined lists the most recently seen first, up to the limit', async () => {
+        for (const [id, t] of [
+          ['r1', 1],
+          ['r2', 3],
+          ['r3', 2],
+        ] as const)
+          await s.quarantine(1, 'cc', { reason: 'bad', raw: { id }, recordId: id }, at(t));
+        await s.quarantine(1, 'cc', { reason: 'bad', raw: { id: 'r1' }, recordId: 'r1' }, at(9));
+        assert.deepStrictEqual(
+          (await s.quarantined(2)).map((r) => r.recordId),
+          ['r1', 'r2'],
+        );
+        assert.deepStrictEqual(
+          (await s.quarantined(10)).map((r) => r.recordId),
+          ['r1', 'r2', 'r3'],
+        );
+      });
+    });
+
+    // -------------------------------------------------------------------------------------------- events
+    describe('events', () => {
+      it('events are returned in the order written, filtered by since (inclusive), kinds and run', async () => {
+        await s.addEvent(1, 'a', 'x@x.com', 'd1', at(1));
+        await s.addEvent(2, 'b', null, null, at(2));
+        await s.addEvent(1, 'c', 'y@x.com', '{"k":1}', at(3));
+        await s.addEvent(null, 'a', null, 'd4', at(4));
+        assert.deepStrictEqual(await s.events(null), [
+          { at: at(1), kind: 'a', email: 'x@x.com', detail: 'd1' },
+          { at: at(2), kind: 'b', email: null, detail: null },
+          { at: at(3), kind: 'c', email: 'y@x.com', detail: '{"k":1}' },
+          { at: at(4), kind: 'a', email: null, detail: 'd4' },
+        ]);
+        assert.deepStrictEqual(
+          (await s.events(at(2))).map((e) => e.detail),
+          [null, '{"k":1}', 'd4'],
+        );
+        assert.deepStrictEqual(
+          (await s.events(null, ['a', 'c'])).map((e) => e.at),
+          [at(1), at(3), at(4)],
+          'several kinds, still in write order',
+        );
+        assert.deepStrictEqual(
+          (await s.events(null, ['a', 'a'])).map((e) => e.at),
+          [at(1), at(4)],
+          'a kind named twice is listed once',
+        );
+        assert.deepStrictEqual(
+          (await s.events(null, undefined, 1)).map((e) => e.kind),
+          ['a', 'c'],
+        );
+        assert.deepStrictEqual(
+          (await s.events(at(2), ['a'], 1)).map((e) => e.kind),
+          [],
+        );
+        assert.deepStrictEqual(await s.events(null, []), []);
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------ audit
+    describe('audit and delivery history', () => {
+      it('audit: written only for applied rows, lag from the opt-out, closed for every closed row, queued rows open', async () => {
+        await detect(
+          ['a', 'b', 'c', 'd'].map((e) => optOut(`${e}@x.com`)),
+          ['hs'],
+          { now: at(-HOUR) },
+        );
+        await record('hs', [
+          outcome('a@x.com', 'applied', ['1', '2']),
+          outcome('b@x.com', 'not-found'),
+          outcome('c@x.com', 'failed-retryable', [], 'lock'),
+        ]);
+        const rows = new Map((await s.audit(null)).map((r) => [r.email, r]));
+        assert.deepStrictEqual(rows.get('a@x.com'), {
+          email: 'a@x.com',
+          contactId: 'c-a@x.com',
+          target: 'hs',
+          optedOutAt: '2026-05-01T00:00:00.000Z',
+          detectedAt: at(-HOUR),
+          writtenAt: T0,
+          closedAt: T0,
+          lagSeconds: 31 * 86400,
+          recordIds: ['1', '2'],
+          outcome: 'applied',
+          attempts: 1,
+          message: null,
+          lastOutcome: 'applied',
+          lastDeliveryAt: T0,
+          deliveries: 1,
+        });
+        const b = rows.get('b@x.com')!;
+        assert.deepStrictEqual([b.writtenAt, b.lagSeconds, b.closedAt, b.outcome], [null, null, T0, 'not-found']);
+        const c = rows.get('c@x.com')!;
+        assert.deepStrictEqual(
+          [c.outcome, c.closedAt, c.attempts, c.message, c.lastOutcome],
+          ['queued (retrying)', null, 1, 'lock', 'failed-retryable'],
+        );
+        const d = rows.get('d@x.com')!;
+        assert.deepStrictEqual(
+          [d.outcome, d.closedAt, d.deliveries, d.lastOutcome, d.lastDeliveryAt, d.recordIds],
+          ['queued', null, 0, null, null, []],
+        );
+      });
+
+      it('a redelivery keeps the first write (written, outcome applied, record ids) and adds to the history', async () => {
+        const T1 = at(HOUR);
+        const T2 = at(DAY + HOUR);
+        await detect([optOut('a@x.com'), optOut('b@x.com')]);
+        await record('hs', [outcome('a@x.com', 'applied', ['101']), outcome('b@x.com', 'not-found')], T1);
+        assert.strictEqual(
+          await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: T2 }),
+          2,
+        );
+        await record(
+          'hs',
+          [outcome('a@x.com', 'already-suppressed', ['101', '102']), outcome('b@x.com', 'applied', ['201'])],
+          T2,
+          {
+            runId: 2,
+          },
+        );
+        const rows = new Map((await s.audit(null)).map((r) => [r.email, r]));
+        const a = rows.get('a@x.com')!;
+        assert.deepStrictEqual(
+          [
+            a.writtenAt,
+            a.outcome,
+            a.recordIds,
+            a.lagSeconds,
+            a.lastOutcome,
+            a.lastDeliveryAt,
+            a.deliveries,
+            a.closedAt,
+          ],
+          [T1, 'applied', ['101'], 31 * 86400 + 3600, 'already-suppressed', T2, 2, T2],
+        );
+        const b = rows.get('b@x.com')!;
+        assert.deepStrictEqual([b.writtenAt, b.outcome, b.recordIds], [T2, 'applied', ['201']]);
+      });
+
+      it('audit since and run filters: records delivered or detected by that run', async () => {
+        const r1 = await s.startRun('sync', false, T0);
+        const r2 = await s.startRun('sync', false, at(DAY));
+        await s.commitDetection({
+          runId: r1,
+          added: [optOut('a@x.com', '2026-05-01T00:00:00.000Z')],
+          resubscribed: [],
+          targets: ['hs'],
+          now: T0,
+        });
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(MIN), { runId: r1 });
+        await s.commitDetection({
+          runId: r2,
+          added: [optOut('b@x.com', '2026-05-30T00:00:00.000Z'), optOut('c@x.com', '2026-05-30T00:00:00.000Z')],
+          resubscribed: [],
+          targets: ['hs'],
+          now: at(DAY),
+        });
+        await record('hs', [outcome('b@x.com', 'applied', ['2'])], at(DAY + MIN), { runId: r2 });
+        const emails = async (since: string | null, runId?: number) =>
+          (await s.audit(since, runId)).map((r) => r.email).sort();
+        assert.deepStrictEqual(await emails(null), ['a@x.com', 'b@x.com', 'c@x.com']);
+        assert.deepStrictEqual(await emails(null, r1), ['a@x.com']);
+        assert.deepStrictEqual(await emails(null, r2), ['b@x.com', 'c@x.com']);
+        // since: opted out since (c, never closed), or closed since (a, opted out long before)
+        assert.deepStrictEqual(await emails('2026-05-15T00:00:00.000Z'), ['a@x.com', 'b@x.com', 'c@x.com']);
+        assert.deepStrictEqual(await emails(at(2 * MIN)), ['b@x.com']);
+      });
+
+      it('deliveryHistory is append-only, oldest first, numbered per record and target, with run, kind and contact', async () => {
+        const r1 = await s.startRun('sync', false, T0);
+        const r2 = await s.startRun('backfill', false, at(DAY));
+        await s.commitDetection({
+          runId: r1,
+          added: [optOut('a@x.com')],
+          resubscribed: [],
+          targets: ['hs', 'sf'],
+          now: T0,
+        });
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'lock')], at(1), { runId: r1, random: () => 0 });
+        await record('sf', [outcome('a@x.com', 'applied', ['s1'])], at(2), { runId: r1 });
+        await record('hs', [outcome('a@x.com', 'applied', ['h1'])], at(HOUR), { runId: r1 });
+        await s.enqueueKnown({ runId: r2, targets: ['hs'], since: null, redeliver: true, now: at(DAY) });
+        await record('hs', [outcome('a@x.com', 'already-suppressed', ['h1'], 'already')], at(DAY + 1), { runId: r2 });
+        const h = await s.deliveryHistory(null);
+        assert.deepStrictEqual(
+          h.map((e) => [
+            e.at,
+            e.runId,
+            e.runKind,
+            e.target,
+            e.email,
+            e.contactId,
+            e.attempt,
+            e.origin,
+            e.outcome,
+            e.recordIds,
+            e.message,
+          ]),
+          [
+            [at(1), r1, 'sync', 'hs', 'a@x.com', 'c-a@x.com', 1, 'sync', 'failed-retryable', [], 'lock'],
+            [at(2), r1, 'sync', 'sf', 'a@x.com', 'c-a@x.com', 1, 'sync', 'applied', ['s1'], null],
+            [at(HOUR), r1, 'sync', 'hs', 'a@x.com', 'c-a@x.com', 2, 'sync', 'applied', ['h1'], null],
+            [
+              at(DAY + 1),
+              r2,
+              'backfill',
+              'hs',
+              'a@x.com',
+              'c-a@x.com',
+              3,
+              'redeliver',
+              'already-suppressed',
+              ['h1'],
+              'already',
+            ],
+          ],
+        );
+        assert.ok(
+          h.every((e, i) => i === 0 || e.id > h[i - 1]!.id),
+          'ids grow',
+        );
+        assert.deepStrictEqual(
+          (await s.deliveryHistory(at(HOUR))).map((e) => e.attempt),
+          [2, 3],
+        );
+        assert.deepStrictEqual(
+          (await s.deliveryHistory(null, r2)).map((e) => e.outcome),
+          ['already-suppressed'],
+        );
+      });
+
+      it('lagPoints: the first applied write of each opt-out a sync queued, the newest N, oldest first', async () => {
+        await detect(
+          [optOut('a@x.com', at(-HOUR)), optOut('b@x.com', at(-2 * HOUR)), optOut('c@x.com', at(-HOUR))],
+          ['hs', 'sf'],
+        );
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(MIN));
+        await record('sf', [outcome('a@x.com', 'applied', ['1'])], at(2 * MIN));
+        await record('hs', [outcome('b@x.com', 'applied', ['2'])], at(3 * MIN));
+        await record('hs', [outcome('c@x.com', 'not-found')], at(4 * MIN));
+        // a redelivery's write is not a sync's first write
+        await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: at(HOUR) });
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(2 * HOUR));
+        // a backfill-queued record's write is not a sync lag either
+        await detect([optOut('d@x.com', at(-HOUR))], []);
+        await s.enqueueKnown({ runId: 3, targets: ['hs'], since: null, redeliver: false, now: at(3 * HOUR) });
+        await record('hs', [outcome('d@x.com', 'applied', ['4'])], at(3 * HOUR));
+        assert.deepStrictEqual(await s.lagPoints(10), [
+          { target: 'hs', writtenAt: at(MIN), lagSeconds: 3660 },
+          { target: 'sf', writtenAt: at(2 * MIN), lagSeconds: 3720 },
+          { target: 'hs', writtenAt: at(3 * MIN), lagSeconds: 7380 },
+        ]);
+        assert.deepStrictEqual(
+          (await s.lagPoints(2)).map((p) => p.writtenAt),
+          [at(2 * MIN), at(3 * MIN)],
+        );
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------- run lock
+    describe('run lock', () => {
+      it('acquire: runLock() names the holder, its times and a lease of 90 s by default', async () => {
+        assert.strictEqual(await s.runLock(), null);
+        await s.acquireRunLock(owner('a', 0));
+        assert.deepStrictEqual(await s.runLock(), {
+          owner: 'a',
+          pid: 4242,
+          host: 'host-a',
+          command: 'sync',
+          acquiredAt: T0,
+          renewedAt: T0,
+          expiresAt: at(90_000),
+        });
+      });
+
+      it('another owner is refused (RunLocked naming the holder) while the lease is valid; the holder re-enters', async () => {
+        await s.acquireRunLock(owner('a', 0));
+        await s.acquireRunLock(owner('a', 10));
+        await rejects(
+          () => s.acquireRunLock(owner('b', 60_000)),
+          isError('RunLocked', RunLocked, /pid 4242 on host-a/),
+        );
+        assert.strictEqual((await s.runLock())!.owner, 'a');
+      });
+
+      it('renewals keep the lease; once not renewed for its lease it is taken over, with an event, and the old holder cannot renew', async () => {
+        await s.acquireRunLock(owner('a', 0));
+        for (let t = 30_000; t <= 300_000; t += 30_000) assert.strictEqual(await s.renewRunLock('a', at(t)), true);
+        assert.deepStrictEqual(
+          [(await s.runLock())!.renewedAt, (await s.runLock())!.expiresAt, (await s.runLock())!.acquiredAt],
+          [at(300_000), at(390_000), T0],
+        );
+        await rejects(() => s.acquireRunLock(owner('b', 390_000)), isError('RunLocked', RunLocked, /host-a/));
+        await s.acquireRunLock(owner('b', 390_001));
+        assert.strictEqual((await s.runLock())!.owner, 'b');
+        assert.strictEqual(await s.renewRunLock('a', at(390_002)), false);
+        const ev = await s.events(null, ['run-lock-taken-over']);
+        assert.strictEqual(ev.length, 1);
+        const d = JSON.parse(ev[0]!.detail!) as Record<string, unknown>;
+        assert.deepStrictEqual([d.owner, d.host, d.reason], ['a', 'host-a', 'lease expired']);
+        assert.strictEqual(ev[0]!.at, at(390_001));
+      });
+
+      it('the holder chooses its lease length, and renewRunLock its extension', async () => {
+        await s.acquireRunLock(owner('a', 0, 300));
+        assert.strictEqual((await s.runLock())!.expiresAt, at(300));
+        await rejects(() => s.acquireRunLock(owner('b', 200)), isError('RunLocked', RunLocked, /host-a/));
+        assert.strictEqual(await s.renewRunLock('a', at(250), 1000), true);
+        assert.strictEqual((await s.runLock())!.expiresAt, at(1250));
+        await rejects(() => s.acquireRunLock(owner('b', 1000)), isError('RunLocked', RunLocked, /host-a/));
+        await s.acquireRunLock(owner('b', 1251));
+        assert.strictEqual((await s.runLock())!.owner, 'b');
+      });
+
+      it('releaseRunLock: only by its owner, or by anyone with null (unlock); returns the lock removed', async () => {
+        assert.strictEqual(await s.releaseRunLock(null), null);
+        await s.acquireRunLock(owner('a', 0));
+        assert.strictEqual(await s.releaseRunLock('someone-else'), null);
+        assert.strictEqual((await s.runLock())!.owner, 'a');
+        const held = await s.releaseRunLock(null);
+        assert.deepStrictEqual(held && [held.owner, held.pid, held.host, held.command, held.acquiredAt], [
+          'a',
+          4242,
+          'host-a',
+          'sync',
+          T0,
+        ]);
+        assert.strictEqual(await s.runLock(), null);
+        await s.acquireRunLock(owner('b', 1));
+        const mine = await s.releaseRunLock('b');
+        assert.strictEqual(mine?.owner, 'b');
+        await s.acquireRunLock(owner('c', 2));
+        assert.strictEqual((await s.runLock())!.owner, 'c', 'free again at once');
+      });
+
+      it('a holder whose lock was removed (unlock) commits nothing more: LeaseLost', async () => {
+        await s.acquireRunLock(owner('a', 0));
+        await s.setCheckpoint('k', 'before', T0);
+        await s.releaseRunLock(null);
+        await rejects(() => s.setCheckpoint('k', 'after', T0), isError('LeaseLost', LeaseLost, /removed/));
+        await rejects(() => detect([optOut('a@x.com')]), isError('LeaseLost', LeaseLost, /removed/));
+        assert.strictEqual(await s.getCheckpoint('k'), 'before');
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+      });
+
+      it('a holder that released its own lock writes again without a lease', async () => {
+        await s.acquireRunLock(owner('a', 0));
+        await s.releaseRunLock('a');
+        await s.setCheckpoint('k', 'v', T0);
+        assert.strictEqual(await s.getCheckpoint('k'), 'v');
+      });
+
+      it('a store whose lease was taken over refuses every further write (LeaseLost naming the new holder); nothing of it lands', async function () {
+        const other = await reopen(this);
+        await s.acquireRunLock(owner('first', 0));
+        const run = await s.startRun('sync', false, T0, { owner: 'first', pid: 4242, host: 'host-first' });
+        await detect([optOut('a@x.com')], ['hs']);
+        await other.acquireRunLock(owner('second', 100_000));
+        const lost = isError('LeaseLost', LeaseLost, /taken over by cc-optout sync \(pid 4242 on host-second/);
+        await rejects(() => detect([optOut('b@x.com')], ['hs'], { checkpoints: { k: 'v' } }), lost);
+        await rejects(() => record('hs', [outcome('a@x.com', 'applied', ['1'])]), /taken over/);
+        await rejects(() => s.setCheckpoint('k', 'v', T0), /taken over/);
+        await rejects(() => s.finishRun(run, 0, {}, at(1)), /taken over/);
+        await rejects(
+          () => s.enqueueKnown({ runId: run, targets: ['sf'], since: null, redeliver: false, now: T0 }),
+          /taken over/,
+        );
+        await rejects(() => s.deferQueued('hs', at(DAY)), /taken over/);
+        await rejects(() => s.requeueParked(null, T0), /taken over/);
+        await rejects(() => s.openBackfill(null, ['hs'], T0), /taken over/);
+        assert.deepStrictEqual([...(await other.activeOptOutEmails())], ['a@x.com']);
+        assert.strictEqual(await other.getCheckpoint('k'), null);
+        const [st] = await other.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual([st!.queued, st!.due, st!.done], [1, 1, {}], 'the row stays queued for the new holder');
+        assert.strictEqual((await other.targetStatus(['sf'], new Date(T0)))[0]!.queued, 0);
+        assert.deepStrictEqual(await other.deliveryHistory(null), []);
+        // a run that lost its lease still says how it ended (failRun needs no lease)
+        await s.failRun(run, 1, 'lease lost', at(2));
+        assert.deepStrictEqual(
+          [(await other.getRun(run))!.status, (await other.getRun(run))!.error],
+          ['failed', 'lease lost'],
+        );
+        assert.strictEqual((await other.runLock())!.owner, 'second');
+      });
+
+      it('RunLocked holds across two handles on the same state', async function () {
+        const other = await reopen(this);
+        await s.acquireRunLock(owner('a', 0));
+        await rejects(() => other.acquireRunLock(owner('b', 1000)), isError('RunLocked', RunLocked, /host-a/));
+        assert.strictEqual((await other.runLock())!.owner, 'a');
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------- backfill jobs
+    describe('backfill jobs', () => {
+      it('an unfinished job with the same since and targets (in any order) is resumed; a finished one is not', async () => {
+        const job = await s.openBackfill('2026-01-01T00:00:00.000Z', ['sf', 'hs'], at(1));
+        assert.deepStrictEqual(
+          { ...job, id: 0 },
+          {
+            id: 0,
+            since: '2026-01-01T00:00:00.000Z',
+            targets: ['hs', 'sf'],
+            startedAt: at(1),
+            scanCompletedAt: null,
+            finishedAt: null,
+          },
+        );
+        await s.markBackfillScanned(job.id, at(2));
+        const again = await s.openBackfill('2026-01-01T00:00:00.000Z', ['hs', 'sf'], at(3));
+        assert.deepStrictEqual(
+          [again.id, again.startedAt, again.scanCompletedAt, again.finishedAt],
+          [job.id, at(1), at(2), null],
+        );
+        await s.finishBackfill(job.id, at(4));
+        const next = await s.openBackfill('2026-01-01T00:00:00.000Z', ['hs', 'sf'], at(5));
+        assert.notStrictEqual(next.id, job.id);
+        assert.deepStrictEqual([next.startedAt, next.scanCompletedAt], [at(5), null]);
+      });
+
+      it('a job for other targets or another since is another job', async () => {
+        const a = await s.openBackfill(null, ['hs'], at(1));
+        const b = await s.openBackfill('2026-01-01T00:00:00.000Z', ['hs'], at(2));
+        const c = await s.openBackfill(null, ['hs', 'sf'], at(3));
+        const d = await s.openBackfill(null, ['hs'], at(4));
+        assert.strictEqual(new Set([a.id, b.id, c.id]).size, 3);
+        assert.strictEqual(d.id, a.id);
+        assert.deepStrictEqual([b.since, c.targets, a.since], ['2026-01-01T00:00:00.000Z', ['hs', 'sf'], null]);
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------ registry
+    describe('account registry (StoreBackend)', () => {
+      function backendOf(ctx: Mocha.Context): StoreBackend {
+        if (!subject.backend) ctx.skip();
+        return subject.backend!;
+      }
+
+      it('putAccount returns the record (priority 1 by default); getAccount reads it back; an unknown id is null', async function () {
+        const b = backendOf(this);
+        const config = {
+          source: { type: 'constant-contact', clientId: '${CC_ID}', refreshToken: '${CC_REFRESH}' },
+          targets: [
+            { name: 'hubspot', connector: 'hubspot', config: { auth: { type: 'service-key', serviceKey: '${HS}' } } },
+          ],
+          delivery: { batchSize: 50 },
+        };
+        const rec = await b.putAccount({ id: 'acme', config }, at(1));
+        assert.deepStrictEqual(rec, { id: 'acme', config, priority: 1, createdAt: at(1), updatedAt: at(1) });
+        assert.deepStrictEqual(await b.getAccount('acme'), rec);
+        assert.strictEqual(await b.getAccount('nobody'), null);
+      });
+
+      it('putAccount with the same id replaces config and priority, keeps createdAt', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'acme', config: { v: 1 }, priority: 2 }, at(1));
+        const rec = await b.putAccount({ id: 'acme', config: { v: 2 }, priority: 0 }, at(2));
+        assert.deepStrictEqual(rec, { id: 'acme', config: { v: 2 }, priority: 0, createdAt: at(1), updatedAt: at(2) });
+        assert.deepStrictEqual(await b.getAccount('acme'), rec);
+        assert.deepStrictEqual(
+          (await b.listAccounts()).filter((a) => a.id !== DEFAULT_ACCOUNT).map((a) => a.id),
+          ['acme'],
+        );
+      });
+
+      it('listAccounts lists every added account with its record', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'zeta', config: { z: true }, priority: 3 }, at(1));
+        await b.putAccount({ id: 'alpha', config: { a: true } }, at(2));
+        await b.putAccount({ id: 'mid-1', config: {} }, at(3));
+        const listed = (await b.listAccounts()).filter((a) => a.id !== DEFAULT_ACCOUNT);
+        assert.deepStrictEqual(listed.map((a) => [a.id, a.priority, a.config]).sort(), [
+          ['alpha', 1, { a: true }],
+          ['mid-1', 1, {}],
+          ['zeta', 3, { z: true }],
+        ]);
+      });
+
+      it('an id that is not an account id is refused, and nothing is added', async function () {
+        const b = backendOf(this);
+        for (const id of ['Upper', 'has space', '../escape', '', '-lead', 'x'.repeat(65)])
+          await rejects(
+            () => b.putAccount({ id, config: {} }, T0),
+            () => true,
+            `id ${JSON.stringify(id)}`,
+          );
+        assert.deepStrictEqual(
+          (await b.listAccounts()).filter((a) => a.id !== DEFAULT_ACCOUNT),
+          [],
+        );
+      });
+
+      it('account(id) of an id not in the registry is refused', async function () {
+        const b = backendOf(this);
+        await rejects(() => b.account('not-registered'), /not-registered/);
+      });
+
+      it('removeAccount removes the record (true once, then false); its state can no longer be opened', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'gone', config: {} }, T0);
+        assert.strictEqual(await b.removeAccount('gone'), true);
+        assert.strictEqual(await b.getAccount('gone'), null);
+        assert.strictEqual(await b.removeAccount('gone'), false);
+        assert.strictEqual(await b.removeAccount('never'), false);
+        await rejects(() => b.account('gone'), /gone/);
+      });
+
+      it("two accounts' states are fully isolated: same emails, separate opt-outs, outboxes, checkpoints, kv, runs and locks", async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'one', config: {} }, T0);
+        await b.putAccount({ id: 'two', config: {} }, T0);
+        const one = await b.account('one');
+        const two = await b.account('two');
+        extra.push(one, two);
+        await detect([optOut('a@x.com'), optOut('b@x.com')], ['hs'], { checkpoints: { w: 'one' } }, one);
+        await detect([optOut('a@x.com', '2026-04-01T00:00:00.000Z')], ['hs', 'sf'], { checkpoints: { w: 'two' } }, two);
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(MIN), {}, one);
+        await record('hs', [outcome('a@x.com', 'failed-permanent', [], 'no')], at(MIN), {}, two);
+        await ((await one.kv('source:cc')) as KvWithFlush).set('refresh_token', 'r-one');
+        await ((await two.kv('source:cc')) as KvWithFlush).set('refresh_token', 'r-two');
+        const r1 = await one.startRun('sync', false, T0);
+        await one.finishRun(r1, 0, {}, at(1));
+        await one.acquireRunLock(owner('w1', 0));
+        await two.acquireRunLock(owner('w2', 0)); // a lock per account: no RunLocked
+
+        assert.deepStrictEqual(await one.countOptOuts(), { active: 2, left: 0 });
+        assert.deepStrictEqual(await two.countOptOuts(), { active: 1, left: 0 });
+        assert.strictEqual(
+          (await two.knownOptOuts(['a@x.com'])).get('a@x.com')!.optedOutAt,
+          '2026-04-01T00:00:00.000Z',
+        );
+        const [oneHs] = await one.targetStatus(['hs'], new Date(at(MIN)));
+        const [twoHs, twoSf] = await two.targetStatus(['hs', 'sf'], new Date(at(MIN)));
+        assert.deepStrictEqual([oneHs!.queued, oneHs!.done, oneHs!.parked], [1, { applied: 1 }, 0]);
+        assert.deepStrictEqual([twoHs!.queued, twoHs!.done, twoHs!.parked, twoSf!.queued], [0, {}, 1, 1]);
+        assert.deepStrictEqual([await one.getCheckpoint('w'), await two.getCheckpoint('w')], ['one', 'two']);
+        assert.deepStrictEqual(
+          [
+            await ((await one.kv('source:cc')) as KvWithFlush).get('refresh_token'),
+            await ((await two.kv('source:cc')) as KvWithFlush).get('refresh_token'),
+          ],
+          ['r-one', 'r-two'],
+        );
+        assert.strictEqual((await one.recentRuns(10)).length, 1);
+        assert.deepStrictEqual(await two.recentRuns(10), []);
+        assert.deepStrictEqual([(await one.runLock())!.owner, (await two.runLock())!.owner], ['w1', 'w2']);
+        assert.strictEqual((await one.deliveryHistory(null)).length, 1);
+        assert.deepStrictEqual((await two.audit(null)).map((r) => [r.target, r.outcome]).sort(), [
+          ['hs', 'failed-permanent'],
+          ['sf', 'queued'],
+        ]);
+        // the default account sees none of it
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+        assert.strictEqual(await s.getCheckpoint('w'), null);
+        assert.strictEqual(await s.runLock(), null);
+      });
+
+      it("removeAccount deletes the account's state: added again, it starts empty; other accounts keep theirs", async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'temp', config: {} }, T0);
+        await b.putAccount({ id: 'keep', config: {} }, T0);
+        const temp = await b.account('temp');
+        const keep = await b.account('keep');
+        extra.push(keep);
+        for (const st of [temp, keep]) {
+          await detect([optOut('a@x.com')], ['hs'], { checkpoints: { w: 'x' } }, st);
+          const kv = (await st.kv('source:cc')) as KvWithFlush;
+          await kv.set('refresh_token', 'r');
+          await kv.flush?.();
+          await st.quarantine(null, 'cc', { reason: 'bad', raw: {}, recordId: 'q' }, T0);
+          await st.addEvent(null, 'note', null, null, T0);
+        }
+        await temp.close();
+        assert.strictEqual(await b.removeAccount('temp'), true);
+        await b.putAccount({ id: 'temp', config: {} }, at(1));
+        const fresh = await b.account('temp');
+        extra.push(fresh);
+        assert.deepStrictEqual(await fresh.countOptOuts(), { active: 0, left: 0 });
+        assert.strictEqual(await fresh.getCheckpoint('w'), null);
+        assert.strictEqual(await ((await fresh.kv('source:cc')) as KvWithFlush).get('refresh_token'), null);
+        assert.strictEqual((await fresh.targetStatus(['hs'], new Date(T0)))[0]!.queued, 0);
+        assert.strictEqual(await fresh.countQuarantined(), 0);
+        assert.deepStrictEqual(await fresh.events(null), []);
+        assert.strictEqual((await b.getAccount('temp'))!.createdAt, at(1));
+        assert.deepStrictEqual(await keep.countOptOuts(), { active: 1, left: 0 });
+        assert.strictEqual(await keep.getCheckpoint('w'), 'x');
+        assert.strictEqual(await keep.countQuarantined(), 1);
+      });
+
+      it('the default account needs no registry entry and is a store like any other', async function () {
+        const b = backendOf(this);
+        const d = await b.account(DEFAULT_ACCOUNT);
+        extra.push(d);
+        await d.setCheckpoint('k', 'v', T0);
+        assert.strictEqual(await d.getCheckpoint('k'), 'v');
+        assert.strictEqual(await s.getCheckpoint('k'), 'v', 'the subject store is the default account');
+      });
+    });
+  });
+}
