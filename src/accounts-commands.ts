@@ -7,11 +7,15 @@ import * as os from 'os';
 import * as path from 'path';
 import { Command } from 'commander';
 import type { CommandHelpers, GlobalOpts } from './cli-output';
-import { EXIT } from './cli-output';
+import { EXIT, ExitError } from './cli-output';
 import { ConfigError, loadConfig } from './config';
 import { createRegistry } from './registry';
+import * as fs from 'fs';
 import { pidAlive } from './store/sqlite';
 import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from './store/backend';
+import { openBackend, storeSpecFor } from './store/open';
+import { isPostgresUrl } from './store/pg/url';
+import { UnknownAccount } from './store/sqlite-backend';
 import {
   DEFAULT_PRIORITY,
   PRIORITY_MAX,
@@ -27,8 +31,52 @@ import {
 } from './accounts';
 import { intOption } from './commands';
 
-/** Opens the store the global options name (the config's `store`, or `--store`). */
-export type BackendOpener = (g: GlobalOpts) => Promise<StoreBackend>;
+/**
+ * Opens the store the global options name (`--store`, else the config's `store.url` / `store.path`). `mustExist`:
+ * a SQLite file is never created (commands that only read or change what is there).
+ */
+export type BackendOpener = (g: GlobalOpts, mustExist: boolean) => Promise<StoreBackend>;
+
+/** The store spec of the global options (the config file is decoded without its secrets). */
+export function storeSpecOf(g: GlobalOpts): string {
+  return storeSpecFor(loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }), g.store);
+}
+
+export const openBackendFor: BackendOpener = (g, mustExist) => openBackend(storeSpecOf(g), { mustExist });
+
+/** A SQLite store that does not exist yet (nothing has run, nothing was added). */
+function noStoreYet(spec: string): boolean {
+  return !isPostgresUrl(spec) && spec !== ':memory:' && !fs.existsSync(spec);
+}
+
+/**
+ * `--account <id>` for the commands that open one account (check, sync, backfill, status, audit, runs, ...):
+ * an invalid id, or one the store does not have, exits 2 naming it and listing the accounts the store has.
+ */
+export async function withAccount<T>(
+  g: GlobalOpts,
+  open: (account: string) => Promise<T>,
+  openStore: BackendOpener = openBackendFor,
+): Promise<T> {
+  const account = g.account ?? DEFAULT_ACCOUNT;
+  const problem = accountIdProblem(account);
+  if (problem) throw new ExitError(EXIT.config, `--account ${account}: ${problem}`);
+  try {
+    return await open(account);
+  } catch (err) {
+    if (!(err instanceof UnknownAccount) || account === DEFAULT_ACCOUNT) throw err;
+    let known: AccountRecord[] = [];
+    if (!noStoreYet(storeSpecOf(g))) {
+      const backend = await openStore(g, true);
+      try {
+        known = await backend.listAccounts();
+      } finally {
+        await backend.close();
+      }
+    }
+    throw new ExitError(EXIT.config, unknownAccountMessage(account, known));
+  }
+}
 
 /** What `accounts list` shows of one account. */
 export interface AccountListing {
@@ -58,8 +106,13 @@ function unsetReferences(doc: unknown, env: NodeJS.ProcessEnv): string[] {
   return [...names];
 }
 
-async function withBackend<T>(open: BackendOpener, g: GlobalOpts, fn: (b: StoreBackend) => Promise<T>): Promise<T> {
-  const backend = await open(g);
+async function withBackend<T>(
+  open: BackendOpener,
+  g: GlobalOpts,
+  mustExist: boolean,
+  fn: (b: StoreBackend) => Promise<T>,
+): Promise<T> {
+  const backend = await open(g, mustExist);
   try {
     return await fn(backend);
   } finally {
@@ -73,14 +126,29 @@ function checkId(cmd: string, id: string, h: CommandHelpers): void {
   if (p) throw new h.ExitError(EXIT.config, `accounts ${cmd} ${id}: id: ${p}`);
 }
 
-/** The account's newest run, or null (the account's store is opened read-only for it). */
+/** The account's newest run, or null (the backend owns the account's store: it is not closed here). */
 async function lastRunOf(backend: StoreBackend, id: string): Promise<AccountListing['lastRun']> {
   const store = await backend.account(id);
+  const [r] = await store.recentRuns(1);
+  return r ? { id: r.id, kind: r.kind, startedAt: r.startedAt, finishedAt: r.finishedAt, status: r.status } : null;
+}
+
+const DEFAULT_LISTING: AccountListing = {
+  id: DEFAULT_ACCOUNT,
+  from: 'config file',
+  priority: DEFAULT_PRIORITY,
+  targets: [],
+  createdAt: null,
+  updatedAt: null,
+  lastRun: null,
+};
+
+/** The config file's target names (none when it does not decode). */
+function defaultTargets(g: GlobalOpts): string[] {
   try {
-    const [r] = await store.recentRuns(1);
-    return r ? { id: r.id, kind: r.kind, startedAt: r.startedAt, finishedAt: r.finishedAt, status: r.status } : null;
-  } finally {
-    await store.close();
+    return loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }).targets.map((t) => t.name);
+  } catch {
+    return [];
   }
 }
 
@@ -90,19 +158,10 @@ export async function listAccounts(backend: StoreBackend, g: GlobalOpts, withRun
   const out: AccountListing[] = [];
   const registered = new Map(records.map((r) => [r.id, r]));
   const def = registered.get(DEFAULT_ACCOUNT);
-  let defaultTargets: string[] = [];
-  try {
-    defaultTargets = loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }).targets.map(
-      (t) => t.name,
-    );
-  } catch {
-    defaultTargets = []; // no (valid) config file: default has no targets to show
-  }
   out.push({
-    id: DEFAULT_ACCOUNT,
-    from: 'config file',
+    ...DEFAULT_LISTING,
     priority: def?.priority ?? DEFAULT_PRIORITY,
-    targets: defaultTargets,
+    targets: defaultTargets(g),
     createdAt: def?.createdAt ?? null,
     updatedAt: def?.updatedAt ?? null,
     lastRun: withRuns ? await lastRunOf(backend, DEFAULT_ACCOUNT).catch(() => null) : null,
@@ -133,7 +192,7 @@ export function registerAccountCommands(
   program: Command,
   g: () => GlobalOpts,
   h: CommandHelpers,
-  open: BackendOpener,
+  open: BackendOpener = openBackendFor,
 ): void {
   const accounts = program
     .command('accounts')
@@ -178,7 +237,7 @@ export function registerAccountCommands(
         throw err;
       }
       const literal = literalSecretFields(doc);
-      await withBackend(open, g(), async (backend) => {
+      await withBackend(open, g(), false, async (backend) => {
         const existing = await backend.getAccount(id);
         if (existing && !o.replace)
           throw new h.ExitError(
@@ -221,9 +280,13 @@ export function registerAccountCommands(
   accounts
     .command('list')
     .description('every account: id, priority, targets, created, last run')
-    .action(async () =>
-      withBackend(open, g(), async (backend) => {
-        const rows = await listAccounts(backend, g());
+    .action(async () => {
+      const spec = storeSpecOf(g());
+      // nothing added, nothing run: only the config file's account, and no store is created to say so
+      const rows = noStoreYet(spec)
+        ? [{ ...DEFAULT_LISTING, targets: defaultTargets(g()) }]
+        : await withBackend(open, g(), true, (backend) => listAccounts(backend, g()));
+      {
         if (g().json) {
           h.out(JSON.stringify(rows, null, 2));
           return;
@@ -234,8 +297,8 @@ export function registerAccountCommands(
               `${r.from === 'config file' ? `from ${g().config}` : `added ${r.createdAt}`}\t` +
               `last run ${r.lastRun ? `${r.lastRun.kind} ${r.lastRun.startedAt} ${r.lastRun.status}` : 'never'}`,
           );
-      }),
-    );
+      }
+    });
 
   accounts
     .command('remove <id>')
@@ -249,11 +312,11 @@ export function registerAccountCommands(
           EXIT.config,
           `${at}: "default" is the config file's account (${g().config}) and is never removed by this command; its state is the config's store`,
         );
-      await withBackend(open, g(), async (backend) => {
+      await withBackend(open, g(), true, async (backend) => {
         const rec = await registered(backend, 'remove', id, h);
         const store = await backend.account(id);
         let what: string;
-        try {
+        {
           const lock = await store.runLock();
           if (lock && lock.host === os.hostname() && pidAlive(lock.pid))
             throw new h.ExitError(
@@ -267,8 +330,6 @@ export function registerAccountCommands(
             `the account ${id} (targets ${targets.join(', ') || 'none'}) and its state in ${backend.location}: ` +
             `${n.active + n.left} known opt-outs, the outbox and audit of ${targets.length} target(s), ` +
             `the run history (${runs[0] ? `last run #${runs[0].id}` : 'no runs'}), its Constant Contact tokens and checkpoints`;
-        } finally {
-          await store.close();
         }
         if (!o.yes) throw new h.ExitError(EXIT.config, `${at}: would delete ${what}; pass --yes to delete them`);
         const removed = await backend.removeAccount(id);
@@ -290,7 +351,7 @@ export function registerAccountCommands(
     )
     .action(async (id: string, o: { priority: number }) => {
       checkId('set', id, h);
-      await withBackend(open, g(), async (backend) => {
+      await withBackend(open, g(), true, async (backend) => {
         if (id === DEFAULT_ACCOUNT && !(await backend.getAccount(id)))
           throw new h.ExitError(
             EXIT.config,

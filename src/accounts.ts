@@ -11,7 +11,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { isSecretKey } from './codec';
+import { isLeft } from 'fp-ts/Either';
+import { formatErrors, isSecretKey } from './codec';
+import { registerSecret } from './log';
 import {
   Config,
   ConfigError,
@@ -20,6 +22,10 @@ import {
   isCommentKey,
   parseJsonText,
   FORBIDDEN_KEYS,
+  ConstantContactConfig,
+  ResolvedSource,
+  resolveEnv,
+  resolveSource,
 } from './config';
 import { PluginError, Registry } from './registry';
 import { ACCOUNT_ID, AccountRecord, DEFAULT_ACCOUNT } from './store/backend';
@@ -134,7 +140,7 @@ export function decodeAccount(
   o: DecodeOptions & { configFile?: string | null; storePath?: string } = {},
 ): Config {
   const shape = accountDocumentProblems(doc);
-  if (shape.length) throw new ConfigError(shape);
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(shape);
   const d = doc as Record<string, unknown>;
   const raw: Record<string, unknown> = {};
   for (const k of ['source', 'targets', 'delivery'])
@@ -144,9 +150,11 @@ export function decodeAccount(
   try {
     config = decodeConfig(raw, env, registry, o.configFile ?? null, { requireEnv: o.requireEnv });
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(err.problems);
+    // every problem at once: the document's shape, then what the decoder found
+    if (err instanceof ConfigError) throw new ConfigError([...shape, ...err.problems]);
     throw err;
   }
+  if (shape.length) throw new ConfigError(shape);
   return { ...config, ...(o.storePath ? { storePath: o.storePath } : {}) };
 }
 
@@ -166,4 +174,28 @@ export function prefixed(prefix: string, problems: readonly string[]): string {
 export function unknownAccountMessage(id: string, known: readonly AccountRecord[], flag = '--account'): string {
   const ids = [DEFAULT_ACCOUNT, ...known.map((a) => a.id).filter((x) => x !== DEFAULT_ACCOUNT)];
   return `${flag} ${id}: no such account; known accounts: ${ids.join(', ')} (\`cc-optout accounts list\`; add one with \`cc-optout accounts add ${id} --from FILE\`)`;
+}
+
+/**
+ * Only the Constant Contact `source` of an added account (`auth constant-contact --account <id>` needs no CRM
+ * credential), its `${ENV}` references resolved. Throws ConfigError naming the account and the field.
+ */
+export function accountSource(id: string, rec: AccountRecord | null, env: NodeJS.ProcessEnv): ResolvedSource {
+  const source = (rec?.config as { source?: unknown } | null)?.source;
+  const where = `account ${id}`;
+  const walk = (v: unknown, key: string): void => {
+    if (typeof v === 'string') {
+      if (isSecretKey(key) && !BARE_REF.test(v)) registerSecret(v);
+    } else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, k);
+  };
+  walk(source, '');
+  const problems: string[] = [];
+  const resolved = resolveEnv(source, env, problems, 'source');
+  const r = ConstantContactConfig.decode(resolved);
+  if (isLeft(r)) {
+    const missing = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
+    problems.push(...formatErrors(r.left, 'source').filter((l) => !missing.has(l.slice(0, l.indexOf(':')))));
+  }
+  if (problems.length > 0 || isLeft(r)) throw new ConfigError(problems, where);
+  return resolveSource(r.right);
 }

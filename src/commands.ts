@@ -22,6 +22,7 @@ interface GlobalOpts {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   progress: boolean;
   store?: string;
+  account?: string;
 }
 
 /** A whole-number option in [min, max]; anything else is a usage error (exit 2) naming the option. */
@@ -53,10 +54,18 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
       const spec = storeSpecFor(cfg, g().store);
       const storePath = describeStore(spec);
       const backend = await openBackend(spec);
-      const store = await backend.account(DEFAULT_ACCOUNT).catch(async (err: unknown) => {
+      // `--account`: an added account's own source (from the registry), tokens stored in that account's state
+      const { withAccount } = await import('./accounts-commands');
+      const { accountSource } = await import('./accounts');
+      const { store, accountSourceConfig } = await withAccount(g(), async (id) => ({
+        store: await backend.account(id),
+        accountSourceConfig:
+          id === DEFAULT_ACCOUNT ? null : accountSource(id, await backend.getAccount(id), process.env),
+      })).catch(async (err: unknown) => {
         await backend.close();
         throw err;
       });
+      if (accountSourceConfig) cfg.source = accountSourceConfig;
       const owner = `auth-${process.pid}`;
       const logger = createLogger({ format: g().logFormat, level: g().logLevel });
       let lease: Lease | null = null;
