@@ -342,6 +342,35 @@ describe('e2e: three `cc-optout run --workers 2` on one PostgreSQL (fleet mode)'
       }
     }
     assert.ok(claims > 14, `leases went round (${claims} claims)`);
+
+    // what `status` shows per account: last and next poll, calls spent today, share of the budget
+    const { fleetStatus } = await import('../../src/fleet/status');
+    const { createPgLeases, createPgBudget } = await import('../../src/fleet/postgres');
+    const statusBackend = await openBackend(url);
+    try {
+      const pool = (statusBackend as unknown as { pool: import('pg').Pool }).pool;
+      const st = await fleetStatus({
+        backend: statusBackend,
+        leases: createPgLeases(pool),
+        budget: createPgBudget(pool),
+        app: APP_ID,
+      });
+      assert.deepEqual(st.accounts.map((x) => x.id).sort(), ['default', ...ACCOUNTS].sort());
+      for (const x of st.accounts) {
+        assert.ok(x.lastPollAt && x.nextPollAt, `${x.id}: polled and scheduled`);
+        assert.ok(x.callsToday >= 2, `${x.id}: ${x.callsToday} calls today`);
+        assert.ok(x.share > 0 && x.share < 1, `${x.id}: share ${x.share}`);
+      }
+      const shares = st.accounts.reduce((a, x) => a + x.share, 0);
+      assert.ok(Math.abs(shares - 1) < 1e-9, `shares sum to 1 (${shares})`);
+      const calls = st.accounts.reduce((a, x) => a + x.callsToday, 0);
+      assert.ok(
+        st.budget && st.budget.used >= calls,
+        `the shared ledger counted every call (${st.budget?.used} >= ${calls})`,
+      );
+    } finally {
+      await statusBackend.close();
+    }
     const totalMs = Date.now() - t0;
     // the numbers, for the report
     console.log(
