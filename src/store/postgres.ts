@@ -910,6 +910,8 @@ export class PgStateStore implements StateStore, AsyncStateStore {
          VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8)`,
         [this.account, id, kind, dryRun, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null],
       );
+      // under an external lease other lanes' runs may be live: only the run lock's holder may conclude they ended
+      if (who?.exclusive === false) return id;
       // the caller holds the run lock: no other run can still be going, whatever its row says. Under fleet leases
       // (a guard) the account's lanes run side by side: only runs whose owner holds no live lease are gone
       const live = this.guard ? [...(await this.fleetOwners(q, now))] : [];
