@@ -30,6 +30,11 @@ import {
   usePluginsOf,
 } from './accounts';
 import { intOption } from './commands';
+import { AccountFleetStatus, fleetStatus } from './fleet/status';
+import { accountLeaseKey, BudgetState } from './fleet/types';
+import { callsOn, readPollRecord, utcDay } from './fleet/worker';
+import { FleetTables, fleetTablesOf } from './service/fleet-cli';
+import type { StateStore } from './store/types';
 
 /**
  * Opens the store the global options name (`--store`, else the config's `store.url` / `store.path`). `mustExist`:
@@ -89,6 +94,8 @@ export interface AccountListing {
   updatedAt: string | null;
   /** The newest run of the account (any kind), from its run history. */
   lastRun: { id: number; kind: string; startedAt: string; finishedAt: string | null; status: string } | null;
+  /** Once a fleet worker ran on this store: the last and next poll, the calls today and the share of the budget. */
+  fleet?: Pick<AccountFleetStatus, 'lastPollAt' | 'nextPollAt' | 'callsToday' | 'share'> | null;
 }
 
 /** `${NAME}` references in `doc` whose variable is not set in `env` (needed when the account runs). */
@@ -177,6 +184,21 @@ export async function listAccounts(backend: StoreBackend, g: GlobalOpts, withRun
       updatedAt: r.updatedAt,
       lastRun: withRuns ? await lastRunOf(backend, r.id) : null,
     });
+  }
+  const tables = withRuns ? await existingFleetTables(backend) : null;
+  if (tables) {
+    const fleet = await fleetStatus({
+      backend,
+      leases: tables.leases,
+      openStore: (id) => backend.account(id),
+      closeAfterRead: false,
+    });
+    for (const row of out) {
+      const f = fleet.accounts.find((a) => a.id === row.id);
+      row.fleet = f?.nextPollAt
+        ? { lastPollAt: f.lastPollAt, nextPollAt: f.nextPollAt, callsToday: f.callsToday, share: f.share }
+        : null;
+    }
   }
   return out;
 }
@@ -295,7 +317,10 @@ export function registerAccountCommands(
           h.out(
             `${r.id}\tpriority ${r.priority}${r.priority === 0 ? ' (paused)' : ''}\ttargets ${r.targets.join(', ') || 'none'}\t` +
               `${r.from === 'config file' ? `from ${g().config}` : `added ${r.createdAt}`}\t` +
-              `last run ${r.lastRun ? `${r.lastRun.kind} ${r.lastRun.startedAt} ${r.lastRun.status}` : 'never'}`,
+              `last run ${r.lastRun ? `${r.lastRun.kind} ${r.lastRun.startedAt} ${r.lastRun.status}` : 'never'}` +
+              (r.fleet
+                ? `\tlast poll ${r.fleet.lastPollAt ?? 'never'}, next poll ${r.fleet.nextPollAt}, share of the budget ${pct(r.fleet.share)}, calls today ${r.fleet.callsToday}`
+                : ''),
           );
       }
     });
@@ -333,6 +358,8 @@ export function registerAccountCommands(
         }
         if (!o.yes) throw new h.ExitError(EXIT.config, `${at}: would delete ${what}; pass --yes to delete them`);
         const removed = await backend.removeAccount(id);
+        // its fleet lease rows go too (a worker holding one loses it: its writes are refused)
+        await (await existingFleetTables(backend))?.leases.forget(id);
         if (g().json) h.out(JSON.stringify({ removed: removed ? id : null, store: backend.location }));
         else h.out(removed ? `removed ${what}` : `${at}: already gone`);
       });
@@ -358,13 +385,86 @@ export function registerAccountCommands(
             `accounts set ${id}: "default" is the config file's account; its priority is not stored in this store`,
           );
         const rec = await registered(backend, 'set', id, h);
-        const next = await backend.putAccount(
-          { id, config: rec.config, priority: o.priority },
-          new Date().toISOString(),
-        );
+        const now = new Date().toISOString();
+        const next = await backend.putAccount({ id, config: rec.config, priority: o.priority }, now);
+        // the fleet schedules by the lease row's priority too: changed at once, not at the next claim
+        await (await existingFleetTables(backend))?.leases.ensure(accountLeaseKey(id), id, null, now, next.priority);
         if (g().json) h.out(JSON.stringify({ id, priority: next.priority }));
         else
           h.out(`account ${id}: priority ${rec.priority} -> ${next.priority}${next.priority === 0 ? ' (paused)' : ''}`);
       });
     });
+}
+
+/** What `status` shows of the account itself: its fleet poll schedule and budget share, or its last run. */
+export interface AccountStatus {
+  id: string;
+  /** The fleet's view (null: no fleet worker has run on this store yet). */
+  fleet: Omit<AccountFleetStatus, 'id'> | null;
+  /** The Constant Contact application's shared budget today (fleet mode only). */
+  budget: BudgetState | null;
+  /** When its newest run started (any mode). */
+  lastRunAt: string | null;
+}
+
+/**
+ * The fleet's tables when a fleet has run on this store, else null. Nothing is created for a store no fleet
+ * worker has used (`status` only reads): on SQLite the lease table must already exist.
+ */
+export async function existingFleetTables(backend: StoreBackend): Promise<FleetTables | null> {
+  if (backend.kind === 'sqlite') {
+    const main = (await backend.account(DEFAULT_ACCOUNT)) as unknown as { db?: import('better-sqlite3').Database };
+    const has = main.db?.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cc_leases'`).get();
+    if (!has) return null;
+  }
+  return fleetTablesOf(backend);
+}
+
+export async function accountStatus(ctx: {
+  backend: StoreBackend;
+  account: string;
+  store: StateStore;
+  config: { source: { clientId: string } };
+}): Promise<AccountStatus> {
+  const [last] = await ctx.store.recentRuns(1);
+  const base: AccountStatus = { id: ctx.account, fleet: null, budget: null, lastRunAt: last?.startedAt ?? null };
+  const tables = await existingFleetTables(ctx.backend);
+  if (!tables) return base;
+  const now = new Date();
+  // the other accounts' stores are not opened: only this account's poll record is read (its calls today)
+  const fs_ = await fleetStatus({ backend: ctx.backend, leases: tables.leases, openStore: null, now });
+  const mine = fs_.accounts.find((a) => a.id === ctx.account);
+  if (!mine || mine.nextPollAt === null) return base;
+  const rec = await readPollRecord(ctx.store);
+  const { id: _id, ...rest } = mine;
+  return {
+    ...base,
+    fleet: { ...rest, callsToday: callsOn(rec, utcDay(now)), lastError: rec?.lastError ?? null },
+    budget: await tables.budget.state(ctx.config.source.clientId, now),
+  };
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+
+/** The lines `status` prints for the account (none for a single-account install: its output is unchanged). */
+export function accountStatusLines(s: AccountStatus): string[] {
+  if (!s.fleet) {
+    if (s.id === DEFAULT_ACCOUNT) return [];
+    return [
+      `account ${s.id}: not polled by a fleet worker yet (\`cc-optout run\` in fleet mode); last run ${s.lastRunAt ?? 'never'}`,
+    ];
+  }
+  const f = s.fleet;
+  const lines = [
+    `account ${s.id}: last poll ${f.lastPollAt ?? 'never'}, next poll ${f.nextPollAt}${f.heldBy ? ` (being worked on by ${f.heldBy})` : ''}; ` +
+      `share of the budget ${pct(f.share)} (priority ${f.priority}${f.priority === 0 ? ', paused' : ''}, idle polls ${f.idleStreak}); ` +
+      `Constant Contact calls today ${f.callsToday}`,
+  ];
+  if (f.lastError) lines.push(`  last poll failed: ${f.lastError}`);
+  if (s.budget)
+    lines.push(
+      `Constant Contact application ${s.budget.app}: ${s.budget.used} of ${s.budget.limit} requests used on ${s.budget.day} (UTC), ` +
+        `${s.budget.remaining} left${s.budget.spent ? '; SPENT for today (quota_exceeded)' : ''}`,
+    );
+  return lines;
 }

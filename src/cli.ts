@@ -35,7 +35,7 @@ import { exampleConfig } from './init';
 import { createRegistry } from './registry';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
-import { registerAccountCommands, withAccount } from './accounts-commands';
+import { accountStatus, accountStatusLines, registerAccountCommands, withAccount } from './accounts-commands';
 import { DEFAULT_ACCOUNT } from './store/backend';
 
 export { EXIT };
@@ -588,6 +588,7 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
         }
         const ccDaily = (await ctx.store.kv(SOURCE_KV)).get('daily_usage');
         const status = {
+          account: await accountStatus(ctx),
           optOuts: await ctx.store.countOptOuts(),
           checkpoints: {
             windowBefore: await ctx.store.getCheckpoint(CHECKPOINT_WINDOW),
@@ -614,6 +615,7 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
         if (g().json) {
           out(JSON.stringify(status, null, 2));
         } else {
+          for (const l of accountStatusLines(status.account)) out(l);
           out(`opt-outs known: ${status.optOuts.active} active, ${status.optOuts.left} left the unsubscribed set`);
           out(
             `window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`,

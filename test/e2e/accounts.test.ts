@@ -8,6 +8,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { RunSummary } from '../../src/engine';
 import { CliResult, Harness, parseJsonOut, runCli, startHarness } from './helpers';
+import { openBackend } from '../../src/store/open';
+import { fleetTablesOf } from '../../src/service/fleet-cli';
+import { accountLeaseKey } from '../../src/fleet/types';
+import { activityWeight } from '../../src/fleet/scheduler';
+import { FLEET_KV, POLL_RECORD_KEY } from '../../src/fleet/worker';
+import type { AccountStatus } from '../../src/accounts-commands';
 
 function ok(r: CliResult, code = 0): CliResult {
   assert.equal(
@@ -19,6 +25,7 @@ function ok(r: CliResult, code = 0): CliResult {
 }
 
 interface Listing {
+  fleet?: { lastPollAt: string | null; nextPollAt: string; callsToday: number; share: number } | null;
   id: string;
   priority: number;
   targets: string[];
@@ -27,7 +34,7 @@ interface Listing {
 }
 
 interface StatusJson {
-  account?: string;
+  account: AccountStatus;
   optOuts: { active: number; left: number };
   targets: { target: string; queued: number; done: Record<string, number> }[];
   lastRuns: { kind: string }[];
@@ -124,8 +131,65 @@ describe('e2e accounts: several accounts in one store', function () {
     assert.match(ok(await runCli(h, ['--account', 'NO PE', 'status']), 2).stderr, /--account NO PE: got "NO PE"/);
   });
 
+  it('status and accounts list: per account the last and next poll, calls today and share of the budget once a fleet ran', async () => {
+    // before any fleet worker ran: the account line says so, with the last run (no fleet table is created)
+    const before = parseJsonOut<StatusJson>(ok(await runCli(h, ['--json', '--account', 'acme', 'status'])));
+    assert.equal(before.account.id, 'acme');
+    assert.equal(before.account.fleet, null);
+    assert.ok(before.account.lastRunAt);
+    assert.match(
+      ok(await runCli(h, ['--account', 'beta', 'status'])).stdout,
+      /^account beta: not polled by a fleet worker yet .*; last run never$/m,
+    );
+    // what a fleet worker leaves behind: lease rows with their polls, the poll record in the account's store
+    const backend = await openBackend(h.storePath);
+    const now = new Date();
+    const lastPoll = new Date(now.getTime() - 60_000).toISOString();
+    const nextAcme = new Date(now.getTime() + 600_000).toISOString();
+    const nextBeta = new Date(now.getTime() + 300_000).toISOString();
+    try {
+      const { leases } = await fleetTablesOf(backend);
+      await leases.ensure(accountLeaseKey('acme'), 'acme', null, lastPoll, 1);
+      await leases.ensure(accountLeaseKey('beta'), 'beta', null, lastPoll, 3);
+      const held = await leases.claim('test-worker', 2, 30_000, now, ['account']);
+      assert.equal(held.length, 2);
+      for (const l of held)
+        await leases.release(l, l.key.endsWith('acme') ? nextAcme : nextBeta, { at: lastPoll, calls: 4, found: 0 });
+      const kv = await (await backend.account('acme')).kv(FLEET_KV);
+      await kv.set(
+        POLL_RECORD_KEY,
+        JSON.stringify({ day: now.toISOString().slice(0, 10), callsToday: 7, failures: 0, lastPollAt: lastPoll }),
+      );
+      await kv.flush?.();
+    } finally {
+      await backend.close();
+    }
+    // both polled once without an opt-out: the same activity weight, so the shares follow the priorities 1 : 3
+    const w = activityWeight(1);
+    const acme = parseJsonOut<StatusJson>(ok(await runCli(h, ['--json', '--account', 'acme', 'status']))).account;
+    assert.equal(acme.fleet?.lastPollAt, lastPoll);
+    assert.equal(acme.fleet?.nextPollAt, nextAcme);
+    assert.equal(acme.fleet?.callsToday, 7);
+    assert.ok(Math.abs(acme.fleet!.share - w / (w + 3 * w)) < 1e-9, String(acme.fleet?.share));
+    assert.equal(acme.budget?.app, h.env.CC_CLIENT_ID);
+    const text = ok(await runCli(h, ['--account', 'beta', 'status'])).stdout;
+    assert.match(
+      text,
+      new RegExp(`^account beta: last poll ${lastPoll}, next poll ${nextBeta}; share of the budget 75\\.0%`, 'm'),
+    );
+    const list = parseJsonOut<Listing[]>(ok(await runCli(h, ['--json', 'accounts', 'list'])));
+    const byId = new Map(list.map((a) => [a.id, a]));
+    assert.equal(byId.get('acme')?.fleet?.nextPollAt, nextAcme);
+    assert.equal(byId.get('acme')?.fleet?.callsToday, 7);
+    assert.equal(byId.get('beta')?.fleet?.nextPollAt, nextBeta);
+    assert.equal(byId.get('default')?.fleet, null, "no fleet worker has seen the config file's account");
+  });
+
   it('set changes the priority; remove needs --yes, names what it deletes, and deletes only that account', async () => {
     ok(await runCli(h, ['accounts', 'set', 'beta', '--priority', '0']));
+    // the fleet's lease row follows at once: beta is paused, acme gets the whole share
+    const acmeShare = parseJsonOut<StatusJson>(ok(await runCli(h, ['--json', '--account', 'acme', 'status']))).account;
+    assert.equal(acmeShare.fleet?.share, 1);
     const r = ok(await runCli(h, ['accounts', 'remove', 'acme']), 2);
     assert.match(r.stderr, /accounts remove acme: would delete the account acme .* known opt-outs.*pass --yes/);
     assert.match(ok(await runCli(h, ['accounts', 'remove', 'default', '--yes']), 2).stderr, /config file's account/);
@@ -142,6 +206,17 @@ describe('e2e accounts: several accounts in one store', function () {
       ok(await runCli(h, ['--account', 'acme', 'status']), 2).stderr,
       /--account acme: no such account; known accounts: default, beta/,
     );
+    const backend = await openBackend(h.storePath);
+    try {
+      const rows = await (await fleetTablesOf(backend)).leases.list();
+      assert.deepEqual(
+        rows.map((r) => r.account),
+        ['beta'],
+        "the removed account's lease rows are gone",
+      );
+    } finally {
+      await backend.close();
+    }
     // re-adding starts from an empty state
     ok(await runCli(h, ['accounts', 'add', 'acme', '--from', accountFile]));
     const again = parseJsonOut<StatusJson>(await runCli(h, ['--json', '--account', 'acme', 'status']));
