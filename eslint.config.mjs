@@ -28,7 +28,7 @@ export default tseslint.config(
     // Type-aware rules for the product's own code: the state store is asynchronous (a StateStore method may return
     // a promise), so a store call that is not awaited is a lint error, never a silently unordered write.
     files: ['src/**/*.ts'],
-    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    languageOptions: { parserOptions: { project: './tsconfig.lint.json', tsconfigRootDir: import.meta.dirname } },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/await-thenable': 'error',

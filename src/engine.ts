@@ -487,6 +487,7 @@ export class Engine {
       owner: external ? external.owner : this.lockOwner,
       pid: process.pid,
       host: os.hostname(),
+      ...(external ? { exclusive: false } : {}),
     });
     this.runOpen = true;
     this.runTargets = null;

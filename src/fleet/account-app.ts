@@ -20,6 +20,7 @@ import { Clock, systemClock } from '../http/clock';
 import { Logger, redact } from '../log';
 import { Registry } from '../registry';
 import { createConstantContactSource, ConstantContactSourceOptions } from '../source/constant-contact';
+import { CALLS_VENDOR } from '../source/constant-contact/client';
 import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from '../store/backend';
 import { LeaseLost, StateStore } from '../store/types';
 import { BudgetConfig, SharedBudget } from './types';
@@ -45,11 +46,12 @@ export function budgetConfigOf(config: Config): BudgetConfig {
   return { dailyLimit: dailyBudget, perSecond: Math.round(perSecond * 0.875 * 1000) / 1000 };
 }
 
-/** The Constant Contact calls a run spent (API and token endpoint). */
+/**
+ * The Constant Contact API calls a run spent: what the application's daily budget counts (the token endpoint has
+ * its own 1/s limit and is not part of it).
+ */
 export function ccCalls(summary: RunSummary): number {
-  return Object.entries(summary.apiCalls)
-    .filter(([vendor]) => vendor.startsWith('constant-contact'))
-    .reduce((a, [, n]) => a + n, 0);
+  return summary.apiCalls[CALLS_VENDOR] ?? 0;
 }
 
 /** Records settled by a run for a target (any outcome but a retryable failure). */

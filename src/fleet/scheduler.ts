@@ -17,6 +17,8 @@
  * come in bursts after a campaign); after IDLE_GRACE idle polls the weight halves with every further idle
  * poll, down to MIN_WEIGHT (back off while idle).
  *
+ * jitter (optional): +-15% so that accounts that polled together drift apart.
+ *
  * reconcileSlot: full reconciles are spread over the day by a hash of the account id (the same time of day
  * for an account every day, so they stay 24 h apart and never pile up at midnight).
  */
@@ -27,6 +29,8 @@ export const DAY_MS = 86_400_000;
 export const ACTIVE_WEIGHT = 2;
 export const IDLE_GRACE = 3;
 export const MIN_WEIGHT = 0.25;
+/** The spread of `jitter`: the interval is multiplied by 1 + JITTER x (jitter - 0.5), i.e. 0.85 .. 1.15. */
+export const JITTER = 0.3;
 export const DEFAULT_MIN_INTERVAL_MS = 60_000;
 export const DEFAULT_MAX_INTERVAL_MS = DAY_MS;
 
@@ -79,7 +83,12 @@ export function nextPollDelayMs(i: SchedulerInput): number {
     const prioritySum = i.prioritySum > 0 ? i.prioritySum : Math.max(1, i.accounts) * i.priority;
     share = (i.priority / prioritySum) * weight;
   }
-  return Math.round(clamp((i.callsPerPoll * timeLeft) / (i.remaining * share)));
+  let jitter = 1;
+  if (i.jitter !== undefined) {
+    need('jitter', i.jitter, (v) => v >= 0 && v <= 1, 'a number from 0 to 1');
+    jitter = 1 + JITTER * (i.jitter - 0.5);
+  }
+  return Math.round(clamp(((i.callsPerPoll * timeLeft) / (i.remaining * share)) * jitter));
 }
 
 /** A stable 32-bit hash of a string (the first 4 bytes of its SHA-256: the same in every process and version). */

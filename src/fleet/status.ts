@@ -40,7 +40,8 @@ export interface FleetStatusInput {
   readonly now?: Date;
   /**
    * Open an account's store to read its poll record (default backend.account(id)); null skips the calls (0).
-   * The store is closed afterwards when `closeAfterRead` (default true).
+   * The store is closed afterwards when `closeAfterRead` (default: on PostgreSQL, where each open is its own; a
+   * SQLite backend owns its stores).
    */
   readonly openStore?: ((id: string) => Promise<StateStore>) | null;
   readonly closeAfterRead?: boolean;
@@ -76,7 +77,7 @@ export async function fleetStatus(i: FleetStatusInput): Promise<FleetStatus> {
         callsToday = callsOn(rec, day);
         lastError = rec?.lastError ?? null;
       } finally {
-        if (i.closeAfterRead !== false) await store.close();
+        if (i.closeAfterRead ?? i.backend.kind === 'postgres') await store.close();
       }
     }
     const priority = priorityOf(id);

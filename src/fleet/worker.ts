@@ -70,7 +70,7 @@ export function enabledTargetNames(config: unknown): string[] {
 
 /** What one detection poll did. */
 export interface DetectOutcome {
-  /** Constant Contact calls it spent (API and token endpoint). */
+  /** Constant Contact API calls it spent (what the daily budget counts). */
   readonly calls: number;
   /** New opt-outs it committed. */
   readonly found: number;

@@ -18,7 +18,7 @@
  *   key/value row), with `config: null` and priority 1 while it was never added.
  */
 import * as os from 'os';
-import { Pool, PoolClient, types as pgTypes } from 'pg';
+import { Client, Pool, PoolClient, types as pgTypes } from 'pg';
 import { ConfigError, KeyValue, OptOut, isFinal } from '../domain';
 import {
   ACCOUNT_ID,
@@ -208,7 +208,7 @@ function toHeldLock(r: LockDbRow): HeldRunLock {
 }
 
 /** One account's state in a PostgreSQL database shared with other accounts and other instances. */
-export class PgStateStore implements AsyncStateStore {
+export class PgStateStore implements StateStore, AsyncStateStore {
   readonly schemaVersion: number;
   private readonly kvCache = new Map<string, Map<string, string>>();
   /** The queued key/value writes, in order (never rejects: a failure is kept in kvFailure). */
@@ -649,7 +649,7 @@ export class PgStateStore implements AsyncStateStore {
                last_error = u.last_error, outcome = u.outcome, record_ids = u.record_ids, completed_at = u.completed_at
               FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
                 AS u(email, state, attempts, next_attempt_at, last_error, outcome, record_ids, completed_at)
-             WHERE o.account = $1 AND o.target = $2 AND o.email = u.email`,
+             WHERE o.account = $1 AND o.target = $2 AND o.email = ANY($3::text[]) AND o.email = u.email`,
             [
               this.account,
               target,
@@ -708,7 +708,8 @@ export class PgStateStore implements AsyncStateStore {
           q,
           `UPDATE cc_outbox o SET state = 'queued', attempts = 0, next_attempt_at = $2, outcome = NULL, origin = 'requeue'
              FROM unnest($3::text[], $4::text[]) AS u(target, email)
-            WHERE o.account = $1 AND o.state = 'parked' AND o.target = u.target AND o.email = u.email`,
+            WHERE o.account = $1 AND o.state = 'parked' AND o.email = ANY($4::text[])
+              AND o.target = u.target AND o.email = u.email`,
           [this.account, now, list.map((r) => r.target), list.map((r) => r.email)],
         );
         await q.query(
@@ -795,7 +796,8 @@ export class PgStateStore implements AsyncStateStore {
     const list = [...new Set(targets)];
     const counts = await rows<{ target: string; state: string; outcome: string | null; n: number }>(
       this.pool,
-      `SELECT target, state, outcome, count(*) AS n FROM cc_outbox WHERE account = $1 AND target = ANY($2::text[])
+      `SELECT target, state, outcome, count(*) AS n FROM cc_outbox
+        WHERE account = $1 AND target = ANY($2::text[]) AND state <> 'queued'
         GROUP BY target, state, outcome`,
       [this.account, list],
     );
@@ -805,6 +807,7 @@ export class PgStateStore implements AsyncStateStore {
       oldest_enqueued: string | null;
       last: string | null;
       due: number;
+      queued: number;
     }>(
       this.pool,
       `SELECT t.target,
@@ -812,22 +815,22 @@ export class PgStateStore implements AsyncStateStore {
           (SELECT min(enqueued_at) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'queued') AS oldest_enqueued,
           (SELECT max(completed_at) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'done') AS last,
           (SELECT count(*) FROM cc_outbox
-            WHERE account = $1 AND target = t.target AND state = 'queued' AND next_attempt_at <= $3) AS due
+            WHERE account = $1 AND target = t.target AND state = 'queued' AND next_attempt_at <= $3) AS due,
+          (SELECT count(*) FROM cc_outbox WHERE account = $1 AND target = t.target AND state = 'queued') AS queued
          FROM unnest($2::text[]) AS t(target)`,
       [this.account, list, now.toISOString()],
     );
     const byTarget = new Map(times.map((t) => [t.target, t]));
     return targets.map((target) => {
       const done: Record<string, number> = {};
-      let queued = 0;
+      const t = byTarget.get(target);
+      const queued = t?.queued ?? 0;
       let parked = 0;
       for (const c of counts) {
         if (c.target !== target) continue;
-        if (c.state === 'queued') queued += c.n;
-        else if (c.state === 'parked') parked += c.n;
+        if (c.state === 'parked') parked += c.n;
         else if (c.outcome) done[c.outcome] = (done[c.outcome] ?? 0) + c.n;
       }
-      const t = byTarget.get(target);
       return {
         target,
         queued,
@@ -907,12 +910,16 @@ export class PgStateStore implements AsyncStateStore {
          VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8)`,
         [this.account, id, kind, dryRun, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null],
       );
-      // the caller holds the run lock: no other run can still be going, whatever its row says
+      // under an external lease other lanes' runs may be live: only the run lock's holder may conclude they ended
+      if (who?.exclusive === false) return id;
+      // the caller holds the run lock: no other run can still be going, whatever its row says. Under fleet leases
+      // (a guard) the account's lanes run side by side: only runs whose owner holds no live lease are gone
+      const live = this.guard ? [...(await this.fleetOwners(q, now))] : [];
       await q.query(
         `UPDATE cc_runs SET status = 'abandoned',
            error = COALESCE(error, 'ended without recording a result (killed, crashed, or its run lease lapsed); found by run #' || $2::int || ' at ' || $3::text)
-         WHERE account = $1 AND status = 'running' AND id <> $2`,
-        [this.account, id, now],
+         WHERE account = $1 AND status = 'running' AND id <> $2 AND (owner IS NULL OR NOT (owner = ANY($4::text[])))`,
+        [this.account, id, now, live],
       );
       return id;
     });
@@ -967,8 +974,34 @@ export class PgStateStore implements AsyncStateStore {
   }
 
   /** As the SQLite store: a `running` row is live only while its owner holds a valid run lease. */
+  /** Whether the fleet's lease table (src/fleet/postgres.ts, migration set "fleet") is in this database. */
+  private fleetTable = false;
+
+  /**
+   * The owners of this account's fleet leases (`cc_leases`: the account's and its targets' deliver leases) that
+   * are valid at `now`; none when the fleet tables are not there.
+   */
+  private async fleetOwners(q: Q, now: string): Promise<Set<string>> {
+    if (!this.fleetTable) {
+      const t = await one<{ t: string | null }>(q, `SELECT to_regclass('cc_leases')::text AS t`);
+      if (!t?.t) return new Set();
+      this.fleetTable = true;
+    }
+    const r = await rows<{ owner: string }>(
+      q,
+      `SELECT DISTINCT owner FROM cc_leases
+        WHERE account = $1 AND owner IS NOT NULL AND expires_at >= $2::timestamptz`,
+      [this.account, now],
+    );
+    return new Set(r.map((x) => x.owner));
+  }
+
   private async toRunRecords(list: readonly RunDbRow[], now: Date): Promise<RunRecord[]> {
     const lock = await this.runLock();
+    // a run under a fleet lease (no run lock: the lease is the lock) is live while its owner's lease is
+    const fleet = list.some((r) => r.status === 'running' && r.owner !== null)
+      ? await this.fleetOwners(this.pool, now.toISOString())
+      : new Set<string>();
     const newest =
       (
         await one<{ id: number | null }>(this.pool, 'SELECT max(id) AS id FROM cc_runs WHERE account = $1', [
@@ -983,7 +1016,9 @@ export class PgStateStore implements AsyncStateStore {
       let status = (r.status ?? (r.finished_at === null ? 'running' : runStatusFor(r.exit_code ?? 1))) as RunStatus;
       let error = r.error;
       if (status === 'running') {
-        const live = leaseValid && (r.owner !== null ? lock.owner === r.owner : r.id === newest);
+        const live =
+          (leaseValid && (r.owner !== null ? lock.owner === r.owner : r.id === newest)) ||
+          (r.owner !== null && fleet.has(r.owner));
         if (!live) {
           status = 'abandoned';
           error ??= 'ended without recording a result (killed, crashed, or its run lease lapsed)';
@@ -1135,9 +1170,7 @@ export class PgStateStore implements AsyncStateStore {
   async audit(since: string | null, runId: number | null = null): Promise<AuditRow[]> {
     // the first `applied` delivery is the CRM write; later deliveries (a redeliver finding it already suppressed)
     // add to the history and never replace it
-    const first = `FROM cc_outcomes h WHERE h.account = o.account AND h.target = o.target AND h.email = o.email AND h.kind = 'applied' ORDER BY h.id LIMIT 1`;
-    const last = `FROM cc_outcomes h WHERE h.account = o.account AND h.target = o.target AND h.email = o.email ORDER BY h.id DESC LIMIT 1`;
-    const r = await rows<{
+    const r = await this.report<{
       email: string;
       contact_id: string;
       target: string;
@@ -1155,13 +1188,20 @@ export class PgStateStore implements AsyncStateStore {
       last_at: string | null;
       deliveries: number;
     }>(
-      this.pool,
-      `SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
+      // one pass over the account's delivery history (per record and target: how many, the first applied, the
+      // last), joined to the outbox: the same answer as a lookup per row, at a cost that does not depend on a plan
+      `WITH h AS (
+         SELECT target, email, count(*) AS deliveries, min(id) FILTER (WHERE kind = 'applied') AS first_applied_id,
+                max(id) AS last_id
+           FROM cc_outcomes WHERE account = $1 GROUP BY target, email)
+       SELECT p.email, p.contact_id, o.target, p.opted_out_at, o.enqueued_at, o.completed_at, o.record_ids, o.state,
               o.outcome, o.attempts, o.last_error,
-              (SELECT h.at ${first}) AS first_applied_at, (SELECT h.record_ids ${first}) AS first_applied_ids,
-              (SELECT h.kind ${last}) AS last_kind, (SELECT h.at ${last}) AS last_at,
-              (SELECT count(*) FROM cc_outcomes h WHERE h.account = o.account AND h.target = o.target AND h.email = o.email) AS deliveries
+              fa.at AS first_applied_at, fa.record_ids AS first_applied_ids, la.kind AS last_kind, la.at AS last_at,
+              COALESCE(h.deliveries, 0) AS deliveries
          FROM cc_outbox o JOIN cc_opt_outs p ON p.account = o.account AND p.email = o.email
+         LEFT JOIN h ON h.target = o.target AND h.email = o.email
+         LEFT JOIN cc_outcomes fa ON fa.id = h.first_applied_id
+         LEFT JOIN cc_outcomes la ON la.id = h.last_id
         WHERE o.account = $1
           AND ($2::text IS NULL OR p.opted_out_at >= $2::text OR o.completed_at >= $2::text)
           -- audit --run N: the records that run delivered, or detected
@@ -1202,6 +1242,26 @@ export class PgStateStore implements AsyncStateStore {
         deliveries: x.deliveries,
       };
     });
+  }
+
+  /**
+   * A report over the whole account (audit): hash joins, never nested loops, whatever the planner believes (a new
+   * database has no statistics until autovacuum's first ANALYZE: a nested loop then costs seconds, not ms).
+   */
+  private async report<T>(sql: string, params: readonly unknown[]): Promise<T[]> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN READ ONLY');
+      await c.query('SET LOCAL enable_nestloop = off');
+      const out = await rows<T>(c, sql, params);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
   }
 
   async deliveryHistory(since: string | null, runId: number | null = null): Promise<DeliveryEvent[]> {
@@ -1440,13 +1500,12 @@ export class PgBackend implements StoreBackend {
     const store = new PgStateStore(this.pool, id, this.schemaVersion, opts.guard, (s) => this.open.delete(s));
     await store.load();
     this.open.add(store);
-    // the StateStore interface becomes Awaitable (branch h/async); this store answers every call with a promise
-    return store as unknown as StateStore;
+    return store;
   }
 
   /** The account store itself (typed as what it is: every method returns a promise). */
   async pgAccount(id: string, opts: AccountOpenOptions = {}): Promise<PgStateStore> {
-    return (await this.account(id, opts)) as unknown as PgStateStore;
+    return (await this.account(id, opts)) as PgStateStore;
   }
 
   private async implicitDefault(): Promise<AccountRecord | null> {
@@ -1559,12 +1618,15 @@ function openProblem(err: unknown, url: URL | null): string {
   return `cannot be used as a cc-optout state store: ${msg}`;
 }
 
-/** Remove a URL's password (raw and decoded) from a message, whatever produced it. */
+/** Remove a URL's password (raw and decoded, in its user part or a query parameter) from a message. */
 function scrub(text: string, url: URL | null): string {
-  if (!url?.password) return text;
+  if (!url) return text;
+  const secrets = new Set<string>();
+  if (url.password) secrets.add(url.password).add(safeDecode(url.password));
+  for (const [key, value] of url.searchParams)
+    if (/^(password|sslpassword)$/i.test(key) && value) secrets.add(value).add(encodeURIComponent(value));
   let out = text;
-  for (const secret of new Set([url.password, safeDecode(url.password)]))
-    if (secret) out = out.split(secret).join('***');
+  for (const secret of secrets) if (secret) out = out.split(secret).join('***');
   return out;
 }
 
@@ -1594,13 +1656,20 @@ export async function openPgBackend(
   }
   if (!/^postgres(ql)?:$/i.test(parsed.protocol))
     throw new StoreOpenError(location, 'is not a postgres:// URL', 'store.url');
+  // a first connection with a short timeout: a wrong host answers in seconds, not after TCP gives up
+  const probe = new Client({ connectionString: url, connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000 });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+  } catch (err) {
+    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+  } finally {
+    await probe.end().catch(() => undefined);
+  }
   let pool: Pool;
   try {
-    pool = openPgPool(url, {
-      max: opts.poolMax ?? 10,
-      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
-      types: TYPES,
-    });
+    // later waits for a free client of a busy pool may take longer than a first connection
+    pool = openPgPool(url, { max: opts.poolMax ?? 10, connectionTimeoutMillis: 60_000, types: TYPES });
   } catch (err) {
     throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
   }

@@ -743,6 +743,8 @@ export class SqliteStateStore implements StateStore {
           )
           .run(kind, dryRun ? 1 : 0, now, who?.owner ?? null, who?.pid ?? null, who?.host ?? null).lastInsertRowid,
       );
+      // under an external lease other lanes' runs may be live: only the run lock's holder may conclude they ended
+      if (who?.exclusive === false) return id;
       this.db
         .prepare(
           `UPDATE runs SET status = 'abandoned',

@@ -115,6 +115,11 @@ export interface RunStart {
   readonly owner: string;
   readonly pid: number;
   readonly host: string;
+  /**
+   * false: the run holds an external lease (the fleet's, on one account or one target's outbox), not the store's run
+   * lock, so other runs of the store may be live (another lane): they are NOT marked abandoned. Default true.
+   */
+  readonly exclusive?: boolean;
 }
 
 /** What a run did, recorded with its end. */

@@ -9,7 +9,13 @@
  */
 import { strict as assert } from 'assert';
 import type { KeyValue, OptOut, Outcome } from '../../src/domain';
-import type { Awaitable, StoreBackend } from '../../src/store/backend';
+import type { Awaitable, PgFenceGuard, StoreBackend } from '../../src/store/backend';
+import { StaleFence } from '../../src/fleet/types';
+import { Engine } from '../../src/engine';
+import { fakeClock } from '../../src/http/clock';
+import { memoryLogger } from '../../src/log';
+import { FakeSource, contact, testConfig, testRegistry } from '../helpers';
+import { memoryCrm } from '../fixtures/memory-connector';
 import { DEFAULT_ACCOUNT } from '../../src/store/backend';
 import { LeaseLost, RunLocked } from '../../src/store/types';
 import type { RunLockOwner, StateStore } from '../../src/store/types';
@@ -22,7 +28,8 @@ export interface ContractSubject {
   readonly store: StateStore;
   /**
    * Another handle on the SAME state (a second process, say): for durability and lease-takeover tests. Without
-   * it (`:memory:`) those tests are skipped; with a backend, `backend.account(DEFAULT_ACCOUNT)` is used.
+   * it (`:memory:`) those tests are skipped; with a backend, `backend.account(DEFAULT_ACCOUNT)` is used when it gives
+   * another handle (the SQLite backend gives the same store again).
    */
   readonly reopen?: () => Promise<StateStore>;
   cleanup(): Promise<void>;
@@ -113,12 +120,11 @@ export function storeContract(name: string, factory: ContractFactory): void {
 
     /** A second handle on the same state, or skip the test (a `:memory:` store has none). */
     async function reopen(ctx: Mocha.Context): Promise<StateStore> {
-      let other: StateStore;
+      let other: StateStore | null = null;
       if (subject.reopen) other = await subject.reopen();
       else if (subject.backend) other = await subject.backend.account(DEFAULT_ACCOUNT);
-      else {
-        ctx.skip();
-      }
+      // none, or the backend hands out the same store again (one per account): no second handle to test with
+      if (other === null || other === s) ctx.skip();
       extra.push(other);
       return other;
     }
@@ -796,6 +802,25 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(h, [['a@x.com', 'requeue', 2, 'applied']]);
       });
 
+      it('requeueParkedRecords: an email named twice is requeued once, but gets a requeued event per mention (surprise, kept as is)', async () => {
+        await parkTwo();
+        const n = await s.requeueParkedRecords({
+          target: 'hs',
+          emails: ['a@x.com', 'a@x.com'],
+          now: at(HOUR),
+          via: 'cli',
+        });
+        assert.strictEqual(n, 1);
+        assert.deepStrictEqual(
+          (await s.events(null, ['requeued'])).map((e) => e.email),
+          ['a@x.com', 'a@x.com'],
+        );
+        assert.deepStrictEqual(
+          (await s.parkedOutbox('hs', 10, 0)).map((p) => p.email),
+          ['b@x.com'],
+        );
+      });
+
       it('requeueParkedRecords with emails but no target is refused', async () => {
         await parkTwo();
         await rejects(
@@ -1005,6 +1030,18 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual([gone.id, gone.status], [id, 'abandoned']);
       });
 
+      it('a run started without exclusivity (an external lease: another lane) leaves the other running runs alone', async () => {
+        await s.acquireRunLock(owner('me', 0));
+        const who = { owner: 'me', pid: 4242, host: 'host-me' };
+        const first = await s.startRun('sync', false, at(1), who);
+        const lane = await s.startRun('sync', false, at(2), { ...who, exclusive: false });
+        assert.strictEqual((await s.getRun(first, new Date(at(MIN))))!.status, 'running');
+        assert.strictEqual((await s.getRun(lane, new Date(at(MIN))))!.status, 'running');
+        const third = await s.startRun('sync', false, at(3), { ...who, exclusive: true });
+        assert.match((await s.getRun(first, new Date(at(MIN))))!.error!, new RegExp(`found by run #${third} at`));
+        assert.strictEqual((await s.getRun(lane, new Date(at(MIN))))!.status, 'abandoned');
+      });
+
       it('a running run of another owner than the lock holder reads abandoned', async () => {
         await s.acquireRunLock(owner('new', 0));
         const id = await s.startRun('sync', false, at(1), { owner: 'old', pid: 1, host: 'host-old' });
@@ -1174,15 +1211,27 @@ export function storeContract(name: string, factory: ContractFactory): void {
       it('a redelivery keeps the first write (written, outcome applied, record ids) and adds to the history', async () => {
         const T1 = at(HOUR);
         const T2 = at(DAY + HOUR);
-        await detect([optOut('a@x.com'), optOut('b@x.com')]);
-        await record('hs', [outcome('a@x.com', 'applied', ['101']), outcome('b@x.com', 'not-found')], T1);
+        await detect([optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com')]);
+        await record(
+          'hs',
+          [
+            outcome('a@x.com', 'applied', ['101']),
+            outcome('b@x.com', 'not-found'),
+            outcome('c@x.com', 'applied', ['c1']),
+          ],
+          T1,
+        );
         assert.strictEqual(
           await s.enqueueKnown({ runId: 2, targets: ['hs'], since: null, redeliver: true, now: T2 }),
-          2,
+          3,
         );
         await record(
           'hs',
-          [outcome('a@x.com', 'already-suppressed', ['101', '102']), outcome('b@x.com', 'applied', ['201'])],
+          [
+            outcome('a@x.com', 'already-suppressed', ['101', '102']),
+            outcome('b@x.com', 'applied', ['201']),
+            outcome('c@x.com', 'applied', ['c2']),
+          ],
           T2,
           {
             runId: 2,
@@ -1205,6 +1254,12 @@ export function storeContract(name: string, factory: ContractFactory): void {
         );
         const b = rows.get('b@x.com')!;
         assert.deepStrictEqual([b.writtenAt, b.outcome, b.recordIds], [T2, 'applied', ['201']]);
+        const c = rows.get('c@x.com')!;
+        assert.deepStrictEqual(
+          [c.writtenAt, c.outcome, c.recordIds, c.lastOutcome, c.lastDeliveryAt, c.deliveries],
+          [T1, 'applied', ['c1'], 'applied', T2, 2],
+          'written twice: the first write is the one kept',
+        );
       });
 
       it('audit since and run filters: records delivered or detected by that run', async () => {
@@ -1343,9 +1398,11 @@ export function storeContract(name: string, factory: ContractFactory): void {
         });
       });
 
-      it('another owner is refused (RunLocked naming the holder) while the lease is valid; the holder re-enters', async () => {
+      it('another owner is refused (RunLocked naming the holder) while the lease is valid; the holder re-enters (which restarts its lease AND its acquiredAt)', async () => {
         await s.acquireRunLock(owner('a', 0));
         await s.acquireRunLock(owner('a', 10));
+        assert.deepStrictEqual([(await s.runLock())!.acquiredAt, (await s.runLock())!.expiresAt], [at(10), at(90_010)]);
+        assert.deepStrictEqual(await s.events(null, ['run-lock-taken-over']), [], 're-entering is no takeover');
         await rejects(
           () => s.acquireRunLock(owner('b', 60_000)),
           isError('RunLocked', RunLocked, /pid 4242 on host-a/),
@@ -1401,6 +1458,9 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual(mine?.owner, 'b');
         await s.acquireRunLock(owner('c', 2));
         assert.strictEqual((await s.runLock())!.owner, 'c', 'free again at once');
+        await s.releaseRunLock(null);
+        assert.strictEqual(await s.renewRunLock('c', at(3)), false, 'nothing to renew once removed');
+        assert.strictEqual(await s.runLock(), null, 'a failed renewal takes nothing');
       });
 
       it('a holder whose lock was removed (unlock) commits nothing more: LeaseLost', async () => {
@@ -1499,6 +1559,534 @@ export function storeContract(name: string, factory: ContractFactory): void {
       });
     });
 
+    // ------------------------------------------------------------------------------- edge cases, many rows
+    describe('edge cases and volume', () => {
+      it('schemaVersion is a positive integer, the same through a second handle', async function () {
+        assert.ok(Number.isInteger(s.schemaVersion) && s.schemaVersion > 0, String(s.schemaVersion));
+        const other = await reopen(this);
+        assert.strictEqual(other.schemaVersion, s.schemaVersion);
+      });
+
+      it('what one handle commits, a second handle on the same state reads (opt-outs, outbox, runs, events, audit)', async function () {
+        const other = await reopen(this);
+        const run = await s.startRun('sync', false, T0);
+        await s.commitDetection({ runId: run, added: [optOut('a@x.com')], resubscribed: [], targets: ['hs'], now: T0 });
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(1), { runId: run });
+        await s.finishRun(run, 0, { ok: true }, at(2));
+        assert.deepStrictEqual([...(await other.activeOptOutEmails())], ['a@x.com']);
+        assert.deepStrictEqual((await other.targetStatus(['hs'], new Date(at(2))))[0]!.done, { applied: 1 });
+        assert.deepStrictEqual(
+          [(await other.getRun(run))!.status, (await other.getRun(run))!.summary],
+          ['ok', { ok: true }],
+        );
+        assert.strictEqual((await other.events(null, ['opt-out-detected'])).length, 1);
+        assert.strictEqual((await other.audit(null))[0]!.writtenAt, at(1));
+      });
+
+      it('an outcome for a row that is not queued (already closed) leaves the row alone but is still appended to the delivery history', async () => {
+        await detect([optOut('a@x.com')]);
+        await record('hs', [outcome('a@x.com', 'applied', ['1'])], at(1));
+        await record('hs', [outcome('a@x.com', 'failed-permanent', [], 'late')], at(2));
+        await record('hs', [outcome('a@x.com', 'failed-retryable', [], 'late')], at(3));
+        const st = await status('hs', at(3));
+        assert.deepStrictEqual([st.done, st.parked, st.queued], [{ applied: 1 }, 0, 0]);
+        assert.deepStrictEqual(
+          (await s.deliveryHistory(null)).map((e) => [e.attempt, e.outcome]),
+          [
+            [1, 'applied'],
+            [2, 'failed-permanent'],
+            [3, 'failed-retryable'],
+          ],
+        );
+        const [a] = await s.audit(null);
+        assert.deepStrictEqual([a!.outcome, a!.attempts, a!.closedAt, a!.deliveries], ['applied', 1, at(1), 3]);
+      });
+
+      it('a detection commit with only checkpoints moves them (and nothing else)', async () => {
+        await s.commitDetection({
+          runId: 1,
+          added: [],
+          resubscribed: [],
+          targets: ['hs'],
+          checkpoints: { w: 'x' },
+          now: T0,
+        });
+        assert.strictEqual(await s.getCheckpoint('w'), 'x');
+        assert.deepStrictEqual(await s.events(null), []);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+      });
+
+      it('an empty string is a value, not null (kv, checkpoints, event fields, a run summary)', async () => {
+        const kv = (await s.kv('n')) as KvWithFlush;
+        await kv.set('k', '');
+        assert.strictEqual(await kv.get('k'), '');
+        await s.setCheckpoint('c', '', T0);
+        assert.strictEqual(await s.getCheckpoint('c'), '');
+        await s.addEvent(null, 'k', '', '', T0);
+        assert.deepStrictEqual(await s.events(null, ['k']), [{ at: T0, kind: 'k', email: '', detail: '' }]);
+        const id = await s.startRun('sync', false, T0);
+        await s.finishRun(id, 0, '', at(1));
+        assert.strictEqual((await s.getRun(id))!.summary, '');
+        const n = await s.startRun('sync', false, T0);
+        await s.finishRun(n, 0, null, at(1));
+        assert.strictEqual((await s.getRun(n))!.summary, null);
+      });
+
+      it("times are kept and compared as text: given without milliseconds they come back so, and '...00Z' sorts after '...00.000Z' (callers canonicalise)", async () => {
+        const noMs = '2026-06-01T00:00:00Z';
+        await s.commitDetection({
+          runId: 1,
+          added: [optOut('a@x.com', '2026-05-01T02:00:00+02:00')],
+          resubscribed: [],
+          targets: ['hs'],
+          now: noMs,
+        });
+        const k = (await s.knownOptOuts(['a@x.com'])).get('a@x.com')!;
+        assert.deepStrictEqual([k.optedOutAt, k.firstSeenAt], ['2026-05-01T02:00:00+02:00', noMs]);
+        assert.strictEqual((await s.queuedOutbox('hs', 1, 0))[0]!.nextAttemptAt, noMs);
+        const id = await s.startRun('sync', false, noMs);
+        assert.strictEqual((await s.getRun(id))!.startedAt, noMs);
+        await s.addEvent(null, 'k', null, null, T0);
+        assert.deepStrictEqual(await s.events(noMs, ['k']), [], 'text comparison: "." < "Z"');
+        assert.strictEqual((await s.events(T0, ['k'])).length, 1);
+      });
+
+      it('the same email twice in one commit is one opt-out (the later one wins) and one outbox row per target', async () => {
+        await detect(
+          [
+            optOut('a@x.com', '2026-05-01T00:00:00.000Z'),
+            optOut('a@x.com', '2026-05-09T00:00:00.000Z', { reason: 'r2' }),
+          ],
+          ['hs', 'sf'],
+        );
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 1, left: 0 });
+        const k = (await s.knownOptOuts(['a@x.com'])).get('a@x.com')!;
+        assert.deepStrictEqual([k.optedOutAt, k.reason], ['2026-05-09T00:00:00.000Z', 'r2']);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual([hs!.queued, sf!.queued], [1, 1]);
+        assert.strictEqual((await s.queuedOutbox('hs', 10, 0))[0]!.optOut.optedOutAt, '2026-05-09T00:00:00.000Z');
+      });
+
+      it('the same resubscribe twice in one commit leaves once (one event)', async () => {
+        await detect([optOut('a@x.com')]);
+        await s.commitDetection({
+          runId: 1,
+          added: [],
+          resubscribed: ['a@x.com', 'a@x.com'],
+          targets: ['hs'],
+          now: at(1),
+        });
+        assert.strictEqual((await s.events(null, ['left-unsubscribed-set'])).length, 1);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 1 });
+      });
+
+      it('3,000 opt-outs in one commit to two targets, and 3,000 outcomes in one call, are all recorded', async () => {
+        const many = Array.from({ length: 3000 }, (_, i) =>
+          optOut(`p${i}@x.com`, new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString()),
+        );
+        await detect(many, ['hs', 'sf'], { checkpoints: { w: 'big' } });
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 3000, left: 0 });
+        await record(
+          'hs',
+          many.map((o, i) =>
+            outcome(o.email, i % 3 === 0 ? 'applied' : i % 3 === 1 ? 'not-found' : 'failed-permanent', [`r${i}`], 'm'),
+          ),
+          at(MIN),
+        );
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(at(MIN)));
+        assert.deepStrictEqual(
+          [hs!.queued, hs!.parked, hs!.done, sf!.queued, sf!.due],
+          [0, 1000, { applied: 1000, 'not-found': 1000 }, 3000, 3000],
+        );
+        assert.strictEqual((await s.deliveryHistory(null)).length, 3000);
+        assert.strictEqual((await s.knownOptOuts(many.map((o) => o.email))).size, 3000);
+        assert.strictEqual((await s.dueOutbox('sf', new Date(at(MIN)), 2500)).length, 2500);
+        assert.strictEqual((await s.dueOutbox('sf', new Date(at(MIN)), 0)).length, 0, 'limit 0');
+        assert.strictEqual((await s.events(null, ['opt-out-detected'])).length, 3000);
+        assert.strictEqual(await s.getCheckpoint('w'), 'big');
+      });
+
+      it('text round-trips exactly: quotes, backslashes, newlines, non-ASCII, emoji (kv, checkpoints, events, raw records)', async () => {
+        const text = `O'Brien "quoted" back\\slash\nnew line\ttab ünïcödé 日本語 ✓ 🎉 %_ ' OR 1=1 --`;
+        const kv = (await s.kv(`ns:${text}`)) as KvWithFlush;
+        await kv.set(text, text);
+        assert.strictEqual(await kv.get(text), text);
+        await s.setCheckpoint(text, text, T0);
+        assert.strictEqual(await s.getCheckpoint(text), text);
+        await s.addEvent(null, 'note', `${text}@x.com`, text, T0);
+        assert.deepStrictEqual(await s.events(null, ['note']), [
+          { at: T0, kind: 'note', email: `${text}@x.com`, detail: text },
+        ]);
+        await s.quarantine(
+          null,
+          'cc',
+          { reason: text, raw: { name: text, n: 1.5, list: [null, true] }, recordId: text },
+          T0,
+        );
+        const [q] = await s.quarantined(1);
+        assert.deepStrictEqual(
+          [q!.reason, q!.recordId, q!.raw],
+          [text, text, { name: text, n: 1.5, list: [null, true] }],
+        );
+      });
+
+      it('a raw record holding a NUL character (\\u0000) in a string is quarantined and read back unchanged', async () => {
+        const raw = { contact_id: 'c1', first_name: 'a\u0000b', email_address: { address: '\u0000' } };
+        await s.quarantine(
+          null,
+          'constant-contact',
+          { reason: 'email_address.address: invalid', raw, recordId: 'c1' },
+          T0,
+        );
+        await s.quarantine(null, 'constant-contact', { reason: 'no id', raw: ['\u0000'], recordId: null }, at(1));
+        const rows = await s.quarantined(10);
+        assert.deepStrictEqual(
+          rows.map((r) => r.raw),
+          [['\u0000'], raw],
+        );
+      });
+
+      it('a raw record that is not an object (a string, a number, null) is kept as it was', async () => {
+        await s.quarantine(null, 'cc', { reason: 'r', raw: 'just text', recordId: null }, at(1));
+        await s.quarantine(null, 'cc', { reason: 'r', raw: 42, recordId: null }, at(2));
+        await s.quarantine(null, 'cc', { reason: 'r', raw: null, recordId: null }, at(3));
+        assert.deepStrictEqual(
+          (await s.quarantined(10)).map((r) => r.raw),
+          [null, 42, 'just text'],
+        );
+      });
+    });
+
+    // ------------------------------------------------------------------------------------------ concurrency
+    describe('concurrent calls', () => {
+      it('commits started together on one store all land (no lost or interleaved transaction)', async () => {
+        await Promise.all(
+          Array.from({ length: 10 }, async (_, k) => {
+            await s.commitDetection({
+              runId: 1,
+              added: Array.from({ length: 20 }, (_, i) => optOut(`k${k}-${i}@x.com`)),
+              resubscribed: [],
+              targets: ['hs', 'sf'],
+              checkpoints: { [`w${k}`]: String(k) },
+              now: at(k),
+            });
+          }),
+        );
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 200, left: 0 });
+        const st = await s.targetStatus(['hs', 'sf'], new Date(at(MIN)));
+        assert.deepStrictEqual(
+          st.map((t) => t.queued),
+          [200, 200],
+        );
+        for (let k = 0; k < 10; k++) assert.strictEqual(await s.getCheckpoint(`w${k}`), String(k));
+        assert.strictEqual((await s.events(null, ['opt-out-detected'])).length, 200);
+      });
+
+      it('outcomes for two targets recorded together both land, with their own attempt numbers', async () => {
+        await detect([optOut('a@x.com'), optOut('b@x.com')], ['hs', 'sf']);
+        await Promise.all([
+          record('hs', [outcome('a@x.com', 'applied', ['1']), outcome('b@x.com', 'not-found')]),
+          record('sf', [outcome('a@x.com', 'failed-permanent', [], 'x'), outcome('b@x.com', 'applied', ['2'])]),
+          (async () => (await s.kv('t')).set('k', 'v'))(),
+        ]);
+        const [hs, sf] = await s.targetStatus(['hs', 'sf'], new Date(T0));
+        assert.deepStrictEqual(
+          [hs!.done, hs!.queued, sf!.done, sf!.parked],
+          [{ applied: 1, 'not-found': 1 }, 0, { applied: 1 }, 1],
+        );
+        assert.ok((await s.deliveryHistory(null)).every((e) => e.attempt === 1));
+      });
+
+      it('two handles racing for the run lock: exactly one gets it, the other is RunLocked', async function () {
+        const other = await reopen(this);
+        for (let round = 0; round < 5; round++) {
+          const tries = [
+            async () => s.acquireRunLock(owner(`a${round}`, round * DAY)),
+            async () => other.acquireRunLock(owner(`b${round}`, round * DAY)),
+          ];
+          const got = await Promise.allSettled(tries.map((f) => f()));
+          const won = got.flatMap((r, i) => (r.status === 'fulfilled' ? [i === 0 ? `a${round}` : `b${round}`] : []));
+          assert.strictEqual(won.length, 1, `round ${round}: ${JSON.stringify(got)}`);
+          const lost = got.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+          assert.strictEqual((lost.reason as Error).name, 'RunLocked');
+          assert.strictEqual((await s.runLock())!.owner, won[0]);
+        }
+      });
+    });
+
+    // ------------------------------------------------------------------------------ the engine over this store
+    describe('the engine over this store (detect -> outbox -> deliver)', () => {
+      let crmSeq = 0;
+      function engineOver(store: StateStore, src: FakeSource, targets: { name: string; crm: string }[]) {
+        const registry = testRegistry();
+        const config = testConfig(registry, targets);
+        const clock = fakeClock(new Date('2026-06-01T12:00:00Z'));
+        const engine = new Engine({
+          config,
+          store,
+          registry,
+          source: () => src,
+          clock,
+          logger: memoryLogger(),
+          random: () => 0.5,
+        });
+        return { engine, clock };
+      }
+      const crmName = (tag: string) => `contract-${tag}-${process.pid}-${++crmSeq}`;
+
+      it('a first sync reconciles and delivers to every target; later syncs deliver only new opt-outs, never twice', async () => {
+        const src = new FakeSource();
+        src.contacts = [
+          contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z'),
+          contact('b@x.com', 'unsubscribed', '2026-05-02T00:00:00.000Z'),
+          contact('c@x.com', 'implicit', null),
+        ];
+        const [oneName, twoName] = [crmName('one'), crmName('two')];
+        const one = memoryCrm(oneName, ['a@x.com', 'b@x.com', 'c@x.com', 'n@x.com']);
+        const two = memoryCrm(twoName, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [
+          { name: 'one', crm: oneName },
+          { name: 'two', crm: twoName },
+        ]);
+        try {
+          const r1 = await engine.sync();
+          assert.deepStrictEqual(
+            [
+              r1.exitCode,
+              r1.detection.mode,
+              r1.detection.newOptOuts,
+              r1.targets.one!.outcomes,
+              r1.targets.two!.outcomes,
+            ],
+            [0, 'full', 2, { applied: 2 }, { applied: 1, 'not-found': 1 }],
+          );
+          clock.advance(15 * MIN);
+          src.contacts.push(
+            contact('n@x.com', 'unsubscribed', new Date(clock.now().getTime() - 5 * MIN).toISOString()),
+          );
+          const r2 = await engine.sync();
+          assert.deepStrictEqual(
+            [r2.exitCode, r2.detection.mode, r2.detection.newOptOuts, r2.targets.one!.outcomes],
+            [0, 'window', 1, { applied: 1 }],
+          );
+          clock.advance(3 * MIN);
+          const r3 = await engine.sync();
+          assert.deepStrictEqual(
+            [r3.detection.newOptOuts, r3.targets.one!.outcomes, r3.targets.two!.outcomes],
+            [0, {}, {}],
+          );
+          assert.deepStrictEqual([one.writes, two.writes], [3, 1], 'no CRM write repeated');
+          assert.deepStrictEqual(
+            one.records
+              .filter((x) => x.suppressed)
+              .map((x) => x.email)
+              .sort(),
+            ['a@x.com', 'b@x.com', 'n@x.com'],
+          );
+          assert.deepStrictEqual(await s.countOptOuts(), { active: 3, left: 0 });
+          const runs = await s.recentRuns(10, clock.now());
+          assert.deepStrictEqual(
+            runs.map((r) => [r.id, r.kind, r.variant, r.status, r.exitCode]),
+            [
+              [r3.runId, 'sync', 'window', 'ok', 0],
+              [r2.runId, 'sync', 'window', 'ok', 0],
+              [r1.runId, 'sync', 'reconcile', 'ok', 0],
+            ],
+          );
+          assert.deepStrictEqual(runs[2]!.counts, { one: { applied: 2 }, two: { applied: 1, 'not-found': 1 } });
+          assert.strictEqual((await s.audit(null)).length, 6);
+          assert.strictEqual((await s.deliveryHistory(null)).length, 6);
+          assert.strictEqual(await s.runLock(), null, 'each run released its lock');
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('a retryable CRM failure stays queued (exit 3) and is delivered by a later sync after its backoff', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('retry');
+        const crm = memoryCrm(name, ['a@x.com']);
+        crm.failRetryable.add('a@x.com');
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          const r1 = await engine.sync();
+          assert.deepStrictEqual([r1.exitCode, r1.targets.crm!.outcomes], [3, { 'failed-retryable': 1 }]);
+          const [row] = await s.queuedOutbox('crm', 10, 0);
+          assert.deepStrictEqual([row!.attempts, row!.optOut.email], [1, 'a@x.com']);
+          crm.failRetryable.clear();
+          clock.advance(10 * MIN);
+          const r2 = await engine.sync();
+          assert.deepStrictEqual([r2.exitCode, r2.targets.crm!.outcomes], [0, { applied: 1 }]);
+          assert.deepStrictEqual(
+            (await s.deliveryHistory(null)).map((e) => [e.attempt, e.outcome, e.runId]),
+            [
+              [1, 'failed-retryable', r1.runId],
+              [2, 'applied', r2.runId],
+            ],
+          );
+          assert.strictEqual((await s.recentRuns(2, clock.now()))[1]!.status, 'incomplete');
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('backfill --redeliver delivers again as already suppressed; the audit keeps the first write', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('redeliver');
+        const crm = memoryCrm(name, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          await engine.sync();
+          const [first] = await s.audit(null);
+          clock.advance(HOUR);
+          const b = await engine.backfill({ redeliver: true, targets: ['crm'] });
+          assert.deepStrictEqual(b.targets.crm!.outcomes, { 'already-suppressed': 1 });
+          assert.strictEqual(crm.writes, 1);
+          const [after] = await s.audit(null);
+          assert.deepStrictEqual(
+            [after!.writtenAt, after!.outcome, after!.lastOutcome, after!.deliveries],
+            [first!.writtenAt, 'applied', 'already-suppressed', 2],
+          );
+          assert.deepStrictEqual(
+            (await s.deliveryHistory(null)).map((e) => [e.origin, e.runKind]),
+            [
+              ['sync', 'sync'],
+              ['redeliver', 'backfill'],
+            ],
+          );
+          const [run] = await s.recentRuns(1, clock.now());
+          assert.deepStrictEqual([run!.kind, run!.variant, run!.status], ['backfill', 'redeliver', 'ok']);
+        } finally {
+          await engine.close();
+        }
+      });
+
+      it('a contact that leaves the unsubscribed set is reported on the next reconcile and nothing is written', async () => {
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = crmName('leave');
+        const crm = memoryCrm(name, ['a@x.com']);
+        const { engine, clock } = engineOver(s, src, [{ name: 'crm', crm: name }]);
+        try {
+          await engine.sync();
+          src.contacts = [contact('a@x.com', 'explicit', null)];
+          clock.advance(25 * HOUR); // past the periodic full reconcile
+          const r = await engine.sync();
+          assert.deepStrictEqual([r.detection.mode, r.detection.resubscribed], ['full', 1]);
+          assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 1 });
+          assert.deepStrictEqual(
+            (await s.events(null, ['left-unsubscribed-set'])).map((e) => e.email),
+            ['a@x.com'],
+          );
+          assert.strictEqual(crm.writes, 1);
+        } finally {
+          await engine.close();
+        }
+      });
+    });
+
+    // --------------------------------------------------------------------------------- fence guard (PostgreSQL)
+    describe('fence guard (PostgreSQL: account(id, { guard }))', () => {
+      class RecordingGuard implements PgFenceGuard {
+        readonly calls: { account: string; target?: string }[] = [];
+        stale = false;
+        async check(client: import('pg').PoolClient, scope: { account: string; target?: string }): Promise<void> {
+          assert.strictEqual(typeof client.query, 'function', 'the guard gets the transaction client');
+          this.calls.push({ ...scope });
+          if (this.stale) throw new StaleFence(`account:${scope.account}`, 1, 2);
+        }
+      }
+
+      function pgBackend(ctx: Mocha.Context): StoreBackend {
+        if (subject.backend?.kind !== 'postgres') ctx.skip();
+        return subject.backend!;
+      }
+
+      it('is run inside every write transaction, with the target for outbox writes of one target', async function () {
+        const b = pgBackend(this);
+        const guard = new RecordingGuard();
+        const g = await b.account(DEFAULT_ACCOUNT, { guard });
+        extra.push(g);
+        const writes: [string, () => Promise<unknown>, string | undefined][] = [
+          ['commitDetection', () => detect([optOut('a@x.com'), optOut('b@x.com')], ['hs'], {}, g), undefined],
+          ['setCheckpoint', async () => g.setCheckpoint('k', 'v', T0), undefined],
+          ['startRun', async () => g.startRun('sync', false, T0), undefined],
+          ['recordOutcomes', () => record('hs', [outcome('a@x.com', 'applied', ['1'])], T0, {}, g), 'hs'],
+          ['deferQueued', async () => g.deferQueued('hs', at(DAY)), 'hs'],
+          ['finishRun', async () => g.finishRun(1, 0, {}, at(1)), undefined],
+          ['requeueParked', async () => g.requeueParked(null, at(1)), undefined],
+          ['requeueNotFound', async () => g.requeueNotFound(at(1), at(1)), undefined],
+          [
+            'enqueueKnown',
+            async () => g.enqueueKnown({ runId: 1, targets: ['sf'], since: null, redeliver: false, now: T0 }),
+            undefined,
+          ],
+          [
+            'kv.set',
+            async () => {
+              const kv = (await g.kv('source:cc')) as KvWithFlush;
+              await kv.set('refresh_token', 'r');
+              await kv.flush?.();
+            },
+            undefined,
+          ],
+        ];
+        for (const [what, write, target] of writes) {
+          const before = guard.calls.length;
+          await write();
+          assert.ok(guard.calls.length > before, `${what} ran the guard`);
+          const last = guard.calls[guard.calls.length - 1]!;
+          assert.strictEqual(last.account, DEFAULT_ACCOUNT, what);
+          if (target) assert.strictEqual(last.target, target, `${what} names its target`);
+        }
+      });
+
+      it('a stale fence refuses the write (StaleFence, a LeaseLost) and the transaction leaves nothing behind', async function () {
+        const b = pgBackend(this);
+        const guard = new RecordingGuard();
+        const g = await b.account(DEFAULT_ACCOUNT, { guard });
+        extra.push(g);
+        await detect([optOut('a@x.com')], ['hs'], {}, g);
+        guard.stale = true;
+        const stale = isError('StaleFence', LeaseLost, /fence 1 is stale/);
+        await rejects(() => detect([optOut('b@x.com')], ['hs'], { checkpoints: { w: 'moved' } }, g), stale);
+        await rejects(() => record('hs', [outcome('a@x.com', 'applied', ['1'])], T0, {}, g), stale);
+        await rejects(() => g.setCheckpoint('w', 'moved', T0), stale);
+        await rejects(async () => {
+          const kv = (await g.kv('source:cc')) as KvWithFlush;
+          await kv.set('refresh_token', 'stolen');
+          await kv.flush?.();
+        }, stale);
+        // a run still says how it ended (failRun needs no lease, as for the run lock)
+        const run = await s.startRun('sync', false, T0);
+        await g.failRun(run, 1, 'stale', at(1));
+        assert.deepStrictEqual([(await s.getRun(run))!.status, (await s.getRun(run))!.error], ['failed', 'stale']);
+        // the unguarded store sees only what was committed before the fence moved
+        assert.deepStrictEqual([...(await s.activeOptOutEmails())], ['a@x.com']);
+        assert.strictEqual(await s.getCheckpoint('w'), null);
+        assert.deepStrictEqual(await s.deliveryHistory(null), []);
+        assert.strictEqual((await s.targetStatus(['hs'], new Date(T0)))[0]!.queued, 1);
+        const fresh = await b.account(DEFAULT_ACCOUNT);
+        extra.push(fresh);
+        assert.strictEqual(await ((await fresh.kv('source:cc')) as KvWithFlush).get('refresh_token'), null);
+      });
+
+      it("names the account it guards (another account's writes say that account)", async function () {
+        const b = pgBackend(this);
+        await b.putAccount({ id: 'acme', config: {} }, T0);
+        const guard = new RecordingGuard();
+        const g = await b.account('acme', { guard });
+        extra.push(g);
+        await g.setCheckpoint('k', 'v', T0);
+        assert.deepStrictEqual(
+          guard.calls.map((c) => c.account),
+          ['acme'],
+        );
+      });
+    });
+
     // ------------------------------------------------------------------------------------------ registry
     describe('account registry (StoreBackend)', () => {
       function backendOf(ctx: Mocha.Context): StoreBackend {
@@ -1548,7 +2136,7 @@ export function storeContract(name: string, factory: ContractFactory): void {
 
       it('an id that is not an account id is refused, and nothing is added', async function () {
         const b = backendOf(this);
-        for (const id of ['Upper', 'has space', '../escape', '', '-lead', 'x'.repeat(65)])
+        for (const id of ['Upper', 'has space', '../escape', '', '-lead', 'x'.repeat(65), 'a.b', 'é'])
           await rejects(
             () => b.putAccount({ id, config: {} }, T0),
             () => true,
@@ -1557,6 +2145,15 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(
           (await b.listAccounts()).filter((a) => a.id !== DEFAULT_ACCOUNT),
           [],
+        );
+        const fine = ['a', '0', 'a_b-c', 'x'.repeat(64)];
+        for (const id of fine) await b.putAccount({ id, config: {} }, T0);
+        assert.deepStrictEqual(
+          (await b.listAccounts())
+            .filter((a) => a.id !== DEFAULT_ACCOUNT)
+            .map((a) => a.id)
+            .sort(),
+          [...fine].sort(),
         );
       });
 

@@ -7,7 +7,8 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import { RunSummary } from '../../src/engine';
-import { CliResult, Harness, parseJsonOut, runCli, startHarness } from './helpers';
+import axios from 'axios';
+import { CliResult, Harness, parseJsonOut, runCli, spawnCli, startHarness, waitFor } from './helpers';
 
 function ok(r: CliResult, code = 0): CliResult {
   assert.equal(
@@ -70,6 +71,53 @@ describe('e2e: --store selects the state store for every command', () => {
     assert.ok(!fs.existsSync(h.storePath), 'the config store.path was never created');
     // without --store the config's store is used: nothing has run there
     ok(await runCli(h, ['status']), 2);
+  });
+
+  it('run (the service) syncs into the --store file and stops cleanly on SIGTERM', async function () {
+    this.timeout(120_000);
+    // the --store file holds the rotated Constant Contact refresh token (the configured one was used up by then)
+    const before = parseJsonOut<unknown[]>(ok(await runCli(h, ['--store', other, '--json', 'runs']))).length;
+    const svc = spawnCli(
+      h,
+      ['--store', other, '--log-format', 'json', 'run', '--every', '1h', '--listen', '127.0.0.1:0'],
+      {
+        timeoutMs: 110_000,
+      },
+    );
+    try {
+      const listening = await waitFor(
+        () =>
+          svc
+            .stderr()
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l) as { msg?: string; address?: string })
+            .find((l) => l.msg === 'service listening'),
+        { timeoutMs: 30_000, what: 'the service to listen' },
+      );
+      let last: unknown = null;
+      await waitFor(
+        async () => {
+          const r = await axios.get(`${listening.address}/readyz`, { validateStatus: () => true });
+          last = r.data;
+          return r.status === 200;
+        },
+        { timeoutMs: 60_000, intervalMs: 200, what: '/readyz 200 after the first run' },
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}: ${JSON.stringify(last)}\n${svc.stderr().slice(-3000)}`);
+      });
+      svc.child.kill('SIGTERM');
+      const done = await svc.done;
+      assert.equal(done.code, 0, done.stderr.slice(-2000));
+    } finally {
+      if (svc.child.exitCode === null) svc.child.kill('SIGKILL');
+    }
+    const runs = parseJsonOut<{ kind: string; status: string }[]>(
+      ok(await runCli(h, ['--store', other, '--json', 'runs'])),
+    );
+    assert.equal(runs.length, before + 1, 'the service recorded its run in the --store file');
+    assert.equal(runs[0]!.kind, 'sync');
+    assert.ok(!fs.existsSync(h.storePath), 'the config store.path was never created');
   });
 
   it('a postgres:// --store fails without showing its password', async () => {

@@ -116,6 +116,55 @@ describe('engine: an external lease (the fleet fences the writes)', () => {
   });
 });
 
+describe('engine: two lanes under external leases on one store', () => {
+  it("a deliver run started while a detect run is live leaves the detect run's row running (not abandoned)", async () => {
+    memoryCrm('lanes-5', emails(4));
+    const src = seeded(4);
+    src.pageSize = 2;
+    const store = new SqliteStateStore(':memory:');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let firstPage!: () => void;
+    const atFirstPage = new Promise<void>((r) => (firstPage = r));
+    const blocking: OptOutSource = {
+      scanWindow: src.scanWindow.bind(src),
+      unsubscribedCount: src.unsubscribedCount.bind(src),
+      check: src.check.bind(src),
+      scanUnsubscribed: (onPage) =>
+        src.scanUnsubscribed(async (p) => {
+          await onPage(p);
+          firstPage();
+          await gate;
+        }),
+    };
+    const detect = engineWith({
+      crms: ['lanes-5'],
+      source: blocking,
+      store,
+      externalLease: { lost: () => null, owner: 'detect-lane' },
+    });
+    const deliver = engineWith({
+      crms: ['lanes-5'],
+      source: src,
+      store,
+      externalLease: { lost: () => null, owner: 'deliver-lane' },
+    });
+    const detecting = detect.engine.sync({ deliver: false });
+    await atFirstPage;
+    const detectRunId = store.db.prepare(`SELECT MAX(id) FROM runs`).pluck().get() as number;
+    const d = await deliver.engine.deliver();
+    assert.deepStrictEqual(d.targets.t0!.outcomes, { applied: 2 }, 'the committed page is delivered by the other lane');
+    const status = (): unknown => store.db.prepare(`SELECT status FROM runs WHERE id = ?`).pluck().get(detectRunId);
+    assert.strictEqual(status(), 'running', 'the live detect run is not marked abandoned');
+    release();
+    const r = await detecting;
+    assert.strictEqual(r.exitCode, 0);
+    assert.strictEqual(status(), 'ok');
+    await detect.engine.close();
+    await deliver.engine.close();
+  });
+});
+
 describe('engine: detect-only and deliver-only runs', () => {
   it('sync with deliver: false detects and queues only; deliver() then drains the outbox without reading Constant Contact', async () => {
     const crm = memoryCrm('lanes-3', emails(4));

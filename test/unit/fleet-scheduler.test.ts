@@ -74,6 +74,14 @@ describe('fleet scheduler', () => {
     assert.ok(Math.abs(calls - 10_000) < 1, String(calls));
   });
 
+  it('jitter spreads the interval by +-15% (0.5: none), inside the clamp', () => {
+    assert.equal(nextPollDelayMs(input({ jitter: 0.5 })), 2.4 * H);
+    assert.equal(nextPollDelayMs(input({ jitter: 0 })), 0.85 * 2.4 * H);
+    assert.equal(nextPollDelayMs(input({ jitter: 1 })), 1.15 * 2.4 * H);
+    assert.equal(nextPollDelayMs(input({ jitter: 1, maxIntervalMs: 2.5 * H })), 2.5 * H);
+    assert.throws(() => nextPollDelayMs(input({ jitter: 2 })), /jitter must be a number from 0 to 1/);
+  });
+
   it('nothing left today: the next poll is after 00:00 UTC', () => {
     assert.equal(nextPollDelayMs(input({ now: new Date('2026-12-01T18:00:00Z'), remaining: 0 })), 6 * H);
     assert.equal(nextPollDelayMs(input({ now: new Date('2026-12-01T23:59:30Z'), remaining: 0 })), 60_000);

@@ -36,5 +36,9 @@ describe('PostgreSQL plumbing (a real server)', function () {
   it('never shows a URL password', () => {
     assert.equal(maskUrl('postgres://u:s3cret@h:5432/db'), 'postgres://u:***@h:5432/db');
     assert.doesNotMatch(maskUrl('postgres://u:s3cret@h/db'), /s3cret/);
+    assert.equal(
+      maskUrl('postgres://u@h/db?password=s3cret&sslmode=require'),
+      'postgres://u@h/db?password=***&sslmode=require',
+    );
   });
 });

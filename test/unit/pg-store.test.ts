@@ -587,6 +587,16 @@ describe('PostgreSQL state store (a real server)', function () {
     await assert.rejects(openPgBackend(u.toString()), (e) =>
       check(e, /nothing accepts connections at 127\.0\.0\.1:\d+: is PostgreSQL running/),
     );
+    // a password as a query parameter is masked too
+    const q = new URL(db.url);
+    q.pathname = '/no_such_database_here';
+    q.searchParams.set('password', 'Qp4ss-word');
+    await assert.rejects(openPgBackend(q.toString()), (e: Error) => {
+      assert.ok(e instanceof StoreOpenError, String(e));
+      assert.doesNotMatch(e.message, /Qp4ss/);
+      assert.match(e.message, /password=\*\*\*/);
+      return true;
+    });
     await assert.rejects(
       openPgBackend('postgres://u:pw@[bad'),
       (e: Error) => e instanceof StoreOpenError && !/pw/.test(e.message.replace('postgres://', '')),
@@ -620,6 +630,60 @@ describe('PostgreSQL state store (a real server)', function () {
     } finally {
       await other.close();
     }
+  });
+
+  it('under fleet leases (no run lock) a run is running while its owner holds a lease of the account; lanes run side by side', async () => {
+    // the fleet's lease table (src/fleet/postgres.ts, migration set "fleet"): the columns the store reads
+    await backend.pool.query(
+      `CREATE TABLE cc_leases (key text PRIMARY KEY, account text NOT NULL, target text, owner text, fence bigint NOT NULL DEFAULT 0,
+         expires_at timestamptz, next_due_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const lease = (key: string, target: string | null, owner: string, expires: string) =>
+      backend.pool.query(
+        `INSERT INTO cc_leases (key, account, target, owner, expires_at) VALUES ($1, 'default', $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at`,
+        [key, target, owner, expires],
+      );
+    await lease('account:default', null, 'w1', at(10));
+    await lease('deliver:default:hs', 'hs', 'w2', at(10));
+    const guard: PgFenceGuard = { check: async () => undefined };
+    const detect = await backend.pgAccount('default', { guard });
+    const deliver = await backend.pgAccount('default', { guard });
+    const who = (owner: string) => ({ owner, pid: process.pid, host: os.hostname() });
+    const crashed = await detect.startRun('sync', false, T0, who('w0')); // a worker that died: no lease any more
+    const d = await detect.startRun('sync', false, at(1), who('w1'));
+    const l = await deliver.startRun('deliver', false, at(1), who('w2'));
+    const status = async (when: string) =>
+      new Map((await detect.recentRuns(10, new Date(when))).map((r) => [r.id, r.status]));
+    assert.deepStrictEqual(
+      await status(at(2)),
+      new Map([
+        [l, 'running'],
+        [d, 'running'],
+        [crashed, 'abandoned'],
+      ]),
+    );
+    const stored = await backend.pool.query(`SELECT id, status FROM cc_runs ORDER BY id`);
+    assert.deepStrictEqual(
+      stored.rows.map((r) => [r.id, r.status]),
+      [
+        [crashed, 'abandoned'],
+        [d, 'running'],
+        [l, 'running'],
+      ],
+    );
+    // once w1's lease lapsed, its run reads abandoned; w2's is still running
+    assert.deepStrictEqual(
+      await status(at(11)),
+      new Map([
+        [l, 'abandoned'],
+        [d, 'abandoned'],
+        [crashed, 'abandoned'],
+      ]),
+    );
+    await lease('deliver:default:hs', 'hs', 'w2', at(30));
+    assert.equal((await detect.getRun(l, new Date(at(11))))!.status, 'running');
+    assert.equal((await detect.getRun(d, new Date(at(11))))!.status, 'abandoned');
   });
 
   it('recordOutcomes from two instances at once: each reads the row after the other wrote it (row locks)', async () => {

@@ -30,7 +30,7 @@ import { BudgetExhausted, RateLimiter } from '../../http/limiter';
 import { backoffDelay, DEFAULT_RETRY, RetryPolicy, withRetry } from '../../http/retry';
 import { Clock } from '../../http/clock';
 import { Logger } from '../../log';
-import { SharedBudget, SharedBudgetExhausted } from '../../fleet/types';
+import { SharedBudget, SharedBudgetExhausted } from '../../fleet/budget';
 import { QuotaExceeded, SourceDeps, SourceError } from '../types';
 import { createHttp, TokenManager } from './auth';
 import { DailyUsage, parseApiError } from './codecs';

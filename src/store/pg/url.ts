@@ -3,12 +3,17 @@
  * recognising them. Re-exported by ./pool.
  */
 
-/** `postgres://user:secret@host/db` -> `postgres://user:***@host/db` (for messages and logs). */
+/**
+ * `postgres://user:secret@host/db` -> `postgres://user:***@host/db` (for messages and logs); a password given as
+ * a query parameter (`?password=...`, which libpq and pg accept too) is masked the same way.
+ */
 export function maskUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
-    return u.toString();
+    for (const key of [...u.searchParams.keys()])
+      if (/^(password|sslpassword|sslkey)$/i.test(key)) u.searchParams.set(key, '***');
+    return u.toString().replace(/%2A%2A%2A/g, '***');
   } catch {
     return 'postgres://(unparseable URL)';
   }
