@@ -50,13 +50,15 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
     )
     .action(async (o: { device?: boolean; port?: number }) => {
       // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
-      const cfg = loadSourceConfig(g().config, process.env);
-      const spec = storeSpecFor(cfg, g().store);
+      // (`--account ID`: that account's source from the store; the config file's own secrets are not needed)
+      const { storeSpecOf, withAccount } = await import('./accounts-commands');
+      const { accountSource } = await import('./accounts');
+      const added = (g().account ?? DEFAULT_ACCOUNT) !== DEFAULT_ACCOUNT;
+      const cfg = added ? null : loadSourceConfig(g().config, process.env);
+      const spec = cfg ? storeSpecFor(cfg, g().store) : storeSpecOf(g());
       const storePath = describeStore(spec);
       const backend = await openBackend(spec);
       // `--account`: an added account's own source (from the registry), tokens stored in that account's state
-      const { withAccount } = await import('./accounts-commands');
-      const { accountSource } = await import('./accounts');
       const { store, accountSourceConfig } = await withAccount(g(), async (id) => ({
         store: await backend.account(id),
         accountSourceConfig:
@@ -65,7 +67,7 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
         await backend.close();
         throw err;
       });
-      if (accountSourceConfig) cfg.source = accountSourceConfig;
+      const ccSource = accountSourceConfig ?? cfg!.source;
       const owner = `auth-${process.pid}`;
       const logger = createLogger({ format: g().logFormat, level: g().logLevel });
       let lease: Lease | null = null;
@@ -77,7 +79,7 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
           { owner, pid: process.pid, host: os.hostname(), command: 'auth' },
           { now: () => new Date(), onLost: (m) => logger.error(m) },
         );
-        const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
+        const source = { ...ccSource, redirectPort: o.port ?? ccSource.redirectPort };
         const deps = { clock: systemClock, logger, kv: await store.kv(SOURCE_KV) };
         // with --json the instructions go to stderr and stdout carries one JSON object
         const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };

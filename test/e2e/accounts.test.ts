@@ -123,6 +123,25 @@ describe('e2e accounts: several accounts in one store', function () {
     assert.equal(list.find((a) => a.id === 'beta')?.lastRun, null);
   });
 
+  it("auth constant-contact --account: the account's own source, tokens stored in its own state", async () => {
+    const { source, targets } = h.cfg.config as { source: Record<string, unknown>; targets: unknown[] };
+    const file = path.join(h.dir, 'gamma.account.json');
+    const { refreshToken: _seed, ...rest } = source;
+    fs.writeFileSync(file, JSON.stringify({ source: { ...rest, clientSecret: '${GAMMA_CC_SECRET}' }, targets }));
+    const added = ok(await runCli(h, ['accounts', 'add', 'gamma', '--from', file]));
+    assert.match(added.stdout, /not set in this environment .*\$\{GAMMA_CC_SECRET\}/);
+    // the config file's secret is unset: only the account's own reference can make this work
+    const env = { CC_CLIENT_SECRET: '', GAMMA_CC_SECRET: h.env.CC_CLIENT_SECRET! };
+    const r = ok(await runCli(h, ['--account', 'gamma', 'auth', 'constant-contact', '--device'], { env }));
+    assert.match(r.stdout, /Constant Contact authorised; tokens stored in .*refresh token stored/);
+    assert.ok(!r.stdout.includes(h.env.CC_CLIENT_SECRET!));
+    const s = parseJsonOut<RunSummary>(
+      ok(await runCli(h, ['--json', '--account', 'gamma', 'sync', '--dry-run'], { env })),
+    );
+    assert.ok(s.detection.complete, 'gamma detects with its own stored tokens');
+    ok(await runCli(h, ['accounts', 'remove', 'gamma', '--yes']));
+  });
+
   it('an unknown --account exits 2 naming it and the known ids, on every command', async () => {
     for (const cmd of [['status'], ['audit'], ['backfill'], ['sync'], ['check'], ['runs'], ['requeue']]) {
       const r = ok(await runCli(h, ['--account', 'nope', ...cmd]), 2);
