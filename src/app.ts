@@ -153,8 +153,11 @@ function accountConfig(o: AsyncAppOptions, registry: Registry, accountDoc: unkno
  */
 export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
   const registry = o.registry ?? createRegistry();
-  const fileConfig = loadConfig(o.configFile, o.env, registry, { requireEnv: o.requireSecrets !== false });
   const account = o.account ?? DEFAULT_ACCOUNT;
+  // an added account needs its own secrets, not those of the config file's source and targets (`default`'s)
+  const fileConfig = loadConfig(o.configFile, o.env, registry, {
+    requireEnv: account === DEFAULT_ACCOUNT && o.requireSecrets !== false,
+  });
   const backend =
     o.backend ?? (await openBackend(storeSpecFor(fileConfig, o.store), { mustExist: o.requireSecrets === false }));
   const owned = !o.backend;

@@ -16,6 +16,8 @@ export interface GlobalOpts {
   progress: boolean;
   /** `--store`: a path (SQLite) or a postgres:// URL, overriding the config's store.url / store.path. */
   store?: string;
+  /** `--account`: the account a command opens (default `default`: the config file's own). */
+  account?: string;
 }
 
 /** Output that never carries a secret. */

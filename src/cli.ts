@@ -35,6 +35,8 @@ import { exampleConfig } from './init';
 import { createRegistry } from './registry';
 import { toCsv } from './csv';
 import { writePrivateFile } from './private-file';
+import { accountStatus, accountStatusLines, registerAccountCommands, withAccount } from './accounts-commands';
+import { DEFAULT_ACCOUNT } from './store/backend';
 
 export { EXIT };
 
@@ -69,7 +71,17 @@ export function openContext(
 ): Promise<Context> {
   checkConfigOption(g.config);
   const logger = createLogger({ format: g.logFormat, level: g.logLevel });
-  return openAppAsync({ configFile: g.config, env: process.env, logger, onProgress, requireSecrets, store: g.store });
+  return withAccount(g, (account) =>
+    openAppAsync({
+      configFile: g.config,
+      env: process.env,
+      logger,
+      onProgress,
+      requireSecrets,
+      store: g.store,
+      account,
+    }),
+  );
 }
 
 function fmtCounts(c: Partial<Record<string, number>>): string {
@@ -444,6 +456,7 @@ export function buildProgram(): Command {
       '--store <path|url>',
       "the state store: a SQLite file path, or a postgres:// URL (instead of the config's store.path / store.url)",
     )
+    .option('--account <id>', 'the account to work on (`cc-optout accounts list`)', DEFAULT_ACCOUNT)
     .addOption(
       new Option('--log-format <format>', 'log format (logs go to stderr)').choices(['text', 'json']).default('text'),
     )
@@ -470,6 +483,7 @@ export function buildProgram(): Command {
   registerCommands(program, g, { out, ExitError, progressBar, interruptible });
   registerRunsCommand(program, g, withStoreContext, out);
   registerServiceCommands(program, g, { out, ExitError, progressBar, interruptible });
+  registerAccountCommands(program, g, { out, ExitError, progressBar, interruptible });
   return program;
 }
 
@@ -574,6 +588,7 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
         }
         const ccDaily = (await ctx.store.kv(SOURCE_KV)).get('daily_usage');
         const status = {
+          account: await accountStatus(ctx),
           optOuts: await ctx.store.countOptOuts(),
           checkpoints: {
             windowBefore: await ctx.store.getCheckpoint(CHECKPOINT_WINDOW),
@@ -600,6 +615,7 @@ function registerStatus(program: Command, g: () => GlobalOpts): void {
         if (g().json) {
           out(JSON.stringify(status, null, 2));
         } else {
+          for (const l of accountStatusLines(status.account)) out(l);
           out(`opt-outs known: ${status.optOuts.active} active, ${status.optOuts.left} left the unsubscribed set`);
           out(
             `window checkpoint: ${status.checkpoints.windowBefore ?? 'none (next sync reconciles fully)'}; last full reconcile: ${status.checkpoints.lastFullReconcile ?? 'never'}`,

@@ -22,6 +22,7 @@ interface GlobalOpts {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   progress: boolean;
   store?: string;
+  account?: string;
 }
 
 /** A whole-number option in [min, max]; anything else is a usage error (exit 2) naming the option. */
@@ -49,14 +50,24 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
     )
     .action(async (o: { device?: boolean; port?: number }) => {
       // Only the source and store sections are needed (and checked): CRM credentials may not exist yet.
-      const cfg = loadSourceConfig(g().config, process.env);
-      const spec = storeSpecFor(cfg, g().store);
+      // (`--account ID`: that account's source from the store; the config file's own secrets are not needed)
+      const { storeSpecOf, withAccount } = await import('./accounts-commands');
+      const { accountSource } = await import('./accounts');
+      const added = (g().account ?? DEFAULT_ACCOUNT) !== DEFAULT_ACCOUNT;
+      const cfg = added ? null : loadSourceConfig(g().config, process.env);
+      const spec = cfg ? storeSpecFor(cfg, g().store) : storeSpecOf(g());
       const storePath = describeStore(spec);
       const backend = await openBackend(spec);
-      const store = await backend.account(DEFAULT_ACCOUNT).catch(async (err: unknown) => {
+      // `--account`: an added account's own source (from the registry), tokens stored in that account's state
+      const { store, accountSourceConfig } = await withAccount(g(), async (id) => ({
+        store: await backend.account(id),
+        accountSourceConfig:
+          id === DEFAULT_ACCOUNT ? null : accountSource(id, await backend.getAccount(id), process.env),
+      })).catch(async (err: unknown) => {
         await backend.close();
         throw err;
       });
+      const ccSource = accountSourceConfig ?? cfg!.source;
       const owner = `auth-${process.pid}`;
       const logger = createLogger({ format: g().logFormat, level: g().logLevel });
       let lease: Lease | null = null;
@@ -68,7 +79,7 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
           { owner, pid: process.pid, host: os.hostname(), command: 'auth' },
           { now: () => new Date(), onLost: (m) => logger.error(m) },
         );
-        const source = { ...cfg.source, redirectPort: o.port ?? cfg.source.redirectPort };
+        const source = { ...ccSource, redirectPort: o.port ?? ccSource.redirectPort };
         const deps = { clock: systemClock, logger, kv: await store.kv(SOURCE_KV) };
         // with --json the instructions go to stderr and stdout carries one JSON object
         const io = { print: (m: string) => (g().json ? process.stderr.write(m + '\n') : h.out(m)) };

@@ -5,11 +5,34 @@ import * as fs from 'fs';
 import { Command, Option } from 'commander';
 import type { CommandHelpers } from '../cli';
 import { openAppAsync } from '../app';
-import { ConfigError, loadConfig, parseListen, scheduleOf, serviceProblems, resolveService } from '../config';
+import {
+  Config,
+  ConfigError,
+  ResolvedService,
+  loadConfig,
+  parseListen,
+  scheduleOf,
+  serviceProblems,
+  resolveService,
+} from '../config';
 import { createRegistry } from '../plugin';
 import { createLogger, LogLevel } from '../log';
 import { cronProblem, parseEvery } from './schedule';
 import type { ServiceRunner } from './runner';
+import type { FleetRunner } from './fleet-runner';
+import {
+  FLEET_DEFAULTS,
+  FleetRunOpts,
+  FleetSettings,
+  checkFleetOptions,
+  fleetModeWanted,
+  fleetTablesOf,
+  fleetWorkerOptions,
+  openRunBackend,
+} from './fleet-cli';
+import type { StoreBackend } from '../store/backend';
+import type { Registry } from '../registry';
+import type { Logger } from '../log';
 
 interface GlobalOpts {
   config: string;
@@ -20,7 +43,7 @@ interface GlobalOpts {
   store?: string;
 }
 
-interface RunOpts {
+interface RunOpts extends FleetRunOpts {
   every?: string;
   cron?: string;
   listen?: string;
@@ -59,8 +82,25 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         'HTTP address (default: service.listen, else 127.0.0.1:9464; port 0 = any free port)',
       ),
     )
+    .option(
+      '--fleet',
+      "run every account of the store (the registry and the config file's own) with lease-sharing workers; on by itself once `accounts add` registered one, or with --workers",
+    )
+    .option(
+      '--workers <n>',
+      `fleet mode: workers in this process, each claiming due accounts and targets (default ${FLEET_DEFAULTS.workers}); more instances on one PostgreSQL share the work`,
+    )
+    .option(
+      '--concurrency <n>',
+      `fleet mode: leases one worker works on at once (default ${FLEET_DEFAULTS.concurrency})`,
+    )
+    .option(
+      '--lease-ttl <duration>',
+      `fleet mode: how long a lease lasts unrenewed (renewed every third of it): an instance killed outright has its accounts taken over after this (default ${FLEET_DEFAULTS.leaseTtlSeconds}s)`,
+    )
     .action(async (o: RunOpts) => {
-      const problems = checkRunOptions(o);
+      const fleetOpts = checkFleetOptions(o);
+      const problems = [...checkRunOptions(o), ...fleetOpts.problems];
       if (problems.length) throw new h.ExitError(2, problems.join('\n'));
       const opts = g();
       // a service logs its runs: info unless --log-level was given
@@ -81,6 +121,35 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         const p = serviceProblems({ listen: o.listen, token: service.token ?? undefined }, '--listen');
         if (p.length) throw new ConfigError(p, config.file ?? undefined);
       }
+      // fleet mode (see ./fleet-cli): many accounts, leases shared with every instance on the same store
+      const backend = await openRunBackend(opts.store, config);
+      let fleet = false;
+      try {
+        fleet = fleetModeWanted(o, await backend.listAccounts());
+        if (fleet && o.cron !== undefined)
+          throw new h.ExitError(
+            2,
+            '--cron: fleet mode schedules every account itself (the fair scheduler); --every sets the shortest poll interval',
+          );
+      } catch (err) {
+        await backend.close();
+        throw err;
+      }
+      if (fleet) {
+        await runFleet({
+          backend,
+          config,
+          configFile: opts.config,
+          registry,
+          service,
+          logger,
+          settings: fleetOpts.settings,
+          minIntervalMs: service.schedule.kind === 'every' ? service.schedule.seconds * 1000 : undefined,
+          h,
+        });
+        return;
+      }
+      await backend.close();
       const app = await openAppAsync({
         configFile: opts.config,
         env: process.env,
@@ -128,4 +197,63 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         process.removeListener('SIGINT', onSignal);
       }
     });
+}
+
+/** Fleet mode: N workers and the HTTP side until SIGTERM/SIGINT (then every lease held is handed back due now). */
+async function runFleet(a: {
+  backend: StoreBackend;
+  config: Config;
+  configFile: string;
+  registry: Registry;
+  service: ResolvedService;
+  logger: Logger;
+  settings: FleetSettings;
+  minIntervalMs?: number;
+  h: CommandHelpers;
+}): Promise<void> {
+  let runner: FleetRunner;
+  try {
+    const tables = await fleetTablesOf(a.backend);
+    const { FleetRunner: Runner } = await import('./fleet-runner');
+    runner = new Runner({
+      service: a.service,
+      logger: a.logger,
+      workers: a.settings.workers,
+      worker: fleetWorkerOptions({ ...a, tables, env: process.env }),
+      close: () => a.backend.close(),
+    });
+  } catch (err) {
+    await a.backend.close();
+    throw err;
+  }
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stopping) {
+      a.logger.warn('second signal: exiting now; leases in hand expire after --lease-ttl', { signal: sig });
+      process.exit(sig === 'SIGTERM' ? 143 : 130);
+    }
+    stopping = true;
+    a.logger.info('stopping: the work in hand finishes its batch, every lease held is handed over', { signal: sig });
+    void runner.stop(sig).finally(stopped);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    try {
+      await runner.start();
+    } catch (err) {
+      const { host, port } = runner.listenAddress();
+      throw new a.h.ExitError(
+        2,
+        `service.listen: cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`,
+      );
+    }
+    await done;
+  } finally {
+    await runner.stop();
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
+  }
 }
