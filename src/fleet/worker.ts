@@ -477,13 +477,16 @@ export class FleetWorker {
       this.counts.failures += 1;
       const message = redact((err as Error).message ?? String(err));
       this.log.error('account could not be opened', { account: record.id, lease: lease.key, error: message });
-      return { next: this.backoffAt(this.localFailures(record.id, true)) };
+      return { next: this.backoffAt(this.localFailures(lease.key, true)) };
     }
     let prior: AccountPollRecord | null = null;
     try {
       if (kind === 'account') {
         prior = await readPollRecord(work.store);
-        return await this.poll(record, work, signal, started, prior);
+        const polled = await this.poll(record, work, signal, started, prior);
+        // opened and polled: the failures counted while it could not be opened are over
+        this.localFailures(lease.key, false);
+        return polled;
       }
       return await this.deliver(record, work, target!, signal);
     } catch (err) {
@@ -499,7 +502,6 @@ export class FleetWorker {
       await writePollRecord(work.store, rec).catch(() => undefined);
       return { next: this.backoffAt(rec.failures) };
     } finally {
-      if (kind === 'account' || target) this.localFailures(kind === 'account' ? record.id : lease.key, false);
       await work
         .close()
         .catch((err: Error) =>
@@ -628,6 +630,7 @@ export class FleetWorker {
       if (!Number.isNaN(at)) return { next: new Date(Math.max(at, now)).toISOString() };
     }
     if (r.halted) return { next: this.backoffAt(this.localFailures(deliverLeaseKey(record.id, target), true)) };
+    this.localFailures(deliverLeaseKey(record.id, target), false);
     if (r.nextDueAt === null) return { next: new Date(later).toISOString() };
     const at = Date.parse(r.nextDueAt);
     return { next: new Date(Number.isNaN(at) ? later : Math.min(Math.max(at, now), later)).toISOString() };

@@ -8,6 +8,8 @@
  * Derived from the behaviour pinned by test/unit/store*.test.ts, run-history.test.ts and src/store/sqlite.ts.
  */
 import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
+import * as os from 'os';
 import type { KeyValue, OptOut, Outcome } from '../../src/domain';
 import type { Awaitable, PgFenceGuard, StoreBackend } from '../../src/store/backend';
 import { StaleFence } from '../../src/fleet/types';
@@ -1513,6 +1515,26 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual((await other.runLock())!.owner, 'second');
       });
 
+      it('on the same host, a holder whose process is gone is taken over at once; a live one blocks', async () => {
+        const here = os.hostname();
+        const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+        await s.acquireRunLock({ owner: 'dead', pid: dead, host: here, command: 'sync', now: T0 });
+        const id = await s.startRun('sync', false, T0, { owner: 'dead', pid: dead, host: here });
+        assert.strictEqual(
+          (await s.getRun(id, new Date(at(1000))))!.status,
+          'abandoned',
+          'its run reads abandoned at once',
+        );
+        await s.acquireRunLock({ owner: 'me', pid: process.pid, host: here, command: 'sync', now: at(1000) });
+        assert.strictEqual((await s.runLock())!.owner, 'me', 'taken over long before the lease ends');
+        const ev = await s.events(null, ['run-lock-taken-over']);
+        assert.match(ev[0]!.detail!, /holder process is gone \(same host\)/);
+        await rejects(
+          () => s.acquireRunLock({ owner: 'other', pid: process.pid, host: here, command: 'sync', now: at(2000) }),
+          isError('RunLocked', RunLocked, new RegExp(`pid ${process.pid} on `)),
+        );
+      });
+
       it('RunLocked holds across two handles on the same state', async function () {
         const other = await reopen(this);
         await s.acquireRunLock(owner('a', 0));
@@ -2222,6 +2244,124 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.strictEqual(await s.runLock(), null);
       });
 
+      it('an empty account sees nothing of a full one through any read, and its writes touch none of it', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'full', config: {} }, T0);
+        await b.putAccount({ id: 'empty', config: {} }, T0);
+        const full = await b.account('full');
+        const empty = await b.account('empty');
+        extra.push(full, empty);
+        // every kind of state in `full`
+        const run = await full.startRun('sync', false, T0);
+        await full.commitDetection({
+          runId: run,
+          added: [optOut('a@x.com'), optOut('b@x.com'), optOut('c@x.com'), optOut('d@x.com')],
+          resubscribed: [],
+          targets: ['hs'],
+          checkpoints: { w: 'full' },
+          now: T0,
+        });
+        await full.commitDetection({ runId: run, added: [], resubscribed: ['d@x.com'], targets: ['hs'], now: T0 });
+        await record(
+          'hs',
+          [
+            outcome('a@x.com', 'applied', ['1']),
+            outcome('b@x.com', 'not-found'),
+            outcome('c@x.com', 'failed-permanent', [], 'x'),
+          ],
+          at(MIN),
+          { runId: run },
+          full,
+        );
+        await full.finishRun(run, 0, {}, at(2 * MIN));
+        await full.quarantine(run, 'cc', { reason: 'bad', raw: {}, recordId: 'q' }, T0);
+        await full.addEvent(run, 'note', null, null, T0);
+        const job = await full.openBackfill(null, ['hs'], T0);
+        const kv = (await full.kv('source:cc')) as KvWithFlush;
+        await kv.set('refresh_token', 'full');
+        await kv.flush?.();
+        await full.acquireRunLock(owner('full-owner', 0));
+
+        const late = new Date(at(DAY));
+        assert.deepStrictEqual(
+          {
+            known: (await empty.knownOptOuts(['a@x.com', 'd@x.com'])).size,
+            active: (await empty.activeOptOutEmails()).size,
+            counts: await empty.countOptOuts(),
+            candidates: await empty.backfillCandidates('hs', null, true),
+            due: await empty.dueOutbox('hs', late, 10),
+            queued: await empty.queuedOutbox('hs', 10, 0),
+            parked: await empty.parkedOutbox('hs', 10, 0),
+            status: (await empty.targetStatus(['hs'], late))[0],
+            countDue: await empty.countDue('hs', late),
+            checkpoint: await empty.getCheckpoint('w'),
+            kv: await ((await empty.kv('source:cc')) as KvWithFlush).get('refresh_token'),
+            runs: await empty.recentRuns(10),
+            run: await empty.getRun(run),
+            quarantined: await empty.quarantined(10),
+            countQuarantined: await empty.countQuarantined(),
+            events: await empty.events(null),
+            audit: await empty.audit(null),
+            history: await empty.deliveryHistory(null),
+            lag: await empty.lagPoints(10),
+            lock: await empty.runLock(),
+          },
+          {
+            known: 0,
+            active: 0,
+            counts: { active: 0, left: 0 },
+            candidates: [],
+            due: [],
+            queued: [],
+            parked: [],
+            status: {
+              target: 'hs',
+              queued: 0,
+              due: 0,
+              parked: 0,
+              done: {},
+              oldestQueuedOptOutAt: null,
+              oldestQueuedAt: null,
+              lastDeliveredAt: null,
+            },
+            countDue: 0,
+            checkpoint: null,
+            kv: null,
+            runs: [],
+            run: null,
+            quarantined: [],
+            countQuarantined: 0,
+            events: [],
+            audit: [],
+            history: [],
+            lag: [],
+            lock: null,
+          },
+        );
+        // writes of the empty account that select rows by state never reach the full one's
+        assert.strictEqual(await empty.requeueParked(null, at(DAY)), 0);
+        assert.strictEqual(await empty.requeueNotFound(at(DAY), at(DAY)), 0);
+        assert.strictEqual(await empty.deferQueued('hs', at(2 * DAY)), 0);
+        assert.strictEqual(
+          await empty.enqueueKnown({ runId: 1, targets: ['hs'], since: null, redeliver: true, now: at(DAY) }),
+          0,
+        );
+        const other = await empty.openBackfill(null, ['hs'], at(DAY));
+        assert.strictEqual(other.startedAt, at(DAY), "not the full account's job");
+        await empty.acquireRunLock(owner('empty-owner', 0));
+        await empty.startRun('sync', false, at(DAY), { owner: 'empty-owner', pid: 4242, host: 'host-empty-owner' });
+        // the full account is as it was
+        const [st] = await full.targetStatus(['hs'], late);
+        assert.deepStrictEqual(
+          [st!.queued, st!.parked, st!.done, st!.due],
+          [1, 1, { applied: 1, 'not-found': 1 }, 1],
+          "d's row is still queued (it left the set after it was queued)",
+        );
+        assert.deepStrictEqual([(await full.getRun(run))!.status, (await full.runLock())!.owner], ['ok', 'full-owner']);
+        assert.strictEqual((await full.openBackfill(null, ['hs'], at(DAY))).id, job.id, 'its job is still open');
+        assert.strictEqual((await full.parkedOutbox('hs', 10, 0))[0]!.email, 'c@x.com');
+      });
+
       it("removeAccount deletes the account's state: added again, it starts empty; other accounts keep theirs", async function () {
         const b = backendOf(this);
         await b.putAccount({ id: 'temp', config: {} }, T0);
@@ -2252,6 +2392,38 @@ export function storeContract(name: string, factory: ContractFactory): void {
         assert.deepStrictEqual(await keep.countOptOuts(), { active: 1, left: 0 });
         assert.strictEqual(await keep.getCheckpoint('w'), 'x');
         assert.strictEqual(await keep.countQuarantined(), 1);
+      });
+
+      it('the engine over an added account writes that account only', async function () {
+        const b = backendOf(this);
+        await b.putAccount({ id: 'acme', config: {} }, T0);
+        const acme = await b.account('acme');
+        extra.push(acme);
+        const src = new FakeSource();
+        src.contacts = [contact('a@x.com', 'unsubscribed', '2026-05-01T00:00:00.000Z')];
+        const name = `contract-acme-${process.pid}-${Date.now()}`;
+        const crm = memoryCrm(name, ['a@x.com']);
+        const registry = testRegistry();
+        const engine = new Engine({
+          config: testConfig(registry, [{ name: 'crm', crm: name }]),
+          store: acme,
+          registry,
+          source: () => src,
+          clock: fakeClock(new Date('2026-06-01T12:00:00Z')),
+          logger: memoryLogger(),
+          random: () => 0.5,
+        });
+        try {
+          const r = await engine.sync();
+          assert.deepStrictEqual([r.exitCode, r.targets.crm!.outcomes, crm.writes], [0, { applied: 1 }, 1]);
+        } finally {
+          await engine.close();
+        }
+        assert.deepStrictEqual(await acme.countOptOuts(), { active: 1, left: 0 });
+        assert.strictEqual((await acme.recentRuns(5)).length, 1);
+        assert.deepStrictEqual(await s.countOptOuts(), { active: 0, left: 0 });
+        assert.deepStrictEqual(await s.recentRuns(5), []);
+        assert.deepStrictEqual(await s.audit(null), []);
       });
 
       it('the default account needs no registry entry and is a store like any other', async function () {

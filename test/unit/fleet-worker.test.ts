@@ -341,6 +341,27 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     assert.equal(w.counts.failures, 1);
   });
 
+  it('an account that cannot be opened backs off doubling with each failure', async () => {
+    const s = setup();
+    const f = newFake();
+    f.openFails = new Set(['bad']);
+    const dues: number[] = [];
+    const w = worker(s, [account('bad', [])], f, { failureBackoffMs: 10_000 });
+    w.start();
+    try {
+      for (let i = 0; i < 2; i++) {
+        await waitUntil(() => s.releases.filter((r) => r.key === 'account:bad').length > i, `failure ${i + 1}`);
+        dues.push(Date.parse(s.releases.filter((r) => r.key === 'account:bad')[i]!.nextDueAt!) - Date.now());
+        // due again now, for the next attempt
+        s.db.prepare(`UPDATE cc_leases SET next_due_at = 0 WHERE key = 'account:bad'`).run();
+      }
+    } finally {
+      await w.stop();
+    }
+    assert.ok(dues[0]! > 8_000 && dues[0]! <= 10_000, `first backoff ~10 s (${dues[0]})`);
+    assert.ok(dues[1]! > 18_000 && dues[1]! <= 20_000, `second backoff ~20 s (${dues[1]})`);
+  });
+
   it('a failing poll is recorded in the account (failures, the error) and backs off doubling', async () => {
     const s = setup();
     const f = newFake();
