@@ -101,6 +101,12 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
     .action(async (o: RunOpts) => {
       const fleetOpts = checkFleetOptions(o);
       const problems = [...checkRunOptions(o), ...fleetOpts.problems];
+      // run serves every account of the store (fleet mode) or the config file's own: never one picked account
+      const account = (g() as { account?: string }).account;
+      if (account !== undefined && account !== 'default')
+        problems.push(
+          `--account ${account}: run serves every account of the store (fleet mode, once one is added) or the config file's own; --account picks the account of the other commands`,
+        );
       if (problems.length) throw new h.ExitError(2, problems.join('\n'));
       const opts = g();
       // a service logs its runs: info unless --log-level was given

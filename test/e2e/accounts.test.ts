@@ -148,6 +148,11 @@ describe('e2e accounts: several accounts in one store', function () {
       assert.match(r.stderr, /--account nope: no such account; known accounts: default, acme, beta/, cmd.join(' '));
     }
     assert.match(ok(await runCli(h, ['--account', 'NO PE', 'status']), 2).stderr, /--account NO PE: got "NO PE"/);
+    // run serves every account itself: an account picked for it is refused, not ignored
+    assert.match(
+      ok(await runCli(h, ['--account', 'acme', 'run']), 2).stderr,
+      /--account acme: run serves every account/,
+    );
   });
 
   it('status and accounts list: per account the last and next poll, calls today and share of the budget once a fleet ran', async () => {
