@@ -21,6 +21,7 @@
  *   first polls spread over the optimal interval); both (default): one day of each.
  *   BENCH_FLEET_DUMP=<file>: also write every poll and grant (simulated ms) per worker as JSON, for plotting.
  */
+import { mulberry32 } from '../src/emulators/prng';
 import { fork } from 'child_process';
 import * as fs from 'fs';
 import { Pool } from 'pg';
@@ -62,17 +63,7 @@ interface WorkerResult {
   wallMs: number;
 }
 
-/** mulberry32: a small deterministic PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** Opt-outs a poll of account `idx` finds (its `polls`-th poll). */
 function simulatedFound(idx: number, polls: number, cfg: WorkerCfg): number {

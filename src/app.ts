@@ -4,7 +4,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Config, ConfigError, decodeConfig, loadConfig, parseJsonText } from './config';
+import { decodeAccount } from './accounts';
+import { Config, loadConfig } from './config';
 import { Engine, ExternalLease, ProgressEvent } from './engine';
 import { Logger } from './log';
 import { createRegistry, Registry } from './registry';
@@ -64,6 +65,30 @@ function underRegularFile(file: string): boolean {
   }
 }
 
+/** The engine over an opened store (wrapped as the options say), as every entry point builds it. */
+function engineFor(
+  o: AppOptions,
+  config: Config,
+  registry: Registry,
+  raw: StateStore,
+  externalLease?: ExternalLease,
+): { store: StateStore; engine: Engine } {
+  const store = o.wrapStore ? o.wrapStore(raw) : raw;
+  const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
+  const engine = new Engine({
+    config,
+    store,
+    registry,
+    clock: o.clock ?? systemClock,
+    logger: o.logger,
+    onProgress: o.onProgress,
+    leaseRenewMs: o.leaseRenewMs,
+    ...(externalLease ? { externalLease } : {}),
+    source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
+  });
+  return { store, engine };
+}
+
 /** Decode the config (throws ConfigError before any network call or file is created), then open everything. */
 export function openApp(o: AppOptions): App {
   const registry = o.registry ?? createRegistry();
@@ -82,18 +107,7 @@ export function openApp(o: AppOptions): App {
     );
   }
   const raw = openStore(storePath);
-  const store = o.wrapStore ? o.wrapStore(raw) : raw;
-  const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
-  const engine = new Engine({
-    config,
-    store,
-    registry,
-    clock: o.clock ?? systemClock,
-    logger: o.logger,
-    onProgress: o.onProgress,
-    leaseRenewMs: o.leaseRenewMs,
-    source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
-  });
+  const { store, engine } = engineFor(o, config, registry, raw);
   return {
     config,
     store,
@@ -131,18 +145,15 @@ export interface AsyncApp extends App {
 }
 
 /**
- * The config of an added account: the config file with the account's `source`, `targets` and `delivery` (its registry
- * document) in place of the file's own; the file's other sections (store, service, plugins) stay.
+ * The config of an added account: its registry document decoded (as `accounts add` and the fleet decode it), in
+ * place of the config file's `source`, `targets` and `delivery`; the file's other sections (store, service) stay.
  */
-function accountConfig(o: AsyncAppOptions, registry: Registry, accountDoc: unknown): Config {
-  const raw = parseJsonText(fs.readFileSync(o.configFile, 'utf8'), o.configFile);
-  if (!accountDoc || typeof accountDoc !== 'object' || Array.isArray(accountDoc)) {
-    throw new ConfigError([`account "${o.account}": its stored config is not an object`], o.configFile);
-  }
-  const doc = accountDoc as Record<string, unknown>;
-  const merged: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
-  for (const k of ['source', 'targets', 'delivery'] as const) if (k in doc) merged[k] = doc[k];
-  return decodeConfig(merged, o.env, registry, o.configFile, { requireEnv: o.requireSecrets !== false });
+function accountConfig(o: AsyncAppOptions, registry: Registry, fileConfig: Config, accountDoc: unknown): Config {
+  const c = decodeAccount(accountDoc, o.env, registry, {
+    configFile: o.configFile,
+    requireEnv: o.requireSecrets !== false,
+  });
+  return { ...fileConfig, source: c.source, targets: c.targets, delivery: c.delivery };
 }
 
 /**
@@ -166,23 +177,11 @@ export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
     if (account !== DEFAULT_ACCOUNT) {
       const rec = await backend.getAccount(account);
       if (!rec) throw new UnknownAccount(account);
-      config = accountConfig(o, registry, rec.config);
+      config = accountConfig(o, registry, fileConfig, rec.config);
     }
     const accountOpts: AccountOpenOptions = o.guard ? { guard: o.guard } : {};
     const raw = await backend.account(account, accountOpts);
-    const store = o.wrapStore ? o.wrapStore(raw) : raw;
-    const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
-    const engine = new Engine({
-      config,
-      store,
-      registry,
-      clock: o.clock ?? systemClock,
-      logger: o.logger,
-      onProgress: o.onProgress,
-      leaseRenewMs: o.leaseRenewMs,
-      externalLease: o.externalLease,
-      source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
-    });
+    const { store, engine } = engineFor(o, config, registry, raw, o.externalLease);
     return {
       config,
       store,

@@ -106,6 +106,21 @@ export interface EngineDeps {
   readonly leaseRenewMs?: number;
   /** Given: the caller's lease fences this account (no store run lock is taken); see ExternalLease. */
   readonly externalLease?: ExternalLease;
+  /**
+   * Where in each `reconcileEveryHours` period this account's full reconcile falls (0 <= phase < 1; the fleet
+   * gives each account its own, from a hash of its id, so many accounts' reconciles spread over the period instead
+   * of piling up). Without it a reconcile is due `reconcileEveryHours` after the last one.
+   */
+  readonly reconcilePhase?: number;
+}
+
+/**
+ * The latest reconcile slot at or before `now` for a period of `periodMs` and a phase: slots sit at
+ * `k x period + phase x period` from the epoch, so every account keeps its own time of day (or of the period).
+ */
+export function latestReconcileSlot(nowMs: number, periodMs: number, phase: number): number {
+  const offset = Math.min(Math.max(phase, 0), 0.999999) * periodMs;
+  return Math.floor((nowMs - offset) / periodMs) * periodMs + offset;
 }
 
 export interface DetectionSummary {
@@ -579,7 +594,10 @@ export class Engine {
     const last = await this.checkpointTime(CHECKPOINT_LAST_FULL);
     if (force || d.mode === 'full') return true;
     if (window === null || last === null) return true;
-    return this.now().getTime() - last >= d.reconcileEveryHours * 3600_000;
+    const periodMs = d.reconcileEveryHours * 3600_000;
+    const phase = this.deps.reconcilePhase;
+    if (phase !== undefined && periodMs > 0) return last < latestReconcileSlot(this.now().getTime(), periodMs, phase);
+    return this.now().getTime() - last >= periodMs;
   }
 
   /**

@@ -24,6 +24,7 @@ import { CALLS_VENDOR } from '../source/constant-contact/client';
 import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from '../store/backend';
 import { LeaseLost, StateStore } from '../store/types';
 import { BudgetConfig, SharedBudget } from './types';
+import { hash32 } from './scheduler';
 import { AccountWork, DeliverOutcome, DetectOutcome, OpenAccountInput } from './worker';
 
 export interface AccountOpenerOptions {
@@ -124,6 +125,8 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
       clock,
       logger,
       // the fleet's lease is the lock: lost once the worker's heartbeat found it taken over (the signal says why)
+      // this account's own slot in each reconcile period (a hash of its id): reconciles spread over the day
+      reconcilePhase: hash32(record.id) / 2 ** 32,
       externalLease: {
         owner: lease.owner,
         lost: () => (signal.aborted && signal.reason instanceof LeaseLost ? signal.reason.message : null),

@@ -17,6 +17,7 @@
  *   `getAccount` show it once it is in the registry (added) or has state (a run, an opt-out, a checkpoint, a
  *   key/value row), with `config: null` and priority 1 while it was never added.
  */
+import { auditRowFrom, deliveryEventFrom, parkedRowFrom, quarantineRowFrom } from './rows';
 import * as os from 'os';
 import { Client, Pool, PoolClient, types as pgTypes } from 'pg';
 import { ConfigError, KeyValue, OptOut, isFinal } from '../domain';
@@ -744,14 +745,7 @@ export class PgStateStore implements StateStore, AsyncStateStore {
         WHERE o.account = $1 AND o.target = $2 AND o.state = 'parked' ORDER BY p.opted_out_at, o.email LIMIT $3 OFFSET $4`,
       [this.account, target, limit, offset],
     );
-    return r.map((x) => ({
-      target: x.target,
-      email: x.email,
-      optedOutAt: x.opted_out_at,
-      parkedAt: x.completed_at,
-      attempts: x.attempts,
-      reason: x.last_error,
-    }));
+    return r.map(parkedRowFrom);
   }
 
   async requeueNotFound(closedBefore: string, now: string): Promise<number> {
@@ -1117,17 +1111,7 @@ export class PgStateStore implements StateStore, AsyncStateStore {
       this.account,
       limit,
     ]);
-    return r.map((x) => ({
-      id: x.id,
-      runId: x.run_id,
-      source: x.source,
-      recordId: x.record_id,
-      reason: x.reason,
-      raw: JSON.parse(x.raw) as unknown,
-      at: x.at,
-      lastSeenAt: x.last_seen_at,
-      timesSeen: x.seen_count,
-    }));
+    return r.map(quarantineRowFrom);
   }
 
   async countQuarantined(): Promise<number> {
@@ -1211,37 +1195,7 @@ export class PgStateStore implements StateStore, AsyncStateStore {
         ORDER BY p.opted_out_at, p.email, o.target`,
       [this.account, since, runId],
     );
-    return r.map((x) => {
-      // written_at is the CRM write: only `applied` deliveries were written (not-found / already-suppressed were not)
-      const written = x.first_applied_at ?? (x.state === 'done' && x.outcome === 'applied' ? x.completed_at : null);
-      const lag = written ? Math.max(0, Math.round((Date.parse(written) - Date.parse(x.opted_out_at)) / 1000)) : null;
-      const everApplied = x.first_applied_at !== null;
-      const ids = x.state === 'done' && everApplied ? x.first_applied_ids : x.record_ids;
-      return {
-        email: x.email,
-        contactId: x.contact_id,
-        target: x.target,
-        optedOutAt: x.opted_out_at,
-        detectedAt: x.enqueued_at,
-        writtenAt: written,
-        closedAt: x.state === 'queued' ? null : x.completed_at,
-        lagSeconds: lag,
-        recordIds: ids ? (JSON.parse(ids) as string[]) : [],
-        outcome:
-          x.state === 'queued'
-            ? x.outcome === 'failed-retryable'
-              ? 'queued (retrying)'
-              : 'queued'
-            : x.state === 'done' && everApplied
-              ? 'applied'
-              : (x.outcome ?? x.state),
-        attempts: x.attempts,
-        message: x.last_error,
-        lastOutcome: x.last_kind,
-        lastDeliveryAt: x.last_at,
-        deliveries: x.deliveries,
-      };
-    });
+    return r.map(auditRowFrom);
   }
 
   /**
@@ -1289,20 +1243,7 @@ export class PgStateStore implements StateStore, AsyncStateStore {
         ORDER BY h.id`,
       [this.account, since, runId],
     );
-    return r.map((x) => ({
-      id: x.id,
-      at: x.at,
-      runId: x.run_id,
-      runKind: x.run_kind,
-      target: x.target,
-      email: x.email,
-      contactId: x.contact_id,
-      attempt: x.attempt ?? 0,
-      origin: x.origin,
-      outcome: x.kind,
-      recordIds: x.record_ids ? (JSON.parse(x.record_ids) as string[]) : [],
-      message: x.message,
-    }));
+    return r.map(deliveryEventFrom);
   }
 
   // ------------------------------------------------------------------------------------------ run lock

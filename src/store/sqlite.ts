@@ -3,6 +3,7 @@
  * call returns, so a process killed at any point resumes from exactly what was committed.
  * Schema changes are versioned migrations keyed on PRAGMA user_version.
  */
+import { auditRowFrom, deliveryEventFrom, parkedRowFrom, quarantineRowFrom } from './rows';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -632,14 +633,7 @@ export class SqliteStateStore implements StateStore {
       attempts: number;
       last_error: string | null;
     }[];
-    return rows.map((r) => ({
-      target: r.target,
-      email: r.email,
-      optedOutAt: r.opted_out_at,
-      parkedAt: r.completed_at,
-      attempts: r.attempts,
-      reason: r.last_error,
-    }));
+    return rows.map(parkedRowFrom);
   }
 
   requeueNotFound(closedBefore: string, now: string): number {
@@ -899,17 +893,7 @@ export class SqliteStateStore implements StateStore {
       last_seen_at: string | null;
       seen_count: number;
     }[];
-    return rows.map((r) => ({
-      id: r.id,
-      runId: r.run_id,
-      source: r.source,
-      recordId: r.record_id,
-      reason: r.reason,
-      raw: JSON.parse(r.raw) as unknown,
-      at: r.at,
-      lastSeenAt: r.last_seen_at ?? r.at,
-      timesSeen: r.seen_count,
-    }));
+    return rows.map(quarantineRowFrom);
   }
 
   countQuarantined(): number {
@@ -977,37 +961,7 @@ export class SqliteStateStore implements StateStore {
       last_at: string | null;
       deliveries: number;
     }[];
-    return rows.map((r) => {
-      // written_at is the CRM write: only `applied` deliveries were written (not-found / already-suppressed were not)
-      const written = r.first_applied_at ?? (r.state === 'done' && r.outcome === 'applied' ? r.completed_at : null);
-      const lag = written ? Math.max(0, Math.round((Date.parse(written) - Date.parse(r.opted_out_at)) / 1000)) : null;
-      const everApplied = r.first_applied_at !== null;
-      const ids = r.state === 'done' && everApplied ? r.first_applied_ids : r.record_ids;
-      return {
-        email: r.email,
-        contactId: r.contact_id,
-        target: r.target,
-        optedOutAt: r.opted_out_at,
-        detectedAt: r.enqueued_at,
-        writtenAt: written,
-        closedAt: r.state === 'queued' ? null : r.completed_at,
-        lagSeconds: lag,
-        recordIds: ids ? (JSON.parse(ids) as string[]) : [],
-        outcome:
-          r.state === 'queued'
-            ? r.outcome === 'failed-retryable'
-              ? 'queued (retrying)'
-              : 'queued'
-            : r.state === 'done' && everApplied
-              ? 'applied'
-              : (r.outcome ?? r.state),
-        attempts: r.attempts,
-        message: r.last_error,
-        lastOutcome: r.last_kind,
-        lastDeliveryAt: r.last_at,
-        deliveries: r.deliveries,
-      };
-    });
+    return rows.map(auditRowFrom);
   }
 
   deliveryHistory(since: string | null, runId: number | null = null): DeliveryEvent[] {
@@ -1030,20 +984,7 @@ export class SqliteStateStore implements StateStore {
       record_ids: string | null;
       message: string | null;
     }[];
-    return rows.map((r) => ({
-      id: r.id,
-      at: r.at,
-      runId: r.run_id,
-      runKind: r.run_kind,
-      target: r.target,
-      email: r.email,
-      contactId: r.contact_id,
-      attempt: r.attempt ?? 0,
-      origin: r.origin,
-      outcome: r.kind,
-      recordIds: r.record_ids ? (JSON.parse(r.record_ids) as string[]) : [],
-      message: r.message,
-    }));
+    return rows.map(deliveryEventFrom);
   }
 
   // ------------------------------------------------------------------------------------------ run lock

@@ -7,6 +7,7 @@
  * milliseconds, as the engine writes them; the store must give them back unchanged.
  * Derived from the behaviour pinned by test/unit/store*.test.ts, run-history.test.ts and src/store/sqlite.ts.
  */
+import { mulberry32 } from '../../src/emulators/prng';
 import { strict as assert } from 'assert';
 import { spawnSync } from 'child_process';
 import * as os from 'os';
@@ -58,17 +59,7 @@ function outcome(email: string, kind: Outcome['kind'], recordIds: string[] = [],
   return message === undefined ? { email, kind, recordIds } : { email, kind, recordIds, message };
 }
 
-/** A seeded pseudo-random generator (mulberry32): the same sequence on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seeded = mulberry32;
 
 /** The call fails, whether it throws synchronously (SQLite) or rejects (PostgreSQL). */
 async function rejects(fn: () => unknown, check: RegExp | ((e: unknown) => boolean), message?: string): Promise<void> {

@@ -115,8 +115,12 @@ describe('e2e: --store selects the state store for every command', () => {
     const runs = parseJsonOut<{ kind: string; status: string }[]>(
       ok(await runCli(h, ['--store', other, '--json', 'runs'])),
     );
-    assert.equal(runs.length, before + 1, 'the service recorded its run in the --store file');
-    assert.equal(runs[0]!.kind, 'sync');
+    // one run at least (a loaded machine can make the first one incomplete, and the service then retries it soon)
+    assert.ok(
+      runs.length >= before + 1,
+      `the service recorded its run in the --store file (${before} -> ${runs.length})`,
+    );
+    for (const r of runs.slice(0, runs.length - before)) assert.equal(r.kind, 'sync');
     assert.ok(!fs.existsSync(h.storePath), 'the config store.path was never created');
   });
 
