@@ -134,6 +134,14 @@ export interface KeyValue {
    * `set()` is durable already. Call it as `await kv.flush?.()`.
    */
   flush?(): Promise<void>;
+  /**
+   * Store a credential the vendor just issued (a rotated refresh token, its access token). Like `set()`, but a
+   * server-backed store writes it even when the caller's fleet lease has moved on to another worker: a rotation
+   * kills the old token, so the new one is the only one that works and must not be refused with the other writes
+   * of a stale worker (only the holder of the newest token can rotate it, so the last write is the newest token).
+   * Absent: use `set()`.
+   */
+  setCredential?(key: string, value: string): void;
 }
 
 /** A source record that cannot be trusted, kept aside with the reason. Re-exported by source/types. */

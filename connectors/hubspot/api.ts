@@ -286,7 +286,9 @@ class OAuthTokens implements Tokens {
       seed: this.state.seed,
     };
     // Persist (durably) before use: a rotated refresh token must never be lost.
-    this.kv.set(OAUTH_KV_KEY, JSON.stringify(next));
+    // a credential: written even under a stale fleet lease (the rotation killed the old token)
+    if (this.kv.setCredential) this.kv.setCredential(OAUTH_KV_KEY, JSON.stringify(next));
+    else this.kv.set(OAUTH_KV_KEY, JSON.stringify(next));
     // a server-backed store queues set(): durable before the new token is used
     await this.kv.flush?.();
     this.state = next;
@@ -502,6 +504,8 @@ export class HubSpotApi {
         {
           onRetry: ({ attempt, delayMs, reason }) =>
             this.logger.warn('hubspot request retried', { request: label, attempt, delayMs, reason }),
+          // a stopped run (or a lost fleet lease) sends no retry
+          signal: this.caps.signal,
         },
       );
     } catch (e) {

@@ -153,10 +153,11 @@ export class Authenticator {
       if (typeof res.refresh_token === 'string' && res.refresh_token !== current) {
         // Rotated: persist durably before the new access token is used.
         this.caps.secrets.register(res.refresh_token);
-        this.caps.kv.set(
-          KV_REFRESH_TOKEN,
-          JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token }),
-        );
+        // a credential: written even under a stale fleet lease (the rotation killed the old token)
+        const kv = this.caps.kv;
+        const value = JSON.stringify({ seed: sha256(auth.refreshToken), token: res.refresh_token });
+        if (kv.setCredential) kv.setCredential(KV_REFRESH_TOKEN, value);
+        else kv.set(KV_REFRESH_TOKEN, value);
         // a server-backed store queues set(): durable before the new access token is used
         await this.caps.kv.flush?.();
       }

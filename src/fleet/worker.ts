@@ -381,11 +381,14 @@ export class FleetWorker {
   private heartbeat(lease: HeldLease, controller: AbortController): { stop(): void; lost(): boolean } {
     let lost = false;
     let expiresAt = Date.parse(lease.expiresAt);
+    // this process's own view of the lease's end: from when the claim or the last successful renewal was SENT
+    let localDeadline = this.now().getTime() + this.ttlMs;
     let current = lease;
     const beat = async (): Promise<void> => {
       // renewed while the work is in hand, a stop's last batch included: it must not expire under a successor
       if (lost) return;
       try {
+        const sentAt = this.now().getTime();
         const ok = await this.o.leases.renew(current, this.ttlMs, this.now());
         if (!ok) {
           lost = true;
@@ -395,6 +398,7 @@ export class FleetWorker {
           return;
         }
         expiresAt = this.now().getTime() + this.ttlMs;
+        localDeadline = sentAt + this.ttlMs;
         current = { ...current, expiresAt: new Date(expiresAt).toISOString() };
       } catch (err) {
         if (this.now().getTime() >= expiresAt) {
@@ -410,7 +414,31 @@ export class FleetWorker {
     };
     const timer = setInterval(() => void beat(), Math.max(50, Math.floor(this.ttlMs / 3)));
     timer.unref();
-    return { stop: () => clearInterval(timer), lost: () => lost };
+    // the local deadline: a process that was paused (SIGSTOP, a VM freeze) wakes up with its lease possibly taken
+    // over; before anything else runs (a retry timer, an answer in flight), this check aborts the work once the
+    // lease would have expired (a tenth of the TTL early, for clock-rate differences), renewed or not
+    const margin = Math.floor(this.ttlMs / 10);
+    const deadline = setInterval(
+      () => {
+        if (!lost && this.now().getTime() >= localDeadline - margin) {
+          lost = true;
+          this.counts.lost += 1;
+          this.log.error('lease ran out before it was renewed (the process was paused?); the work in hand stops', {
+            lease: lease.key,
+          });
+          controller.abort(new LeaseLost(`lease ${lease.key} ran out before it was renewed`));
+        }
+      },
+      Math.max(20, Math.floor(this.ttlMs / 20)),
+    );
+    deadline.unref();
+    return {
+      stop: () => {
+        clearInterval(timer);
+        clearInterval(deadline);
+      },
+      lost: () => lost,
+    };
   }
 
   private async work(lease: HeldLease, records: readonly AccountRecord[], controller: AbortController): Promise<void> {

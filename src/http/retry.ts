@@ -21,6 +21,11 @@ export function backoffDelay(attempt: number, policy: RetryPolicy, random: () =>
 export interface RetryHooks {
   onRetry?: (info: { attempt: number; delayMs: number; reason: string }) => void;
   random?: () => number;
+  /**
+   * The run's stop signal (SIGTERM, or a fleet lease that was lost or ran out): once aborted no further attempt is
+   * made, so a worker that lost its lease (a successor may be writing the same records) sends nothing more.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -40,9 +45,11 @@ export async function withRetry<T>(
     } catch (err) {
       const decision = classify(err);
       if (!decision.retry || attempt >= policy.maxAttempts) throw err;
+      if (hooks.signal?.aborted) throw err;
       const delayMs = decision.delayMs ?? backoffDelay(attempt, policy, hooks.random);
       hooks.onRetry?.({ attempt, delayMs, reason: decision.reason });
       await clock.sleep(delayMs);
+      if (hooks.signal?.aborted) throw err;
     }
   }
 }

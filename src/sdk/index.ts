@@ -174,6 +174,12 @@ export interface KeyValue {
    * `set()` is durable already. Call it as `await kv.flush?.()`.
    */
   flush?(): Promise<void>;
+  /**
+   * Store a credential the vendor just issued (a rotated refresh token). Like `set()`, but a server-backed store
+   * writes it even when the run's fleet lease moved on to another worker: the rotation killed the old token, so the
+   * new one must not be refused with the stale worker's other writes. Absent: use `set()`.
+   */
+  setCredential?(key: string, value: string): void;
 }
 
 /** Counts API requests per vendor for the run summary ("API calls used against the minimum"). */

@@ -7,7 +7,7 @@ import * as path from 'path';
 import type { Config } from '../config';
 import { registerSecret } from '../log';
 import type { StoreBackend } from './backend';
-import { isPostgresUrl, maskUrl } from './pg/url';
+import { isPostgresUrl, maskUrl, pgUrlProblem, rawUserInfo } from './pg/url';
 import { openSqliteBackend } from './sqlite-backend';
 import { StoreOpenError } from './types';
 
@@ -21,20 +21,29 @@ export interface OpenBackendOptions {
 
 /** The password of a postgres:// URL (registered for redaction), or null. */
 function urlPassword(url: string): string | null {
+  const raw = rawUserInfo(url);
+  if (!raw || raw.password === null || raw.password === '') return null;
   try {
-    const p = new URL(url).password;
-    return p ? decodeURIComponent(p) : null;
+    return decodeURIComponent(raw.password);
   } catch {
-    return null;
+    return raw.password;
   }
 }
 
-/** `message` with every form of the URL's password replaced by `***`. */
+/**
+ * `message` with every form of the URL's password replaced by `***`: the whole URL, `:password@`, and (like every
+ * registered secret, from 6 characters on) the password wherever else it appears; a shorter one is not replaced
+ * inside other words (a password `e` would garble the message and hide nothing).
+ */
 export function withoutPassword(message: string, url: string): string {
   const pw = urlPassword(url);
   let out = message.split(url).join(maskUrl(url));
   if (pw) {
-    for (const form of new Set([pw, encodeURIComponent(pw)])) if (form) out = out.split(form).join('***');
+    for (const form of new Set([pw, encodeURIComponent(pw)])) {
+      if (!form) continue;
+      out = out.split(`:${form}@`).join(':***@');
+      if (form.length >= 6) out = out.split(form).join('***');
+    }
   }
   return out;
 }
@@ -47,6 +56,8 @@ export async function openBackend(spec: string, opts: OpenBackendOptions = {}): 
   if (isPostgresUrl(spec)) {
     const pw = urlPassword(spec);
     if (pw) registerSecret(pw);
+    const problem = pgUrlProblem(spec);
+    if (problem) throw new StoreOpenError(maskUrl(spec), problem, 'store.url');
     try {
       const { openPgBackend } = await import('./postgres');
       return await openPgBackend(spec);

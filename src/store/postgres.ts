@@ -865,14 +865,24 @@ export class PgStateStore implements StateStore, AsyncStateStore {
     const cache = this.nsCache(namespace);
     return {
       get: (key) => cache.get(key) ?? null,
-      set: (key, value) => {
+      set: (key, value) => this.kvSet(namespace, key, value, true),
+      // a rotated credential: written even under a stale fence (see KeyValue.setCredential)
+      setCredential: (key, value) => this.kvSet(namespace, key, value, false),
+      flush: () => this.flush(),
+    };
+  }
+
+  private kvSet(namespace: string, key: string, value: string, fenced: boolean): void {
+    {
+      {
         if (this.closed) throw new Error(`the state store of account ${this.account} is closed`);
+        const cache = this.nsCache(namespace);
         cache.set(key, value);
         const at = new Date().toISOString();
         // queued in order; each write is its own transaction under the guard
         this.kvChain = this.kvChain.then(() =>
           inTransaction(this.pool, async (c) => {
-            await this.guarded(c);
+            if (fenced) await this.guarded(c);
             await c.query(
               `INSERT INTO cc_kv (account, namespace, key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (account, namespace, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at`,
@@ -882,9 +892,8 @@ export class PgStateStore implements StateStore, AsyncStateStore {
             this.kvFailure ??= err;
           }),
         );
-      },
-      flush: () => this.flush(),
-    };
+      }
+    }
   }
 
   // ------------------------------------------------------------------------------- runs, quarantine, audit

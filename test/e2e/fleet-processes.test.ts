@@ -203,7 +203,7 @@ describe('e2e: three fleet worker processes on one PostgreSQL', function () {
     const takeoverMs = takenAt - killedAt;
     // the lease lapses at most one TTL after the kill (its last renewal was before it); an idle lane of a survivor
     // claims it within a poll or two of that (slack for a loaded 2-core machine)
-    assert.ok(takeoverMs <= TTL + 400, `taken over ${takeoverMs} ms after the SIGKILL (TTL ${TTL} ms)`);
+    assert.ok(takeoverMs <= TTL + 1000, `taken over ${takeoverMs} ms after the SIGKILL (TTL ${TTL} ms)`);
     const successors = await pool.query<{ owner: string }>(
       'SELECT DISTINCT c.owner FROM fleet_claims c WHERE (c.key, c.fence) IN (SELECT key, fence FROM cc_leases WHERE key = ANY($1))',
       [held.map((h) => h.key)],

@@ -319,6 +319,34 @@ describe('fleet worker (src/fleet/worker.ts)', () => {
     assert.ok(!s.releases.some((r) => r.key === 'account:a'), 'the loser released nothing');
   });
 
+  it('a lease whose renewal never answers (a paused process, a hung database) aborts the work before it runs out', async () => {
+    const s = setup();
+    // renewals hang: without a local deadline the work would go on past the TTL, under a possible successor
+    const leases = Object.create(s.leases) as Leases;
+    leases.renew = () => new Promise<boolean>(() => undefined);
+    const f = newFake();
+    let aborted: unknown = null;
+    const started = Date.now();
+    let abortedAfter = 0;
+    f.detect = (_i, signal) =>
+      new Promise((resolve) => {
+        signal.addEventListener('abort', () => {
+          aborted = signal.reason;
+          abortedAfter = Date.now() - started;
+          resolve({ calls: 1, found: 0, exitCode: 1, interrupted: true });
+        });
+      });
+    const w = worker({ ...s, leases }, [account('a', [])], f);
+    w.start();
+    try {
+      await waitUntil(() => aborted !== null, 'the work was aborted');
+    } finally {
+      await w.stop();
+    }
+    assert.match(String((aborted as Error).message), /ran out before it was renewed/);
+    assert.ok(abortedAfter < 300, `aborted ${abortedAfter} ms after the claim, before the 300 ms TTL ran out`);
+  });
+
   it("one account's failure never stops the worker: it backs off, the others go on", async () => {
     const s = setup();
     const accounts = [account('bad', []), account('good', [])];

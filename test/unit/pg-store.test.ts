@@ -405,6 +405,21 @@ describe('PostgreSQL state store (a real server)', function () {
     assert.equal(await count(backend, 'SELECT count(*) AS n FROM cc_kv'), 0);
   });
 
+  it('a rotated credential (setCredential) is written even under a stale fence; a plain set() is not', async () => {
+    const guard: PgFenceGuard = {
+      check: async () => {
+        throw new StaleFence('account:default', 1, 2);
+      },
+    };
+    const s = await backend.pgAccount('default', { guard });
+    s.kv('source').setCredential?.('refresh_token', 'rt-rotated');
+    await s.kv('source').flush();
+    s.kv('source').set('other', 'x');
+    await assert.rejects(s.kv('source').flush(), StaleFence);
+    const r = await backend.pool.query("SELECT key, value FROM cc_kv WHERE namespace = 'source' ORDER BY key");
+    assert.deepStrictEqual(r.rows, [{ key: 'refresh_token', value: 'rt-rotated' }]);
+  });
+
   it('key/value: preloaded when opened, set() queued in order, flushed before every write and by close()', async () => {
     const observedValues: (string | null)[] = [];
     const guard: PgFenceGuard = {

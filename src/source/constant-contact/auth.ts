@@ -212,6 +212,12 @@ export function describeOAuthError(r: { status: number; error: string; descripti
   return `HTTP ${r.status} ${r.error}${r.description ? `: ${r.description}` : ''}`;
 }
 
+/** A credential the OAuth server just issued: written even when a fleet lease moved on (KeyValue.setCredential). */
+function setCredential(kv: KeyValue, key: string, value: string): void {
+  if (kv.setCredential) kv.setCredential(key, value);
+  else kv.set(key, value);
+}
+
 /**
  * The first thing done with a 2xx token response: if it carries a new refresh token, store it, before
  * anything else in the body is looked at. With rotation the old refresh token died when this response was
@@ -225,7 +231,7 @@ export function persistRefreshTokenFirst(kv: KeyValue, data: unknown): boolean {
   const rt = (data as Record<string, unknown>)['refresh_token'];
   if (typeof rt !== 'string' || rt.trim() === '') return false;
   registerSecret(rt);
-  if (kv.get(KV_REFRESH_TOKEN) !== rt) kv.set(KV_REFRESH_TOKEN, rt);
+  if (kv.get(KV_REFRESH_TOKEN) !== rt) setCredential(kv, KV_REFRESH_TOKEN, rt);
   return true;
 }
 
@@ -249,12 +255,12 @@ export function storeTokens(kv: KeyValue, tokens: TokenResponse, clock: Clock, l
   registerSecret(tokens.access_token);
   if (typeof tokens.refresh_token === 'string' && tokens.refresh_token !== '') {
     registerSecret(tokens.refresh_token);
-    if (kv.get(KV_REFRESH_TOKEN) !== tokens.refresh_token) kv.set(KV_REFRESH_TOKEN, tokens.refresh_token);
+    if (kv.get(KV_REFRESH_TOKEN) !== tokens.refresh_token) setCredential(kv, KV_REFRESH_TOKEN, tokens.refresh_token);
   }
   const expiresIn = boundedExpiresIn(tokens.expires_in, logger);
   const expiresAt = new Date(clock.now().getTime() + expiresIn * 1000);
-  kv.set(KV_ACCESS_TOKEN, tokens.access_token);
-  kv.set(KV_ACCESS_EXPIRES_AT, expiresAt.toISOString());
+  setCredential(kv, KV_ACCESS_TOKEN, tokens.access_token);
+  setCredential(kv, KV_ACCESS_EXPIRES_AT, expiresAt.toISOString());
   return expiresAt;
 }
 
