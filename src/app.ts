@@ -89,6 +89,23 @@ function engineFor(
   return { store, engine };
 }
 
+/**
+ * On PostgreSQL every Constant Contact call reserves from its application's shared budget, also a hand-run command
+ * (`--account x sync`): the fleet's workers on every host see the calls it spent, and a `quota_exceeded` it meets
+ * marks the day spent for all of them. SQLite (one machine) keeps the per-store limiter alone.
+ */
+async function withSharedBudget(o: AsyncAppOptions, backend: StoreBackend, config: Config): Promise<AsyncAppOptions> {
+  if (backend.kind !== 'postgres' || o.sourceOptions?.sharedBudget) return o;
+  const pool = (backend as unknown as { pool?: import('pg').Pool }).pool;
+  if (!pool) return o;
+  const { createPgBudget } = await import('./fleet/postgres');
+  const { budgetConfigOf } = await import('./fleet/account-app');
+  const budget = createPgBudget(pool);
+  const app = config.source.clientId;
+  await budget.configure(app, budgetConfigOf(config));
+  return { ...o, sourceOptions: { ...(o.sourceOptions ?? {}), sharedBudget: { app, budget } } };
+}
+
 /** Decode the config (throws ConfigError before any network call or file is created), then open everything. */
 export function openApp(o: AppOptions): App {
   const registry = o.registry ?? createRegistry();
@@ -181,7 +198,13 @@ export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
     }
     const accountOpts: AccountOpenOptions = o.guard ? { guard: o.guard } : {};
     const raw = await backend.account(account, accountOpts);
-    const { store, engine } = engineFor(o, config, registry, raw, o.externalLease);
+    const { store, engine } = engineFor(
+      await withSharedBudget(o, backend, config),
+      config,
+      registry,
+      raw,
+      o.externalLease,
+    );
     return {
       config,
       store,

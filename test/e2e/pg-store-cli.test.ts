@@ -5,6 +5,7 @@
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
+import { Pool } from 'pg';
 import { RunSummary } from '../../src/engine';
 import { freshDatabase, pgSkipped } from '../support/postgres';
 import { CliResult, Harness, parseJsonOut, runCli, startHarness } from './helpers';
@@ -61,6 +62,18 @@ describe('e2e: the CLI on a PostgreSQL store (--store postgres://...)', function
     assert.ok(sync.detection.newOptOuts > 0);
     const applied = Object.values(sync.targets).reduce((n, t) => n + (t.outcomes.applied ?? 0), 0);
     assert.ok(applied > 0, 'delivered');
+    // a hand-run command spends from the application's shared budget, as the fleet's workers do
+    const pool = new Pool({ connectionString: db.url });
+    try {
+      const used = await pool.query<{ used: number }>('SELECT used FROM cc_budget');
+      assert.equal(used.rows.length, 1, 'one application budget row');
+      // the check before the sync spent its own call(s) too
+      const calls = sync.apiCalls['constant-contact'] ?? 0;
+      const spent = Number(used.rows[0]!.used);
+      assert.ok(calls > 0 && spent >= calls && spent <= calls + 2, `${spent} reserved for ${calls} + check's calls`);
+    } finally {
+      await pool.end();
+    }
     const planRun = await cli(['--json', 'backfill', '--dry-run']);
     assert.ok(planRun.code === 0 || planRun.code === 3, planRun.stderr);
     assert.equal(parseJsonOut<RunSummary>(planRun).dryRun, true);
