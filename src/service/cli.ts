@@ -116,7 +116,7 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
       if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory())
         throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
       const registry = createRegistry();
-      const config = loadConfig(opts.config, process.env, registry, { serviceEnv: true });
+      const config = loadConfig(opts.config, process.env, registry, { serviceEnv: true, ignoreStore: !!opts.store });
       const base = config.service ?? resolveService(undefined);
       const service = {
         ...base,

@@ -1553,6 +1553,8 @@ function openProblem(err: unknown, url: URL | null): string {
     case '53300':
       return `the server has no connection free (${msg}): raise max_connections or lower the pool size`;
   }
+  if (/client password must be a (non-empty )?string/i.test(msg))
+    return `cannot connect: the server asks for a password for user ${user} and the URL has none: put it in the URL (as a \${ENV} reference in store.url, e.g. postgres://${user}:\${CC_OPTOUT_DB_PASSWORD}@...) or set PGPASSWORD`;
   if (/timeout/i.test(msg))
     return `cannot connect: no answer from ${host} in time: check the host, the port and any firewall`;
   if (/ssl/i.test(msg)) return `cannot connect: ${msg}: check sslmode in the URL and the server's SSL settings`;
