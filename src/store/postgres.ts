@@ -56,6 +56,7 @@ import {
   RunStatus,
   StateStore,
   StoreOpenError,
+  StoreUnreachable,
   TargetStatus,
   runStatusFor,
 } from './types';
@@ -1561,6 +1562,33 @@ function openProblem(err: unknown, url: URL | null): string {
   return `cannot be used as a cc-optout state store: ${msg}`;
 }
 
+/** Errors that mean "the server is not reachable (yet)", not "the store is configured wrong". */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  '57P03', // the database system is starting up
+  '53300', // too many connections
+]);
+
+function isUnreachable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  if (e && typeof e.code === 'string' && UNREACHABLE_CODES.has(e.code)) return true;
+  return /timeout|Connection terminated unexpectedly/i.test(String(e?.message ?? ''));
+}
+
+/** The error for a server that cannot be used: StoreUnreachable (transient) or StoreOpenError (config, exit 2). */
+function openError(err: unknown, location: string, parsed: URL | null): Error {
+  const problem = scrub(openProblem(err, parsed), parsed);
+  return isUnreachable(err)
+    ? new StoreUnreachable(location, problem)
+    : new StoreOpenError(location, problem, 'store.url');
+}
+
 /** Remove a URL's password (raw and decoded, in its user part or a query parameter) from a message. */
 function scrub(text: string, url: URL | null): string {
   if (!url) return text;
@@ -1584,7 +1612,8 @@ function safeDecode(s: string): string {
 /**
  * Open the PostgreSQL store at `url` (`postgres://user:password@host:port/db`): connect, apply the "store"
  * migrations. A server that cannot be used is a StoreOpenError (a ConfigError: the CLI exits 2 before any write)
- * naming `store.url` with the password masked, and what to check.
+ * naming `store.url` with the password masked, and what to check; one that cannot be reached (yet) is a
+ * StoreUnreachable (exit 1; `run` waits for it).
  */
 export async function openPgBackend(
   url: string,
@@ -1605,7 +1634,7 @@ export async function openPgBackend(
   try {
     await probe.connect();
   } catch (err) {
-    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+    throw openError(err, location, parsed);
   } finally {
     await probe.end().catch(() => undefined);
   }
@@ -1621,7 +1650,7 @@ export async function openPgBackend(
     version = await migrate(pool, 'store', STORE_MIGRATIONS);
   } catch (err) {
     await pool.end().catch(() => undefined);
-    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+    throw openError(err, location, parsed);
   }
   return new PgBackend(pool, location, version);
 }
