@@ -44,7 +44,10 @@ export type BackendOpener = (g: GlobalOpts, mustExist: boolean) => Promise<Store
 
 /** The store spec of the global options (the config file is decoded without its secrets). */
 export function storeSpecOf(g: GlobalOpts): string {
-  return storeSpecFor(loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }), g.store);
+  return storeSpecFor(
+    loadConfig(g.config, process.env, createRegistry(), { requireEnv: false, ignoreStore: !!g.store }),
+    g.store,
+  );
 }
 
 export const openBackendFor: BackendOpener = (g, mustExist) => openBackend(storeSpecOf(g), { mustExist });
@@ -153,7 +156,10 @@ const DEFAULT_LISTING: AccountListing = {
 /** The config file's target names (none when it does not decode). */
 function defaultTargets(g: GlobalOpts): string[] {
   try {
-    return loadConfig(g.config, process.env, createRegistry(), { requireEnv: false }).targets.map((t) => t.name);
+    return loadConfig(g.config, process.env, createRegistry(), {
+      requireEnv: false,
+      ignoreStore: !!g.store,
+    }).targets.map((t) => t.name);
   } catch {
     return [];
   }

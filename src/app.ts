@@ -185,6 +185,7 @@ export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
   // an added account needs its own secrets, not those of the config file's source and targets (`default`'s)
   const fileConfig = loadConfig(o.configFile, o.env, registry, {
     requireEnv: account === DEFAULT_ACCOUNT && o.requireSecrets !== false,
+    ignoreStore: !!o.store,
   });
   const backend =
     o.backend ?? (await openBackend(storeSpecFor(fileConfig, o.store), { mustExist: o.requireSecrets === false }));

@@ -54,7 +54,7 @@ export function register(program: Command, g: () => GlobalOpts, h: CommandHelper
       const { storeSpecOf, withAccount } = await import('./accounts-commands');
       const { accountSource } = await import('./accounts');
       const added = (g().account ?? DEFAULT_ACCOUNT) !== DEFAULT_ACCOUNT;
-      const cfg = added ? null : loadSourceConfig(g().config, process.env);
+      const cfg = added ? null : loadSourceConfig(g().config, process.env, { ignoreStore: !!g().store });
       const spec = cfg ? storeSpecFor(cfg, g().store) : storeSpecOf(g());
       const storePath = describeStore(spec);
       const backend = await openBackend(spec);

@@ -226,7 +226,11 @@ export function storeProblems(store: StoreConfig | undefined): string[] {
   if (store.path !== undefined && store.url !== undefined)
     problems.push('store: give either store.path (SQLite) or store.url (PostgreSQL), not both');
   if (store.url !== undefined && !/\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(store.url)) {
-    if (!/^postgres(ql)?:\/\/[^/\s]/i.test(store.url)) {
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(store.url) && !/^postgres(ql)?:\/\//i.test(store.url)) {
+      problems.push(
+        `store.url: ${JSON.stringify(maskUrl(store.url))} is not a postgres:// URL (a SQLite store is a file path)`,
+      );
+    } else if (!/^postgres(ql)?:\/\/[^/\s]/i.test(store.url)) {
       problems.push(
         `store.url: got ${JSON.stringify(maskUrl(store.url))}, expected a postgres:// (or postgresql://) URL`,
       );
@@ -238,6 +242,15 @@ export function storeProblems(store: StoreConfig | undefined): string[] {
         problems.push(`store.url: got ${JSON.stringify(maskUrl(store.url))}, which is not a valid URL`);
       }
     }
+  }
+  if (
+    store.path !== undefined &&
+    /^[a-z][a-z0-9+.-]*:\/\//i.test(store.path) &&
+    !/\$\{[A-Za-z_][A-Za-z0-9_]*\}/.test(store.path)
+  ) {
+    problems.push(
+      `store.path: ${JSON.stringify(maskUrl(store.path))} is not a postgres:// URL (a SQLite store is a file path)`,
+    );
   }
   return problems;
 }
@@ -649,6 +662,11 @@ export interface DecodeOptions {
    * need neither the service token nor the webhook URLs.
    */
   serviceEnv?: boolean;
+  /**
+   * true (the CLI's `--store` was given): the config's `store` section is neither resolved nor checked (`--store`
+   * replaces it entirely, so an unset `${ENV}` in store.url does not matter).
+   */
+  ignoreStore?: boolean;
 }
 
 /**
@@ -679,6 +697,11 @@ export function decodeConfig(
   file: string | null = null,
   opts: DecodeOptions = {},
 ): Config {
+  if (opts.ignoreStore && raw && typeof raw === 'object' && !Array.isArray(raw) && 'store' in raw) {
+    const { store: _ignored, ...rest } = raw as Record<string, unknown>;
+    void _ignored;
+    raw = rest;
+  }
   const forbidden = forbiddenKeysIn(raw);
   if (forbidden.length > 0) throw new ConfigError(forbidden, file ?? undefined);
   const problems: string[] = [];
@@ -790,6 +813,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv, registry: Regis
 export function loadSourceConfig(
   file: string,
   env: NodeJS.ProcessEnv,
+  opts: Pick<DecodeOptions, 'ignoreStore'> = {},
 ): { file: string; storePath: string; storeUrl?: string; source: ResolvedSource } {
   if (!fs.existsSync(file)) {
     throw new ConfigError(
@@ -803,7 +827,10 @@ export function loadSourceConfig(
   registerInlineSecrets(raw?.source);
   const source = ConstantContactConfig.decode(resolveEnv(raw?.source, env, problems, 'source'));
   // the store section's `${ENV}` references are always resolved (the command needs the store it writes to)
-  const store = t.union([t.undefined, StoreConfig]).decode(resolveEnv(raw?.store, env, problems, 'store'));
+  // (`--store` given: the store section is not looked at)
+  const store = t
+    .union([t.undefined, StoreConfig])
+    .decode(opts.ignoreStore ? undefined : resolveEnv(raw?.store, env, problems, 'store'));
   if (isLeft(source)) problems.push(...withoutEnvDuplicates(formatErrors(source.left, 'source')));
   if (isLeft(store)) problems.push(...formatErrors(store.left, 'store'));
   else problems.push(...storeProblems(store.right));

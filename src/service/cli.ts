@@ -17,6 +17,7 @@ import {
 } from '../config';
 import { createRegistry } from '../plugin';
 import { createLogger, LogLevel } from '../log';
+import { untilStoreOpens } from './store-wait';
 import { cronProblem, parseEvery } from './schedule';
 import type { ServiceRunner } from './runner';
 import type { FleetRunner } from './fleet-runner';
@@ -116,7 +117,7 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
       if (fs.existsSync(opts.config) && fs.statSync(opts.config).isDirectory())
         throw new h.ExitError(2, `--config ${opts.config}: is a directory; expected the config file`);
       const registry = createRegistry();
-      const config = loadConfig(opts.config, process.env, registry, { serviceEnv: true });
+      const config = loadConfig(opts.config, process.env, registry, { serviceEnv: true, ignoreStore: !!opts.store });
       const base = config.service ?? resolveService(undefined);
       const service = {
         ...base,
@@ -128,7 +129,9 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         if (p.length) throw new ConfigError(p, config.file ?? undefined);
       }
       // fleet mode (see ./fleet-cli): many accounts, leases shared with every instance on the same store
-      const backend = await openRunBackend(opts.store, config);
+      // a PostgreSQL server not reachable yet (started late after a reboot) is waited for: not a config error
+      const backend = await untilStoreOpens(() => openRunBackend(opts.store, config), logger);
+      if (!backend) return;
       let fleet = false;
       try {
         fleet = fleetModeWanted(o, await backend.listAccounts());
@@ -156,13 +159,18 @@ export function registerServiceCommands(program: Command, g: () => GlobalOpts, h
         return;
       }
       await backend.close();
-      const app = await openAppAsync({
-        configFile: opts.config,
-        env: process.env,
+      const app = await untilStoreOpens(
+        () =>
+          openAppAsync({
+            configFile: opts.config,
+            env: process.env,
+            logger,
+            registry,
+            store: opts.store,
+          }),
         logger,
-        registry,
-        store: opts.store,
-      });
+      );
+      if (!app) return;
       let runner: ServiceRunner;
       try {
         // loaded here, not at start-up: the HTTP server and the metrics client cost every other command ~0.3 s

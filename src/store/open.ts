@@ -5,6 +5,7 @@
  */
 import * as path from 'path';
 import type { Config } from '../config';
+import { ConfigError } from '../domain';
 import { registerSecret } from '../log';
 import type { StoreBackend } from './backend';
 import { isPostgresUrl, maskUrl, pgUrlProblem, rawUserInfo } from './pg/url';
@@ -87,11 +88,35 @@ export function storeSpecFor(
   config: Pick<Config, 'storePath' | 'storeUrl' | 'file'>,
   override?: string | null,
 ): string {
-  if (override) return isPostgresUrl(override) || override === ':memory:' ? override : path.resolve(override);
-  if (config.storeUrl) return config.storeUrl;
+  if (override) {
+    notAnotherUrl(override, '--store');
+    return isPostgresUrl(override) || override === ':memory:' ? override : path.resolve(override);
+  }
+  if (config.storeUrl) return notAnotherUrl(config.storeUrl, 'store.url');
+  notAnotherUrl(config.storePath, 'store.path');
   if (config.storePath === ':memory:' || path.isAbsolute(config.storePath)) return config.storePath;
   const base = config.file ? path.dirname(path.resolve(config.file)) : process.cwd();
   return path.resolve(base, config.storePath);
+}
+
+/** Looks like a URL (`scheme://`), whatever the scheme. */
+export function looksLikeUrl(spec: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(spec);
+}
+
+/**
+ * `spec`, unless it is a URL of another scheme than postgres:// (`mysql://...`, `postgresql+x://...`): that is a
+ * ConfigError naming `name` (exit 2) before anything is opened or created; the password is masked.
+ */
+export function notAnotherUrl(spec: string, name: '--store' | 'store.url' | 'store.path'): string {
+  if (looksLikeUrl(spec) && !isPostgresUrl(spec)) {
+    const pw = urlPassword(spec);
+    if (pw) registerSecret(pw);
+    throw new ConfigError([
+      `${name}: ${JSON.stringify(withoutPassword(maskUrl(spec), spec))} is not a postgres:// URL (a SQLite store is a file path)`,
+    ]);
+  }
+  return spec;
 }
 
 /** The store for messages: a path, or the URL with its password masked. */

@@ -56,6 +56,7 @@ import {
   RunStatus,
   StateStore,
   StoreOpenError,
+  StoreUnreachable,
   TargetStatus,
   runStatusFor,
 } from './types';
@@ -1562,10 +1563,39 @@ function openProblem(err: unknown, url: URL | null): string {
     case '53300':
       return `the server has no connection free (${msg}): raise max_connections or lower the pool size`;
   }
+  if (/client password must be a (non-empty )?string/i.test(msg))
+    return `cannot connect: the server asks for a password for user ${user} and the URL has none: put it in the URL (as a \${ENV} reference in store.url, e.g. postgres://${user}:\${CC_OPTOUT_DB_PASSWORD}@...) or set PGPASSWORD`;
   if (/timeout/i.test(msg))
     return `cannot connect: no answer from ${host} in time: check the host, the port and any firewall`;
   if (/ssl/i.test(msg)) return `cannot connect: ${msg}: check sslmode in the URL and the server's SSL settings`;
   return `cannot be used as a cc-optout state store: ${msg}`;
+}
+
+/** Errors that mean "the server is not reachable (yet)", not "the store is configured wrong". */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  '57P03', // the database system is starting up
+  '53300', // too many connections
+]);
+
+function isUnreachable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  if (e && typeof e.code === 'string' && UNREACHABLE_CODES.has(e.code)) return true;
+  return /timeout|Connection terminated unexpectedly/i.test(String(e?.message ?? ''));
+}
+
+/** The error for a server that cannot be used: StoreUnreachable (transient) or StoreOpenError (config, exit 2). */
+function openError(err: unknown, location: string, parsed: URL | null): Error {
+  const problem = scrub(openProblem(err, parsed), parsed);
+  return isUnreachable(err)
+    ? new StoreUnreachable(location, problem)
+    : new StoreOpenError(location, problem, 'store.url');
 }
 
 /** Remove a URL's password (raw and decoded, in its user part or a query parameter) from a message. */
@@ -1591,7 +1621,8 @@ function safeDecode(s: string): string {
 /**
  * Open the PostgreSQL store at `url` (`postgres://user:password@host:port/db`): connect, apply the "store"
  * migrations. A server that cannot be used is a StoreOpenError (a ConfigError: the CLI exits 2 before any write)
- * naming `store.url` with the password masked, and what to check.
+ * naming `store.url` with the password masked, and what to check; one that cannot be reached (yet) is a
+ * StoreUnreachable (exit 1; `run` waits for it).
  */
 export async function openPgBackend(
   url: string,
@@ -1612,7 +1643,7 @@ export async function openPgBackend(
   try {
     await probe.connect();
   } catch (err) {
-    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+    throw openError(err, location, parsed);
   } finally {
     await probe.end().catch(() => undefined);
   }
@@ -1628,7 +1659,7 @@ export async function openPgBackend(
     version = await migrate(pool, 'store', STORE_MIGRATIONS);
   } catch (err) {
     await pool.end().catch(() => undefined);
-    throw new StoreOpenError(location, scrub(openProblem(err, parsed), parsed), 'store.url');
+    throw openError(err, location, parsed);
   }
   return new PgBackend(pool, location, version);
 }

@@ -276,6 +276,20 @@ export class StoreOpenError extends ConfigError {
   }
 }
 
+/**
+ * The PostgreSQL server cannot be reached right now (connection refused, no answer, unknown host, starting up):
+ * not a config error (a one-shot command exits 1; `run` waits for it, see service/store-wait).
+ */
+export class StoreUnreachable extends Error {
+  constructor(
+    readonly path: string,
+    problem: string,
+  ) {
+    super(`store.url: ${path}: ${problem}`);
+    this.name = 'StoreUnreachable';
+  }
+}
+
 export interface StateStore {
   readonly schemaVersion: number;
   close(): Awaitable<void>;

@@ -11,7 +11,7 @@ import { ConfigError, ObservedContact, OptOut } from '../../src/domain';
 import { PgFenceGuard } from '../../src/store/backend';
 import { PgBackend, openPgBackend } from '../../src/store/postgres';
 import { SqliteStateStore } from '../../src/store/sqlite';
-import { LeaseLost, RunLocked, StateStore, StoreOpenError } from '../../src/store/types';
+import { LeaseLost, RunLocked, StateStore, StoreOpenError, StoreUnreachable } from '../../src/store/types';
 import { StaleFence } from '../../src/fleet/types';
 import { freshDatabase, pgSkipped } from '../support/postgres';
 
@@ -599,9 +599,14 @@ describe('PostgreSQL state store (a real server)', function () {
       });
     });
     u.port = String(port);
-    await assert.rejects(openPgBackend(u.toString()), (e) =>
-      check(e, /nothing accepts connections at 127\.0\.0\.1:\d+: is PostgreSQL running/),
-    );
+    // a server not reachable is not a config error (StoreUnreachable: exit 1, `run` waits for it); same message
+    await assert.rejects(openPgBackend(u.toString()), (e: Error) => {
+      assert.ok(e instanceof StoreUnreachable && !(e instanceof ConfigError), String(e));
+      assert.doesNotMatch(e.message, /S3cr|%65t|S3cret/);
+      assert.match(e.message, /^store\.url: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/no_such_database_here/);
+      assert.match(e.message, /nothing accepts connections at 127\.0\.0\.1:\d+: is PostgreSQL running/);
+      return true;
+    });
     // a password as a query parameter is masked too
     const q = new URL(db.url);
     q.pathname = '/no_such_database_here';
