@@ -7,7 +7,7 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CliResult, Harness, runCli, startHarness } from './helpers';
+import { CliResult, Harness, runCli, spawnCli, startHarness, waitFor } from './helpers';
 import { freshDatabase, pgSkipped } from '../support/postgres';
 import { openBackend } from '../../src/store/open';
 import { fleetTablesOf } from '../../src/service/fleet-cli';
@@ -134,6 +134,15 @@ function suite(label: string, pg: boolean): void {
     });
 
     it('accounts set default is refused (exit 2) the same way on every backend', async () => {
+      // the config file's account has state here (as after its first run): PostgreSQL then lists it implicitly
+      const backend = await openBackend(spec);
+      try {
+        const kv = await (await backend.account('default')).kv(SOURCE_KV);
+        kv.set('daily_usage', '{}');
+        await kv.flush?.();
+      } finally {
+        await backend.close();
+      }
       const r = ok(await cli(['accounts', 'set', 'default', '--priority', '0']), 2);
       assert.match(
         r.stderr,
@@ -152,6 +161,21 @@ function suite(label: string, pg: boolean): void {
       const list = ok(await cli(['--json', 'accounts', 'list']));
       assert.match(list.stdout, /"id": "twin"/, 'nothing was removed');
       ok(await cli(['accounts', 'remove', 'solo', '--yes']));
+    });
+
+    it('a fleet worker logs the re-authorise hint of the account it polled', async () => {
+      const p = spawnCli(h, pg ? ['--store', spec, 'run', '--workers', '1'] : ['run', '--workers', '1']);
+      try {
+        await waitFor(() => (p.stdout() + p.stderr()).includes('`cc-optout --account bad auth constant-contact`'), {
+          timeoutMs: 40_000,
+          intervalMs: 200,
+          what: "account bad's re-authorise hint in the worker's log",
+        });
+        assert.ok(!(p.stdout() + p.stderr()).includes('Re-authorise with `cc-optout auth constant-contact`'));
+      } finally {
+        p.child.kill('SIGTERM');
+        await p.done.catch(() => undefined);
+      }
     });
   });
 }
