@@ -15,7 +15,9 @@ import { pidAlive } from './store/sqlite';
 import { AccountRecord, DEFAULT_ACCOUNT, StoreBackend } from './store/backend';
 import { openBackend, storeSpecFor } from './store/open';
 import { isPostgresUrl } from './store/pg/url';
-import { UnknownAccount } from './store/sqlite-backend';
+import { SqliteBackend, UnknownAccount } from './store/sqlite-backend';
+import { SOURCE_KV } from './engine';
+import { KV_ACCESS_EXPIRES_AT, KV_ACCESS_TOKEN, KV_REFRESH_TOKEN } from './source/constant-contact/auth';
 import {
   DEFAULT_PRIORITY,
   PRIORITY_MAX,
@@ -83,6 +85,60 @@ export async function withAccount<T>(
       }
     }
     throw new ExitError(EXIT.config, unknownAccountMessage(account, known));
+  }
+}
+
+/** Where an account's state lives: its own file on SQLite, the (masked) URL on PostgreSQL. */
+function accountLocation(backend: StoreBackend, id: string): string {
+  return backend instanceof SqliteBackend ? backend.accountFile(id) : backend.location;
+}
+
+/** The fields of an account document's source that its stored Constant Contact tokens belong to. */
+const TOKEN_FIELDS = ['clientId', 'authBaseUrl', 'apiBaseUrl', 'refreshToken'] as const;
+
+function sourceOf(doc: unknown): Record<string, unknown> {
+  const s = doc && typeof doc === 'object' ? (doc as Record<string, unknown>).source : undefined;
+  return s && typeof s === 'object' ? (s as Record<string, unknown>) : {};
+}
+
+/** The `source.X` fields whose value differs between two account documents (as stored: references unresolved). */
+function tokenFieldsChanged(before: unknown, after: unknown): string[] {
+  const a = sourceOf(before);
+  const b = sourceOf(after);
+  return TOKEN_FIELDS.filter((f) => JSON.stringify(a[f] ?? null) !== JSON.stringify(b[f] ?? null)).map(
+    (f) => `source.${f}`,
+  );
+}
+
+interface SourceIdentity {
+  clientId: string | null;
+  refreshToken: string | null;
+}
+
+/** `${NAME}` references replaced from `env` (an unset one: null, nothing to compare). */
+function resolved(v: unknown, env: NodeJS.ProcessEnv): string | null {
+  if (typeof v !== 'string' || v === '') return null;
+  let unset = false;
+  const out = v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, n: string) => {
+    const x = env[n];
+    if (x === undefined || x === '') unset = true;
+    return x ?? '';
+  });
+  return unset ? null : out;
+}
+
+function sourceIdentity(doc: unknown, env: NodeJS.ProcessEnv): SourceIdentity {
+  const s = sourceOf(doc);
+  return { clientId: resolved(s.clientId, env), refreshToken: resolved(s.refreshToken, env) };
+}
+
+/** The config file's source (the `default` account), or null when it does not decode. */
+function defaultSource(g: GlobalOpts): SourceIdentity | null {
+  try {
+    const c = loadConfig(g.config, process.env, createRegistry(), { requireEnv: false });
+    return { clientId: c.source.clientId || null, refreshToken: c.source.refreshToken || null };
+  } catch {
+    return null;
   }
 }
 
@@ -272,13 +328,37 @@ export function registerAccountCommands(
             EXIT.config,
             `${at}: the account exists (added ${existing.createdAt}); pass --replace to replace its config (its state is kept), or \`accounts set ${id} --priority N\``,
           );
+        // another account with the same application and the same refresh token: a rotation by one breaks the other
+        const mine = sourceIdentity(doc, process.env);
+        const sharing: string[] = [];
+        if (mine.clientId && mine.refreshToken) {
+          const others: [string, SourceIdentity][] = (await backend.listAccounts())
+            .filter((r) => r.id !== id && r.id !== DEFAULT_ACCOUNT)
+            .map((r) => [r.id, sourceIdentity(r.config, process.env)]);
+          const def = defaultSource(g());
+          if (def) others.unshift([DEFAULT_ACCOUNT, def]);
+          for (const [other, s] of others)
+            if (s.clientId === mine.clientId && s.refreshToken === mine.refreshToken) sharing.push(other);
+        }
+        // --replace with another application, token server or refresh token: the stored tokens are not its own
+        const changed = existing ? tokenFieldsChanged(existing.config, doc) : [];
         const rec = await backend.putAccount(
           { id, config: doc, priority: o.priority ?? existing?.priority ?? DEFAULT_PRIORITY },
           new Date().toISOString(),
         );
+        if (changed.length) {
+          const kv = await (await backend.account(id)).kv(SOURCE_KV);
+          for (const k of [KV_REFRESH_TOKEN, KV_ACCESS_TOKEN, KV_ACCESS_EXPIRES_AT]) kv.set(k, '');
+          await kv.flush?.();
+        }
+        const where = accountLocation(backend, id);
+        for (const other of sharing)
+          process.stderr.write(
+            `warning: ${at}: account ${other} uses the same Constant Contact clientId and refresh token; refresh tokens rotate, so one of the two will stop working (invalid_grant): authorise each account on its own (\`cc-optout --account ${id} auth constant-contact\`)\n`,
+          );
         for (const f of literal)
           process.stderr.write(
-            `warning: ${at}: ${f}: an inline secret is stored as given in ${backend.location}; a \${ENV} reference is recommended\n`,
+            `warning: ${at}: ${f}: an inline secret is stored as given in ${where}; a \${ENV} reference is recommended\n`,
           );
         const unset = unsetReferences(doc, process.env);
         const targets = documentTargets(doc);
@@ -288,14 +368,22 @@ export function registerAccountCommands(
               [existing ? 'replaced' : 'added']: rec.id,
               priority: rec.priority,
               targets,
-              store: backend.location,
+              store: where,
               unsetReferences: unset,
+              ...(existing ? { tokensCleared: changed.length > 0 } : {}),
+              ...(sharing.length ? { sharesRefreshTokenWith: sharing } : {}),
             }),
           );
         else {
           h.out(
-            `account ${rec.id} ${existing ? 'replaced' : 'added'} (priority ${rec.priority}; targets ${targets.join(', ')}) in ${backend.location}`,
+            `account ${rec.id} ${existing ? 'replaced' : 'added'} (priority ${rec.priority}; targets ${targets.join(', ')}) in ${where}`,
           );
+          if (existing)
+            h.out(
+              changed.length
+                ? `  ${changed.join(', ')} changed: its stored Constant Contact tokens were cleared (authorise it again, unless source.refreshToken seeds it)`
+                : `  its stored Constant Contact tokens are kept (source.clientId, authBaseUrl, apiBaseUrl and refreshToken unchanged)`,
+            );
           if (unset.length)
             h.out(`  not set in this environment (needed where it runs): ${unset.map((n) => `\${${n}}`).join(', ')}`);
           h.out(
@@ -354,6 +442,19 @@ export function registerAccountCommands(
               EXIT.incomplete,
               `${at}: a run of this account is in progress: cc-optout ${lock.command} (pid ${lock.pid}, since ${lock.acquiredAt}); nothing removed. Stop it first.`,
             );
+          // a fleet worker (on any host: the lease table is shared) holding one of its leases
+          const now = Date.now();
+          const held = ((await (await existingFleetTables(backend))?.leases.list()) ?? []).filter(
+            (l) => l.account === id && l.owner !== null && l.expiresAt !== null && Date.parse(l.expiresAt) > now,
+          );
+          if (held.length)
+            throw new h.ExitError(
+              EXIT.incomplete,
+              `${at}: a fleet worker holds ${held
+                .map((l) => `${l.key} (owner ${l.owner}, expires ${l.expiresAt})`)
+                .join(', ')}; nothing removed. Stop that worker or wait for it to finish, ` +
+                `or pause the account first with \`cc-optout accounts set ${id} --priority 0\` and retry once its leases are released.`,
+            );
           const n = await store.countOptOuts();
           const runs = await store.recentRuns(1);
           const targets = documentTargets(rec.config);
@@ -385,7 +486,7 @@ export function registerAccountCommands(
     .action(async (id: string, o: { priority: number }) => {
       checkId('set', id, h);
       await withBackend(open, g(), true, async (backend) => {
-        if (id === DEFAULT_ACCOUNT && !(await backend.getAccount(id)))
+        if (id === DEFAULT_ACCOUNT)
           throw new h.ExitError(
             EXIT.config,
             `accounts set ${id}: "default" is the config file's account; its priority is not stored in this store`,

@@ -72,6 +72,7 @@ function engineFor(
   registry: Registry,
   raw: StateStore,
   externalLease?: ExternalLease,
+  account?: string,
 ): { store: StateStore; engine: Engine } {
   const store = o.wrapStore ? o.wrapStore(raw) : raw;
   const wrapSource = o.wrapSource ?? ((s: OptOutSource) => s);
@@ -84,7 +85,8 @@ function engineFor(
     onProgress: o.onProgress,
     leaseRenewMs: o.leaseRenewMs,
     ...(externalLease ? { externalLease } : {}),
-    source: (deps) => wrapSource(createConstantContactSource(config.source, deps, o.sourceOptions)),
+    source: (deps) =>
+      wrapSource(createConstantContactSource(config.source, deps, { ...(o.sourceOptions ?? {}), account })),
   });
   return { store, engine };
 }
@@ -205,6 +207,7 @@ export async function openAppAsync(o: AsyncAppOptions): Promise<AsyncApp> {
       registry,
       raw,
       o.externalLease,
+      account,
     );
     return {
       config,

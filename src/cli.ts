@@ -517,7 +517,7 @@ function registerCheck(program: Command, g: () => GlobalOpts): void {
         const r = await ctx.engine.check();
         if (g().json) out(JSON.stringify(r, null, 2));
         else {
-          out(`config ${ctx.config.file}: ok`);
+          out(`config ${ctx.config.file}${ctx.account === DEFAULT_ACCOUNT ? '' : `, account ${ctx.account}`}: ok`);
           for (const i of r.source.items) out(`${i.ok ? 'ok  ' : 'FAIL'} constant-contact ${i.name}: ${i.detail}`);
           for (const [name, rep] of Object.entries(r.targets))
             for (const i of rep.items) out(`${i.ok ? 'ok  ' : 'FAIL'} ${name} ${i.name}: ${i.detail}`);

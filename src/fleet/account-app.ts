@@ -134,6 +134,7 @@ export function accountOpener(o: AccountOpenerOptions): (input: OpenAccountInput
       source: (deps) =>
         createConstantContactSource(config.source, deps, {
           ...(o.sourceOptions ?? {}),
+          account: record.id,
           ...(o.budget ? { sharedBudget: { app, budget: o.budget } } : {}),
         }),
     });

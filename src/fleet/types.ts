@@ -29,7 +29,9 @@ export class StaleFence extends LeaseLost {
     readonly current: number | null,
   ) {
     super(
-      `lease ${key}: fence ${held} is stale (now ${current ?? 'released'}): another worker took this lease over; nothing was written`,
+      current === null
+        ? `lease ${key}: fence ${held} is stale (now released): the lease was released or removed (e.g. its account by \`accounts remove\`), not taken over; nothing was written`
+        : `lease ${key}: fence ${held} is stale (now ${current}): another worker took this lease over; nothing was written`,
     );
     this.name = 'StaleFence';
   }

@@ -63,6 +63,11 @@ export function boundedExpiresIn(expiresIn: number | null | undefined, logger?: 
 
 export const REAUTH_COMMAND = 'cc-optout auth constant-contact';
 
+/** The command that re-authorises `account` (the config file's own account when absent or `default`). */
+export function reauthCommand(account?: string): string {
+  return account && account !== 'default' ? `cc-optout --account ${account} auth constant-contact` : REAUTH_COMMAND;
+}
+
 /** The effects the OAuth code needs (a subset of SourceDeps, so the CLI's `auth` command can pass its own). */
 export interface AuthDeps {
   readonly clock: Clock;
@@ -271,12 +276,15 @@ export class TokenManager {
   private readonly endpoint: TokenEndpoint;
   private readonly refresher = singleFlight(() => this.doRefresh());
   private seeded = false;
+  /** The command a person runs when the refresh token is refused (names the account when not `default`). */
+  readonly reauth: string;
 
   constructor(
     private readonly config: ResolvedSource,
     private readonly deps: AuthDeps,
-    options: TokenEndpointOptions & { endpoint?: TokenEndpoint } = {},
+    options: TokenEndpointOptions & { endpoint?: TokenEndpoint; account?: string } = {},
   ) {
+    this.reauth = reauthCommand(options.account);
     registerSecret(config.clientSecret);
     registerSecret(config.refreshToken);
     this.endpoint = options.endpoint ?? new TokenEndpoint(config, deps, options);
@@ -350,7 +358,7 @@ export class TokenManager {
     const refreshToken = this.refreshToken();
     if (!refreshToken) {
       throw new ReauthorizationRequired(
-        `No Constant Contact refresh token is stored and none is configured: run \`${REAUTH_COMMAND}\` to authorise this connector.`,
+        `No Constant Contact refresh token is stored and none is configured: run \`${this.reauth}\` to authorise this connector.`,
       );
     }
     const res = await this.endpoint.post('/token', { grant_type: 'refresh_token', refresh_token: refreshToken });
@@ -359,7 +367,7 @@ export class TokenManager {
         throw new ReauthorizationRequired(
           redact(
             `Constant Contact refused the stored refresh token (${describeOAuthError(res)}). It expired, was revoked, or was ` +
-              `already used after a rotation. Re-authorise with \`${REAUTH_COMMAND}\`.`,
+              `already used after a rotation. Re-authorise with \`${this.reauth}\`.`,
           ),
         );
       }

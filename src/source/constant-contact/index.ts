@@ -35,7 +35,7 @@ import {
   SourceDeps,
   SourceError,
 } from '../types';
-import { REAUTH_COMMAND, TokenManager } from './auth';
+import { TokenManager } from './auth';
 import { ClientOptions, ConstantContactClient } from './client';
 import { CcContactCounts } from './codecs';
 import { sourceError } from './errors';
@@ -53,6 +53,8 @@ export { DEFAULT_MAX_PAGES, pagesForCount } from './scan';
 export interface ConstantContactSourceOptions extends ClientOptions {
   /** Export polling and timeout (tests shorten them). */
   readonly exportTiming?: ExportTiming;
+  /** The account this source serves (names it in the re-authorise hint; absent: the config file's). */
+  readonly account?: string;
 }
 
 /** The source plus the pieces the CLI may want (budget, tokens) for status output. */
@@ -207,7 +209,7 @@ async function checkToken(ctx: Ctx, items: CheckItem[]): Promise<boolean> {
     items.push({
       name: 'Constant Contact authorisation',
       ok: false,
-      detail: `no refresh token stored or configured: run \`${REAUTH_COMMAND}\``,
+      detail: `no refresh token stored or configured: run \`${ctx.tokens.reauth}\``,
     });
     return false;
   }
@@ -282,6 +284,7 @@ export function createConstantContactSource(
   const shared = options.sharedBudget;
   const tokens = new TokenManager(config, deps, {
     http: options.http,
+    account: options.account,
     // the application's token endpoint slot, shared by every worker (src/fleet)
     ...(shared ? { tokenSlot: () => shared.budget.tokenSlot(shared.app, (shared.clock ?? deps.clock).now()) } : {}),
   });
