@@ -25,6 +25,7 @@ import { randomBytes } from 'crypto';
 import { Logger, redact } from '../log';
 import { AccountRecord, PgFenceGuard, StoreBackend } from '../store/backend';
 import { LeaseLost, StateStore } from '../store/types';
+import { ReauthorizationRequired } from '../source/types';
 import { activityWeight, DEFAULT_MAX_INTERVAL_MS, DEFAULT_MIN_INTERVAL_MS, nextPollDelayMs } from './scheduler';
 import {
   accountLeaseKey,
@@ -242,6 +243,8 @@ interface InHand {
 export class FleetWorker {
   readonly owner: string;
   readonly counts: WorkerCounts = { claimed: 0, polls: 0, deliveries: 0, failures: 0, lost: 0, handedOver: 0 };
+  /** Accounts whose Constant Contact credentials were refused (re-authorisation needed): the message (readyz). */
+  readonly refused = new Map<string, string>();
   private readonly inHand = new Map<string, InHand>();
   private stopping = false;
   private loop: Promise<void> | null = null;
@@ -514,12 +517,14 @@ export class FleetWorker {
         const polled = await this.poll(record, work, signal, started, prior);
         // opened and polled: the failures counted while it could not be opened are over
         this.localFailures(lease.key, false);
+        this.refused.delete(record.id);
         return polled;
       }
       return await this.deliver(record, work, target!, signal);
     } catch (err) {
       this.counts.failures += 1;
       const message = redact((err as Error).message ?? String(err));
+      if (kind === 'account' && err instanceof ReauthorizationRequired) this.refused.set(record.id, message);
       this.log.error(kind === 'account' ? 'poll failed' : 'delivery failed', {
         account: record.id,
         ...(target ? { target } : {}),

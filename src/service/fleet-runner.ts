@@ -15,7 +15,7 @@ import { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Registry as PromRegistry } from 'prom-client';
 import { ResolvedService } from '../config';
 import { FleetWorker, FleetWorkerOptions } from '../fleet/worker';
-import { Logger } from '../log';
+import { Logger, redact } from '../log';
 import { Readiness, createServiceServer } from './server';
 
 export interface FleetRunnerOptions {
@@ -27,6 +27,8 @@ export interface FleetRunnerOptions {
   readonly worker: Omit<FleetWorkerOptions, 'logger' | 'owner'>;
   /** Called after the workers stopped (close the fleet tables and the backend). */
   readonly close?: () => Promise<void>;
+  /** /readyz: how long the store may take to answer (default 3 s). */
+  readonly storeProbeMs?: number;
 }
 
 export class FleetRunner {
@@ -84,10 +86,34 @@ export class FleetRunner {
     return this.o.service.listen;
   }
 
-  readiness(): Readiness {
+  /**
+   * Ready: started, not stopping, the store answers (within storeProbeMs) and no account's Constant Contact
+   * credentials were refused (cleared by its next successful poll), as the single-account runner's /readyz.
+   */
+  async readiness(): Promise<Readiness> {
     const reasons: string[] = [];
     if (this.stopping) reasons.push('shutting down');
     if (!this.started) reasons.push('starting');
+    const probeMs = this.o.storeProbeMs ?? 3000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.o.worker.backend.listAccounts(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${probeMs} ms`)), probeMs);
+        }),
+      ]);
+    } catch (err) {
+      reasons.push(`store unreachable: ${redact((err as Error).message ?? String(err))}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const refused = new Map<string, string>();
+    for (const w of this.workers) for (const [id, msg] of w.refused) refused.set(id, msg);
+    for (const [id, msg] of [...refused].sort(([a], [b]) => a.localeCompare(b)))
+      reasons.push(
+        `account ${id}: credentials refused: ${msg} (run \`cc-optout --account ${id} auth constant-contact\`)`,
+      );
     return {
       ready: reasons.length === 0,
       reasons,
