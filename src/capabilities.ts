@@ -12,10 +12,17 @@ import { Logger, memoryLogger, redact, registerSecret } from './log';
 
 export const coreSecrets: Secrets = { register: registerSecret, redact };
 
-export function coreHttp(clock: Clock): HttpCapabilities {
+/**
+ * `stopSignal`: the current run's stop signal (SIGTERM, a lost fleet lease); once it is aborted `retry` makes no
+ * further attempt, unless the connector passed a signal of its own.
+ */
+export function coreHttp(clock: Clock, stopSignal?: () => AbortSignal | undefined): HttpCapabilities {
   return {
     limiter: (opts) => new RateLimiter({ ...opts, clock: opts.clock ?? clock }),
-    retry: (fn, classify, policy, c, hooks) => withRetry(fn, classify, policy, c ?? clock, hooks),
+    retry: (fn, classify, policy, c, hooks) => {
+      const signal = hooks?.signal ?? stopSignal?.();
+      return withRetry(fn, classify, policy, c ?? clock, signal ? { ...hooks, signal } : hooks);
+    },
     singleFlight: (fn) => singleFlight(fn),
   };
 }

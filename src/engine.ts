@@ -438,7 +438,8 @@ export class Engine {
       targetName: t.name,
       readFile: this.deps.readFile ?? ((p: string) => require('fs').readFileSync(p, 'utf8') as string),
       secrets: coreSecrets,
-      http: coreHttp(this.deps.clock),
+      // retries stop with the run (SIGTERM, a lost fleet lease): nothing more is sent for a stopped run
+      http: coreHttp(this.deps.clock, () => engine.stopSignal),
       // the current run's stop signal (SIGINT/SIGTERM, a lost lease): a target opened once serves several runs
       get signal(): AbortSignal | undefined {
         return engine.stopSignal;

@@ -1,4 +1,5 @@
 import { strict as assert } from 'assert';
+import { coreHttp } from '../../src/capabilities';
 import { withRetry } from '../../src/http/retry';
 
 const clock = {
@@ -40,5 +41,26 @@ describe('withRetry and the run stop signal', () => {
     );
     assert.equal(out, 'ok');
     assert.equal(attempts, 3);
+  });
+});
+
+describe("the core's caps.http.retry and the run stop signal", () => {
+  it('stops retrying once the run is stopped (Salesforce and plugins retry through caps.http.retry)', async () => {
+    const ctl = new AbortController();
+    const http = coreHttp(clock, () => ctl.signal);
+    let attempts = 0;
+    await assert.rejects(
+      http.retry(
+        async () => {
+          attempts++;
+          if (attempts === 2) ctl.abort();
+          throw new Error('HTTP 503');
+        },
+        () => ({ retry: true, reason: '503' }),
+        { maxAttempts: 6, baseDelayMs: 1, maxDelayMs: 1 },
+      ),
+      /HTTP 503/,
+    );
+    assert.equal(attempts, 2);
   });
 });
