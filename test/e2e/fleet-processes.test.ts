@@ -212,7 +212,7 @@ describe('e2e: three fleet worker processes on one PostgreSQL', function () {
     await sleep(2000);
     for (const w of workers.slice(1)) assert.equal(await w.stop(), 0, w.stderr.join(''));
     const stats = await checkDisjoint(pool);
-    assert.ok(stats.claims > 30 && stats.handovers > 10, JSON.stringify(stats));
+    assert.ok(stats.claims > 30 && stats.handovers >= 5, JSON.stringify(stats));
     assert.ok(stats.writes > 20, JSON.stringify(stats));
     // the survivors released everything on SIGTERM; only the killed worker's last claims may still be live rows
     const live = await pool.query("SELECT key FROM cc_leases WHERE owner IS NOT NULL AND owner <> 'w1'");
